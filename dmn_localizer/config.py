@@ -1,0 +1,94 @@
+"""Configuration dataclasses of the ROS nodes; ROS parameter names equal the field names.
+
+Each field carries a description (and optionally a numeric range) in its metadata; the nodes
+declare one ROS parameter per field from it (:mod:`dmn_localizer.nodes.parameters`), and the
+YAML files under ``config/`` give the defaults users edit. No rclpy here.
+"""
+from dataclasses import dataclass, field, fields
+
+
+def param(default, description, lo=None, hi=None):
+    """A dataclass field that becomes a declared ROS parameter."""
+    meta = {'description': description}
+    if lo is not None:
+        meta['range'] = (lo, hi)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class MapperConfig:
+    # frames (REP-105)
+    map_frame: str = param('map', 'Frame of the map the context poses are expressed in')
+    base_frame: str = param('base_link', 'Robot base frame')
+    camera_frame: str = param('camera_link', 'Camera frame of the images')
+    # inputs
+    image_topic: str = param('camera/image_raw', 'Camera topic (relative, so namespaces work)')
+    image_transport: str = param('raw', "Image message type: 'raw' (sensor_msgs/Image) or "
+                                 "'compressed' (sensor_msgs/CompressedImage on TOPIC/compressed)")
+    pose_topic: str = param('ground_truth/pose', 'Pose source topic giving base poses in the map')
+    pose_type: str = param('pose_stamped', "Pose message type: 'pose_stamped', "
+                           "'pose_with_covariance_stamped' or 'odometry'")
+    sync_tolerance_s: float = param(0.05, 'Max stamp difference when pairing an image with a '
+                                    'pose, seconds', 0.0, 10.0)
+    camera_offset_x: float = param(0.0, 'Camera position in base frame, x (m)', -10.0, 10.0)
+    camera_offset_y: float = param(0.0, 'Camera position in base frame, y (m)', -10.0, 10.0)
+    camera_offset_yaw: float = param(0.0, 'Camera heading in base frame (rad)', -3.1416, 3.1416)
+    # keyframe selection
+    keyframe_min_distance: float = param(2.0, 'Add a context when the camera moved this far '
+                                         'from the nearest context (m)', 0.0, 1000.0)
+    keyframe_min_angle: float = param(0.5, 'Or turned this much relative to it (rad)',
+                                      0.0, 3.1416)
+    # model and map
+    model: str = param('', 'Model weights (.safetensors); empty = the shipped mazes model')
+    map_file: str = param('', 'Map file to start from (empty = start with an empty map)')
+    save_path: str = param('dmn_map.dmnmap', 'Where ~/save_map writes the map')
+    image_size: int = param(32, 'Images are resized to this square size before embedding',
+                            8, 512)
+    device: str = param('auto', "Torch device: 'auto', 'cpu' or 'cuda'")
+
+
+@dataclass
+class LocalizerConfig:
+    # frames (REP-105)
+    map_frame: str = param('map', 'Global frame of the estimate')
+    odom_frame: str = param('odom', 'Odometry frame')
+    base_frame: str = param('base_link', 'Robot base frame')
+    camera_frame: str = param('camera_link', 'Camera frame')
+    # inputs
+    image_topic: str = param('camera/image_raw', 'Camera topic')
+    image_transport: str = param('raw', "'raw' (sensor_msgs/Image) or 'compressed'")
+    odom_topic: str = param('odom', 'nav_msgs/Odometry topic giving odom -> base')
+    initial_pose_topic: str = param('initialpose', 'Initial pose (RViz 2D Pose Estimate)')
+    camera_offset_x: float = param(0.0, 'Camera position in base frame, x (m)', -10.0, 10.0)
+    camera_offset_y: float = param(0.0, 'Camera position in base frame, y (m)', -10.0, 10.0)
+    camera_offset_yaw: float = param(0.0, 'Camera heading in base frame (rad)', -3.1416, 3.1416)
+    # model and map
+    model: str = param('', 'Model weights (.safetensors); empty = the shipped mazes model')
+    map_file: str = param('', 'Map file written by the mapper (~/save_map)')
+    image_size: int = param(32, 'Images are resized to this square size', 8, 512)
+    device: str = param('auto', "Torch device: 'auto', 'cpu' or 'cuda'")
+    # particle filter (AMCL names where they exist)
+    num_particles: int = param(256, 'Particles when tracking from an initial pose', 1, 1000000)
+    global_num_particles: int = param(2048, 'Particles for global localization', 1, 1000000)
+    initial_sigma_xy: float = param(1.0, 'Default x-y sigma of /initialpose when its '
+                                    'covariance is zero (m)', 0.0, 100.0)
+    initial_sigma_yaw: float = param(0.3, 'Default yaw sigma of /initialpose (rad)', 0.0, 3.2)
+    motion_noise_xy: float = param(0.1, 'Transition noise, std per metre moved (m/m)', 0.0, 10.0)
+    motion_noise_yaw: float = param(0.05, 'Transition noise, std per radian turned plus per '
+                                    'metre moved (rad)', 0.0, 10.0)
+    update_min_d: float = param(0.25, 'Translation needed before a filter update (m)',
+                                0.0, 100.0)
+    update_min_a: float = param(0.2, 'Rotation needed before a filter update (rad)', 0.0, 6.3)
+    force_update_when_still: bool = param(False, 'Update on every image even when not moving')
+    resample_ess_ratio: float = param(0.5, 'Resample when ESS < ratio * particles', 0.0, 1.0)
+    recovery_alpha: float = param(0.0, 'Share of particles re-drawn uniformly when the '
+                                  'likelihood collapses (0 = off)', 0.0, 1.0)
+    transform_tolerance: float = param(0.1, 'Future-date map->odom by this much (s)', 0.0, 10.0)
+    tf_broadcast: bool = param(True, 'Publish map -> odom on /tf')
+    publish_particles: bool = param(True, 'Publish ~/particles (PoseArray) and markers')
+
+
+def field_specs(config_cls):
+    """(name, default, description, range or None) for each field of a config dataclass."""
+    return [(f.name, f.default, f.metadata['description'], f.metadata.get('range'))
+            for f in fields(config_cls)]

@@ -1,0 +1,1 @@
+"""Datasets: episodes (contexts + query trajectory), shards on disk, streaming readers."""

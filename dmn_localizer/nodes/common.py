@@ -1,0 +1,63 @@
+"""Pieces both nodes share: QoS profiles, image subscription, pose-source subscription."""
+import numpy as np
+from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
+from nav_msgs.msg import Odometry
+from rclpy.qos import (DurabilityPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+from sensor_msgs.msg import CompressedImage, Image
+
+from dmn_localizer.errors import UserError
+from dmn_localizer.nodes.conversions import (ImageError, compressed_to_rgb, image_to_rgb,
+                                             pose_to_xyyaw, resize_square, stamp_to_sec)
+
+# Latched outputs (like amcl_pose / map): late subscribers get the last message.
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+POSE_TYPES = {'pose_stamped': (PoseStamped, lambda m: m.pose),
+              'pose_with_covariance_stamped': (PoseWithCovarianceStamped, lambda m: m.pose.pose),
+              'odometry': (Odometry, lambda m: m.pose.pose)}
+
+
+def subscribe_images(node, topic, transport, image_size, callback):
+    """Subscribe to raw or compressed images with sensor-data QoS; ``callback(stamp_s, rgb)``
+    gets (image_size, image_size, 3) uint8 RGB. Bad frames are skipped with a throttled
+    warning naming the topic and the reason."""
+    if transport not in ('raw', 'compressed'):
+        raise UserError(f"image_transport must be 'raw' or 'compressed', not {transport!r}")
+    cls, decode = (Image, image_to_rgb) if transport == 'raw' else \
+        (CompressedImage, compressed_to_rgb)
+    if transport == 'compressed' and not topic.endswith('/compressed'):
+        topic = topic + '/compressed'
+
+    def on_image(msg):
+        try:
+            rgb = resize_square(decode(msg), image_size)
+        except ImageError as exc:
+            node.get_logger().warn(f'{topic}: frame skipped: {exc}', throttle_duration_sec=5.0)
+            return
+        callback(stamp_to_sec(msg.header.stamp), rgb)
+    return node.create_subscription(cls, topic, on_image, qos_profile_sensor_data)
+
+
+def subscribe_poses(node, topic, pose_type, callback):
+    """Subscribe to a pose source; ``callback(stamp_s, frame_id, xyyaw)``; non-finite poses
+    are rejected with a throttled warning."""
+    if pose_type not in POSE_TYPES:
+        raise UserError(f'pose_type must be one of {", ".join(POSE_TYPES)}, not {pose_type!r}')
+    cls, get_pose = POSE_TYPES[pose_type]
+
+    def on_pose(msg):
+        try:
+            xyyaw = pose_to_xyyaw(get_pose(msg))
+        except ValueError as exc:
+            node.get_logger().warn(f'{topic}: pose rejected: {exc}', throttle_duration_sec=5.0)
+            return
+        callback(stamp_to_sec(msg.header.stamp), msg.header.frame_id, xyyaw)
+    return node.create_subscription(cls, topic, on_pose, RELIABLE)
+
+
+def camera_offset(config):
+    """base_from_camera as a (3,) pose from the camera_offset_* parameters."""
+    return np.array([config.camera_offset_x, config.camera_offset_y, config.camera_offset_yaw])

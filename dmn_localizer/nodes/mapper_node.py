@@ -1,0 +1,109 @@
+"""mapper_node: builds the view-embedding map from camera images and poses.
+
+Subscribes to images (raw or compressed) and a pose source, pairs them by stamp, applies the
+camera offset, keeps keyframes (camera moved/turned enough since the nearest context) and
+publishes the context viewpoints (latched). Services: ``~/save_map`` (std_srvs/Trigger, atomic
+write to ``save_path``) and ``~/clear_map`` (std_srvs/Trigger).
+"""
+import sys
+
+import rclpy
+from rclpy.node import Node
+from std_srvs.srv import Trigger
+
+from dmn_localizer.config import MapperConfig
+from dmn_localizer.errors import UserError
+from dmn_localizer.geometry import compose
+from dmn_localizer.keyframes import is_new_keyframe
+from dmn_localizer.nodes.common import (LATCHED, camera_offset, subscribe_images,
+                                        subscribe_poses)
+from dmn_localizer.nodes.conversions import poses_to_pose_array
+from dmn_localizer.nodes.parameters import declare_config, refuse_changes
+from dmn_localizer.sync import StampPairer
+from dmn_localizer.view_map import ViewMap
+from geometry_msgs.msg import PoseArray
+
+
+class MapperNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__('mapper', **kwargs)
+        self.config = cfg = declare_config(self, MapperConfig)
+        refuse_changes(self, ['image_topic', 'pose_topic', 'pose_type', 'image_transport',
+                              'model', 'map_file', 'image_size', 'device'])
+        self.view_map = ViewMap(frame_id=cfg.map_frame)
+        if cfg.map_file:
+            self.view_map = ViewMap.load(cfg.map_file)
+            self.get_logger().info(f'started from {cfg.map_file}: {len(self.view_map)} contexts')
+        self.base_from_camera = camera_offset(cfg)
+        self.pairer = StampPairer(cfg.sync_tolerance_s)
+        self.contexts_pub = self.create_publisher(PoseArray, '~/contexts', LATCHED)
+        subscribe_images(self, cfg.image_topic, cfg.image_transport, cfg.image_size,
+                         self.on_image)
+        subscribe_poses(self, cfg.pose_topic, cfg.pose_type, self.on_pose)
+        self.create_service(Trigger, '~/save_map', self.on_save_map)
+        self.create_service(Trigger, '~/clear_map', self.on_clear_map)
+        self.publish_contexts()
+
+    def on_image(self, stamp, rgb):
+        for pair in self.pairer.add_image(stamp, rgb):
+            self.add_pair(*pair)
+
+    def on_pose(self, stamp, frame_id, map_from_base):
+        if frame_id and frame_id != self.config.map_frame:
+            self.get_logger().warn(f'pose in frame {frame_id!r}, expected '
+                                   f'{self.config.map_frame!r}: ignored',
+                                   throttle_duration_sec=5.0)
+            return
+        for pair in self.pairer.add_pose(stamp, map_from_base):
+            self.add_pair(*pair)
+
+    def add_pair(self, stamp, rgb, map_from_base):
+        map_from_camera = compose(map_from_base, self.base_from_camera)
+        cfg = self.config
+        if is_new_keyframe(map_from_camera, self.view_map.poses, cfg.keyframe_min_distance,
+                           cfg.keyframe_min_angle):
+            self.view_map.add(rgb, map_from_camera)
+            self.publish_contexts()
+
+    def publish_contexts(self):
+        self.contexts_pub.publish(poses_to_pose_array(
+            self.view_map.poses, self.config.map_frame, self.get_clock().now().to_msg()))
+
+    def on_save_map(self, request, response):
+        try:
+            self.view_map.save(self.config.save_path)
+        except OSError as exc:
+            response.success, response.message = False, f'{self.config.save_path}: {exc}'
+            return response
+        response.success = True
+        response.message = f'saved {len(self.view_map)} contexts to {self.config.save_path}'
+        self.get_logger().info(response.message)
+        return response
+
+    def on_clear_map(self, request, response):
+        self.view_map.clear()
+        self.publish_contexts()
+        response.success, response.message = True, 'map cleared'
+        return response
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = MapperNode()
+        rclpy.spin(node)
+    except UserError as exc:
+        print(f'mapper_node: error: {exc}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

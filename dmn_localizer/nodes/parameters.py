@@ -1,0 +1,39 @@
+"""Declare one ROS parameter per field of a config dataclass (descriptions, ranges, types)."""
+from dataclasses import fields
+
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
+
+from dmn_localizer.config import field_specs
+
+
+def declare_config(node, config_cls):
+    """Declare the parameters of ``config_cls`` on ``node`` and return the filled config.
+
+    Values come from the YAML parameter file / command line (``--ros-args``), defaults from the
+    dataclass. Out-of-range values are refused by rclpy with the range in the message.
+    """
+    for name, default, description, rng in field_specs(config_cls):
+        desc = ParameterDescriptor(description=description)
+        if rng is not None and isinstance(default, float):
+            desc.floating_point_range = [FloatingPointRange(from_value=float(rng[0]),
+                                                            to_value=float(rng[1]))]
+        elif rng is not None and isinstance(default, int) and not isinstance(default, bool):
+            desc.integer_range = [IntegerRange(from_value=int(rng[0]), to_value=int(rng[1]),
+                                               step=1)]
+        node.declare_parameter(name, default, desc)
+    values = {f.name: node.get_parameter(f.name).value for f in fields(config_cls)}
+    return config_cls(**values)
+
+
+def refuse_changes(node, names):
+    """Parameters in ``names`` are read once at start: refuse changes at run time."""
+    names = set(names)
+
+    def callback(params):
+        changed = [p.name for p in params if p.name in names]
+        if changed:
+            return SetParametersResult(successful=False,
+                                       reason=f'{", ".join(changed)} can only be set at start')
+        return SetParametersResult(successful=True)
+    node.add_on_set_parameters_callback(callback)

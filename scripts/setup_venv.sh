@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Pip-only setup of dmn_localizer: creates .venv with pinned ROS 2 Kilted wheels, torch (CPU),
+# the simulators and test tools, builds tf2_msgs from its interface definition into the venv,
+# and installs this package in editable mode. Idempotent: when nothing it depends on changed,
+# a second run only verifies the environment.
+#
+# Usage: scripts/setup_venv.sh [--force]      (PYTHON=python3.11 to choose the interpreter)
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+venv="$root/.venv"
+py="${PYTHON:-python3.11}"
+command -v "$py" >/dev/null 2>&1 || py=python3
+stamp_file="$venv/.dmn_setup_stamp"
+force=0
+[ "${1:-}" = "--force" ] && force=1
+
+say() { printf '[setup] %s\n' "$*"; }
+
+inputs_hash() {
+  cat requirements/*.txt interfaces/tf2_msgs/CMakeLists.txt interfaces/tf2_msgs/package.xml \
+      interfaces/tf2_msgs/msg/*.msg scripts/build_tf2_msgs.sh setup.py setup.cfg \
+      | sha256sum | cut -d' ' -f1
+}
+
+verify() {
+  # Import everything the package needs at run time and at test time, in one fresh process.
+  AMENT_PREFIX_PATH="$venv" "$venv/bin/python" - <<'PY'
+import importlib, sys
+mods = ["rclpy", "rclpy.serialization", "sensor_msgs.msg", "geometry_msgs.msg", "nav_msgs.msg",
+        "visualization_msgs.msg", "diagnostic_msgs.msg", "std_srvs.srv", "tf2_msgs.msg",
+        "torch", "numpy", "cv2", "safetensors", "yaml", "tqdm", "matplotlib", "rosbags",
+        "vizdoom", "pybullet", "pytest", "hypothesis", "dmn_localizer"]
+missing = []
+for m in mods:
+    try:
+        importlib.import_module(m)
+    except Exception as exc:  # report every failure, not only the first
+        missing.append(f"{m}: {exc}")
+if missing:
+    print("[setup] verification FAILED:\n  " + "\n  ".join(missing))
+    sys.exit(1)
+import torch, rclpy  # noqa: E401
+from tf2_msgs.msg import TFMessage
+print(f"[setup] verified: python {sys.version.split()[0]}, torch {torch.__version__}, "
+      f"rclpy + tf2_msgs ({TFMessage.__name__}) import, {len(mods)} modules OK")
+PY
+}
+
+want=$(inputs_hash)
+if [ $force -eq 0 ] && [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$want" ]; then
+  say "nothing changed since the last setup of $venv; verifying only"
+  verify
+  exit 0
+fi
+
+t0=$(date +%s)
+if [ ! -x "$venv/bin/python" ]; then
+  say "creating $venv with $($py --version 2>&1)"
+  "$py" -m venv "$venv"
+else
+  say "reusing $venv (inputs changed or --force): installing what is missing"
+fi
+pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
+# This machine's pip config names local index folders that may not exist: drop that noise.
+quiet_pip() { "${pip[@]}" "$@" 2>&1 | grep -v "is ignored: it is neither a file nor a directory"; \
+              return "${PIPESTATUS[0]}"; }
+say "installing pinned requirements (ros, build, runtime, dev)"
+quiet_pip install -r requirements/ros.txt -r requirements/build.txt \
+  -r requirements/runtime.txt -r requirements/dev.txt
+
+if AMENT_PREFIX_PATH="$venv" "$venv/bin/python" -c "import tf2_msgs.msg" 2>/dev/null \
+   && [ $force -eq 0 ]; then
+  say "tf2_msgs already built into the venv"
+else
+  say "building tf2_msgs from interfaces/tf2_msgs into the venv"
+  bash scripts/build_tf2_msgs.sh "$venv"
+fi
+
+say "installing dmn_localizer in editable mode"
+quiet_pip install --no-deps --no-build-isolation -e .
+
+verify
+echo "$want" > "$stamp_file"
+t1=$(date +%s)
+say "done in $((t1 - t0)) s; venv size $(du -sh "$venv" | cut -f1)"
+say "activate with: source .venv/bin/activate   (or use make targets)"
