@@ -64,8 +64,13 @@ else
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 # This machine's pip config names local index folders that may not exist: drop that noise.
-quiet_pip() { "${pip[@]}" "$@" 2>&1 | grep -v "is ignored: it is neither a file nor a directory"; \
-              return "${PIPESTATUS[0]}"; }
+quiet_pip() {
+  local rc=0
+  "${pip[@]}" "$@" > "$venv/.pip.log" 2>&1 || rc=$?
+  grep -v "is ignored: it is neither a file nor a directory" "$venv/.pip.log" || true
+  rm -f "$venv/.pip.log"
+  return $rc
+}
 say "installing pinned requirements (ros, build, runtime, dev)"
 quiet_pip install -r requirements/ros.txt -r requirements/build.txt \
   -r requirements/runtime.txt -r requirements/dev.txt

@@ -34,3 +34,55 @@ def start_python(args, env, **kw):
     """Start ``python ARGS`` (this interpreter) as a child process with pipes."""
     return subprocess.Popen([sys.executable, *args], env=env, cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
+
+
+class RosPeer:
+    """An rclpy node in the test process (a separate DDS participant from the node under
+    test, which runs in its own process)."""
+
+    def __init__(self, env, name='test_peer'):
+        import rclpy
+        self.rclpy = rclpy
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=int(env['ROS_DOMAIN_ID']))
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+
+    def spin_until(self, predicate, timeout):
+        import time
+        deadline = time.monotonic() + timeout
+        while not predicate() and time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.05)
+        return predicate()
+
+    def call(self, srv_type, name, timeout=20.0):
+        client = self.node.create_client(srv_type, name)
+        assert self.spin_until(client.service_is_ready, timeout), f'{name} not available'
+        future = client.call_async(srv_type.Request())
+        assert self.spin_until(future.done, timeout), f'{name} did not answer'
+        return future.result()
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.rclpy.try_shutdown(context=self.context)
+
+
+@pytest.fixture
+def ros_peer(ros_env):
+    peer = RosPeer(ros_env)
+    yield peer
+    peer.close()
+
+
+def stop_process(proc, timeout=15):
+    """SIGINT (what Ctrl-C and launch send), then kill; returns (stdout, stderr)."""
+    import signal
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()
