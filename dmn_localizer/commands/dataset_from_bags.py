@@ -1,4 +1,4 @@
-"""``dmn-localizer dataset-from-bags``: turn recorded bags (image + pose) into the dataset format."""
+"""``dmn-localizer dataset-from-bags``: recorded bags to the dataset format."""
 from dmn_localizer.commands._placeholder import not_implemented
 
 HELP = 'Turn recorded bags (image + pose) into the dataset format.'

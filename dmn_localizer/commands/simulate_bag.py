@@ -1,4 +1,4 @@
-"""``dmn-localizer simulate-bag``: record a ROS 2 bag of a robot driving through a simulated world."""
+"""``dmn-localizer simulate-bag``: record bags of a robot in a simulated world."""
 from dmn_localizer.commands._placeholder import not_implemented
 
 HELP = 'Record a ROS 2 bag of a robot driving through a simulated world.'

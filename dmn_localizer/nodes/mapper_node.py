@@ -8,6 +8,7 @@ write to ``save_path``) and ``~/clear_map`` (std_srvs/Trigger).
 import sys
 
 import rclpy
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
@@ -96,7 +97,7 @@ def main(args=None):
     except UserError as exc:
         print(f'mapper_node: error: {exc}', file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         if node is not None:
