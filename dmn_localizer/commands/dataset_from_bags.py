@@ -1,12 +1,59 @@
-"""``dmn-localizer dataset-from-bags``: recorded bags to the dataset format."""
-from dmn_localizer.commands._placeholder import not_implemented
+"""``dmn-localizer dataset-from-bags``: recorded bags (images + poses) -> episode dataset.
 
-HELP = 'Turn recorded bags (image + pose) into the dataset format.'
+See :mod:`dmn_localizer.data.from_bags` for the area sampling recipe.
+"""
+import os
+
+from dmn_localizer.errors import UserError
+
+HELP = 'Turn recorded bags (images + ground-truth poses) into an episode dataset.'
 
 
 def add_arguments(parser):
-    parser.add_argument('rest', nargs='*', help='arguments (the command is not available yet)')
+    parser.add_argument('bags', nargs='+', metavar='BAG', help='rosbag2 directories')
+    parser.add_argument('--image-topic', required=True)
+    parser.add_argument('--pose-topic', required=True,
+                        help='PoseStamped, PoseWithCovarianceStamped or Odometry')
+    parser.add_argument('--out', required=True, help='output dataset directory (new or empty)')
+    parser.add_argument('--image-size', type=int, default=32)
+    parser.add_argument('--contexts', type=int, default=32, help='context pool per area')
+    parser.add_argument('--trajectories', type=int, default=4, help='trajectories per area')
+    parser.add_argument('--trajectory-length', type=int, default=10)
+    parser.add_argument('--area-stride', type=float, default=20.0,
+                        help='grid spacing (m) of the 40 m areas\' corners')
+    parser.add_argument('--min-pairs', type=int, default=None,
+                        help='image-pose pairs an area needs (default: --contexts)')
+    parser.add_argument('--frame-stride', type=int, default=1,
+                        help='use every k-th frame in trajectories')
+    parser.add_argument('--max-dt', type=float, default=0.05,
+                        help='max image-pose stamp difference (s)')
+    parser.add_argument('--split', default='train', choices=('train', 'val', 'test'))
+    parser.add_argument('--seed', type=int, default=0)
 
 
 def run(args):
-    return not_implemented('dataset-from-bags')
+    for b in args.bags:
+        if not os.path.exists(b):
+            raise UserError(f'{b}: no such bag')
+    if not 8 <= args.image_size <= 512:
+        raise UserError(f'--image-size must be within 8..512, got {args.image_size}')
+    if min(args.contexts, args.trajectories, args.trajectory_length, args.frame_stride) < 1:
+        raise UserError('--contexts, --trajectories, --trajectory-length and --frame-stride '
+                        'must be >= 1')
+    if args.area_stride <= 0 or args.max_dt < 0:
+        raise UserError('--area-stride must be > 0 and --max-dt >= 0')
+    if os.path.isdir(args.out) and os.listdir(args.out):
+        raise UserError(f'{args.out}: not empty')
+    from dmn_localizer.data.from_bags import build_from_bags
+    m = build_from_bags(args.bags, args.image_topic, args.pose_topic, args.out,
+                        image_size=args.image_size, contexts=args.contexts,
+                        trajectories=args.trajectories,
+                        trajectory_length=args.trajectory_length,
+                        area_stride_m=args.area_stride, min_pairs=args.min_pairs,
+                        frame_stride=args.frame_stride, max_dt_s=args.max_dt, seed=args.seed,
+                        split=args.split)
+    c = m['counts']
+    print(f'{c["images"]} images, {c["poses"]} poses -> {c["pairs"]} pairs; bad images '
+          f'{c["bad_images"]}, bad poses {c["bad_poses"]}, images without pose '
+          f'{c["images_without_pose"]}; {c["areas"]} areas -> {args.out}')
+    return 0

@@ -1,12 +1,46 @@
-"""``dmn-localizer simulate-bag``: record bags of a robot in a simulated world."""
-from dmn_localizer.commands._placeholder import not_implemented
+"""``dmn-localizer simulate-bag``: record a simulated robot's mapping and localization runs.
 
-HELP = 'Record a ROS 2 bag of a robot driving through a simulated world.'
+Writes two rosbag2 bags, ``OUT/mapping`` and ``OUT/localization`` (see
+:mod:`dmn_localizer.bags.simulate` for topics and frames).
+"""
+import os
+
+from dmn_localizer.errors import UserError
+
+HELP = 'Record a mapping and a localization run through a simulated world as rosbag2 bags.'
 
 
 def add_arguments(parser):
-    parser.add_argument('rest', nargs='*', help='arguments (the command is not available yet)')
+    parser.add_argument('--domain', default='mazes', choices=('mazes', 'rooms'))
+    parser.add_argument('--seed', type=int, default=0, help='world seed')
+    parser.add_argument('--out', required=True,
+                        help='output directory (gets OUT/mapping and OUT/localization)')
+    parser.add_argument('--storage', default='mcap', choices=('mcap', 'sqlite3'))
+    parser.add_argument('--image-size', type=int, default=64, help='square image side (px)')
+    parser.add_argument('--mapping-frames', type=int, default=300)
+    parser.add_argument('--localization-frames', type=int, default=150)
+    parser.add_argument('--rate', type=float, default=4.0, help='frames per second')
+    parser.add_argument('--step', type=float, default=0.5, help='metres driven per frame')
 
 
 def run(args):
-    return not_implemented('simulate-bag')
+    if not 8 <= args.image_size <= 512:
+        raise UserError(f'--image-size must be within 8..512, got {args.image_size}')
+    if args.seed < 0:
+        raise UserError(f'--seed must be >= 0, got {args.seed}')
+    if args.mapping_frames < 2 or args.localization_frames < 2:
+        raise UserError('--mapping-frames and --localization-frames must be >= 2')
+    if args.rate <= 0 or not 0 < args.step <= 5:
+        raise UserError('--rate must be > 0 and --step within (0, 5] m')
+    for run_name in ('mapping', 'localization'):
+        if os.path.exists(os.path.join(args.out, run_name)):
+            raise UserError(f'{os.path.join(args.out, run_name)}: exists (bags are never '
+                            'overwritten)')
+    from dmn_localizer.bags.simulate import simulate_bag
+    res = simulate_bag(args.domain, args.seed, args.out, storage=args.storage,
+                       image_size=args.image_size, mapping_frames=args.mapping_frames,
+                       localization_frames=args.localization_frames, rate_hz=args.rate,
+                       step_m=args.step)
+    for name, (path, poses, _) in res.items():
+        print(f'{name}: {path} ({len(poses)} frames, {args.storage})')
+    return 0

@@ -1,0 +1,141 @@
+"""Read image-pose pairs from rosbag2 bags (sqlite3 or mcap) with ``rosbags``.
+
+Images: ``sensor_msgs/msg/Image`` (rgb8, bgr8, rgba8, bgra8, mono8) or
+``sensor_msgs/msg/CompressedImage``; poses: ``geometry_msgs/msg/PoseStamped``,
+``geometry_msgs/msg/PoseWithCovarianceStamped`` or ``nav_msgs/msg/Odometry``. Each image is
+paired with the pose of the nearest header stamp in the same bag, within ``max_dt_s``. Bad
+messages (undecodable, wrong size, unknown encoding, non-finite pose) and images without a pose
+are counted, never fatal.
+"""
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from dmn_localizer.bags import messages as M
+from dmn_localizer.errors import UserError
+from dmn_localizer.geometry import quaternion_to_yaw
+
+log = logging.getLogger(__name__)
+
+POSE_TYPES = (M.POSE_STAMPED, M.POSE_COV_STAMPED, M.ODOMETRY)
+IMAGE_TYPES = (M.IMAGE, M.COMPRESSED_IMAGE)
+
+
+@dataclass
+class Pairs:
+    """Image-pose pairs: images (N, S, S, 3) uint8, poses (N, 3) float64 (x, y, yaw) in the pose
+    topic's frame, stamps (N,) int64 ns, bag (N,) int32 index of the source bag; counts of
+    read/bad/missing messages."""
+    images: np.ndarray
+    poses: np.ndarray
+    stamps: np.ndarray
+    bag: np.ndarray
+    counts: dict = field(default_factory=dict)
+
+
+def decode_image(msg, msgtype):
+    """RGB (H, W, 3) uint8 of an Image/CompressedImage message, or None if it is bad."""
+    if msgtype == M.COMPRESSED_IMAGE:
+        img = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
+        return None if img is None else img[:, :, ::-1]
+    ch = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1}.get(msg.encoding)
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if ch is None or h == 0 or w == 0 or step < w * ch or len(msg.data) < step * h:
+        return None
+    a = np.frombuffer(msg.data, np.uint8, count=step * h).reshape(h, step)[:, :w * ch]
+    a = a.reshape(h, w, ch)
+    if msg.encoding == 'mono8':
+        return np.repeat(a, 3, axis=2)
+    if msg.encoding.startswith('bgr'):
+        return a[:, :, 2::-1]
+    return a[:, :, :3]
+
+
+def _pose_of(msg, msgtype):
+    p = msg.pose if msgtype == M.POSE_STAMPED else msg.pose.pose
+    q = p.orientation
+    pose = (p.position.x, p.position.y, quaternion_to_yaw(q.x, q.y, q.z, q.w))
+    return pose if all(math.isfinite(v) for v in pose) else None
+
+
+def read_pairs(paths, image_topic, pose_topic, image_size, max_dt_s=0.05):
+    """Pairs from bags ``paths`` (see the module docstring); images resized to ``image_size``."""
+    from rosbags.highlevel import AnyReader
+    counts = dict(images=0, poses=0, bad_images=0, bad_poses=0, images_without_pose=0)
+    out_img, out_pose, out_stamp, out_bag = [], [], [], []
+    frame_ids = set()
+    for bi, path in enumerate(paths):
+        if not os.path.exists(path):
+            raise UserError(f'{path}: no such bag')
+        try:
+            reader = AnyReader([Path(path)], default_typestore=M.TYPESTORE)
+            reader.open()
+        except Exception as exc:   # rosbags raises several types for unreadable bags
+            raise UserError(f'{path}: not a readable rosbag2 bag ({exc})') from None
+        try:
+            conns = {c.topic: c for c in reader.connections}
+            for topic, kinds in ((image_topic, IMAGE_TYPES), (pose_topic, POSE_TYPES)):
+                if topic not in conns:
+                    raise UserError(f'{path}: no topic {topic} (topics: '
+                                    f'{", ".join(sorted(conns))})')
+                if conns[topic].msgtype not in kinds:
+                    raise UserError(f'{path}: {topic} is {conns[topic].msgtype}, expected one '
+                                    f'of {", ".join(kinds)}')
+            pose_stamps, poses, raw = [], [], []
+            for conn, t, data in reader.messages(connections=[conns[image_topic],
+                                                              conns[pose_topic]]):
+                kind = 'image' if conn.topic == image_topic else 'pose'
+                counts[f'{kind}s'] += 1
+                try:
+                    msg = reader.deserialize(data, conn.msgtype)
+                except Exception:
+                    counts[f'bad_{kind}s'] += 1
+                    continue
+                ns = M.stamp_ns(msg.header.stamp) or t
+                if kind == 'pose':
+                    p = _pose_of(msg, conn.msgtype)
+                    if p is None:
+                        counts['bad_poses'] += 1
+                        continue
+                    frame_ids.add(msg.header.frame_id)
+                    pose_stamps.append(ns)
+                    poses.append(p)
+                else:
+                    raw.append((ns, msg, conn.msgtype))
+        finally:
+            reader.close()
+        order = np.argsort(pose_stamps, kind='stable')
+        ps = np.asarray(pose_stamps, np.int64)[order]
+        pv = np.asarray(poses, np.float64).reshape(-1, 3)[order]
+        for ns, msg, msgtype in raw:
+            img = decode_image(msg, msgtype)
+            if img is None:
+                counts['bad_images'] += 1
+                continue
+            j = int(np.searchsorted(ps, ns))
+            cand = [k for k in (j - 1, j) if 0 <= k < len(ps)]
+            k = min(cand, key=lambda k: abs(int(ps[k]) - ns)) if cand else None
+            if k is None or abs(int(ps[k]) - ns) > max_dt_s * 1e9:
+                counts['images_without_pose'] += 1
+                continue
+            if img.shape[:2] != (image_size, image_size):
+                img = cv2.resize(np.ascontiguousarray(img), (image_size, image_size),
+                                 interpolation=cv2.INTER_AREA)
+            out_img.append(img)
+            out_pose.append(pv[k])
+            out_stamp.append(ns)
+            out_bag.append(bi)
+    if len(frame_ids) > 1:
+        log.warning('poses come in several frames %s; treating them as one', sorted(frame_ids))
+    counts['pairs'] = len(out_img)
+    order = np.lexsort((np.asarray(out_stamp, np.int64), np.asarray(out_bag)))
+    s = int(image_size)
+    return Pairs(images=np.asarray(out_img, np.uint8).reshape(-1, s, s, 3)[order],
+                 poses=np.asarray(out_pose, np.float64).reshape(-1, 3)[order],
+                 stamps=np.asarray(out_stamp, np.int64)[order],
+                 bag=np.asarray(out_bag, np.int32)[order], counts=counts)

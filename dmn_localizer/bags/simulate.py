@@ -1,0 +1,107 @@
+"""Record a simulated robot's runs through one world as two rosbag2 bags.
+
+``OUT/mapping`` and ``OUT/localization``: the same world, two trajectories; the localization run
+starts :data:`LOCALIZATION_DELAY_S` after the mapping run ends (stamps keep increasing) and has
+its own odometry frame origin (odom restarts at identity, like a robot rebooted).
+
+Topics (frames per REP-105; world frame = ``map``):
+
+================================  =============================  ==================================
+``/camera/image_raw``             sensor_msgs/msg/Image rgb8     frame ``camera_optical_frame``
+``/camera/camera_info``           sensor_msgs/msg/CameraInfo     same stamps as the images
+``/odom``                         nav_msgs/msg/Odometry          odom -> base_link, noisy
+``/tf``                           tf2_msgs/msg/TFMessage         odom -> base_link (= /odom)
+``/tf_static``                    tf2_msgs/msg/TFMessage         base_link -> camera_link ->
+                                                                 camera_optical_frame, latched
+``/ground_truth/pose``            geometry_msgs/msg/PoseStamped  base_link pose in ``map``
+================================  =============================  ==================================
+
+All messages of one step share its stamp (``rate_hz`` steps a second); the bag's receive
+timestamps equal the header stamps.
+"""
+import logging
+import os
+
+import numpy as np
+from rosbags.rosbag2 import StoragePlugin, Writer
+
+from dmn_localizer.bags import messages as M
+from dmn_localizer.geometry import compose, relative, wrap_angle
+from dmn_localizer.sim.trajectories import random_trajectory
+from dmn_localizer.sim.world import domain_rng, make_world
+
+log = logging.getLogger(__name__)
+
+START_NS = 1_700_000_000 * 1_000_000_000
+LOCALIZATION_DELAY_S = 600
+ODOM_NOISE = (0.02, 0.01, np.radians(1.0))   # per-step std of (dx, dy, dyaw), body frame
+RUNS = ('mapping', 'localization')
+TOPICS = {'/camera/image_raw': M.IMAGE, '/camera/camera_info': M.CAMERA_INFO,
+          '/odom': M.ODOMETRY, '/tf': M.TF, '/tf_static': M.TF,
+          '/ground_truth/pose': M.POSE_STAMPED}
+
+
+def write_run(path, world, poses, start_ns, rate_hz, rng, storage='mcap'):
+    """Write one run (true poses (N, 3) in the world frame) to the bag directory ``path``.
+
+    Returns the number of frames written.
+    """
+    plugin = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}[storage]
+    dt_ns = int(round(1e9 / rate_hz))
+    cam = world.camera
+    cam_height = cam.height_m or 0.5
+    images = world.render(poses)
+    with Writer(path, version=9, storage_plugin=plugin) as w:
+        conns = {t: w.add_connection(t, ty, typestore=M.TYPESTORE,
+                                     offered_qos_profiles=[M.qos(1, True) if t == '/tf_static'
+                                                           else M.qos(10)])
+                 for t, ty in TOPICS.items()}
+
+        def put(topic, ns, msg):
+            w.write(conns[topic], ns, M.TYPESTORE.serialize_cdr(msg, TOPICS[topic]))
+
+        put('/tf_static', start_ns, M.tf_message([
+            M.transform(start_ns, 'base_link', 'camera_link', (0.0, 0.0, cam_height)),
+            M.transform(start_ns, 'camera_link', 'camera_optical_frame', quat=M.OPTICAL_QUAT)]))
+        odom = np.zeros(3)
+        for i, pose in enumerate(poses.astype(np.float64)):
+            ns = start_ns + i * dt_ns
+            if i:
+                step = relative(poses[i - 1].astype(np.float64), pose)
+                noisy = step + rng.normal(size=3) * np.asarray(ODOM_NOISE)
+                noisy[2] = wrap_angle(noisy[2])
+                odom = compose(odom, noisy)
+                twist = noisy * rate_hz
+            else:
+                twist = np.zeros(3)
+            put('/camera/image_raw', ns, M.image_msg(ns, 'camera_optical_frame', images[i]))
+            put('/camera/camera_info', ns, M.camera_info_msg(ns, 'camera_optical_frame', cam))
+            put('/odom', ns, M.odometry_msg(ns, odom, twist))
+            qx, qy, qz, qw = M.yaw_to_quaternion(float(odom[2]))
+            put('/tf', ns, M.tf_message([M.transform(ns, 'odom', 'base_link',
+                                                     (odom[0], odom[1], 0.0),
+                                                     (qx, qy, qz, qw))]))
+            put('/ground_truth/pose', ns, M.pose_stamped_msg(ns, 'map', pose))
+    return len(poses)
+
+
+def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frames=300,
+                 localization_frames=150, rate_hz=4.0, step_m=0.5):
+    """Write ``out/mapping`` and ``out/localization`` for world ``seed`` of ``domain``.
+
+    Returns a dict run -> (bag path, true poses (N, 3) float32, first stamp ns).
+    """
+    os.makedirs(out, exist_ok=True)
+    rng = domain_rng(domain, seed, 2)
+    result = {}
+    with make_world(domain, seed, image_size) as world:
+        start = START_NS
+        for run, n in zip(RUNS, (mapping_frames, localization_frames)):
+            poses = random_trajectory(world.spec, rng, n, step_m=step_m,
+                                      turn_sigma=np.radians(10.0))
+            path = os.path.join(out, run)
+            write_run(path, world, poses, start, rate_hz, rng, storage)
+            result[run] = (path, poses, start)
+            log.info('wrote %s: %d frames', path, n)
+            start += int((n / rate_hz + LOCALIZATION_DELAY_S) * 1e9)
+    return result

@@ -1,0 +1,186 @@
+"""Simulated bags: rosbags round trip, rclpy deserialization, dataset-from-bags."""
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from rosbags.highlevel import AnyReader
+from pathlib import Path
+
+from dmn_localizer.bags import messages as M
+from dmn_localizer.bags.simulate import simulate_bag
+from dmn_localizer.data.dataset import open_dataset
+from dmn_localizer.data.from_bags import build_from_bags
+from dmn_localizer.geometry import compose, inverse, quaternion_to_yaw
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module', params=['mcap', 'sqlite3'])
+def bags(request, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp('bag') / 'run')
+    return simulate_bag('mazes', 2, out, storage=request.param, image_size=32,
+                        mapping_frames=60, localization_frames=30)
+
+
+def _read(path):
+    with AnyReader([Path(path)], default_typestore=M.TYPESTORE) as r:
+        conns = {c.topic: c for c in r.connections}
+        msgs = [(c.topic, t, c.msgtype, data) for c, t, data in r.messages()]
+    return conns, msgs
+
+
+def test_bag_round_trip(bags):
+    path, poses, start = bags['mapping']
+    conns, msgs = _read(path)
+    assert set(conns) == {'/camera/image_raw', '/camera/camera_info', '/odom', '/tf',
+                          '/tf_static', '/ground_truth/pose'}
+    tfs = conns['/tf_static'].ext.offered_qos_profiles[0]
+    assert tfs.durability.name == 'TRANSIENT_LOCAL' and tfs.depth == 1
+    assert conns['/tf'].msgtype == 'tf2_msgs/msg/TFMessage'
+    for c in conns.values():
+        assert c.digest.startswith('RIHS01_')
+    stamps = [t for _, t, _, _ in msgs]
+    assert stamps == sorted(stamps) and stamps[0] == start
+    gt = [M.TYPESTORE.deserialize_cdr(d, ty) for tp, _, ty, d in msgs
+          if tp == '/ground_truth/pose']
+    assert len(gt) == 60 and all(m.header.frame_id == 'map' for m in gt)
+    got = np.array([(m.pose.position.x, m.pose.position.y,
+                     quaternion_to_yaw(m.pose.orientation.x, m.pose.orientation.y,
+                                       m.pose.orientation.z, m.pose.orientation.w))
+                    for m in gt])
+    assert np.allclose(got[:, :2], poses[:, :2], atol=1e-5)
+    assert np.allclose(np.cos(got[:, 2] - poses[:, 2]), 1.0, atol=1e-9)
+    odo = [M.TYPESTORE.deserialize_cdr(d, ty) for tp, _, ty, d in msgs if tp == '/odom']
+    assert odo[0].header.frame_id == 'odom' and odo[0].child_frame_id == 'base_link'
+    # odometry is noisy but close to the true motion in the odom frame
+    o = odo[-1].pose.pose
+    true_rel = compose(inverse(poses[0].astype(float)), poses[-1].astype(float))
+    assert math.hypot(o.position.x - true_rel[0], o.position.y - true_rel[1]) < 5.0
+    img = [M.TYPESTORE.deserialize_cdr(d, ty) for tp, _, ty, d in msgs
+           if tp == '/camera/image_raw'][0]
+    assert img.encoding == 'rgb8' and img.height == 32 and img.step == 96
+    assert img.header.frame_id == 'camera_optical_frame'
+    _, lmsgs = _read(bags['localization'][0])
+    assert lmsgs[0][1] > stamps[-1]     # the localization run comes later
+
+
+def test_bag_messages_deserialize_in_rclpy(bags):
+    from rclpy.serialization import deserialize_message
+    from nav_msgs.msg import Odometry
+    from sensor_msgs.msg import CameraInfo, Image
+    from geometry_msgs.msg import PoseStamped
+    from tf2_msgs.msg import TFMessage
+    classes = {'/camera/image_raw': Image, '/camera/camera_info': CameraInfo,
+               '/odom': Odometry, '/tf': TFMessage, '/tf_static': TFMessage,
+               '/ground_truth/pose': PoseStamped}
+    _, msgs = _read(bags['mapping'][0])
+    seen = set()
+    for topic, _, ty, data in msgs:
+        if topic in seen:
+            continue
+        seen.add(topic)
+        ours = M.TYPESTORE.deserialize_cdr(data, ty)
+        theirs = deserialize_message(bytes(data), classes[topic])
+        assert theirs.header.stamp.sec == ours.header.stamp.sec if hasattr(ours, 'header') \
+            else True
+        if topic == '/camera/image_raw':
+            assert bytes(theirs.data) == bytes(ours.data) and theirs.encoding == 'rgb8'
+        elif topic == '/camera/camera_info':
+            assert np.allclose(theirs.k, ours.k) and theirs.width == ours.width
+        elif topic == '/odom':
+            assert theirs.pose.pose.position.x == ours.pose.pose.position.x
+            assert theirs.child_frame_id == 'base_link'
+        elif topic in ('/tf', '/tf_static'):
+            assert [t.child_frame_id for t in theirs.transforms] == \
+                [t.child_frame_id for t in ours.transforms]
+            assert theirs.transforms[0].transform.rotation.w == \
+                ours.transforms[0].transform.rotation.w
+        else:
+            assert theirs.pose.orientation.z == ours.pose.orientation.z
+            assert theirs.header.frame_id == 'map'
+    assert seen == set(classes)
+
+
+def test_dataset_from_bags_reproduces_poses(bags, tmp_path):
+    paths = [bags['mapping'][0], bags['localization'][0]]
+    m = build_from_bags(paths, '/camera/image_raw', '/ground_truth/pose', str(tmp_path / 'd'),
+                        image_size=16, contexts=16, trajectories=2, trajectory_length=8)
+    assert m['counts']['pairs'] == 90 and m['counts']['bad_images'] == 0
+    ds = open_dataset(tmp_path / 'd')
+    truth = np.concatenate([bags['mapping'][1], bags['localization'][1]]).astype(float)
+    found_origin_zero = False
+    for si in range(len(ds.manifest['shards'])):
+        a = ds.load_shard(si)
+        for w in range(len(a['world_seeds'])):
+            o = a['origins'][w]
+            found_origin_zero |= bool(np.all(o == 0))
+            for p in np.concatenate([a['context_poses'][w], a['traj_poses'][w].reshape(-1, 3)]):
+                xy = p[:2] + o
+                assert np.all((p[:2] >= 0) & (p[:2] < 40))
+                d = np.hypot(*(truth[:, :2] - xy).T)
+                k = int(d.argmin())
+                assert d[k] < 1e-3
+                assert math.cos(truth[k, 2] - p[2]) > 1 - 1e-6
+            for t in a['traj_poses'][w]:   # windows are consecutive frames of a run
+                assert np.all(np.hypot(*np.diff(t[:, :2], axis=0).T) < 0.6)
+    assert found_origin_zero       # the world's own frame is one of the areas
+    ep = next(ds.iter_episodes(4, 8, seed=0, odometry_noise=None))
+    assert ep.domain == 'bags' and ep.query_images.shape == (8, 16, 16, 3)
+
+
+def test_dataset_from_bags_counts_bad_messages(tmp_path):
+    from rosbags.rosbag2 import Writer
+    bag = tmp_path / 'bad'
+    with Writer(bag, version=9) as w:
+        ci = w.add_connection('/img', M.IMAGE, typestore=M.TYPESTORE)
+        cp = w.add_connection('/pose', M.POSE_STAMPED, typestore=M.TYPESTORE)
+        rng = np.random.default_rng(0)
+        for i in range(40):
+            ns = 10**18 + i * 10**8
+            img = M.image_msg(ns, 'cam', rng.integers(0, 255, (20, 24, 3), dtype=np.uint8))
+            if i == 3:
+                img.encoding = '16UC1'          # unsupported
+            if i == 5:
+                img.data = img.data[:10]        # truncated
+            w.write(ci, ns, M.TYPESTORE.serialize_cdr(img, M.IMAGE))
+            if i != 7:                          # image 7 has no pose
+                pose = (i * 0.3, 1.0, float('nan') if i == 9 else 0.0)
+                w.write(cp, ns, M.TYPESTORE.serialize_cdr(
+                    M.pose_stamped_msg(ns, 'map', pose), M.POSE_STAMPED))
+        w.write(cp, 10**18 + 41 * 10**8, b'\x00\x01')   # undecodable
+    m = build_from_bags([str(bag)], '/img', '/pose', str(tmp_path / 'd'), image_size=8,
+                        contexts=8, trajectories=1, trajectory_length=4)
+    c = m['counts']
+    assert c['bad_images'] == 2 and c['bad_poses'] == 2 and c['images_without_pose'] == 2
+    assert c['pairs'] == 36 and c['images'] == 40 and c['poses'] == 40
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, '-m', 'dmn_localizer', *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_bags(tmp_path):
+    r = _cli('simulate-bag', '--domain', 'mazes', '--seed', '1', '--out', str(tmp_path / 'b'),
+             '--image-size', '16', '--mapping-frames', '40', '--localization-frames', '20',
+             '--storage', 'sqlite3')
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / 'b' / 'mapping' / 'metadata.yaml').exists()
+    r = _cli('dataset-from-bags', str(tmp_path / 'b' / 'mapping'),
+             str(tmp_path / 'b' / 'localization'), '--image-topic', '/camera/image_raw',
+             '--pose-topic', '/ground_truth/pose', '--out', str(tmp_path / 'd'),
+             '--contexts', '8', '--trajectory-length', '5')
+    assert r.returncode == 0, r.stderr
+    assert 'areas' in r.stdout
+    for bad in (['simulate-bag', '--out', str(tmp_path / 'b')],          # exists
+                ['simulate-bag', '--out', str(tmp_path / 'c'), '--image-size', '2'],
+                ['dataset-from-bags', str(tmp_path / 'nope'), '--image-topic', 'a',
+                 '--pose-topic', 'b', '--out', str(tmp_path / 'e')],
+                ['dataset-from-bags', str(tmp_path / 'b' / 'mapping'), '--image-topic',
+                 '/nope', '--pose-topic', '/ground_truth/pose', '--out', str(tmp_path / 'f')]):
+        r = _cli(*bad)
+        assert r.returncode == 2, (bad, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1
