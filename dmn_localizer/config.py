@@ -67,6 +67,9 @@ class LocalizerConfig:
     map_file: str = param('', 'Map file written by the mapper (~/save_map)')
     image_size: int = param(32, 'Images are resized to this square size', 8, 512)
     device: str = param('auto', "Torch device: 'auto', 'cpu' or 'cuda'")
+    nearest_contexts: int = param(8, 'Each particle attends to this many nearest map contexts '
+                                  '(0 = all): per-update cost stays flat as the map grows',
+                                  0, 100000)
     # particle filter (AMCL names where they exist)
     num_particles: int = param(256, 'Particles when tracking from an initial pose', 1, 1000000)
     global_num_particles: int = param(2048, 'Particles for global localization', 1, 1000000)

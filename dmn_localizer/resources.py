@@ -28,3 +28,11 @@ def config_path(name):
 
 def model_path(name):
     return share_dir() / 'models' / name
+
+
+DEFAULT_MODEL = 'dmn_mazes.safetensors'
+
+
+def default_model_path():
+    """The shipped mazes model (models/dmn_mazes.safetensors + its .json card)."""
+    return model_path(DEFAULT_MODEL)

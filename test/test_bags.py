@@ -121,9 +121,10 @@ def test_dataset_from_bags_reproduces_poses(bags, tmp_path):
                 xy = p[:2] + o
                 assert np.all((p[:2] >= 0) & (p[:2] < 40))
                 d = np.hypot(*(truth[:, :2] - xy).T)
-                k = int(d.argmin())
-                assert d[k] < 1e-3
-                assert math.cos(truth[k, 2] - p[2]) > 1 - 1e-6
+                # robots turn in place: several true poses may share this x-y
+                same_xy = np.nonzero(d < 1e-3)[0]
+                assert len(same_xy) > 0
+                assert max(math.cos(truth[k, 2] - p[2]) for k in same_xy) > 1 - 1e-6
             for t in a['traj_poses'][w]:   # windows are consecutive frames of a run
                 assert np.all(np.hypot(*np.diff(t[:, :2], axis=0).T) < 0.6)
     assert found_origin_zero       # the world's own frame is one of the areas

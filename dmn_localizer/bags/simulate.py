@@ -27,7 +27,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 
 from dmn_localizer.bags import messages as M
 from dmn_localizer.geometry import compose, relative, wrap_angle
-from dmn_localizer.sim.trajectories import random_trajectory
+from dmn_localizer.sim.trajectories import exploring_trajectory, random_trajectory
 from dmn_localizer.sim.world import domain_rng, make_world
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def write_run(path, world, poses, start_ns, rate_hz, rng, storage='mcap'):
     return len(poses)
 
 
-def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frames=300,
+def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frames=800,
                  localization_frames=150, rate_hz=4.0, step_m=0.5):
     """Write ``out/mapping`` and ``out/localization`` for world ``seed`` of ``domain``.
 
@@ -97,8 +97,9 @@ def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frame
     with make_world(domain, seed, image_size) as world:
         start = START_NS
         for run, n in zip(RUNS, (mapping_frames, localization_frames)):
-            poses = random_trajectory(world.spec, rng, n, step_m=step_m,
-                                      turn_sigma=np.radians(10.0))
+            # the mapping run explores (covers the world); the localization run wanders
+            walk = exploring_trajectory if run == 'mapping' else random_trajectory
+            poses = walk(world.spec, rng, n, step_m=step_m, turn_sigma=np.radians(10.0))
             path = os.path.join(out, run)
             write_run(path, world, poses, start, rate_hz, rng, storage)
             result[run] = (path, poses, start)

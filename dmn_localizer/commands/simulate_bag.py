@@ -17,7 +17,7 @@ def add_arguments(parser):
                         help='output directory (gets OUT/mapping and OUT/localization)')
     parser.add_argument('--storage', default='mcap', choices=('mcap', 'sqlite3'))
     parser.add_argument('--image-size', type=int, default=64, help='square image side (px)')
-    parser.add_argument('--mapping-frames', type=int, default=300)
+    parser.add_argument('--mapping-frames', type=int, default=800)
     parser.add_argument('--localization-frames', type=int, default=150)
     parser.add_argument('--rate', type=float, default=4.0, help='frames per second')
     parser.add_argument('--step', type=float, default=0.5, help='metres driven per frame')

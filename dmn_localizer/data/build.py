@@ -31,7 +31,7 @@ from dmn_localizer.sim.world import generate_spec, make_renderer, domain_rng
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = f'{__version__}+sim1'
+GENERATOR_VERSION = f'{__version__}+sim2'
 CONTEXTS_PER_WORLD = 48
 TRAJECTORIES_PER_WORLD = 2
 TRAJECTORY_LENGTH = 16

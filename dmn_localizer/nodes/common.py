@@ -35,7 +35,7 @@ def subscribe_images(node, topic, transport, image_size, callback):
         try:
             rgb = resize_square(decode(msg), image_size)
         except ImageError as exc:
-            node.get_logger().warn(f'{topic}: frame skipped: {exc}', throttle_duration_sec=5.0)
+            warn(node, f'{topic}: frame skipped: {exc}', throttle_duration_sec=5.0)
             return
         callback(stamp_to_sec(msg.header.stamp), rgb)
     return node.create_subscription(cls, topic, on_image, qos_profile_sensor_data)
@@ -52,10 +52,16 @@ def subscribe_poses(node, topic, pose_type, callback):
         try:
             xyyaw = pose_to_xyyaw(get_pose(msg))
         except ValueError as exc:
-            node.get_logger().warn(f'{topic}: pose rejected: {exc}', throttle_duration_sec=5.0)
+            warn(node, f'{topic}: pose rejected: {exc}', throttle_duration_sec=5.0)
             return
         callback(stamp_to_sec(msg.header.stamp), msg.header.frame_id, xyyaw)
     return node.create_subscription(cls, topic, on_pose, RELIABLE)
+
+
+def warn(node, message, **kwargs):
+    """Logger warning on every distribution (``warn`` is deprecated on newer ones)."""
+    logger = node.get_logger()
+    getattr(logger, 'warning', logger.warn)(message, **kwargs)
 
 
 def camera_offset(config):

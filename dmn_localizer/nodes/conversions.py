@@ -47,8 +47,8 @@ def image_to_rgb(msg):
     rows = np.lib.stride_tricks.as_strided(data, shape=(h, row), strides=(step, 1))
     img = rows.reshape(h, w, ch) if ch > 1 else rows.reshape(h, w)
     if conversion is not None:
-        img = cv2.cvtColor(np.ascontiguousarray(img), conversion)
-    return np.ascontiguousarray(img)
+        return cv2.cvtColor(np.ascontiguousarray(img), conversion)
+    return img.copy()  # own, writable memory (the message buffer is read-only)
 
 
 def compressed_to_rgb(msg):

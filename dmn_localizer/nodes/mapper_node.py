@@ -17,7 +17,7 @@ from dmn_localizer.errors import UserError
 from dmn_localizer.geometry import compose
 from dmn_localizer.keyframes import is_new_keyframe
 from dmn_localizer.nodes.common import (LATCHED, camera_offset, subscribe_images,
-                                        subscribe_poses)
+                                        subscribe_poses, warn)
 from dmn_localizer.nodes.conversions import poses_to_pose_array
 from dmn_localizer.nodes.parameters import declare_config, refuse_changes
 from dmn_localizer.sync import StampPairer
@@ -51,9 +51,8 @@ class MapperNode(Node):
 
     def on_pose(self, stamp, frame_id, map_from_base):
         if frame_id and frame_id != self.config.map_frame:
-            self.get_logger().warn(f'pose in frame {frame_id!r}, expected '
-                                   f'{self.config.map_frame!r}: ignored',
-                                   throttle_duration_sec=5.0)
+            warn(self, f'pose in frame {frame_id!r}, expected {self.config.map_frame!r}: '
+                 'ignored', throttle_duration_sec=5.0)
             return
         for pair in self.pairer.add_pose(stamp, map_from_base):
             self.add_pair(*pair)

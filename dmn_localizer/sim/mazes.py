@@ -107,17 +107,19 @@ def generate_maze(seed):
     for i in rng.permutation(len(faces))[:max(2, len(free) // 6)]:
         r, c, d = faces[i]
         dr, dc = DIRS[d]
-        y = (r + 0.5 + 0.3 * dr) * res
-        x = (c + 0.5 + 0.3 * dc) * res
+        y = (r + 0.5 + 0.35 * dr) * res
+        x = (c + 0.5 + 0.35 * dc) * res
         decorations.append((x, y, int(rng.choice(DECORATIONS))))
     decorations = np.array(decorations, dtype=np.float64).reshape(-1, 3)
-    keep_out = max(DECORATION_RADIUS_M, 0.25 * res)
+    # a robot keeping clearance_m from everything must still pass a decoration in a corridor
+    # one block wide: (0.85 res - keep_out) >= 2 clearance_m holds for every block size
+    keep_out = max(DECORATION_RADIUS_M, 0.2 * res)
     obstacles = np.concatenate(
         [decorations[:, :2], np.full((len(decorations), 1), keep_out)], axis=1)
     params = dict(cells=n, region=region, walls=walls, floors=floors, ceils=ceils,
                   lights=lights, odd=odd, decorations=decorations)
     return WorldSpec(domain='mazes', seed=int(seed), layout=occ, layout_resolution_m=res,
-                     obstacles=obstacles, clearance_m=0.3 * res, params=params)
+                     obstacles=obstacles, clearance_m=0.25 * res, params=params)
 
 
 def _units_per_m(spec):

@@ -1,0 +1,224 @@
+"""The localizer core: a particle filter over base poses with DMN observation likelihoods.
+
+Pure torch/numpy (the ROS node is a thin adapter around this). State: K particles of the
+robot *base* pose ``map_from_base`` (x, y, yaw); the DMN scores the *camera* pose of each
+particle, ``map_from_base * base_from_camera``. Updates follow AMCL's semantics: odometry
+accumulates, and the filter moves and weighs particles only once the robot has moved more than
+``update_min_d`` or turned more than ``update_min_a`` (or when an update is forced).
+"""
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dmn_localizer.config import LocalizerConfig
+from dmn_localizer.filter.particle_filter import (effective_sample_size, normalize_log_weights,
+                                                  sample_gaussian, sample_uniform,
+                                                  systematic_resample, transition,
+                                                  weighted_mean, covariance)
+from dmn_localizer.geometry import compose
+from dmn_localizer.model.dmn import MapState, QueryState, images_to_tensor
+
+logger = logging.getLogger(__name__)
+
+
+def select_device(name):
+    """'auto' -> cuda when available else cpu; 'cpu'/'cuda' as asked (ValueError if absent)."""
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if name not in ('cpu', 'cuda'):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {name!r}")
+    if name == 'cuda' and not torch.cuda.is_available():
+        raise ValueError('device cuda requested but torch sees no CUDA device')
+    return torch.device(name)
+
+
+@dataclass
+class UpdateReport:
+    """What one observation update did (for diagnostics)."""
+    updated: bool
+    ess: float = float('nan')
+    resampled: bool = False
+    max_log_likelihood: float = float('nan')
+
+
+class Localizer:
+    def __init__(self, model, config: LocalizerConfig, device='cpu', seed=0,
+                 base_from_camera=(0.0, 0.0, 0.0), chunk=1024):
+        self.model = model.eval().to(device)
+        self.config = config
+        self.device = torch.device(device)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.base_from_camera = torch.tensor(base_from_camera, dtype=torch.float32)
+        self.chunk = chunk
+        self.map_state = None
+        self.map_size = 0
+        self.bounds = None            # (x0, y0, size) of the global-localization region
+        self.particles = None         # (1, K, 3) map_from_base
+        self.log_weights = None       # (1, K)
+        self.pending = np.zeros(3)    # odometry accumulated since the last update
+        self.force_next = True        # the first image after (re)initialisation is used
+        self.last_stamp = None        # stamp of the last image consumed by :meth:`step`
+
+    # ------------------------------------------------------------------ map and belief
+    @property
+    def ready(self):
+        return self.map_state is not None and self.particles is not None
+
+    @torch.no_grad()
+    def set_map(self, view_map, margin=2.0):
+        """Embed the map's contexts once; the global region is their bounding square + margin."""
+        if len(view_map) == 0:
+            self.map_state, self.map_size = None, 0
+            return
+        imgs = images_to_tensor(view_map.images[None], self.device)
+        poses = torch.as_tensor(view_map.poses, dtype=torch.float32, device=self.device)[None]
+        self.map_state = self.model.build_map(imgs, poses)
+        self.map_size = len(view_map)
+        lo = view_map.poses[:, :2].min(0) - margin
+        hi = view_map.poses[:, :2].max(0) + margin
+        size = float(max(hi - lo))
+        self.bounds = (float(lo[0]), float(lo[1]), size)
+
+    def init_global(self, k=None):
+        """Uniform belief over the map's region and all headings."""
+        if self.bounds is None:
+            raise RuntimeError('global localization needs a map')
+        k = k or self.config.global_num_particles
+        x0, y0, size = self.bounds
+        self._set(sample_uniform(1, k, size, self.generator, origin=(x0, y0)))
+
+    def init_gaussian(self, mean, std, k=None):
+        """Gaussian belief around map_from_base ``mean`` (3,) with std (sx, sy, syaw)."""
+        k = k or self.config.num_particles
+        mean = torch.as_tensor(mean, dtype=torch.float32)[None]
+        self._set(sample_gaussian(mean, [float(s) for s in std], k, self.generator))
+
+    def _set(self, particles):
+        self.particles = particles.to(self.device)
+        self.log_weights = torch.full(particles.shape[:2], -math.log(particles.shape[1]),
+                                      device=self.device)
+        self.pending[:] = 0.0
+        self.force_next = True
+
+    # ------------------------------------------------------------------ filtering
+    def add_motion(self, delta):
+        """Accumulate odometry (pose t in the frame of pose t-1) since the last update."""
+        self.pending = compose(self.pending, np.asarray(delta, np.float64))
+
+    def step(self, stamp, image, odometry):
+        """Consume an image taken at ``stamp`` (s), taking the egomotion since the previous
+        image from ``odometry`` (an :class:`~dmn_localizer.odometry.OdometryBuffer`).
+
+        Returns the :class:`UpdateReport`, or None when the odometry does not cover the stamps
+        (the time base is then restarted at the next image) or the image is out of order.
+        """
+        if self.last_stamp is not None:
+            if stamp <= self.last_stamp:
+                return None
+            delta = odometry.delta(self.last_stamp, stamp)
+            if delta is None:
+                self.last_stamp = None
+                return None
+            self.add_motion(delta)
+        elif odometry.pose_at(stamp) is None:
+            return None
+        self.last_stamp = stamp
+        return self.update(image)
+
+    def moved_enough(self):
+        d = math.hypot(self.pending[0], self.pending[1])
+        return d > self.config.update_min_d or abs(self.pending[2]) > self.config.update_min_a
+
+    @torch.no_grad()
+    def update(self, image, force=False):
+        """Consume one camera image (H, W, 3) uint8 RGB at the model's image size.
+
+        Moves the particles by the pending motion and weighs them with the DMN if the robot
+        moved enough (or ``force``, a forced update, or the first image); else does nothing.
+        """
+        if not self.ready:
+            return UpdateReport(False)
+        if not (force or self.force_next or self.config.force_update_when_still
+                or self.moved_enough()):
+            return UpdateReport(False)
+        self.force_next = False
+        self._predict(self.pending)
+        self.pending[:] = 0.0
+        query = self.model.encode_query(images_to_tensor(image[None], self.device))
+        cam = compose(self.particles, self.base_from_camera.to(self.device))
+        ll = self.log_likelihood(query, cam)
+        self.log_weights = normalize_log_weights(self.log_weights + ll)
+        ess = float(effective_sample_size(self.log_weights)[0])
+        k = self.particles.shape[1]
+        resampled = ess < self.config.resample_ess_ratio * k
+        if resampled:
+            self.particles, self.log_weights = systematic_resample(
+                self.particles, self.log_weights, self.generator)
+        if self.config.recovery_alpha > 0.0:
+            self._inject_random(self.config.recovery_alpha)
+        return UpdateReport(True, ess, resampled, float(ll.max()))
+
+    def log_likelihood(self, query, cam):
+        """DMN log-likelihoods (1, K) of camera poses ``cam`` (1, K, 3) for an encoded query.
+
+        With more than ``nearest_contexts`` contexts in the map, each particle attends only to
+        its M nearest contexts (x-y distance): the per-particle cost no longer grows with the
+        map, and the attention sees as many contexts as in training.
+        """
+        m = self.config.nearest_contexts
+        ms = self.map_state
+        if m <= 0 or self.map_size <= m:
+            return self.model.log_likelihood(ms, query, cam, chunk=self.chunk)
+        out = []
+        ctx_xy = ms.poses[0, :, :2]                                          # (N, 2)
+        for part in cam[0].split(max(1, self.chunk // m)):                   # (k, 3)
+            k = part.shape[0]
+            idx = torch.cdist(part[:, :2], ctx_xy).topk(m, largest=False).indices  # (k, M)
+            sub = MapState(ms.poses[0][idx], ms.embeddings[0][idx], ms.key_pre[0][idx],
+                           ms.coord_maps, ms.feat6[0][idx])
+            q = QueryState(*(t.expand(k, *t.shape[1:]) for t in
+                             (query.key, query.key_adjoint, query.key_bias, query.feat6,
+                              query.features)))
+            out.append(self.model.log_likelihood(sub, q, part[:, None, :])[:, 0])
+        return torch.cat(out)[None]
+
+    def _predict(self, delta):
+        d = float(math.hypot(delta[0], delta[1]))
+        c = self.config
+        std = (c.motion_noise_xy * d, c.motion_noise_xy * d,
+               c.motion_noise_yaw * (abs(float(delta[2])) + d))
+        odo = torch.as_tensor(delta, dtype=torch.float32, device=self.device)[None]
+        self.particles = transition(self.particles, odo, std, self.generator)
+
+    def _inject_random(self, share):
+        """Replace a share of the particles by uniform ones (recovery from a wrong belief)."""
+        if self.bounds is None:
+            return
+        k = self.particles.shape[1]
+        n = int(round(share * k))
+        if n == 0:
+            return
+        x0, y0, size = self.bounds
+        idx = torch.randperm(k, generator=self.generator)[:n].to(self.device)
+        self.particles[:, idx] = sample_uniform(1, n, size, self.generator,
+                                                origin=(x0, y0)).to(self.device)
+        self.log_weights[:, idx] = float(torch.logsumexp(self.log_weights, -1)) - math.log(k)
+        self.log_weights = normalize_log_weights(self.log_weights)
+
+    # ------------------------------------------------------------------ outputs
+    def estimate(self):
+        """(mean (3,), covariance (3, 3)) of map_from_base, numpy float64."""
+        mean = weighted_mean(self.particles, self.log_weights)[0]
+        cov = covariance(self.particles, self.log_weights)[0]
+        return mean.double().cpu().numpy(), cov.double().cpu().numpy()
+
+    def particle_array(self):
+        """(particles (K, 3), normalised weights (K,)) as numpy."""
+        return (self.particles[0].cpu().numpy(),
+                torch.softmax(self.log_weights[0], -1).cpu().numpy())
+
+    def ess(self):
+        return float(effective_sample_size(self.log_weights)[0]) if self.ready else 0.0

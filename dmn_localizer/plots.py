@@ -1,0 +1,80 @@
+"""PNG plots for replay and demo (matplotlib, Agg backend; written atomically)."""
+import math
+
+import numpy as np
+
+from dmn_localizer.atomic import atomic_path
+
+
+def _figure(*args, **kwargs):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt, plt.figure(*args, **kwargs)
+
+
+def _save(plt, fig, path):
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format='png', dpi=110, bbox_inches='tight')
+    plt.close(fig)
+    return path
+
+
+def draw_layout(ax, layout):
+    """layout = (occupancy (G, G) bool, resolution m, origin (x, y)) -> grey walls."""
+    grid, res, origin = layout
+    g = np.asarray(grid)
+    extent = (origin[0], origin[0] + g.shape[1] * res, origin[1], origin[1] + g.shape[0] * res)
+    ax.imshow(g, origin='lower', extent=extent, cmap='Greys', vmin=0, vmax=1.6,
+              interpolation='nearest')
+
+
+def plot_replay(track, metrics, out, view_map=None, layout=None):
+    """trajectory.png (top-down: walls, contexts, truth, estimate, particle snapshots) and
+    errors.png (x-y error and 2-sigma over time with the thresholds). Returns the paths."""
+    est, gt = np.asarray(track.estimates), np.asarray(track.truth)
+    t = np.asarray(track.stamps) - track.stamps[0]
+    plt, fig = _figure(figsize=(7, 7))
+    ax = fig.add_subplot(111)
+    if layout is not None:
+        draw_layout(ax, layout)
+    if track.snapshots:
+        cmap = plt.get_cmap('viridis')
+        for i, (_, particles, weights) in enumerate(track.snapshots):
+            ax.scatter(particles[:, 0], particles[:, 1], s=2, alpha=0.35,
+                       color=cmap(i / max(1, len(track.snapshots) - 1)), linewidths=0)
+    if view_map is not None and len(view_map):
+        p = view_map.poses
+        ax.quiver(p[:, 0], p[:, 1], np.cos(p[:, 2]), np.sin(p[:, 2]), color='tab:green',
+                  scale=30, width=0.004, label=f'map contexts ({len(p)})')
+    ax.plot(gt[:, 0], gt[:, 1], '-', color='tab:blue', lw=2, label='ground truth')
+    ax.plot(est[:, 0], est[:, 1], '.-', color='tab:red', lw=1, ms=3, label='estimate')
+    ax.plot(gt[0, 0], gt[0, 1], 'o', color='tab:blue')
+    ax.set_aspect('equal')
+    ax.set_xlabel('x [m]')
+    ax.set_ylabel('y [m]')
+    ttc = metrics.get('time_to_converge_s')
+    ax.set_title(f"APE RMSE {metrics['ape_rmse_m']:.2f} m, converged "
+                 f"{'never' if ttc is None else f'after {ttc:.1f} s'} "
+                 f"(particle snapshots: early = purple, late = yellow)", fontsize=9)
+    ax.legend(loc='upper right', fontsize=8)
+    traj_png = _save(plt, fig, out / 'trajectory.png')
+
+    err = np.hypot(*(est[:, :2] - gt[:, :2]).T)
+    cov = np.asarray(track.covariances)
+    two_sigma = 2.0 * np.sqrt(np.maximum(cov[:, 0, 0] + cov[:, 1, 1], 0.0))
+    plt, fig = _figure(figsize=(8, 4.5))
+    ax = fig.add_subplot(211)
+    ax.semilogy(t, np.maximum(err, 1e-3), label='x-y error')
+    ax.semilogy(t, np.maximum(two_sigma, 1e-3), '--', label='2 sigma (filter)')
+    ax.axhline(metrics['success_threshold_m'], color='grey', lw=0.8, ls=':')
+    ax.axhline(metrics['tight_threshold_m'], color='grey', lw=0.8, ls='-.')
+    ax.set_ylabel('metres')
+    ax.legend(fontsize=8)
+    ax2 = fig.add_subplot(212, sharex=ax)
+    yaw_err = np.degrees(np.abs((est[:, 2] - gt[:, 2] + math.pi) % (2 * math.pi) - math.pi))
+    ax2.plot(t, yaw_err, color='tab:purple')
+    ax2.set_ylabel('yaw error [deg]')
+    ax2.set_xlabel('time [s]')
+    err_png = _save(plt, fig, out / 'errors.png')
+    return [traj_png, err_png]

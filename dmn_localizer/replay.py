@@ -1,0 +1,251 @@
+"""Offline bag replay: build a map from a mapping bag, localize over a query bag, score it.
+
+Pure core (rosbags + torch + numpy; no rclpy). The same :class:`~dmn_localizer.localizer.
+Localizer` the node uses consumes the bag's images and odometry in stamp order, so offline
+results equal what the node computes from the same messages. Metrics use ``evo``.
+"""
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dmn_localizer.atomic import atomic_path, write_text
+from dmn_localizer.bags import messages as M
+from dmn_localizer.bags.read import decode_image, read_pairs
+from dmn_localizer.errors import UserError
+from dmn_localizer.geometry import quaternion_to_yaw, wrap_angle
+from dmn_localizer.keyframes import is_new_keyframe
+from dmn_localizer.odometry import OdometryBuffer
+from dmn_localizer.view_map import ViewMap
+
+logger = logging.getLogger(__name__)
+
+SUCCESS_M = 8.94          # the paper's success threshold (x-y error)
+TIGHT_M = 2.0             # a threshold a robot would care about
+CHI2_2DOF_95 = 5.991      # 2-sigma-equivalent ellipse for a 2-D Gaussian
+
+
+@dataclass
+class Topics:
+    image: str = '/camera/image_raw'
+    odom: str = '/odom'
+    truth: str = '/ground_truth/pose'
+
+
+def build_map(bag, topics, image_size, min_distance=2.0, min_angle=0.5, max_contexts=None):
+    """The mapper's keyframe selection over a mapping bag's (image, true pose) pairs."""
+    pairs = read_pairs([str(bag)], topics.image, topics.truth, image_size)
+    vm = ViewMap()
+    for img, pose in zip(pairs.images, pairs.poses):
+        if is_new_keyframe(pose, vm.poses, min_distance, min_angle):
+            vm.add(img, pose)
+            if max_contexts and len(vm) >= max_contexts:
+                break
+    logger.info('map from %s: %d contexts out of %d pairs (%s)', bag, len(vm),
+                len(pairs.poses), pairs.counts)
+    return vm
+
+
+@dataclass
+class Stream:
+    """A query bag in stamp order: images, odometry (odom_from_base) and ground truth."""
+    image_stamps: np.ndarray
+    images: np.ndarray
+    odom_stamps: np.ndarray
+    odom: np.ndarray
+    truth_stamps: np.ndarray
+    truth: np.ndarray
+    counts: dict = field(default_factory=dict)
+
+
+def read_stream(bag, topics, image_size):
+    import cv2
+    from rosbags.highlevel import AnyReader
+    if not Path(bag).exists():
+        raise UserError(f'{bag}: no such bag')
+    try:
+        reader = AnyReader([Path(bag)], default_typestore=M.TYPESTORE)
+        reader.open()
+    except Exception as exc:  # rosbags raises several types
+        raise UserError(f'{bag}: not a readable rosbag2 bag ({exc})') from None
+    data = {'image': ([], []), 'odom': ([], []), 'truth': ([], [])}
+    counts = {'bad_messages': 0}
+    try:
+        conns = {c.topic: c for c in reader.connections}
+        wanted = {topics.image: 'image', topics.odom: 'odom', topics.truth: 'truth'}
+        missing = [t for t in wanted if t not in conns]
+        if missing:
+            raise UserError(f'{bag}: no topic {", ".join(missing)} (topics: '
+                            f'{", ".join(sorted(conns))})')
+        for conn, t, raw in reader.messages(connections=[conns[t] for t in wanted]):
+            kind = wanted[conn.topic]
+            try:
+                msg = reader.deserialize(raw, conn.msgtype)
+            except Exception:
+                counts['bad_messages'] += 1
+                continue
+            stamp = (M.stamp_ns(msg.header.stamp) or t) * 1e-9
+            if kind == 'image':
+                img = decode_image(msg, conn.msgtype)
+                if img is None:
+                    counts['bad_messages'] += 1
+                    continue
+                if img.shape[:2] != (image_size, image_size):
+                    img = cv2.resize(np.ascontiguousarray(img), (image_size, image_size),
+                                     interpolation=cv2.INTER_AREA)
+                value = img
+            else:
+                p = msg.pose if conn.msgtype == M.POSE_STAMPED else msg.pose.pose
+                q = p.orientation
+                value = np.array([p.position.x, p.position.y,
+                                  quaternion_to_yaw(q.x, q.y, q.z, q.w)])
+                if not np.isfinite(value).all():
+                    counts['bad_messages'] += 1
+                    continue
+            data[kind][0].append(stamp)
+            data[kind][1].append(value)
+    finally:
+        reader.close()
+    arr = {k: (np.asarray(s), np.asarray(v)) for k, (s, v) in data.items()}
+    for k, (s, _) in arr.items():
+        counts[k] = len(s)
+        if len(s) == 0:
+            raise UserError(f'{bag}: no usable {k} messages')
+    return Stream(arr['image'][0], arr['image'][1].astype(np.uint8), *arr['odom'],
+                  *arr['truth'], counts=counts)
+
+
+@dataclass
+class Track:
+    """Estimates at every image where the filter updated."""
+    stamps: list = field(default_factory=list)
+    estimates: list = field(default_factory=list)      # (3,)
+    covariances: list = field(default_factory=list)    # (3, 3)
+    truth: list = field(default_factory=list)          # (3,)
+    snapshots: list = field(default_factory=list)      # (stamp, particles (K,3), weights (K,))
+    frames: int = 0
+    seconds: float = 0.0
+
+
+def localize(localizer, stream, mode='global', snapshot_every=10, progress=False):
+    """Run the filter over the stream. mode 'global' (uniform) or 'tracking' (Gaussian 6 m /
+    30 deg around the first true pose, the paper's tracking setting)."""
+    odom = OdometryBuffer(max_age_s=1e9)
+    truth = OdometryBuffer(max_age_s=1e9, max_extrapolation_s=0.5)
+    for s, p in zip(stream.truth_stamps, stream.truth):
+        truth.add(s, p)
+    if mode == 'global':
+        localizer.init_global()
+    elif mode == 'tracking':
+        rng = np.random.default_rng(0)
+        first = truth.pose_at(stream.image_stamps[0])
+        mean = first + rng.normal(size=3) * [6.0, 6.0, math.radians(30)]
+        localizer.init_gaussian(mean, [6.0, 6.0, math.radians(30)])
+    else:
+        raise UserError(f"mode must be 'global' or 'tracking', not {mode!r}")
+    track = Track()
+    j = 0
+    t0 = time.perf_counter()
+    frames = range(len(stream.image_stamps))
+    if progress:
+        from tqdm import tqdm
+        frames = tqdm(frames, desc='localizing', unit='frame')
+    for i in frames:
+        stamp = stream.image_stamps[i]
+        while j < len(stream.odom_stamps) and stream.odom_stamps[j] <= stamp + 1e-9:
+            odom.add(stream.odom_stamps[j], stream.odom[j])
+            j += 1
+        report = localizer.step(stamp, stream.images[i], odom)
+        track.frames += 1
+        gt = truth.pose_at(stamp)
+        if report is None or not report.updated or gt is None:
+            continue
+        mean, cov = localizer.estimate()
+        track.stamps.append(float(stamp))
+        track.estimates.append(mean)
+        track.covariances.append(cov)
+        track.truth.append(gt)
+        if snapshot_every and (len(track.stamps) - 1) % snapshot_every == 0:
+            track.snapshots.append((float(stamp), *localizer.particle_array()))
+    track.seconds = time.perf_counter() - t0
+    return track
+
+
+def _evo_trajectory(stamps, poses):
+    from evo.core.trajectory import PoseTrajectory3D
+    xyz = np.column_stack([poses[:, 0], poses[:, 1], np.zeros(len(poses))])
+    quat = np.column_stack([np.cos(poses[:, 2] / 2), np.zeros(len(poses)),
+                            np.zeros(len(poses)), np.sin(poses[:, 2] / 2)])  # w x y z
+    return PoseTrajectory3D(positions_xyz=xyz, orientations_quat_wxyz=quat,
+                            timestamps=np.asarray(stamps, np.float64))
+
+
+def compute_metrics(track, converge_m=TIGHT_M, converge_updates=5):
+    """Metrics of a track (keys documented in README 'Replay')."""
+    from evo.core import metrics as evo_metrics
+    if not track.stamps:
+        raise UserError('the filter never updated: no odometry or images in the bag?')
+    est, gt = np.asarray(track.estimates), np.asarray(track.truth)
+    stamps = np.asarray(track.stamps)
+    err_xy = np.hypot(*(est[:, :2] - gt[:, :2]).T)
+    err_yaw = np.abs(wrap_angle(est[:, 2] - gt[:, 2]))
+    ref, traj = _evo_trajectory(stamps, gt), _evo_trajectory(stamps, est)
+    ape = evo_metrics.APE(evo_metrics.PoseRelation.translation_part)
+    ape.process_data((ref, traj))
+    rpe_rmse = float('nan')
+    if len(stamps) > 1:
+        rpe = evo_metrics.RPE(evo_metrics.PoseRelation.translation_part, delta=1,
+                              delta_unit=evo_metrics.Unit.frames, all_pairs=False)
+        rpe.process_data((ref, traj))
+        rpe_rmse = float(rpe.get_statistic(evo_metrics.StatisticsType.rmse))
+    # converged: error below converge_m for converge_updates updates in a row (or to the end)
+    converged_at = None
+    below = err_xy < converge_m
+    for i in range(len(below)):
+        window = below[i:i + converge_updates]
+        if window.all() and (len(window) == converge_updates or i + len(window) == len(below)):
+            converged_at = i
+            break
+    # covariance consistency on x-y
+    nees = []
+    for e, c in zip(est[:, :2] - gt[:, :2], np.asarray(track.covariances)[:, :2, :2]):
+        try:
+            nees.append(float(e @ np.linalg.solve(c + 1e-9 * np.eye(2), e)))
+        except np.linalg.LinAlgError:
+            nees.append(float('inf'))
+    nees = np.asarray(nees)
+    return {
+        'ape_rmse_m': float(ape.get_statistic(evo_metrics.StatisticsType.rmse)),
+        'rpe_rmse_m': rpe_rmse,
+        'success_rate': float(np.mean(err_xy < SUCCESS_M)),
+        'success_rate_tight': float(np.mean(err_xy < TIGHT_M)),
+        'success_threshold_m': SUCCESS_M, 'tight_threshold_m': TIGHT_M,
+        'time_to_converge_s': (None if converged_at is None
+                               else float(stamps[converged_at] - stamps[0])),
+        'final_error_m': float(err_xy[-1]), 'final_yaw_error_deg': math.degrees(err_yaw[-1]),
+        'median_error_after_convergence_m': (None if converged_at is None else
+                                             float(np.median(err_xy[converged_at:]))),
+        'frames': track.frames, 'updates': len(stamps),
+        'frames_per_s': track.frames / max(track.seconds, 1e-9),
+        'nees_mean': float(np.mean(nees)),
+        'share_inside_2sigma': float(np.mean(nees < CHI2_2DOF_95)),
+    }
+
+
+def write_outputs(track, metrics, out, view_map=None, layout=None):
+    """metrics.json, TUM trajectories and PNG plots in ``out`` (each written atomically)."""
+    from evo.tools import file_interface
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / 'metrics.json', json.dumps(metrics, indent=2) + '\n')
+    stamps = np.asarray(track.stamps)
+    for name, poses in (('estimate.tum', track.estimates), ('groundtruth.tum', track.truth)):
+        with atomic_path(out / name) as tmp:
+            file_interface.write_tum_trajectory_file(str(tmp), _evo_trajectory(
+                stamps, np.asarray(poses)))
+    from dmn_localizer.plots import plot_replay
+    return plot_replay(track, metrics, out, view_map=view_map, layout=layout)

@@ -1,0 +1,163 @@
+"""localizer_node as a real process over DDS with a tiny real (untrained) model and a map of
+real rendered maze views: outputs, TF consistency, /initialpose, services."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from geometry_msgs.msg import PoseArray, PoseWithCovarianceStamped
+from nav_msgs.msg import Odometry
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_srvs.srv import Empty
+from tf2_msgs.msg import TFMessage
+
+from conftest import start_python, stop_process
+from dmn_localizer.geometry import compose, quaternion_to_yaw
+from dmn_localizer.model.config import DMNConfig
+from dmn_localizer.model.dmn import DMN
+from dmn_localizer.model.io import save_model
+from dmn_localizer.nodes.common import LATCHED
+from dmn_localizer.nodes.conversions import pose_to_xyyaw, xyyaw_to_pose
+from dmn_localizer.sim.world import make_world
+from dmn_localizer.view_map import ViewMap
+
+MAP_FROM_ODOM = np.array([10.0, 12.0, 0.5])  # where the odom frame starts in the maze
+
+
+@pytest.fixture(scope='module')
+def world():
+    w = make_world('mazes', 11, image_size=32)
+    yield w
+    w.close()
+
+
+@pytest.fixture
+def model_and_map(tmp_path, world):
+    torch.manual_seed(0)
+    model_file = tmp_path / 'tiny.safetensors'
+    save_model(DMN(DMNConfig()), model_file)
+    rng = np.random.default_rng(0)
+    poses = world.sample_free_poses(rng, 8)
+    vm = ViewMap()
+    for img, p in zip(world.render(poses), poses):
+        vm.add(img, p)
+    map_file = tmp_path / 'maze.dmnmap'
+    vm.save(map_file)
+    return model_file, map_file
+
+
+class Robot:
+    """Publishes odometry and camera images as a robot driving in +x of its odom frame."""
+
+    def __init__(self, peer, world):
+        self.peer, self.world = peer, world
+        self.img_pub = peer.node.create_publisher(Image, 'camera/image_raw',
+                                                  qos_profile_sensor_data)
+        self.odom_pub = peer.node.create_publisher(Odometry, 'odom', 10)
+        self.t = 1000.0
+
+    def wait_for_node(self):
+        assert self.peer.spin_until(lambda: self.img_pub.get_subscription_count() > 0
+                                    and self.odom_pub.get_subscription_count() > 0, 60)
+        self.peer.spin_until(lambda: False, 0.5)
+
+    def odom_at(self, t):
+        return np.array([0.4 * (t - 1000.0), 0.0, 0.0])
+
+    def stamp(self, t):
+        s = self.peer.node.get_clock().now().to_msg()
+        s.sec, s.nanosec = int(t), int(round((t % 1) * 1e9))
+        return s
+
+    def step(self):
+        for t in (self.t, self.t + 0.25):
+            odom = Odometry(child_frame_id='base_link')
+            odom.header.frame_id, odom.header.stamp = 'odom', self.stamp(t)
+            odom.pose.pose = xyyaw_to_pose(self.odom_at(t))
+            self.odom_pub.publish(odom)
+        pose = compose(MAP_FROM_ODOM, self.odom_at(self.t))
+        rgb = self.world.render(pose[None])[0]
+        img = Image(height=32, width=32, encoding='rgb8', step=96, data=rgb.tobytes())
+        img.header.stamp, img.header.frame_id = self.stamp(self.t), 'camera_link'
+        self.img_pub.publish(img)
+        self.t += 0.5
+        self.peer.spin_until(lambda: False, 0.1)
+
+
+def test_localizer_node_outputs(ros_env, ros_peer, model_and_map, world):
+    model_file, map_file = model_and_map
+    node = start_python(['-m', 'dmn_localizer', 'run', 'localize', '--map-file', str(map_file),
+                         '--model', str(model_file), '-p', 'num_particles:=100',
+                         '-p', 'global_num_particles:=300', '-p', 'update_min_d:=0.1',
+                         '--log-level', 'debug'],
+                        ros_env)
+    poses, clouds, tfs = [], [], []
+    n = ros_peer.node
+    n.create_subscription(PoseWithCovarianceStamped, 'localizer/pose', poses.append, LATCHED)
+    n.create_subscription(PoseArray, 'localizer/particles', clouds.append, 10)
+    n.create_subscription(TFMessage, '/tf', tfs.append, 100)
+    robot = Robot(ros_peer, world)
+    try:
+        robot.wait_for_node()
+        for _ in range(4):
+            robot.step()
+        if not ros_peer.spin_until(lambda: len(poses) >= 3 and clouds and tfs, 30):
+            raise AssertionError((len(poses), len(clouds), len(tfs), stop_process(node)[1]))
+        # global localization: uniform belief with global_num_particles
+        assert len(clouds[-1].poses) == 300 and clouds[-1].header.frame_id == 'map'
+        est = poses[-1]
+        assert est.header.frame_id == 'map'
+        cov = np.array(est.pose.covariance).reshape(6, 6)
+        assert cov[0, 0] > 0 and cov[1, 1] > 0 and cov[5, 5] > 0 and cov[2, 2] == 0
+        # map -> odom composed with odom -> base (at the estimate's stamp) = the estimate
+        t_est = est.header.stamp.sec + est.header.stamp.nanosec * 1e-9
+
+        def map_to_odom():
+            return [t for m in tfs for t in m.transforms
+                    if t.header.frame_id == 'map' and t.child_frame_id == 'odom'
+                    and abs(t.header.stamp.sec + t.header.stamp.nanosec * 1e-9
+                            - (t_est + 0.1)) < 1e-6]
+        # future-dated by transform_tolerance (0.1 s) relative to the image stamp
+        assert ros_peer.spin_until(map_to_odom, 10), [m.transforms[0].header.stamp for m in tfs]
+        tf = map_to_odom()[-1]
+        q = tf.transform.rotation
+        map_from_odom = np.array([tf.transform.translation.x, tf.transform.translation.y,
+                                  quaternion_to_yaw(q.x, q.y, q.z, q.w)])
+        composed = compose(map_from_odom, robot.odom_at(t_est))
+        np.testing.assert_allclose(composed, pose_to_xyyaw(est.pose.pose), atol=1e-4)
+
+        # /initialpose in the wrong frame: rejected; in the map frame: re-seeds a tracking set
+        init = PoseWithCovarianceStamped()
+        init.header.frame_id = 'odom'
+        init_pub = n.create_publisher(PoseWithCovarianceStamped, 'initialpose', 10)
+        assert ros_peer.spin_until(lambda: init_pub.get_subscription_count() > 0, 10)
+        init_pub.publish(init)
+        truth = compose(MAP_FROM_ODOM, robot.odom_at(robot.t))
+        init.header.frame_id = 'map'
+        init.pose.pose = xyyaw_to_pose(truth)
+        c = np.zeros((6, 6))
+        c[0, 0] = c[1, 1] = 0.04
+        c[5, 5] = 0.01
+        init.pose.covariance = c.flatten().tolist()
+        ros_peer.spin_until(lambda: False, 0.3)
+        init_pub.publish(init)
+        ros_peer.spin_until(lambda: False, 0.5)
+        clouds.clear()
+        robot.step()
+        assert ros_peer.spin_until(lambda: clouds, 20)
+        assert len(clouds[-1].poses) == 100
+        est = pose_to_xyyaw(poses[-1].pose.pose)
+        assert math.hypot(*(est[:2] - truth[:2])) < 1.0  # 0.2 m sigma + 0.4 m motion noise
+
+        # services: no-motion update forces an update; global re-init restores 300 particles
+        ros_peer.call(Empty, 'localizer/request_nomotion_update')
+        ros_peer.call(Empty, 'localizer/reinitialize_global_localization')
+        clouds.clear()
+        robot.step()
+        assert ros_peer.spin_until(lambda: clouds, 20)
+        assert len(clouds[-1].poses) == 300
+    finally:
+        out, err = stop_process(node)
+    assert node.returncode == 0, err[-3000:]
+    assert "initial pose in frame 'odom' rejected" in err
