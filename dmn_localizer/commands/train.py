@@ -1,12 +1,45 @@
-"""``dmn-localizer train``: train a DMN end to end through the particle filter."""
-from dmn_localizer.commands._placeholder import not_implemented
+"""``dmn-localizer train``: train a DMN end to end through the particle filter.
+
+Thin wrapper over :func:`dmn_localizer.training.train` (see it for outputs and resume).
+"""
+import logging
+from pathlib import Path
+
+from dmn_localizer.errors import UserError
 
 HELP = 'Train a DMN end to end through the particle filter.'
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser):
-    parser.add_argument('rest', nargs='*', help='arguments (the command is not available yet)')
+    parser.add_argument('--config', required=True,
+                        help='training YAML (e.g. config/train_mazes.yaml)')
+    parser.add_argument('--out', help='run folder (default: runs/<config name>)')
+    parser.add_argument('--resume', action='store_true',
+                        help='continue exactly from OUT/checkpoint')
+    parser.add_argument('--max-steps', type=int, help='override max_steps')
+    parser.add_argument('--device', help="override device ('cpu', 'cuda', 'auto')")
+    parser.add_argument('--threads', type=int,
+                        help='override threads (torch CPU threads; 1 is faster on a busy machine)')
+    parser.add_argument('--train-data', help='override train_data')
+    parser.add_argument('--val-data', help='override val_data')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
 
 
 def run(args):
-    return not_implemented('train')
+    from dmn_localizer.training import load_train_config, train
+    overrides = {k: v for k, v in (('max_steps', args.max_steps), ('device', args.device),
+                                   ('threads', args.threads),
+                                   ('train_data', args.train_data),
+                                   ('val_data', args.val_data)) if v is not None}
+    cfg = load_train_config(args.config, overrides)
+    if cfg.max_steps < 0:
+        raise UserError('--max-steps must be >= 0')
+    out = Path(args.out) if args.out else Path('runs') / Path(args.config).stem
+    if not args.resume and (out / 'checkpoint' / 'state.pt').exists():
+        raise UserError(f'{out}: holds a run already (use --resume, or another --out)')
+    summary = train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    print(f'trained {summary["steps"]} steps, best validation loss '
+          f'{summary["best_val_mse"]:.5f}{" (early stop)" if summary["stopped_early"] else ""}'
+          f' -> {summary["best"]}')
+    return 0

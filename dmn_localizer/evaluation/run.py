@@ -1,0 +1,72 @@
+"""``run_evaluation``: the importable stage behind ``dmn-localizer eval``."""
+import logging
+from pathlib import Path
+
+import torch
+
+from dmn_localizer.errors import UserError
+from dmn_localizer.evaluation import plots
+from dmn_localizer.evaluation.protocol import (EvalConfig, evaluate, likelihood_map,
+                                               load_episodes, markdown_table, METHODS, sweep)
+from dmn_localizer.model.io import atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+
+def run_evaluation(*, model_path, data, episodes, methods=METHODS, json_out=None,
+                   cfg: EvalConfig = None, plots_dir=None, sweep_episodes=50,
+                   sweep_ks=(64, 256, 1024, 2048), sweep_ncs=(1, 2, 4, 8, 16), heatmaps=3,
+                   device='cpu'):
+    """Evaluate; writes ``json_out`` and PNGs in ``plots_dir`` (when given); returns
+    ``(results, table)``. ``results`` maps method -> metrics; sweeps under ``"sweeps"`` are
+    written to ``plots_dir/sweeps.json``, not into the results."""
+    from dmn_localizer.data.dataset import open_dataset
+    from dmn_localizer.model.io import load_model
+    cfg = cfg or EvalConfig()
+    methods = list(methods)
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise UserError(f'unknown methods {", ".join(bad)}; valid: {", ".join(METHODS)}')
+    model = None
+    if 'dmn' in methods or plots_dir:
+        if model_path is None:
+            raise UserError('--model is required to evaluate dmn')
+        model = load_model(model_path, device=device)
+    ds = open_dataset(data)
+    pool = max([cfg.contexts] + [n for n in sweep_ncs if plots_dir and model])
+    pool = min(pool, int(ds.manifest['contexts_per_world']))
+    eps = load_episodes(ds, episodes, pool, cfg.steps, cfg.seed)
+    if not eps:
+        raise UserError(f'{data}: no episodes')
+    results = evaluate(model, eps, methods, cfg, device=device)
+    table = markdown_table(results, cfg)
+    if json_out:
+        atomic_write_json(json_out, results)
+    if plots_dir and model is not None:
+        plots_dir = Path(plots_dir)
+        plots.plot_success_vs_t(results, plots_dir / 'success_vs_t.png')
+        sub = eps[:sweep_episodes]
+        s = sweep(model, sub, cfg, ks=sweep_ks,
+                  ncs=[n for n in sweep_ncs if n <= pool], device=device)
+        atomic_write_json(plots_dir / 'sweeps.json', s)
+        if s['k']:
+            plots.plot_sweep(s['k'], 'particles K (Nc = %d)' % cfg.contexts,
+                             plots_dir / 'success_vs_k.png', logx=True)
+        if s['nc']:
+            plots.plot_sweep(s['nc'], 'contexts Nc (K = %d)' % cfg.k_global,
+                             plots_dir / 'success_vs_nc.png', logx=True)
+        for i, ep in enumerate(eps[:heatmaps]):
+            grid, extent = likelihood_map(model, ep, cfg.contexts, device=device)
+            try:
+                layout, res, _ = ds.layout(ep.world_seed)
+            except (KeyError, AttributeError):
+                layout, res = None, 1.0
+            plots.plot_likelihood_map(grid, extent, ep, cfg.contexts,
+                                      plots_dir / f'likelihood_{i}.png', layout, res)
+    return results, table
+
+
+def pick_device(name):
+    if name == 'auto':
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    return name

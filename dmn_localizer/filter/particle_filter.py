@@ -1,0 +1,210 @@
+"""Differentiable particle filter over planar poses (paper Section IV; PF-net soft resampling).
+
+Letters: B batch (independent filters), K particles. Particles are ``(B, K, 3)`` metric poses
+``(x, y, yaw)``; weights are kept as log-weights ``(B, K)`` normalised with logsumexp. All
+functions are pure torch, device-agnostic and differentiable where it makes sense; randomness
+comes from an explicit ``torch.Generator`` (or the global one when ``None``).
+"""
+from dataclasses import dataclass
+import logging
+import math
+
+import torch
+
+from dmn_localizer.geometry import compose, wrap_angle
+
+logger = logging.getLogger(__name__)
+
+RESAMPLE_MODES = ('systematic', 'soft', 'none')
+
+
+@dataclass
+class FilterConfig:
+    # Std of the noise added to the egomotion of each particle per step (in the frame of the
+    # previous pose): metres along x, metres along y, radians of yaw.
+    transition_std: tuple = (0.5, 0.5, math.radians(5.0))
+    # 'systematic' (inference: low variance, no gradient), 'soft' (training: PF-net soft
+    # resampling, gradients flow through the weights), 'none'.
+    resample: str = 'systematic'
+    # Soft resampling mixes the weights with a uniform: q = alpha w + (1 - alpha) / K.
+    soft_alpha: float = 0.5
+    # Resample only when ESS < this fraction of K (1.0: every step; 0: never).
+    resample_ess_fraction: float = 0.5
+
+    def __post_init__(self):
+        if self.resample not in RESAMPLE_MODES:
+            raise ValueError(f'resample must be one of {RESAMPLE_MODES}, got {self.resample!r}')
+        if not 0.0 <= self.soft_alpha <= 1.0:
+            raise ValueError('soft_alpha must be in [0, 1]')
+        self.transition_std = tuple(float(s) for s in self.transition_std)
+        if len(self.transition_std) != 3 or min(self.transition_std) < 0:
+            raise ValueError('transition_std must be three non-negative numbers')
+
+
+def normalize_log_weights(log_w):
+    """(B, K) -> (B, K) log-weights that logsumexp to 0 over K."""
+    return log_w - torch.logsumexp(log_w, dim=-1, keepdim=True)
+
+
+def effective_sample_size(log_w):
+    """ESS = 1 / sum w^2 of the normalised weights: (B, K) -> (B,), in [1, K]."""
+    lw = normalize_log_weights(log_w)
+    return torch.exp(-torch.logsumexp(2.0 * lw, dim=-1))
+
+
+def weighted_mean(particles, log_w):
+    """Weighted mean pose (B, 3): arithmetic mean of x, y, circular mean of yaw.
+
+    particles (B, K, 3), log_w (B, K) (normalised or not).
+    """
+    w = torch.softmax(log_w, dim=-1)
+    xy = (w[..., None] * particles[..., :2]).sum(-2)
+    s = (w * torch.sin(particles[..., 2])).sum(-1)
+    c = (w * torch.cos(particles[..., 2])).sum(-1)
+    return torch.cat([xy, torch.atan2(s, c)[..., None]], dim=-1)
+
+
+def covariance(particles, log_w, mean=None):
+    """Weighted covariance (B, 3, 3) of (x, y, yaw); yaw deviations are wrapped around the
+    circular mean, so a cloud straddling +-pi has a small yaw variance."""
+    w = torch.softmax(log_w, dim=-1)
+    mean = weighted_mean(particles, log_w) if mean is None else mean
+    d = particles - mean[..., None, :]
+    d = torch.cat([d[..., :2], wrap_angle(d[..., 2:])], dim=-1)
+    return torch.einsum('bk,bki,bkj->bij', w, d, d)
+
+
+def _systematic_indices(w, generator):
+    """Systematic (low-variance) resampling indices from normalised weights (B, K) -> (B, K)."""
+    B, K = w.shape
+    u = torch.rand(B, 1, generator=generator, device='cpu').to(w.device, w.dtype)
+    positions = (torch.arange(K, device=w.device, dtype=w.dtype) + u) / K
+    cdf = torch.cumsum(w, dim=-1)
+    cdf[..., -1] = 1.0 + 1e-6  # guard the last bin against rounding
+    return torch.searchsorted(cdf.contiguous(), positions.contiguous()).clamp_(max=K - 1)
+
+
+def systematic_resample(particles, log_w, generator=None):
+    """Systematic resampling: particles (B, K, 3), log_w (B, K) -> (particles, uniform log_w).
+
+    Unbiased: every particle is drawn floor(K w) or ceil(K w) times. No gradient flows.
+    """
+    B, K = log_w.shape
+    with torch.no_grad():
+        idx = _systematic_indices(torch.softmax(log_w, dim=-1), generator)
+    new = torch.gather(particles, 1, idx[..., None].expand(B, K, particles.shape[-1]))
+    return new, log_w.new_full((B, K), -math.log(K))
+
+
+def soft_resample(particles, log_w, alpha, generator=None):
+    """PF-net soft resampling (Karkus et al., CoRL 2018): draw from q = alpha w + (1-alpha)/K
+    and keep importance weights w/q, so gradients flow through the weights.
+
+    particles (B, K, 3), log_w (B, K) -> (particles (B, K, 3), normalised log_w (B, K)).
+    alpha = 1 is ordinary resampling, alpha = 0 keeps the weights and draws uniformly.
+    """
+    B, K = log_w.shape
+    lw = normalize_log_weights(log_w)
+    if alpha >= 1.0:
+        log_q = lw
+    elif alpha <= 0.0:
+        log_q = torch.full_like(lw, -math.log(K))
+    else:
+        log_q = torch.logaddexp(lw + math.log(alpha),
+                                torch.full_like(lw, math.log(1.0 - alpha) - math.log(K)))
+    with torch.no_grad():
+        idx = _systematic_indices(torch.exp(log_q), generator)
+    new = torch.gather(particles, 1, idx[..., None].expand(B, K, particles.shape[-1]))
+    new_lw = torch.gather(lw - log_q, 1, idx)
+    return new, normalize_log_weights(new_lw)
+
+
+def transition(particles, odometry, std, generator=None):
+    """Move particles by the egomotion plus noise: particles (B, K, 3), odometry (B, 3) = new
+    pose in the frame of the previous one; std (3,) per-step noise on (dx, dy, dyaw)."""
+    noise = torch.randn(particles.shape, generator=generator, device='cpu')
+    noise = noise.to(particles.device, particles.dtype) * particles.new_tensor(std)
+    return compose(particles, odometry[:, None, :].to(particles.dtype) + noise)
+
+
+def sample_uniform(batch, k, world_size, generator=None, device='cpu', origin=(0.0, 0.0)):
+    """Uniform particles over ``origin + [0, world_size]^2 x [-pi, pi)``: (batch, k, 3)."""
+    u = torch.rand(batch, k, 3, generator=generator, device='cpu', dtype=torch.float32)
+    p = torch.stack([origin[0] + u[..., 0] * world_size, origin[1] + u[..., 1] * world_size,
+                     (u[..., 2] * 2.0 - 1.0) * math.pi], dim=-1)
+    return p.to(device)
+
+
+def sample_gaussian(mean, std, k, generator=None):
+    """Gaussian particles around mean (B, 3) with std (3,) (metres, metres, radians): (B, k, 3)."""
+    B = mean.shape[0]
+    n = torch.randn(B, k, 3, generator=generator, device='cpu').to(mean.device, mean.dtype)
+    p = mean[:, None, :] + n * mean.new_tensor(std)
+    return torch.cat([p[..., :2], wrap_angle(p[..., 2:])], dim=-1)
+
+
+class ParticleFilter:
+    """Stateful batch of B particle filters. The observation model is external::
+
+        pf = ParticleFilter(FilterConfig(), particles0)          # (B, K, 3), uniform weights
+        pf.predict(odometry)                                     # (B, 3), skip at t = 0
+        pf.update(log_likelihood)                                # (B, K) from the DMN
+        pose, cov = pf.estimate(), pf.covariance()               # (B, 3), (B, 3, 3)
+        pf.resample()                                            # per config (ESS-gated)
+    """
+
+    def __init__(self, config: FilterConfig, particles, log_weights=None, generator=None):
+        self.config = config
+        self.generator = generator
+        self.particles = particles
+        B, K = particles.shape[:2]
+        self.log_weights = (particles.new_full((B, K), -math.log(K)) if log_weights is None
+                            else normalize_log_weights(log_weights))
+
+    @property
+    def num_particles(self):
+        return self.particles.shape[1]
+
+    def predict(self, odometry):
+        """Apply egomotion (B, 3) with the configured noise."""
+        self.particles = transition(self.particles, odometry, self.config.transition_std,
+                                    self.generator)
+
+    def update(self, log_likelihood):
+        """log w <- log w + log-likelihood (B, K), normalised."""
+        self.log_weights = normalize_log_weights(self.log_weights + log_likelihood)
+
+    def estimate(self):
+        """Weighted mean pose (B, 3)."""
+        return weighted_mean(self.particles, self.log_weights)
+
+    def covariance(self):
+        """Weighted covariance (B, 3, 3) of (x, y, yaw)."""
+        return covariance(self.particles, self.log_weights)
+
+    def ess(self):
+        """Effective sample size (B,)."""
+        return effective_sample_size(self.log_weights)
+
+    def resample(self, force=False):
+        """Resample per ``config.resample`` when ESS < resample_ess_fraction * K (or force).
+
+        Filters of the batch that do not need it keep their particles.
+        """
+        mode = self.config.resample
+        if mode == 'none':
+            return
+        K = self.num_particles
+        need = (self.ess() < self.config.resample_ess_fraction * K)
+        if force or self.config.resample_ess_fraction >= 1.0:
+            need = torch.ones_like(need)
+        if not bool(need.any()):
+            return
+        if mode == 'systematic':
+            p, lw = systematic_resample(self.particles, self.log_weights, self.generator)
+        else:
+            p, lw = soft_resample(self.particles, self.log_weights, self.config.soft_alpha,
+                                  self.generator)
+        m = need[:, None]
+        self.particles = torch.where(m[..., None], p, self.particles)
+        self.log_weights = torch.where(m, lw, self.log_weights)

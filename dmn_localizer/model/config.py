@@ -1,0 +1,59 @@
+"""Configuration of the DMN networks (one commented dataclass, stored beside the weights)."""
+from dataclasses import asdict, dataclass, fields
+
+ATTENTION_MODES = ('softmax', 'linear', 'sigmoid')
+QUERY_TRUNK_SHARING = ('cnn3', 'cnn1', 'none')
+
+
+@dataclass
+class DMNConfig:
+    # Square input images (pixels); the view embedding is image_size/4 on a side. The FC1 input
+    # size depends on it, so a model serves one image size.
+    image_size: int = 32
+    # Fixed length (metres) that egocentric context offsets are divided by: half the paper's
+    # 40 m world, so in-world offsets fall in [-2, 2]. Not tied to any map's size or origin.
+    coord_scale_m: float = 20.0
+    # Attention over contexts from the scalar product of view key and query key (the paper
+    # does not say whether it is normalised): 'softmax' over contexts (weights sum to 1, the
+    # default), 'linear' (raw scaled products), 'sigmoid' (independent gates in (0, 1)).
+    attention: str = 'softmax'
+    # The products are divided by sqrt(key elements) * attention_temperature.
+    attention_temperature: float = 1.0
+    # The paper says "the first three layers of CNN4 and CNN5 are shared", but CNN4 has two
+    # layers and reads view embeddings, not images. Resolution: the three layers that CNN5
+    # has in common with another image network (32-2-2, 32-3-1, 64-2-2) form a shared
+    # query-image trunk. 'cnn3': CNN3 and CNN5 share it (default: both read the query image
+    # and start with exactly these layers); 'cnn1': CNN1, CNN3 and CNN5 all share it (siamese
+    # context/query encoders); 'none': no sharing.
+    query_trunk_sharing: str = 'cnn3'
+    # The paper writes FC1 (512-relu, 1-relu); a relu on a log-likelihood would clip all
+    # negative evidence, so the last layer is linear by default.
+    final_relu: bool = False
+    # Weight init: He (Kaiming) for relu layers; the last FC layer starts this many times
+    # smaller than a unit-gain init so the initial log-likelihoods are near zero.
+    last_layer_init_scale: float = 0.1
+
+    def __post_init__(self):
+        if self.attention not in ATTENTION_MODES:
+            raise ValueError(f'attention must be one of {ATTENTION_MODES}, '
+                             f'got {self.attention!r}')
+        if self.query_trunk_sharing not in QUERY_TRUNK_SHARING:
+            raise ValueError(f'query_trunk_sharing must be one of {QUERY_TRUNK_SHARING}, '
+                             f'got {self.query_trunk_sharing!r}')
+        if self.image_size % 4 or self.image_size < 8:
+            raise ValueError(f'image_size must be a multiple of 4 and >= 8, '
+                             f'got {self.image_size}')
+        if self.coord_scale_m <= 0:
+            raise ValueError('coord_scale_m must be positive')
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        """Build from a dict; unknown keys raise ValueError listing the valid ones."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f'unknown DMNConfig keys {sorted(unknown)}; valid: {sorted(names)}')
+        return cls(**d)

@@ -1,0 +1,310 @@
+"""The DMN networks and observation model (paper Section IV), in an exact factorised form.
+
+Letters: B batch, N contexts, K particles, H x W images (``h = H/4``, ``w = W/4``), channels
+first. Poses are metric ``(x, y, yaw)`` (:mod:`dmn_localizer.geometry`); images enter as float
+in [-1, 1] (:func:`images_to_tensor`).
+
+Networks (filters-kernel-stride-activation; 3x3 stride-1 layers zero-pad by 1 so they keep the
+size, 2x2 stride-2 layers do not pad and halve it):
+
+* CNN1 (32-2-2-relu, 32-3-1-relu, 64-2-2-relu, 64-3-1-relu): context image -> view embedding
+  ``E_i`` (64, h, w).
+* CNN2 (64-3-1-relu, 32-3-1-lin) on ``[E_i, tile(c_ik)]`` -> view key, where ``c_ik`` =
+  ``(dx/L, dy/L, sin dyaw, cos dyaw)`` is context i's viewpoint in the frame of particle k and
+  ``L = coord_scale_m`` (20 m). Only relative geometry enters, so the log-likelihoods do not
+  change when the whole world (contexts and particles) is moved or rotated.
+* CNN3 (32-2-2-relu, 32-3-1-relu, 64-2-2-relu, 32-3-1-relu, 64-3-1-relu, 32-3-1-lin): query
+  image -> query key (32, h, w). Attention scores: scalar products of view and query keys over
+  all 32*h*w elements, divided by ``sqrt(32*h*w) * attention_temperature``; weights ``l_ik``
+  from them per :attr:`DMNConfig.attention` (softmax over contexts by default).
+* CNN4 (128-3-1-relu, 64-3-1-relu) on ``E_i``, concatenated with the view key (96 channels),
+  summed over contexts weighted by ``l_ik``.
+* CNN5 (32-2-2-relu, 32-3-1-relu, 64-2-2-relu, 64-3-1-relu, 128-3-1-relu, 64-3-1-relu): query
+  features; the first three layers are a trunk shared per :attr:`DMNConfig.query_trunk_sharing`.
+* CNN6 (64-3-1-relu x 3, flatten) on ``[attended map (96), query features (64)]``, FC1
+  (512-relu, 1) -> unnormalised log-likelihood (last layer linear unless ``final_relu``).
+
+Speed: everything that does not depend on the particle is computed once per context
+(:meth:`DMN.build_map`) or once per query (:meth:`DMN.encode_query`). Exact identities used:
+
+* the first CNN2 conv over ``[E_i, tile(c_ik)]`` equals ``conv(E_i)`` (per context) plus
+  ``sum_j c_ikj * conv(ones)_j`` (border-aware constant maps, exact under zero padding);
+* the scores ``<conv2b(R_ik), q>`` equal ``<R_ik, conv2b^T(q)> + <b, sum q>`` (the adjoint
+  conv is applied once per query), so CNN2's second conv runs once per particle on
+  ``sum_i l_ik R_ik`` instead of once per particle and context;
+* CNN6's first conv is linear in its input, so its CNN4 and CNN5 parts are precomputed per
+  context and per query.
+
+:meth:`DMN.reference_log_likelihood` is the literal, per-particle formulation used by the tests.
+"""
+from dataclasses import dataclass
+import logging
+import math
+
+import numpy as np
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from dmn_localizer.geometry import relative
+from dmn_localizer.model.config import DMNConfig
+
+logger = logging.getLogger(__name__)
+
+EMBED_DIM = 64   # D of the view embedding
+KEY_DIM = 32     # channels of view and query keys
+FEAT4_DIM = 64   # CNN4 output channels
+FEAT5_DIM = 64   # CNN5 output channels
+CNN6_DIM = 64
+FC_DIM = 512
+
+
+def images_to_tensor(images, device=None):
+    """uint8 images ``(..., H, W, 3)`` (numpy or torch) -> float ``(..., 3, H, W)`` in [-1, 1]."""
+    x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images,
+                        device=device)
+    if x.dtype != torch.uint8:
+        raise ValueError(f'images must be uint8, got {x.dtype}')
+    return x.movedim(-1, -3).float().div(127.5).sub(1.0)
+
+
+def _conv(cin, cout, k, s):
+    return nn.Conv2d(cin, cout, k, stride=s, padding=1 if k == 3 else 0)
+
+
+def _stack(specs, cin):
+    """A conv stack from ``(filters, kernel, stride, relu)`` specs."""
+    layers = []
+    for cout, k, s, relu in specs:
+        conv = _conv(cin, cout, k, s)
+        conv.is_relu = relu
+        layers.append(conv)
+        if relu:
+            layers.append(nn.ReLU())
+        cin = cout
+    return nn.Sequential(*layers)
+
+
+TRUNK = [(32, 2, 2, True), (32, 3, 1, True), (64, 2, 2, True)]
+
+
+@dataclass
+class MapState:
+    """Per-context precomputations of a map (:meth:`DMN.build_map`); B maps of N contexts."""
+    poses: torch.Tensor        # (B, N, 3) metric context viewpoints
+    embeddings: torch.Tensor   # (B, N, 64, h, w) view embeddings E_i (CNN1)
+    key_pre: torch.Tensor      # (B, N, 64, h, w) CNN2 first conv of E_i (no bias)
+    coord_maps: torch.Tensor   # (4, 64, h, w) CNN2 first conv of a ones map per coord channel
+    feat6: torch.Tensor        # (B, N, 64, h, w) CNN6 first conv of CNN4(E_i) (no bias)
+
+    def select(self, index):
+        """The maps at batch ``index`` (an int keeps a batch dim of 1)."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return MapState(self.poses[index], self.embeddings[index], self.key_pre[index],
+                        self.coord_maps, self.feat6[index])
+
+
+@dataclass
+class QueryState:
+    """Per-query precomputations (:meth:`DMN.encode_query`) for B query images."""
+    key: torch.Tensor          # (B, 32, h, w) query key (CNN3)
+    key_adjoint: torch.Tensor  # (B, 64, h, w) conv2b^T(query key)
+    key_bias: torch.Tensor     # (B,) <conv2b bias, spatial sum of the query key>
+    feat6: torch.Tensor        # (B, 64, h, w) CNN6 first conv of CNN5 features + its bias
+    features: torch.Tensor     # (B, 64, h, w) CNN5 query features
+
+
+class DMN(nn.Module):
+    """Differentiable Mapping Network observation model ``l(Q, s, m)`` (see module docstring)."""
+
+    def __init__(self, config: DMNConfig = None):
+        super().__init__()
+        self.config = config = config or DMNConfig()
+        self.h = self.w = config.image_size // 4
+        share = config.query_trunk_sharing
+        self.context_trunk = _stack(TRUNK, 3)
+        self.query_trunk = self.context_trunk if share == 'cnn1' else _stack(TRUNK, 3)
+        self.key_trunk = (self.query_trunk if share in ('cnn1', 'cnn3')
+                          else _stack(TRUNK, 3))
+        self.cnn1_head = _stack([(EMBED_DIM, 3, 1, True)], 64)
+        self.cnn2a = _conv(EMBED_DIM + 4, 64, 3, 1)
+        self.cnn2a.is_relu = True
+        self.cnn2b = _conv(64, KEY_DIM, 3, 1)
+        self.cnn2b.is_relu = False
+        self.cnn3_head = _stack([(32, 3, 1, True), (64, 3, 1, True), (KEY_DIM, 3, 1, False)], 64)
+        self.cnn4 = _stack([(128, 3, 1, True), (FEAT4_DIM, 3, 1, True)], EMBED_DIM)
+        self.cnn5_head = _stack([(64, 3, 1, True), (128, 3, 1, True), (FEAT5_DIM, 3, 1, True)],
+                                64)
+        self.cnn6a = _conv(FEAT4_DIM + KEY_DIM + FEAT5_DIM, CNN6_DIM, 3, 1)
+        self.cnn6a.is_relu = True
+        self.cnn6_rest = _stack([(CNN6_DIM, 3, 1, True), (CNN6_DIM, 3, 1, True)], CNN6_DIM)
+        self.fc1a = nn.Linear(CNN6_DIM * self.h * self.w, FC_DIM)
+        self.fc1a.is_relu = True
+        self.fc1b = nn.Linear(FC_DIM, 1)
+        self.fc1b.is_relu = config.final_relu
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ init
+    def reset_parameters(self):
+        """He init for relu layers, unit-gain for linear ones, a small last layer, zero biases."""
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                relu = getattr(m, 'is_relu', True)
+                nn.init.kaiming_normal_(m.weight, nonlinearity='relu' if relu else 'linear')
+                nn.init.zeros_(m.bias)
+        with torch.no_grad():
+            self.fc1b.weight.mul_(self.config.last_layer_init_scale)
+
+    # --------------------------------------------------------------- helpers
+    def _check_images(self, images, name):
+        s = self.config.image_size
+        if images.shape[-3:] != (3, s, s):
+            raise ValueError(f'{name} must be (..., 3, {s}, {s}) float in [-1, 1], got '
+                             f'{tuple(images.shape)}')
+
+    def _coords(self, map_poses, particles):
+        """Context viewpoints in each particle's frame: (B, K, N, 4) = (dx/L, dy/L, sin, cos).
+
+        map_poses (B, N, 3), particles (B, K, 3), metric.
+        """
+        rel = relative(particles[:, :, None, :], map_poses[:, None, :, :])
+        scale = self.config.coord_scale_m
+        return torch.stack([rel[..., 0] / scale, rel[..., 1] / scale,
+                            torch.sin(rel[..., 2]), torch.cos(rel[..., 2])], dim=-1)
+
+    def _attention(self, scores):
+        """scores (B, K, N) raw scalar products -> attention weights (B, K, N)."""
+        scores = scores / (math.sqrt(KEY_DIM * self.h * self.w)
+                           * self.config.attention_temperature)
+        mode = self.config.attention
+        if mode == 'softmax':
+            return torch.softmax(scores, dim=-1)
+        if mode == 'sigmoid':
+            return torch.sigmoid(scores)
+        return scores
+
+    def _head(self, x):
+        """CNN6 layers 2-3, flatten, FC1: x (M, 64, h, w) after CNN6's first conv -> (M,)."""
+        x = self.cnn6_rest(F.relu(x)).flatten(1)
+        out = self.fc1b(F.relu(self.fc1a(x))).squeeze(-1)
+        return F.relu(out) if self.config.final_relu else out
+
+    def embed(self, images):
+        """CNN1: images (M, 3, H, W) -> view embeddings (M, 64, h, w)."""
+        return self.cnn1_head(self.context_trunk(images))
+
+    def query_key(self, images):
+        """CNN3: images (M, 3, H, W) -> query keys (M, 32, h, w)."""
+        return self.cnn3_head(self.key_trunk(images))
+
+    def query_features(self, images):
+        """CNN5: images (M, 3, H, W) -> query features (M, 64, h, w)."""
+        return self.cnn5_head(self.query_trunk(images))
+
+    # ------------------------------------------------------------ efficient
+    def build_map(self, context_images, context_poses):
+        """Embed the contexts once (the paper's map m plus per-context precomputations).
+
+        context_images: (B, N, 3, H, W) float in [-1, 1]; context_poses: (B, N, 3) metric.
+        Returns a :class:`MapState`.
+        """
+        self._check_images(context_images, 'context_images')
+        B, N = context_images.shape[:2]
+        assert context_poses.shape == (B, N, 3), context_poses.shape
+        emb = self.embed(context_images.flatten(0, 1))                    # (BN, 64, h, w)
+        w2a = self.cnn2a.weight                                           # (64, 68, 3, 3)
+        key_pre = F.conv2d(emb, w2a[:, :EMBED_DIM], padding=1)
+        ones = emb.new_ones(4, 1, self.h, self.w)
+        # coord_maps[j] = conv of a map that is 1 in coord channel j (0 elsewhere): (4,64,h,w)
+        coord_maps = torch.cat([F.conv2d(ones[j:j + 1], w2a[:, EMBED_DIM + j:EMBED_DIM + j + 1],
+                                         padding=1) for j in range(4)])
+        feat4 = self.cnn4(emb)
+        feat6 = F.conv2d(feat4, self.cnn6a.weight[:, :FEAT4_DIM], padding=1)
+        shape = (B, N) + emb.shape[1:]
+        return MapState(context_poses.to(emb.dtype), emb.view(shape), key_pre.view(shape),
+                        coord_maps, feat6.view(shape))
+
+    def encode_query(self, query_images):
+        """Encode B query images once: (B, 3, H, W) float in [-1, 1] -> :class:`QueryState`."""
+        self._check_images(query_images, 'query_images')
+        key = self.query_key(query_images)                                # (B, 32, h, w)
+        adj = F.conv_transpose2d(key, self.cnn2b.weight, padding=1)       # (B, 64, h, w)
+        kb = (key.sum(dim=(2, 3)) * self.cnn2b.bias).sum(-1)              # (B,)
+        feat = self.query_features(query_images)                          # (B, 64, h, w)
+        f6 = F.conv2d(feat, self.cnn6a.weight[:, FEAT4_DIM + KEY_DIM:], self.cnn6a.bias,
+                      padding=1)
+        return QueryState(key, adj, kb, f6, feat)
+
+    def log_likelihood(self, map_state: MapState, query: QueryState, particles, chunk=None,
+                       return_attention=False):
+        """Unnormalised log-likelihoods of K particles per query.
+
+        map_state: B maps (N contexts); query: B query encodings; particles: (B, K, 3) metric
+        poses. ``chunk`` bounds the particles processed at once (memory). Returns (B, K), and
+        the attention weights (B, K, N) too with ``return_attention``.
+        """
+        B, K = particles.shape[:2]
+        assert particles.shape == (B, K, 3), particles.shape
+        assert map_state.poses.shape[0] == B and query.key.shape[0] == B
+        if chunk and K > chunk:
+            parts = [self.log_likelihood(map_state, query, particles[:, i:i + chunk],
+                                         return_attention=return_attention)
+                     for i in range(0, K, chunk)]
+            if return_attention:
+                return (torch.cat([p[0] for p in parts], 1),
+                        torch.cat([p[1] for p in parts], 1))
+            return torch.cat(parts, dim=1)
+        h, w = self.h, self.w
+        c = self._coords(map_state.poses, particles)                         # (B, K, N, 4)
+        N, P = c.shape[2], 64 * h * w
+        # first CNN2 layer per (particle, context), spatial dims flattened: (B, K, N, P); the
+        # per-context part is added in place (memory traffic dominates here)
+        pre = torch.matmul(c, map_state.coord_maps.reshape(4, P))
+        pre += (map_state.key_pre + self.cnn2a.bias[:, None, None]).reshape(B, 1, N, P)
+        r = F.relu(pre, inplace=True)
+        scores = torch.matmul(r.reshape(B, K * N, P),
+                              query.key_adjoint.reshape(B, P, 1)).view(B, K, N)
+        lam = self._attention(scores + query.key_bias[:, None, None])        # (B, K, N)
+        r_sum = torch.matmul(lam.reshape(B * K, 1, N), r.reshape(B * K, N, P))
+        vkey = F.conv2d(r_sum.view(B * K, 64, h, w), self.cnn2b.weight, padding=1) \
+            + lam.sum(-1).reshape(B * K, 1, 1, 1) * self.cnn2b.bias[:, None, None]
+        x = (torch.matmul(lam, map_state.feat6.reshape(B, N, -1)).view(B, K, -1, h, w)
+             + F.conv2d(vkey, self.cnn6a.weight[:, FEAT4_DIM:FEAT4_DIM + KEY_DIM],
+                        padding=1).view(B, K, -1, h, w)
+             + query.feat6[:, None])
+        out = self._head(x.view(B * K, -1, h, w)).view(B, K)
+        return (out, lam) if return_attention else out
+
+    def forward(self, context_images, context_poses, query_images, particles):
+        """One observation update's log-likelihoods (efficient path).
+
+        context_images (B, N, 3, H, W), context_poses (B, N, 3), query_images (B, 3, H, W),
+        particles (B, K, 3) -> (B, K).
+        """
+        return self.log_likelihood(self.build_map(context_images, context_poses),
+                                   self.encode_query(query_images), particles)
+
+    # ------------------------------------------------------------ reference
+    def reference_log_likelihood(self, context_images, context_poses, query_images, particles):
+        """The literal formulation (per particle and context, no factorisation), for tests.
+
+        Same inputs and output as :meth:`forward`.
+        """
+        B, N = context_images.shape[:2]
+        K = particles.shape[1]
+        h, w = self.h, self.w
+        emb = self.embed(context_images.flatten(0, 1)).view(B, N, EMBED_DIM, h, w)
+        c = self._coords(context_poses.to(emb.dtype), particles)             # (B, K, N, 4)
+        tiled = c[..., None, None].expand(B, K, N, 4, h, w)
+        inp = torch.cat([emb[:, None].expand(B, K, N, EMBED_DIM, h, w), tiled], dim=3)
+        vkey = self.cnn2b(F.relu(self.cnn2a(inp.reshape(B * K * N, EMBED_DIM + 4, h, w))))
+        vkey = vkey.view(B, K, N, KEY_DIM, h, w)
+        qkey = self.query_key(query_images)                                  # (B, 32, h, w)
+        lam = self._attention(torch.einsum('bknchw,bchw->bkn', vkey, qkey))
+        feat4 = self.cnn4(emb.flatten(0, 1)).view(B, 1, N, FEAT4_DIM, h, w)
+        values = torch.cat([feat4.expand(B, K, N, FEAT4_DIM, h, w), vkey], dim=3)
+        attended = (lam[..., None, None, None] * values).sum(2)              # (B, K, 96, h, w)
+        feat5 = self.query_features(query_images)[:, None].expand(B, K, FEAT5_DIM, h, w)
+        x = torch.cat([attended, feat5], dim=2).reshape(B * K, -1, h, w)
+        return self._head(self.cnn6a(x)).view(B, K)

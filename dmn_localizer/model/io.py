@@ -1,0 +1,170 @@
+"""Model files: weights as safetensors beside a JSON card (config, version, model id). No pickle.
+
+A model ``NAME`` is two files: ``NAME.safetensors`` (tensors only, parsed without running any
+code) and ``NAME.json``::
+
+    {"format": "dmn_localizer.model", "version": 1, "model_id": "dmn-<sha256[:16]>",
+     "config": {...DMNConfig...}, "metadata": {...free-form: data, steps, metrics...}}
+
+``model_id`` is derived from the weight bytes, so a card paired with other weights is detected.
+Every problem reading either file raises :class:`~dmn_localizer.errors.FileFormatError` naming
+the file. Writes are atomic (temp file + fsync + ``os.replace``).
+"""
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+import struct
+import tempfile
+
+from dmn_localizer.errors import FileFormatError, UserError
+from dmn_localizer.model.config import DMNConfig
+from dmn_localizer.model.dmn import DMN
+
+logger = logging.getLogger(__name__)
+
+FORMAT = 'dmn_localizer.model'
+VERSION = 1
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+_DTYPE_BYTES = {'F64': 8, 'F32': 4, 'F16': 2, 'BF16': 2, 'I64': 8, 'I32': 4, 'I16': 2,
+                'I8': 1, 'U8': 1, 'BOOL': 1}
+
+
+def atomic_write_bytes(path, data: bytes):
+    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path, obj):
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + '\n').encode())
+
+
+def model_paths(path):
+    """``(weights, card)`` paths for ``NAME``, ``NAME.safetensors`` or ``NAME.json``."""
+    path = Path(path)
+    if path.suffix in ('.safetensors', '.json'):
+        path = path.with_suffix('')
+    return path.with_suffix('.safetensors'), path.with_suffix('.json')
+
+
+def state_to_safetensors_bytes(state):
+    """Serialise a ``{name: tensor}`` dict (copies break shared storage)."""
+    from safetensors.torch import save
+    return save({k: v.detach().to('cpu').contiguous().clone() for k, v in state.items()})
+
+
+def read_safetensors(path):
+    """Parse a safetensors file into ``{name: tensor}`` (CPU), validating it first.
+
+    Never runs code from the file. Raises FileFormatError naming the file on any problem.
+    """
+    from safetensors.torch import load
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f'{path}: no such file') from None
+    except OSError as exc:
+        raise FileFormatError(path, f'cannot read: {exc.strerror}') from None
+    if len(data) < 8:
+        raise FileFormatError(path, 'truncated (not a safetensors file)')
+    (n,) = struct.unpack('<Q', data[:8])
+    if n > MAX_HEADER_BYTES or 8 + n > len(data):
+        raise FileFormatError(path, 'not a safetensors file or truncated (bad header length)')
+    try:
+        header = json.loads(data[8:8 + n].decode('utf-8'))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise FileFormatError(path, 'not a safetensors file (header is not JSON)') from None
+    if not isinstance(header, dict):
+        raise FileFormatError(path, 'not a safetensors file (header is not an object)')
+    body = len(data) - 8 - n
+    for name, info in header.items():
+        if name == '__metadata__':
+            continue
+        try:
+            start, end = info['data_offsets']
+            count = 1
+            for s in info['shape']:
+                count *= int(s)
+            size = count * _DTYPE_BYTES[info['dtype']]
+        except (KeyError, TypeError, ValueError):
+            raise FileFormatError(path, f'corrupted header entry for {name!r}') from None
+        if not (0 <= start <= end <= body) or end - start != size:
+            raise FileFormatError(path, f'truncated or corrupted data for tensor {name!r}')
+    try:
+        return load(data)
+    except Exception as exc:  # safetensors raises its own error types
+        raise FileFormatError(path, f'corrupted safetensors data ({exc})') from None
+
+
+def save_model(model: DMN, path, metadata=None):
+    """Write ``NAME.safetensors`` and ``NAME.json`` for ``model``; returns the model id."""
+    weights_path, card_path = model_paths(path)
+    blob = state_to_safetensors_bytes(model.state_dict())
+    model_id = 'dmn-' + hashlib.sha256(blob).hexdigest()[:16]
+    atomic_write_bytes(weights_path, blob)
+    atomic_write_json(card_path, {'format': FORMAT, 'version': VERSION, 'model_id': model_id,
+                                  'config': model.config.to_dict(),
+                                  'metadata': metadata or {}})
+    logger.info('saved model %s to %s', model_id, weights_path)
+    return model_id
+
+
+def read_card(path):
+    """The JSON card of a model (validated)."""
+    _, card_path = model_paths(path)
+    try:
+        card = json.loads(card_path.read_text())
+    except FileNotFoundError:
+        raise UserError(f'{card_path}: no such file (a model is NAME.safetensors + '
+                        'NAME.json)') from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FileFormatError(card_path, f'not a valid JSON model card ({exc})') from None
+    if not isinstance(card, dict) or card.get('format') != FORMAT:
+        raise FileFormatError(card_path, f'not a {FORMAT} card')
+    if card.get('version') != VERSION:
+        raise FileFormatError(card_path, f'unsupported version {card.get("version")!r} '
+                              f'(expected {VERSION})')
+    return card
+
+
+def load_model(path, device='cpu'):
+    """Load a model saved by :func:`save_model`; returns the :class:`DMN` in eval mode.
+
+    ``model.model_id`` and ``model.card`` carry the card. Raises FileFormatError (naming the
+    file) for truncated, corrupted, mismatched or foreign files.
+    """
+    weights_path, card_path = model_paths(path)
+    card = read_card(path)
+    try:
+        config = DMNConfig.from_dict(card['config'])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FileFormatError(card_path, f'bad config ({exc})') from None
+    state = read_safetensors(weights_path)
+    model = DMN(config)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else 'mismatch'
+        raise FileFormatError(weights_path, f'weights do not match the config ({first})') \
+            from None
+    blob_id = 'dmn-' + hashlib.sha256(weights_path.read_bytes()).hexdigest()[:16]
+    if card.get('model_id') not in (None, blob_id):
+        raise FileFormatError(card_path, f'model_id {card.get("model_id")} does not match '
+                              f'the weights ({blob_id})')
+    model.model_id = card.get('model_id', blob_id)
+    model.card = card
+    return model.to(device).eval()

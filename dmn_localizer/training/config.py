@@ -1,0 +1,129 @@
+"""Training configuration (one commented dataclass, loaded from YAML)."""
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from dmn_localizer.errors import FileFormatError, UserError
+from dmn_localizer.model.config import DMNConfig
+
+BELIEFS = ('tracking', 'global')
+
+
+@dataclass
+class TrainConfig:
+    # --- data: dataset folders written by `dmn-localizer simulate` (relative to the cwd)
+    train_data: str = 'data/mazes/train'
+    val_data: str = 'data/mazes/val'
+    # contexts requested per episode from the dataset; each batch picks N of them
+    context_pool: int = 16
+    # N contexts per batch, drawn uniformly from [lo, hi] (one N per batch)
+    contexts: tuple = (4, 16)
+    # query steps T per training sequence (paper: 1, one-step tracking)
+    steps: int = 1
+    # --- model and optimisation
+    model: dict = field(default_factory=dict)     # DMNConfig fields
+    seed: int = 0
+    batch_size: int = 16
+    particles: int = 32                          # K
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    grad_clip: float = 10.0                      # global norm; 0 disables
+    max_steps: int = 100000
+    threads: int = 2                             # torch CPU threads
+    device: str = 'auto'                         # 'auto' | 'cpu' | 'cuda' | 'cuda:1' ...
+    # --- loss (mean over batch and steps):
+    #     w_mse * [(dx^2 + dy^2)/L^2 + yaw_weight * dyaw^2] on the weighted mean (paper)
+    #     + w_dense * cross-entropy(normalised particle weights, kernel of distance to truth)
+    mse_weight: float = 1.0
+    yaw_weight: float = 0.5
+    dense_weight: float = 0.0
+    dense_kernel_m: float = 3.0
+    dense_kernel_deg: float = 30.0
+    #     + w_attention * cross-entropy(attention at the true pose, kernel of each context's
+    #       pose distance to the truth): trains the encoders to pick overlapping views
+    attention_weight: float = 0.0
+    attention_kernel_m: float = 4.0
+    attention_kernel_deg: float = 45.0
+    # --- initial belief: 'tracking' Gaussian around the first true pose, with probability
+    # global_prob a uniform 'global' belief instead. Gaussian std (m, deg) moves linearly from
+    # init_std_start to init_std_end over curriculum_steps.
+    global_prob: float = 0.0
+    # apply the paper's MSE to global-belief episodes too (with K = 32 uniform particles the
+    # weighted mean is a noisy, large target; by default only the dense/attention losses
+    # train on them)
+    mse_on_global: bool = False
+    # perturb the tracking belief's mean by the same std (PF-net; see initial_particles)
+    perturb_belief_mean: bool = True
+    init_std_start: tuple = (6.0, 30.0)
+    init_std_end: tuple = (6.0, 30.0)
+    curriculum_steps: int = 1
+    # share of particles replaced by near-truth samples (std near_truth_std m, deg)
+    near_truth_fraction: float = 0.0
+    near_truth_std: tuple = (1.5, 15.0)
+    # probability that the context nearest to the first query is forced into the batch's
+    # contexts, moving linearly from start to end over curriculum_steps
+    near_context_prob_start: float = 0.0
+    near_context_prob_end: float = 0.0
+    # --- filter during training: transition noise (m, m, deg), soft resampling alpha
+    transition_std: tuple = (0.5, 0.5, 5.0)
+    soft_alpha: float = 0.5
+    # --- validation / checkpoints / logging
+    val_every: int = 500                         # steps between validations (and checkpoints)
+    val_episodes: int = 128
+    val_batch_size: int = 16
+    val_contexts: int = 4
+    val_init_std: tuple = (6.0, 30.0)            # paper protocol: one-step tracking
+    patience: int = 20                           # validations without improvement -> stop
+    log_every: int = 50
+
+    def __post_init__(self):
+        self.contexts = tuple(int(c) for c in self.contexts)
+        for name in ('init_std_start', 'init_std_end', 'near_truth_std', 'transition_std',
+                     'val_init_std'):
+            setattr(self, name, tuple(float(v) for v in getattr(self, name)))
+        lo, hi = self.contexts
+        if not 1 <= lo <= hi <= self.context_pool:
+            raise ValueError(f'contexts must satisfy 1 <= lo <= hi <= context_pool '
+                             f'({self.context_pool}), got {self.contexts}')
+        if self.val_contexts > self.context_pool:
+            raise ValueError('val_contexts must be <= context_pool')
+        if self.steps < 1 or self.particles < 1 or self.batch_size < 1:
+            raise ValueError('steps, particles and batch_size must be >= 1')
+        for name in ('global_prob', 'near_truth_fraction', 'near_context_prob_start',
+                     'near_context_prob_end', 'soft_alpha'):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f'{name} must be in [0, 1]')
+        self.model_config()  # validates
+
+    def model_config(self):
+        return DMNConfig.from_dict(self.model)
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f'unknown training config keys {sorted(unknown)}; '
+                             f'valid: {sorted(names)}')
+        return cls(**d)
+
+
+def load_train_config(path, overrides=None):
+    """Read a YAML training config (``overrides`` replace its keys)."""
+    import yaml
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise UserError(f'{path}: no such file') from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise FileFormatError(path, f'not a valid YAML file ({exc})') from None
+    if not isinstance(raw, dict):
+        raise FileFormatError(path, 'expected a mapping of training options')
+    raw.update(overrides or {})
+    try:
+        return TrainConfig.from_dict(raw)
+    except (TypeError, ValueError) as exc:
+        raise FileFormatError(path, str(exc)) from None

@@ -1,0 +1,180 @@
+"""Batches of episodes as tensors, initial beliefs and the differentiable filter rollout.
+
+Shared by training and evaluation. Letters: B batch, N contexts, T steps, K particles.
+"""
+from dataclasses import dataclass
+import math
+
+import numpy as np
+import torch
+
+from dmn_localizer.filter import (FilterConfig, normalize_log_weights, ParticleFilter,
+                                  sample_gaussian, weighted_mean)
+from dmn_localizer.geometry import wrap_angle
+from dmn_localizer.model.dmn import images_to_tensor
+
+
+@dataclass
+class Batch:
+    context_images: torch.Tensor   # (B, N, 3, H, W) float in [-1, 1]
+    context_poses: torch.Tensor    # (B, N, 3)
+    query_images: torch.Tensor     # (B, T, 3, H, W)
+    query_poses: torch.Tensor      # (B, T, 3)
+    odometry: torch.Tensor         # (B, T, 3), row 0 zero
+    world_size: torch.Tensor       # (B,) metres
+
+    def __len__(self):
+        return self.query_poses.shape[0]
+
+    def with_images(self, context_images=None, query_images=None):
+        """A copy with other images (for the image-use diagnostic)."""
+        return Batch(self.context_images if context_images is None else context_images,
+                     self.context_poses,
+                     self.query_images if query_images is None else query_images,
+                     self.query_poses, self.odometry, self.world_size)
+
+
+def select_contexts(episode, n, near_prob, rng):
+    """Indices of ``n`` of the episode's contexts; with probability ``near_prob`` the context
+    nearest (in x-y) to the first query is among them."""
+    pool = len(episode.context_poses)
+    if n > pool:
+        raise ValueError(f'episode has {pool} contexts, {n} requested')
+    idx = rng.permutation(pool)[:n]
+    if near_prob > 0 and rng.random() < near_prob:
+        d = np.linalg.norm(episode.context_poses[:, :2] - episode.query_poses[0, :2], axis=1)
+        nearest = int(np.argmin(d))
+        if nearest not in idx:
+            idx[rng.integers(n)] = nearest
+    return np.sort(idx)
+
+
+def make_batch(episodes, n_contexts, rng, near_context_prob=0.0, steps=None, device='cpu'):
+    """Stack episodes into a :class:`Batch` with ``n_contexts`` contexts each (first ``steps``
+    queries)."""
+    ci, cp, qi, qp, od, ws = [], [], [], [], [], []
+    for ep in episodes:
+        idx = select_contexts(ep, n_contexts, near_context_prob, rng)
+        t = len(ep.query_poses) if steps is None else steps
+        if t > len(ep.query_poses):
+            raise ValueError(f'episode has {len(ep.query_poses)} query steps, {t} requested')
+        ci.append(ep.context_images[idx])
+        cp.append(ep.context_poses[idx])
+        qi.append(ep.query_images[:t])
+        qp.append(ep.query_poses[:t])
+        od.append(ep.odometry[:t])
+        ws.append(ep.world_size)
+
+    def f(a):
+        return torch.as_tensor(np.stack(a).astype(np.float32), device=device)
+    return Batch(images_to_tensor(np.stack(ci), device), f(cp), images_to_tensor(np.stack(qi),
+                 device), f(qp), f(od), torch.tensor(ws, dtype=torch.float32, device=device))
+
+
+def initial_particles(batch, k, generator, *, global_prob=0.0, init_std=(6.0, 30.0),
+                      perturb_mean=True, near_truth_fraction=0.0, near_truth_std=(1.5, 15.0),
+                      draw=None):
+    """Particles (B, K, 3) for the first step: per episode a uniform (global) belief over its
+    world with probability ``global_prob``, else a Gaussian tracking belief with std
+    ``init_std`` (m, deg); then a share of them replaced by near-truth samples. ``draw`` (B,)
+    in [0, 1) decides global vs tracking when given (else drawn from ``generator``).
+
+    Tracking belief: with ``perturb_mean`` (default, as in PF-net) its mean is the first true
+    pose plus Gaussian noise of the same std, so the belief's mean is not the answer; the
+    paper's uninformed tracking RMSE (~9.5 m) implies this. Without it the mean is the truth.
+    """
+    B = len(batch)
+    truth = batch.query_poses[:, 0]
+    dev = truth.device
+    std = (init_std[0], init_std[0], math.radians(init_std[1]))
+    mean = sample_gaussian(truth, std, 1, generator)[:, 0] if perturb_mean else truth
+    gauss = sample_gaussian(mean, std, k, generator)
+    if global_prob > 0:
+        u = torch.rand(B, k, 3, generator=generator).to(dev)
+        ws = batch.world_size[:, None]
+        uni = torch.stack([u[..., 0] * ws, u[..., 1] * ws, (u[..., 2] * 2 - 1) * math.pi], -1)
+        if draw is None:
+            draw = torch.rand(B, generator=generator)
+        is_global = (draw.to(dev) < global_prob)[:, None, None]
+        gauss = torch.where(is_global, uni, gauss)
+    n_near = int(round(near_truth_fraction * k))
+    if n_near:
+        near = sample_gaussian(truth, (near_truth_std[0], near_truth_std[0],
+                                       math.radians(near_truth_std[1])), n_near, generator)
+        gauss = torch.cat([near, gauss[:, n_near:]], dim=1)
+    return gauss
+
+
+def pose_loss(estimate, truth, scale, yaw_weight):
+    """Paper loss per sample: ((x-x*)^2 + (y-y*)^2)/scale^2 + yaw_weight * wrap(yaw-yaw*)^2.
+
+    estimate, truth (..., 3) -> (...).
+    """
+    d = (estimate[..., :2] - truth[..., :2]) / scale
+    return d.square().sum(-1) + yaw_weight * wrap_angle(estimate[..., 2] - truth[..., 2]).square()
+
+
+def dense_loss(particles, log_w, truth, kernel_m, kernel_rad):
+    """Cross-entropy of the normalised particle weights against a Gaussian kernel of each
+    particle's distance to the truth: particles (B, K, 3), log_w (B, K), truth (B, 3) -> (B,)."""
+    d2 = (particles[..., :2] - truth[:, None, :2]).square().sum(-1) / kernel_m ** 2
+    d2 = d2 + wrap_angle(particles[..., 2] - truth[:, None, 2]).square() / kernel_rad ** 2
+    target = torch.softmax(-0.5 * d2, dim=-1).detach()
+    return -(target * normalize_log_weights(log_w)).sum(-1)
+
+
+def attention_loss(attention, context_poses, truth, kernel_m, kernel_rad):
+    """Auxiliary loss: cross-entropy of the attention at the true pose against a kernel of
+    each context's pose distance to it (the overlapping views should get the attention).
+
+    attention (B, N) (normalised here), context_poses (B, N, 3), truth (B, 3) -> (B,).
+    """
+    d2 = (context_poses[..., :2] - truth[:, None, :2]).square().sum(-1) / kernel_m ** 2
+    d2 = d2 + wrap_angle(context_poses[..., 2] - truth[:, None, 2]).square() / kernel_rad ** 2
+    target = torch.softmax(-0.5 * d2, dim=-1).detach()
+    a = attention / attention.sum(-1, keepdim=True).clamp_min(1e-12)
+    return -(target * torch.log(a.clamp_min(1e-12))).sum(-1)
+
+
+def rollout(model, batch, particles, filter_config: FilterConfig, generator, *,
+            scale=20.0, yaw_weight=0.5, dense_kernel=None, attention_kernel=None, chunk=None,
+            keep_particles=False):
+    """Run the filter over the batch's T steps with the DMN as observation model.
+
+    particles: (B, K, 3) initial particles (uniform weights). Returns a dict with ``estimates``
+    (B, T, 3), ``mse`` (B, T) paper loss per step, ``dense`` (B, T) when ``dense_kernel`` =
+    (metres, radians) is given, ``attention`` (B, T) (:func:`attention_loss` at the true pose)
+    when ``attention_kernel`` is given, and ``history`` [(particles, log_weights)] per step
+    when keep_particles. Resampling happens after each update but the last (per
+    ``filter_config``).
+    """
+    B, T = batch.query_poses.shape[:2]
+    m = model.build_map(batch.context_images, batch.context_poses)
+    pf = ParticleFilter(filter_config, particles, generator=generator)
+    est, mse, dense, att, hist = [], [], [], [], []
+    for t in range(T):
+        if t:
+            pf.predict(batch.odometry[:, t])
+        q = model.encode_query(batch.query_images[:, t])
+        pf.update(model.log_likelihood(m, q, pf.particles, chunk=chunk))
+        e = weighted_mean(pf.particles, pf.log_weights)
+        truth = batch.query_poses[:, t]
+        est.append(e)
+        mse.append(pose_loss(e, truth, scale, yaw_weight))
+        if dense_kernel is not None:
+            dense.append(dense_loss(pf.particles, pf.log_weights, truth, *dense_kernel))
+        if attention_kernel is not None:
+            _, lam = model.log_likelihood(m, q, truth[:, None], return_attention=True)
+            att.append(attention_loss(lam[:, 0], batch.context_poses, truth, *attention_kernel))
+        if keep_particles:
+            hist.append((pf.particles.detach(), pf.log_weights.detach()))
+        if t < T - 1:
+            pf.resample()
+    out = {'estimates': torch.stack(est, 1), 'mse': torch.stack(mse, 1)}
+    if dense:
+        out['dense'] = torch.stack(dense, 1)
+    if att:
+        out['attention'] = torch.stack(att, 1)
+    if keep_particles:
+        out['history'] = hist
+    return out

@@ -1,0 +1,111 @@
+"""Evaluation protocol, baselines, table/JSON and plots on a tiny dataset."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dmn_localizer.errors import UserError
+from dmn_localizer.evaluation import (EvalConfig, evaluate, likelihood_map, load_episodes,
+                                      markdown_table, run_method, summarise)
+from dmn_localizer.model import DMN, DMNConfig, save_model
+
+torch.set_num_threads(1)
+
+SMALL = dict(k_global=64, k_tracking=32, contexts=3)
+
+
+@pytest.fixture(scope='module')
+def test_data(tmp_path_factory):
+    from dmn_localizer.data.build import build_dataset
+    root = tmp_path_factory.mktemp('evaldata')
+    build_dataset('mazes', 'test', 5, str(root / 'test'), image_size=16, workers=1,
+                  progress=False)
+    return root / 'test'
+
+
+@pytest.fixture(scope='module')
+def episodes(test_data):
+    from dmn_localizer.data.dataset import open_dataset
+    return load_episodes(open_dataset(test_data), 4, 4, 5, 0)
+
+
+def test_summarise():
+    cfg = EvalConfig()
+    g = np.array([[1.0, 20, 20, 20, 1], [20, 20, 20, 20, 20]])
+    t = np.array([[0, 0, 0, 0, 3.0], [0, 0, 0, 0, 4.0]])
+    s = summarise(g, t, cfg)
+    assert s['success@1'] == 0.5 and s['success@5'] == 0.5
+    assert math.isclose(s['rmse@5'], math.sqrt(12.5))
+    assert s['success_by_t'] == [0.5, 0, 0, 0, 0.5]
+
+
+def test_baselines(episodes):
+    cfg = EvalConfig(**SMALL)
+    cc = run_method('closest_context', None, episodes, 'global', 64, cfg)
+    assert cc.shape == (4, 5)
+    # closest context error is the distance to the nearest of the chosen contexts
+    unin_t = run_method('uninformed', None, episodes, 'tracking', 2000, cfg)
+    unin_g = run_method('uninformed', None, episodes, 'global', 2000, cfg)
+    # a uniform belief's mean sits near the world centre
+    centre = np.array([[np.linalg.norm(ep.query_poses[t, :2] - 20.0) for t in range(5)]
+                       for ep in episodes])
+    assert np.abs(unin_g[:, 0] - centre[:, 0]).max() < 2.0
+    # the perturbed tracking belief is off by a few metres, not 0 and not the world scale
+    assert 0.5 < unin_t[:, 0].mean() < 15.0
+    again = run_method('uninformed', None, episodes, 'tracking', 2000, cfg)
+    assert np.array_equal(again, unin_t)   # seeded
+
+
+def test_evaluate_dmn_and_table(episodes):
+    cfg = EvalConfig(**SMALL, steps=2)
+    res = evaluate(_model(), episodes, ['dmn', 'closest_context', 'uninformed'], cfg)
+    for m in ('dmn', 'closest_context', 'uninformed'):
+        assert {'success@1', 'success@2', 'rmse@2'} <= set(res[m])
+    assert 'success@1_shuffled_query' in res['dmn']
+    table = markdown_table(res, cfg)
+    assert table.count('\n') == 6 and '| dmn |' in table
+    with pytest.raises(ValueError, match='valid'):
+        evaluate(None, episodes, ['bogus'], cfg)
+
+
+def test_likelihood_map(episodes):
+    grid, extent = likelihood_map(_model(), episodes[0], 3, resolution_m=4.0, n_yaw=4)
+    assert grid.shape == (10, 10) and extent == (0.0, 40.0, 0.0, 40.0)
+    assert np.isfinite(grid).all()
+
+
+def test_eval_cli_writes_json_and_plots(test_data, tmp_path, capsys):
+    from dmn_localizer.cli import main
+    save_model(_model(), tmp_path / 'm')
+    out = tmp_path / 'res.json'
+    rc = main(['eval', '--model', str(tmp_path / 'm'), '--domain', 'mazes', '--data',
+               str(test_data), '--episodes', '3', '--json', str(out), '--k-global', '32',
+               '--k-tracking', '16', '--steps', '2', '--sweep-episodes', '2', '--heatmaps',
+               '1', '--no-diagnostic', '--threads', '1'])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert set(res) == {'dmn', 'closest_context', 'uninformed'}
+    assert '| closest_context |' in capsys.readouterr().out
+    plots = tmp_path / 'res_plots'
+    for name in ('success_vs_t.png', 'success_vs_k.png', 'success_vs_nc.png',
+                 'likelihood_0.png'):
+        assert (plots / name).stat().st_size > 1000
+    # baselines need no model
+    rc = main(['eval', '--domain', 'mazes', '--data', str(test_data), '--episodes', '2',
+               '--methods', 'uninformed,closest_context', '--k-global', '16', '--steps', '2',
+               '--threads', '1'])
+    assert rc == 0
+    assert main(['eval', '--data', str(test_data), '--methods', 'dmn', '--episodes', '1',
+                 '--threads', '1']) == 2
+
+
+def test_unknown_method_is_user_error(test_data):
+    from dmn_localizer.evaluation.run import run_evaluation
+    with pytest.raises(UserError, match='bogus'):
+        run_evaluation(model_path=None, data=test_data, episodes=1, methods=['bogus'])
+
+
+def _model():
+    return DMN(DMNConfig(image_size=16))

@@ -1,0 +1,113 @@
+"""Particle filter math."""
+import math
+
+import pytest
+import torch
+
+from dmn_localizer.filter import (
+    covariance, effective_sample_size, FilterConfig, normalize_log_weights, ParticleFilter,
+    sample_gaussian, sample_uniform, soft_resample, systematic_resample, transition,
+    weighted_mean)
+from dmn_localizer.geometry import compose
+
+
+def test_circular_mean_across_seam():
+    p = torch.tensor([[[0.0, 0.0, math.pi - 0.1], [2.0, 4.0, -math.pi + 0.1]]])
+    lw = torch.zeros(1, 2)
+    m = weighted_mean(p, lw)
+    assert torch.allclose(m[0, :2], torch.tensor([1.0, 2.0]))
+    assert abs(abs(m[0, 2].item()) - math.pi) < 1e-5   # not 0, which a plain mean gives
+    cov = covariance(p, lw)
+    assert cov.shape == (1, 3, 3)
+    assert torch.allclose(cov[0, 2, 2], torch.tensor(0.01), atol=1e-5)
+    assert torch.allclose(cov[0, :2, :2], torch.tensor([[1.0, 2.0], [2.0, 4.0]]))
+    # weights: only the second particle
+    m2 = weighted_mean(p, torch.tensor([[-1e9, 0.0]]))
+    assert torch.allclose(m2, p[:, 1], atol=1e-6)
+
+
+def test_covariance_matches_sample_covariance():
+    g = torch.Generator().manual_seed(0)
+    p = sample_gaussian(torch.tensor([[5.0, -3.0, 0.2]]), (2.0, 1.0, 0.3), 20000, g)
+    cov = covariance(p, torch.zeros(1, 20000))[0]
+    assert torch.allclose(cov.diagonal(), torch.tensor([4.0, 1.0, 0.09]), rtol=0.05)
+    assert abs(cov[0, 1]) < 0.1
+
+
+def test_ess_and_normalisation():
+    lw = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, -1e9, -1e9, -1e9]]) + 7.0
+    assert torch.allclose(effective_sample_size(lw), torch.tensor([4.0, 1.0]))
+    assert torch.allclose(torch.logsumexp(normalize_log_weights(lw), -1), torch.zeros(2),
+                          atol=1e-6)
+
+
+def test_systematic_resampling_keeps_distribution():
+    g = torch.Generator().manual_seed(0)
+    K = 10
+    p = torch.arange(K, dtype=torch.float32).view(1, K, 1).repeat(1, 1, 3)
+    w = torch.rand(1, K, generator=g)
+    w /= w.sum()
+    counts = torch.zeros(K)
+    R = 2000
+    for _ in range(R):
+        newp, lw = systematic_resample(p, w.log(), g)
+        counts += torch.bincount(newp[0, :, 0].long(), minlength=K)
+        assert torch.allclose(lw, torch.full((1, K), -math.log(K)))
+    assert torch.allclose(counts / (R * K), w[0], atol=0.01)
+    # low variance: every particle drawn floor or ceil of K w times
+    newp, _ = systematic_resample(p, w.log(), g)
+    c = torch.bincount(newp[0, :, 0].long(), minlength=K).float()
+    assert ((c - K * w[0]).abs() < 1.0 + 1e-5).all()
+
+
+@pytest.mark.parametrize('alpha', [0.0, 0.5, 1.0])
+def test_soft_resampling_unbiased_and_differentiable(alpha):
+    g = torch.Generator().manual_seed(1)
+    K = 8
+    p = torch.randn(1, K, 3, generator=g)
+    logits = torch.randn(1, K, generator=g, requires_grad=True)
+    target = weighted_mean(p, logits)[0, 0].item()
+    est = 0.0
+    R = 3000
+    for _ in range(R):
+        newp, lw = soft_resample(p, logits, alpha, g)
+        est += (torch.softmax(lw, -1) * newp[..., 0]).sum().item()
+    assert abs(est / R - target) < 0.05
+    newp, lw = soft_resample(p, logits, alpha, g)
+    (torch.softmax(lw, -1) * newp[..., 0]).sum().backward()
+    assert logits.grad is not None
+    if alpha < 1.0:
+        assert logits.grad.abs().sum() > 0
+
+
+def test_transition_and_sampling():
+    g = torch.Generator().manual_seed(0)
+    p = torch.tensor([[[1.0, 2.0, math.pi / 2]]])
+    odo = torch.tensor([[1.0, 0.0, 0.5]])
+    out = transition(p, odo, (0.0, 0.0, 0.0), g)
+    assert torch.allclose(out, compose(p, odo[:, None]))
+    assert torch.allclose(out[0, 0, :2], torch.tensor([1.0, 3.0]), atol=1e-6)
+    u = sample_uniform(2, 5000, 40.0, g)
+    assert u.shape == (2, 5000, 3) and u[..., :2].min() >= 0 and u[..., :2].max() <= 40
+    assert u[..., 2].min() >= -math.pi and u[..., 2].max() < math.pi
+    noisy = transition(p.expand(1, 5000, 3), odo, (0.3, 0.1, 0.0), g)
+    assert abs(noisy[0, :, 1].std().item() - 0.3) < 0.03   # x noise along heading (+y)
+
+
+def test_particle_filter_class():
+    g = torch.Generator().manual_seed(0)
+    pf = ParticleFilter(FilterConfig(resample='systematic', resample_ess_fraction=0.5),
+                        sample_uniform(2, 100, 40.0, g), generator=g)
+    assert torch.allclose(pf.ess(), torch.tensor([100.0, 100.0]))
+    ll = torch.zeros(2, 100)
+    ll[0, 3] = 50.0            # filter 0 collapses, filter 1 stays uniform
+    pf.update(ll)
+    before = pf.particles.clone()
+    pf.resample()
+    assert torch.allclose(pf.particles[0], before[0, 3].expand(100, 3))
+    assert torch.equal(pf.particles[1], before[1])
+    assert torch.allclose(pf.ess(), torch.tensor([100.0, 100.0]))
+    pf.predict(torch.zeros(2, 3))
+    assert pf.estimate().shape == (2, 3) and pf.covariance().shape == (2, 3, 3)
+    with pytest.raises(ValueError):
+        FilterConfig(resample='multinomial')

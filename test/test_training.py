@@ -1,0 +1,167 @@
+"""Training: losses, a tiny run lowers the loss, exact resume, logs, diagnostics."""
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dmn_localizer.errors import FileFormatError, UserError
+from dmn_localizer.filter import FilterConfig
+from dmn_localizer.model import DMN, DMNConfig, load_model
+from dmn_localizer.training import load_train_config, train, TrainConfig
+from dmn_localizer.training.episodes import (attention_loss, dense_loss, initial_particles,
+                                             make_batch, pose_loss, rollout)
+from dmn_localizer.training.train import open_dataset
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope='session')
+def tiny_data(tmp_path_factory):
+    from dmn_localizer.data.build import build_dataset
+    root = tmp_path_factory.mktemp('data')
+    # 16 px images keep the tests fast (the model serves any multiple of 4 >= 8)
+    build_dataset('mazes', 'train', 4, str(root / 'train'), image_size=16, workers=1,
+                  progress=False)
+    build_dataset('mazes', 'val', 4, str(root / 'val'), image_size=16, workers=1,
+                  progress=False)
+    return root
+
+
+def _cfg(root, **kw):
+    base = dict(train_data=str(root / 'train'), val_data=str(root / 'val'), context_pool=6,
+                contexts=(2, 3), steps=2, batch_size=2, particles=4, max_steps=4, val_every=2,
+                val_episodes=4, val_batch_size=4, val_contexts=2, log_every=1, dense_weight=1.0,
+                attention_weight=0.5,
+                global_prob=0.5, near_truth_fraction=0.25, near_context_prob_start=1.0,
+                init_std_start=(1.5, 15.0), curriculum_steps=3, seed=3,
+                model={'image_size': 16}, threads=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_pose_loss_wraps_and_normalises():
+    e = torch.tensor([[20.0, 0.0, math.pi - 0.05]])
+    t = torch.tensor([[0.0, 0.0, -math.pi + 0.05]])
+    assert torch.allclose(pose_loss(e, t, 20.0, 0.5), torch.tensor([1.0 + 0.5 * 0.01]))
+
+
+def test_dense_loss_prefers_weight_on_truth():
+    p = torch.tensor([[[0.0, 0.0, 0.0], [10.0, 0.0, 0.0]]])
+    truth = torch.zeros(1, 3)
+    good = dense_loss(p, torch.tensor([[0.0, -10.0]]), truth, 3.0, 0.5)
+    bad = dense_loss(p, torch.tensor([[-10.0, 0.0]]), truth, 3.0, 0.5)
+    assert good < bad
+
+
+def test_attention_loss_prefers_overlapping_context():
+    ctx = torch.tensor([[[0.0, 0.0, 0.0], [0.0, 0.0, 3.0], [20.0, 0.0, 0.0]]])
+    truth = torch.tensor([[1.0, 0.0, 0.1]])
+    good = attention_loss(torch.tensor([[0.9, 0.05, 0.05]]), ctx, truth, 4.0, 0.8)
+    bad = attention_loss(torch.tensor([[0.05, 0.9, 0.05]]), ctx, truth, 4.0, 0.8)
+    assert good < bad
+
+
+def test_initial_particles(tiny_data):
+    ds = open_dataset(tiny_data / 'train')
+    eps = list(ds.iter_episodes(6, 2, seed=0, loop=False))[:4]
+    rng = np.random.default_rng(0)
+    b = make_batch(eps, 3, rng, near_context_prob=1.0)
+    for ep, cp in zip(eps, b.context_poses):
+        d = np.linalg.norm(ep.context_poses[:, :2] - ep.query_poses[0, :2], axis=1)
+        assert np.isclose(np.linalg.norm(cp[:, :2].numpy() - ep.query_poses[0, :2], axis=1)
+                          .min(), d.min(), atol=1e-4)
+    g = torch.Generator().manual_seed(0)
+    p = initial_particles(b, 400, g, global_prob=0.0, init_std=(2.0, 10.0), perturb_mean=False,
+                          near_truth_fraction=0.5, near_truth_std=(0.1, 1.0))
+    assert p.shape == (4, 400, 3)
+    near = (p[:, :200, :2] - b.query_poses[:, None, 0, :2]).norm(dim=-1)
+    assert near.max() < 1.0
+    far = (p[:, 200:, :2] - b.query_poses[:, None, 0, :2]).std()
+    assert 1.5 < far < 2.5
+    # perturbed tracking belief: the cloud's mean is off the truth by ~ the std
+    offs = torch.stack([(initial_particles(b, 2000, g, init_std=(6.0, 30.0)).mean(1)[:, :2]
+                         - b.query_poses[:, 0, :2]) for _ in range(20)])
+    assert 4.0 < offs.std() < 8.0
+    pg = initial_particles(b, 400, g, global_prob=1.0)
+    assert pg[..., :2].min() >= 0 and pg[..., :2].max() <= 40 and pg[..., :2].std() > 8
+
+
+def test_tiny_training_lowers_loss(tiny_data):
+    """A few Adam steps through the filter (soft resampling, T=2, both losses) on one batch."""
+    torch.manual_seed(0)
+    ds = open_dataset(tiny_data / 'train')
+    eps = list(ds.iter_episodes(4, 2, seed=0, loop=False))[:4]
+    b = make_batch(eps, 4, np.random.default_rng(0))
+    g = torch.Generator().manual_seed(0)
+    p0 = initial_particles(b, 8, g, init_std=(6.0, 30.0))
+    model = DMN(DMNConfig(image_size=16))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    fcfg = FilterConfig(resample='soft', soft_alpha=0.5, resample_ess_fraction=1.0)
+
+    def loss_at(seed):
+        r = rollout(model, b, p0, fcfg, torch.Generator().manual_seed(seed),
+                    dense_kernel=(3.0, 0.5))
+        return r['mse'].mean() + r['dense'].mean()
+    first = loss_at(0).item()
+    for _ in range(12):
+        opt.zero_grad()
+        loss_at(0).backward()
+        opt.step()
+    assert loss_at(0).item() < first - 0.05
+
+
+def test_train_writes_logs_and_resume_is_exact(tiny_data, tmp_path):
+    straight = train(_cfg(tiny_data), tmp_path / 'a', progress=False)
+    assert straight['steps'] == 4
+    train(_cfg(tiny_data, max_steps=2), tmp_path / 'b', progress=False)
+    resumed = train(_cfg(tiny_data), tmp_path / 'b', resume=True, progress=False)
+    assert resumed['steps'] == 4
+    a = load_model(tmp_path / 'a' / 'final').state_dict()
+    b = load_model(tmp_path / 'b' / 'final').state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    for name in ('train_log.csv', 'val_log.csv'):
+        with open(tmp_path / 'a' / name) as fa, open(tmp_path / 'b' / name) as fb:
+            ra, rb = list(csv.DictReader(fa)), list(csv.DictReader(fb))
+        assert [r['step'] for r in ra] == [r['step'] for r in rb]
+        key = 'loss' if name == 'train_log.csv' else 'val_mse'
+        assert [r[key] for r in ra] == [r[key] for r in rb]
+    with open(tmp_path / 'a' / 'val_log.csv') as f:
+        row = next(csv.DictReader(f))
+    for k in ('val_mse_gap_query', 'val_mse_gap_context', 'near_dense_gap_query'):
+        assert k in row
+    assert (tmp_path / 'a' / 'best.safetensors').exists()
+
+
+def test_paper_recipe_branch_and_early_stop(tiny_data, tmp_path):
+    cfg = _cfg(tiny_data, steps=1, dense_weight=0.0, global_prob=0.0, near_truth_fraction=0.0,
+               near_context_prob_start=0.0, contexts=(2, 2), max_steps=6, val_every=1,
+               patience=1, lr=0.0)
+    out = train(cfg, tmp_path / 'p', progress=False)
+    assert out['stopped_early'] and out['steps'] == 1
+
+
+def test_resume_errors(tiny_data, tmp_path):
+    with pytest.raises(UserError, match='no checkpoint'):
+        train(_cfg(tiny_data), tmp_path / 'none', resume=True, progress=False)
+    train(_cfg(tiny_data, max_steps=0), tmp_path / 'c', progress=False)
+    (tmp_path / 'c' / 'checkpoint' / 'state.pt').write_bytes(b'garbage')
+    with pytest.raises(FileFormatError, match='state.pt'):
+        train(_cfg(tiny_data), tmp_path / 'c', resume=True, progress=False)
+
+
+def test_config_files(tmp_path):
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    for name in ('train_mazes.yaml', 'train_mazes_paper.yaml'):
+        cfg = load_train_config(repo / 'config' / name)
+        assert cfg.model_config().image_size == 32
+        assert cfg.context_pool >= cfg.contexts[1]
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text('particles: 4\nbogus: 1\n')
+    with pytest.raises(FileFormatError, match='bogus'):
+        load_train_config(bad)
+    with pytest.raises(ValueError):
+        TrainConfig(contexts=(4, 40))
