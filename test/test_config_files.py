@@ -16,3 +16,12 @@ def test_yaml_matches_declared_parameters(node, cls):
     for f in fields(cls):
         assert params[f.name] == f.default and type(params[f.name]) is type(f.default), f.name
         assert f.metadata['description']
+
+
+def test_rviz_config_shows_the_node_topics():
+    rviz = yaml.safe_load(config_path('dmn_localizer.rviz').read_text())
+    displays = rviz['Visualization Manager']['Displays']
+    topics = {d['Topic']['Value'] for d in displays if 'Topic' in d}
+    assert {'/localizer/particles', '/localizer/pose', '/mapper/contexts',
+            '/localizer/particle_markers', '/camera/image_raw'} <= topics
+    assert rviz['Visualization Manager']['Global Options']['Fixed Frame'] == 'map'

@@ -16,7 +16,7 @@ PYTHON_LIBS = {
     'safetensors': (None, 'safetensors'), 'rosbags': (None, 'rosbags'),
     'vizdoom': (None, 'vizdoom'), 'pybullet': (None, 'pybullet'),
     'pybullet_data': (None, 'pybullet'), 'pytest': ('python3-pytest', 'pytest'),
-    'hypothesis': ('python3-hypothesis', 'hypothesis'),
+    'hypothesis': ('python3-hypothesis', 'hypothesis'), 'evo': (None, 'evo'),
 }
 # ROS packages available in the venv without a wheel of their own name
 ROS_BUILT_LOCALLY = {'tf2_msgs'}
