@@ -5,6 +5,7 @@ destination and fsync the directory. A process killed at any point leaves either
 or the new one.
 """
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -41,3 +42,15 @@ def write_bytes(path, data):
 
 def write_text(path, text):
     write_bytes(path, text.encode())
+
+
+def write_json(path, obj, indent=2):
+    write_text(path, json.dumps(obj, indent=indent, sort_keys=True) + '\n')
+
+
+def remove_temp_files(directory, prefix=''):
+    """Remove the temporary files that interrupted atomic writes left in ``directory``."""
+    for name in os.listdir(directory):
+        if name.startswith(f'.{prefix}') and name.endswith('.tmp'):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, name))

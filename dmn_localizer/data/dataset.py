@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dmn_localizer.atomic import atomic_path, write_json
 from dmn_localizer.data.episode import Episode
 from dmn_localizer.errors import FileFormatError, UserError
 from dmn_localizer.geometry import WORLD_SIZE_M, relative, wrap_angle
@@ -62,49 +63,18 @@ _MANIFEST_KEYS = ('format', 'format_version', 'generator_version', 'domain', 'sp
                   'trajectory_length', 'n_worlds', 'shards', 'camera')
 
 
-def atomic_write_bytes(path, data):
-    """Write ``data`` to ``path`` through a temp file in the same directory + os.replace."""
-    tmp = f'{path}.tmp{os.getpid()}'
-    try:
-        with open(tmp, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def write_manifest(directory, manifest):
-    atomic_write_bytes(os.path.join(directory, MANIFEST),
-                       (json.dumps(manifest, indent=1, sort_keys=True) + '\n').encode())
+    write_json(os.path.join(directory, MANIFEST), manifest, indent=1)
 
 
 def write_shard(path, arrays):
-    """Write one shard (a dict of the :data:`SHARD_KEYS` arrays) atomically to ``path``.
-
-    The data go to ``.<name>.tmp<pid>`` first, so an interrupted write never leaves a file
-    with the final name (:func:`remove_temp_files` cleans the leftovers).
-    """
+    """Write one shard (a dict of the :data:`SHARD_KEYS` arrays) atomically to ``path``: an
+    interrupted write never leaves a file with the final name."""
     missing = set(SHARD_KEYS) - set(arrays)
     assert not missing, missing
-    d, name = os.path.split(path)
-    tmp = os.path.join(d, f'.{name}.tmp{os.getpid()}')
-    try:
+    with atomic_path(path) as tmp:
         with open(tmp, 'wb') as f:
             np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def remove_temp_files(directory):
-    """Remove leftovers of interrupted :func:`write_shard` / :func:`atomic_write_bytes`."""
-    for name in os.listdir(directory):
-        if '.tmp' in name and (name.startswith('.shard-') or name.startswith(MANIFEST)):
-            os.remove(os.path.join(directory, name))
 
 
 def pack_layouts(layouts, resolutions):

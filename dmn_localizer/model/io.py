@@ -13,11 +13,11 @@ the file. Writes are atomic (temp file + fsync + ``os.replace``).
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 import struct
-import tempfile
 
+from dmn_localizer.atomic import write_bytes as atomic_write_bytes
+from dmn_localizer.atomic import write_json as atomic_write_json
 from dmn_localizer.errors import FileFormatError, UserError
 from dmn_localizer.model.config import DMNConfig
 from dmn_localizer.model.dmn import DMN
@@ -29,27 +29,6 @@ VERSION = 1
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 _DTYPE_BYTES = {'F64': 8, 'F32': 4, 'F16': 2, 'BF16': 2, 'I64': 8, 'I32': 4, 'I16': 2,
                 'I8': 1, 'U8': 1, 'BOOL': 1}
-
-
-def atomic_write_bytes(path, data: bytes):
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path, obj):
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + '\n').encode())
 
 
 def model_paths(path):

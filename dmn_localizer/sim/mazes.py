@@ -21,6 +21,7 @@ import tempfile
 import cv2
 import numpy as np
 
+from dmn_localizer.atomic import write_bytes
 from dmn_localizer.geometry import WORLD_SIZE_M
 from dmn_localizer.sim.camera import camera_from_fov
 from dmn_localizer.sim.world import WorldSpec, domain_rng
@@ -196,12 +197,8 @@ def write_wad(path, texts):
         directory.append(struct.pack('<ii8s', pos, len(blob), name.encode('ascii')))
         data.append(blob)
         pos += len(blob)
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'wb') as f:
-        f.write(struct.pack('<4sii', b'PWAD', len(lumps), pos))
-        f.write(b''.join(data))
-        f.write(b''.join(directory))
-    os.replace(tmp, path)
+    write_bytes(path, struct.pack('<4sii', b'PWAD', len(lumps), pos) + b''.join(data)
+                + b''.join(directory))
 
 
 class MazeRenderer:
