@@ -18,6 +18,7 @@ from dmn_localizer.bags import messages as M
 from dmn_localizer.bags.read import decode_image, read_pairs
 from dmn_localizer.errors import UserError
 from dmn_localizer.geometry import quaternion_to_yaw, wrap_angle
+from dmn_localizer.images import resize_square
 from dmn_localizer.keyframes import is_new_keyframe
 from dmn_localizer.odometry import OdometryBuffer
 from dmn_localizer.view_map import ViewMap
@@ -63,7 +64,6 @@ class Stream:
 
 
 def read_stream(bag, topics, image_size):
-    import cv2
     from rosbags.highlevel import AnyReader
     if not Path(bag).exists():
         raise UserError(f'{bag}: no such bag')
@@ -94,10 +94,7 @@ def read_stream(bag, topics, image_size):
                 if img is None:
                     counts['bad_messages'] += 1
                     continue
-                if img.shape[:2] != (image_size, image_size):
-                    img = cv2.resize(np.ascontiguousarray(img), (image_size, image_size),
-                                     interpolation=cv2.INTER_AREA)
-                value = img
+                value = resize_square(img, image_size)
             else:
                 p = msg.pose if conn.msgtype == M.POSE_STAMPED else msg.pose.pose
                 q = p.orientation

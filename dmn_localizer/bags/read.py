@@ -13,12 +13,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from dmn_localizer.bags import messages as M
 from dmn_localizer.errors import UserError
 from dmn_localizer.geometry import quaternion_to_yaw
+from dmn_localizer.images import ImageError, compressed_to_rgb, raw_to_rgb, resize_square
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +40,12 @@ class Pairs:
 
 def decode_image(msg, msgtype):
     """RGB (H, W, 3) uint8 of an Image/CompressedImage message, or None if it is bad."""
-    if msgtype == M.COMPRESSED_IMAGE:
-        img = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
-        return None if img is None else img[:, :, ::-1]
-    ch = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1}.get(msg.encoding)
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if ch is None or h == 0 or w == 0 or step < w * ch or len(msg.data) < step * h:
+    try:
+        if msgtype == M.COMPRESSED_IMAGE:
+            return compressed_to_rgb(msg.data, msg.format)
+        return raw_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data)
+    except ImageError:
         return None
-    a = np.frombuffer(msg.data, np.uint8, count=step * h).reshape(h, step)[:, :w * ch]
-    a = a.reshape(h, w, ch)
-    if msg.encoding == 'mono8':
-        return np.repeat(a, 3, axis=2)
-    if msg.encoding.startswith('bgr'):
-        return a[:, :, 2::-1]
-    return a[:, :, :3]
 
 
 def _pose_of(msg, msgtype):
@@ -123,10 +115,7 @@ def read_pairs(paths, image_topic, pose_topic, image_size, max_dt_s=0.05):
             if k is None or abs(int(ps[k]) - ns) > max_dt_s * 1e9:
                 counts['images_without_pose'] += 1
                 continue
-            if img.shape[:2] != (image_size, image_size):
-                img = cv2.resize(np.ascontiguousarray(img), (image_size, image_size),
-                                 interpolation=cv2.INTER_AREA)
-            out_img.append(img)
+            out_img.append(resize_square(img, image_size))
             out_pose.append(pv[k])
             out_stamp.append(ns)
             out_bag.append(bi)

@@ -7,8 +7,9 @@ from rclpy.qos import (DurabilityPolicy, QoSProfile, ReliabilityPolicy,
 from sensor_msgs.msg import CompressedImage, Image
 
 from dmn_localizer.errors import UserError
-from dmn_localizer.nodes.conversions import (ImageError, compressed_to_rgb, image_to_rgb,
-                                             pose_to_xyyaw, resize_square, stamp_to_sec)
+from dmn_localizer.images import ImageError, resize_square
+from dmn_localizer.nodes.conversions import (compressed_msg_to_rgb, image_to_rgb, pose_to_xyyaw,
+                                             stamp_to_sec)
 
 # Latched outputs (like amcl_pose / map): late subscribers get the last message.
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -27,7 +28,7 @@ def subscribe_images(node, topic, transport, image_size, callback):
     if transport not in ('raw', 'compressed'):
         raise UserError(f"image_transport must be 'raw' or 'compressed', not {transport!r}")
     cls, decode = (Image, image_to_rgb) if transport == 'raw' else \
-        (CompressedImage, compressed_to_rgb)
+        (CompressedImage, compressed_msg_to_rgb)
     if transport == 'compressed' and not topic.endswith('/compressed'):
         topic = topic + '/compressed'
 

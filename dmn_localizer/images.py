@@ -1,0 +1,62 @@
+"""Camera images as numpy arrays: decoding raw and compressed frames, resizing (no ROS).
+
+One implementation for everything that reads images: the nodes (from messages), bag reading
+and replay. Unsupported or malformed input raises :class:`ImageError` with a one-line reason.
+"""
+import cv2
+import numpy as np
+
+# encoding -> (channels, conversion to RGB or None)
+ENCODINGS = {
+    'rgb8': (3, None),
+    'bgr8': (3, cv2.COLOR_BGR2RGB),
+    'rgba8': (4, cv2.COLOR_RGBA2RGB),
+    'bgra8': (4, cv2.COLOR_BGRA2RGB),
+    'mono8': (1, cv2.COLOR_GRAY2RGB),
+    '8UC3': (3, None),
+}
+
+
+class ImageError(ValueError):
+    """An image that cannot be used (the message says why, in one line)."""
+
+
+def raw_to_rgb(encoding, height, width, step, data):
+    """A raw frame (sensor_msgs/Image fields) -> (H, W, 3) uint8 RGB array (own memory)."""
+    if encoding not in ENCODINGS:
+        raise ImageError(f'unsupported image encoding {encoding!r} (supported: '
+                         f'{", ".join(sorted(ENCODINGS))})')
+    ch, conversion = ENCODINGS[encoding]
+    h, w, step = int(height), int(width), int(step)
+    if h <= 0 or w <= 0:
+        raise ImageError(f'empty image ({w}x{h})')
+    buf = data if isinstance(data, (bytes, bytearray, memoryview, np.ndarray)) else bytes(data)
+    flat = np.frombuffer(buf, np.uint8)
+    row = w * ch
+    if step < row or flat.size < step * (h - 1) + row:
+        raise ImageError(f'truncated image data: {flat.size} bytes for {w}x{h} {encoding} '
+                         f'(step {step})')
+    rows = np.lib.stride_tricks.as_strided(flat, shape=(h, row), strides=(step, 1))
+    img = rows.reshape(h, w, ch) if ch > 1 else rows.reshape(h, w)
+    if conversion is not None:
+        return cv2.cvtColor(np.ascontiguousarray(img), conversion)
+    return img.copy()  # own, writable memory (a message buffer is read-only)
+
+
+def compressed_to_rgb(data, fmt=''):
+    """A compressed frame (jpeg/png bytes) -> (H, W, 3) uint8 RGB array."""
+    buf = np.frombuffer(bytes(data), np.uint8)
+    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    if bgr is None:
+        raise ImageError(f'compressed image ({fmt or "unknown format"}, {buf.size} bytes) '
+                         'could not be decoded')
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def resize_square(img, size):
+    """Resize an RGB image to size x size (area interpolation when shrinking)."""
+    if img.shape[0] == size and img.shape[1] == size:
+        return img
+    shrink = img.shape[0] > size or img.shape[1] > size
+    return cv2.resize(np.ascontiguousarray(img), (size, size),
+                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
