@@ -69,13 +69,19 @@ class Localizer:
 
     @torch.no_grad()
     def set_map(self, view_map, margin=2.0):
-        """Embed the map's contexts once; the global region is their bounding square + margin."""
+        """Embed the map's contexts once (or reuse the embeddings the mapper stored with the
+        same model); the global region is their bounding square + margin."""
         if len(view_map) == 0:
             self.map_state, self.map_size = None, 0
             return
-        imgs = images_to_tensor(view_map.images[None], self.device)
         poses = torch.as_tensor(view_map.poses, dtype=torch.float32, device=self.device)[None]
-        self.map_state = self.model.build_map(imgs, poses)
+        model_id = getattr(self.model, 'model_id', None)
+        if view_map.embeddings is not None and model_id and view_map.model_id == model_id:
+            emb = torch.as_tensor(view_map.embeddings, device=self.device)[None]
+            self.map_state = self.model.map_from_embeddings(emb, poses)  # the mapper's CNN1
+        else:
+            imgs = images_to_tensor(view_map.images[None], self.device)
+            self.map_state = self.model.build_map(imgs, poses)
         self.map_size = len(view_map)
         lo = view_map.poses[:, :2].min(0) - margin
         hi = view_map.poses[:, :2].max(0) + margin

@@ -33,14 +33,22 @@ class ViewMap:
     def __len__(self):
         return len(self.poses)
 
-    def add(self, image, pose):
-        """Append one context: image (H, W, 3) uint8 at the map's image size, pose (3,)."""
+    def add(self, image, pose, embedding=None):
+        """Append one context: image (H, W, 3) uint8 at the map's image size, pose (3,) and
+        optionally its view embedding (by the model ``model_id``; kept only while every
+        context has one)."""
         image = np.asarray(image, np.uint8)
         if len(self) and image.shape != self.images.shape[1:]:
             raise ValueError(f'context image shape {image.shape} != map {self.images.shape[1:]}')
+        had_all = self.embeddings is not None or len(self) == 0
         self.images = np.concatenate([self.images.reshape((-1,) + image.shape), image[None]])
         self.poses = np.concatenate([self.poses, np.asarray(pose, np.float64)[None]])
-        self.embeddings = None  # stale: recomputed by the model that uses the map
+        if embedding is None or not had_all:
+            self.embeddings = None  # the model that uses the map recomputes them
+        else:
+            e = np.asarray(embedding, np.float32)[None]
+            self.embeddings = e if self.embeddings is None else np.concatenate(
+                [self.embeddings, e])
 
     def clear(self):
         self.images = self.images[:0]
@@ -84,7 +92,8 @@ class ViewMap:
             raise FileFormatError(path, f'unreadable map file ({exc})') from None
         if poses.ndim != 2 or poses.shape[1] != 3 or images.ndim != 4 \
                 or images.shape[0] != poses.shape[0] or images.shape[3] != 3 \
-                or images.dtype != np.uint8 or not np.isfinite(poses).all():
+                or images.dtype != np.uint8 or not np.isfinite(poses).all() \
+                or (emb is not None and emb.shape[:1] != poses.shape[:1]):
             raise FileFormatError(path, f'inconsistent map contents: poses {poses.shape}, '
                                         f'images {images.shape} {images.dtype}')
         return cls(images=images, poses=poses.astype(np.float64),

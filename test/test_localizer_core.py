@@ -10,7 +10,7 @@ from dmn_localizer.config import LocalizerConfig
 from dmn_localizer.geometry import compose
 from dmn_localizer.localizer import Localizer, select_device
 from dmn_localizer.model.config import DMNConfig
-from dmn_localizer.model.dmn import DMN
+from dmn_localizer.model.dmn import DMN, images_to_tensor
 from dmn_localizer.odometry import OdometryBuffer
 from dmn_localizer.view_map import ViewMap
 
@@ -35,14 +35,18 @@ def tiny_model():
     return DMN(DMNConfig())
 
 
-def make_localizer(model, **overrides):
-    cfg = LocalizerConfig(**{'num_particles': 64, 'global_num_particles': 128, **overrides})
-    loc = Localizer(model, cfg, 'cpu', seed=1)
+def four_context_map():
     rng = np.random.default_rng(0)
     vm = ViewMap()
     for i in range(4):
         vm.add(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), [5.0 * i, 2.0, 0.3 * i])
-    loc.set_map(vm)
+    return vm
+
+
+def make_localizer(model, **overrides):
+    cfg = LocalizerConfig(**{'num_particles': 64, 'global_num_particles': 128, **overrides})
+    loc = Localizer(model, cfg, 'cpu', seed=1)
+    loc.set_map(four_context_map())
     return loc
 
 
@@ -96,3 +100,44 @@ def test_device_selection():
     assert select_device('cpu').type == 'cpu'
     with pytest.raises(ValueError):
         select_device('tpu')
+
+
+def test_map_embeddings_from_the_mapper_are_reused(tiny_model):
+    """A map carrying the same model's embeddings gives the same likelihoods without CNN1."""
+    tiny_model.model_id = 'dmn-test'
+    loc = make_localizer(tiny_model)
+    vm = ViewMap(model_id='dmn-test')
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        for i in range(4):
+            img = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+            emb = tiny_model.embed(images_to_tensor(img[None]))[0].numpy()
+            vm.add(img, [5.0 * i, 2.0, 0.3 * i], emb)
+    assert vm.embeddings.shape == (4, 64, 8, 8)
+    loc.set_map(vm)
+    from_embeddings = loc.map_state
+    vm.model_id = 'another-model'  # foreign embeddings are ignored: images are re-embedded
+    loc.set_map(vm)
+    torch.testing.assert_close(from_embeddings.feat6, loc.map_state.feat6)
+    torch.testing.assert_close(from_embeddings.key_pre, loc.map_state.key_pre)
+
+
+def test_nearest_contexts_path(tiny_model):
+    """With M >= N contexts the nearest-M path is the plain path; with M < N a particle's
+    likelihood equals the plain path on a map of just its M nearest contexts."""
+    loc = make_localizer(tiny_model, nearest_contexts=8)  # 4 contexts
+    loc.init_gaussian([5.0, 2.0, 0.0], [4.0, 4.0, 1.0])
+    img = np.random.default_rng(5).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    with torch.no_grad():
+        q = tiny_model.encode_query(images_to_tensor(img[None]))
+        plain = tiny_model.log_likelihood(loc.map_state, q, loc.particles)
+        torch.testing.assert_close(loc.log_likelihood(q, loc.particles), plain)
+        loc.config.nearest_contexts = 2
+        near = loc.log_likelihood(q, loc.particles)
+        p = loc.particles[:, :1]
+        d = np.hypot(*(loc.map_state.poses[0, :, :2] - p[0, 0, :2]).numpy().T)
+        keep = torch.as_tensor(np.argsort(d)[:2])
+        sub = tiny_model.build_map(images_to_tensor(four_context_map().images[keep.numpy()][None]),
+                                   loc.map_state.poses[:, keep])
+        torch.testing.assert_close(near[:, :1], tiny_model.log_likelihood(sub, q, p),
+                                   atol=1e-5, rtol=1e-5)

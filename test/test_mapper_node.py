@@ -1,5 +1,7 @@
 """mapper_node as a real process over DDS: keyframes, latched contexts, save/clear/restart."""
 import numpy as np
+import pytest
+import torch
 from geometry_msgs.msg import PoseArray, PoseStamped
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
@@ -8,12 +10,22 @@ from std_srvs.srv import Trigger
 from conftest import start_python, stop_process
 from dmn_localizer.nodes.common import LATCHED
 from dmn_localizer.nodes.conversions import xyyaw_to_pose
+from dmn_localizer.model.config import DMNConfig
+from dmn_localizer.model.dmn import DMN, images_to_tensor
+from dmn_localizer.model.io import load_model, save_model
 from dmn_localizer.view_map import ViewMap
 
 
 def start_mapper(env, save_path, *extra):
     return start_python(['-m', 'dmn_localizer', 'run', 'mapping', '-p',
                          f'save_path:={save_path}', *extra], env)
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / 'tiny.safetensors'
+    return path, save_model(DMN(DMNConfig()), path)
 
 
 def feed(peer, poses):
@@ -36,9 +48,10 @@ def feed(peer, poses):
         peer.spin_until(lambda: False, 0.05)
 
 
-def test_mapper_keyframes_save_clear_restart(ros_env, ros_peer, tmp_path):
+def test_mapper_keyframes_save_clear_restart(ros_env, ros_peer, tmp_path, tiny_model):
     save_path = tmp_path / 'map.dmnmap'
-    mapper = start_mapper(ros_env, save_path)
+    model_path, model_id = tiny_model
+    mapper = start_mapper(ros_env, save_path, '--model', str(model_path))
     got = []
     ros_peer.node.create_subscription(PoseArray, 'mapper/contexts', got.append, LATCHED)
     try:
@@ -55,6 +68,12 @@ def test_mapper_keyframes_save_clear_restart(ros_env, ros_peer, tmp_path):
         np.testing.assert_allclose(saved.poses[:, 0], [0, 3, 6, 9, 0], atol=1e-6)
         # bgr8 value 10*i in every channel -> RGB keeps it; pixel check proves the pairing
         assert [int(im[0, 0, 0]) for im in saved.images] == [0, 10, 20, 30, 50]
+        # each context embedded by the model's CNN1 as it was added
+        assert saved.model_id == model_id and saved.embeddings.shape == (5, 64, 8, 8)
+        model = load_model(model_path)
+        with torch.no_grad():
+            expect = model.embed(images_to_tensor(saved.images)).numpy()
+        np.testing.assert_allclose(saved.embeddings, expect, atol=1e-5)
         assert ros_peer.call(Trigger, 'mapper/clear_map').success
         assert ros_peer.spin_until(lambda: len(got[-1].poses) == 0, 10)
     finally:
@@ -62,7 +81,8 @@ def test_mapper_keyframes_save_clear_restart(ros_env, ros_peer, tmp_path):
     assert mapper.returncode == 0, err[-2000:]
 
     # restart from the saved map: identical map, contexts latched for a late subscriber
-    mapper = start_mapper(ros_env, tmp_path / 'again.dmnmap', '--map-file', str(save_path))
+    mapper = start_mapper(ros_env, tmp_path / 'again.dmnmap', '--map-file', str(save_path),
+                          '--model', str(model_path))
     got.clear()
     try:
         assert ros_peer.spin_until(lambda: got and len(got[-1].poses) == 5, 30)
@@ -70,5 +90,6 @@ def test_mapper_keyframes_save_clear_restart(ros_env, ros_peer, tmp_path):
         again = ViewMap.load(tmp_path / 'again.dmnmap')
         np.testing.assert_array_equal(again.images, saved.images)
         np.testing.assert_array_equal(again.poses, saved.poses)
+        np.testing.assert_array_equal(again.embeddings, saved.embeddings)
     finally:
         stop_process(mapper)

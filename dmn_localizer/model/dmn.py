@@ -211,8 +211,16 @@ class DMN(nn.Module):
         """
         self._check_images(context_images, 'context_images')
         B, N = context_images.shape[:2]
-        assert context_poses.shape == (B, N, 3), context_poses.shape
         emb = self.embed(context_images.flatten(0, 1))                    # (BN, 64, h, w)
+        return self.map_from_embeddings(emb.view((B, N) + emb.shape[1:]), context_poses)
+
+    def map_from_embeddings(self, embeddings, context_poses):
+        """The :class:`MapState` of view embeddings (B, N, 64, h, w) from :meth:`embed` (e.g.
+        stored in a map file by the mapper) and their poses (B, N, 3)."""
+        B, N = embeddings.shape[:2]
+        assert context_poses.shape == (B, N, 3), context_poses.shape
+        assert embeddings.shape[2:] == (EMBED_DIM, self.h, self.w), embeddings.shape
+        emb = embeddings.flatten(0, 1)
         w2a = self.cnn2a.weight                                           # (64, 68, 3, 3)
         key_pre = F.conv2d(emb, w2a[:, :EMBED_DIM], padding=1)
         ones = emb.new_ones(4, 1, self.h, self.w)

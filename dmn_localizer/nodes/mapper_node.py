@@ -1,11 +1,14 @@
 """mapper_node: builds the view-embedding map from camera images and poses.
 
 Subscribes to images (raw or compressed) and a pose source, pairs them by stamp, applies the
-camera offset, keeps keyframes (camera moved/turned enough since the nearest context) and
-publishes the context viewpoints (latched). Services: ``~/save_map`` (std_srvs/Trigger, atomic
-write to ``save_path``) and ``~/clear_map`` (std_srvs/Trigger).
+camera offset, keeps keyframes (camera moved/turned enough since the nearest context), embeds
+each new context with the model's CNN1 (stored in the map with the model id, so a localizer
+running the same model skips that work) and publishes the context viewpoints (latched).
+Services: ``~/save_map`` (std_srvs/Trigger, atomic write to ``save_path``) and ``~/clear_map``
+(std_srvs/Trigger).
 """
 import sys
+from pathlib import Path
 
 import rclpy
 from rclpy.executors import ExternalShutdownException
@@ -31,10 +34,14 @@ class MapperNode(Node):
         self.config = cfg = declare_config(self, MapperConfig)
         refuse_changes(self, ['image_topic', 'pose_topic', 'pose_type', 'image_transport',
                               'model', 'map_file', 'image_size', 'device'])
-        self.view_map = ViewMap(frame_id=cfg.map_frame)
+        self.model = self.load_model(cfg)
+        self.view_map = ViewMap(frame_id=cfg.map_frame, model_id=self.model_id)
         if cfg.map_file:
             self.view_map = ViewMap.load(cfg.map_file)
             self.get_logger().info(f'started from {cfg.map_file}: {len(self.view_map)} contexts')
+            if self.view_map.model_id != self.model_id:
+                self.view_map.embeddings = None  # another model's: the localizer re-embeds
+                self.view_map.model_id = self.model_id
         self.base_from_camera = camera_offset(cfg)
         self.pairer = StampPairer(cfg.sync_tolerance_s)
         self.contexts_pub = self.create_publisher(PoseArray, '~/contexts', LATCHED)
@@ -44,6 +51,38 @@ class MapperNode(Node):
         self.create_service(Trigger, '~/save_map', self.on_save_map)
         self.create_service(Trigger, '~/clear_map', self.on_clear_map)
         self.publish_contexts()
+
+    def load_model(self, cfg):
+        """The DMN whose CNN1 embeds each new context (the localizer reuses the embeddings
+        when it runs the same model). Without a model file the map keeps images only."""
+        from dmn_localizer.localizer import select_device
+        from dmn_localizer.model.io import load_model
+        from dmn_localizer.resources import default_model_path
+        path = Path(cfg.model) if cfg.model else default_model_path()
+        if not path.is_file():
+            warn(self, f'no model at {path}: the map stores images only (the localizer embeds '
+                 'them at load)')
+            self.model_id = ''
+            return None
+        try:
+            device = select_device(cfg.device)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        model = load_model(path, device)
+        if model.config.image_size != cfg.image_size:
+            raise UserError(f'image_size {cfg.image_size} does not match the model '
+                            f'({model.config.image_size})')
+        self.model_id = model.model_id
+        self.device = device
+        return model
+
+    def embed(self, rgb):
+        if self.model is None:
+            return None
+        import torch
+        from dmn_localizer.model.dmn import images_to_tensor
+        with torch.no_grad():
+            return self.model.embed(images_to_tensor(rgb[None], self.device))[0].cpu().numpy()
 
     def on_image(self, stamp, rgb):
         for pair in self.pairer.add_image(stamp, rgb):
@@ -62,7 +101,7 @@ class MapperNode(Node):
         cfg = self.config
         if is_new_keyframe(map_from_camera, self.view_map.poses, cfg.keyframe_min_distance,
                            cfg.keyframe_min_angle):
-            self.view_map.add(rgb, map_from_camera)
+            self.view_map.add(rgb, map_from_camera, self.embed(rgb))
             self.publish_contexts()
 
     def publish_contexts(self):
