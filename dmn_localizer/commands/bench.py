@@ -1,12 +1,95 @@
-"""``dmn-localizer bench``: benchmark observation-model and filter speed and memory."""
-from dmn_localizer.commands._placeholder import not_implemented
+"""``dmn-localizer bench``: observation-update speed, FLOP rate and memory, reference vs fast.
 
-HELP = 'Benchmark observation-model and filter speed and memory.'
+Thin wrapper over :func:`dmn_localizer.benchmark.run_benchmark` (see that module for what is
+timed, how FLOPs and memory are counted and when a row is extrapolated).
+"""
+import logging
+import os
+from pathlib import Path
+
+from dmn_localizer.errors import UserError
+
+HELP = 'Benchmark observation-update speed, FLOP rate and memory (reference vs fast path).'
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser):
-    parser.add_argument('rest', nargs='*', help='arguments (the command is not available yet)')
+    parser.add_argument('--json', required=True, metavar='OUT',
+                        help='write {device, peak_gflops, runs: [...]} here (atomically)')
+    parser.add_argument('--device', default='auto', help="'cpu', 'cuda' or 'auto'")
+    parser.add_argument('--quick', action='store_true',
+                        help='a tiny grid (K=32, Nc 4 and 16, one repeat) for tests and CI')
+    parser.add_argument('--repeats', type=int, default=5,
+                        help='timed updates per configuration (median reported)')
+    parser.add_argument('--max-seconds', type=float, default=60.0,
+                        help='time cap of one configuration: fewer repeats, and a reference '
+                        'update longer than this is timed on one chunk and extrapolated')
+    parser.add_argument('--model', help='model NAME(.safetensors) (default: the shipped '
+                        'models/dmn_mazes, else a randomly initialised DMN with --seed)')
+    parser.add_argument('--seed', type=int, default=0, help='inputs and random-init seed')
+    parser.add_argument('--threads', type=int, default=0,
+                        help='torch CPU threads (default 0: all cores available)')
+    parser.add_argument('--options', action='store_true',
+                        help='also measure bf16 autocast and torch.compile on the fast path')
+    parser.add_argument('--ref-pairs', type=int, default=16384,
+                        help='reference chunk = this many (particle, context) pairs')
+    parser.add_argument('--fast-pairs', type=int, default=8192,
+                        help='all-contexts fast path chunk = this many pairs')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+
+
+def _resolve_model(name):
+    """The model path to load, or None for a random init (the shipped model is absent)."""
+    from dmn_localizer.model.io import model_paths
+    from dmn_localizer.resources import default_model_path
+    if name:
+        weights, card = model_paths(name)
+        for p in (weights, card):
+            if not p.is_file():
+                raise UserError(f'{p}: no such file (a model is NAME.safetensors + NAME.json)')
+        return str(weights)
+    weights, card = model_paths(default_model_path())
+    if weights.is_file() and card.is_file():
+        return str(weights)
+    return None
 
 
 def run(args):
-    return not_implemented('bench')
+    import torch
+    from dmn_localizer.atomic import write_json
+    from dmn_localizer.benchmark import format_table, run_benchmark
+    for name in ('repeats', 'ref_pairs', 'fast_pairs'):
+        if getattr(args, name) < 1:
+            raise UserError(f'--{name.replace("_", "-")} must be >= 1')
+    if args.threads < 0:
+        raise UserError('--threads must be >= 0')
+    if not args.max_seconds > 0:
+        raise UserError('--max-seconds must be > 0')
+    if args.device not in ('auto', 'cpu', 'cuda'):
+        raise UserError(f"--device must be 'auto', 'cpu' or 'cuda', not {args.device!r}")
+    device = args.device
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    elif device == 'cuda' and not torch.cuda.is_available():
+        raise UserError('--device cuda: torch sees no CUDA device')
+    out = Path(args.json)
+    if out.is_dir():
+        raise UserError(f'--json {out}: is a directory')
+    model = _resolve_model(args.model)
+    if model is None:
+        print('note: models/dmn_mazes.safetensors not found: benchmarking a randomly '
+              f'initialised DMN (seed {args.seed}); speed does not depend on the weights, '
+              'the bf16 error does')
+    threads = args.threads or len(os.sched_getaffinity(0))
+    result = run_benchmark(device=device, quick=args.quick, options=args.options,
+                           threads=threads, model=model, seed=args.seed,
+                           repeats=1 if args.quick else args.repeats,
+                           max_seconds=min(args.max_seconds, 10.0) if args.quick
+                           else args.max_seconds,
+                           ref_pairs=args.ref_pairs, fast_pairs=args.fast_pairs,
+                           progress=not args.no_progress)
+    write_json(out, result)
+    print(format_table(result))
+    print(f'wrote {out}')
+    failed = [r for r in result['runs'] if not r['ok'] and not r['option']]
+    return 1 if failed else 0
