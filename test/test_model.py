@@ -142,3 +142,21 @@ def test_config_validation():
         DMNConfig.from_dict({'nope': 1})
     with pytest.raises(ValueError):
         DMN()(*_inputs(1, 2, 2, 64))
+
+
+def test_selected_contexts_equal_a_map_of_just_those():
+    """log_likelihood_selected == log_likelihood on a map of each particle's contexts."""
+    torch.manual_seed(3)
+    model = DMN(DMNConfig()).double().eval()
+    N, K, M = 10, 6, 3
+    imgs = torch.rand(1, N, 3, 32, 32, dtype=torch.float64) * 2 - 1
+    poses = torch.rand(1, N, 3, dtype=torch.float64) * 30
+    particles = torch.rand(1, K, 3, dtype=torch.float64) * 30
+    query = model.encode_query(torch.rand(1, 3, 32, 32, dtype=torch.float64) * 2 - 1)
+    ms = model.build_map(imgs, poses)
+    index = torch.stack([torch.randperm(N)[:M] for _ in range(K)])
+    got = model.log_likelihood_selected(ms, query, particles, index)
+    for k in range(K):
+        sub = model.build_map(imgs[:, index[k]], poses[:, index[k]])
+        want = model.log_likelihood(sub, query, particles[:, k:k + 1])
+        torch.testing.assert_close(got[:, k:k + 1], want, rtol=1e-9, atol=1e-9)

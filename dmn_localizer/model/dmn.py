@@ -284,6 +284,38 @@ class DMN(nn.Module):
         out = self._head(x.view(B * K, -1, h, w)).view(B, K)
         return (out, lam) if return_attention else out
 
+    def log_likelihood_selected(self, map_state: MapState, query: QueryState, particles, index):
+        """Log-likelihoods when each particle attends to its own subset of the map's contexts
+        (e.g. its M nearest): the same values as :meth:`log_likelihood` on a map of just those
+        contexts, without copying the query or the map per particle.
+
+        map_state: one map (B = 1) of N contexts; query: one query; particles: (1, K, 3);
+        index: (K, M) long, the contexts of each particle. Returns (1, K).
+        """
+        assert particles.shape[0] == 1 and map_state.poses.shape[0] == 1
+        K, M = index.shape
+        assert particles.shape == (1, K, 3), particles.shape
+        h, w = self.h, self.w
+        P = EMBED_DIM * h * w
+        rel = relative(particles[0][:, None, :], map_state.poses[0][index])     # (K, M, 3)
+        scale = self.config.coord_scale_m
+        c = torch.stack([rel[..., 0] / scale, rel[..., 1] / scale, torch.sin(rel[..., 2]),
+                         torch.cos(rel[..., 2])], dim=-1)                       # (K, M, 4)
+        key_pre = (map_state.key_pre[0] + self.cnn2a.bias[:, None, None]).reshape(-1, P)
+        pre = key_pre[index] + torch.matmul(c, map_state.coord_maps.reshape(4, P))  # (K,M,P)
+        r = F.relu(pre)
+        scores = torch.mv(r.reshape(K * M, P), query.key_adjoint.reshape(P)).view(K, M)
+        lam = self._attention(scores + query.key_bias[0])                         # (K, M)
+        r_sum = torch.bmm(lam[:, None, :], r).view(K, EMBED_DIM, h, w)
+        vkey = F.conv2d(r_sum, self.cnn2b.weight, padding=1) \
+            + lam.sum(-1).view(K, 1, 1, 1) * self.cnn2b.bias[:, None, None]
+        feat6 = map_state.feat6[0].reshape(map_state.feat6.shape[1], -1)           # (N, C6)
+        f6 = F.embedding_bag(index, feat6, per_sample_weights=lam, mode='sum')
+        x = (f6.view(K, -1, h, w)
+             + F.conv2d(vkey, self.cnn6a.weight[:, FEAT4_DIM:FEAT4_DIM + KEY_DIM], padding=1)
+             + query.feat6)
+        return self._head(x).view(1, K)
+
     def forward(self, context_images, context_poses, query_images, particles):
         """One observation update's log-likelihoods (efficient path).
 
