@@ -36,6 +36,11 @@ def add_arguments(parser):
     parser.add_argument('--fast-pairs', type=int, default=8192,
                         help='all-contexts fast path chunk = this many pairs')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    parser.add_argument('--node-latency', action='store_true',
+                        help='also time image-in to pose-out through a running localizer node '
+                        '(K = 256 and 2048; needs the ROS 2 Python packages)')
+    parser.add_argument('--node-frames', type=int, default=40,
+                        help='images per node-latency measurement')
 
 
 def _resolve_model(name):
@@ -52,6 +57,26 @@ def _resolve_model(name):
     if weights.is_file() and card.is_file():
         return str(weights)
     return None
+
+
+def node_latency(model, args):
+    """Image-in to pose-out latency through the real localizer node at K = 256 and 2048."""
+    import tempfile
+
+    from dmn_localizer.nodes.latency_probe import measure
+    if args.node_frames < 1:
+        raise UserError('--node-frames must be >= 1')
+    with tempfile.TemporaryDirectory() as tmp:
+        if model is None:  # the node needs a model file: save the random-init one
+            import torch
+
+            from dmn_localizer.model import DMN, DMNConfig, save_model
+            torch.manual_seed(args.seed)
+            model = str(Path(tmp) / 'random_init.safetensors')
+            save_model(DMN(DMNConfig()), model)
+        ks = (32,) if args.quick else (256, 2048)
+        return [measure(model, k, frames=min(args.node_frames, 5) if args.quick
+                        else args.node_frames) for k in ks]
 
 
 def run(args):
@@ -88,8 +113,14 @@ def run(args):
                            else args.max_seconds,
                            ref_pairs=args.ref_pairs, fast_pairs=args.fast_pairs,
                            progress=not args.no_progress)
+    if args.node_latency:
+        result['node_latency'] = node_latency(model, args)
     write_json(out, result)
     print(format_table(result))
+    for row in result.get('node_latency', []):
+        print(f"node latency K={row['K']:5d} Nc={row['Nc']}: p50 {row['p50_ms']:.1f} ms, "
+              f"p95 {row['p95_ms']:.1f} ms ({row['received']}/{row['frames']} poses; "
+              'target p95 <= 50 ms at K=256)')
     print(f'wrote {out}')
     failed = [r for r in result['runs'] if not r['ok'] and not r['option']]
     return 1 if failed else 0
