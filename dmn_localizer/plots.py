@@ -1,22 +1,24 @@
 """PNG plots for replay and demo (matplotlib, Agg backend; written atomically)."""
+import csv
+import io
 import math
 
 import numpy as np
 
-from dmn_localizer.atomic import atomic_path
+from dmn_localizer.atomic import write_bytes
 
 
-def _figure(*args, **kwargs):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    return plt, plt.figure(*args, **kwargs)
+def figure(**kwargs):
+    """A matplotlib Figure without pyplot (no global backend state, no GUI)."""
+    from matplotlib.figure import Figure
+    return Figure(**kwargs)
 
 
-def _save(plt, fig, path):
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format='png', dpi=110, bbox_inches='tight')
-    plt.close(fig)
+def save_png(fig, path, dpi=110):
+    """Write ``fig`` as a PNG atomically; returns ``path``."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight')
+    write_bytes(path, buf.getvalue())
     return path
 
 
@@ -34,12 +36,13 @@ def plot_replay(track, metrics, out, view_map=None, layout=None):
     errors.png (x-y error and 2-sigma over time with the thresholds). Returns the paths."""
     est, gt = np.asarray(track.estimates), np.asarray(track.truth)
     t = np.asarray(track.stamps) - track.stamps[0]
-    plt, fig = _figure(figsize=(7, 7))
+    fig = figure(figsize=(7, 7))
     ax = fig.add_subplot(111)
     if layout is not None:
         draw_layout(ax, layout)
     if track.snapshots:
-        cmap = plt.get_cmap('viridis')
+        from matplotlib import colormaps
+        cmap = colormaps['viridis']
         for i, (_, particles, weights) in enumerate(track.snapshots):
             ax.scatter(particles[:, 0], particles[:, 1], s=2, alpha=0.35,
                        color=cmap(i / max(1, len(track.snapshots) - 1)), linewidths=0)
@@ -58,12 +61,12 @@ def plot_replay(track, metrics, out, view_map=None, layout=None):
                  f"{'never' if ttc is None else f'after {ttc:.1f} s'} "
                  f"(particle snapshots: early = purple, late = yellow)", fontsize=9)
     ax.legend(loc='upper right', fontsize=8)
-    traj_png = _save(plt, fig, out / 'trajectory.png')
+    traj_png = save_png(fig, out / 'trajectory.png')
 
     err = np.hypot(*(est[:, :2] - gt[:, :2]).T)
     cov = np.asarray(track.covariances)
     two_sigma = 2.0 * np.sqrt(np.maximum(cov[:, 0, 0] + cov[:, 1, 1], 0.0))
-    plt, fig = _figure(figsize=(8, 4.5))
+    fig = figure(figsize=(8, 4.5))
     ax = fig.add_subplot(211)
     ax.semilogy(t, np.maximum(err, 1e-3), label='x-y error')
     ax.semilogy(t, np.maximum(two_sigma, 1e-3), '--', label='2 sigma (filter)')
@@ -76,5 +79,45 @@ def plot_replay(track, metrics, out, view_map=None, layout=None):
     ax2.plot(t, yaw_err, color='tab:purple')
     ax2.set_ylabel('yaw error [deg]')
     ax2.set_xlabel('time [s]')
-    err_png = _save(plt, fig, out / 'errors.png')
+    err_png = save_png(fig, out / 'errors.png')
     return [traj_png, err_png]
+
+
+def _read_csv(path):
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return {k: np.array([float(r[k]) if r[k] not in ('', 'None') else np.nan for r in rows])
+            for k in (rows[0] if rows else {})}
+
+
+def plot_training_curves(run_dir, path):
+    """Learning curve of a training run (``train_log.csv``, ``val_log.csv``): losses, and the
+    image-use gaps (validation loss with shuffled minus real query/context images)."""
+    from pathlib import Path
+    run_dir = Path(run_dir)
+    train, val = _read_csv(run_dir / 'train_log.csv'), _read_csv(run_dir / 'val_log.csv')
+    fig = figure(figsize=(11, 7))
+    ax = fig.add_subplot(221)
+    ax.plot(train['samples'], train['dense'], lw=0.8, label='train dense CE')
+    ax.plot(val['step'] * (train['samples'][-1] / max(train['step'][-1], 1)), val['val_dense'],
+            'o-', label='val dense CE (paper tracking split)')
+    ax.set_xlabel('training samples')
+    ax.set_ylabel('nats')
+    ax.legend(fontsize=8)
+    ax = fig.add_subplot(222)
+    ax.plot(val['step'], val['val_mse'], 'o-', label='val MSE (paper loss)')
+    ax.plot(val['step'], val['near_mse'], 's-', label='val MSE, near-context split')
+    ax.set_xlabel('step')
+    ax.legend(fontsize=8)
+    ax = fig.add_subplot(212)
+    for key, label in (('val_dense_gap_query', 'dense: shuffled query - real'),
+                       ('val_dense_gap_context', 'dense: shuffled contexts - real'),
+                       ('near_dense_gap_query', 'near split dense: shuffled query - real'),
+                       ('near_dense_gap_context', 'near split dense: shuffled contexts - real')):
+        if key in val:
+            ax.plot(val['step'], val[key], 'o-', label=label)
+    ax.axhline(0.0, color='grey', lw=0.8)
+    ax.set_xlabel('step')
+    ax.set_ylabel('loss gap (nats): > 0 = images used')
+    ax.legend(fontsize=8)
+    return save_png(fig, path)

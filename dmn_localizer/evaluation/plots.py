@@ -1,24 +1,16 @@
 """PNG plots of evaluation results (matplotlib without pyplot, atomic writes)."""
-import io
 import logging
 import math
 
 import numpy as np
 
-from dmn_localizer.model.io import atomic_write_bytes
+from dmn_localizer.plots import figure as _figure, save_png
 
 logger = logging.getLogger(__name__)
 
 
-def _figure(**kw):
-    from matplotlib.figure import Figure  # no pyplot: no global backend state
-    return Figure(**kw)
-
-
 def _save(fig, path):
-    buf = io.BytesIO()
-    fig.savefig(buf, format='png', dpi=100, bbox_inches='tight')
-    atomic_write_bytes(path, buf.getvalue())
+    save_png(fig, path, dpi=100)
     logger.info('wrote %s', path)
 
 
