@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dmn_localizer.atomic import atomic_path, write_text
+from dmn_localizer.atomic import atomic_path, remove_temp_files, write_text
 from dmn_localizer.bags import messages as M
-from dmn_localizer.bags.read import decode_image, read_pairs
+from dmn_localizer.bags.read import IMAGE_TYPES, POSE_TYPES, decode_image, read_pairs
 from dmn_localizer.errors import UserError
 from dmn_localizer.geometry import quaternion_to_yaw, wrap_angle
 from dmn_localizer.images import resize_square
@@ -61,9 +61,11 @@ class Stream:
     truth_stamps: np.ndarray
     truth: np.ndarray
     counts: dict = field(default_factory=dict)
+    image_type: str = M.IMAGE      # message type of the image topic (raw or compressed)
+    odom_type: str = M.ODOMETRY    # message type of the odometry topic
 
 
-def read_stream(bag, topics, image_size):
+def _open(bag):
     from rosbags.highlevel import AnyReader
     if not Path(bag).exists():
         raise UserError(f'{bag}: no such bag')
@@ -72,24 +74,53 @@ def read_stream(bag, topics, image_size):
         reader.open()
     except Exception as exc:  # rosbags raises several types
         raise UserError(f'{bag}: not a readable rosbag2 bag ({exc})') from None
+    return reader
+
+
+def _check_topics(bag, conns, topics):
+    """UserError unless the bag has the three topics with usable message types."""
+    wanted = ((topics.image, IMAGE_TYPES), (topics.odom, POSE_TYPES),
+              (topics.truth, POSE_TYPES))
+    missing = [t for t, _ in wanted if t not in conns]
+    if missing:
+        raise UserError(f'{bag}: no topic {", ".join(missing)} (topics: '
+                        f'{", ".join(sorted(conns))})')
+    for topic, kinds in wanted:
+        if conns[topic].msgtype not in kinds:
+            raise UserError(f'{bag}: {topic} is {conns[topic].msgtype}, expected one of '
+                            f'{", ".join(kinds)}')
+
+
+def check_bag(bag, topics):
+    """Cheap check of a query bag (topics and types, no message read): {topic: msgtype}."""
+    reader = _open(bag)
+    try:
+        conns = {c.topic: c for c in reader.connections}
+        _check_topics(bag, conns, topics)
+        return {t: c.msgtype for t, c in conns.items()}
+    finally:
+        reader.close()
+
+
+def read_stream(bag, topics, image_size):
+    reader = _open(bag)
     data = {'image': ([], []), 'odom': ([], []), 'truth': ([], [])}
     counts = {'bad_messages': 0}
     try:
         conns = {c.topic: c for c in reader.connections}
-        wanted = {topics.image: 'image', topics.odom: 'odom', topics.truth: 'truth'}
-        missing = [t for t in wanted if t not in conns]
-        if missing:
-            raise UserError(f'{bag}: no topic {", ".join(missing)} (topics: '
-                            f'{", ".join(sorted(conns))})')
-        for conn, t, raw in reader.messages(connections=[conns[t] for t in wanted]):
-            kind = wanted[conn.topic]
+        _check_topics(bag, conns, topics)
+        kinds = {}   # topic -> kinds it feeds (odometry and truth may share a topic)
+        for topic, kind in ((topics.image, 'image'), (topics.odom, 'odom'),
+                            (topics.truth, 'truth')):
+            kinds.setdefault(topic, []).append(kind)
+        for conn, t, raw in reader.messages(connections=[conns[t] for t in kinds]):
             try:
                 msg = reader.deserialize(raw, conn.msgtype)
             except Exception:
                 counts['bad_messages'] += 1
                 continue
             stamp = (M.stamp_ns(msg.header.stamp) or t) * 1e-9
-            if kind == 'image':
+            if conn.topic == topics.image:
                 img = decode_image(msg, conn.msgtype)
                 if img is None:
                     counts['bad_messages'] += 1
@@ -103,8 +134,9 @@ def read_stream(bag, topics, image_size):
                 if not np.isfinite(value).all():
                     counts['bad_messages'] += 1
                     continue
-            data[kind][0].append(stamp)
-            data[kind][1].append(value)
+            for kind in kinds[conn.topic]:
+                data[kind][0].append(stamp)
+                data[kind][1].append(value)
     finally:
         reader.close()
     arr = {k: (np.asarray(s), np.asarray(v)) for k, (s, v) in data.items()}
@@ -113,7 +145,8 @@ def read_stream(bag, topics, image_size):
         if len(s) == 0:
             raise UserError(f'{bag}: no usable {k} messages')
     return Stream(arr['image'][0], arr['image'][1].astype(np.uint8), *arr['odom'],
-                  *arr['truth'], counts=counts)
+                  *arr['truth'], counts=counts, image_type=conns[topics.image].msgtype,
+                  odom_type=conns[topics.odom].msgtype)
 
 
 @dataclass
@@ -128,22 +161,40 @@ class Track:
     seconds: float = 0.0
 
 
+def truth_buffer(stream):
+    """Ground truth of the stream, interpolated at any stamp it covers (0.5 s beyond)."""
+    truth = OdometryBuffer(max_age_s=1e9, max_extrapolation_s=0.5)
+    for s, p in zip(stream.truth_stamps, stream.truth):
+        truth.add(s, p)
+    return truth
+
+
+def initial_belief(stream, mode, truth=None):
+    """None for 'global' (uniform); for 'tracking' (mean (3,), std (3,)): a Gaussian of 6 m /
+    30 deg around the first true pose, its mean drawn from that Gaussian (seeded)."""
+    if mode == 'global':
+        return None
+    if mode != 'tracking':
+        raise UserError(f"mode must be 'global' or 'tracking', not {mode!r}")
+    truth = truth_buffer(stream) if truth is None else truth
+    rng = np.random.default_rng(0)
+    std = np.array([6.0, 6.0, math.radians(30)])
+    first = truth.pose_at(stream.image_stamps[0])
+    if first is None:
+        raise UserError('tracking mode needs ground truth at the first image')
+    return first + rng.normal(size=3) * std, std
+
+
 def localize(localizer, stream, mode='global', snapshot_every=10, progress=False):
     """Run the filter over the stream. mode 'global' (uniform) or 'tracking' (Gaussian 6 m /
     30 deg around the first true pose, the paper's tracking setting)."""
     odom = OdometryBuffer(max_age_s=1e9)
-    truth = OdometryBuffer(max_age_s=1e9, max_extrapolation_s=0.5)
-    for s, p in zip(stream.truth_stamps, stream.truth):
-        truth.add(s, p)
-    if mode == 'global':
+    truth = truth_buffer(stream)
+    belief = initial_belief(stream, mode, truth)
+    if belief is None:
         localizer.init_global()
-    elif mode == 'tracking':
-        rng = np.random.default_rng(0)
-        first = truth.pose_at(stream.image_stamps[0])
-        mean = first + rng.normal(size=3) * [6.0, 6.0, math.radians(30)]
-        localizer.init_gaussian(mean, [6.0, 6.0, math.radians(30)])
     else:
-        raise UserError(f"mode must be 'global' or 'tracking', not {mode!r}")
+        localizer.init_gaussian(*belief)
     track = Track()
     j = 0
     t0 = time.perf_counter()
@@ -234,15 +285,28 @@ def compute_metrics(track, converge_m=TIGHT_M, converge_updates=5):
 
 
 def write_outputs(track, metrics, out, view_map=None, layout=None):
-    """metrics.json, TUM trajectories and PNG plots in ``out`` (each written atomically)."""
+    """TUM trajectories, PNG plots and metrics.json in ``out``, each written atomically.
+
+    metrics.json goes last and an older one is removed first: when it exists, the other files
+    are complete and from the same run (an interrupted run leaves no metrics.json)."""
     from evo.tools import file_interface
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / 'metrics.json', json.dumps(metrics, indent=2) + '\n')
+    remove_temp_files(out)
+    (out / 'metrics.json').unlink(missing_ok=True)
     stamps = np.asarray(track.stamps)
-    for name, poses in (('estimate.tum', track.estimates), ('groundtruth.tum', track.truth)):
-        with atomic_path(out / name) as tmp:
-            file_interface.write_tum_trajectory_file(str(tmp), _evo_trajectory(
-                stamps, np.asarray(poses)))
+    evo_log = logging.getLogger('evo')
+    level = evo_log.level
+    evo_log.setLevel(logging.WARNING)   # evo logs every save under the temporary name
+    try:
+        for name, poses in (('estimate.tum', track.estimates),
+                            ('groundtruth.tum', track.truth)):
+            with atomic_path(out / name) as tmp:
+                file_interface.write_tum_trajectory_file(str(tmp), _evo_trajectory(
+                    stamps, np.asarray(poses)))
+    finally:
+        evo_log.setLevel(level)
     from dmn_localizer.plots import plot_replay
-    return plot_replay(track, metrics, out, view_map=view_map, layout=layout)
+    pngs = plot_replay(track, metrics, out, view_map=view_map, layout=layout)
+    write_text(out / 'metrics.json', json.dumps(metrics, indent=2) + '\n')
+    return pngs

@@ -1,5 +1,6 @@
 """``dmn-localizer replay``: build a map from a mapping bag, localize over a query bag with
-the same core the node uses, and write metrics.json, TUM trajectories and PNG plots."""
+the same core the node uses (or, with ``--live``, through the real localizer node over DDS),
+and write metrics.json, TUM trajectories and PNG plots."""
 import json
 from pathlib import Path
 
@@ -27,25 +28,36 @@ def add_arguments(parser):
     parser.add_argument('--world', default=None, metavar='DOMAIN:SEED',
                         help='simulated world the bags come from (draws its layout)')
     parser.add_argument('--device', default='auto')
+    live = parser.add_argument_group('live replay (through the localizer node over DDS)')
+    live.add_argument('--live', action='store_true',
+                      help='start the localizer node, play the bag to it with its original '
+                      'timing and score the estimates it publishes')
+    live.add_argument('--rate', type=float, default=None,
+                      help='playback speed factor for --live (default 1: real time)')
+    live.add_argument('--ros-domain-id', type=int, default=None, metavar='ID',
+                      help='ROS_DOMAIN_ID for the node and player (default: inherited)')
 
 
 def replay(args, quiet=False):
     """The replay as an importable function; returns (metrics, [png paths])."""
+    from dmn_localizer import replay as core
+    check_arguments(args)
+    topics = core.Topics(args.image_topic, args.odom_topic, args.truth_topic)
+    types = core.check_bag(args.bag, topics)   # before the slow steps: fail fast
+    if getattr(args, 'live', False):
+        from dmn_localizer.live_replay import check_types
+        check_types(types, topics)
     import torch
 
-    from dmn_localizer import replay as core
     from dmn_localizer.config import LocalizerConfig
     from dmn_localizer.localizer import Localizer, select_device
     from dmn_localizer.model.io import load_model
     from dmn_localizer.resources import default_model_path
     from dmn_localizer.view_map import ViewMap
 
-    if args.particles is not None and args.particles < 1:
-        raise UserError('--particles must be >= 1')
     torch.manual_seed(args.seed)
     model = load_model(args.model or default_model_path())
     size = model.config.image_size
-    topics = core.Topics(args.image_topic, args.odom_topic, args.truth_topic)
     view_map = (ViewMap.load(args.map) if args.map else
                 core.build_map(args.map_bag, topics, size, args.keyframe_distance,
                                args.keyframe_angle))
@@ -60,18 +72,47 @@ def replay(args, quiet=False):
         device = select_device(args.device)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    loc = Localizer(model, cfg, device, seed=args.seed)
-    loc.set_map(view_map)
     stream = core.read_stream(args.bag, topics, size)
-    track = core.localize(loc, stream, args.mode, progress=not quiet)
+    extra = {}
+    if getattr(args, 'live', False):
+        from dmn_localizer.live_replay import localize_live
+        track, extra = localize_live(
+            view_map, stream, args.bag, args.model or default_model_path(), args.out, topics,
+            args.mode, k, size, args.rate or 1.0, args.device, args.ros_domain_id, quiet=quiet)
+    else:
+        loc = Localizer(model, cfg, device, seed=args.seed)
+        loc.set_map(view_map)
+        track = core.localize(loc, stream, args.mode, progress=not quiet)
     metrics = core.compute_metrics(track)
     metrics.update(mode=args.mode, particles=k, map_contexts=len(view_map),
-                   model_id=getattr(model, 'model_id', ''), device=str(device))
+                   model_id=getattr(model, 'model_id', ''), device=str(device), **extra)
     layout = None
     if args.world:
         layout = world_layout(args.world)
     pngs = core.write_outputs(track, metrics, args.out, view_map=view_map, layout=layout)
     return metrics, pngs
+
+
+def check_arguments(args):
+    """Cheap checks before anything heavy is loaded (one-line errors, exit status 2)."""
+    if args.particles is not None and args.particles < 1:
+        raise UserError('--particles must be >= 1')
+    for flag, path in (('--bag', args.bag), ('--map-bag', args.map_bag), ('--map', args.map)):
+        if path is not None and not Path(path).exists():
+            raise UserError(f'{flag} {path}: no such file or directory')
+    if args.model is not None and not Path(args.model).is_file():
+        raise UserError(f'--model {args.model}: no such file')
+    live = getattr(args, 'live', False)
+    rate = getattr(args, 'rate', None)
+    if rate is not None and not live:
+        raise UserError('--rate only applies to --live')
+    if rate is not None and not rate > 0:
+        raise UserError('--rate must be > 0')
+    if live and getattr(args, 'ros_domain_id', None) is not None \
+            and not 0 <= args.ros_domain_id <= 232:
+        raise UserError('--ros-domain-id must be in 0..232')
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f'--out {args.out}: exists and is not a directory')
 
 
 def world_layout(spec):

@@ -5,12 +5,12 @@ Each node runs as its own process (``python -m dmn_localizer.nodes.<node>``) wit
 ``--ros-args --params-file FILE``; Ctrl-C stops them cleanly (SIGINT, then SIGTERM).
 """
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from dmn_localizer.errors import UserError
+from dmn_localizer.processes import start_child, stop_children
 from dmn_localizer.resources import config_path
 
 HELP = 'Start the mapper or localizer node (what the launch files start), no ros2 needed.'
@@ -61,27 +61,20 @@ def start(args):
         params = args.params_file or config_path(default_params)
         if not Path(params).is_file():
             raise UserError(f'parameter file {params} does not exist')
-        procs.append(subprocess.Popen(node_command(module, node_name, params, args)))
+        procs.append(start_child(node_command(module, node_name, params, args)))
     return procs
 
 
-def stop(procs, timeout=10.0):
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        try:
-            p.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.terminate()
-            p.wait()
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def run(args):
     for path, what in ((args.map_file, 'map file'), (args.model, 'model')):
         if path and not Path(path).is_file():
             raise UserError(f'{what} {path} does not exist')
+    # SIGTERM (a supervisor, `kill`) stops the nodes like Ctrl-C does: no orphans
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     procs = start(args)
     try:
         while all(p.poll() is None for p in procs):
@@ -89,5 +82,5 @@ def run(args):
     except KeyboardInterrupt:
         pass
     finally:
-        stop(procs)
+        stop_children(procs)
     return max((p.returncode or 0) for p in procs) if procs else 0

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dmn_localizer.processes import start_child, stop_children
+
 
 def _env(domain_id):
     env = dict(os.environ)
@@ -57,8 +59,8 @@ def measure(model_path, particles, frames=40, warmup=5, rate_hz=4.0, contexts=16
                '-p', f'global_num_particles:={particles}',
                '-p', 'update_min_d:=0.0', '-p', 'update_min_a:=0.0',
                '-p', 'force_update_when_still:=true', '-p', 'publish_particles:=false']
-        node = subprocess.Popen(cmd, env=_env(domain_id), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
+        node = start_child(cmd, env=_env(domain_id), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
         context = rclpy.Context()
         rclpy.init(context=context, domain_id=domain_id)
         peer = rclpy.create_node('latency_probe', context=context)
@@ -114,11 +116,7 @@ def measure(model_path, particles, frames=40, warmup=5, rate_hz=4.0, contexts=16
             executor.shutdown()
             peer.destroy_node()
             rclpy.try_shutdown(context=context)
-            node.terminate()
-            try:
-                node.wait(10)
-            except subprocess.TimeoutExpired:
-                node.kill()
+            stop_children([node], timeout=15)  # `run` stops its node process, then exits
     keys = sorted(sent)[warmup:]
     lat = np.array([1e3 * (got[k] - sent[k]) for k in keys if k in got])
     if lat.size == 0:

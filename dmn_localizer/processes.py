@@ -1,0 +1,44 @@
+"""Child processes that never outlive us: started with a parent-death signal, stopped the way
+a ROS node expects (SIGINT for a clean shutdown, then SIGTERM, then SIGKILL)."""
+import ctypes
+import signal
+import subprocess
+import sys
+import time
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    """Runs in the child between fork and exec: SIGINT when the parent dies (Linux)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGINT)
+    except (OSError, AttributeError):
+        pass
+
+
+def start_child(cmd, **popen_kwargs):
+    """``subprocess.Popen(cmd, ...)`` whose process gets SIGINT if this process dies, even by
+    SIGKILL, so no node is left running. ``start_new_session=True`` in ``popen_kwargs`` keeps
+    a terminal's Ctrl-C away from it (the caller then stops it)."""
+    if sys.platform.startswith('linux'):
+        popen_kwargs.setdefault('preexec_fn', _die_with_parent)
+    return subprocess.Popen(cmd, **popen_kwargs)
+
+
+def stop_children(procs, timeout=10.0):
+    """SIGINT every running process, wait up to ``timeout`` in all, then SIGTERM and SIGKILL
+    whatever is left (5 s each)."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            if sig is not None and p.poll() is None:
+                p.send_signal(sig)
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()) if sig is None else 5.0)
+                break
+            except subprocess.TimeoutExpired:
+                continue

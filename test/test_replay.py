@@ -1,0 +1,264 @@
+"""``dmn-localizer replay``: a tiny generated bag end to end (offline and ``--live`` through the
+real localizer node over DDS), determinism, evo reading our TUM files, argument errors,
+interrupted runs. The model is a tiny untrained DMN: nothing here assumes localization works."""
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import start_python, stop_process
+from dmn_localizer.bags.simulate import simulate_bag
+from dmn_localizer.commands.replay import replay
+from dmn_localizer.model.config import DMNConfig
+from dmn_localizer.model.dmn import DMN
+from dmn_localizer.model.io import save_model
+
+PARTICLES = 32
+FRAMES = 6
+# metrics.json keys documented in README "Replay and demo"
+DOCUMENTED = ['ape_rmse_m', 'rpe_rmse_m', 'success_rate', 'success_rate_tight',
+              'time_to_converge_s', 'final_error_m', 'final_yaw_error_deg', 'frames_per_s',
+              'nees_mean', 'share_inside_2sigma', 'particles', 'map_contexts', 'model_id',
+              'device', 'frames', 'updates']
+MAY_BE_NULL = {'time_to_converge_s', 'median_error_after_convergence_m'}
+TIMING = {'frames_per_s', 'latency_mean_s', 'latency_max_s'}
+OUTPUTS = ['metrics.json', 'estimate.tum', 'groundtruth.tum', 'trajectory.png', 'errors.png']
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp('replay')
+    runs = simulate_bag('mazes', 3, root / 'bags', image_size=32, mapping_frames=60,
+                        localization_frames=FRAMES)
+    torch.manual_seed(0)
+    model = root / 'tiny.safetensors'
+    save_model(DMN(DMNConfig()), model)
+    return root, runs['mapping'][0], runs['localization'][0], model
+
+
+def replay_args(data, out, **kw):
+    root, map_bag, bag, model = data
+    args = dict(bag=bag, map_bag=map_bag, map=None, model=model, out=out, mode='global',
+                particles=PARTICLES, seed=0, image_topic='/camera/image_raw',
+                odom_topic='/odom', truth_topic='/ground_truth/pose', keyframe_distance=2.0,
+                keyframe_angle=0.5, world='mazes:3', device='cpu', live=False, rate=None,
+                ros_domain_id=None)
+    args.update(kw)
+    return argparse.Namespace(**args)
+
+
+@pytest.fixture(scope='module')
+def offline(data):
+    out = data[0] / 'offline'
+    metrics, pngs = replay(replay_args(data, out), quiet=True)
+    return out, metrics, pngs
+
+
+def test_offline_end_to_end(offline):
+    out, metrics, pngs = offline
+    for name in OUTPUTS:
+        assert (out / name).stat().st_size > 0, name
+    assert [p.name for p in pngs] == ['trajectory.png', 'errors.png']
+    assert not [p for p in os.listdir(out) if p.endswith('.tmp')]
+    written = json.loads((out / 'metrics.json').read_text())
+    assert written == pytest.approx(metrics, nan_ok=True)
+    for key in DOCUMENTED:
+        assert key in written, key
+    for key, value in written.items():
+        if isinstance(value, float) or value is None:
+            if value is None:
+                assert key in MAY_BE_NULL, key
+            else:
+                assert math.isfinite(value), (key, value)
+    assert written['frames'] == FRAMES and 0 < written['updates'] <= FRAMES
+    assert written['particles'] == PARTICLES and written['map_contexts'] > 0
+    assert 0.0 <= written['success_rate'] <= 1.0 and written['frames_per_s'] > 0
+    # TUM: one line per update, 8 columns
+    rows = np.loadtxt(out / 'estimate.tum')
+    assert rows.shape == (written['updates'], 8)
+
+
+def test_same_seed_same_metrics(data, offline):
+    out, _, _ = offline
+    again = data[0] / 'again'
+    replay(replay_args(data, again), quiet=True)
+    a, b = (json.loads((d / 'metrics.json').read_text()) for d in (out, again))
+    for m in (a, b):
+        for key in TIMING:
+            m.pop(key, None)
+    assert a == b
+    for name in ('estimate.tum', 'groundtruth.tum'):
+        assert (out / name).read_bytes() == (again / name).read_bytes()
+
+
+def test_evo_reads_our_trajectories(offline):
+    from evo.core import metrics as evo_metrics
+    from evo.core import sync
+    from evo.tools import file_interface
+    out, metrics, _ = offline
+    ref = file_interface.read_tum_trajectory_file(str(out / 'groundtruth.tum'))
+    est = file_interface.read_tum_trajectory_file(str(out / 'estimate.tum'))
+    ref, est = sync.associate_trajectories(ref, est)   # what evo_ape does
+    assert ref.num_poses == est.num_poses == metrics['updates']
+    ape = evo_metrics.APE(evo_metrics.PoseRelation.translation_part)
+    ape.process_data((ref, est))
+    rmse = ape.get_statistic(evo_metrics.StatisticsType.rmse)
+    assert abs(rmse - metrics['ape_rmse_m']) < 1e-6
+
+
+def test_interrupted_write_leaves_no_metrics(data, offline, monkeypatch):
+    """metrics.json is written last and an old one removed first: after an interrupted write
+    there is no metrics.json vouching for a mixed set of files, and no temporary files."""
+    import shutil
+
+    from dmn_localizer import plots
+    from dmn_localizer import replay as core
+    src, metrics, _ = offline
+    out = data[0] / 'interrupted'
+    shutil.copytree(src, out)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(plots, 'plot_replay', interrupted)
+    track = core.Track(stamps=[1.0, 2.0], estimates=[np.zeros(3)] * 2,
+                       covariances=[np.eye(3)] * 2, truth=[np.ones(3)] * 2, frames=2)
+    with pytest.raises(KeyboardInterrupt):
+        core.write_outputs(track, metrics, out)
+    names = os.listdir(out)
+    assert 'metrics.json' not in names
+    assert not [n for n in names if n.endswith('.tmp')]
+
+
+def test_live_replay_through_the_node(data, ros_env):
+    """--live: the real localizer node process gets the bag over DDS; its estimates are
+    scored; the node and the player are gone afterwards."""
+    root, map_bag, bag, model = data
+    out = root / 'live'
+    proc = start_python(['-m', 'dmn_localizer', 'replay', '--map-bag', str(map_bag), '--bag',
+                         str(bag), '--model', str(model), '--out', str(out), '--particles',
+                         str(PARTICLES), '--device', 'cpu', '--live', '--rate', '4'], ros_env)
+    try:
+        stdout, stderr = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:
+            stop_process(proc)
+    assert proc.returncode == 0, stderr[-3000:]
+    metrics = json.loads((out / 'metrics.json').read_text())
+    assert metrics['live'] is True and metrics['updates'] > 0 and metrics['frames'] > 0
+    assert metrics['images_published'] == FRAMES
+    assert metrics['node_exit_status'] == 0
+    assert math.isfinite(metrics['ape_rmse_m']) and metrics['frames_per_s'] > 0
+    for name in OUTPUTS + ['map.dmnmap', 'node.log']:
+        assert (out / name).exists(), name
+    assert 'localizer' in (out / 'node.log').read_text()
+    assert not _our_processes(out)
+
+
+def _our_processes(out):
+    """Processes whose command line mentions ``out`` (the node: its map file is there)."""
+    found = []
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                cmd = f.read().decode(errors='replace').replace('\0', ' ')
+        except OSError:
+            continue
+        if str(out) in cmd and 'dmn_localizer.nodes' in cmd:
+            found.append(cmd)
+    return found
+
+
+def _children(pid):
+    """Pids of the live child processes of ``pid``."""
+    found = []
+    for child in os.listdir('/proc'):
+        try:
+            with open(f'/proc/{child}/stat') as f:
+                stat = f.read().rsplit(')', 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(stat[1]) == pid and stat[0] != 'Z':
+            found.append(int(child))
+    return found
+
+
+def _alive(pid):
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False
+
+
+def test_live_replay_ctrl_c(data, ros_env):
+    """Ctrl-C during a live replay: exit 130, the node and the player are stopped, and there
+    is no metrics.json (nor any temporary file) in the output directory."""
+    root, map_bag, bag, model = data
+    out = root / 'live_interrupted'
+    proc = start_python(['-m', 'dmn_localizer', 'replay', '--map-bag', str(map_bag), '--bag',
+                         str(bag), '--model', str(model), '--out', str(out), '--particles',
+                         str(PARTICLES), '--device', 'cpu', '--live', '--rate', '0.1'], ros_env)
+    lines = []
+    try:
+        deadline = time.monotonic() + 120
+        for line in proc.stderr:   # the player reports when it starts playing
+            lines.append(line)
+            if 'playing' in line or time.monotonic() > deadline:
+                break
+        assert any('playing' in ln for ln in lines), ''.join(lines)
+        children = _children(proc.pid)
+        assert len(children) == 2, children   # the node and the player
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            stop_process(proc)
+    assert proc.returncode == 130, ''.join(lines) + stderr
+    assert 'interrupted' in stderr
+    names = os.listdir(out)
+    assert 'metrics.json' not in names and not [n for n in names if n.endswith('.tmp')]
+    assert 'node.log' in names
+    assert not [pid for pid in children if _alive(pid)]
+
+
+def test_bad_arguments_one_line_exit_2(data, tmp_path):
+    root, map_bag, bag, model = data
+    not_a_bag = tmp_path / 'notes.txt'
+    not_a_bag.write_text('hello')
+    base = ['--map-bag', str(map_bag), '--bag', str(bag), '--model', str(model)]
+    out = ['--out', str(tmp_path / 'out')]
+    cases = [  # (expected on stderr, arguments)
+        ('no such file', ['--map-bag', str(map_bag), '--bag', str(tmp_path / 'nope'),
+                          '--model', str(model), *out]),
+        ('no such file', [*base[:4], '--model', str(tmp_path / 'nope.safetensors'), *out]),
+        ('--particles', [*base, *out, '--particles', '0']),
+        ('--rate only applies', [*base, *out, '--rate', '2']),
+        ('--rate must be', [*base, *out, '--live', '--rate', '0']),
+        ('required: --out', base),
+        ('takes nav_msgs/msg/Odometry', [*base, *out, '--live', '--odom-topic',
+                                         '/ground_truth/pose']),
+        ('not a readable rosbag2 bag', ['--map-bag', str(not_a_bag), '--bag', str(bag),
+                                        '--model', str(model), *out]),
+    ]
+    procs = [(expected, subprocess.Popen([sys.executable, '-m', 'dmn_localizer', 'replay',
+                                          *argv], stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True))
+             for expected, argv in cases]
+    for expected, p in procs:
+        stdout, stderr = p.communicate(timeout=120)
+        assert p.returncode == 2, (expected, stderr)
+        assert len(stderr.strip().splitlines()) == 1, (expected, stderr)
+        assert expected in stderr, (expected, stderr)
+        assert 'Traceback' not in stderr
+    assert not (tmp_path / 'out').exists()
