@@ -165,3 +165,26 @@ def test_config_files(tmp_path):
         load_train_config(bad)
     with pytest.raises(ValueError):
         TrainConfig(contexts=(4, 40))
+
+
+def test_decoys_sit_where_the_truth_sits_relative_to_other_contexts():
+    """Each decoy has the truth's offset from its nearest context, w.r.t. some context."""
+    import math
+
+    from dmn_localizer.geometry import relative
+    from dmn_localizer.training.episodes import Batch, decoy_particles
+    g = torch.Generator().manual_seed(0)
+    B, N = 3, 5
+    ctx = torch.rand(B, N, 3, generator=g) * 40
+    ctx[..., 2] = (ctx[..., 2] / 40 * 2 - 1) * math.pi
+    truth = ctx[:, 2:3].clone()
+    truth[..., :2] += 1.0  # nearest context: index 2
+    batch = Batch(torch.zeros(B, N, 3, 8, 8), ctx, torch.zeros(B, 1, 3, 8, 8), truth,
+                  torch.zeros(B, 1, 3), torch.full((B,), 40.0))
+    decoys = decoy_particles(batch, 50, (0.0, 0.0), g)
+    offset = relative(ctx[:, 2], truth[:, 0])                          # (B, 3)
+    for b in range(B):
+        rel = relative(ctx[b][None, :, :], decoys[b][:, None, :].expand(50, N, 3))  # (50,N,3)
+        err = (rel - offset[b]).abs()
+        err[..., 2] = torch.remainder(err[..., 2] + math.pi, 2 * math.pi) - math.pi
+        assert (err.abs().amax(-1).amin(-1) < 1e-3).all()  # every decoy matches some context

@@ -59,6 +59,12 @@ class TrainConfig:
     # share of particles replaced by near-truth samples (std near_truth_std m, deg)
     near_truth_fraction: float = 0.0
     near_truth_std: tuple = (1.5, 15.0)
+    # share of particles that are decoys: the true pose's offset from its nearest context,
+    # re-anchored at other contexts (+ decoy_std noise, m and deg). Geometry alone cannot tell
+    # them from the truth, so they can only be down-weighted by comparing images (our
+    # addition against the pose-prior trap of TRAINING_NOTES.md)
+    decoy_fraction: float = 0.0
+    decoy_std: tuple = (0.5, 5.0)
     # probability that the context nearest to the first query is forced into the batch's
     # contexts, moving linearly from start to end over curriculum_steps
     near_context_prob_start: float = 0.0
@@ -78,7 +84,7 @@ class TrainConfig:
     def __post_init__(self):
         self.contexts = tuple(int(c) for c in self.contexts)
         for name in ('init_std_start', 'init_std_end', 'near_truth_std', 'transition_std',
-                     'val_init_std'):
+                     'val_init_std', 'decoy_std'):
             setattr(self, name, tuple(float(v) for v in getattr(self, name)))
         lo, hi = self.contexts
         if not 1 <= lo <= hi <= self.context_pool:
@@ -88,7 +94,10 @@ class TrainConfig:
             raise ValueError('val_contexts must be <= context_pool')
         if self.steps < 1 or self.particles < 1 or self.batch_size < 1:
             raise ValueError('steps, particles and batch_size must be >= 1')
-        for name in ('global_prob', 'near_truth_fraction', 'near_context_prob_start',
+        if self.near_truth_fraction + self.decoy_fraction > 1.0:
+            raise ValueError('near_truth_fraction + decoy_fraction must be <= 1')
+        for name in ('global_prob', 'near_truth_fraction', 'decoy_fraction',
+                     'near_context_prob_start',
                      'near_context_prob_end', 'soft_alpha'):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f'{name} must be in [0, 1]')

@@ -10,7 +10,7 @@ import torch
 
 from dmn_localizer.filter import (FilterConfig, normalize_log_weights, ParticleFilter,
                                   sample_gaussian, weighted_mean)
-from dmn_localizer.geometry import wrap_angle
+from dmn_localizer.geometry import compose, relative, wrap_angle
 from dmn_localizer.model.dmn import images_to_tensor
 
 
@@ -73,7 +73,7 @@ def make_batch(episodes, n_contexts, rng, near_context_prob=0.0, steps=None, dev
 
 def initial_particles(batch, k, generator, *, global_prob=0.0, init_std=(6.0, 30.0),
                       perturb_mean=True, near_truth_fraction=0.0, near_truth_std=(1.5, 15.0),
-                      draw=None):
+                      decoy_fraction=0.0, decoy_std=(0.5, 5.0), draw=None):
     """Particles (B, K, 3) for the first step: per episode a uniform (global) belief over its
     world with probability ``global_prob``, else a Gaussian tracking belief with std
     ``init_std`` (m, deg); then a share of them replaced by near-truth samples. ``draw`` (B,)
@@ -82,6 +82,12 @@ def initial_particles(batch, k, generator, *, global_prob=0.0, init_std=(6.0, 30
     Tracking belief: with ``perturb_mean`` (default, as in PF-net) its mean is the first true
     pose plus Gaussian noise of the same std, so the belief's mean is not the answer; the
     paper's uninformed tracking RMSE (~9.5 m) implies this. Without it the mean is the truth.
+
+    Decoys (``decoy_fraction``, our addition): the true pose's offset from its nearest context,
+    re-anchored at randomly chosen contexts (plus ``decoy_std`` noise). Relative to "its"
+    context a decoy looks exactly like the truth, so only comparing the query image with the
+    context images tells them apart: a model that ignores the images cannot lower the dense
+    loss on them.
     """
     B = len(batch)
     truth = batch.query_poses[:, 0]
@@ -102,7 +108,29 @@ def initial_particles(batch, k, generator, *, global_prob=0.0, init_std=(6.0, 30
         near = sample_gaussian(truth, (near_truth_std[0], near_truth_std[0],
                                        math.radians(near_truth_std[1])), n_near, generator)
         gauss = torch.cat([near, gauss[:, n_near:]], dim=1)
+    n_decoy = min(int(round(decoy_fraction * k)), k - n_near)
+    if n_decoy:
+        gauss[:, n_near:n_near + n_decoy] = decoy_particles(batch, n_decoy, decoy_std,
+                                                            generator)
     return gauss
+
+
+def decoy_particles(batch, n, std, generator):
+    """(B, n, 3): the first true pose's offset from its nearest context, applied to contexts
+    drawn uniformly (the nearest one included, which gives near-truth samples)."""
+    truth = batch.query_poses[:, 0]
+    ctx = batch.context_poses                                           # (B, N, 3)
+    B, N = ctx.shape[:2]
+    nearest = (ctx[..., :2] - truth[:, None, :2]).norm(dim=-1).argmin(-1)   # (B,)
+    anchor = ctx[torch.arange(B), nearest]                              # (B, 3)
+    offset = relative(anchor, truth)                                    # (B, 3)
+    j = torch.randint(N, (B, n), generator=generator).to(ctx.device)
+    chosen = torch.gather(ctx, 1, j[..., None].expand(B, n, 3))        # (B, n, 3)
+    decoys = compose(chosen, offset[:, None, :].expand(B, n, 3))
+    noise = torch.randn(B, n, 3, generator=generator).to(ctx.device)
+    noise = noise * decoys.new_tensor([std[0], std[0], math.radians(std[1])])
+    return torch.cat([decoys[..., :2] + noise[..., :2],
+                      wrap_angle(decoys[..., 2:] + noise[..., 2:])], dim=-1)
 
 
 def pose_loss(estimate, truth, scale, yaw_weight):

@@ -147,6 +147,12 @@ def build_validation(cfg: TrainConfig, dataset, device):
                               perturb_mean=cfg.perturb_belief_mean,
                               near_truth_fraction=0.25).to(device)
         splits['near'].append((b, p))
+        if cfg.decoy_fraction > 0:  # where only the images can tell truth from decoys
+            p = initial_particles(b, cfg.particles, gen, init_std=(1.5, 15.0),
+                                  perturb_mean=cfg.perturb_belief_mean,
+                                  near_truth_fraction=0.25, decoy_fraction=0.5,
+                                  decoy_std=cfg.decoy_std).to(device)
+            splits.setdefault('decoy', []).append((b, p))
     return splits
 
 
@@ -329,7 +335,9 @@ def train(cfg: TrainConfig, out_dir, resume=False, train_dataset=None, val_datas
                                       draw=draw,
                                       init_std=std, perturb_mean=cfg.perturb_belief_mean,
                                       near_truth_fraction=cfg.near_truth_fraction,
-                                      near_truth_std=cfg.near_truth_std).to(device)
+                                      near_truth_std=cfg.near_truth_std,
+                                      decoy_fraction=cfg.decoy_fraction,
+                                      decoy_std=cfg.decoy_std).to(device)
         r = rollout(model, batch, particles, fcfg, gen, scale=scale, yaw_weight=cfg.yaw_weight,
                     dense_kernel=_dense_kernel(cfg) if cfg.dense_weight else None,
                     attention_kernel=((cfg.attention_kernel_m,
