@@ -22,6 +22,7 @@ def atomic_path(path):
         yield Path(tmp)
         with open(tmp, 'rb+') as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
         tmp = None
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -33,6 +34,12 @@ def atomic_path(path):
         if tmp is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes(path, data):
