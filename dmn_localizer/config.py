@@ -84,8 +84,29 @@ class LocalizerConfig:
     update_min_a: float = param(0.2, 'Rotation needed before a filter update (rad)', 0.0, 6.3)
     force_update_when_still: bool = param(False, 'Update on every image even when not moving')
     resample_ess_ratio: float = param(0.5, 'Resample when ESS < ratio * particles', 0.0, 1.0)
-    recovery_alpha: float = param(0.0, 'Share of particles re-drawn uniformly when the '
-                                  'likelihood collapses (0 = off)', 0.0, 1.0)
+    # filter health: likelihood collapse (kidnapped robot) -> recovery
+    health_samples: int = param(64, 'Random poses scored per update as the reference of the '
+                                'belief score (0 = no collapse detection)', 0, 100000)
+    collapse_score: float = param(0.85, 'An update has collapsed when the belief\'s mean '
+                                  'likelihood beats less than this share of the random poses',
+                                  0.0, 1.0)
+    collapse_updates: int = param(3, 'Collapse count (+1 per collapsed, -1 per healthy update) '
+                                  'from which random particles are injected', 1, 100000)
+    recovery_alpha: float = param(0.1, 'Share of particles re-drawn uniformly at each '
+                                  'collapsed update from collapse_updates on (0 = off)',
+                                  0.0, 1.0)
+    global_reinit_updates: int = param(8, 'Collapse count at which the filter re-initialises '
+                                       'globally (0 = never)', 0, 100000)
+    # input health
+    odom_jump_threshold: float = param(1.0, 'Odometry moving more than this plus '
+                                       'odom_max_speed * dt between two consecutive messages '
+                                       'is a jump: not applied to the filter (time base '
+                                       'restarts), flagged in diagnostics (m, 0 = off)',
+                                       0.0, 1000000.0)
+    odom_max_speed: float = param(5.0, 'Fastest the robot drives, for the jump test (m/s)',
+                                  0.0, 1000.0)
+    odom_timeout: float = param(1.0, 'Diagnostics warn when no odometry arrived for this '
+                                'long (s)', 0.01, 3600.0)
     transform_tolerance: float = param(0.1, 'Future-date map->odom by this much (s)', 0.0, 10.0)
     tf_broadcast: bool = param(True, 'Publish map -> odom on /tf')
     publish_particles: bool = param(True, 'Publish ~/particles (PoseArray) and markers')

@@ -43,9 +43,40 @@ def raw_to_rgb(encoding, height, width, step, data):
     return img.copy()  # own, writable memory (a message buffer is read-only)
 
 
+# Compressed frames declaring more pixels than this are refused before decoding: a few MB of
+# PNG can declare 30000 x 30000 pixels (a 2.7 GB image, a minute of decoding).
+MAX_COMPRESSED_PIXELS = 8192 * 8192
+
+
+def compressed_size(data):
+    """(width, height) from a PNG or JPEG header, or None (other format, or not found)."""
+    if data[:8] == b'\x89PNG\r\n\x1a\n' and len(data) >= 24:
+        return int.from_bytes(data[16:20], 'big'), int.from_bytes(data[20:24], 'big')
+    if data[:2] == b'\xff\xd8':
+        i = 2
+        while i + 9 <= len(data):
+            if data[i] != 0xFF:
+                return None
+            marker = data[i + 1]
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+                i += 1 if marker == 0xFF else 2
+                continue
+            length = int.from_bytes(data[i + 2:i + 4], 'big')
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+                return (int.from_bytes(data[i + 7:i + 9], 'big'),
+                        int.from_bytes(data[i + 5:i + 7], 'big'))
+            i += 2 + length
+    return None
+
+
 def compressed_to_rgb(data, fmt=''):
     """A compressed frame (jpeg/png bytes) -> (H, W, 3) uint8 RGB array."""
-    buf = np.frombuffer(bytes(data), np.uint8)
+    data = bytes(data)
+    size = compressed_size(data)
+    if size is not None and size[0] * size[1] > MAX_COMPRESSED_PIXELS:
+        raise ImageError(f'compressed image ({fmt or "unknown format"}) declares '
+                         f'{size[0]}x{size[1]} pixels: more than {MAX_COMPRESSED_PIXELS}')
+    buf = np.frombuffer(data, np.uint8)
     bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
     if bgr is None:
         raise ImageError(f'compressed image ({fmt or "unknown format"}, {buf.size} bytes) '

@@ -5,6 +5,25 @@ robot *base* pose ``map_from_base`` (x, y, yaw); the DMN scores the *camera* pos
 particle, ``map_from_base * base_from_camera``. Updates follow AMCL's semantics: odometry
 accumulates, and the filter moves and weighs particles only once the robot has moved more than
 ``update_min_d`` or turned more than ``update_min_a`` (or when an update is forced).
+
+Filter health (kidnapped robot, wrong initial pose). The DMN log-likelihood is unnormalised
+and its offset and scale change from image to image, so neither its raw value nor the ESS (low
+in a healthy, converged filter too) says whether the belief is wrong. Each update therefore
+also scores ``health_samples`` random poses of the map region and computes the *belief score*:
+the share of those random poses whose log-likelihood is below the belief's log mean likelihood
+``log sum_k w_k L_k`` (the weights before the update, as in AMCL's w_avg). It is rank-based,
+so any per-image offset or scale cancels, and it lies in [0, 1]: about 1 when some particles
+explain the image better than nearly every random pose (healthy tracking, and a uniform belief
+whose best particles are near the truth), about 0.5 or less when the particles do no better
+than random poses (kidnapped robot, wrong initial pose). An update has *collapsed* when the
+score is below ``collapse_score``. A *collapse count* adds one per collapsed update and takes
+one back per healthy update (never below 0), so a lost filter, whose score is only mostly
+low, still builds up evidence while a healthy one with an occasional low score does not. From
+a count of ``collapse_updates`` on, ``recovery_alpha`` of the particles are redrawn uniformly
+at each collapsed update (random injection); at ``global_reinit_updates`` the filter
+re-initialises globally (which resets the count). Weights stay in log space (per-image
+offsets of 1e4 nats are fine); an update whose log-likelihoods are all non-finite keeps the
+weights and counts as collapsed.
 """
 import logging
 import math
@@ -35,6 +54,10 @@ def select_device(name):
     return torch.device(name)
 
 
+# An egomotion larger than this between two images is broken odometry, not motion (m).
+MAX_MOTION_M = 1000.0
+
+
 @dataclass
 class UpdateReport:
     """What one observation update did (for diagnostics)."""
@@ -42,6 +65,20 @@ class UpdateReport:
     ess: float = float('nan')
     resampled: bool = False
     max_log_likelihood: float = float('nan')
+    belief_score: float = float('nan')  # in [0, 1], see the module docstring
+    collapsed: bool = False
+    recovery: str = ''               # '', 'inject' or 'global'
+
+
+@dataclass
+class Health:
+    """Likelihood-collapse monitor state and counters (see the module docstring)."""
+    belief_score: float = float('nan')  # of the last update
+    collapsed: int = 0               # collapse count: +1 per collapsed, -1 per healthy update
+    collapsed_total: int = 0
+    injections: int = 0
+    global_reinits: int = 0
+    last_recovery: str = ''
 
 
 class Localizer:
@@ -61,6 +98,7 @@ class Localizer:
         self.pending = np.zeros(3)    # odometry accumulated since the last update
         self.force_next = True        # the first image after (re)initialisation is used
         self.last_stamp = None        # stamp of the last image consumed by :meth:`step`
+        self.health = Health()
 
     # ------------------------------------------------------------------ map and belief
     @property
@@ -72,7 +110,8 @@ class Localizer:
         """Embed the map's contexts once (or reuse the embeddings the mapper stored with the
         same model); the global region is their bounding square + margin."""
         if len(view_map) == 0:
-            self.map_state, self.map_size = None, 0
+            self.map_state, self.map_size, self.bounds = None, 0, None
+            self.particles = self.log_weights = None
             return
         poses = torch.as_tensor(view_map.poses, dtype=torch.float32, device=self.device)[None]
         model_id = getattr(self.model, 'model_id', None)
@@ -99,6 +138,9 @@ class Localizer:
     def init_gaussian(self, mean, std, k=None):
         """Gaussian belief around map_from_base ``mean`` (3,) with std (sx, sy, syaw)."""
         k = k or self.config.num_particles
+        if not (np.isfinite(np.asarray(mean, np.float32)).all()
+                and np.isfinite(np.asarray(std, np.float32)).all()):
+            raise ValueError('initial pose mean and std must be finite')
         mean = torch.as_tensor(mean, dtype=torch.float32)[None]
         self._set(sample_gaussian(mean, [float(s) for s in std], k, self.generator))
 
@@ -108,6 +150,12 @@ class Localizer:
                                       device=self.device)
         self.pending[:] = 0.0
         self.force_next = True
+        self.health.collapsed = 0
+
+    def reset_time(self):
+        """Forget the previous image stamp (odometry time base restarted)."""
+        self.last_stamp = None
+        self.pending[:] = 0.0
 
     # ------------------------------------------------------------------ filtering
     def add_motion(self, delta):
@@ -125,7 +173,8 @@ class Localizer:
             if stamp <= self.last_stamp:
                 return None
             delta = odometry.delta(self.last_stamp, stamp)
-            if delta is None:
+            if delta is None or not np.isfinite(delta).all() \
+                    or math.hypot(delta[0], delta[1]) > MAX_MOTION_M:
                 self.last_stamp = None
                 return None
             self.add_motion(delta)
@@ -156,16 +205,62 @@ class Localizer:
         query = self.model.encode_query(images_to_tensor(image[None], self.device))
         cam = compose(self.particles, self.base_from_camera.to(self.device))
         ll = self.log_likelihood(query, cam)
-        self.log_weights = normalize_log_weights(self.log_weights + ll)
-        ess = float(effective_sample_size(self.log_weights)[0])
-        k = self.particles.shape[1]
-        resampled = ess < self.config.resample_ess_ratio * k
-        if resampled:
-            self.particles, self.log_weights = systematic_resample(
-                self.particles, self.log_weights, self.generator)
-        if self.config.recovery_alpha > 0.0:
-            self._inject_random(self.config.recovery_alpha)
-        return UpdateReport(True, ess, resampled, float(ll.max()))
+        ll = torch.where(torch.isfinite(ll), ll, torch.full_like(ll, -math.inf))
+        resampled = False
+        if not bool(torch.isfinite(ll).any()):
+            score = 0.0  # no usable evidence: weights kept, counts as collapsed
+        else:
+            score = self._belief_score(query, ll)
+            self.log_weights = normalize_log_weights(self.log_weights + ll)
+            k = self.particles.shape[1]
+            if self.ess() < self.config.resample_ess_ratio * k:
+                self.particles, self.log_weights = systematic_resample(
+                    self.particles, self.log_weights, self.generator)
+                resampled = True
+        ess = self.ess()
+        collapsed, recovery = self._check_health(score)
+        return UpdateReport(True, ess, resampled, float(ll.max()), score, collapsed, recovery)
+
+    def _belief_score(self, query, ll):
+        """Share of ``health_samples`` random poses whose log-likelihood is below the belief's
+        log mean likelihood (prior weights); NaN when disabled or no reference is finite."""
+        m = self.config.health_samples
+        if m <= 0 or self.bounds is None:
+            return math.nan
+        x0, y0, size = self.bounds
+        ref = sample_uniform(1, m, size, self.generator, origin=(x0, y0)).to(self.device)
+        ref_ll = self.log_likelihood(query, compose(ref, self.base_from_camera.to(self.device)))
+        ref_ll = ref_ll[torch.isfinite(ref_ll)]
+        if ref_ll.numel() == 0:
+            return math.nan
+        belief = torch.logsumexp(self.log_weights + ll, -1)[0]
+        return float((ref_ll < belief).float().mean())
+
+    def _check_health(self, score):
+        """Update the collapse monitor with one update's belief score and apply the recovery
+        it calls for. Returns (collapsed, recovery)."""
+        h, c = self.health, self.config
+        h.belief_score = score
+        if math.isnan(score):
+            return False, ''
+        if score >= c.collapse_score:
+            h.collapsed = max(0, h.collapsed - 1)
+            return False, ''
+        h.collapsed += 1
+        h.collapsed_total += 1
+        if c.global_reinit_updates and h.collapsed >= c.global_reinit_updates:
+            logger.warning('likelihood collapsed (count %d, belief score %.2f): global '
+                           're-initialisation', h.collapsed, score)
+            self.init_global()
+            h.global_reinits += 1
+            h.last_recovery = 'global'
+            return True, 'global'
+        if h.collapsed >= c.collapse_updates and c.recovery_alpha > 0.0:
+            self._inject_random(c.recovery_alpha)
+            h.injections += 1
+            h.last_recovery = 'inject'
+            return True, 'inject'
+        return True, ''
 
     def log_likelihood(self, query, cam):
         """DMN log-likelihoods (1, K) of camera poses ``cam`` (1, K, 3) for an encoded query.

@@ -8,8 +8,18 @@ of the model named by ``model_id`` for a fast start.
 File format (``.dmnmap``, a safetensors file; loading never executes code):
   tensors  ``poses`` float64 (N, 3) map-frame (x, y, yaw); ``images`` uint8 (N, H, W, 3) RGB;
            optionally ``embeddings`` float32 (N, ...) from the model ``model_id``.
-  metadata ``format`` = 'dmn_localizer.map', ``version`` = '1', ``frame_id``, ``model_id``.
+  metadata ``format`` = 'dmn_localizer.map', ``version`` = '1', ``frame_id``, ``model_id``,
+           ``sha256`` (hex digest of the tensors, see :func:`tensors_digest`; files written
+           before it existed lack it and are read without the check).
+
+Loading parses the safetensors header itself (length, JSON, offsets within the file) before
+handing the bytes to safetensors, and checks format, version, checksum and shapes: any
+problem is one :class:`~dmn_localizer.errors.FileFormatError` naming the file and the problem.
+Saving is atomic (temporary file, fsync, rename): a crash leaves the previous file.
 """
+import hashlib
+import json
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +30,54 @@ from dmn_localizer.errors import FileFormatError
 
 FORMAT = 'dmn_localizer.map'
 VERSION = 1
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+_DTYPE_BYTES = {'F64': 8, 'F32': 4, 'F16': 2, 'BF16': 2, 'I64': 8, 'I32': 4, 'I16': 2,
+                'I8': 1, 'U8': 1, 'BOOL': 1, 'U16': 2, 'U32': 4, 'U64': 8}
+
+
+def tensors_digest(tensors):
+    """sha256 hex digest of ``{name: array}``: names in order, each with dtype, shape, bytes."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        a = np.ascontiguousarray(tensors[name])
+        h.update(f'{name}:{a.dtype.str}:{a.shape};'.encode())
+        if a.size:
+            h.update(memoryview(a.reshape(-1)).cast('B'))
+    return h.hexdigest()
+
+
+def _read_header(path, data):
+    """Validate the safetensors framing of ``data``; returns the header dict."""
+    if len(data) < 8:
+        raise FileFormatError(path, f'truncated or not a map file ({len(data)} bytes)')
+    (n,) = struct.unpack('<Q', data[:8])
+    if n > MAX_HEADER_BYTES or 8 + n > len(data):
+        raise FileFormatError(path, 'not a map file, or truncated (bad header length)')
+    try:
+        header = json.loads(data[8:8 + n].decode('utf-8'))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise FileFormatError(path, 'not a map file, or corrupted (header is not JSON)') \
+            from None
+    if not isinstance(header, dict):
+        raise FileFormatError(path, 'not a map file (header is not a JSON object)')
+    body = len(data) - 8 - n
+    for name, info in header.items():
+        if name == '__metadata__':
+            continue
+        try:
+            start, end = info['data_offsets']
+            count = 1
+            for d in info['shape']:
+                count *= int(d)
+            size = count * _DTYPE_BYTES[info['dtype']]
+        except (KeyError, TypeError, ValueError):
+            raise FileFormatError(path, f'corrupted header entry for {name!r}') from None
+        if end > body:
+            raise FileFormatError(path, f'truncated: tensor {name!r} ends at byte {end} of '
+                                        f'the data, which has {body} bytes')
+        if not 0 <= start <= end or end - start != size:
+            raise FileFormatError(path, f'corrupted header entry for {name!r}')
+    return header
 
 
 @dataclass
@@ -63,33 +121,41 @@ class ViewMap:
         if self.embeddings is not None:
             tensors['embeddings'] = np.ascontiguousarray(self.embeddings, np.float32)
         meta = {'format': FORMAT, 'version': str(VERSION), 'frame_id': self.frame_id,
-                'model_id': self.model_id}
+                'model_id': self.model_id, 'sha256': tensors_digest(tensors)}
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
 
     @classmethod
     def load(cls, path):
         """Read a map file; any problem raises FileFormatError naming the file."""
-        from safetensors import SafetensorError, safe_open
+        from safetensors import SafetensorError
+        from safetensors.numpy import load as load_tensors
         path = Path(path)
         if not path.is_file():
             raise FileFormatError(path, 'no such map file')
         try:
-            with safe_open(str(path), framework='numpy') as f:
-                meta = f.metadata() or {}
-                if meta.get('format') != FORMAT:
-                    raise FileFormatError(path, f"not a dmn_localizer map (format "
-                                                f"{meta.get('format')!r})")
-                if meta.get('version') != str(VERSION):
-                    raise FileFormatError(path, f"map version {meta.get('version')!r} is not "
-                                                f'supported (this build reads {VERSION})')
-                keys = set(f.keys())
-                if not {'poses', 'images'} <= keys:
-                    raise FileFormatError(path, 'map lacks poses or images')
-                poses, images = f.get_tensor('poses'), f.get_tensor('images')
-                emb = f.get_tensor('embeddings') if 'embeddings' in keys else None
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise FileFormatError(path, f'unreadable map file ({exc})') from None
+            data = path.read_bytes()
+        except OSError as exc:
+            raise FileFormatError(path, f'cannot read: {exc.strerror or exc}') from None
+        header = _read_header(path, data)
+        meta = header.get('__metadata__') or {}
+        if not isinstance(meta, dict) or meta.get('format') != FORMAT:
+            fmt = meta.get('format') if isinstance(meta, dict) else None
+            raise FileFormatError(path, f'not a dmn_localizer map (format {fmt!r})')
+        if meta.get('version') != str(VERSION):
+            raise FileFormatError(path, f"map version {meta.get('version')!r} is not "
+                                        f'supported (this build reads {VERSION})')
+        keys = set(header) - {'__metadata__'}
+        if not {'poses', 'images'} <= keys:
+            raise FileFormatError(path, 'map lacks poses or images')
+        try:
+            tensors = load_tensors(data)
+        except (SafetensorError, ValueError, TypeError) as exc:
+            raise FileFormatError(path, f'corrupted map file ({exc})') from None
+        if 'sha256' in meta and tensors_digest(tensors) != meta['sha256']:
+            raise FileFormatError(path, 'corrupted: the contents do not match the checksum')
+        poses, images = tensors['poses'], tensors['images']
+        emb = tensors.get('embeddings')
         if poses.ndim != 2 or poses.shape[1] != 3 or images.ndim != 4 \
                 or images.shape[0] != poses.shape[0] or images.shape[3] != 3 \
                 or images.dtype != np.uint8 or not np.isfinite(poses).all() \
@@ -97,5 +163,5 @@ class ViewMap:
             raise FileFormatError(path, f'inconsistent map contents: poses {poses.shape}, '
                                         f'images {images.shape} {images.dtype}')
         return cls(images=images, poses=poses.astype(np.float64),
-                   frame_id=meta.get('frame_id', 'map'), model_id=meta.get('model_id', ''),
-                   embeddings=emb)
+                   frame_id=str(meta.get('frame_id', 'map')),
+                   model_id=str(meta.get('model_id', '')), embeddings=emb)

@@ -1,4 +1,8 @@
-"""Pieces both nodes share: QoS profiles, image subscription, pose-source subscription."""
+"""Pieces both nodes share: QoS profiles, image subscription, pose-source subscription,
+throttled warnings."""
+import sys
+import time
+
 import numpy as np
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Odometry
@@ -7,9 +11,9 @@ from rclpy.qos import (DurabilityPolicy, QoSProfile, ReliabilityPolicy,
 from sensor_msgs.msg import CompressedImage, Image
 
 from dmn_localizer.errors import UserError
-from dmn_localizer.images import ImageError, resize_square
-from dmn_localizer.nodes.conversions import (compressed_msg_to_rgb, image_to_rgb, pose_to_xyyaw,
-                                             stamp_to_sec)
+from dmn_localizer.images import resize_square
+from dmn_localizer.nodes.conversions import (checked_stamp_to_sec, compressed_msg_to_rgb,
+                                             image_to_rgb, pose_to_xyyaw)
 
 # Latched outputs (like amcl_pose / map): late subscribers get the last message.
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -34,11 +38,13 @@ def subscribe_images(node, topic, transport, image_size, callback):
 
     def on_image(msg):
         try:
+            stamp = checked_stamp_to_sec(msg.header.stamp)
             rgb = resize_square(decode(msg), image_size)
-        except ImageError as exc:
-            warn(node, f'{topic}: frame skipped: {exc}', throttle_duration_sec=5.0)
+        except ValueError as exc:  # images.ImageError included
+            warn(node, f'{topic}: frame skipped: {exc}', throttle_duration_sec=5.0,
+                 key=('image', topic))
             return
-        callback(stamp_to_sec(msg.header.stamp), rgb)
+        callback(stamp, rgb)
     return node.create_subscription(cls, topic, on_image, qos_profile_sensor_data)
 
 
@@ -51,18 +57,40 @@ def subscribe_poses(node, topic, pose_type, callback):
 
     def on_pose(msg):
         try:
+            stamp = checked_stamp_to_sec(msg.header.stamp)
             xyyaw = pose_to_xyyaw(get_pose(msg))
         except ValueError as exc:
-            warn(node, f'{topic}: pose rejected: {exc}', throttle_duration_sec=5.0)
+            warn(node, f'{topic}: pose rejected: {exc}', throttle_duration_sec=5.0,
+                 key=('pose', topic))
             return
-        callback(stamp_to_sec(msg.header.stamp), msg.header.frame_id, xyyaw)
+        callback(stamp, msg.header.frame_id, xyyaw)
     return node.create_subscription(cls, topic, on_pose, RELIABLE)
 
 
-def warn(node, message, **kwargs):
-    """Logger warning on every distribution (``warn`` is deprecated on newer ones)."""
+def warn(node, message, throttle_duration_sec=None, key=None):
+    """Log a warning (``warning`` or the older ``warn``), at most once per
+    ``throttle_duration_sec`` per ``key`` (default: the calling line), with the number of
+    warnings suppressed since appended.
+
+    rclpy's own throttle is keyed on the line that calls the logger, which would be this
+    function for every warning of a node: one throttled warning would silence all others.
+    """
     logger = node.get_logger()
-    getattr(logger, 'warning', logger.warn)(message, **kwargs)
+    log = getattr(logger, 'warning', None) or logger.warn
+    if throttle_duration_sec:
+        if key is None:
+            caller = sys._getframe(1)
+            key = (caller.f_code.co_filename, caller.f_lineno)
+        state = node.__dict__.setdefault('_dmn_throttled_warnings', {})
+        now = time.monotonic()
+        last, suppressed = state.get(key, (None, 0))
+        if last is not None and now - last < throttle_duration_sec:
+            state[key] = (last, suppressed + 1)
+            return
+        state[key] = (now, 0)
+        if suppressed:
+            message = f'{message} ({suppressed} similar suppressed)'
+    log(message)
 
 
 def camera_offset(config):

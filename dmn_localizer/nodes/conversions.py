@@ -27,6 +27,21 @@ def stamp_to_sec(stamp):
     return stamp.sec + stamp.nanosec * 1e-9
 
 
+def checked_stamp_to_sec(stamp):
+    """builtin_interfaces/Time -> seconds; ValueError for a stamp no clock produces
+    (negative, or nanosec >= 1e9)."""
+    if stamp.sec < 0 or not 0 <= stamp.nanosec < 1_000_000_000:
+        raise ValueError(f'invalid stamp (sec {stamp.sec}, nanosec {stamp.nanosec})')
+    return stamp_to_sec(stamp)
+
+
+def sec_to_stamp(seconds):
+    """Seconds -> builtin_interfaces/Time, clamped to what the message can hold."""
+    from builtin_interfaces.msg import Time
+    ns = min(max(int(round(seconds * 1e9)), 0), (2 ** 31 - 1) * 1_000_000_000 + 999_999_999)
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
 def pose_to_xyyaw(pose):
     """geometry_msgs/Pose -> (x, y, yaw); raises ValueError when a field is not finite."""
     p, q = pose.position, pose.orientation

@@ -5,12 +5,23 @@ Subscribes: camera (raw or compressed, sensor-data QoS), ``odom`` (nav_msgs/Odom
 (PoseWithCovarianceStamped, latched like ``amcl_pose``), ``~/particles`` (PoseArray),
 ``~/particle_markers`` (MarkerArray coloured by weight), TF ``map -> odom`` (future-dated by
 ``transform_tolerance``) and ``/diagnostics``. Services: ``~/reinitialize_global_localization``
-and ``~/request_nomotion_update`` (std_srvs/Empty). All filter math is in
-:mod:`dmn_localizer.localizer`; this file converts messages and keeps time.
+and ``~/request_nomotion_update`` (std_srvs/Empty), ``~/load_map`` (std_srvs/Trigger: load the
+map named by the ``map_file`` parameter, which may be changed at run time).
+
+Robustness: bad input is rejected with a throttled warning and never stops the node (images
+with unsupported encodings or bad data, non-finite poses, invalid stamps, /initialpose in the
+wrong frame or with a non-finite or not positive semi-definite covariance). Without a usable
+map (none given, missing, corrupt or empty file) the node keeps running, publishes nothing and
+reports the reason in diagnostics (ERROR) until ``~/load_map`` succeeds. Odometry time going
+backwards or jumping more than ``odom_jump_threshold`` restarts the odometry time base;
+missing odometry is a diagnostics WARN. All filter math, including the likelihood-collapse
+monitor and recovery, is in :mod:`dmn_localizer.localizer`; this file converts messages and
+keeps time.
 """
 import math
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -20,23 +31,27 @@ from geometry_msgs.msg import (PoseArray, PoseWithCovarianceStamped, TransformSt
 from nav_msgs.msg import Odometry
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.time import Time
-from std_srvs.srv import Empty
+from std_srvs.srv import Empty, Trigger
 from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import Marker, MarkerArray
 
 from dmn_localizer.config import LocalizerConfig
-from dmn_localizer.errors import UserError
+from dmn_localizer.errors import FileFormatError, UserError
 from dmn_localizer.geometry import compose, inverse, yaw_to_quaternion
 from dmn_localizer.localizer import Localizer, select_device
 from dmn_localizer.nodes.common import (LATCHED, RELIABLE, camera_offset, subscribe_images,
                                         warn)
-from dmn_localizer.nodes.conversions import (pose_to_xyyaw, poses_to_pose_array,
-                                             stamp_to_sec, xyyaw_to_pose)
+from dmn_localizer.nodes.conversions import (checked_stamp_to_sec, pose_to_xyyaw,
+                                             poses_to_pose_array, sec_to_stamp, xyyaw_to_pose)
 from dmn_localizer.nodes.parameters import declare_config, refuse_changes
 from dmn_localizer.odometry import OdometryBuffer
 from dmn_localizer.resources import default_model_path
 from dmn_localizer.view_map import ViewMap
+
+
+def level_rank(level):
+    """DiagnosticStatus levels are bytes (b'\\x00'..) in rclpy: their integer value."""
+    return level[0] if isinstance(level, bytes) else int(level)
 
 
 def load_model_file(path):
@@ -50,19 +65,34 @@ class LocalizerNode(Node):
         super().__init__('localizer', **kwargs)
         self.config = cfg = declare_config(self, LocalizerConfig)
         refuse_changes(self, ['image_topic', 'image_transport', 'odom_topic', 'model',
-                              'map_file', 'image_size', 'device', 'initial_pose_topic'])
-        device = select_device(cfg.device)
+                              'image_size', 'device', 'initial_pose_topic'])
+        try:
+            device = select_device(cfg.device)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
         model, self.model_file = load_model_file(cfg.model)
+        if model.config.image_size != cfg.image_size:
+            raise UserError(f'image_size {cfg.image_size} does not match the model '
+                            f'{self.model_file} ({model.config.image_size})')
         self.localizer = Localizer(model, cfg, device, base_from_camera=camera_offset(cfg))
         self.device_name = str(device)
-        self.map_status = 'no map_file given'
-        if cfg.map_file:
-            self.load_map(cfg.map_file)
-        self.odom = OdometryBuffer()
+        self.odom = OdometryBuffer(max_jump_m=cfg.odom_jump_threshold,
+                                   max_speed=cfg.odom_max_speed)
         self.waiting_image = None  # (stamp, rgb) until odometry covers its stamp
-        self.dropped_images = 0
-        self.update_times = []
+        self.images_received = 0
+        self.dropped_images = 0    # waiting images replaced by newer ones before odometry came
+        self.skipped_images = 0    # no odometry around the stamp
+        self.updates = 0
+        self.update_times = deque(maxlen=100)
         self.last_report = None
+        self.odom_received = 0
+        self.last_odom_time = None   # time.monotonic() of the last odometry message
+        self.last_odom_reset = None  # (time.monotonic(), reason)
+        self.map_status = 'no map_file given: set the map_file parameter and call ~/load_map'
+        if cfg.map_file:
+            ok, message = self.load_map(cfg.map_file)
+            if not ok:
+                self.get_logger().error(message)
 
         self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, '~/pose', LATCHED)
         self.particles_pub = self.create_publisher(PoseArray, '~/particles', RELIABLE)
@@ -76,27 +106,68 @@ class LocalizerNode(Node):
                                  self.on_initial_pose, RELIABLE)
         self.create_service(Empty, '~/reinitialize_global_localization', self.on_reinit_global)
         self.create_service(Empty, '~/request_nomotion_update', self.on_nomotion_update)
+        self.create_service(Trigger, '~/load_map', self.on_load_map)
         self.create_timer(1.0, self.publish_diagnostics)
-        if self.localizer.map_state is not None:
-            self.localizer.init_global()
         self.get_logger().info(f'model {self.model_file} on {self.device_name}; '
                                f'{self.map_status}')
 
-    # ------------------------------------------------------------------ inputs
+    # ------------------------------------------------------------------ map
     def load_map(self, path):
-        view_map = ViewMap.load(path)
+        """Load a map file and start global localization on it. Returns (ok, message); on
+        failure (missing, unreadable, corrupt, empty or wrong image size) the current map,
+        if any, stays and the message says why."""
+        try:
+            view_map = ViewMap.load(path)
+            size = self.config.image_size
+            if len(view_map) == 0:
+                raise FileFormatError(path, 'the map has no contexts')
+            if view_map.images.shape[1:3] != (size, size):
+                h, w = view_map.images.shape[1:3]
+                raise FileFormatError(path, f'map images are {w}x{h}, the model takes '
+                                            f'{size}x{size}')
+        except UserError as exc:
+            message = f'map not loaded: {exc}'
+            if self.localizer.map_state is None:
+                self.map_status = message
+            return False, message
+        if view_map.frame_id != self.config.map_frame:
+            warn(self, f'{path}: map frame {view_map.frame_id!r} differs from map_frame '
+                 f'{self.config.map_frame!r}; using it as {self.config.map_frame!r}')
         self.localizer.set_map(view_map)
+        self.localizer.init_global()
+        self.waiting_image = None
         self.map_status = f'{len(view_map)} contexts from {path}'
+        return True, f'loaded {self.map_status}; global localization started'
 
+    def on_load_map(self, request, response):
+        path = self.get_parameter('map_file').value
+        if not path:
+            response.success, response.message = False, 'the map_file parameter is empty'
+        else:
+            response.success, response.message = self.load_map(path)
+        log = self.get_logger().info if response.success else self.get_logger().error
+        log(response.message)
+        return response
+
+    # ------------------------------------------------------------------ inputs
     def on_odom(self, msg):
         try:
+            stamp = checked_stamp_to_sec(msg.header.stamp)
             odom_from_base = pose_to_xyyaw(msg.pose.pose)
         except ValueError as exc:
-            warn(self, f'odometry rejected: {exc}', throttle_duration_sec=5.0)
+            warn(self, f'{self.config.odom_topic}: odometry rejected: {exc}',
+                 throttle_duration_sec=5.0)
             return
-        if self.odom.add(stamp_to_sec(msg.header.stamp), odom_from_base):
-            warn(self, 'odometry time went backwards: time base reset')
-            self.localizer.last_stamp = None
+        self.odom_received += 1
+        self.last_odom_time = time.monotonic()
+        if self.odom.add(stamp, odom_from_base):
+            self.last_odom_reset = (self.last_odom_time, self.odom.last_reset)
+            warn(self, f'odometry {self.odom.last_reset}: time base reset',
+                 throttle_duration_sec=1.0)
+            self.localizer.reset_time()
+            if self.waiting_image is not None:
+                self.dropped_images += 1
+                self.waiting_image = None
         if self.waiting_image is not None and self.odom.latest_stamp >= self.waiting_image[0]:
             stamp, rgb = self.waiting_image
             self.waiting_image = None
@@ -106,6 +177,7 @@ class LocalizerNode(Node):
         """Images often arrive before the odometry that covers their stamp: the newest one
         waits for it (older waiting images are dropped, to stay real time)."""
         self.get_logger().debug(f'image {stamp:.3f}, odometry up to {self.odom.latest_stamp}')
+        self.images_received += 1
         if not self.localizer.ready:
             return
         latest = self.odom.latest_stamp
@@ -120,6 +192,7 @@ class LocalizerNode(Node):
         t0 = time.perf_counter()
         report = self.localizer.step(stamp, rgb, self.odom)
         if report is None:
+            self.skipped_images += 1
             warn(self, 'no odometry around the image stamp: frame skipped',
                  throttle_duration_sec=5.0)
             return
@@ -129,7 +202,14 @@ class LocalizerNode(Node):
             self.publish_tf(stamp)
             return
         self.update_times.append(time.perf_counter() - t0)
+        self.updates += 1
         self.last_report = report
+        if report.recovery == 'global':
+            warn(self, f'likelihood collapsed (belief score {report.belief_score:.2f}): global '
+                 're-initialisation')
+        elif report.recovery == 'inject':
+            warn(self, f'likelihood collapsed (belief score {report.belief_score:.2f}): '
+                 'injecting random particles', throttle_duration_sec=5.0)
         self.publish_estimate(stamp)
 
     def on_initial_pose(self, msg):
@@ -143,16 +223,28 @@ class LocalizerNode(Node):
             warn(self, f'initial pose rejected: {exc}')
             return
         cov = np.asarray(msg.pose.covariance, np.float64).reshape(6, 6)
-        var = np.array([cov[0, 0], cov[1, 1], cov[5, 5]])
-        if not np.isfinite(cov).all() or (var < 0).any():
-            warn(self, 'initial pose rejected: covariance not finite or negative')
+        idx = [0, 1, 5]  # x, y, yaw
+        sub = cov[np.ix_(idx, idx)]
+        if not np.isfinite(cov).all():
+            warn(self, 'initial pose rejected: covariance not finite')
             return
-        std = np.sqrt(var)
-        std[:2] = np.where(std[:2] > 0, std[:2], self.config.initial_sigma_xy)
-        std[2] = std[2] if std[2] > 0 else self.config.initial_sigma_yaw
+        scale = max(float(np.abs(sub).max()), 1e-300)
+        if not np.allclose(sub, sub.T, rtol=1e-6, atol=1e-9 * scale) \
+                or float(np.linalg.eigvalsh((sub + sub.T) / 2).min()) < -1e-9 * scale:
+            warn(self, 'initial pose rejected: covariance (x, y, yaw) is not symmetric '
+                 'positive semi-definite')
+            return
         if self.localizer.map_state is None:
             warn(self, 'initial pose ignored: no map loaded')
             return
+        x0, y0, size = self.localizer.bounds
+        if not (x0 - size <= mean[0] <= x0 + 2 * size and y0 - size <= mean[1] <= y0 + 2 * size):
+            warn(self, f'initial pose rejected: ({mean[0]:.4g}, {mean[1]:.4g}) is far outside '
+                 'the map')
+            return
+        std = np.sqrt(np.maximum(np.diag(sub), 0.0))
+        std[:2] = np.where(std[:2] > 0, np.minimum(std[:2], size), self.config.initial_sigma_xy)
+        std[2] = min(std[2], math.pi) if std[2] > 0 else self.config.initial_sigma_yaw
         self.localizer.init_gaussian(mean, std)
         self.get_logger().info(f'initial pose ({mean[0]:.2f}, {mean[1]:.2f}, '
                                f'{math.degrees(mean[2]):.0f} deg), sigma {np.round(std, 2)}')
@@ -170,11 +262,14 @@ class LocalizerNode(Node):
 
     # ------------------------------------------------------------------ outputs
     def stamp_msg(self, stamp_s):
-        return Time(nanoseconds=int(round(stamp_s * 1e9))).to_msg()
+        return sec_to_stamp(stamp_s)
 
     def publish_estimate(self, stamp):
         cfg = self.config
         mean, cov = self.localizer.estimate()
+        if not (np.isfinite(mean).all() and np.isfinite(cov).all()):
+            warn(self, 'estimate not finite: not published', throttle_duration_sec=5.0)
+            return
         msg = PoseWithCovarianceStamped()
         msg.header.frame_id, msg.header.stamp = cfg.map_frame, self.stamp_msg(stamp)
         msg.pose.pose = xyyaw_to_pose(mean)
@@ -220,31 +315,61 @@ class LocalizerNode(Node):
         m.colors = [ColorRGBA(r=float(r), g=0.2, b=float(1.0 - r), a=0.9) for r in rel]
         return MarkerArray(markers=[m])
 
-    def publish_diagnostics(self):
-        loc = self.localizer
-        status = DiagnosticStatus(name=f'{self.get_name()}: filter', hardware_id='dmn_localizer')
+    def health(self):
+        """(level, message, values) of the node and filter state for /diagnostics."""
+        loc, cfg = self.localizer, self.config
+        now = time.monotonic()
+        h = loc.health
+        odom_age = None if self.last_odom_time is None else now - self.last_odom_time
+        problems = []  # (level, text), most severe first after sorting
         if loc.map_state is None:
-            status.level, status.message = DiagnosticStatus.ERROR, f'no map: {self.map_status}'
-        elif not self.update_times:
-            status.level, status.message = DiagnosticStatus.WARN, 'waiting for images/odometry'
-        else:
-            status.level, status.message = DiagnosticStatus.OK, 'localizing'
+            problems.append((DiagnosticStatus.ERROR, f'no map: {self.map_status}'))
+        if odom_age is None:
+            problems.append((DiagnosticStatus.WARN, 'no odometry received'))
+        elif odom_age > cfg.odom_timeout:
+            problems.append((DiagnosticStatus.WARN, f'no odometry for {odom_age:.1f} s'))
+        if self.last_odom_reset is not None and now - self.last_odom_reset[0] < 10.0:
+            problems.append((DiagnosticStatus.WARN,
+                             f'odometry {self.last_odom_reset[1]}: time base reset'))
+        if h.collapsed:
+            problems.append((DiagnosticStatus.WARN, f'likelihood collapsed (count {h.collapsed}, '
+                             f'belief score {h.belief_score:.2f}): recovering'))
+        if loc.map_state is not None and not self.updates and not problems:
+            problems.append((DiagnosticStatus.WARN, 'waiting for images/odometry'))
+        problems.sort(key=lambda p: -level_rank(p[0]))  # stable: ERROR first
+        level = problems[0][0] if problems else DiagnosticStatus.OK
+        message = '; '.join(p[1] for p in problems) if problems else 'localizing'
         spread = float('nan')
         if loc.ready:
             cov = loc.estimate()[1]
             spread = math.sqrt(max(cov[0, 0] + cov[1, 1], 0.0))
-        recent = self.update_times[-20:]
-        values = {'map_contexts': loc.map_size, 'device': self.device_name,
+        recent = list(self.update_times)[-20:]
+        values = {'map': self.map_status, 'map_contexts': loc.map_size,
+                  'device': self.device_name,
                   'particles': loc.particles.shape[1] if loc.ready else 0,
                   'ess': round(loc.ess(), 1), 'spread_xy_m': round(spread, 3),
-                  'updates': len(self.update_times), 'dropped_images': self.dropped_images,
-                  'update_ms_mean': round(1e3 * float(np.mean(recent)), 1) if recent else 0.0}
+                  'images_received': self.images_received, 'updates': self.updates,
+                  'dropped_images': self.dropped_images, 'skipped_images': self.skipped_images,
+                  'update_ms_mean': round(1e3 * float(np.mean(recent)), 2) if recent else 0.0,
+                  'update_ms_max': round(1e3 * float(np.max(recent)), 2) if recent else 0.0,
+                  'odometry_received': self.odom_received,
+                  'odometry_age_s': round(odom_age, 2) if odom_age is not None else -1.0,
+                  'odometry_time_resets': self.odom.time_resets,
+                  'odometry_jumps': self.odom.jumps,
+                  'belief_score': round(h.belief_score, 3),
+                  'collapsed_updates': h.collapsed, 'collapsed_total': h.collapsed_total,
+                  'recovery_injections': h.injections,
+                  'recovery_global_reinits': h.global_reinits}
+        return level, message, values
+
+    def publish_diagnostics(self):
+        level, message, values = self.health()
+        status = DiagnosticStatus(name=f'{self.get_name()}: filter', hardware_id='dmn_localizer',
+                                  level=level, message=message)
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(msg)
-        if len(self.update_times) > 1000:
-            del self.update_times[:-100]
 
 
 def main(args=None):
@@ -258,6 +383,10 @@ def main(args=None):
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # Ctrl-C shut the context down under a running callback (its publish fails): done
     finally:
         if node is not None:
             node.destroy_node()

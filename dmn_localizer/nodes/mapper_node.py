@@ -38,6 +38,11 @@ class MapperNode(Node):
         self.view_map = ViewMap(frame_id=cfg.map_frame, model_id=self.model_id)
         if cfg.map_file:
             self.view_map = ViewMap.load(cfg.map_file)
+            size = cfg.image_size
+            if len(self.view_map) and self.view_map.images.shape[1:3] != (size, size):
+                h, w = self.view_map.images.shape[1:3]
+                raise UserError(f'{cfg.map_file}: map images are {w}x{h}, image_size is '
+                                f'{size}')
             self.get_logger().info(f'started from {cfg.map_file}: {len(self.view_map)} contexts')
             if self.view_map.model_id != self.model_id:
                 self.view_map.embeddings = None  # another model's: the localizer re-embeds
@@ -137,6 +142,10 @@ def main(args=None):
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # Ctrl-C shut the context down under a running callback (its publish fails): done
     finally:
         if node is not None:
             node.destroy_node()

@@ -1,0 +1,287 @@
+"""Filter health (issue 9): likelihood collapse -> random injection -> global
+re-initialisation, tested with a synthetic observation model (no trained model needed), plus
+odometry-buffer checks and the kidnapped-robot test with the trained mazes model (skipped
+without it).
+
+The synthetic model scores camera poses with a Gaussian bump around the true pose plus a
+large random offset per image, like the DMN's unnormalised log-likelihood: a detector
+looking at raw log-likelihood values would fire at random; the rank-based belief score must
+not."""
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dmn_localizer.config import LocalizerConfig
+from dmn_localizer.geometry import relative, wrap_angle
+from dmn_localizer.localizer import Localizer
+from dmn_localizer.odometry import OdometryBuffer
+from dmn_localizer.view_map import ViewMap
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGE = np.zeros((32, 32, 3), np.uint8)
+
+
+class Oracle(torch.nn.Module):
+    """Stands in for the DMN. log L(cam) = log(bump + floor * exp(texture)) + offset: a
+    Gaussian bump (sigma_xy, sigma_yaw) around the true camera pose ``truth`` over a floor
+    that varies smoothly with the pose (views elsewhere match by chance, by +-0.5 nats), plus
+    a random ``offset`` per image."""
+
+    def __init__(self, sigma_xy=1.0, sigma_yaw=0.4, floor=-8.0, offset=1e4, seed=0):
+        super().__init__()
+        self.truth = torch.zeros(3)
+        self.sigma_xy, self.sigma_yaw, self.floor, self.offset = (sigma_xy, sigma_yaw, floor,
+                                                                  offset)
+        self.rng = np.random.default_rng(seed)
+        self.broken = None  # or a value every log-likelihood becomes (nan, -inf, inf)
+
+    def build_map(self, images, poses):
+        return 'map'
+
+    def encode_query(self, images):
+        return float(self.rng.uniform(-self.offset, self.offset))  # this image's offset
+
+    def log_likelihood(self, map_state, offset, cam, chunk=None):
+        d = cam - self.truth
+        bump = -0.5 * ((d[..., 0] ** 2 + d[..., 1] ** 2) / self.sigma_xy ** 2
+                       + wrap_angle(d[..., 2]) ** 2 / self.sigma_yaw ** 2)
+        x, y, yaw = cam[..., 0], cam[..., 1], cam[..., 2]
+        texture = 0.5 * torch.sin(1.3 * x + 0.7 * y + yaw) * torch.cos(0.9 * y - 1.1 * x
+                                                                       + 2 * yaw)
+        ll = torch.logaddexp(bump, self.floor + texture) + offset
+        if self.broken is not None:
+            ll = torch.full_like(ll, self.broken)
+        return ll
+
+
+def square_map(size=20.0):
+    vm = ViewMap()
+    for x in (0.0, size):
+        for y in (0.0, size):
+            vm.add(IMAGE, [x, y, 0.0])
+    return vm  # global region: [-2, 22]^2
+
+
+def make(oracle=None, **overrides):
+    cfg = LocalizerConfig(**{'num_particles': 256, 'global_num_particles': 2048,
+                             'health_samples': 64, **overrides})
+    loc = Localizer(oracle or Oracle(), cfg, 'cpu', seed=3)
+    loc.set_map(square_map())
+    return loc
+
+
+def lap(n, start=(4.0, 4.0, 0.0), step=0.5, seed=0):
+    """n poses of a robot wandering inside [2, 18]^2 (turning back at the borders)."""
+    rng = np.random.default_rng(seed)
+    poses = [np.array(start, float)]
+    for _ in range(n - 1):
+        p = poses[-1]
+        yaw = p[2] + rng.normal(0, 0.2)
+        nxt = p + [step * math.cos(yaw), step * math.sin(yaw), 0.0]
+        if not (2 < nxt[0] < 18 and 2 < nxt[1] < 18):
+            yaw += math.pi / 2
+            nxt = p.copy()
+        nxt[2] = wrap_angle(yaw)
+        poses.append(nxt)
+    return np.array(poses)
+
+
+def drive(loc, oracle, truths, odometry=None):
+    """One update per pose: odometry = the true relative motion (or ``odometry``); returns the
+    reports and the x-y errors of the estimates."""
+    reports, errors = [], []
+    for i, truth in enumerate(truths):
+        if i:
+            loc.add_motion(relative(truths[i - 1], truth) if odometry is None else odometry[i])
+        oracle.truth = torch.as_tensor(truth, dtype=torch.float32)
+        reports.append(loc.update(IMAGE))
+        mean = loc.estimate()[0]
+        errors.append(math.hypot(*(mean[:2] - truth[:2])))
+    return reports, np.array(errors)
+
+
+def test_healthy_tracking_never_collapses_despite_huge_offsets():
+    oracle = Oracle(offset=1e4)  # per-image offsets of +-1e4 nats (linear weights underflow)
+    loc = make(oracle)
+    truths = lap(40)
+    loc.init_gaussian(truths[0], (0.3, 0.3, 0.1))
+    reports, errors = drive(loc, oracle, truths)
+    assert all(r.updated and not r.collapsed and not r.recovery for r in reports)
+    assert min(r.belief_score for r in reports) > 0.95  # belief beats ~all random poses
+    assert errors[-10:].max() < 1.0
+    p, w = loc.particle_array()
+    assert np.isfinite(p).all() and np.isfinite(w).all() and abs(w.sum() - 1) < 1e-4
+
+
+def test_global_localization_converges_without_false_alarm():
+    oracle = Oracle()
+    loc = make(oracle)
+    loc.init_global()
+    reports, errors = drive(loc, oracle, lap(30, start=(12.0, 6.0, 1.0)))
+    assert loc.health.global_reinits == 0
+    assert not any(r.collapsed for r in reports)  # its best particles beat random poses
+    assert errors[-5:].max() < 1.0
+
+
+def kidnap(loc, oracle, before=15, after=40):
+    a = lap(before, start=(4.0, 4.0, 0.0), seed=1)
+    b = lap(after, start=(15.0, 14.0, 2.5), seed=2)
+    truths = np.concatenate([a, b])
+    odometry = [relative(truths[i - 1], truths[i]) if i else None for i in range(len(truths))]
+    odometry[before] = np.zeros(3)  # carried away: the wheels did not turn
+    loc.init_gaussian(truths[0], (0.3, 0.3, 0.1))
+    reports, errors = drive(loc, oracle, truths, odometry)
+    return reports[before:], errors[before:], errors[:before]
+
+
+def relocalized_after(errors, within=1.5, hold=5):
+    """First update from which the error stays below ``within`` for ``hold`` updates."""
+    return next((i for i in range(len(errors) - hold + 1)
+                 if errors[i:i + hold].max() < within), None)
+
+
+# Bound on the updates from the teleport until the estimate is back within 1.5 m (for 5
+# updates) with the synthetic model. Measured over seeds 0-9 (this test: seed 0): global
+# path (no injection) 9-12, the re-init comes at collapse count 8; injection path 7-19 for 9
+# seeds, while one seed locked onto the flank of the bump, still 2 m off after 40 updates.
+SYNTHETIC_KIDNAP_BOUND = 25
+
+
+@pytest.mark.parametrize('path', ['inject', 'global'])
+def test_kidnapped_robot_recovers_synthetic(path):
+    oracle = Oracle()
+    loc = make(oracle, collapse_updates=3, global_reinit_updates=8,
+               recovery_alpha=0.1 if path == 'inject' else 0.0)
+    after, errors, before = kidnap(loc, oracle)
+    assert before[-5:].max() < 1.0  # tracked before the kidnapping
+    updated = [r for r in after if r.updated]
+    assert sum(r.collapsed for r in updated[:4]) >= 3  # detected at once
+    recoveries = [r.recovery for r in after if r.recovery]
+    assert recoveries and recoveries[0] == path and set(recoveries) <= {'inject', 'global'}
+    if path == 'global':
+        assert loc.health.global_reinits >= 1 and loc.health.injections == 0
+    back = relocalized_after(errors)
+    assert back is not None and back <= SYNTHETIC_KIDNAP_BOUND, errors.round(1)
+    assert not any(r.recovery for r in after[back + 5:])  # no recovery once relocalized
+
+
+def test_wrong_initial_pose_recovers():
+    oracle = Oracle()
+    loc = make(oracle)
+    truths = lap(30, start=(5.0, 15.0, -1.0))
+    loc.init_gaussian([15.0, 4.0, 1.0], (0.5, 0.5, 0.2))  # operator clicked the wrong spot
+    reports, errors = drive(loc, oracle, truths)
+    assert reports[0].collapsed and any(r.recovery for r in reports)
+    assert errors[-5:].max() < 1.5
+
+
+def test_recovery_can_be_disabled():
+    oracle = Oracle()
+    loc = make(oracle, recovery_alpha=0.0, global_reinit_updates=0)
+    after, _, _ = kidnap(loc, oracle, after=12)
+    assert loc.health.collapsed_total >= 3 and not any(r.recovery for r in after)
+    loc = make(oracle, health_samples=0)
+    after, _, _ = kidnap(loc, oracle, after=12)
+    updated = [r for r in after if r.updated]
+    assert not any(r.collapsed for r in updated) and math.isnan(updated[0].belief_score)
+
+
+@pytest.mark.parametrize('broken', [math.nan, -math.inf, math.inf])
+def test_non_finite_likelihoods_keep_the_belief_finite(broken):
+    oracle = Oracle()
+    loc = make(oracle, global_reinit_updates=4, collapse_updates=2)
+    truths = lap(8)
+    loc.init_gaussian(truths[0], (0.3, 0.3, 0.1))
+    drive(loc, oracle, truths[:3])
+    oracle.broken = broken
+    reports, _ = drive(loc, oracle, truths[2:])  # (the first one only sets the start)
+    reports = reports[1:]
+    assert all(r.updated and r.collapsed for r in reports)
+    assert [r.recovery for r in reports[:4]] == ['', 'inject', 'inject', 'global']
+    p, w = loc.particle_array()
+    assert np.isfinite(p).all() and np.isfinite(w).all() and abs(w.sum() - 1) < 1e-4
+    assert np.isfinite(loc.estimate()[0]).all()
+
+
+def test_broken_odometry_never_reaches_the_particles():
+    oracle = Oracle()
+    loc = make(oracle)
+    loc.init_global()
+    odom = OdometryBuffer(max_jump_m=0.0)
+    odom.add(1.0, [0.0, 0.0, 0.0])
+    assert loc.step(1.0, IMAGE, odom) is not None
+    odom.add(2.0, [1e300, 0.0, 0.0])  # finite but absurd, jump detection off
+    assert loc.step(2.0, IMAGE, odom) is None and loc.last_stamp is None
+    assert np.isfinite(loc.particle_array()[0]).all()
+    with pytest.raises(ValueError):
+        loc.init_gaussian([math.nan, 0.0, 0.0], (1.0, 1.0, 1.0))
+
+
+def test_odometry_buffer_jumps_and_non_finite():
+    buf = OdometryBuffer(max_jump_m=1.0)
+    assert buf.add(0.0, [0.0, 0.0, 0.0]) is False
+    assert buf.add(0.1, [0.5, 0.0, 0.0]) is False
+    assert buf.add(0.2, [3.0, 0.0, 0.0]) is True  # 2.5 m in 0.1 s
+    assert buf.jumps == 1 and 'jumped 2.5 m' in buf.last_reset and len(buf) == 1
+    assert buf.add(0.3, [math.nan, 0.0, 0.0]) is False and buf.rejected == 1 and len(buf) == 1
+    assert buf.add(0.1, [3.0, 0.0, 0.0]) is True and buf.time_resets == 1
+    assert 'time went backwards' in buf.last_reset
+    buf = OdometryBuffer(max_jump_m=1.0, max_speed=2.0)
+    buf.add(0.0, [0.0, 0.0, 0.0])
+    assert buf.add(3.0, [5.0, 0.0, 0.0]) is False  # messages lost for 3 s at 1.7 m/s: no jump
+    assert buf.add(3.1, [7.0, 0.0, 0.0]) is True and buf.jumps == 1
+
+
+# ---------------------------------------------------------------- trained model (optional)
+TRAINED = Path(os.environ.get('DMN_KIDNAP_MODEL', REPO / 'models' / 'dmn_mazes.safetensors'))
+# Updates after the teleport within which the trained localizer must be back within 1.5 m.
+# A target, not yet measured: no trained model existed when this test was written.
+KIDNAP_BOUND = 40
+
+
+def kidnapped_run(model, k=256, global_k=2048, before=30, after=50, seed=7):
+    """Track a robot in a simulated maze, teleport it after ``before`` updates (no odometry
+    across the jump), run ``after`` more; returns (x-y errors, recovery per update)."""
+    from dmn_localizer.keyframes import is_new_keyframe
+    from dmn_localizer.sim.trajectories import exploring_trajectory, random_trajectory
+    from dmn_localizer.sim.world import make_world
+    rng = np.random.default_rng(seed)
+    with make_world('mazes', 900_001, image_size=model.config.image_size) as world:
+        mapping = exploring_trajectory(world.spec, rng, 400, step_m=0.5).astype(np.float64)
+        vm = ViewMap()
+        for img, pose in zip(world.render(mapping), mapping):
+            if is_new_keyframe(pose, vm.poses, 1.0, 0.5):
+                vm.add(img, pose)
+        a = random_trajectory(world.spec, rng, before, step_m=0.5).astype(np.float64)
+        b = random_trajectory(world.spec, rng, after, step_m=0.5).astype(np.float64)
+        truths = np.concatenate([a, b])
+        images = world.render(truths)
+    loc = Localizer(model, LocalizerConfig(num_particles=k, global_num_particles=global_k),
+                    'cpu', seed=0)
+    loc.set_map(vm)
+    loc.init_gaussian(a[0], (0.5, 0.5, 0.2))
+    errors, recoveries = [], []
+    for i, truth in enumerate(truths):
+        if i and i != before:  # no odometry across the teleport
+            loc.add_motion(relative(truths[i - 1], truth))
+        recoveries.append(loc.update(images[i], force=True).recovery)
+        errors.append(math.hypot(*(loc.estimate()[0][:2] - truth[:2])))
+    return np.array(errors), recoveries
+
+
+@pytest.mark.skipif(not TRAINED.is_file(), reason=f'needs a trained model at {TRAINED} '
+                    '(or DMN_KIDNAP_MODEL=path): the untrained test models do not localize')
+def test_kidnapped_robot_trained_model():
+    from dmn_localizer.model.io import load_model
+    before = 30
+    errors, recoveries = kidnapped_run(load_model(TRAINED), before=before)
+    assert errors[before - 10:before].max() < 1.5, 'the model does not track: ' \
+        f'{errors[:before].round(1)}'
+    assert any(recoveries[before:]), 'the teleport was not detected'
+    back = relocalized_after(errors[before:])
+    assert back is not None and back <= KIDNAP_BOUND, (back, errors[before:].round(1))
+    print(f'kidnapped robot: back within 1.5 m {back} updates after the teleport')

@@ -1,0 +1,385 @@
+"""localizer_node input robustness (issue 9), in-process: the node object is built in the test
+process and its callbacks are called directly; plus one real process over DDS for a bad
+map_file at start and the ~/load_map service.
+
+Tiny random model, random images: nothing here assumes the model localizes."""
+import math
+import time
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import PoseWithCovarianceStamped
+from nav_msgs.msg import Odometry
+from rcl_interfaces.srv import SetParameters
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CompressedImage, Image
+from std_srvs.srv import Trigger
+
+from conftest import start_python, stop_process
+from inprocess import (image_callback, make_node, rgb_msg, ros_context, stamp,
+                       subscription_callback, tee_publishers)
+from dmn_localizer.images import ImageError, compressed_to_rgb
+from dmn_localizer.model.config import DMNConfig
+from dmn_localizer.model.dmn import DMN
+from dmn_localizer.model.io import save_model
+from dmn_localizer.nodes.conversions import xyyaw_to_pose
+from dmn_localizer.nodes.localizer_node import LocalizerNode, level_rank
+from dmn_localizer.view_map import ViewMap
+
+SMALL = dict(num_particles=16, global_num_particles=32, health_samples=8, update_min_d=0.1)
+OUTPUTS = ['pose_pub', 'particles_pub', 'markers_pub', 'tf_pub', 'diag_pub']
+
+
+@pytest.fixture(scope='module')
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp('robust')
+    torch.manual_seed(0)
+    save_model(DMN(DMNConfig()), d / 'tiny.safetensors')
+    rng = np.random.default_rng(0)
+    vm = ViewMap()
+    for i in range(6):
+        vm.add(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), [3.0 * i, 2.0 * (i % 2), 0.5])
+    vm.save(d / 'map.dmnmap')
+    ViewMap().save(d / 'empty.dmnmap')
+    (d / 'garbage.dmnmap').write_bytes(b'\x00\x01not a map at all' * 10)
+    return d
+
+
+@pytest.fixture(scope='module')
+def context():
+    with ros_context() as ctx:
+        yield ctx
+
+
+def localizer(context, files, **params):
+    p = dict(SMALL, model=str(files / 'tiny.safetensors'), map_file=str(files / 'map.dmnmap'))
+    p.update(params)
+    node = make_node(LocalizerNode, context, **p)
+    tee_publishers(node, OUTPUTS)
+    return node
+
+
+def odom_msg(t, pose):
+    msg = Odometry(child_frame_id='base_link')
+    msg.header.frame_id = 'odom'
+    msg.pose.pose = xyyaw_to_pose(pose)
+    return stamp(msg, t)
+
+
+class Driver:
+    """Feeds a node odometry (robot driving +x at 0.4 m/s) and random images every 0.5 s."""
+
+    def __init__(self, node, t=100.0, x=0.0):
+        self.node, self.t, self.x = node, t, x
+        self.on_odom = subscription_callback(node, Odometry)
+        self.on_image = image_callback(node)
+        self.rng = np.random.default_rng(1)
+
+    def odom(self, t=None, x=None):
+        self.on_odom(odom_msg(self.t if t is None else t, [self.x if x is None else x, 0, 0]))
+
+    def step(self, image=True):
+        self.odom()
+        self.on_odom(odom_msg(self.t + 0.25, [self.x + 0.1, 0.0, 0.0]))
+        if image:
+            self.on_image(rgb_msg(self.rng.integers(0, 255, (32, 32, 3)), self.t))
+        self.t += 0.5
+        self.x += 0.2
+
+
+def health(node):
+    level, message, values = node.health()
+    return level_rank(level), message, values
+
+
+WARN, ERROR = level_rank(DiagnosticStatus.WARN), level_rank(DiagnosticStatus.ERROR)
+
+
+def test_bad_images_skipped_with_one_warning_per_topic(context, files):
+    node = localizer(context, files)
+    cb = image_callback(node)
+    bad = [Image(height=4, width=4, encoding='32FC1', step=16, data=bytes(64)),
+           Image(height=4, width=4, encoding='bayer_rggb8', step=4, data=bytes(16)),
+           Image(height=4, width=4, encoding='rgb8', step=12, data=bytes(20)),   # truncated
+           Image(height=0, width=0, encoding='rgb8', step=0, data=b''),          # empty
+           stamp(Image(height=2, width=2, encoding='rgb8', step=6, data=bytes(12)), 0)]
+    bad[-1].header.stamp.nanosec = 2_000_000_000                                 # bad stamp
+    for _ in range(5):
+        for msg in bad:
+            cb(msg)
+    warnings = node.log.messages('warning', 'camera/image_raw: frame skipped')
+    assert len(warnings) == 1 and "unsupported image encoding '32FC1'" in warnings[0]
+    assert node.images_received == 0
+    # a throttled warning of another kind is not silenced by the image one
+    bad_odom = odom_msg(100.0, [0.0, 0.0, 0.0])
+    bad_odom.pose.pose.position.x = math.nan
+    subscription_callback(node, Odometry)(bad_odom)
+    assert node.log.messages('warning', 'odometry rejected: pose has non-finite values')
+    assert len(node.odom) == 0
+    # any size and a supported encoding: resized to image_size and used
+    seen = []
+    step = node.localizer.step
+    node.localizer.step = lambda t, rgb, odom: seen.append(rgb.shape) or step(t, rgb, odom)
+    drv = Driver(node)
+    drv.odom()
+    drv.odom(t=100.5)
+    cb(rgb_msg(np.zeros((48, 64, 3), np.uint8), 100.2, 'bgr8'))
+    assert node.images_received == 1 and seen == [(32, 32, 3)]
+    assert node.updates == 1 and node.pose_pub.msgs
+    node.destroy_node()
+
+
+def test_undecodable_compressed_images_skipped(context, files):
+    node = localizer(context, files, image_transport='compressed')
+    cb = image_callback(node)
+    for data in (b'', b'\xff\xd8\xff garbage', bytes(1000)):
+        cb(stamp(CompressedImage(format='jpeg', data=data), 100.0))
+    warnings = node.log.messages('warning', 'camera/image_raw/compressed: frame skipped')
+    assert len(warnings) == 1 and 'could not be decoded' in warnings[0]
+    ok, jpeg = cv2.imencode('.jpg', np.full((50, 70, 3), 128, np.uint8))
+    cb(stamp(CompressedImage(format='jpeg', data=jpeg.tobytes()), 100.0))
+    assert node.images_received == 1
+    # a small PNG declaring 30000 x 30000 pixels is refused before decoding (2.7 GB, ~1 min)
+    bomb = png_bomb(30000, 30000)
+    with pytest.raises(ImageError, match='declares 30000x30000 pixels'):
+        compressed_to_rgb(bomb, 'png')
+    t0 = time.monotonic()
+    cb(stamp(CompressedImage(format='png', data=bomb), 100.0))
+    assert time.monotonic() - t0 < 1.0 and node.images_received == 1
+    node.destroy_node()
+
+
+def png_bomb(w, h):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack(
+            '>I', zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 2, 0, 0, 0))
+            + chunk(b'IDAT', zlib.compress(bytes(3 * w + 1) * 64, 9)) + chunk(b'IEND', b''))
+
+
+def test_time_going_backwards_resets_the_time_base(context, files):
+    node = localizer(context, files)
+    drv = Driver(node)
+    for _ in range(4):
+        drv.step()
+    before = node.updates
+    assert before >= 2 and node.localizer.last_stamp is not None
+    drv.t = 50.0  # bag loop / simulator reset
+    drv.odom()
+    assert node.log.messages('warning', 'odometry time went backwards')
+    assert node.localizer.last_stamp is None and node.odom.time_resets == 1
+    level, message, values = health(node)
+    assert level == WARN and 'time base reset' in message
+    assert values['odometry_time_resets'] == 1
+    for _ in range(4):
+        drv.step()
+    assert node.updates > before  # it keeps localizing on the new time base
+    node.destroy_node()
+
+
+def test_odometry_jump_flagged_and_not_applied(context, files):
+    node = localizer(context, files, odom_jump_threshold=1.0)
+    drv = Driver(node)
+    for _ in range(3):
+        drv.step()
+    particles = node.localizer.particles.clone()
+    drv.x += 5.0  # wheel odometry glitch: 5 m in 0.25 s
+    drv.odom()
+    assert node.odom.jumps == 1 and node.localizer.last_stamp is None
+    level, message, values = health(node)
+    assert level == WARN and 'odometry jumped 5' in message and values['odometry_jumps'] == 1
+    drv.odom(t=drv.t + 0.25, x=drv.x + 0.1)
+    drv.on_image(rgb_msg(np.zeros((32, 32, 3)), drv.t))  # first image on the new time base
+    assert torch.equal(node.localizer.particles, particles)  # the 5 m were not applied
+    drv.t += 0.5
+    drv.x += 0.2
+    before = node.updates
+    for _ in range(3):
+        drv.step()
+    assert node.updates > before
+    node.destroy_node()
+
+
+def test_missing_odometry_warns_in_diagnostics(context, files):
+    node = localizer(context, files, odom_timeout=0.2)
+    drv = Driver(node)
+    for _ in range(3):
+        drv.on_image(rgb_msg(np.zeros((32, 32, 3)), drv.t))
+        drv.t += 0.5
+    level, message, values = health(node)
+    assert level == WARN and 'no odometry received' in message
+    assert values['images_received'] == 3 and values['dropped_images'] == 2
+    assert node.updates == 0 and not node.pose_pub.msgs
+    drv.odom()
+    time.sleep(0.3)
+    level, message, _ = health(node)
+    assert level == WARN and 'no odometry for' in message
+    node.publish_diagnostics()  # and it serialises
+    assert node.diag_pub.msgs[-1].status[0].level == DiagnosticStatus.WARN
+    node.destroy_node()
+
+
+def test_likelihood_collapse_reported_in_diagnostics(context, files):
+    """The recovery logic is the core's (test_robustness_filter.py); here: the node reports
+    it. The belief score is forced to 0 (every update collapsed)."""
+    node = localizer(context, files, collapse_updates=2, global_reinit_updates=4)
+    node.localizer._belief_score = lambda query, ll: 0.0
+    drv = Driver(node)
+    for _ in range(2):
+        drv.step()
+    level, message, values = health(node)
+    assert level == WARN and 'likelihood collapsed (count 2' in message
+    assert values['recovery_injections'] == 1 and values['belief_score'] == 0.0
+    assert node.log.messages('warning', 'injecting random particles')
+    drv.step()
+    drv.step()
+    assert node.log.messages('warning', 'global re-initialisation')
+    values = health(node)[2]
+    assert values['recovery_global_reinits'] == 1
+    assert values['particles'] == SMALL['global_num_particles']
+    node.destroy_node()
+
+
+def initial_pose(frame='map', pose=(3.0, 1.0, 0.2), var=(0.04, 0.04, 0.01), cov=None):
+    msg = PoseWithCovarianceStamped()
+    msg.header.frame_id = frame
+    msg.pose.pose = xyyaw_to_pose(pose)
+    c = np.zeros((6, 6))
+    c[0, 0], c[1, 1], c[5, 5] = var
+    if cov is not None:
+        c = cov
+    msg.pose.covariance = c.flatten().tolist()
+    return msg
+
+
+def test_initial_pose_checks(context, files):
+    node = localizer(context, files)
+    cb = subscription_callback(node, PoseWithCovarianceStamped)
+    particles = node.localizer.particles
+    nan_pose = initial_pose()
+    nan_pose.pose.pose.orientation.w = math.inf
+    not_psd = np.zeros((6, 6))
+    not_psd[0, 0] = not_psd[1, 1] = 1.0
+    not_psd[0, 1] = not_psd[1, 0] = 3.0  # eigenvalues 4 and -2
+    asym = np.zeros((6, 6))
+    asym[0, 0] = asym[1, 1] = 1.0
+    asym[0, 1] = 0.5
+    bad = {"frame 'odom'": initial_pose(frame='odom'),
+           'non-finite values': nan_pose,
+           'covariance not finite': initial_pose(var=(math.nan, 0.04, 0.01)),
+           'not symmetric positive semi-definite': [initial_pose(var=(-1.0, 0.04, 0.01)),
+                                                    initial_pose(cov=not_psd),
+                                                    initial_pose(cov=asym)],
+           'far outside the map': initial_pose(pose=(1e30, 0.0, 0.0))}
+    for reason, msgs in bad.items():
+        for msg in msgs if isinstance(msgs, list) else [msgs]:
+            node.log.clear()
+            cb(msg)
+            assert node.log.messages('warning', reason), (reason, node.log.records)
+            assert node.localizer.particles is particles  # belief untouched
+    cb(initial_pose(var=(0.0, 0.0, 0.0)))  # zero covariance: default sigmas (AMCL)
+    p, _ = node.localizer.particle_array()
+    assert len(p) == SMALL['num_particles'] and np.isfinite(p).all()
+    cb(initial_pose(var=(1e12, 1e12, 1e12)))  # huge: clamped to the map size and pi
+    p, _ = node.localizer.particle_array()
+    assert np.isfinite(p).all() and np.abs(p[:, :2]).max() < 1e3
+    node.destroy_node()
+
+
+def trigger(node):
+    return node.on_load_map(Trigger.Request(), Trigger.Response())
+
+
+def test_no_map_then_load_map_service(context, files):
+    node = localizer(context, files, map_file='')
+    level, message, _ = health(node)
+    assert level == ERROR and 'no map' in message and 'load_map' in message
+    drv = Driver(node)
+    for _ in range(3):
+        drv.step()
+    node.publish_diagnostics()
+    assert not any(getattr(node, n).msgs for n in OUTPUTS[:4])  # publishes nothing
+    assert node.diag_pub.msgs[-1].status[0].level == DiagnosticStatus.ERROR
+    response = trigger(node)
+    assert not response.success and 'map_file parameter is empty' in response.message
+    # map_file can be changed at run time; bad files leave the node without a map, saying why
+    for name, problem in (('garbage.dmnmap', 'not a map file'),
+                          ('empty.dmnmap', 'no contexts'), ('missing.dmnmap', 'no such')):
+        path = str(files / name)
+        assert node.set_parameters([Parameter('map_file', value=path)])[0].successful
+        response = trigger(node)
+        assert not response.success and path in response.message \
+            and problem in response.message, response.message
+        level, message, _ = health(node)
+        assert level == ERROR and path in message
+    node.set_parameters([Parameter('map_file', value=str(files / 'map.dmnmap'))])
+    response = trigger(node)
+    assert response.success and 'global localization started' in response.message
+    for _ in range(3):
+        drv.step()
+    assert node.updates >= 1 and node.pose_pub.msgs and node.tf_pub.msgs
+    assert health(node)[0] < ERROR
+    # a bad map later: refused, the good one stays
+    node.set_parameters([Parameter('map_file', value=str(files / 'garbage.dmnmap'))])
+    assert not trigger(node).success
+    assert node.localizer.ready and health(node)[0] < ERROR
+    assert node.set_parameters([Parameter('model', value='x')])[0].successful is False
+    node.destroy_node()
+
+
+def test_bad_map_file_at_start_then_load_map_over_dds(ros_env, ros_peer, files):
+    """A real process: a corrupt map_file gives one error line (no traceback), the node keeps
+    running with diagnostics ERROR; set_parameters + ~/load_map bring it up."""
+    bad = files / 'garbage.dmnmap'
+    proc = start_python(['-m', 'dmn_localizer.nodes.localizer_node', '--ros-args',
+                         '-r', '__node:=localizer', '-p', f'model:={files / "tiny.safetensors"}',
+                         '-p', f'map_file:={bad}'], ros_env)
+    diags = []
+    n = ros_peer.node
+    n.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    try:
+        assert ros_peer.spin_until(lambda: diags, 60), stop_process(proc)[1][-2000:]
+        status = diags[-1].status[0]
+        assert status.level == DiagnosticStatus.ERROR and str(bad) in status.message
+        client = n.create_client(SetParameters, 'localizer/set_parameters')
+        assert ros_peer.spin_until(client.service_is_ready, 20)
+        req = SetParameters.Request(parameters=[
+            Parameter('map_file', value=str(files / 'map.dmnmap')).to_parameter_msg()])
+        future = client.call_async(req)
+        assert ros_peer.spin_until(future.done, 20) and future.result().results[0].successful
+        response = ros_peer.call(Trigger, 'localizer/load_map')
+        assert response.success, response.message
+        diags.clear()
+        assert ros_peer.spin_until(
+            lambda: diags and diags[-1].status[0].level != DiagnosticStatus.ERROR, 10)
+        assert proc.poll() is None
+    finally:
+        out, err = stop_process(proc)
+    assert proc.returncode == 0, err[-2000:]
+    assert 'Traceback' not in err
+    errors = [line for line in err.splitlines() if '[ERROR]' in line]
+    assert len(errors) == 1 and str(bad) in errors[0], err[-2000:]
+
+
+def test_mapper_bad_map_file_exits_with_one_line(ros_env, files):
+    """The mapper, asked to extend a corrupt map, stops (exit 2, one line): starting empty
+    instead would overwrite the user's map at the next ~/save_map."""
+    import subprocess
+    bad = files / 'garbage.dmnmap'
+    proc = start_python(['-m', 'dmn_localizer.nodes.mapper_node', '--ros-args',
+                         '-p', f'model:={files / "tiny.safetensors"}', '-p', f'map_file:={bad}'],
+                        ros_env)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        out, err = stop_process(proc)
+    assert proc.returncode == 2, err[-2000:]
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines == [f'mapper_node: error: {bad}: not a map file, or truncated (bad header '
+                     'length)'], err[-2000:]
