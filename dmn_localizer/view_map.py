@@ -18,8 +18,6 @@ problem is one :class:`~dmn_localizer.errors.FileFormatError` naming the file an
 Saving is atomic (temporary file, fsync, rename): a crash leaves the previous file.
 """
 import hashlib
-import json
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,12 +25,10 @@ import numpy as np
 
 from dmn_localizer.atomic import atomic_path
 from dmn_localizer.errors import FileFormatError
+from dmn_localizer.safetensors_file import read_header
 
 FORMAT = 'dmn_localizer.map'
 VERSION = 1
-MAX_HEADER_BYTES = 100 * 1024 * 1024
-_DTYPE_BYTES = {'F64': 8, 'F32': 4, 'F16': 2, 'BF16': 2, 'I64': 8, 'I32': 4, 'I16': 2,
-                'I8': 1, 'U8': 1, 'BOOL': 1, 'U16': 2, 'U32': 4, 'U64': 8}
 
 
 def tensors_digest(tensors):
@@ -44,40 +40,6 @@ def tensors_digest(tensors):
         if a.size:
             h.update(memoryview(a.reshape(-1)).cast('B'))
     return h.hexdigest()
-
-
-def _read_header(path, data):
-    """Validate the safetensors framing of ``data``; returns the header dict."""
-    if len(data) < 8:
-        raise FileFormatError(path, f'truncated or not a map file ({len(data)} bytes)')
-    (n,) = struct.unpack('<Q', data[:8])
-    if n > MAX_HEADER_BYTES or 8 + n > len(data):
-        raise FileFormatError(path, 'not a map file, or truncated (bad header length)')
-    try:
-        header = json.loads(data[8:8 + n].decode('utf-8'))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise FileFormatError(path, 'not a map file, or corrupted (header is not JSON)') \
-            from None
-    if not isinstance(header, dict):
-        raise FileFormatError(path, 'not a map file (header is not a JSON object)')
-    body = len(data) - 8 - n
-    for name, info in header.items():
-        if name == '__metadata__':
-            continue
-        try:
-            start, end = info['data_offsets']
-            count = 1
-            for d in info['shape']:
-                count *= int(d)
-            size = count * _DTYPE_BYTES[info['dtype']]
-        except (KeyError, TypeError, ValueError):
-            raise FileFormatError(path, f'corrupted header entry for {name!r}') from None
-        if end > body:
-            raise FileFormatError(path, f'truncated: tensor {name!r} ends at byte {end} of '
-                                        f'the data, which has {body} bytes')
-        if not 0 <= start <= end or end - start != size:
-            raise FileFormatError(path, f'corrupted header entry for {name!r}')
-    return header
 
 
 @dataclass
@@ -137,7 +99,7 @@ class ViewMap:
             data = path.read_bytes()
         except OSError as exc:
             raise FileFormatError(path, f'cannot read: {exc.strerror or exc}') from None
-        header = _read_header(path, data)
+        header = read_header(path, data, 'map file')
         meta = header.get('__metadata__') or {}
         if not isinstance(meta, dict) or meta.get('format') != FORMAT:
             fmt = meta.get('format') if isinstance(meta, dict) else None

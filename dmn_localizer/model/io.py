@@ -14,21 +14,18 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-import struct
 
 from dmn_localizer.atomic import write_bytes as atomic_write_bytes
 from dmn_localizer.atomic import write_json as atomic_write_json
 from dmn_localizer.errors import FileFormatError, UserError
 from dmn_localizer.model.config import DMNConfig
 from dmn_localizer.model.dmn import DMN
+from dmn_localizer.safetensors_file import read_header
 
 logger = logging.getLogger(__name__)
 
 FORMAT = 'dmn_localizer.model'
 VERSION = 1
-MAX_HEADER_BYTES = 100 * 1024 * 1024
-_DTYPE_BYTES = {'F64': 8, 'F32': 4, 'F16': 2, 'BF16': 2, 'I64': 8, 'I32': 4, 'I16': 2,
-                'I8': 1, 'U8': 1, 'BOOL': 1}
 
 
 def model_paths(path):
@@ -58,31 +55,7 @@ def read_safetensors(path):
         raise UserError(f'{path}: no such file') from None
     except OSError as exc:
         raise FileFormatError(path, f'cannot read: {exc.strerror}') from None
-    if len(data) < 8:
-        raise FileFormatError(path, 'truncated (not a safetensors file)')
-    (n,) = struct.unpack('<Q', data[:8])
-    if n > MAX_HEADER_BYTES or 8 + n > len(data):
-        raise FileFormatError(path, 'not a safetensors file or truncated (bad header length)')
-    try:
-        header = json.loads(data[8:8 + n].decode('utf-8'))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise FileFormatError(path, 'not a safetensors file (header is not JSON)') from None
-    if not isinstance(header, dict):
-        raise FileFormatError(path, 'not a safetensors file (header is not an object)')
-    body = len(data) - 8 - n
-    for name, info in header.items():
-        if name == '__metadata__':
-            continue
-        try:
-            start, end = info['data_offsets']
-            count = 1
-            for s in info['shape']:
-                count *= int(s)
-            size = count * _DTYPE_BYTES[info['dtype']]
-        except (KeyError, TypeError, ValueError):
-            raise FileFormatError(path, f'corrupted header entry for {name!r}') from None
-        if not (0 <= start <= end <= body) or end - start != size:
-            raise FileFormatError(path, f'truncated or corrupted data for tensor {name!r}')
+    read_header(path, data)
     try:
         return load(data)
     except Exception as exc:  # safetensors raises its own error types

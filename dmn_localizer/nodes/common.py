@@ -96,3 +96,31 @@ def warn(node, message, throttle_duration_sec=None, key=None):
 def camera_offset(config):
     """base_from_camera as a (3,) pose from the camera_offset_* parameters."""
     return np.array([config.camera_offset_x, config.camera_offset_y, config.camera_offset_yaw])
+
+
+def run_node(node_class, name, args=None):
+    """``main()`` of a node: spin until Ctrl-C or shutdown; a UserError is one line on stderr
+    and exit status 2. Shutdown works the same on Humble, Jazzy and Kilted."""
+    import sys
+
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = node_class()
+        rclpy.spin(node)
+    except UserError as exc:
+        print(f'{name}: error: {exc}', file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # Ctrl-C shut the context down under a running callback (its publish fails): done
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

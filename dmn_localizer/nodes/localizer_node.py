@@ -25,11 +25,9 @@ from collections import deque
 from pathlib import Path
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import (PoseArray, PoseWithCovarianceStamped, TransformStamped)
 from nav_msgs.msg import Odometry
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from std_srvs.srv import Empty, Trigger
 from tf2_msgs.msg import TFMessage
@@ -39,7 +37,8 @@ from dmn_localizer.config import LocalizerConfig
 from dmn_localizer.errors import FileFormatError, UserError
 from dmn_localizer.geometry import compose, inverse, yaw_to_quaternion
 from dmn_localizer.localizer import Localizer, select_device
-from dmn_localizer.nodes.common import (LATCHED, RELIABLE, camera_offset, subscribe_images,
+from dmn_localizer.nodes.common import (LATCHED, RELIABLE, camera_offset, run_node,
+                                        subscribe_images,
                                         warn)
 from dmn_localizer.nodes.conversions import (checked_stamp_to_sec, pose_to_xyyaw,
                                              poses_to_pose_array, sec_to_stamp, xyyaw_to_pose)
@@ -373,25 +372,7 @@ class LocalizerNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = LocalizerNode()
-        rclpy.spin(node)
-    except UserError as exc:
-        print(f'localizer_node: error: {exc}', file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception:
-        if rclpy.ok():
-            raise
-        # Ctrl-C shut the context down under a running callback (its publish fails): done
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(LocalizerNode, 'localizer_node', args)
 
 
 if __name__ == '__main__':

@@ -10,8 +10,6 @@ Services: ``~/save_map`` (std_srvs/Trigger, atomic write to ``save_path``) and `
 import sys
 from pathlib import Path
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
@@ -20,7 +18,7 @@ from dmn_localizer.errors import UserError
 from dmn_localizer.geometry import compose
 from dmn_localizer.keyframes import is_new_keyframe
 from dmn_localizer.nodes.common import (LATCHED, camera_offset, subscribe_images,
-                                        subscribe_poses, warn)
+                                        subscribe_poses, run_node, warn)
 from dmn_localizer.nodes.conversions import poses_to_pose_array
 from dmn_localizer.nodes.parameters import declare_config, refuse_changes
 from dmn_localizer.sync import StampPairer
@@ -132,25 +130,7 @@ class MapperNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = MapperNode()
-        rclpy.spin(node)
-    except UserError as exc:
-        print(f'mapper_node: error: {exc}', file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception:
-        if rclpy.ok():
-            raise
-        # Ctrl-C shut the context down under a running callback (its publish fails): done
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(MapperNode, 'mapper_node', args)
 
 
 if __name__ == '__main__':
