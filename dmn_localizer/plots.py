@@ -113,7 +113,9 @@ def plot_training_curves(run_dir, path):
     for key, label in (('val_dense_gap_query', 'dense: shuffled query - real'),
                        ('val_dense_gap_context', 'dense: shuffled contexts - real'),
                        ('near_dense_gap_query', 'near split dense: shuffled query - real'),
-                       ('near_dense_gap_context', 'near split dense: shuffled contexts - real')):
+                       ('near_dense_gap_context', 'near split dense: shuffled contexts - real'),
+                       ('decoy_dense_gap_query', 'decoy split dense: shuffled query - real'),
+                       ('decoy_dense_gap_context', 'decoy split dense: shuffled contexts - real')):
         if key in val:
             ax.plot(val['step'], val[key], 'o-', label=label)
     ax.axhline(0.0, color='grey', lw=0.8)

@@ -97,9 +97,16 @@ def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frame
     with make_world(domain, seed, image_size) as world:
         start = START_NS
         for run, n in zip(RUNS, (mapping_frames, localization_frames)):
-            # the mapping run explores (covers the world); the localization run wanders
-            walk = exploring_trajectory if run == 'mapping' else random_trajectory
-            poses = walk(world.spec, rng, n, step_m=step_m, turn_sigma=np.radians(10.0))
+            # the mapping run explores (covers the world); the localization run wanders off
+            # from a place the mapping run passed, so it drives mostly through mapped parts
+            if run == 'mapping':
+                poses = exploring_trajectory(world.spec, rng, n, step_m=step_m,
+                                             turn_sigma=np.radians(10.0))
+                mapped = poses
+            else:
+                poses = random_trajectory(world.spec, rng, n, step_m=step_m,
+                                          turn_sigma=np.radians(10.0),
+                                          start=mapped[rng.integers(len(mapped))])
             path = os.path.join(out, run)
             write_run(path, world, poses, start, rate_hz, rng, storage)
             result[run] = (path, poses, start)

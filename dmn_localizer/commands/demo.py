@@ -6,6 +6,7 @@ uniform belief with the shipped model (the same core the localizer node runs), a
 summary; DIR gets metrics.json, TUM trajectories and PNG plots.
 """
 import argparse
+import shutil
 import time
 from pathlib import Path
 
@@ -34,7 +35,11 @@ def run(args):
     world_seed = SPLIT_SEEDS['test'][0] + args.seed
     t0 = time.perf_counter()
     print(f'[demo] world: mazes test world {world_seed} (never used in training)')
-    runs = simulate_bag('mazes', world_seed, args.out / 'bags', image_size=args.image_size,
+    bags = args.out / 'bags'
+    for run_name in ('mapping', 'localization'):  # the demo's own bags from an earlier run
+        if (bags / run_name).is_dir():
+            shutil.rmtree(bags / run_name)
+    runs = simulate_bag('mazes', world_seed, bags, image_size=args.image_size,
                         localization_frames=args.frames)
     t_bags = time.perf_counter() - t0
     print(f"[demo] recorded {runs['mapping'][0]} ({len(runs['mapping'][1])} frames) and "

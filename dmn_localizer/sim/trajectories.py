@@ -17,13 +17,15 @@ def _segment_free(spec, a, b, spacing=0.1):
     return bool(np.all(spec.is_free(pts)))
 
 
-def random_trajectory(spec, rng, length, step_m=1.5, turn_sigma=np.radians(20.0)):
+def random_trajectory(spec, rng, length, step_m=1.5, turn_sigma=np.radians(20.0), start=None):
     """Poses ``(length, 3)`` float32 of one collision-free trajectory in world ``spec``.
 
     spec: a :class:`~dmn_localizer.sim.world.WorldSpec`; rng: numpy Generator; step_m: metres
-    driven per step; turn_sigma: std of the heading change per step (radians).
+    driven per step; turn_sigma: std of the heading change per step (radians); start: the
+    first pose (3,) (default: a random free pose).
     """
-    start = spec.sample_free_poses(rng, 1)[0].astype(np.float64)
+    start = (spec.sample_free_poses(rng, 1)[0] if start is None else
+             np.asarray(start)).astype(np.float64)
     pos, yaw = start[:2], float(start[2])
     poses = [(pos[0], pos[1], yaw)]
     candidates = np.radians(np.array([0, 15, -15, 30, -30, 45, -45, 60, -60, 90, -90, 120,
