@@ -127,14 +127,21 @@ class FlopModel:
         """:meth:`DMN.encode_query` for one image."""
         return self.cnn3() + self.conv3(32, 64) + self.cnn5() + self.conv3(64, 64)
 
-    def fast_log_likelihood(self, k, n):
-        """:meth:`DMN.log_likelihood` for k particles attending to n contexts each."""
-        return k * (self.conv3(64, 32) + self.conv3(32, 64) + self.head()) + k * n * 14 * self.P
+    def fast_log_likelihood(self, k, n, per_pair=14):
+        """:meth:`DMN.log_likelihood` for k particles attending to n contexts each (per pair:
+        coordinate maps 8P, scores 2P, weighted sum 2P, CNN6 map term 2P)."""
+        return (k * (self.conv3(64, 32) + self.conv3(32, 64) + self.head())
+                + k * n * per_pair * self.P)
 
     def fast_update(self, k, nc, m):
-        """Encode the query + the localizer's log-likelihoods (m = 0: all contexts)."""
-        attended = nc if m <= 0 else min(nc, m)
-        return self.encode_query() + self.fast_log_likelihood(k, attended)
+        """Encode the query + the localizer's log-likelihoods (m = 0: all contexts). With
+        Nc > M the localizer runs :meth:`DMN.log_likelihood_selected`; counted as torch's
+        FlopCounterMode counts it, 10P per pair: its score ``torch.mv`` and the weighted gather
+        (``embedding_bag``) of the CNN6 map term (2P each) are not counted (under 2% of the
+        update at K = 2048)."""
+        if m <= 0 or nc <= m:
+            return self.encode_query() + self.fast_log_likelihood(k, nc)
+        return self.encode_query() + self.fast_log_likelihood(k, m, per_pair=10)
 
     def reference_call(self, k, n):
         """One :meth:`DMN.reference_log_likelihood` call on k particles and n contexts."""

@@ -38,9 +38,13 @@ from dmn_localizer.filter.particle_filter import (effective_sample_size, normali
                                                   systematic_resample, transition,
                                                   weighted_mean, covariance)
 from dmn_localizer.geometry import compose
-from dmn_localizer.model.dmn import MapState, QueryState, images_to_tensor
+from dmn_localizer.model.dmn import images_to_tensor
 
 logger = logging.getLogger(__name__)
+
+# default (particle, context) pairs processed at once (the ``chunk`` argument): small enough
+# to stay in cache, and bounded memory whatever the map size
+PAIRS_PER_CHUNK = 1024
 
 
 def select_device(name):
@@ -83,7 +87,7 @@ class Health:
 
 class Localizer:
     def __init__(self, model, config: LocalizerConfig, device='cpu', seed=0,
-                 base_from_camera=(0.0, 0.0, 0.0), chunk=1024):
+                 base_from_camera=(0.0, 0.0, 0.0), chunk=PAIRS_PER_CHUNK):
         self.model = model.eval().to(device)
         self.config = config
         self.device = torch.device(device)
@@ -271,20 +275,15 @@ class Localizer:
         """
         m = self.config.nearest_contexts
         ms = self.map_state
-        if m <= 0 or self.map_size <= m:
-            return self.model.log_likelihood(ms, query, cam, chunk=self.chunk)
+        if m <= 0 or self.map_size <= m:  # every particle attends to every context
+            chunk = max(1, self.chunk // self.map_size)
+            return self.model.log_likelihood(ms, query, cam, chunk=chunk)
         out = []
         ctx_xy = ms.poses[0, :, :2]                                          # (N, 2)
-        for part in cam[0].split(max(1, self.chunk // m)):                   # (k, 3)
-            k = part.shape[0]
+        for part in cam[0].split(max(1, self.chunk // m)):              # (k, 3)
             idx = torch.cdist(part[:, :2], ctx_xy).topk(m, largest=False).indices  # (k, M)
-            sub = MapState(ms.poses[0][idx], ms.embeddings[0][idx], ms.key_pre[0][idx],
-                           ms.coord_maps, ms.feat6[0][idx])
-            q = QueryState(*(t.expand(k, *t.shape[1:]) for t in
-                             (query.key, query.key_adjoint, query.key_bias, query.feat6,
-                              query.features)))
-            out.append(self.model.log_likelihood(sub, q, part[:, None, :])[:, 0])
-        return torch.cat(out)[None]
+            out.append(self.model.log_likelihood_selected(ms, query, part[None], idx))
+        return torch.cat(out, dim=1)
 
     def _predict(self, delta):
         d = float(math.hypot(delta[0], delta[1]))
