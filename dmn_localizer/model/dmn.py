@@ -93,7 +93,7 @@ class MapState:
     """Per-context precomputations of a map (:meth:`DMN.build_map`); B maps of N contexts."""
     poses: torch.Tensor        # (B, N, 3) metric context viewpoints
     embeddings: torch.Tensor   # (B, N, 64, h, w) view embeddings E_i (CNN1)
-    key_pre: torch.Tensor      # (B, N, 64, h, w) CNN2 first conv of E_i (no bias)
+    key_pre: torch.Tensor      # (B, N, 64, h, w) CNN2 first conv of E_i, with its bias
     coord_maps: torch.Tensor   # (4, 64, h, w) CNN2 first conv of a ones map per coord channel
     feat6: torch.Tensor        # (B, N, 64, h, w) CNN6 first conv of CNN4(E_i) (no bias)
 
@@ -222,7 +222,7 @@ class DMN(nn.Module):
         assert embeddings.shape[2:] == (EMBED_DIM, self.h, self.w), embeddings.shape
         emb = embeddings.flatten(0, 1)
         w2a = self.cnn2a.weight                                           # (64, 68, 3, 3)
-        key_pre = F.conv2d(emb, w2a[:, :EMBED_DIM], padding=1)
+        key_pre = F.conv2d(emb, w2a[:, :EMBED_DIM], self.cnn2a.bias, padding=1)  # bias once
         ones = emb.new_ones(4, 1, self.h, self.w)
         # coord_maps[j] = conv of a map that is 1 in coord channel j (0 elsewhere): (4,64,h,w)
         coord_maps = torch.cat([F.conv2d(ones[j:j + 1], w2a[:, EMBED_DIM + j:EMBED_DIM + j + 1],
@@ -269,7 +269,7 @@ class DMN(nn.Module):
         # first CNN2 layer per (particle, context), spatial dims flattened: (B, K, N, P); the
         # per-context part is added in place (memory traffic dominates here)
         pre = torch.matmul(c, map_state.coord_maps.reshape(4, P))
-        pre += (map_state.key_pre + self.cnn2a.bias[:, None, None]).reshape(B, 1, N, P)
+        pre += map_state.key_pre.reshape(B, 1, N, P)
         r = F.relu(pre, inplace=True)
         scores = torch.matmul(r.reshape(B, K * N, P),
                               query.key_adjoint.reshape(B, P, 1)).view(B, K, N)
@@ -301,7 +301,7 @@ class DMN(nn.Module):
         scale = self.config.coord_scale_m
         c = torch.stack([rel[..., 0] / scale, rel[..., 1] / scale, torch.sin(rel[..., 2]),
                          torch.cos(rel[..., 2])], dim=-1)                       # (K, M, 4)
-        key_pre = (map_state.key_pre[0] + self.cnn2a.bias[:, None, None]).reshape(-1, P)
+        key_pre = map_state.key_pre[0].reshape(-1, P)
         pre = key_pre[index] + torch.matmul(c, map_state.coord_maps.reshape(4, P))  # (K,M,P)
         r = F.relu(pre)
         scores = torch.mv(r.reshape(K * M, P), query.key_adjoint.reshape(P)).view(K, M)
