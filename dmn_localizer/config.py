@@ -116,3 +116,12 @@ def field_specs(config_cls):
     """(name, default, description, range or None) for each field of a config dataclass."""
     return [(f.name, f.default, f.metadata['description'], f.metadata.get('range'))
             for f in fields(config_cls)]
+
+
+def strict_from_dict(config_cls, d, what):
+    """``config_cls(**d)``; unknown keys raise ValueError listing the valid ones."""
+    names = {f.name for f in fields(config_cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f'unknown {what} keys {sorted(unknown)}; valid: {sorted(names)}')
+    return config_cls(**d)

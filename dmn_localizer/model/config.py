@@ -1,5 +1,7 @@
 """Configuration of the DMN networks (one commented dataclass, stored beside the weights)."""
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
+
+from dmn_localizer.config import strict_from_dict
 
 ATTENTION_MODES = ('softmax', 'linear', 'sigmoid')
 QUERY_TRUNK_SHARING = ('cnn3', 'cnn1', 'none')
@@ -52,8 +54,4 @@ class DMNConfig:
     @classmethod
     def from_dict(cls, d):
         """Build from a dict; unknown keys raise ValueError listing the valid ones."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f'unknown DMNConfig keys {sorted(unknown)}; valid: {sorted(names)}')
-        return cls(**d)
+        return strict_from_dict(cls, d, 'DMNConfig')

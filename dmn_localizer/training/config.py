@@ -1,7 +1,8 @@
 """Training configuration (one commented dataclass, loaded from YAML)."""
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from dmn_localizer.config import strict_from_dict
 from dmn_localizer.errors import FileFormatError, UserError
 from dmn_localizer.model.config import DMNConfig
 
@@ -111,12 +112,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d):
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f'unknown training config keys {sorted(unknown)}; '
-                             f'valid: {sorted(names)}')
-        return cls(**d)
+        return strict_from_dict(cls, d, 'training config')
 
 
 def load_train_config(path, overrides=None):
