@@ -22,6 +22,9 @@ class TrainConfig:
     steps: int = 1
     # --- model and optimisation
     model: dict = field(default_factory=dict)     # DMNConfig fields
+    # warm start: a model folder/file to load weights from (its config must equal `model`);
+    # null trains from scratch. The optimizer, schedule and data stream start fresh.
+    init_from: str = None
     seed: int = 0
     batch_size: int = 16
     particles: int = 32                          # K
