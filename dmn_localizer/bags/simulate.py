@@ -25,6 +25,7 @@ import os
 import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 
+from dmn_localizer.atomic import atomic_directory
 from dmn_localizer.bags import messages as M
 from dmn_localizer.geometry import compose, relative, wrap_angle
 from dmn_localizer.sim.trajectories import exploring_trajectory, random_trajectory
@@ -41,17 +42,18 @@ TOPICS = {'/camera/image_raw': M.IMAGE, '/camera/camera_info': M.CAMERA_INFO,
           '/ground_truth/pose': M.POSE_STAMPED}
 
 
-def write_run(path, world, poses, start_ns, rate_hz, rng, storage='mcap'):
+def write_run(path, world, poses, start_ns, rate_hz, rng, storage='mcap', teleports=()):
     """Write one run (true poses (N, 3) in the world frame) to the bag directory ``path``.
 
-    Returns the number of frames written.
+    At the frame indices in ``teleports`` the robot was carried (kidnapped): its odometry
+    sees no motion into that frame. Returns the number of frames written.
     """
     plugin = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}[storage]
     dt_ns = int(round(1e9 / rate_hz))
     cam = world.camera
     cam_height = cam.height_m or 0.5
     images = world.render(poses)
-    with Writer(path, version=9, storage_plugin=plugin) as w:
+    with atomic_directory(path) as tmp, Writer(tmp, version=9, storage_plugin=plugin) as w:
         conns = {t: w.add_connection(t, ty, typestore=M.TYPESTORE,
                                      offered_qos_profiles=[M.qos(1, True) if t == '/tf_static'
                                                            else M.qos(10)])

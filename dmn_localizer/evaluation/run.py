@@ -19,7 +19,10 @@ def run_evaluation(*, model_path, data, episodes, methods=METHODS, json_out=None
                    device='cpu'):
     """Evaluate; writes ``json_out`` and PNGs in ``plots_dir`` (when given); returns
     ``(results, table)``. ``results`` maps method -> metrics; sweeps under ``"sweeps"`` are
-    written to ``plots_dir/sweeps.json``, not into the results."""
+    written to ``plots_dir/sweeps.json``, not into the results.
+
+    ``json_out`` is removed first and written last: when it exists, the run completed (an
+    interrupted run leaves none)."""
     from dmn_localizer.data.dataset import open_dataset
     from dmn_localizer.model.io import load_model
     cfg = cfg or EvalConfig()
@@ -38,10 +41,10 @@ def run_evaluation(*, model_path, data, episodes, methods=METHODS, json_out=None
     eps = load_episodes(ds, episodes, pool, cfg.steps, cfg.seed)
     if not eps:
         raise UserError(f'{data}: no episodes')
+    if json_out:
+        Path(json_out).unlink(missing_ok=True)
     results = evaluate(model, eps, methods, cfg, device=device)
     table = markdown_table(results, cfg)
-    if json_out:
-        atomic_write_json(json_out, results)
     if plots_dir and model is not None:
         plots_dir = Path(plots_dir)
         plots.plot_success_vs_t(results, plots_dir / 'success_vs_t.png')
@@ -63,6 +66,8 @@ def run_evaluation(*, model_path, data, episodes, methods=METHODS, json_out=None
                 layout, res = None, 1.0
             plots.plot_likelihood_map(grid, extent, ep, cfg.contexts,
                                       plots_dir / f'likelihood_{i}.png', layout, res)
+    if json_out:
+        atomic_write_json(json_out, results)
     return results, table
 
 

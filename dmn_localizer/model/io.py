@@ -62,11 +62,16 @@ def read_safetensors(path):
         raise FileFormatError(path, f'corrupted safetensors data ({exc})') from None
 
 
+def weights_id(blob):
+    """The model id of serialised weights (safetensors bytes)."""
+    return 'dmn-' + hashlib.sha256(blob).hexdigest()[:16]
+
+
 def save_model(model: DMN, path, metadata=None):
     """Write ``NAME.safetensors`` and ``NAME.json`` for ``model``; returns the model id."""
     weights_path, card_path = model_paths(path)
     blob = state_to_safetensors_bytes(model.state_dict())
-    model_id = 'dmn-' + hashlib.sha256(blob).hexdigest()[:16]
+    model_id = weights_id(blob)
     atomic_write_bytes(weights_path, blob)
     atomic_write_json(card_path, {'format': FORMAT, 'version': VERSION, 'model_id': model_id,
                                   'config': model.config.to_dict(),
@@ -113,7 +118,7 @@ def load_model(path, device='cpu'):
         first = str(exc).splitlines()[0] if str(exc) else 'mismatch'
         raise FileFormatError(weights_path, f'weights do not match the config ({first})') \
             from None
-    blob_id = 'dmn-' + hashlib.sha256(weights_path.read_bytes()).hexdigest()[:16]
+    blob_id = weights_id(weights_path.read_bytes())
     if card.get('model_id') not in (None, blob_id):
         raise FileFormatError(card_path, f'model_id {card.get("model_id")} does not match '
                               f'the weights ({blob_id})')

@@ -31,9 +31,10 @@ import torch
 
 from dmn_localizer.errors import FileFormatError, UserError
 from dmn_localizer.filter import FilterConfig
+from dmn_localizer.model.config import DMNConfig
 from dmn_localizer.model.dmn import DMN
-from dmn_localizer.model.io import (atomic_write_bytes, load_model, model_paths,
-                                    save_model)
+from dmn_localizer.model.io import (atomic_write_bytes, load_model, model_paths, save_model,
+                                    state_to_safetensors_bytes, weights_id)
 from dmn_localizer.training.config import TrainConfig
 from dmn_localizer.training.episodes import initial_particles, make_batch, rollout
 
@@ -41,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 TRAIN_FIELDS = ['step', 'samples', 'loss', 'mse', 'dense', 'attention', 'n_contexts', 'init_std_m',
                 'near_context_prob', 'samples_per_s', 'elapsed_s']
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: weights inside state.pt
 
 
 def resolve_device(name):
@@ -223,16 +224,22 @@ class _Csv:
 
 
 def _save_checkpoint(out, model, opt, step, best, bad, rng, gen, stream, cfg):
+    """One atomic file, ``checkpoint/state.pt``, holds everything resume needs (weights
+    included), so an interrupt at any moment leaves a consistent checkpoint. The weights are
+    then also saved as ``checkpoint/model`` (safetensors + card) for eval and inspection."""
     ck = out / 'checkpoint'
-    model_id = save_model(model, ck / 'model', metadata={'step': step})
-    state = {'version': STATE_VERSION, 'model_id': model_id, 'step': step, 'best': best,
+    state = {'version': STATE_VERSION, 'step': step, 'best': best,
              'bad_validations': bad, 'optimizer': opt.state_dict(),
+             'model_config': json.dumps(model.config.to_dict()),
+             'model_state': {k: v.detach().cpu().clone() for k, v in
+                             model.state_dict().items()},
              'torch_rng': gen.get_state(),
              'numpy_rng': json.dumps(rng.bit_generator.state),
              'stream': json.dumps(stream.state()), 'config': json.dumps(cfg.to_dict())}
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(ck / 'state.pt', buf.getvalue())
+    save_model(model, ck / 'model', metadata={'step': step})
 
 
 def _load_checkpoint(out, device):
@@ -247,10 +254,24 @@ def _load_checkpoint(out, device):
             from None
     if not isinstance(state, dict) or state.get('version') != STATE_VERSION:
         raise FileFormatError(path, 'unsupported checkpoint version')
-    model = load_model(ck / 'model', device=device)
-    if model.model_id != state['model_id']:
-        raise FileFormatError(path, 'checkpoint state does not match checkpoint/model')
-    return model, state
+    try:
+        model = DMN(DMNConfig.from_dict(json.loads(state['model_config'])))
+        model.load_state_dict(state['model_state'], strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise FileFormatError(path, f'bad model in checkpoint ({str(exc).splitlines()[0]})') \
+            from None
+    model.model_id = weights_id(state_to_safetensors_bytes(model.state_dict()))
+    return model.to(device), state
+
+
+def _warm_start(model, path, device):
+    """Copy the weights of the model at ``path`` into ``model`` (same architecture)."""
+    source = load_model(path, device=device)
+    if source.config != model.config:
+        raise UserError(f'{path}: init_from model config differs from the training config\'s '
+                        f'model ({source.config} != {model.config})')
+    model.load_state_dict(source.state_dict())
+    logger.info('warm start from %s (%s)', path, source.model_id)
 
 
 def train(cfg: TrainConfig, out_dir, resume=False, train_dataset=None, val_dataset=None,
@@ -286,6 +307,8 @@ def train(cfg: TrainConfig, out_dir, resume=False, train_dataset=None, val_datas
         logger.info('resumed from step %d (best val %.5f)', step, best)
     else:
         model = DMN(cfg.model_config()).to(device).train()
+        if cfg.init_from:
+            _warm_start(model, cfg.init_from, device)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     import yaml
     atomic_write_bytes(out / 'config.yaml', yaml.safe_dump(
