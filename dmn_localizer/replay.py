@@ -157,6 +157,7 @@ class Track:
     covariances: list = field(default_factory=list)    # (3, 3)
     truth: list = field(default_factory=list)          # (3,)
     snapshots: list = field(default_factory=list)      # (stamp, particles (K,3), weights (K,))
+    recoveries: list = field(default_factory=list)     # (update index, 'inject' | 'global')
     frames: int = 0
     seconds: float = 0.0
 
@@ -209,6 +210,8 @@ def localize(localizer, stream, mode='global', snapshot_every=10, progress=False
             j += 1
         report = localizer.step(stamp, stream.images[i], odom)
         track.frames += 1
+        if report is not None and report.recovery:
+            track.recoveries.append((len(track.stamps), report.recovery))
         gt = truth.pose_at(stamp)
         if report is None or not report.updated or gt is None:
             continue

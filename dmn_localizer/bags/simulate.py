@@ -69,7 +69,8 @@ def write_run(path, world, poses, start_ns, rate_hz, rng, storage='mcap', telepo
         for i, pose in enumerate(poses.astype(np.float64)):
             ns = start_ns + i * dt_ns
             if i:
-                step = relative(poses[i - 1].astype(np.float64), pose)
+                step = (np.zeros(3) if i in teleports
+                        else relative(poses[i - 1].astype(np.float64), pose))
                 noisy = step + rng.normal(size=3) * np.asarray(ODOM_NOISE)
                 noisy[2] = wrap_angle(noisy[2])
                 odom = compose(odom, noisy)
@@ -87,9 +88,21 @@ def write_run(path, world, poses, start_ns, rate_hz, rng, storage='mcap', telepo
     return len(poses)
 
 
+def _far_pose(candidates, pose, min_m, rng):
+    """A random pose of ``candidates`` at least ``min_m`` from ``pose`` (else the farthest)."""
+    dist = np.hypot(*(candidates[:, :2] - pose[:2]).T)
+    far = np.flatnonzero(dist >= min_m)
+    return candidates[rng.choice(far) if len(far) else int(np.argmax(dist))]
+
+
 def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frames=800,
-                 localization_frames=150, rate_hz=4.0, step_m=0.5):
+                 localization_frames=150, rate_hz=4.0, step_m=0.5, kidnap_at=None,
+                 kidnap_min_m=10.0):
     """Write ``out/mapping`` and ``out/localization`` for world ``seed`` of ``domain``.
+
+    ``kidnap_at``: the localization run's frame at which the robot is teleported (its
+    odometry sees nothing) to a mapped place at least ``kidnap_min_m`` away: the
+    kidnapped-robot test.
 
     Returns a dict run -> (bag path, true poses (N, 3) float32, first stamp ns).
     """
@@ -106,11 +119,17 @@ def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frame
                                              turn_sigma=np.radians(10.0))
                 mapped = poses
             else:
-                poses = random_trajectory(world.spec, rng, n, step_m=step_m,
+                poses = random_trajectory(world.spec, rng, kidnap_at or n, step_m=step_m,
                                           turn_sigma=np.radians(10.0),
                                           start=mapped[rng.integers(len(mapped))])
+                if kidnap_at:
+                    poses = np.concatenate([poses, random_trajectory(
+                        world.spec, rng, n - kidnap_at, step_m=step_m,
+                        turn_sigma=np.radians(10.0),
+                        start=_far_pose(mapped, poses[-1], kidnap_min_m, rng))])
             path = os.path.join(out, run)
-            write_run(path, world, poses, start, rate_hz, rng, storage)
+            write_run(path, world, poses, start, rate_hz, rng, storage,
+                      teleports=(kidnap_at,) if run == 'localization' and kidnap_at else ())
             result[run] = (path, poses, start)
             log.info('wrote %s: %d frames', path, n)
             start += int((n / rate_hz + LOCALIZATION_DELAY_S) * 1e9)

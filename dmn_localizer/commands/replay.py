@@ -83,6 +83,8 @@ def replay(args, quiet=False):
         loc = Localizer(model, cfg, device, seed=args.seed)
         loc.set_map(view_map)
         track = core.localize(loc, stream, args.mode, progress=not quiet)
+        extra = {'recovery_injections': loc.health.injections,
+                 'recovery_global_reinits': loc.health.global_reinits}
     metrics = core.compute_metrics(track)
     metrics.update(mode=args.mode, particles=k, map_contexts=len(view_map),
                    model_id=getattr(model, 'model_id', ''), device=str(device), **extra)

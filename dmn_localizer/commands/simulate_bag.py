@@ -21,6 +21,9 @@ def add_arguments(parser):
     parser.add_argument('--localization-frames', type=int, default=150)
     parser.add_argument('--rate', type=float, default=4.0, help='frames per second')
     parser.add_argument('--step', type=float, default=0.5, help='metres driven per frame')
+    parser.add_argument('--kidnap-at', type=int, metavar='FRAME',
+                        help='teleport the robot at this localization frame to a mapped place '
+                        '>= 10 m away, unseen by its odometry (kidnapped-robot test)')
 
 
 def run(args):
@@ -30,6 +33,8 @@ def run(args):
         raise UserError(f'--seed must be >= 0, got {args.seed}')
     if args.mapping_frames < 2 or args.localization_frames < 2:
         raise UserError('--mapping-frames and --localization-frames must be >= 2')
+    if args.kidnap_at is not None and not 1 <= args.kidnap_at < args.localization_frames:
+        raise UserError(f'--kidnap-at must be within 1..{args.localization_frames - 1}')
     if args.rate <= 0 or not 0 < args.step <= 5:
         raise UserError('--rate must be > 0 and --step within (0, 5] m')
     for run_name in ('mapping', 'localization'):
@@ -40,7 +45,7 @@ def run(args):
     res = simulate_bag(args.domain, args.seed, args.out, storage=args.storage,
                        image_size=args.image_size, mapping_frames=args.mapping_frames,
                        localization_frames=args.localization_frames, rate_hz=args.rate,
-                       step_m=args.step)
+                       step_m=args.step, kidnap_at=args.kidnap_at)
     for name, (path, poses, _) in res.items():
         print(f'{name}: {path} ({len(poses)} frames, {args.storage})')
     return 0
