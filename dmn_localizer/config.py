@@ -87,7 +87,7 @@ class LocalizerConfig:
     # filter health: likelihood collapse (kidnapped robot) -> recovery
     health_samples: int = param(64, 'Random poses scored per update as the reference of the '
                                 'belief score (0 = no collapse detection)', 0, 100000)
-    collapse_score: float = param(0.85, 'An update has collapsed when the belief\'s mean '
+    collapse_score: float = param(0.6, 'An update has collapsed when the belief\'s mean '
                                   'likelihood beats less than this share of the random poses',
                                   0.0, 1.0)
     collapse_updates: int = param(3, 'Collapse count (+1 per collapsed, -1 per healthy update) '

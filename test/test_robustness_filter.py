@@ -1,14 +1,13 @@
 """Filter health (issue 9): likelihood collapse -> random injection -> global
 re-initialisation, tested with a synthetic observation model (no trained model needed), plus
-odometry-buffer checks and the kidnapped-robot test with the trained mazes model (skipped
-without it).
+odometry-buffer checks. The kidnapped-robot test with the shipped model and a simulated bag
+is test_kidnapped_bag.py.
 
 The synthetic model scores camera poses with a Gaussian bump around the true pose plus a
 large random offset per image, like the DMN's unnormalised log-likelihood: a detector
 looking at raw log-likelihood values would fire at random; the rank-based belief score must
 not."""
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -66,9 +65,16 @@ def square_map(size=20.0):
     return vm  # global region: [-2, 22]^2
 
 
+# The oracle's wrong-place likelihoods are a smooth +-0.5 nat texture, so a lost belief
+# still beats about half of the random poses: its detector threshold sits higher than the
+# default (0.6, set for the shipped model, see test_kidnapped_robot_trained_model).
+ORACLE_COLLAPSE_SCORE = 0.85
+
+
 def make(oracle=None, **overrides):
     cfg = LocalizerConfig(**{'num_particles': 256, 'global_num_particles': 2048,
-                             'health_samples': 64, **overrides})
+                             'health_samples': 64, 'collapse_score': ORACLE_COLLAPSE_SCORE,
+                             **overrides})
     loc = Localizer(oracle or Oracle(), cfg, 'cpu', seed=3)
     loc.set_map(square_map())
     return loc
@@ -234,56 +240,3 @@ def test_odometry_buffer_jumps_and_non_finite():
     buf.add(0.0, [0.0, 0.0, 0.0])
     assert buf.add(3.0, [5.0, 0.0, 0.0]) is False  # messages lost for 3 s at 1.7 m/s: no jump
     assert buf.add(3.1, [7.0, 0.0, 0.0]) is True and buf.jumps == 1
-
-
-# ---------------------------------------------------------------- trained model (optional)
-TRAINED = Path(os.environ.get('DMN_KIDNAP_MODEL', REPO / 'models' / 'dmn_mazes.safetensors'))
-# Updates after the teleport within which the trained localizer must be back within 1.5 m.
-# A target, not yet measured: no trained model existed when this test was written.
-KIDNAP_BOUND = 40
-
-
-def kidnapped_run(model, k=256, global_k=2048, before=30, after=50, seed=7):
-    """Track a robot in a simulated maze, teleport it after ``before`` updates (no odometry
-    across the jump), run ``after`` more; returns (x-y errors, recovery per update)."""
-    from dmn_localizer.keyframes import is_new_keyframe
-    from dmn_localizer.sim.trajectories import exploring_trajectory, random_trajectory
-    from dmn_localizer.sim.world import make_world
-    rng = np.random.default_rng(seed)
-    with make_world('mazes', 900_001, image_size=model.config.image_size) as world:
-        mapping = exploring_trajectory(world.spec, rng, 400, step_m=0.5).astype(np.float64)
-        vm = ViewMap()
-        for img, pose in zip(world.render(mapping), mapping):
-            if is_new_keyframe(pose, vm.poses, 1.0, 0.5):
-                vm.add(img, pose)
-        a = random_trajectory(world.spec, rng, before, step_m=0.5).astype(np.float64)
-        b = random_trajectory(world.spec, rng, after, step_m=0.5).astype(np.float64)
-        truths = np.concatenate([a, b])
-        images = world.render(truths)
-    loc = Localizer(model, LocalizerConfig(num_particles=k, global_num_particles=global_k),
-                    'cpu', seed=0)
-    loc.set_map(vm)
-    loc.init_gaussian(a[0], (0.5, 0.5, 0.2))
-    errors, recoveries = [], []
-    for i, truth in enumerate(truths):
-        if i and i != before:  # no odometry across the teleport
-            loc.add_motion(relative(truths[i - 1], truth))
-        recoveries.append(loc.update(images[i], force=True).recovery)
-        errors.append(math.hypot(*(loc.estimate()[0][:2] - truth[:2])))
-    return np.array(errors), recoveries
-
-
-@pytest.mark.skipif(not (TRAINED.is_file() and os.environ.get('DMN_TRAINED_MODEL_TESTS')),
-                    reason='opt-in (DMN_TRAINED_MODEL_TESTS=1, model at DMN_KIDNAP_MODEL or '
-                    'models/dmn_mazes): slow, and a statement about the shipped model\'s '
-                    'quality, reported in models/README.md, not a check of the code')
-def test_kidnapped_robot_trained_model():
-    from dmn_localizer.model.io import load_model
-    before = 30
-    errors, recoveries = kidnapped_run(load_model(TRAINED), before=before)
-    assert errors[before - 10:before].max() < 1.5, 'the model does not track: ' \
-        f'{errors[:before].round(1)}'
-    assert any(recoveries[before:]), 'the teleport was not detected'
-    back = relocalized_after(errors[before:])
-    assert back is not None and back <= KIDNAP_BOUND, (back, errors[before:].round(1))
-    print(f'kidnapped robot: back within 1.5 m {back} updates after the teleport')
