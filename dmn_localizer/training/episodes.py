@@ -26,6 +26,13 @@ class Batch:
     def __len__(self):
         return self.query_poses.shape[0]
 
+    def part(self, index, parts):
+        """Episodes ``[index * B / parts, (index + 1) * B / parts)`` (data-parallel share)."""
+        n = len(self) // parts
+        sl = slice(index * n, (index + 1) * n)
+        return Batch(self.context_images[sl], self.context_poses[sl], self.query_images[sl],
+                     self.query_poses[sl], self.odometry[sl], self.world_size[sl])
+
     def with_images(self, context_images=None, query_images=None):
         """A copy with other images (for the image-use diagnostic)."""
         return Batch(self.context_images if context_images is None else context_images,

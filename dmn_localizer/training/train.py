@@ -17,6 +17,15 @@ batch's episodes and with the context images shuffled (poses kept). ``gap_query`
 ``val`` (paper protocol: one-step tracking, Gaussian 6 m / 30 deg, Nc = val_contexts) and
 ``near`` (nearest context forced in, 1.5 m / 15 deg, a quarter of the particles near the truth),
 the go/no-go signal for image use early in training.
+
+Data-parallel training: started by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment), each
+process wraps the model in ``DistributedDataParallel`` (gloo on CPU, nccl on CUDA, one GPU per
+process by ``LOCAL_RANK``). ``batch_size`` is per process. Every process draws the same global
+batch of ``batch_size * WORLD_SIZE`` episodes (same seeds: data is cheap next to the model) and
+trains on its own share, so the averaged gradient is the single-process gradient of the global
+batch, and all processes keep identical RNG and data-stream states: rank 0's checkpoint
+resumes any number of processes. Only rank 0 validates, logs and writes files; the others wait
+for its early-stopping decision.
 """
 import csv
 import io
@@ -274,8 +283,75 @@ def _warm_start(model, path, device):
     logger.info('warm start from %s (%s)', path, source.model_id)
 
 
+class _Distributed:
+    """The process group of a torchrun launch (or a single process)."""
+
+    def __init__(self, device):
+        import os
+        self.world = int(os.environ.get('WORLD_SIZE', '1'))
+        self.rank = int(os.environ.get('RANK', '0'))
+        self.device = device
+        if self.world > 1:
+            import torch.distributed as dist
+            if device.type == 'cuda':
+                self.device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', '0')))
+                torch.cuda.set_device(self.device)
+            dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
+            logger.info('data-parallel: rank %d of %d (%s)', self.rank, self.world,
+                        dist.get_backend())
+
+    @property
+    def main(self):
+        return self.rank == 0
+
+    def wrap(self, module):
+        if self.world == 1:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+        return DistributedDataParallel(
+            module, device_ids=[self.device] if self.device.type == 'cuda' else None)
+
+    def broadcast_flag(self, flag):
+        """Rank 0's ``flag`` on every rank."""
+        if self.world == 1:
+            return flag
+        import torch.distributed as dist
+        t = torch.tensor([int(flag)], device=self.device)
+        dist.broadcast(t, 0)
+        return bool(t.item())
+
+    def close(self):
+        if self.world > 1:
+            import torch.distributed as dist
+            dist.barrier()   # leave together: a rank leaving while rank 0 still writes aborts
+            dist.destroy_process_group()
+
+
+class _TrainStep(torch.nn.Module):
+    """The model's forward for DistributedDataParallel: one rollout (its gradient hooks sync
+    the DMN's parameters, which are this module's)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch, particles, fcfg, generator, kwargs):
+        return rollout(self.model, batch, particles, fcfg, generator, **kwargs)
+
+
 def train(cfg: TrainConfig, out_dir, resume=False, train_dataset=None, val_dataset=None,
           progress=True):
+    """Train (data-parallel under torchrun, see the module docstring); see :func:`_train`."""
+    device = resolve_device(cfg.device)
+    group = _Distributed(device)
+    try:
+        return _train(cfg, out_dir, resume, train_dataset, val_dataset,
+                      progress and group.main, group)
+    finally:
+        group.close()
+
+
+def _train(cfg: TrainConfig, out_dir, resume, train_dataset, val_dataset, progress, group):
     """Train a DMN; returns a summary dict (steps, best validation loss, paths).
 
     ``train_dataset``/``val_dataset`` default to ``open_dataset(cfg.train_data/val_data)``.
@@ -283,10 +359,11 @@ def train(cfg: TrainConfig, out_dir, resume=False, train_dataset=None, val_datas
     and optimizer state as an uninterrupted run).
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if group.main:
+        out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    device = group.device
     train_dataset = train_dataset or open_dataset(cfg.train_data)
     val_dataset = val_dataset or open_dataset(cfg.val_data)
 
@@ -311,12 +388,16 @@ def train(cfg: TrainConfig, out_dir, resume=False, train_dataset=None, val_datas
             _warm_start(model, cfg.init_from, device)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     import yaml
-    atomic_write_bytes(out / 'config.yaml', yaml.safe_dump(
-        json.loads(json.dumps(cfg.to_dict())), sort_keys=False).encode())
-    train_log, val_log = _Csv(out / 'train_log.csv', TRAIN_FIELDS), _Csv(out / 'val_log.csv')
-    train_log.truncate_after(step if resume else -1)   # a fresh run starts fresh logs
-    val_log.truncate_after(step if resume else -1)
-    splits = build_validation(cfg, val_dataset, device)
+    step_module = group.wrap(_TrainStep(model))
+    if group.main:
+        atomic_write_bytes(out / 'config.yaml', yaml.safe_dump(
+            json.loads(json.dumps(dict(cfg.to_dict(), processes=group.world))),
+            sort_keys=False).encode())
+        train_log = _Csv(out / 'train_log.csv', TRAIN_FIELDS)
+        val_log = _Csv(out / 'val_log.csv')
+        train_log.truncate_after(step if resume else -1)   # a fresh run starts fresh logs
+        val_log.truncate_after(step if resume else -1)
+        splits = build_validation(cfg, val_dataset, device)
     fcfg = _filter_config(cfg)
     scale = model.config.coord_scale_m
 
@@ -337,7 +418,7 @@ def train(cfg: TrainConfig, out_dir, resume=False, train_dataset=None, val_datas
                     ' *' if improved else '')
         return v
 
-    if step == 0 and not resume:
+    if step == 0 and not resume and group.main:
         run_validation()
         _save_checkpoint(out, model, opt, step, best, bad, rng, gen, stream, cfg)
     try:
@@ -352,7 +433,8 @@ def train(cfg: TrainConfig, out_dir, resume=False, train_dataset=None, val_datas
     while step < cfg.max_steps:
         std, near_p = schedule(cfg, step)
         n_ctx = int(rng.integers(cfg.contexts[0], cfg.contexts[1] + 1))
-        batch = make_batch(stream.take(cfg.batch_size), n_ctx, rng, near_p, cfg.steps, device)
+        batch = make_batch(stream.take(cfg.batch_size * group.world), n_ctx, rng, near_p,
+                           cfg.steps, device)
         draw = torch.rand(len(batch), generator=gen)
         particles = initial_particles(batch, cfg.particles, gen, global_prob=cfg.global_prob,
                                       draw=draw,
@@ -361,16 +443,25 @@ def train(cfg: TrainConfig, out_dir, resume=False, train_dataset=None, val_datas
                                       near_truth_std=cfg.near_truth_std,
                                       decoy_fraction=cfg.decoy_fraction,
                                       decoy_std=cfg.decoy_std).to(device)
-        r = rollout(model, batch, particles, fcfg, gen, scale=scale, yaw_weight=cfg.yaw_weight,
-                    dense_kernel=_dense_kernel(cfg) if cfg.dense_weight else None,
-                    attention_kernel=((cfg.attention_kernel_m,
-                                       math.radians(cfg.attention_kernel_deg))
-                                      if cfg.attention_weight else None))
+        # this process's share of the global batch (all of it in a single process)
+        keep = (draw >= cfg.global_prob).float()[:, None]
+        n_keep = keep.sum()                                 # over the global batch
+        if group.world > 1:
+            share = slice(group.rank * cfg.batch_size, (group.rank + 1) * cfg.batch_size)
+            batch, particles, keep = (batch.part(group.rank, group.world), particles[share],
+                                      keep[share])
+        r = step_module(batch, particles, fcfg, gen, dict(
+            scale=scale, yaw_weight=cfg.yaw_weight,
+            dense_kernel=_dense_kernel(cfg) if cfg.dense_weight else None,
+            attention_kernel=((cfg.attention_kernel_m, math.radians(cfg.attention_kernel_deg))
+                              if cfg.attention_weight else None)))
         if cfg.mse_on_global or cfg.global_prob == 0:
             mse = r['mse'].mean()
-        else:  # the paper loss only on tracking-belief episodes
-            keep = (draw >= cfg.global_prob).to(r['mse'])[:, None]
-            mse = (r['mse'] * keep).sum() / (keep.sum() * r['mse'].shape[1]).clamp_min(1.0)
+        else:  # the paper loss only on tracking-belief episodes (normalised over the global
+            # batch; the data-parallel gradient average divides by the process count)
+            keep = keep.to(r['mse'])
+            mse = group.world * (r['mse'] * keep).sum() / (
+                n_keep * r['mse'].shape[1]).clamp_min(1.0)
         loss = cfg.mse_weight * mse
         dense = r['dense'].mean() if 'dense' in r else torch.zeros(())
         if 'dense' in r:
@@ -384,13 +475,13 @@ def train(cfg: TrainConfig, out_dir, resume=False, train_dataset=None, val_datas
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         step += 1
-        window_n += len(batch)
+        window_n += len(batch) * group.world
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f'{loss.item():.4f}', refresh=False)
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
+        if group.main and (step % cfg.log_every == 0 or step == cfg.max_steps):
             now = time.monotonic()
-            train_log.append({'step': step, 'samples': step * cfg.batch_size,
+            train_log.append({'step': step, 'samples': step * cfg.batch_size * group.world,
                               'loss': f'{loss.item():.6g}', 'mse': f'{mse.item():.6g}',
                               'dense': f'{dense.item():.6g}', 'attention': f'{att.item():.6g}',
                               'n_contexts': n_ctx,
@@ -399,16 +490,21 @@ def train(cfg: TrainConfig, out_dir, resume=False, train_dataset=None, val_datas
                               'elapsed_s': f'{now - t0:.1f}'})
             window_t, window_n = now, 0
         if step % cfg.val_every == 0 or step == cfg.max_steps:
-            run_validation()
-            _save_checkpoint(out, model, opt, step, best, bad, rng, gen, stream, cfg)
-            if bad >= cfg.patience:
+            if group.main:
+                run_validation()
+                _save_checkpoint(out, model, opt, step, best, bad, rng, gen, stream, cfg)
+            if group.broadcast_flag(bad >= cfg.patience):
                 logger.info('early stop at step %d: no improvement in %d validations', step,
                             bad)
                 stopped_early = True
                 break
     if bar is not None:
         bar.close()
-    save_model(model, out / 'final', metadata={'step': step, 'train_config': cfg.to_dict()})
+    if not group.main:
+        return {'steps': step, 'best_val_mse': best, 'stopped_early': stopped_early,
+                'best': None, 'final': None, 'out': str(out)}
+    save_model(model, out / 'final', metadata={'step': step, 'train_config': cfg.to_dict(),
+                                               'processes': group.world})
     best_path = model_paths(out / 'best')[0]
     return {'steps': step, 'best_val_mse': best, 'stopped_early': stopped_early,
             'best': str(best_path), 'final': str(model_paths(out / 'final')[0]),
