@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 # default (particle, context) pairs processed at once (the ``chunk`` argument): small enough
 # to stay in cache, and bounded memory whatever the map size
-PAIRS_PER_CHUNK = 1024
+PAIRS_PER_CHUNK = 2048
 
 
 def select_device(name):
@@ -208,15 +208,19 @@ class Localizer:
         self.pending[:] = 0.0
         query = self.model.encode_query(images_to_tensor(image[None], self.device))
         cam = compose(self.particles, self.base_from_camera.to(self.device))
+        k = cam.shape[1]
+        reference = self._health_reference()
+        if reference is not None:  # scored in the same pass as the particles
+            cam = torch.cat([cam, reference], dim=1)
         ll = self.log_likelihood(query, cam)
         ll = torch.where(torch.isfinite(ll), ll, torch.full_like(ll, -math.inf))
+        ll, ref_ll = ll[:, :k], ll[0, k:]
         resampled = False
         if not bool(torch.isfinite(ll).any()):
             score = 0.0  # no usable evidence: weights kept, counts as collapsed
         else:
-            score = self._belief_score(query, ll)
+            score = self._belief_score(ll, ref_ll)
             self.log_weights = normalize_log_weights(self.log_weights + ll)
-            k = self.particles.shape[1]
             if self.ess() < self.config.resample_ess_ratio * k:
                 self.particles, self.log_weights = systematic_resample(
                     self.particles, self.log_weights, self.generator)
@@ -225,15 +229,19 @@ class Localizer:
         collapsed, recovery = self._check_health(score)
         return UpdateReport(True, ess, resampled, float(ll.max()), score, collapsed, recovery)
 
-    def _belief_score(self, query, ll):
-        """Share of ``health_samples`` random poses whose log-likelihood is below the belief's
-        log mean likelihood (prior weights); NaN when disabled or no reference is finite."""
+    def _health_reference(self):
+        """``health_samples`` random camera poses (1, m, 3) of the map area, or None."""
         m = self.config.health_samples
         if m <= 0 or self.bounds is None:
-            return math.nan
+            return None
         x0, y0, size = self.bounds
         ref = sample_uniform(1, m, size, self.generator, origin=(x0, y0)).to(self.device)
-        ref_ll = self.log_likelihood(query, compose(ref, self.base_from_camera.to(self.device)))
+        return compose(ref, self.base_from_camera.to(self.device))
+
+    def _belief_score(self, ll, ref_ll):
+        """Share of the random reference poses whose log-likelihood ``ref_ll`` is below the
+        belief's log mean likelihood (prior weights); NaN when disabled or no reference is
+        finite."""
         ref_ll = ref_ll[torch.isfinite(ref_ll)]
         if ref_ll.numel() == 0:
             return math.nan

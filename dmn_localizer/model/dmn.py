@@ -230,8 +230,11 @@ class DMN(nn.Module):
         feat4 = self.cnn4(emb)
         feat6 = F.conv2d(feat4, self.cnn6a.weight[:, :FEAT4_DIM], padding=1)
         shape = (B, N) + emb.shape[1:]
-        return MapState(context_poses.to(emb.dtype), emb.view(shape), key_pre.view(shape),
-                        coord_maps, feat6.view(shape))
+        # contiguous (convolutions may return channels-last layouts): the per-particle code
+        # flattens these per context, which would otherwise copy the whole map every chunk
+        return MapState(context_poses.to(emb.dtype), emb.reshape(shape),
+                        key_pre.contiguous().view(shape), coord_maps.contiguous(),
+                        feat6.contiguous().view(shape))
 
     def encode_query(self, query_images):
         """Encode B query images once: (B, 3, H, W) float in [-1, 1] -> :class:`QueryState`."""
@@ -284,13 +287,18 @@ class DMN(nn.Module):
         out = self._head(x.view(B * K, -1, h, w)).view(B, K)
         return (out, lam) if return_attention else out
 
-    def log_likelihood_selected(self, map_state: MapState, query: QueryState, particles, index):
+    def log_likelihood_selected(self, map_state: MapState, query: QueryState, particles, index,
+                                attention_chunk=16):
         """Log-likelihoods when each particle attends to its own subset of the map's contexts
         (e.g. its M nearest): the same values as :meth:`log_likelihood` on a map of just those
         contexts, without copying the query or the map per particle.
 
         map_state: one map (B = 1) of N contexts; query: one query; particles: (1, K, 3);
         index: (K, M) long, the contexts of each particle. Returns (1, K).
+
+        The attention (a memory-bound (k, M, 64 h w) pre-activation per chunk) runs over
+        ``attention_chunk`` particles at a time, so its working set stays in the CPU cache;
+        the convolutions after it run on all K particles at once.
         """
         assert particles.shape[0] == 1 and map_state.poses.shape[0] == 1
         K, M = index.shape
@@ -302,12 +310,17 @@ class DMN(nn.Module):
         c = torch.stack([rel[..., 0] / scale, rel[..., 1] / scale, torch.sin(rel[..., 2]),
                          torch.cos(rel[..., 2])], dim=-1)                       # (K, M, 4)
         key_pre = map_state.key_pre[0].reshape(-1, P)
-        pre = key_pre[index] + torch.matmul(c, map_state.coord_maps.reshape(4, P))  # (K,M,P)
-        r = F.relu(pre)
-        scores = torch.mv(r.reshape(K * M, P), query.key_adjoint.reshape(P)).view(K, M)
-        lam = self._attention(scores + query.key_bias[0])                         # (K, M)
-        r_sum = torch.bmm(lam[:, None, :], r).view(K, EMBED_DIM, h, w)
-        vkey = F.conv2d(r_sum, self.cnn2b.weight, padding=1) \
+        coord_maps = map_state.coord_maps.reshape(4, P)
+        adjoint = query.key_adjoint.reshape(P)
+        lams, sums = [], []
+        for i in range(0, K, max(1, attention_chunk)):
+            idx, ci = index[i:i + attention_chunk], c[i:i + attention_chunk]
+            r = F.relu(torch.addmm(key_pre[idx.reshape(-1)], ci.reshape(-1, 4), coord_maps))
+            lam_i = self._attention(torch.mv(r, adjoint).view(-1, M) + query.key_bias[0])
+            lams.append(lam_i)
+            sums.append(torch.bmm(lam_i[:, None, :], r.view(-1, M, P)))        # (k, 1, P)
+        lam, r_sum = torch.cat(lams), torch.cat(sums)
+        vkey = F.conv2d(r_sum.view(K, EMBED_DIM, h, w), self.cnn2b.weight, padding=1) \
             + lam.sum(-1).view(K, 1, 1, 1) * self.cnn2b.bias[:, None, None]
         feat6 = map_state.feat6[0].reshape(map_state.feat6.shape[1], -1)           # (N, C6)
         f6 = F.embedding_bag(index, feat6, per_sample_weights=lam, mode='sum')
