@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 # default (particle, context) pairs processed at once (the ``chunk`` argument): small enough
 # to stay in cache, and bounded memory whatever the map size
-PAIRS_PER_CHUNK = 2048
+PAIRS_PER_CHUNK = 1024
 
 
 def select_device(name):
