@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 # default (particle, context) pairs processed at once (the ``chunk`` argument): small enough
 # to stay in cache, and bounded memory whatever the map size
 PAIRS_PER_CHUNK = 1024
+PRECISIONS = ('fp32', 'bf16')
 
 
 def select_device(name):
@@ -91,6 +92,8 @@ class Localizer:
         self.model = model.eval().to(device)
         self.config = config
         self.device = torch.device(device)
+        if config.precision not in PRECISIONS:
+            raise ValueError(f"precision must be 'fp32' or 'bf16', not {config.precision!r}")
         self.generator = torch.Generator().manual_seed(seed)
         self.base_from_camera = torch.tensor(base_from_camera, dtype=torch.float32)
         self.chunk = chunk
@@ -206,13 +209,15 @@ class Localizer:
         self.force_next = False
         self._predict(self.pending)
         self.pending[:] = 0.0
-        query = self.model.encode_query(images_to_tensor(image[None], self.device))
         cam = compose(self.particles, self.base_from_camera.to(self.device))
         k = cam.shape[1]
         reference = self._health_reference()
         if reference is not None:  # scored in the same pass as the particles
             cam = torch.cat([cam, reference], dim=1)
-        ll = self.log_likelihood(query, cam)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                            enabled=self.config.precision == 'bf16'):
+            query = self.model.encode_query(images_to_tensor(image[None], self.device))
+            ll = self.log_likelihood(query, cam).float()
         ll = torch.where(torch.isfinite(ll), ll, torch.full_like(ll, -math.inf))
         ll, ref_ll = ll[:, :k], ll[0, k:]
         resampled = False

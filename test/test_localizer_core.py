@@ -141,3 +141,22 @@ def test_nearest_contexts_path(tiny_model):
                                    loc.map_state.poses[:, keep])
         torch.testing.assert_close(near[:, :1], tiny_model.log_likelihood(sub, q, p),
                                    atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_precision_close_to_fp32():
+    """precision 'bf16' (autocast) gives weights close to fp32's; bad values are refused."""
+    from dmn_localizer.model.io import load_model
+    from dmn_localizer.resources import default_model_path
+    model = load_model(default_model_path())      # the shipped weights: realistic values
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    weights = {}
+    for precision in ('fp32', 'bf16'):
+        loc = make_localizer(model, precision=precision, health_samples=0)
+        loc.init_global()
+        loc.update(image, force=True)
+        weights[precision] = loc.particle_array()[1]
+    assert not np.allclose(weights['fp32'], weights['bf16'], rtol=0, atol=1e-9)  # it is bf16
+    assert 0.5 * np.abs(weights['fp32'] - weights['bf16']).sum() < 0.02  # total variation
+    with pytest.raises(ValueError, match='precision'):
+        make_localizer(model, precision='fp16')

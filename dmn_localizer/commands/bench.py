@@ -74,9 +74,11 @@ def node_latency(model, args):
             torch.manual_seed(args.seed)
             model = str(Path(tmp) / 'random_init.safetensors')
             save_model(DMN(DMNConfig()), model)
-        ks = (32,) if args.quick else (256, 2048)
+        runs = [(32, 'fp32')] if args.quick else [(256, 'fp32'), (2048, 'fp32')]
+        if args.options:
+            runs.append((runs[0][0], 'bf16'))
         return [measure(model, k, frames=min(args.node_frames, 5) if args.quick
-                        else args.node_frames) for k in ks]
+                        else args.node_frames, precision=precision) for k, precision in runs]
 
 
 def run(args):
@@ -118,7 +120,8 @@ def run(args):
     write_json(out, result)
     print(format_table(result))
     for row in result.get('node_latency', []):
-        print(f"node latency K={row['K']:5d} Nc={row['Nc']}: p50 {row['p50_ms']:.1f} ms, "
+        print(f"node latency K={row['K']:5d} Nc={row['Nc']} {row['precision']}: "
+              f"p50 {row['p50_ms']:.1f} ms, "
               f"p95 {row['p95_ms']:.1f} ms ({row['received']}/{row['frames']} poses; "
               'target p95 <= 50 ms at K=256)')
     print(f'wrote {out}')

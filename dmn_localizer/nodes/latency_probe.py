@@ -39,7 +39,7 @@ def _make_map(path, image_size, contexts, seed=1_100_000):
 
 
 def measure(model_path, particles, frames=40, warmup=5, rate_hz=4.0, contexts=16,
-            image_size=32, domain_id=None):
+            image_size=32, domain_id=None, precision='fp32'):
     """Latency statistics (ms) of ``frames`` image updates at ``particles`` particles."""
     import rclpy
     from nav_msgs.msg import Odometry
@@ -58,7 +58,8 @@ def measure(model_path, particles, frames=40, warmup=5, rate_hz=4.0, contexts=16
                str(map_file), '--model', str(model_path),
                '-p', f'global_num_particles:={particles}',
                '-p', 'update_min_d:=0.0', '-p', 'update_min_a:=0.0',
-               '-p', 'force_update_when_still:=true', '-p', 'publish_particles:=false']
+               '-p', 'force_update_when_still:=true', '-p', 'publish_particles:=false',
+               '-p', f'precision:={precision}']
         node = start_child(cmd, env=_env(domain_id), stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, text=True)
         context = rclpy.Context()
@@ -121,7 +122,8 @@ def measure(model_path, particles, frames=40, warmup=5, rate_hz=4.0, contexts=16
     lat = np.array([1e3 * (got[k] - sent[k]) for k in keys if k in got])
     if lat.size == 0:
         raise RuntimeError('no pose came back from the localizer node')
-    return {'path': 'node', 'K': particles, 'Nc': contexts, 'frames': len(keys),
+    return {'path': 'node', 'K': particles, 'Nc': contexts, 'precision': precision,
+            'frames': len(keys),
             'received': int(lat.size), 'rate_hz': rate_hz,
             'p50_ms': float(np.percentile(lat, 50)), 'p95_ms': float(np.percentile(lat, 95)),
             'mean_ms': float(lat.mean()), 'max_ms': float(lat.max())}

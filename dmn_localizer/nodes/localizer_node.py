@@ -64,7 +64,7 @@ class LocalizerNode(Node):
         super().__init__('localizer', **kwargs)
         self.config = cfg = declare_config(self, LocalizerConfig)
         refuse_changes(self, ['image_topic', 'image_transport', 'odom_topic', 'model',
-                              'image_size', 'device', 'initial_pose_topic'])
+                              'image_size', 'device', 'precision', 'initial_pose_topic'])
         try:
             device = select_device(cfg.device)
         except ValueError as exc:
@@ -73,7 +73,10 @@ class LocalizerNode(Node):
         if model.config.image_size != cfg.image_size:
             raise UserError(f'image_size {cfg.image_size} does not match the model '
                             f'{self.model_file} ({model.config.image_size})')
-        self.localizer = Localizer(model, cfg, device, base_from_camera=camera_offset(cfg))
+        try:
+            self.localizer = Localizer(model, cfg, device, base_from_camera=camera_offset(cfg))
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
         self.device_name = str(device)
         self.odom = OdometryBuffer(max_jump_m=cfg.odom_jump_threshold,
                                    max_speed=cfg.odom_max_speed)
