@@ -143,7 +143,8 @@ def test_nearest_contexts_path(tiny_model):
                                    atol=1e-5, rtol=1e-5)
 
 
-def test_bf16_precision_close_to_fp32():
+@pytest.mark.parametrize('nearest', [0, 2])  # all contexts, and the nearest-M path
+def test_bf16_precision_close_to_fp32(nearest):
     """precision 'bf16' (autocast) gives weights close to fp32's; bad values are refused."""
     from dmn_localizer.model.io import load_model
     from dmn_localizer.resources import default_model_path
@@ -152,7 +153,8 @@ def test_bf16_precision_close_to_fp32():
     image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
     weights = {}
     for precision in ('fp32', 'bf16'):
-        loc = make_localizer(model, precision=precision, health_samples=0)
+        loc = make_localizer(model, precision=precision, health_samples=0,
+                             nearest_contexts=nearest)
         loc.init_global()
         loc.update(image, force=True)
         weights[precision] = loc.particle_array()[1]

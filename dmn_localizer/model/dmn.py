@@ -323,7 +323,7 @@ class DMN(nn.Module):
         vkey = F.conv2d(r_sum.view(K, EMBED_DIM, h, w), self.cnn2b.weight, padding=1) \
             + lam.sum(-1).view(K, 1, 1, 1) * self.cnn2b.bias[:, None, None]
         feat6 = map_state.feat6[0].reshape(map_state.feat6.shape[1], -1)           # (N, C6)
-        f6 = F.embedding_bag(index, feat6, per_sample_weights=lam, mode='sum')
+        f6 = F.embedding_bag(index, feat6, per_sample_weights=lam.to(feat6.dtype), mode='sum')
         x = (f6.view(K, -1, h, w)
              + F.conv2d(vkey, self.cnn6a.weight[:, FEAT4_DIM:FEAT4_DIM + KEY_DIM], padding=1)
              + query.feat6)
