@@ -313,9 +313,14 @@ class DMN(nn.Module):
         coord_maps = map_state.coord_maps.reshape(4, P)
         adjoint = query.key_adjoint.reshape(P)
         lams, sums = [], []
+        in_place = not torch.is_grad_enabled()   # inference: no copy of the gathered rows
         for i in range(0, K, max(1, attention_chunk)):
             idx, ci = index[i:i + attention_chunk], c[i:i + attention_chunk]
-            r = F.relu(torch.addmm(key_pre[idx.reshape(-1)], ci.reshape(-1, 4), coord_maps))
+            rows = key_pre[idx.reshape(-1)]                                        # (k M, P)
+            if in_place:
+                r = rows.addmm_(ci.reshape(-1, 4), coord_maps).clamp_min_(0.0)
+            else:
+                r = F.relu(torch.addmm(rows, ci.reshape(-1, 4), coord_maps))
             lam_i = self._attention(torch.mv(r, adjoint).view(-1, M) + query.key_bias[0])
             lams.append(lam_i)
             sums.append(torch.bmm(lam_i[:, None, :], r.view(-1, M, P)))        # (k, 1, P)
