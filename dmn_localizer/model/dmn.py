@@ -321,7 +321,8 @@ class DMN(nn.Module):
                 r = rows.addmm_(ci.reshape(-1, 4), coord_maps).clamp_min_(0.0)
             else:
                 r = F.relu(torch.addmm(rows, ci.reshape(-1, 4), coord_maps))
-            lam_i = self._attention(torch.mv(r, adjoint).view(-1, M) + query.key_bias[0])
+            scores = torch.mv(r, adjoint.to(r.dtype)).view(-1, M)
+            lam_i = self._attention(scores + query.key_bias[0])
             lams.append(lam_i)
             sums.append(torch.bmm(lam_i[:, None, :], r.view(-1, M, P)))        # (k, 1, P)
         lam, r_sum = torch.cat(lams), torch.cat(sums)
