@@ -104,9 +104,11 @@ def measure(model_path, particles, frames=40, warmup=5, rate_hz=4.0, contexts=16
                 img_pub.publish(img)
                 # closed loop: the next image only after this pose (or 5 s), then a pause,
                 # so queueing in front of a slow node never adds to the latency
+                # (spin_once returns when the pose arrives; a longer timeout only saves the
+                # probe's wake-ups, which would take CPU from the node under test)
                 t_next = time.monotonic() + 5.0
                 while key not in got and time.monotonic() < t_next:
-                    executor.spin_once(timeout_sec=0.002)
+                    executor.spin_once(timeout_sec=0.1)
                 t_next = time.monotonic() + 1.0 / rate_hz
                 while time.monotonic() < t_next:
                     executor.spin_once(timeout_sec=0.01)
