@@ -49,8 +49,8 @@ def replay_args(data, out, **kw):
     args = dict(bag=bag, map_bag=map_bag, map=None, model=model, out=out, mode='global',
                 particles=PARTICLES, seed=0, image_topic='/camera/image_raw',
                 odom_topic='/odom', truth_topic='/ground_truth/pose', keyframe_distance=2.0,
-                keyframe_angle=0.5, world='mazes:3', device='cpu', live=False, rate=None,
-                ros_domain_id=None)
+                keyframe_angle=0.5, world='mazes:3', device='cpu', precision='fp32', live=False,
+                rate=None, ros_domain_id=None)
     args.update(kw)
     return argparse.Namespace(**args)
 
@@ -245,6 +245,7 @@ def test_bad_arguments_one_line_exit_2(data, tmp_path):
         ('--particles', [*base, *out, '--particles', '0']),
         ('--rate only applies', [*base, *out, '--rate', '2']),
         ('--rate must be', [*base, *out, '--live', '--rate', '0']),
+        ('--precision is for offline replay', [*base, *out, '--live', '--precision', 'bf16']),
         ('required: --out', base),
         ('takes nav_msgs/msg/Odometry', [*base, *out, '--live', '--odom-topic',
                                          '/ground_truth/pose']),

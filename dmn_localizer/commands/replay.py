@@ -28,6 +28,9 @@ def add_arguments(parser):
     parser.add_argument('--world', default=None, metavar='DOMAIN:SEED',
                         help='simulated world the bags come from (draws its layout)')
     parser.add_argument('--device', default='auto')
+    parser.add_argument('--precision', default='fp32', choices=('fp32', 'bf16'),
+                        help="observation model arithmetic (offline replay; the node's "
+                        "'precision' parameter)")
     live = parser.add_argument_group('live replay (through the localizer node over DDS)')
     live.add_argument('--live', action='store_true',
                       help='start the localizer node, play the bag to it with its original '
@@ -67,6 +70,7 @@ def replay(args, quiet=False):
         raise UserError(f'map images are {view_map.images.shape[1]} px, the model expects {size}')
     k = args.particles or (2048 if args.mode == 'global' else 256)
     cfg = LocalizerConfig(num_particles=k, global_num_particles=k, update_min_d=0.0,
+                          precision=getattr(args, 'precision', 'fp32'),
                           update_min_a=0.0, force_update_when_still=True)
     try:
         device = select_device(args.device)
@@ -83,7 +87,7 @@ def replay(args, quiet=False):
         loc = Localizer(model, cfg, device, seed=args.seed)
         loc.set_map(view_map)
         track = core.localize(loc, stream, args.mode, progress=not quiet)
-        extra = {'recovery_injections': loc.health.injections,
+        extra = {'precision': cfg.precision, 'recovery_injections': loc.health.injections,
                  'recovery_global_reinits': loc.health.global_reinits}
     metrics = core.compute_metrics(track)
     metrics.update(mode=args.mode, particles=k, map_contexts=len(view_map),
@@ -99,6 +103,9 @@ def check_arguments(args):
     """Cheap checks before anything heavy is loaded (one-line errors, exit status 2)."""
     if args.particles is not None and args.particles < 1:
         raise UserError('--particles must be >= 1')
+    if getattr(args, 'live', False) and getattr(args, 'precision', 'fp32') != 'fp32':
+        raise UserError('--precision is for offline replay (--live runs the node with its own '
+                        'precision parameter)')
     for flag, path in (('--bag', args.bag), ('--map-bag', args.map_bag), ('--map', args.map)):
         if path is not None and not Path(path).exists():
             raise UserError(f'{flag} {path}: no such file or directory')
