@@ -47,6 +47,10 @@ def test_same_weights_serve_any_n_and_k():
     DMNConfig(image_size=16, attention='linear', query_trunk_sharing='none'),
     DMNConfig(attention='sigmoid', query_trunk_sharing='cnn1', final_relu=True),
     DMNConfig(image_size=32, attention_temperature=0.5),
+    # the paper's ablations: without attention, without egocentric transform, without both
+    DMNConfig(image_size=16, attention='uniform'),
+    DMNConfig(image_size=16, egocentric=False),
+    DMNConfig(image_size=16, attention='uniform', egocentric=False),
 ])
 def test_reference_equals_efficient(cfg):
     torch.manual_seed(1)
@@ -84,6 +88,23 @@ def test_world_motion_invariance():
         assert torch.allclose(moved, base, atol=1e-6)
     assert not torch.allclose(model(ci, cp, qi, p + torch.tensor([3.0, 0, 0]).double()), base,
                               atol=1e-6)
+
+
+def test_ablations_lose_what_they_ablate():
+    """Without the egocentric transform the likelihoods depend on where the world is (no
+    invariance); without attention they do not depend on the query key network."""
+    torch.manual_seed(0)
+    model = DMN(DMNConfig(image_size=16, egocentric=False)).double()
+    ci, cp, qi, p = _inputs(2, 4, 6, 16, dtype=torch.double)
+    moved = model(ci, _se2(cp, 10.0, -3.0, 0.7), qi, _se2(p, 10.0, -3.0, 0.7))
+    assert not torch.allclose(moved, model(ci, cp, qi, p), atol=1e-6)
+    model = DMN(DMNConfig(image_size=16, attention='uniform', query_trunk_sharing='none'))
+    ci, cp, qi, p = _inputs(2, 4, 6, 16)
+    before = model(ci, cp, qi, p)
+    with torch.no_grad():
+        for q in model.cnn3_head.parameters():
+            q.add_(torch.randn_like(q))
+    torch.testing.assert_close(model(ci, cp, qi, p), before)
 
 
 def test_gradients_reach_every_parameter_through_soft_resampling():
@@ -144,10 +165,11 @@ def test_config_validation():
         DMN()(*_inputs(1, 2, 2, 64))
 
 
-def test_selected_contexts_equal_a_map_of_just_those():
+@pytest.mark.parametrize('egocentric', [True, False])
+def test_selected_contexts_equal_a_map_of_just_those(egocentric):
     """log_likelihood_selected == log_likelihood on a map of each particle's contexts."""
     torch.manual_seed(3)
-    model = DMN(DMNConfig()).double().eval()
+    model = DMN(DMNConfig(egocentric=egocentric)).double().eval()
     N, K, M = 10, 6, 3
     imgs = torch.rand(1, N, 3, 32, 32, dtype=torch.float64) * 2 - 1
     poses = torch.rand(1, N, 3, dtype=torch.float64) * 30

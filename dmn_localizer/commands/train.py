@@ -39,6 +39,8 @@ def run(args):
     if not args.resume and (out / 'checkpoint' / 'state.pt').exists():
         raise UserError(f'{out}: holds a run already (use --resume, or another --out)')
     summary = train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    if summary['final'] is None:  # a data-parallel rank other than 0: rank 0 reports
+        return 0
     print(f'trained {summary["steps"]} steps, best validation loss '
           f'{summary["best_val_mse"]:.5f}{" (early stop)" if summary["stopped_early"] else ""}'
           f' -> {summary["best"]}')

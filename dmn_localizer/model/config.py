@@ -3,7 +3,7 @@ from dataclasses import asdict, dataclass
 
 from dmn_localizer.config import strict_from_dict
 
-ATTENTION_MODES = ('softmax', 'linear', 'sigmoid')
+ATTENTION_MODES = ('softmax', 'linear', 'sigmoid', 'uniform')
 QUERY_TRUNK_SHARING = ('cnn3', 'cnn1', 'none')
 
 
@@ -17,7 +17,9 @@ class DMNConfig:
     coord_scale_m: float = 20.0
     # Attention over contexts from the scalar product of view key and query key (the paper
     # does not say whether it is normalised): 'softmax' over contexts (weights sum to 1, the
-    # default), 'linear' (raw scaled products), 'sigmoid' (independent gates in (0, 1)).
+    # default), 'linear' (raw scaled products), 'sigmoid' (independent gates in (0, 1)),
+    # 'uniform' (every context weighs 1/N whatever the keys: the paper's "DMN without
+    # attention" ablation; CNN3 then gets no gradient).
     attention: str = 'softmax'
     # The products are divided by sqrt(key elements) * attention_temperature.
     attention_temperature: float = 1.0
@@ -31,6 +33,11 @@ class DMNConfig:
     # The paper writes FC1 (512-relu, 1-relu); a relu on a log-likelihood would clip all
     # negative evidence, so the last layer is linear by default.
     final_relu: bool = False
+    # Egocentric spatial attention (the paper's): context viewpoints enter CNN2 in each
+    # particle's frame. False is the paper's "DMN without egocentric transform" ablation: the
+    # context viewpoint and the particle pose, both in the map frame (x/L, y/L, sin, cos),
+    # are tiled and concatenated to the view embedding instead (CNN2 reads 64 + 8 channels).
+    egocentric: bool = True
     # Weight init: He (Kaiming) for relu layers; the last FC layer starts this many times
     # smaller than a unit-gain init so the initial log-likelihoods are near zero.
     last_layer_init_scale: float = 0.1

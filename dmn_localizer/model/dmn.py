@@ -128,7 +128,7 @@ class DMN(nn.Module):
         self.key_trunk = (self.query_trunk if share in ('cnn1', 'cnn3')
                           else _stack(TRUNK, 3))
         self.cnn1_head = _stack([(EMBED_DIM, 3, 1, True)], 64)
-        self.cnn2a = _conv(EMBED_DIM + 4, 64, 3, 1)
+        self.cnn2a = _conv(EMBED_DIM + (4 if config.egocentric else 8), 64, 3, 1)
         self.cnn2a.is_relu = True
         self.cnn2b = _conv(64, KEY_DIM, 3, 1)
         self.cnn2b.is_relu = False
@@ -163,15 +163,30 @@ class DMN(nn.Module):
             raise ValueError(f'{name} must be (..., 3, {s}, {s}) float in [-1, 1], got '
                              f'{tuple(images.shape)}')
 
-    def _coords(self, map_poses, particles):
-        """Context viewpoints in each particle's frame: (B, K, N, 4) = (dx/L, dy/L, sin, cos).
+    def _pose_coords(self, poses):
+        """Map-frame poses (..., 3) -> (x/L, y/L, sin yaw, cos yaw) (..., 4)."""
+        scale = self.config.coord_scale_m
+        return torch.stack([poses[..., 0] / scale, poses[..., 1] / scale,
+                            torch.sin(poses[..., 2]), torch.cos(poses[..., 2])], dim=-1)
 
+    def _coords(self, map_poses, particles):
+        """The per-(particle, context) coordinate channels of CNN2: (B, K, N, 4).
+
+        Egocentric: context viewpoints in each particle's frame, (dx/L, dy/L, sin, cos).
+        Otherwise: the particle's own map-frame pose (the context's is a per-context input).
         map_poses (B, N, 3), particles (B, K, 3), metric.
         """
-        rel = relative(particles[:, :, None, :], map_poses[:, None, :, :])
-        scale = self.config.coord_scale_m
-        return torch.stack([rel[..., 0] / scale, rel[..., 1] / scale,
-                            torch.sin(rel[..., 2]), torch.cos(rel[..., 2])], dim=-1)
+        if not self.config.egocentric:
+            B, K, N = particles.shape[0], particles.shape[1], map_poses.shape[1]
+            return self._pose_coords(particles)[:, :, None, :].expand(B, K, N, 4)
+        return self._pose_coords(relative(particles[:, :, None, :], map_poses[:, None, :, :]))
+
+    def _selected_coords(self, map_poses, particles, index):
+        """:meth:`_coords` for one map (N, 3), particles (K, 3) and each particle's contexts
+        ``index`` (K, M): (K, M, 4)."""
+        if not self.config.egocentric:
+            return self._pose_coords(particles)[:, None, :].expand(index.shape + (4,))
+        return self._pose_coords(relative(particles[:, None, :], map_poses[index]))
 
     def _attention(self, scores):
         """scores (B, K, N) raw scalar products -> attention weights (B, K, N)."""
@@ -182,6 +197,8 @@ class DMN(nn.Module):
             return torch.softmax(scores, dim=-1)
         if mode == 'sigmoid':
             return torch.sigmoid(scores)
+        if mode == 'uniform':
+            return torch.full_like(scores, 1.0 / scores.shape[-1])
         return scores
 
     def _head(self, x):
@@ -221,12 +238,16 @@ class DMN(nn.Module):
         assert context_poses.shape == (B, N, 3), context_poses.shape
         assert embeddings.shape[2:] == (EMBED_DIM, self.h, self.w), embeddings.shape
         emb = embeddings.flatten(0, 1)
-        w2a = self.cnn2a.weight                                           # (64, 68, 3, 3)
+        w2a = self.cnn2a.weight                                   # (64, 64 + 4 or 8, 3, 3)
         key_pre = F.conv2d(emb, w2a[:, :EMBED_DIM], self.cnn2a.bias, padding=1)  # bias once
-        ones = emb.new_ones(4, 1, self.h, self.w)
-        # coord_maps[j] = conv of a map that is 1 in coord channel j (0 elsewhere): (4,64,h,w)
-        coord_maps = torch.cat([F.conv2d(ones[j:j + 1], w2a[:, EMBED_DIM + j:EMBED_DIM + j + 1],
-                                         padding=1) for j in range(4)])
+        ones = emb.new_ones(1, 1, self.h, self.w)
+        # maps[j] = conv of a map that is 1 in coordinate channel j (0 elsewhere): (4|8,64,h,w)
+        maps = torch.cat([F.conv2d(ones, w2a[:, j:j + 1], padding=1)
+                          for j in range(EMBED_DIM, w2a.shape[1])])
+        coord_maps = maps[-4:]                        # the per-particle coordinate channels
+        if not self.config.egocentric:   # the context's own map-frame viewpoint, per context
+            ctx = self._pose_coords(context_poses.to(emb.dtype)).reshape(B * N, 4)
+            key_pre = key_pre + torch.matmul(ctx, maps[:4].flatten(1)).view_as(key_pre)
         feat4 = self.cnn4(emb)
         feat6 = F.conv2d(feat4, self.cnn6a.weight[:, :FEAT4_DIM], padding=1)
         shape = (B, N) + emb.shape[1:]
@@ -305,10 +326,7 @@ class DMN(nn.Module):
         assert particles.shape == (1, K, 3), particles.shape
         h, w = self.h, self.w
         P = EMBED_DIM * h * w
-        rel = relative(particles[0][:, None, :], map_state.poses[0][index])     # (K, M, 3)
-        scale = self.config.coord_scale_m
-        c = torch.stack([rel[..., 0] / scale, rel[..., 1] / scale, torch.sin(rel[..., 2]),
-                         torch.cos(rel[..., 2])], dim=-1)                       # (K, M, 4)
+        c = self._selected_coords(map_state.poses[0], particles[0], index)      # (K, M, 4)
         key_pre = map_state.key_pre[0].reshape(-1, P)
         coord_maps = map_state.coord_maps.reshape(4, P)
         adjoint = query.key_adjoint.reshape(P)
@@ -355,9 +373,12 @@ class DMN(nn.Module):
         h, w = self.h, self.w
         emb = self.embed(context_images.flatten(0, 1)).view(B, N, EMBED_DIM, h, w)
         c = self._coords(context_poses.to(emb.dtype), particles)             # (B, K, N, 4)
-        tiled = c[..., None, None].expand(B, K, N, 4, h, w)
+        if not self.config.egocentric:  # [context viewpoint, particle pose], map frame
+            ctx = self._pose_coords(context_poses.to(emb.dtype))[:, None].expand(B, K, N, 4)
+            c = torch.cat([ctx, c], dim=-1)                                  # (B, K, N, 8)
+        tiled = c[..., None, None].expand(B, K, N, c.shape[-1], h, w)
         inp = torch.cat([emb[:, None].expand(B, K, N, EMBED_DIM, h, w), tiled], dim=3)
-        vkey = self.cnn2b(F.relu(self.cnn2a(inp.reshape(B * K * N, EMBED_DIM + 4, h, w))))
+        vkey = self.cnn2b(F.relu(self.cnn2a(inp.reshape(B * K * N, -1, h, w))))
         vkey = vkey.view(B, K, N, KEY_DIM, h, w)
         qkey = self.query_key(query_images)                                  # (B, 32, h, w)
         lam = self._attention(torch.einsum('bknchw,bchw->bkn', vkey, qkey))

@@ -304,12 +304,13 @@ class _Distributed:
     def main(self):
         return self.rank == 0
 
-    def wrap(self, module):
+    def wrap(self, module, find_unused=False):
         if self.world == 1:
             return module
         from torch.nn.parallel import DistributedDataParallel
         return DistributedDataParallel(
-            module, device_ids=[self.device] if self.device.type == 'cuda' else None)
+            module, device_ids=[self.device] if self.device.type == 'cuda' else None,
+            find_unused_parameters=find_unused)
 
     def broadcast_flag(self, flag):
         """Rank 0's ``flag`` on every rank."""
@@ -388,7 +389,9 @@ def _train(cfg: TrainConfig, out_dir, resume, train_dataset, val_dataset, progre
             _warm_start(model, cfg.init_from, device)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     import yaml
-    step_module = group.wrap(_TrainStep(model))
+    # without attention (an ablation) the query key network gets no gradient
+    step_module = group.wrap(_TrainStep(model),
+                             find_unused=model.config.attention == 'uniform')
     if group.main:
         atomic_write_bytes(out / 'config.yaml', yaml.safe_dump(
             json.loads(json.dumps(dict(cfg.to_dict(), processes=group.world))),
