@@ -17,7 +17,12 @@ def add_arguments(parser):
     parser.add_argument('--data', help='test dataset folder (default: data/DOMAIN/test)')
     parser.add_argument('--episodes', type=int, default=200, help='test episodes (one/world)')
     parser.add_argument('--methods', default='dmn,closest_context,uninformed',
-                        help='comma-separated: dmn, closest_context, uninformed')
+                        help='comma-separated: dmn, closest_context, uninformed, '
+                        'dmn_no_attention, dmn_no_egocentric, dmn_no_attention_no_egocentric; '
+                        "or 'all'")
+    parser.add_argument('--method-model', action='append', default=[], metavar='METHOD=MODEL',
+                        help='the model of an ablation method (repeatable), e.g. '
+                        'dmn_no_attention=runs/no_att/best')
     parser.add_argument('--json', help='write {method: {success@1, success@5, rmse@5}} here')
     parser.add_argument('--contexts', type=int, default=4, help='Nc')
     parser.add_argument('--steps', type=int, default=5, help='T')
@@ -45,7 +50,16 @@ def run(args):
             raise UserError(f'--{name.replace("_", "-")} must be >= 1')
     if args.threads:
         torch.set_num_threads(args.threads)
+    from dmn_localizer.evaluation.protocol import METHODS
     methods = [m.strip() for m in args.methods.split(',') if m.strip()]
+    if methods == ['all']:
+        methods = list(METHODS)
+    method_models = {}
+    for item in args.method_model:
+        name, sep, path = item.partition('=')
+        if not sep or not name or not path:
+            raise UserError(f'--method-model expects METHOD=MODEL, got {item!r}')
+        method_models[name] = path
     data = args.data or str(Path('data') / args.domain / 'test')
     plots_dir = None
     if not args.no_plots and 'dmn' in methods:
@@ -57,7 +71,8 @@ def run(args):
     results, table = run_evaluation(model_path=args.model, data=data, episodes=args.episodes,
                                     methods=methods, json_out=args.json, cfg=cfg,
                                     plots_dir=plots_dir, sweep_episodes=args.sweep_episodes,
-                                    heatmaps=args.heatmaps, device=pick_device(args.device))
+                                    heatmaps=args.heatmaps, device=pick_device(args.device),
+                                    method_models=method_models)
     print(table)
     if args.json:
         print(f'wrote {args.json}')

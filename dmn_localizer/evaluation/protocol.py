@@ -12,7 +12,10 @@ Settings, on held-out test worlds, Nc contexts per episode, T = ``steps`` query 
 Methods: ``dmn`` (the particle filter with the DMN observation model, systematic resampling
 when ESS < K/2), ``closest_context`` (the context pose nearest to the true query pose: the
 paper's upper bound for image-similarity methods), ``uninformed`` (the same filter without
-observation updates: the mean of the initial belief moved by the egomotion).
+observation updates: the mean of the initial belief moved by the egomotion), and the paper's
+ablations ``dmn_no_attention``, ``dmn_no_egocentric``, ``dmn_no_attention_no_egocentric``: the
+same filter with a DMN trained with those model options (:data:`DMN_METHODS`), each from its
+own model file.
 
 Image-use diagnostic for ``dmn``: the same metrics with query images shuffled across episodes
 (``*_shuffled_query``) and with context images shuffled (``*_shuffled_context``); no change
@@ -31,7 +34,28 @@ from dmn_localizer.training.episodes import initial_particles, make_batch, rollo
 
 logger = logging.getLogger(__name__)
 
-METHODS = ('dmn', 'closest_context', 'uninformed')
+# DMN methods and the model options their model must have
+DMN_METHODS = {
+    'dmn': {'attention_not': 'uniform', 'egocentric': True},
+    'dmn_no_attention': {'attention': 'uniform', 'egocentric': True},
+    'dmn_no_egocentric': {'attention_not': 'uniform', 'egocentric': False},
+    'dmn_no_attention_no_egocentric': {'attention': 'uniform', 'egocentric': False},
+}
+METHODS = tuple(DMN_METHODS) + ('closest_context', 'uninformed')
+
+
+def model_mismatch(method, config):
+    """Why a model with ``config`` (DMNConfig) cannot stand for ``method``, or ''."""
+    want = DMN_METHODS[method]
+    if 'attention' in want and config.attention != want['attention']:
+        return f'{method} needs a model with attention {want["attention"]!r}'
+    if want.get('attention_not') == config.attention:
+        return f'{method} needs a model with attention (not {config.attention!r})'
+    if config.egocentric != want['egocentric']:
+        return f'{method} needs a model with egocentric {want["egocentric"]}'
+    return ''
+
+
 SUCCESS_M = math.sqrt(80.0)   # 8.94 m: RMSE threshold of the paper (15.7% of the area)
 
 
@@ -132,7 +156,7 @@ def run_method(method, model, episodes, mode, k, cfg: EvalConfig, n_contexts=Non
     for i in range(0, len(episodes), bsz):
         batch = make_batch(episodes[i:i + bsz], n_contexts, rng, 0.0, cfg.steps, device)
         particles = _initial(batch, mode, k, cfg, gen)
-        if method == 'dmn':
+        if method in DMN_METHODS:
             chunk = max(1, cfg.particle_budget // (len(batch) * n_contexts))
             est = rollout(model, batch, particles, fcfg, gen, chunk=chunk)['estimates']
         elif method == 'uninformed':
@@ -156,11 +180,15 @@ def summarise(global_err, tracking_err, cfg: EvalConfig):
 
 
 def evaluate(model, episodes, methods, cfg: EvalConfig, device='cpu'):
-    """Run the protocol; returns ``{method: {success@1, success@5, rmse@5, ...}}``."""
+    """Run the protocol; returns ``{method: {success@1, success@5, rmse@5, ...}}``.
+
+    ``model``: the DMN for ``dmn``, or a dict ``{method: DMN}`` for several DMN methods."""
     results = {}
+    models = model if isinstance(model, dict) else {'dmn': model}
     for method in methods:
         if method not in METHODS:
             raise ValueError(f'unknown method {method!r}; valid: {", ".join(METHODS)}')
+        model = models.get(method)
         logger.info('evaluating %s on %d episodes', method, len(episodes))
         g = run_method(method, model, episodes, 'global', cfg.k_global, cfg, device=device)
         t = run_method(method, model, episodes, 'tracking', cfg.k_tracking, cfg, device=device)
@@ -231,4 +259,4 @@ def likelihood_map(model, episode, n_contexts, resolution_m=1.0, n_yaw=8, t=0, d
 
 
 __all__ = ['EvalConfig', 'evaluate', 'likelihood_map', 'load_episodes', 'markdown_table',
-           'METHODS', 'run_method', 'summarise', 'sweep']
+           'METHODS', 'DMN_METHODS', 'model_mismatch', 'run_method', 'summarise', 'sweep']

@@ -6,8 +6,9 @@ import torch
 
 from dmn_localizer.errors import UserError
 from dmn_localizer.evaluation import plots
-from dmn_localizer.evaluation.protocol import (EvalConfig, evaluate, likelihood_map,
-                                               load_episodes, markdown_table, METHODS, sweep)
+from dmn_localizer.evaluation.protocol import (DMN_METHODS, EvalConfig, evaluate,
+                                               likelihood_map, load_episodes, markdown_table,
+                                               METHODS, model_mismatch, sweep)
 from dmn_localizer.model.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -16,13 +17,14 @@ logger = logging.getLogger(__name__)
 def run_evaluation(*, model_path, data, episodes, methods=METHODS, json_out=None,
                    cfg: EvalConfig = None, plots_dir=None, sweep_episodes=50,
                    sweep_ks=(64, 256, 1024, 2048), sweep_ncs=(1, 2, 4, 8, 16), heatmaps=3,
-                   device='cpu'):
+                   device='cpu', method_models=None):
     """Evaluate; writes ``json_out`` and PNGs in ``plots_dir`` (when given); returns
     ``(results, table)``. ``results`` maps method -> metrics; sweeps under ``"sweeps"`` are
     written to ``plots_dir/sweeps.json``, not into the results.
 
     ``json_out`` is removed first and written last: when it exists, the run completed (an
-    interrupted run leaves none)."""
+    interrupted run leaves none). ``method_models`` maps the ablation methods
+    (``dmn_no_attention``, ...) to their model files; ``dmn`` uses ``model_path``."""
     from dmn_localizer.data.dataset import open_dataset
     from dmn_localizer.model.io import load_model
     cfg = cfg or EvalConfig()
@@ -30,10 +32,21 @@ def run_evaluation(*, model_path, data, episodes, methods=METHODS, json_out=None
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise UserError(f'unknown methods {", ".join(bad)}; valid: {", ".join(METHODS)}')
-    model = None
-    if 'dmn' in methods or plots_dir:
-        if model_path is None:
-            raise UserError('--model is required to evaluate dmn')
+    unused = set(method_models or {}) - set(methods)
+    if unused:
+        raise UserError(f'models given for methods not evaluated: {", ".join(sorted(unused))}')
+    models = {}
+    for method in [m for m in methods if m in DMN_METHODS]:
+        path = model_path if method == 'dmn' else (method_models or {}).get(method)
+        if path is None:
+            raise UserError('--model is required to evaluate dmn' if method == 'dmn' else
+                            f'{method} needs its model: --method-model {method}=PATH')
+        models[method] = load_model(path, device=device)
+        reason = model_mismatch(method, models[method].config)
+        if reason:
+            raise UserError(f'{path}: {reason}')
+    model = models.get('dmn')
+    if plots_dir and model is None and model_path is not None:
         model = load_model(model_path, device=device)
     ds = open_dataset(data)
     pool = max([cfg.contexts] + [n for n in sweep_ncs if plots_dir and model])
@@ -43,7 +56,7 @@ def run_evaluation(*, model_path, data, episodes, methods=METHODS, json_out=None
         raise UserError(f'{data}: no episodes')
     if json_out:
         Path(json_out).unlink(missing_ok=True)
-    results = evaluate(model, eps, methods, cfg, device=device)
+    results = evaluate(models, eps, methods, cfg, device=device)
     table = markdown_table(results, cfg)
     if plots_dir and model is not None:
         plots_dir = Path(plots_dir)
