@@ -14,7 +14,7 @@ from dmn_localizer.benchmark import (BenchConfig, FlopModel, MemoryProbe, _Updat
                                      format_table, make_inputs, make_plan, measure)
 from dmn_localizer.cli import main
 from dmn_localizer.config import LocalizerConfig
-from dmn_localizer.localizer import Localizer
+from dmn_localizer.localizer import Localizer, PAIRS_PER_CHUNK
 from dmn_localizer.model.config import DMNConfig
 from dmn_localizer.model.dmn import DMN, images_to_tensor
 from dmn_localizer.view_map import ViewMap
@@ -82,7 +82,7 @@ def test_every_benchmarked_path_gives_the_same_log_likelihoods(model):
                              ('fast', 'nearest_m', 8)):
         cfg = BenchConfig(path, variant, k, nc, M=m, ref_pairs=12, fast_pairs=8)
         up = _Update(cfg, model, inputs, CPU)
-        assert up.chunk == {'literal': 3, 'all_contexts': 2, 'nearest_m': 1024}[variant]
+        assert up.chunk == {'literal': 3, 'all_contexts': 2, 'nearest_m': PAIRS_PER_CHUNK}[variant]
         outs[variant] = up.full()
         assert outs[variant].shape == (1, k)
     assert (outs['literal'] - outs['all_contexts']).abs().max().item() < 1e-4

@@ -19,7 +19,7 @@ def add_arguments(parser):
     parser.add_argument('--device', default='auto', help="'cpu', 'cuda' or 'auto'")
     parser.add_argument('--quick', action='store_true',
                         help='a tiny grid (K=32, Nc 4 and 16, one repeat) for tests and CI')
-    parser.add_argument('--repeats', type=int, default=5,
+    parser.add_argument('--repeats', type=int, default=10,
                         help='timed updates per configuration (median reported)')
     parser.add_argument('--max-seconds', type=float, default=60.0,
                         help='time cap of one configuration: fewer repeats, and a reference '
