@@ -73,6 +73,25 @@ class Tee:
         return getattr(self.publisher, name)
 
 
+def write_tiny_model_and_map(directory, poses):
+    """A tiny untrained model (seed 0) and a map of random 32x32 views at ``poses`` (seed 0)
+    in ``directory``: ``tiny.safetensors`` and ``map.dmnmap``. Returns ``directory``."""
+    import torch
+
+    from dmn_localizer.model.config import DMNConfig
+    from dmn_localizer.model.dmn import DMN
+    from dmn_localizer.model.io import save_model
+    from dmn_localizer.view_map import ViewMap
+    torch.manual_seed(0)
+    save_model(DMN(DMNConfig()), directory / 'tiny.safetensors')
+    rng = np.random.default_rng(0)
+    vm = ViewMap()
+    for pose in poses:
+        vm.add(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), pose)
+    vm.save(directory / 'map.dmnmap')
+    return directory
+
+
 def make_node(cls, context, **params):
     """Construct ``cls`` (LocalizerNode or MapperNode) with parameter overrides; its logger
     is replaced by a :class:`LogRecorder` (``node.log``) after construction."""

@@ -11,7 +11,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,10 +18,8 @@ from nav_msgs.msg import Odometry
 from sensor_msgs.msg import Image
 from std_srvs.srv import Empty, Trigger
 
-from inprocess import image_callback, make_node, ros_context, subscription_callback, tee_publishers
-from dmn_localizer.model.config import DMNConfig
-from dmn_localizer.model.dmn import DMN
-from dmn_localizer.model.io import save_model
+from inprocess import (image_callback, make_node, ros_context, subscription_callback,
+                       tee_publishers, write_tiny_model_and_map)
 from dmn_localizer.nodes.localizer_node import LocalizerNode
 from dmn_localizer.nodes.mapper_node import MapperNode
 from dmn_localizer.view_map import ViewMap
@@ -124,15 +121,8 @@ def pose_stampeds(draw):
 
 @pytest.fixture(scope='module')
 def files(tmp_path_factory):
-    d = tmp_path_factory.mktemp('fuzz')
-    torch.manual_seed(0)
-    save_model(DMN(DMNConfig()), d / 'tiny.safetensors')
-    rng = np.random.default_rng(0)
-    vm = ViewMap()
-    for i in range(4):
-        vm.add(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), [4.0 * i, 3.0, 0.5 * i])
-    vm.save(d / 'map.dmnmap')
-    return d
+    return write_tiny_model_and_map(tmp_path_factory.mktemp('fuzz'),
+                                    [[4.0 * i, 3.0, 0.5 * i] for i in range(4)])
 
 
 @pytest.fixture(scope='module')

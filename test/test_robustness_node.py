@@ -20,11 +20,8 @@ from std_srvs.srv import Trigger
 
 from conftest import start_python, stop_process
 from inprocess import (image_callback, make_node, rgb_msg, ros_context, stamp,
-                       subscription_callback, tee_publishers)
+                       subscription_callback, tee_publishers, write_tiny_model_and_map)
 from dmn_localizer.images import ImageError, compressed_to_rgb
-from dmn_localizer.model.config import DMNConfig
-from dmn_localizer.model.dmn import DMN
-from dmn_localizer.model.io import save_model
 from dmn_localizer.nodes.conversions import xyyaw_to_pose
 from dmn_localizer.nodes.localizer_node import LocalizerNode, level_rank
 from dmn_localizer.view_map import ViewMap
@@ -35,14 +32,8 @@ OUTPUTS = ['pose_pub', 'particles_pub', 'markers_pub', 'tf_pub', 'diag_pub']
 
 @pytest.fixture(scope='module')
 def files(tmp_path_factory):
-    d = tmp_path_factory.mktemp('robust')
-    torch.manual_seed(0)
-    save_model(DMN(DMNConfig()), d / 'tiny.safetensors')
-    rng = np.random.default_rng(0)
-    vm = ViewMap()
-    for i in range(6):
-        vm.add(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), [3.0 * i, 2.0 * (i % 2), 0.5])
-    vm.save(d / 'map.dmnmap')
+    d = write_tiny_model_and_map(tmp_path_factory.mktemp('robust'),
+                                 [[3.0 * i, 2.0 * (i % 2), 0.5] for i in range(6)])
     ViewMap().save(d / 'empty.dmnmap')
     (d / 'garbage.dmnmap').write_bytes(b'\x00\x01not a map at all' * 10)
     return d
