@@ -34,25 +34,24 @@ from dmn_localizer.training.episodes import initial_particles, make_batch, rollo
 
 logger = logging.getLogger(__name__)
 
-# DMN methods and the model options their model must have
+# DMN methods -> (attention, egocentric) their model must have
 DMN_METHODS = {
-    'dmn': {'attention_not': 'uniform', 'egocentric': True},
-    'dmn_no_attention': {'attention': 'uniform', 'egocentric': True},
-    'dmn_no_egocentric': {'attention_not': 'uniform', 'egocentric': False},
-    'dmn_no_attention_no_egocentric': {'attention': 'uniform', 'egocentric': False},
+    'dmn': (True, True),
+    'dmn_no_attention': (False, True),
+    'dmn_no_egocentric': (True, False),
+    'dmn_no_attention_no_egocentric': (False, False),
 }
 METHODS = tuple(DMN_METHODS) + ('closest_context', 'uninformed')
 
 
 def model_mismatch(method, config):
     """Why a model with ``config`` (DMNConfig) cannot stand for ``method``, or ''."""
-    want = DMN_METHODS[method]
-    if 'attention' in want and config.attention != want['attention']:
-        return f'{method} needs a model with attention {want["attention"]!r}'
-    if want.get('attention_not') == config.attention:
-        return f'{method} needs a model with attention (not {config.attention!r})'
-    if config.egocentric != want['egocentric']:
-        return f'{method} needs a model with egocentric {want["egocentric"]}'
+    attention, egocentric = DMN_METHODS[method]
+    if (config.attention != 'uniform') != attention:
+        return (f'{method} needs a model with attention' if attention else
+                f"{method} needs a model with attention 'uniform'")
+    if config.egocentric != egocentric:
+        return f'{method} needs a model with egocentric {egocentric}'
     return ''
 
 

@@ -32,6 +32,7 @@ import io
 import json
 import logging
 import math
+import os
 from pathlib import Path
 import time
 
@@ -287,7 +288,6 @@ class _Distributed:
     """The process group of a torchrun launch (or a single process)."""
 
     def __init__(self, device):
-        import os
         self.world = int(os.environ.get('WORLD_SIZE', '1'))
         self.rank = int(os.environ.get('RANK', '0'))
         self.device = device
