@@ -138,9 +138,9 @@ class FlopModel:
     def fast_update(self, k, nc, m):
         """Encode the query + the localizer's log-likelihoods (m = 0: all contexts). With
         Nc > M the localizer runs :meth:`DMN.log_likelihood_selected`; counted as torch's
-        FlopCounterMode counts it, 10P per pair: its score ``torch.mv`` and the weighted gather
-        (``embedding_bag``) of the CNN6 map term (2P each) are not counted (under 2% of the
-        update at K = 2048)."""
+        FlopCounterMode counts it, 10P per pair: its score matrix-vector product and the
+        weighted gather (``embedding_bag``) of the CNN6 map term (2P each) are not counted
+        (under 2% of the update at K = 2048)."""
         if m <= 0 or nc <= m:
             return self.encode_query() + self.fast_log_likelihood(k, nc)
         return self.encode_query() + self.fast_log_likelihood(k, m, per_pair=10)

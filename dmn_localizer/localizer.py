@@ -42,11 +42,14 @@ from dmn_localizer.model.dmn import images_to_tensor
 
 logger = logging.getLogger(__name__)
 
-# default (particle, context) pairs processed at once (the ``chunk`` argument): small enough
-# to stay in cache, and bounded memory whatever the map size. Measured at Nc = 4 (128
-# particles a call): 512 pairs take K=2048 from 321 to 220 ms and K=8192 from 1,465 to
-# 1,119 ms against 1024; the nearest-M path (M = 8: 64 particles a call) is unchanged.
+# default (particle, context) pairs whose attention is computed at once (the ``chunk``
+# argument): small enough to stay in cache, and bounded memory whatever the map size.
+# Measured at Nc = 4 (128 particles a call): 512 pairs take K=2048 from 321 to 220 ms and
+# K=8192 from 1,465 to 1,119 ms against 1024. (The convolutions after the attention run in
+# blocks of dmn.HEAD_CHUNK particles.)
 PAIRS_PER_CHUNK = 512
+# particles whose distances to every context are computed at once (bounds a (k, N) matrix)
+NEAREST_SEARCH_CHUNK = 4096
 PRECISIONS = ('fp32', 'bf16')
 
 
@@ -293,12 +296,10 @@ class Localizer:
         if m <= 0 or self.map_size <= m:  # every particle attends to every context
             chunk = max(1, self.chunk // self.map_size)
             return self.model.log_likelihood(ms, query, cam, chunk=chunk)
-        out = []
         ctx_xy = ms.poses[0, :, :2]                                          # (N, 2)
-        for part in cam[0].split(max(1, self.chunk // m)):              # (k, 3)
-            idx = torch.cdist(part[:, :2], ctx_xy).topk(m, largest=False).indices  # (k, M)
-            out.append(self.model.log_likelihood_selected(ms, query, part[None], idx))
-        return torch.cat(out, dim=1)
+        index = torch.cat([torch.cdist(part[:, :2], ctx_xy).topk(m, largest=False).indices
+                           for part in cam[0].split(NEAREST_SEARCH_CHUNK)])   # (K, M)
+        return self.model.log_likelihood_selected(ms, query, cam, index)
 
     def _predict(self, delta):
         d = float(math.hypot(delta[0], delta[1]))

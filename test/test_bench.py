@@ -89,9 +89,9 @@ def test_every_benchmarked_path_gives_the_same_log_likelihoods(model):
     assert (outs['nearest_m'] - outs['all_contexts']).abs().max().item() < 1e-5
 
 
-def addmm_flops(inp, a, b, *args, out_shape=None, **kwargs):
-    """FLOPs of addmm_ as torch's counter counts addmm: 2 m k n (shapes in, the add free)."""
-    return 2 * a[0] * a[1] * b[1]
+def baddbmm_flops(inp, a, b, *args, out_shape=None, **kwargs):
+    """FLOPs of baddbmm_ as torch's counter counts baddbmm: 2 b m k n (the add free)."""
+    return 2 * a[0] * a[1] * a[2] * b[2]
 
 
 @pytest.mark.parametrize('path,variant,k,nc,m', [
@@ -100,9 +100,9 @@ def addmm_flops(inp, a, b, *args, out_shape=None, **kwargs):
 def test_flop_model_matches_torch_flop_counter(model, path, variant, k, nc, m):
     cfg = BenchConfig(path, variant, k, nc, M=m, ref_pairs=8, fast_pairs=24)
     up = _Update(cfg, model, make_inputs(16, nc, k), CPU)
-    # the counter does not know the in-place addmm_ of the nearest-M attention: same FLOPs
-    # as addmm
-    in_place = {torch.ops.aten.addmm_: addmm_flops}
+    # the counter does not know the in-place baddbmm_ of the nearest-M attention: same FLOPs
+    # as baddbmm
+    in_place = {torch.ops.aten.baddbmm_: baddbmm_flops}
     with torch.inference_mode(), FlopCounterMode(display=False,
                                                  custom_mapping=in_place) as counter:
         up.full()

@@ -88,14 +88,32 @@ def _stack(specs, cin):
 TRUNK = [(32, 2, 2, True), (32, 3, 1, True), (64, 2, 2, True)]
 
 
+HEAD_CHUNK = 256   # particles per block at inference (attention + convolutions; cache-sized)
+
+
+def _hwc_rows(x):
+    """(M, C, h, w) -> (M, h*w*C): each map flattened in (row, column, channel) order."""
+    return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)
+
+
+def _hwc_view(rows, channels, h, w):
+    """(M, h*w*C) rows from :func:`_hwc_rows` -> (M, C, h, w), a channels-last view (no copy)."""
+    return rows.view(-1, h, w, channels).permute(0, 3, 1, 2)
+
+
 @dataclass
 class MapState:
-    """Per-context precomputations of a map (:meth:`DMN.build_map`); B maps of N contexts."""
+    """Per-context precomputations of a map (:meth:`DMN.build_map`); B maps of N contexts.
+
+    The per-particle code forms attention-weighted sums of the flattened maps; they are
+    flattened in (row, column, channel) order (P = h*w*64), so a sum views as a channels-last
+    map without a copy, and channels-last convolutions are the fast ones on CPU.
+    """
     poses: torch.Tensor        # (B, N, 3) metric context viewpoints
     embeddings: torch.Tensor   # (B, N, 64, h, w) view embeddings E_i (CNN1)
-    key_pre: torch.Tensor      # (B, N, 64, h, w) CNN2 first conv of E_i, with its bias
-    coord_maps: torch.Tensor   # (4, 64, h, w) CNN2 first conv of a ones map per coord channel
-    feat6: torch.Tensor        # (B, N, 64, h, w) CNN6 first conv of CNN4(E_i) (no bias)
+    key_pre: torch.Tensor      # (B, N, P) CNN2 first conv of E_i, with its bias
+    coord_maps: torch.Tensor   # (4, P) CNN2 first conv of a ones map per coord channel
+    feat6: torch.Tensor        # (B, N, P) CNN6 first conv of CNN4(E_i) (no bias)
 
     def select(self, index):
         """The maps at batch ``index`` (an int keeps a batch dim of 1)."""
@@ -109,7 +127,7 @@ class MapState:
 class QueryState:
     """Per-query precomputations (:meth:`DMN.encode_query`) for B query images."""
     key: torch.Tensor          # (B, 32, h, w) query key (CNN3)
-    key_adjoint: torch.Tensor  # (B, 64, h, w) conv2b^T(query key)
+    key_adjoint: torch.Tensor  # (B, P) conv2b^T(query key), flattened like MapState's maps
     key_bias: torch.Tensor     # (B,) <conv2b bias, spatial sum of the query key>
     feat6: torch.Tensor        # (B, 64, h, w) CNN6 first conv of CNN5 features + its bias
     features: torch.Tensor     # (B, 64, h, w) CNN5 query features
@@ -202,10 +220,49 @@ class DMN(nn.Module):
         return scores
 
     def _head(self, x):
-        """CNN6 layers 2-3, flatten, FC1: x (M, 64, h, w) after CNN6's first conv -> (M,)."""
-        x = self.cnn6_rest(F.relu(x)).flatten(1)
-        out = self.fc1b(F.relu(self.fc1a(x))).squeeze(-1)
+        """CNN6 layers 2-3, flatten, FC1: x (M, 64, h, w) after CNN6's first conv -> (M,).
+
+        A channels-last x is flattened as it lies in memory, (row, column, channel), against
+        FC1's weight permuted to match: the same sum, without a transposing copy.
+        """
+        y = self.cnn6_rest(F.relu(x))
+        if y.shape[0] > 1 and not y.is_contiguous() \
+                and y.is_contiguous(memory_format=torch.channels_last):
+            hidden = F.linear(y.permute(0, 2, 3, 1).reshape(y.shape[0], -1),
+                              self._fc1a_weight_hwc(), self.fc1a.bias)
+        else:
+            hidden = self.fc1a(y.flatten(1))
+        out = self.fc1b(F.relu(hidden)).squeeze(-1)
         return F.relu(out) if self.config.final_relu else out
+
+    def _fc1a_weight_hwc(self):
+        """FC1's first weight with its inputs in (row, column, channel) order; cached while
+        the weight is unchanged when no gradient is needed."""
+        w = self.fc1a.weight
+        if torch.is_grad_enabled() and w.requires_grad:
+            return _hwc_rows(w.view(FC_DIM, CNN6_DIM, self.h, self.w))
+        key = (w.data_ptr(), w._version, w.device, w.dtype)
+        cached = getattr(self, '_fc1a_hwc_cache', None)
+        if cached is None or cached[0] != key:
+            cached = (key, _hwc_rows(w.detach().view(FC_DIM, CNN6_DIM, self.h, self.w)))
+            self._fc1a_hwc_cache = cached
+        return cached[1]
+
+    def _particle_head(self, r_sum, lam_sum, f6, q6):
+        """Everything after the attention, per particle: -> log-likelihoods (M,).
+
+        r_sum (M, P): attention-weighted first-CNN2-layer activations; lam_sum (M,): the sums
+        of the attention weights (the second CNN2 conv's bias enters with them); f6 (M, P):
+        attention-weighted CNN6-first-conv of the CNN4 features; q6 (1 or M, 64, h, w): the
+        query's part of CNN6's first conv. Flattened maps are in (row, column, channel) order,
+        so the convolutions run channels-last.
+        """
+        h, w = self.h, self.w
+        vkey = F.conv2d(_hwc_view(r_sum, EMBED_DIM, h, w), self.cnn2b.weight, padding=1) \
+            + lam_sum.view(-1, 1, 1, 1) * self.cnn2b.bias[:, None, None]
+        x = (F.conv2d(vkey, self.cnn6a.weight[:, FEAT4_DIM:FEAT4_DIM + KEY_DIM], padding=1)
+             + _hwc_view(f6, CNN6_DIM, h, w) + q6)
+        return self._head(x)
 
     def embed(self, images):
         """CNN1: images (M, 3, H, W) -> view embeddings (M, 64, h, w)."""
@@ -239,33 +296,30 @@ class DMN(nn.Module):
         assert embeddings.shape[2:] == (EMBED_DIM, self.h, self.w), embeddings.shape
         emb = embeddings.flatten(0, 1)
         w2a = self.cnn2a.weight                                   # (64, 64 + 4 or 8, 3, 3)
-        key_pre = F.conv2d(emb, w2a[:, :EMBED_DIM], self.cnn2a.bias, padding=1)  # bias once
+        # bias once; (BN, P) in (row, column, channel) order, see MapState
+        key_pre = _hwc_rows(F.conv2d(emb, w2a[:, :EMBED_DIM], self.cnn2a.bias, padding=1))
         ones = emb.new_ones(1, 1, self.h, self.w)
-        # maps[j] = conv of a map that is 1 in coordinate channel j (0 elsewhere): (4|8,64,h,w)
-        maps = torch.cat([F.conv2d(ones, w2a[:, j:j + 1], padding=1)
-                          for j in range(EMBED_DIM, w2a.shape[1])])
+        # maps[j] = conv of a map that is 1 in coordinate channel j (0 elsewhere): (4|8, P)
+        maps = _hwc_rows(torch.cat([F.conv2d(ones, w2a[:, j:j + 1], padding=1)
+                                    for j in range(EMBED_DIM, w2a.shape[1])]))
         coord_maps = maps[-4:]                        # the per-particle coordinate channels
         if not self.config.egocentric:   # the context's own map-frame viewpoint, per context
             ctx = self._pose_coords(context_poses.to(emb.dtype)).reshape(B * N, 4)
-            key_pre = key_pre + torch.matmul(ctx, maps[:4].flatten(1)).view_as(key_pre)
-        feat4 = self.cnn4(emb)
-        feat6 = F.conv2d(feat4, self.cnn6a.weight[:, :FEAT4_DIM], padding=1)
-        shape = (B, N) + emb.shape[1:]
-        # contiguous (convolutions may return channels-last layouts): the per-particle code
-        # flattens these per context, which would otherwise copy the whole map every chunk
-        return MapState(context_poses.to(emb.dtype), emb.reshape(shape),
-                        key_pre.contiguous().view(shape), coord_maps.contiguous(),
-                        feat6.contiguous().view(shape))
+            key_pre = key_pre + torch.matmul(ctx, maps[:4])
+        feat6 = _hwc_rows(F.conv2d(self.cnn4(emb), self.cnn6a.weight[:, :FEAT4_DIM], padding=1))
+        return MapState(context_poses.to(emb.dtype), embeddings,
+                        key_pre.reshape(B, N, -1), coord_maps.contiguous(),
+                        feat6.reshape(B, N, -1))
 
     def encode_query(self, query_images):
         """Encode B query images once: (B, 3, H, W) float in [-1, 1] -> :class:`QueryState`."""
         self._check_images(query_images, 'query_images')
         key = self.query_key(query_images)                                # (B, 32, h, w)
-        adj = F.conv_transpose2d(key, self.cnn2b.weight, padding=1)       # (B, 64, h, w)
+        adj = _hwc_rows(F.conv_transpose2d(key, self.cnn2b.weight, padding=1))  # (B, P)
         kb = (key.sum(dim=(2, 3)) * self.cnn2b.bias).sum(-1)              # (B,)
         feat = self.query_features(query_images)                          # (B, 64, h, w)
         f6 = F.conv2d(feat, self.cnn6a.weight[:, FEAT4_DIM + KEY_DIM:], self.cnn6a.bias,
-                      padding=1)
+                      padding=1).contiguous(memory_format=torch.channels_last)
         return QueryState(key, adj, kb, f6, feat)
 
     def log_likelihood(self, map_state: MapState, query: QueryState, particles, chunk=None,
@@ -273,40 +327,63 @@ class DMN(nn.Module):
         """Unnormalised log-likelihoods of K particles per query.
 
         map_state: B maps (N contexts); query: B query encodings; particles: (B, K, 3) metric
-        poses. ``chunk`` bounds the particles processed at once (memory). Returns (B, K), and
-        the attention weights (B, K, N) too with ``return_attention``.
+        poses. ``chunk`` bounds the particles whose attention is computed at once (its
+        (chunk, N, P) pre-activations are the memory-bound part). Returns (B, K), and the
+        attention weights (B, K, N) too with ``return_attention``.
+
+        At inference the particles go through in blocks of :data:`HEAD_CHUNK` rows (attention
+        and convolutions), so each block's activations stay in cache.
         """
         B, K = particles.shape[:2]
         assert particles.shape == (B, K, 3), particles.shape
         assert map_state.poses.shape[0] == B and query.key.shape[0] == B
-        if chunk and K > chunk:
-            parts = [self.log_likelihood(map_state, query, particles[:, i:i + chunk],
-                                         return_attention=return_attention)
-                     for i in range(0, K, chunk)]
-            if return_attention:
-                return (torch.cat([p[0] for p in parts], 1),
-                        torch.cat([p[1] for p in parts], 1))
-            return torch.cat(parts, dim=1)
-        h, w = self.h, self.w
+        block = K if torch.is_grad_enabled() else max(1, HEAD_CHUNK // B)
+        if K <= block:
+            return self._log_likelihood_block(map_state, query, particles, chunk,
+                                              return_attention)
+        parts = [self._log_likelihood_block(map_state, query, particles[:, i:i + block], chunk,
+                                            return_attention)
+                 for i in range(0, K, block)]
+        if return_attention:
+            return (torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1))
+        return torch.cat(parts, 1)
+
+    def _log_likelihood_block(self, map_state, query, particles, chunk, return_attention):
+        """:meth:`log_likelihood` of one block of particles."""
+        B, K = particles.shape[:2]
+        step = chunk if chunk and K > chunk else K
+        parts = [self._attend(map_state, query, particles[:, i:i + step])
+                 for i in range(0, K, step)]
+        lam = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts], 1)
+        r_sum = parts[0][1] if len(parts) == 1 else torch.cat([p[1] for p in parts], 1)
+        f6 = torch.matmul(lam, map_state.feat6)                              # (B, K, P)
+        q6 = query.feat6 if B == 1 else \
+            query.feat6[:, None].expand((B, K) + query.feat6.shape[1:]).flatten(0, 1)
+        out = self._particle_head(r_sum.view(B * K, -1), lam.sum(-1).view(B * K),
+                                  f6.view(B * K, -1), q6).view(B, K)
+        return (out, lam) if return_attention else out
+
+    def _attend(self, map_state: MapState, query: QueryState, particles):
+        """Attention of particles (B, K, 3) over all contexts: weights (B, K, N) and the
+        weighted sums (B, K, P) of the first-CNN2-layer activations."""
+        B, K = particles.shape[:2]
         c = self._coords(map_state.poses, particles)                         # (B, K, N, 4)
-        N, P = c.shape[2], 64 * h * w
-        # first CNN2 layer per (particle, context), spatial dims flattened: (B, K, N, P); the
-        # per-context part is added in place (memory traffic dominates here)
-        pre = torch.matmul(c, map_state.coord_maps.reshape(4, P))
-        pre += map_state.key_pre.reshape(B, 1, N, P)
+        N, P = c.shape[2], map_state.key_pre.shape[-1]
+        # first CNN2 layer per (particle, context), flattened: (B, K, N, P). Memory traffic
+        # dominates here: one map (inference) takes a fused batched multiply-add whose
+        # per-context part is broadcast over the particles (2x faster than a matmul + add)
+        if B == 1:
+            pre = torch.baddbmm(map_state.key_pre[0].expand(K, N, P), c[0],
+                                map_state.coord_maps.expand(K, 4, P))[None]
+        else:
+            pre = torch.matmul(c, map_state.coord_maps)
+            pre += map_state.key_pre[:, None]
         r = F.relu(pre, inplace=True)
         scores = torch.matmul(r.reshape(B, K * N, P),
                               query.key_adjoint.reshape(B, P, 1)).view(B, K, N)
         lam = self._attention(scores + query.key_bias[:, None, None])        # (B, K, N)
         r_sum = torch.matmul(lam.reshape(B * K, 1, N), r.reshape(B * K, N, P))
-        vkey = F.conv2d(r_sum.view(B * K, 64, h, w), self.cnn2b.weight, padding=1) \
-            + lam.sum(-1).reshape(B * K, 1, 1, 1) * self.cnn2b.bias[:, None, None]
-        x = (torch.matmul(lam, map_state.feat6.reshape(B, N, -1)).view(B, K, -1, h, w)
-             + F.conv2d(vkey, self.cnn6a.weight[:, FEAT4_DIM:FEAT4_DIM + KEY_DIM],
-                        padding=1).view(B, K, -1, h, w)
-             + query.feat6[:, None])
-        out = self._head(x.view(B * K, -1, h, w)).view(B, K)
-        return (out, lam) if return_attention else out
+        return lam, r_sum.view(B, K, P)
 
     def log_likelihood_selected(self, map_state: MapState, query: QueryState, particles, index,
                                 attention_chunk=16):
@@ -317,41 +394,44 @@ class DMN(nn.Module):
         map_state: one map (B = 1) of N contexts; query: one query; particles: (1, K, 3);
         index: (K, M) long, the contexts of each particle. Returns (1, K).
 
-        The attention (a memory-bound (k, M, 64 h w) pre-activation per chunk) runs over
-        ``attention_chunk`` particles at a time, so its working set stays in the CPU cache;
-        the convolutions after it run on all K particles at once.
+        The attention (a memory-bound (k, M, P) pre-activation per chunk) runs over
+        ``attention_chunk`` particles at a time, so its working set stays in the CPU cache; at
+        inference, attention and convolutions run over blocks of :data:`HEAD_CHUNK` particles.
         """
         assert particles.shape[0] == 1 and map_state.poses.shape[0] == 1
         K, M = index.shape
         assert particles.shape == (1, K, 3), particles.shape
-        h, w = self.h, self.w
-        P = EMBED_DIM * h * w
-        c = self._selected_coords(map_state.poses[0], particles[0], index)      # (K, M, 4)
-        key_pre = map_state.key_pre[0].reshape(-1, P)
-        coord_maps = map_state.coord_maps.reshape(4, P)
-        adjoint = query.key_adjoint.reshape(P)
+        block = K if torch.is_grad_enabled() else HEAD_CHUNK
+        out = [self._selected_block(map_state, query, particles[0, i:i + block],
+                                    index[i:i + block], attention_chunk)
+               for i in range(0, K, block)]
+        return (out[0] if len(out) == 1 else torch.cat(out)).view(1, K)
+
+    def _selected_block(self, map_state, query, particles, index, attention_chunk):
+        """:meth:`log_likelihood_selected` of one block: particles (K, 3), index (K, M)."""
+        K, M = index.shape
+        c = self._selected_coords(map_state.poses[0], particles, index)         # (K, M, 4)
+        key_pre = map_state.key_pre[0]                                          # (N, P)
+        P = key_pre.shape[-1]
+        adjoint = query.key_adjoint[0]
         lams, sums = [], []
         in_place = not torch.is_grad_enabled()   # inference: no copy of the gathered rows
         for i in range(0, K, max(1, attention_chunk)):
             idx, ci = index[i:i + attention_chunk], c[i:i + attention_chunk]
-            rows = key_pre[idx.reshape(-1)]                                        # (k M, P)
+            rows = key_pre[idx]                                                    # (k, M, P)
+            coord_maps = map_state.coord_maps.expand(idx.shape[0], 4, P)
             if in_place:
-                r = rows.addmm_(ci.reshape(-1, 4), coord_maps).clamp_min_(0.0)
+                r = rows.baddbmm_(ci, coord_maps).clamp_min_(0.0)
             else:
-                r = F.relu(torch.addmm(rows, ci.reshape(-1, 4), coord_maps))
-            scores = torch.mv(r, adjoint.to(r.dtype)).view(-1, M)
+                r = F.relu(torch.baddbmm(rows, ci, coord_maps))
+            scores = torch.matmul(r, adjoint.to(r.dtype))                         # (k, M)
             lam_i = self._attention(scores + query.key_bias[0])
             lams.append(lam_i)
-            sums.append(torch.bmm(lam_i[:, None, :], r.view(-1, M, P)))        # (k, 1, P)
+            sums.append(torch.bmm(lam_i[:, None, :], r))                         # (k, 1, P)
         lam, r_sum = torch.cat(lams), torch.cat(sums)
-        vkey = F.conv2d(r_sum.view(K, EMBED_DIM, h, w), self.cnn2b.weight, padding=1) \
-            + lam.sum(-1).view(K, 1, 1, 1) * self.cnn2b.bias[:, None, None]
-        feat6 = map_state.feat6[0].reshape(map_state.feat6.shape[1], -1)           # (N, C6)
+        feat6 = map_state.feat6[0]                                                 # (N, P)
         f6 = F.embedding_bag(index, feat6, per_sample_weights=lam.to(feat6.dtype), mode='sum')
-        x = (f6.view(K, -1, h, w)
-             + F.conv2d(vkey, self.cnn6a.weight[:, FEAT4_DIM:FEAT4_DIM + KEY_DIM], padding=1)
-             + query.feat6)
-        return self._head(x).view(1, K)
+        return self._particle_head(r_sum.view(K, -1), lam.sum(-1), f6, query.feat6)
 
     def forward(self, context_images, context_poses, query_images, particles):
         """One observation update's log-likelihoods (efficient path).
