@@ -9,7 +9,7 @@ import torch
 from dmn_localizer.errors import UserError
 from dmn_localizer.evaluation import (EvalConfig, evaluate, likelihood_map, load_episodes,
                                       markdown_table, METHODS, run_method, summarise)
-from dmn_localizer.model import DMN, DMNConfig, save_model
+from dmn_localizer.model import build_model, DMN, DMNConfig, save_model
 
 torch.set_num_threads(1)
 
@@ -102,22 +102,26 @@ def test_eval_cli_writes_json_and_plots(test_data, tmp_path, capsys):
 
 
 def test_all_methods_with_ablation_models(test_data, tmp_path, capsys):
-    """--methods all: every method of the paper's table that exists here, the ablations each
-    from its own model file (tiny untrained models: this checks the plumbing, not quality)."""
+    """--methods all: every method of the paper's table, the ablations and the learned
+    baselines each from its own model file (tiny untrained models: this checks the plumbing,
+    not quality)."""
     from dmn_localizer.cli import main
     ablations = {'dmn_no_attention': {'attention': 'uniform'},
                  'dmn_no_egocentric': {'egocentric': False},
                  'dmn_no_attention_no_egocentric': {'attention': 'uniform',
-                                                    'egocentric': False}}
+                                                    'egocentric': False},
+                 'latent_image': {'architecture': 'latent_image'},
+                 'latent_vector': {'architecture': 'latent_vector'},
+                 'regression': {'architecture': 'regression'}}
     save_model(_model(), tmp_path / 'dmn')
     argv = ['eval', '--model', str(tmp_path / 'dmn'), '--domain', 'mazes', '--data',
             str(test_data), '--episodes', '2', '--k-global', '16', '--k-tracking', '8',
-            '--steps', '2', '--no-plots', '--no-diagnostic', '--threads', '1',
+            '--steps', '5', '--no-plots', '--no-diagnostic', '--threads', '1',
             '--methods', 'all']
     paths = {}
     for name, options in ablations.items():
         paths[name] = tmp_path / name
-        save_model(DMN(DMNConfig(image_size=16, **options)), paths[name])
+        save_model(build_model(DMNConfig(image_size=16, **options)), paths[name])
 
     def with_models(models):
         return argv + [a for n, p in models.items() for a in ('--method-model', f'{n}={p}')]
@@ -126,12 +130,27 @@ def test_all_methods_with_ablation_models(test_data, tmp_path, capsys):
     assert main(with_models(paths) + ['--json', str(out)]) == 0
     res = json.loads(out.read_text())
     assert set(res) == set(METHODS) and all(0.0 <= r['success@1'] <= 1.0 for r in res.values())
-    assert '| dmn_no_attention_no_egocentric |' in capsys.readouterr().out
+    assert {'latent_image', 'latent_vector', 'regression'} <= set(res)
+    for r in res.values():
+        assert 0.0 <= r['success@5'] <= 1.0 and math.isfinite(r['rmse@5']) and r['rmse@5'] > 0
+    table = capsys.readouterr().out
+    for name in ('dmn_no_attention_no_egocentric', 'latent_image', 'latent_vector',
+                 'regression'):
+        assert f'| {name} |' in table
     # a model that lacks what the method ablates, or a missing one: one line, exit 2
     assert main(with_models(dict(paths, dmn_no_attention=tmp_path / 'dmn'))) == 2
     assert 'dmn_no_attention needs a model with attention' in capsys.readouterr().err
     assert main(with_models({'dmn_no_attention': paths['dmn_no_attention']})) == 2
     assert '--method-model dmn_no_egocentric=PATH' in capsys.readouterr().err
+    # a model of another architecture: one line naming the file and both architectures
+    for method, wrong in (('latent_image', 'dmn'), ('regression', 'latent_vector'),
+                          ('dmn_no_egocentric', 'regression')):
+        assert main(with_models(dict(paths, **{method: paths.get(wrong, tmp_path / wrong)}))) == 2
+        err = capsys.readouterr().err.strip()
+        needed = method if method in ablations and 'architecture' in ablations[method] \
+            else 'dmn'
+        assert f"{method} needs a model with architecture '{needed}'" in err, err
+        assert str(tmp_path / wrong) in err and len(err.splitlines()) == 1, err
 
 
 def test_unknown_method_is_user_error(test_data):

@@ -18,11 +18,11 @@ def add_arguments(parser):
     parser.add_argument('--episodes', type=int, default=200, help='test episodes (one/world)')
     parser.add_argument('--methods', default='dmn,closest_context,uninformed',
                         help='comma-separated: dmn, closest_context, uninformed, '
-                        'dmn_no_attention, dmn_no_egocentric, dmn_no_attention_no_egocentric; '
-                        "or 'all'")
+                        'dmn_no_attention, dmn_no_egocentric, dmn_no_attention_no_egocentric, '
+                        "latent_image, latent_vector, regression; or 'all'")
     parser.add_argument('--method-model', action='append', default=[], metavar='METHOD=MODEL',
-                        help='the model of an ablation method (repeatable), e.g. '
-                        'dmn_no_attention=runs/no_att/best')
+                        help='the model of an ablation or baseline method (repeatable), '
+                        'e.g. dmn_no_attention=runs/no_att/best, latent_image=runs/li/best')
     parser.add_argument('--json', help='write {method: {success@1, success@5, rmse@5}} here')
     parser.add_argument('--contexts', type=int, default=4, help='Nc')
     parser.add_argument('--steps', type=int, default=5, help='T')

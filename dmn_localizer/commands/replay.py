@@ -59,7 +59,7 @@ def replay(args, quiet=False):
     from dmn_localizer.view_map import ViewMap
 
     torch.manual_seed(args.seed)
-    model = load_model(args.model or default_model_path())
+    model = load_model(args.model or default_model_path(), architecture='dmn')
     size = model.config.image_size
     view_map = (ViewMap.load(args.map) if args.map else
                 core.build_map(args.map_bag, topics, size, args.keyframe_distance,

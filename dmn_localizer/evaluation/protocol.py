@@ -17,6 +17,24 @@ ablations ``dmn_no_attention``, ``dmn_no_egocentric``, ``dmn_no_attention_no_ego
 same filter with a DMN trained with those model options (:data:`DMN_METHODS`), each from its
 own model file.
 
+The paper's learned baselines (Section V-B, :mod:`dmn_localizer.model.baselines`), each from its
+own model file whose card records the architecture (:data:`BASELINE_METHODS`):
+
+* ``latent_image``: the same filter with the latent image map's observation model (context
+  features averaged into one h x w x 96 latent image; context and particle poses concatenated
+  in the map frame, no attention, no egocentric transform);
+* ``latent_vector``: the same with the latent vector map (conv + dense layers to one
+  256-vector per context, averaged);
+* ``regression``: no filter; the DMN's networks with one "particle" at the current estimate
+  regress the offset of the true pose from it. The first estimate is the mean of the initial
+  belief's particles (as ``uninformed``: about the world centre for global localization, the
+  belief's mean for tracking); each step applies the egomotion, then the regressed correction
+  (:func:`~dmn_localizer.training.episodes.regression_rollout`). K only sets how many samples
+  the initial mean is taken over.
+
+They train with the DMN's training code and budget (``config/train_mazes_latent_image.yaml``,
+``..._latent_vector.yaml``, ``..._regression.yaml``); no trained models are shipped yet.
+
 Image-use diagnostic for ``dmn``: the same metrics with query images shuffled across episodes
 (``*_shuffled_query``) and with context images shuffled (``*_shuffled_context``); no change
 means the model ignores the images.
@@ -41,11 +59,22 @@ DMN_METHODS = {
     'dmn_no_egocentric': (True, False),
     'dmn_no_attention_no_egocentric': (False, False),
 }
-METHODS = tuple(DMN_METHODS) + ('closest_context', 'uninformed')
+# learned baselines -> the architecture their model must have (the method's name)
+BASELINE_METHODS = {'latent_image': 'latent_image', 'latent_vector': 'latent_vector',
+                    'regression': 'regression'}
+# the methods that need a model file
+MODEL_METHODS = tuple(DMN_METHODS) + tuple(BASELINE_METHODS)
+METHODS = MODEL_METHODS + ('closest_context', 'uninformed')
 
 
 def model_mismatch(method, config):
     """Why a model with ``config`` (DMNConfig) cannot stand for ``method``, or ''."""
+    needed = BASELINE_METHODS.get(method, 'dmn')
+    if config.architecture != needed:
+        return (f'{method} needs a model with architecture {needed!r}, got '
+                f'{config.architecture!r}')
+    if method in BASELINE_METHODS:
+        return ''
     attention, egocentric = DMN_METHODS[method]
     if (config.attention != 'uniform') != attention:
         return (f'{method} needs a model with attention' if attention else
@@ -155,7 +184,7 @@ def run_method(method, model, episodes, mode, k, cfg: EvalConfig, n_contexts=Non
     for i in range(0, len(episodes), bsz):
         batch = make_batch(episodes[i:i + bsz], n_contexts, rng, 0.0, cfg.steps, device)
         particles = _initial(batch, mode, k, cfg, gen)
-        if method in DMN_METHODS:
+        if method in MODEL_METHODS:   # (a regression model's rollout has no filter)
             chunk = max(1, cfg.particle_budget // (len(batch) * n_contexts))
             est = rollout(model, batch, particles, fcfg, gen, chunk=chunk)['estimates']
         elif method == 'uninformed':
@@ -181,7 +210,8 @@ def summarise(global_err, tracking_err, cfg: EvalConfig):
 def evaluate(model, episodes, methods, cfg: EvalConfig, device='cpu'):
     """Run the protocol; returns ``{method: {success@1, success@5, rmse@5, ...}}``.
 
-    ``model``: the DMN for ``dmn``, or a dict ``{method: DMN}`` for several DMN methods."""
+    ``model``: the DMN for ``dmn``, or a dict ``{method: model}`` for several methods with
+    models (:data:`MODEL_METHODS`)."""
     results = {}
     models = model if isinstance(model, dict) else {'dmn': model}
     for method in methods:
@@ -258,4 +288,5 @@ def likelihood_map(model, episode, n_contexts, resolution_m=1.0, n_yaw=8, t=0, d
 
 
 __all__ = ['EvalConfig', 'evaluate', 'likelihood_map', 'load_episodes', 'markdown_table',
-           'METHODS', 'DMN_METHODS', 'model_mismatch', 'run_method', 'summarise', 'sweep']
+           'METHODS', 'BASELINE_METHODS', 'DMN_METHODS', 'MODEL_METHODS', 'model_mismatch',
+           'run_method', 'summarise', 'sweep']

@@ -6,9 +6,10 @@ import torch
 
 from dmn_localizer.errors import UserError
 from dmn_localizer.evaluation import plots
-from dmn_localizer.evaluation.protocol import (DMN_METHODS, EvalConfig, evaluate,
+from dmn_localizer.evaluation.protocol import (EvalConfig, evaluate,
                                                likelihood_map, load_episodes, markdown_table,
-                                               METHODS, model_mismatch, sweep)
+                                               METHODS, MODEL_METHODS, model_mismatch,
+                                               sweep)
 from dmn_localizer.model.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -23,8 +24,9 @@ def run_evaluation(*, model_path, data, episodes, methods=METHODS, json_out=None
     written to ``plots_dir/sweeps.json``, not into the results.
 
     ``json_out`` is removed first and written last: when it exists, the run completed (an
-    interrupted run leaves none). ``method_models`` maps the ablation methods
-    (``dmn_no_attention``, ...) to their model files; ``dmn`` uses ``model_path``."""
+    interrupted run leaves none). ``method_models`` maps the ablation and baseline methods
+    (``dmn_no_attention``, ``latent_image``, ...) to their model files; ``dmn`` uses
+    ``model_path``."""
     from dmn_localizer.data.dataset import open_dataset
     from dmn_localizer.model.io import load_model
     cfg = cfg or EvalConfig()
@@ -36,7 +38,7 @@ def run_evaluation(*, model_path, data, episodes, methods=METHODS, json_out=None
     if unused:
         raise UserError(f'models given for methods not evaluated: {", ".join(sorted(unused))}')
     models = {}
-    for method in [m for m in methods if m in DMN_METHODS]:
+    for method in [m for m in methods if m in MODEL_METHODS]:
         path = model_path if method == 'dmn' else (method_models or {}).get(method)
         if path is None:
             raise UserError('--model is required to evaluate dmn' if method == 'dmn' else
@@ -47,7 +49,7 @@ def run_evaluation(*, model_path, data, episodes, methods=METHODS, json_out=None
             raise UserError(f'{path}: {reason}')
     model = models.get('dmn')
     if plots_dir and model is None and model_path is not None:
-        model = load_model(model_path, device=device)
+        model = load_model(model_path, device=device, architecture='dmn')
     ds = open_dataset(data)
     pool = max([cfg.contexts] + [n for n in sweep_ncs if plots_dir and model])
     pool = min(pool, int(ds.manifest['contexts_per_world']))

@@ -5,10 +5,20 @@ from dmn_localizer.config import strict_from_dict
 
 ATTENTION_MODES = ('softmax', 'linear', 'sigmoid', 'uniform')
 QUERY_TRUNK_SHARING = ('cnn3', 'cnn1', 'none')
+# 'dmn' (the paper's DMN, :mod:`dmn_localizer.model.dmn`) or one of the paper's baselines
+# (:mod:`dmn_localizer.model.baselines`)
+ARCHITECTURES = ('dmn', 'latent_image', 'latent_vector', 'regression')
+LATENT_MAPS = ('latent_image', 'latent_vector')
 
 
 @dataclass
 class DMNConfig:
+    # Which network (model files record it; cards without it are 'dmn'): 'dmn'; the latent
+    # map baselines 'latent_image' and 'latent_vector' (no attention, no egocentric
+    # transform: attention, attention_temperature, query_trunk_sharing and egocentric must
+    # keep their defaults); 'regression' (the DMN networks with one "particle" at the previous
+    # estimate and a pose-offset output; every DMN option applies).
+    architecture: str = 'dmn'
     # Square input images (pixels); the view embedding is image_size/4 on a side. The FC1 input
     # size depends on it, so a model serves one image size.
     image_size: int = 32
@@ -43,6 +53,18 @@ class DMNConfig:
     last_layer_init_scale: float = 0.1
 
     def __post_init__(self):
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f'architecture must be one of {ARCHITECTURES}, '
+                             f'got {self.architecture!r}')
+        if self.architecture in LATENT_MAPS:
+            changed = [f for f in ('attention', 'attention_temperature', 'query_trunk_sharing',
+                                   'egocentric') if getattr(self, f) != getattr(DMNConfig, f)]
+            if changed:
+                raise ValueError(f'{", ".join(changed)}: DMN options that architecture '
+                                 f'{self.architecture!r} does not use (leave the defaults)')
+        if self.architecture == 'regression' and self.final_relu:
+            raise ValueError('final_relu: a regression model outputs a pose offset, which a '
+                             'relu would clip')
         if self.attention not in ATTENTION_MODES:
             raise ValueError(f'attention must be one of {ATTENTION_MODES}, '
                              f'got {self.attention!r}')

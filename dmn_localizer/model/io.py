@@ -6,6 +6,10 @@ code) and ``NAME.json``::
     {"format": "dmn_localizer.model", "version": 1, "model_id": "dmn-<sha256[:16]>",
      "config": {...DMNConfig...}, "metadata": {...free-form: data, steps, metrics...}}
 
+``config.architecture`` says which network the weights are (the DMN or a baseline of
+:mod:`dmn_localizer.model.baselines`; cards without it are DMNs); an unknown one is a
+FileFormatError naming the card.
+
 ``model_id`` is derived from the weight bytes, so a card paired with other weights is detected.
 Every problem reading either file raises :class:`~dmn_localizer.errors.FileFormatError` naming
 the file. Writes are atomic (temp file + fsync + ``os.replace``).
@@ -19,7 +23,7 @@ from dmn_localizer.atomic import write_bytes as atomic_write_bytes
 from dmn_localizer.atomic import write_json as atomic_write_json
 from dmn_localizer.errors import FileFormatError, UserError
 from dmn_localizer.model.config import DMNConfig
-from dmn_localizer.model.dmn import DMN
+from dmn_localizer.model.baselines import build_model
 from dmn_localizer.safetensors_file import read_header
 
 logger = logging.getLogger(__name__)
@@ -67,7 +71,7 @@ def weights_id(blob):
     return 'dmn-' + hashlib.sha256(blob).hexdigest()[:16]
 
 
-def save_model(model: DMN, path, metadata=None):
+def save_model(model, path, metadata=None):
     """Write ``NAME.safetensors`` and ``NAME.json`` for ``model``; returns the model id."""
     weights_path, card_path = model_paths(path)
     blob = state_to_safetensors_bytes(model.state_dict())
@@ -98,8 +102,10 @@ def read_card(path):
     return card
 
 
-def load_model(path, device='cpu'):
-    """Load a model saved by :func:`save_model`; returns the :class:`DMN` in eval mode.
+def load_model(path, device='cpu', architecture=None):
+    """Load a model saved by :func:`save_model`; returns the network of its card's
+    ``architecture`` (a :class:`~dmn_localizer.model.dmn.DMN` or a baseline) in eval mode.
+    With ``architecture`` given, a model of another one is a UserError naming the file.
 
     ``model.model_id`` and ``model.card`` carry the card. Raises FileFormatError (naming the
     file) for truncated, corrupted, mismatched or foreign files.
@@ -110,8 +116,10 @@ def load_model(path, device='cpu'):
         config = DMNConfig.from_dict(card['config'])
     except (KeyError, TypeError, ValueError) as exc:
         raise FileFormatError(card_path, f'bad config ({exc})') from None
+    if architecture is not None and config.architecture != architecture:
+        raise UserError(f'{card_path}: a {config.architecture} model, {architecture} needed')
     state = read_safetensors(weights_path)
-    model = DMN(config)
+    model = build_model(config)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

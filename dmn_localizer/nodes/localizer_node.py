@@ -56,7 +56,7 @@ def level_rank(level):
 def load_model_file(path):
     from dmn_localizer.model.io import load_model
     path = Path(path) if path else default_model_path()
-    return load_model(path), path
+    return load_model(path, architecture='dmn'), path
 
 
 class LocalizerNode(Node):

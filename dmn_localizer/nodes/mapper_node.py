@@ -71,7 +71,7 @@ class MapperNode(Node):
             device = select_device(cfg.device)
         except ValueError as exc:
             raise UserError(str(exc)) from None
-        model = load_model(path, device)
+        model = load_model(path, device, architecture='dmn')
         if model.config.image_size != cfg.image_size:
             raise UserError(f'image_size {cfg.image_size} does not match the model '
                             f'({model.config.image_size})')

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from dmn_localizer.config import strict_from_dict
 from dmn_localizer.errors import FileFormatError, UserError
-from dmn_localizer.model.config import DMNConfig
+from dmn_localizer.model.config import DMNConfig, LATENT_MAPS
 
 BELIEFS = ('tracking', 'global')
 
@@ -21,7 +21,9 @@ class TrainConfig:
     # query steps T per training sequence (paper: 1, one-step tracking)
     steps: int = 1
     # --- model and optimisation
-    model: dict = field(default_factory=dict)     # DMNConfig fields
+    # DMNConfig fields; `architecture` picks the DMN or a baseline (latent_image,
+    # latent_vector: no attention loss; regression: the pose loss only, no particle filter)
+    model: dict = field(default_factory=dict)
     # warm start: a model folder/file to load weights from (its config must equal `model`);
     # null trains from scratch. The optimizer, schedule and data stream start fresh.
     init_from: str = None
@@ -105,7 +107,13 @@ class TrainConfig:
                      'near_context_prob_end', 'soft_alpha'):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f'{name} must be in [0, 1]')
-        self.model_config()  # validates
+        architecture = self.model_config().architecture  # validates the model options
+        if architecture in LATENT_MAPS and self.attention_weight:
+            raise ValueError(f'attention_weight: a {architecture} model has no attention '
+                             '(set it to 0)')
+        if architecture == 'regression' and (self.dense_weight or self.attention_weight):
+            raise ValueError('dense_weight, attention_weight: a regression model has no '
+                             'particles; it trains on the pose loss only (set them to 0)')
 
     def model_config(self):
         return DMNConfig.from_dict(self.model)

@@ -182,7 +182,13 @@ def rollout(model, batch, particles, filter_config: FilterConfig, generator, *,
     when ``attention_kernel`` is given, and ``history`` [(particles, log_weights)] per step
     when keep_particles. Resampling happens after each update but the last (per
     ``filter_config``).
+
+    A regression model (``model.regresses_pose``) has no filter: this returns
+    :func:`regression_rollout` (``estimates``, ``mse``, and ``history`` when keep_particles).
     """
+    if getattr(model, 'regresses_pose', False):
+        return regression_rollout(model, batch, particles, scale=scale, yaw_weight=yaw_weight,
+                                  keep_particles=keep_particles)
     B, T = batch.query_poses.shape[:2]
     m = model.build_map(batch.context_images, batch.context_poses)
     pf = ParticleFilter(filter_config, particles, generator=generator)
@@ -210,6 +216,39 @@ def rollout(model, batch, particles, filter_config: FilterConfig, generator, *,
         out['dense'] = torch.stack(dense, 1)
     if att:
         out['attention'] = torch.stack(att, 1)
+    if keep_particles:
+        out['history'] = hist
+    return out
+
+
+def regression_rollout(model, batch, particles, *, scale=20.0, yaw_weight=0.5,
+                       keep_particles=False):
+    """The regression baseline over the batch's T steps (paper Section V-B): a point estimate
+    instead of a belief.
+
+    The first estimate is the mean of the initial belief, taken as the (unweighted) mean of
+    ``particles`` (B, K, 3), the particles a filter would start from (the same estimate as
+    the ``uninformed`` method: for a uniform global belief about the world centre with an
+    arbitrary yaw, for tracking about the belief's mean). Each step t moves the estimate by
+    the egomotion (t > 0, no noise), then composes it with the offset that
+    ``model.regress(map, query, estimate)`` predicts (in the estimate's frame). Gradients flow
+    through all steps. Returns ``estimates`` (B, T, 3), ``mse`` (B, T) (:func:`pose_loss`),
+    and ``history`` [(estimate (B, 1, 3), zero log-weights (B, 1))] when keep_particles.
+    """
+    T = batch.query_poses.shape[1]
+    m = model.build_map(batch.context_images, batch.context_poses)
+    e = weighted_mean(particles, particles.new_zeros(particles.shape[:2]))
+    est, mse, hist = [], [], []
+    for t in range(T):
+        if t:
+            e = compose(e, batch.odometry[:, t])
+        q = model.encode_query(batch.query_images[:, t])
+        e = compose(e, model.regress(m, q, e))
+        est.append(e)
+        mse.append(pose_loss(e, batch.query_poses[:, t], scale, yaw_weight))
+        if keep_particles:
+            hist.append((e.detach()[:, None], e.new_zeros(e.shape[0], 1)))
+    out = {'estimates': torch.stack(est, 1), 'mse': torch.stack(mse, 1)}
     if keep_particles:
         out['history'] = hist
     return out

@@ -41,8 +41,8 @@ import torch
 
 from dmn_localizer.errors import FileFormatError, UserError
 from dmn_localizer.filter import FilterConfig
+from dmn_localizer.model.baselines import build_model
 from dmn_localizer.model.config import DMNConfig
-from dmn_localizer.model.dmn import DMN
 from dmn_localizer.model.io import (atomic_write_bytes, load_model, model_paths, save_model,
                                     state_to_safetensors_bytes, weights_id)
 from dmn_localizer.training.config import TrainConfig
@@ -184,12 +184,12 @@ def validate(model, cfg: TrainConfig, splits):
             for suffix, bb in variants.items():
                 r = rollout(model, bb, p, fcfg, None, scale=model.config.coord_scale_m,
                             yaw_weight=cfg.yaw_weight, dense_kernel=_dense_kernel(cfg))
-                for key in ('mse', 'dense'):
+                for key in [k for k in ('mse', 'dense') if k in r]:  # regression: no dense
                     sums[f'{name}_{key}{suffix}'] = (sums.get(f'{name}_{key}{suffix}', 0.0)
                                                      + r[key].sum().item())
         n = sum(len(b) for b, _ in items)
         vals = {k: v / n for k, v in sums.items()}
-        for key in ('mse', 'dense'):
+        for key in [k for k in ('mse', 'dense') if f'{name}_{k}' in vals]:
             vals[f'{name}_{key}_gap_query'] = (vals[f'{name}_{key}_shuf_query']
                                                - vals[f'{name}_{key}'])
             vals[f'{name}_{key}_gap_context'] = (vals[f'{name}_{key}_shuf_context']
@@ -265,7 +265,7 @@ def _load_checkpoint(out, device):
     if not isinstance(state, dict) or state.get('version') != STATE_VERSION:
         raise FileFormatError(path, 'unsupported checkpoint version')
     try:
-        model = DMN(DMNConfig.from_dict(json.loads(state['model_config'])))
+        model = build_model(DMNConfig.from_dict(json.loads(state['model_config'])))
         model.load_state_dict(state['model_state'], strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise FileFormatError(path, f'bad model in checkpoint ({str(exc).splitlines()[0]})') \
@@ -384,7 +384,7 @@ def _train(cfg: TrainConfig, out_dir, resume, train_dataset, val_dataset, progre
         stream.restore(json.loads(state['stream']))
         logger.info('resumed from step %d (best val %.5f)', step, best)
     else:
-        model = DMN(cfg.model_config()).to(device).train()
+        model = build_model(cfg.model_config()).to(device).train()
         if cfg.init_from:
             _warm_start(model, cfg.init_from, device)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -417,7 +417,8 @@ def _train(cfg: TrainConfig, out_dir, resume, train_dataset, val_dataset, progre
         val_log.append(dict({'step': step}, **{k: f'{x:.6g}' for k, x in v.items()}))
         logger.info('step %d: val %.4f (query gap %+.4f, context gap %+.4f) near %.4f '
                     '(query gap %+.4f)%s', step, v['val_mse'], v['val_mse_gap_query'],
-                    v['val_mse_gap_context'], v['near_mse'], v['near_dense_gap_query'],
+                    v['val_mse_gap_context'], v['near_mse'],
+                    v.get('near_dense_gap_query', v['near_mse_gap_query']),  # regression
                     ' *' if improved else '')
         return v
 
