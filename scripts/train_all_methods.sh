@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Train every trainable method of the paper's comparison with the same budget, then fill the
+# table with `dmn-localizer eval --methods all`.
+#
+#   scripts/train_all_methods.sh STEPS OUT [EPISODES]
+#
+# STEPS: training steps per method (the same for all; each run stops there); OUT: a folder,
+# one run per method in OUT/<method>, the table in OUT/eval.json (+ OUT/eval_plots). A method
+# whose OUT/<method>/final model exists is not trained again; an interrupted run resumes from
+# its checkpoint. EPISODES: held-out test episodes for the table (default 100).
+# Needs data/mazes/{train,val,test} (see README, "Simulated data").
+set -euo pipefail
+steps=${1:?usage: $0 STEPS OUT [EPISODES]}
+out=${2:?usage: $0 STEPS OUT [EPISODES]}
+episodes=${3:-100}
+py=${PYTHON:-.venv/bin/python}
+declare -A configs=(
+  [dmn]=config/train_mazes.yaml
+  [dmn_no_attention]=config/train_mazes_no_attention.yaml
+  [dmn_no_egocentric]=config/train_mazes_no_egocentric.yaml
+  [dmn_no_attention_no_egocentric]=config/train_mazes_no_attention_no_egocentric.yaml
+  [latent_image]=config/train_mazes_latent_image.yaml
+  [latent_vector]=config/train_mazes_latent_vector.yaml
+  [regression]=config/train_mazes_regression.yaml
+)
+order=(dmn dmn_no_egocentric dmn_no_attention dmn_no_attention_no_egocentric latent_image
+       latent_vector regression)
+mkdir -p "$out"
+for m in "${order[@]}"; do
+  run="$out/$m"
+  if [ -e "$run/final.safetensors" ]; then
+    echo "$m: $run/final exists, not trained again"
+    continue
+  fi
+  resume=()
+  [ -e "$run/checkpoint/state.pt" ] && resume=(--resume)
+  echo "$m: training ${configs[$m]} for $steps steps -> $run"
+  "$py" -m dmn_localizer train --config "${configs[$m]}" --out "$run" --max-steps "$steps" \
+    --no-progress "${resume[@]}"
+done
+models=()
+for m in "${order[@]}"; do
+  [ "$m" = dmn ] || models+=(--method-model "$m=$out/$m/final")
+done
+"$py" -m dmn_localizer eval --model "$out/dmn/final" --domain mazes --episodes "$episodes" \
+  --methods all "${models[@]}" --json "$out/eval.json"
