@@ -39,8 +39,9 @@ from torch import nn
 import torch.nn.functional as F
 
 from dmn_localizer.model.config import DMNConfig
-from dmn_localizer.model.dmn import (_conv, _stack, CNN6_DIM, DMN, EMBED_DIM, FC_DIM,
-                                     FEAT4_DIM, FEAT5_DIM, KEY_DIM, TRUNK)
+from dmn_localizer.model.dmn import (_conv, _stack, check_images, CNN6_DIM, DMN, EMBED_DIM,
+                                     FC_DIM, FEAT4_DIM, FEAT5_DIM, init_weights, KEY_DIM,
+                                     pose_coords, TRUNK)
 
 IMAGE_MAP_DIM = 96    # D of the latent image map (the channels of the DMN's attended map)
 VECTOR_MAP_DIM = 256  # length of the latent vector map (and of the query vector)
@@ -77,25 +78,14 @@ class _LatentMap(nn.Module):
     def reset_parameters(self):
         """As the DMN: He init for relu layers, unit gain for linear ones, a small last layer,
         zero biases."""
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                relu = getattr(m, 'is_relu', True)
-                nn.init.kaiming_normal_(m.weight, nonlinearity='relu' if relu else 'linear')
-                nn.init.zeros_(m.bias)
-        with torch.no_grad():
-            self.last_layer().weight.mul_(self.config.last_layer_init_scale)
+        init_weights(self, self.last_layer(), self.config.last_layer_init_scale)
 
     def _check_images(self, images, name):
-        s = self.config.image_size
-        if images.shape[-3:] != (3, s, s):
-            raise ValueError(f'{name} must be (..., 3, {s}, {s}) float in [-1, 1], got '
-                             f'{tuple(images.shape)}')
+        check_images(images, self.config.image_size, name)
 
     def _pose_coords(self, poses):
         """Map-frame poses (..., 3) -> (x/L, y/L, sin yaw, cos yaw) (..., 4)."""
-        scale = self.config.coord_scale_m
-        return torch.stack([poses[..., 0] / scale, poses[..., 1] / scale,
-                            torch.sin(poses[..., 2]), torch.cos(poses[..., 2])], dim=-1)
+        return pose_coords(poses, self.config.coord_scale_m)
 
     def _with_pose(self, features, poses):
         """Concatenate tiled pose coordinates to features: (M, C, h, w), (M, 3) ->

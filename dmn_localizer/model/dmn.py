@@ -88,6 +88,31 @@ def _stack(specs, cin):
 TRUNK = [(32, 2, 2, True), (32, 3, 1, True), (64, 2, 2, True)]
 
 
+def init_weights(module, last_layer, last_layer_scale):
+    """He init for relu layers (``is_relu``, the default), unit gain for linear ones, zero
+    biases; ``last_layer``'s weight then scaled by ``last_layer_scale``."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            relu = getattr(m, 'is_relu', True)
+            nn.init.kaiming_normal_(m.weight, nonlinearity='relu' if relu else 'linear')
+            nn.init.zeros_(m.bias)
+    with torch.no_grad():
+        last_layer.weight.mul_(last_layer_scale)
+
+
+def check_images(images, size, name):
+    """ValueError unless ``images`` is (..., 3, size, size)."""
+    if images.shape[-3:] != (3, size, size):
+        raise ValueError(f'{name} must be (..., 3, {size}, {size}) float in [-1, 1], got '
+                         f'{tuple(images.shape)}')
+
+
+def pose_coords(poses, scale):
+    """Metric poses (..., 3) -> (x/L, y/L, sin yaw, cos yaw) (..., 4) with L = ``scale``."""
+    return torch.stack([poses[..., 0] / scale, poses[..., 1] / scale,
+                        torch.sin(poses[..., 2]), torch.cos(poses[..., 2])], dim=-1)
+
+
 HEAD_CHUNK = 256   # particles per block at inference (attention + convolutions; cache-sized)
 
 
@@ -166,26 +191,15 @@ class DMN(nn.Module):
     # ------------------------------------------------------------------ init
     def reset_parameters(self):
         """He init for relu layers, unit-gain for linear ones, a small last layer, zero biases."""
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                relu = getattr(m, 'is_relu', True)
-                nn.init.kaiming_normal_(m.weight, nonlinearity='relu' if relu else 'linear')
-                nn.init.zeros_(m.bias)
-        with torch.no_grad():
-            self.fc1b.weight.mul_(self.config.last_layer_init_scale)
+        init_weights(self, self.fc1b, self.config.last_layer_init_scale)
 
     # --------------------------------------------------------------- helpers
     def _check_images(self, images, name):
-        s = self.config.image_size
-        if images.shape[-3:] != (3, s, s):
-            raise ValueError(f'{name} must be (..., 3, {s}, {s}) float in [-1, 1], got '
-                             f'{tuple(images.shape)}')
+        check_images(images, self.config.image_size, name)
 
     def _pose_coords(self, poses):
         """Map-frame poses (..., 3) -> (x/L, y/L, sin yaw, cos yaw) (..., 4)."""
-        scale = self.config.coord_scale_m
-        return torch.stack([poses[..., 0] / scale, poses[..., 1] / scale,
-                            torch.sin(poses[..., 2]), torch.cos(poses[..., 2])], dim=-1)
+        return pose_coords(poses, self.config.coord_scale_m)
 
     def _coords(self, map_poses, particles):
         """The per-(particle, context) coordinate channels of CNN2: (B, K, N, 4).
