@@ -7,13 +7,17 @@
 # STEPS: training steps per method (the same for all; each run stops there); OUT: a folder,
 # one run per method in OUT/<method>, the table in OUT/eval.json (+ OUT/eval_plots). A method
 # whose OUT/<method>/final model exists is not trained again; an interrupted run resumes from
-# its checkpoint. EPISODES: held-out test episodes for the table (default 100).
+# its checkpoint. EPISODES: held-out test episodes for the table (default 100). THREADS=N
+# (environment) overrides the configs' torch threads: on a busy 2-core machine, 1 thread per
+# process avoids the stalls of more threads than free cores.
 # Needs data/mazes/{train,val,test} (see README, "Simulated data").
 set -euo pipefail
 steps=${1:?usage: $0 STEPS OUT [EPISODES]}
 out=${2:?usage: $0 STEPS OUT [EPISODES]}
 episodes=${3:-100}
 py=${PYTHON:-.venv/bin/python}
+threads=()
+[ -n "${THREADS:-}" ] && threads=(--threads "$THREADS")
 declare -A configs=(
   [dmn]=config/train_mazes.yaml
   [dmn_no_attention]=config/train_mazes_no_attention.yaml
@@ -36,11 +40,11 @@ for m in "${order[@]}"; do
   [ -e "$run/checkpoint/state.pt" ] && resume=(--resume)
   echo "$m: training ${configs[$m]} for $steps steps -> $run"
   "$py" -m dmn_localizer train --config "${configs[$m]}" --out "$run" --max-steps "$steps" \
-    --no-progress "${resume[@]}"
+    --no-progress "${threads[@]}" "${resume[@]}"
 done
 models=()
 for m in "${order[@]}"; do
   [ "$m" = dmn ] || models+=(--method-model "$m=$out/$m/final")
 done
 "$py" -m dmn_localizer eval --model "$out/dmn/final" --domain mazes --episodes "$episodes" \
-  --methods all "${models[@]}" --json "$out/eval.json"
+  --methods all "${models[@]}" --json "$out/eval.json" "${threads[@]}"
