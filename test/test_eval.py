@@ -92,6 +92,14 @@ def test_eval_cli_writes_json_and_plots(test_data, tmp_path, capsys):
     for name in ('success_vs_t.png', 'success_vs_k.png', 'success_vs_nc.png',
                  'likelihood_0.png'):
         assert (plots / name).stat().st_size > 1000
+    # the same table without plots: the episodes (and their contexts) do not depend on them
+    out2 = tmp_path / 'res_no_plots.json'
+    rc = main(['eval', '--model', str(tmp_path / 'm'), '--domain', 'mazes', '--data',
+               str(test_data), '--episodes', '3', '--json', str(out2), '--k-global', '32',
+               '--k-tracking', '16', '--steps', '2', '--no-plots', '--no-diagnostic',
+               '--threads', '1'])
+    assert rc == 0
+    assert json.loads(out2.read_text()) == res
     # baselines need no model
     rc = main(['eval', '--domain', 'mazes', '--data', str(test_data), '--episodes', '2',
                '--methods', 'uninformed,closest_context', '--k-global', '16', '--steps', '2',

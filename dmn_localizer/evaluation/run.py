@@ -51,7 +51,9 @@ def run_evaluation(*, model_path, data, episodes, methods=METHODS, json_out=None
     if plots_dir and model is None and model_path is not None:
         model = load_model(model_path, device=device, architecture='dmn')
     ds = open_dataset(data)
-    pool = max([cfg.contexts] + [n for n in sweep_ncs if plots_dir and model])
+    # each episode draws its Nc contexts from a pool big enough for the Nc sweep, with or
+    # without plots, so the table does not depend on --no-plots
+    pool = max([cfg.contexts] + list(sweep_ncs))
     pool = min(pool, int(ds.manifest['contexts_per_world']))
     eps = load_episodes(ds, episodes, pool, cfg.steps, cfg.seed)
     if not eps:
