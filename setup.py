@@ -36,7 +36,7 @@ setup(
         'console_scripts': [
             'mapper_node = dmn_localizer.nodes.mapper_node:main',
             'localizer_node = dmn_localizer.nodes.localizer_node:main',
-            'dmn-localizer = dmn_localizer.cli:main',
+            'dmn-localizer = dmn_localizer.cli:console_main',
         ],
     },
 )

@@ -1,6 +1,6 @@
 """``python -m dmn_localizer`` is the ``dmn-localizer`` CLI."""
 import sys
 
-from dmn_localizer.cli import main
+from dmn_localizer.cli import console_main
 
-sys.exit(main())
+sys.exit(console_main())

@@ -12,6 +12,7 @@ with ``--debug``) and exits 1.
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from dmn_localizer import __version__
@@ -82,5 +83,21 @@ def main(argv=None):
         return 1
 
 
+def console_main():
+    """Entry point of the ``dmn-localizer`` command and ``python -m dmn_localizer``.
+
+    After an interrupt (status 130) the cleanup has run and the message is out, so the
+    process exits at once: in about 2 of 9 runs of ``test_cli_interrupt``'s
+    dataset-from-bags case the interpreter's shutdown still ended the process by SIGINT
+    (status -2) instead (cause not found; never seen since this exit).
+    """
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(console_main())
