@@ -39,9 +39,9 @@ from torch import nn
 import torch.nn.functional as F
 
 from dmn_localizer.model.config import DMNConfig
-from dmn_localizer.model.dmn import (_conv, _stack, check_images, CNN6_DIM, DMN, EMBED_DIM,
-                                     FC_DIM, FEAT4_DIM, FEAT5_DIM, init_weights, KEY_DIM,
-                                     pose_coords, TRUNK)
+from dmn_localizer.model.dmn import (_conv, _stack, check_images, CNN6_DIM,
+                                     constant_channel_maps, DMN, EMBED_DIM, FC_DIM, FEAT4_DIM,
+                                     FEAT5_DIM, init_weights, KEY_DIM, pose_coords, TRUNK)
 
 IMAGE_MAP_DIM = 96    # D of the latent image map (the channels of the DMN's attended map)
 VECTOR_MAP_DIM = 256  # length of the latent vector map (and of the query vector)
@@ -54,14 +54,6 @@ def _config(config, architecture):
         raise ValueError(f'{architecture} model built from a config with architecture '
                          f'{config.architecture!r}')
     return config
-
-
-def _coord_maps(weight, h, w):
-    """The conv (3x3, zero padding 1, no bias) of a map that is 1 in one input channel and 0
-    elsewhere, for each of the input channels of ``weight`` (C, J, 3, 3): (J, C, h, w)."""
-    J = weight.shape[1]
-    ones = torch.eye(J, dtype=weight.dtype, device=weight.device)[:, :, None, None]
-    return F.conv2d(ones.expand(J, J, h, w), weight, padding=1)
 
 
 class _LatentMap(nn.Module):
@@ -197,7 +189,7 @@ class LatentImageMap(_LatentMap):
     def _log_likelihood(self, map_state, query, particles):
         B, K = particles.shape[:2]
         h, w = self.h, self.w
-        coord_maps = _coord_maps(self.cnn6a.weight[:, IMAGE_MAP_DIM + FEAT5_DIM:], h, w)
+        coord_maps = constant_channel_maps(self.cnn6a.weight[:, IMAGE_MAP_DIM + FEAT5_DIM:], h, w)
         c = self._pose_coords(particles.to(coord_maps.dtype))                    # (B, K, 4)
         x = (torch.matmul(c, coord_maps.reshape(4, -1)).view(B, K, CNN6_DIM, h, w)
              + map_state.feat6[:, None] + query.feat6[:, None])

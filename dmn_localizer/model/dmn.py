@@ -107,6 +107,15 @@ def check_images(images, size, name):
                          f'{tuple(images.shape)}')
 
 
+def constant_channel_maps(weight, h, w):
+    """The conv (3x3, zero padding 1, no bias) of an h x w map that is 1 in one input channel
+    and 0 elsewhere, for each input channel of ``weight`` (C, J, 3, 3): (J, C, h, w). Exact
+    border-aware maps for tiled (spatially constant) input channels."""
+    J = weight.shape[1]
+    ones = torch.eye(J, dtype=weight.dtype, device=weight.device)[:, :, None, None]
+    return F.conv2d(ones.expand(J, J, h, w), weight, padding=1)
+
+
 def pose_coords(poses, scale):
     """Metric poses (..., 3) -> (x/L, y/L, sin yaw, cos yaw) (..., 4) with L = ``scale``."""
     return torch.stack([poses[..., 0] / scale, poses[..., 1] / scale,
@@ -312,10 +321,8 @@ class DMN(nn.Module):
         w2a = self.cnn2a.weight                                   # (64, 64 + 4 or 8, 3, 3)
         # bias once; (BN, P) in (row, column, channel) order, see MapState
         key_pre = _hwc_rows(F.conv2d(emb, w2a[:, :EMBED_DIM], self.cnn2a.bias, padding=1))
-        ones = emb.new_ones(1, 1, self.h, self.w)
         # maps[j] = conv of a map that is 1 in coordinate channel j (0 elsewhere): (4|8, P)
-        maps = _hwc_rows(torch.cat([F.conv2d(ones, w2a[:, j:j + 1], padding=1)
-                                    for j in range(EMBED_DIM, w2a.shape[1])]))
+        maps = _hwc_rows(constant_channel_maps(w2a[:, EMBED_DIM:], self.h, self.w))
         coord_maps = maps[-4:]                        # the per-particle coordinate channels
         if not self.config.egocentric:   # the context's own map-frame viewpoint, per context
             ctx = self._pose_coords(context_poses.to(emb.dtype)).reshape(B * N, 4)
