@@ -24,6 +24,11 @@ at each collapsed update (random injection); at ``global_reinit_updates`` the fi
 re-initialises globally (which resets the count). Weights stay in log space (per-image
 offsets of 1e4 nats are fine); an update whose log-likelihoods are all non-finite keeps the
 weights and counts as collapsed.
+
+The health check can run after the estimate is out (``update(..., defer_health=True)``, then
+:meth:`Localizer.check_health`): the node publishes the pose first, so the reference poses'
+scoring (a quarter of the work at K = 256) is not in the image-to-pose latency. The reference
+poses are drawn at the update either way, so a deferred check gives the same results.
 """
 import logging
 import math
@@ -111,6 +116,7 @@ class Localizer:
         self.force_next = True        # the first image after (re)initialisation is used
         self.last_stamp = None        # stamp of the last image consumed by :meth:`step`
         self.health = Health()
+        self._pending_health = None  # see update(defer_health=True)
 
     # ------------------------------------------------------------------ map and belief
     @property
@@ -123,7 +129,7 @@ class Localizer:
         same model); the global region is their bounding square + margin."""
         if len(view_map) == 0:
             self.map_state, self.map_size, self.bounds = None, 0, None
-            self.particles = self.log_weights = None
+            self.particles = self.log_weights = self._pending_health = None
             return
         poses = torch.as_tensor(view_map.poses, dtype=torch.float32, device=self.device)[None]
         model_id = getattr(self.model, 'model_id', None)
@@ -163,6 +169,7 @@ class Localizer:
         self.pending[:] = 0.0
         self.force_next = True
         self.health.collapsed = 0
+        self._pending_health = None  # a check of the replaced belief no longer applies
 
     def reset_time(self):
         """Forget the previous image stamp (odometry time base restarted)."""
@@ -172,11 +179,13 @@ class Localizer:
     # ------------------------------------------------------------------ filtering
     def add_motion(self, delta):
         """Accumulate odometry (pose t in the frame of pose t-1) since the last update."""
+        self.check_health()  # a pending check (and its recovery) comes before this motion
         self.pending = compose(self.pending, np.asarray(delta, np.float64))
 
-    def step(self, stamp, image, odometry):
+    def step(self, stamp, image, odometry, defer_health=False):
         """Consume an image taken at ``stamp`` (s), taking the egomotion since the previous
         image from ``odometry`` (an :class:`~dmn_localizer.odometry.OdometryBuffer`).
+        ``defer_health`` as in :meth:`update`.
 
         Returns the :class:`UpdateReport`, or None when the odometry does not cover the stamps
         (the time base is then restarted at the next image) or the image is out of order.
@@ -193,19 +202,23 @@ class Localizer:
         elif odometry.pose_at(stamp) is None:
             return None
         self.last_stamp = stamp
-        return self.update(image)
+        return self.update(image, defer_health=defer_health)
 
     def moved_enough(self):
         d = math.hypot(self.pending[0], self.pending[1])
         return d > self.config.update_min_d or abs(self.pending[2]) > self.config.update_min_a
 
     @torch.no_grad()
-    def update(self, image, force=False):
+    def update(self, image, force=False, defer_health=False):
         """Consume one camera image (H, W, 3) uint8 RGB at the model's image size.
 
         Moves the particles by the pending motion and weighs them with the DMN if the robot
         moved enough (or ``force``, a forced update, or the first image); else does nothing.
+        With ``defer_health`` the health check (and any recovery it calls for) waits for
+        :meth:`check_health`, which fills in the returned report's health fields; a check still
+        pending at the next motion or update runs first.
         """
+        self.check_health()
         if not self.ready:
             return UpdateReport(False)
         if not (force or self.force_next or self.config.force_update_when_still
@@ -217,27 +230,55 @@ class Localizer:
         cam = compose(self.particles, self.base_from_camera.to(self.device))
         k = cam.shape[1]
         reference = self._health_reference()
-        if reference is not None:  # scored in the same pass as the particles
+        if reference is not None and not defer_health:  # scored in the particles' pass
             cam = torch.cat([cam, reference], dim=1)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16,
-                            enabled=self.config.precision == 'bf16'):
+        with self._autocast():
             query = self.model.encode_query(images_to_tensor(image[None], self.device))
             ll = self.log_likelihood(query, cam).float()
         ll = torch.where(torch.isfinite(ll), ll, torch.full_like(ll, -math.inf))
-        ll, ref_ll = ll[:, :k], ll[0, k:]
+        ref_ll = None
+        if reference is not None and not defer_health:
+            ll, ref_ll = ll[:, :k], ll[0, k:]
         resampled = False
-        if not bool(torch.isfinite(ll).any()):
-            score = 0.0  # no usable evidence: weights kept, counts as collapsed
-        else:
-            score = self._belief_score(ll, ref_ll)
+        belief = None  # the belief's log mean likelihood; None: no usable evidence
+        if bool(torch.isfinite(ll).any()):
+            belief = torch.logsumexp(self.log_weights + ll, -1)[0]
             self.log_weights = normalize_log_weights(self.log_weights + ll)
             if self.ess() < self.config.resample_ess_ratio * k:
                 self.particles, self.log_weights = systematic_resample(
                     self.particles, self.log_weights, self.generator)
                 resampled = True
-        ess = self.ess()
-        collapsed, recovery = self._check_health(score)
-        return UpdateReport(True, ess, resampled, float(ll.max()), score, collapsed, recovery)
+        report = UpdateReport(True, self.ess(), resampled, float(ll.max()))
+        self._pending_health = (report, belief, reference, ref_ll, query)
+        if not defer_health:
+            self.check_health()
+        return report
+
+    @torch.no_grad()
+    def check_health(self):
+        """The health check of the last update, if still pending: scores its reference poses
+        (unless the update already did), updates the collapse monitor, applies the recovery it
+        calls for and fills in the update's report. Returns that report, or None."""
+        pending, self._pending_health = self._pending_health, None
+        if pending is None:
+            return None
+        report, belief, reference, ref_ll, query = pending
+        if belief is None:
+            score = 0.0  # no usable evidence: weights kept, counts as collapsed
+        elif reference is None:
+            score = math.nan
+        else:
+            if ref_ll is None:
+                with self._autocast():
+                    ref_ll = self.log_likelihood(query, reference).float()[0]
+            score = self._belief_score(belief, ref_ll)
+        report.belief_score = score
+        report.collapsed, report.recovery = self._check_health(score)
+        return report
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                              enabled=self.config.precision == 'bf16')
 
     def _health_reference(self):
         """``health_samples`` random camera poses (1, m, 3) of the map area, or None."""
@@ -248,14 +289,14 @@ class Localizer:
         ref = sample_uniform(1, m, size, self.generator, origin=(x0, y0)).to(self.device)
         return compose(ref, self.base_from_camera.to(self.device))
 
-    def _belief_score(self, ll, ref_ll):
-        """Share of the random reference poses whose log-likelihood ``ref_ll`` is below the
-        belief's log mean likelihood (prior weights); NaN when disabled or no reference is
+    @staticmethod
+    def _belief_score(belief, ref_ll):
+        """Share of the random reference poses whose log-likelihood ``ref_ll`` is below
+        ``belief``, the belief's log mean likelihood (prior weights); NaN when no reference is
         finite."""
         ref_ll = ref_ll[torch.isfinite(ref_ll)]
         if ref_ll.numel() == 0:
             return math.nan
-        belief = torch.logsumexp(self.log_weights + ll, -1)[0]
         return float((ref_ll < belief).float().mean())
 
     def _check_health(self, score):

@@ -42,10 +42,12 @@ class Oracle(torch.nn.Module):
         return 'map'
 
     def encode_query(self, images):
-        return float(self.rng.uniform(-self.offset, self.offset))  # this image's offset
+        # what this image shows (the true pose) and its offset
+        return self.truth.clone(), float(self.rng.uniform(-self.offset, self.offset))
 
-    def log_likelihood(self, map_state, offset, cam, chunk=None):
-        d = cam - self.truth
+    def log_likelihood(self, map_state, query, cam, chunk=None):
+        truth, offset = query
+        d = cam - truth
         bump = -0.5 * ((d[..., 0] ** 2 + d[..., 1] ** 2) / self.sigma_xy ** 2
                        + wrap_angle(d[..., 2]) ** 2 / self.sigma_yaw ** 2)
         x, y, yaw = cam[..., 0], cam[..., 1], cam[..., 2]
@@ -96,17 +98,22 @@ def lap(n, start=(4.0, 4.0, 0.0), step=0.5, seed=0):
     return np.array(poses)
 
 
-def drive(loc, oracle, truths, odometry=None):
+def drive(loc, oracle, truths, odometry=None, defer=False):
     """One update per pose: odometry = the true relative motion (or ``odometry``); returns the
-    reports and the x-y errors of the estimates."""
+    reports and the x-y errors of the estimates. ``defer``: as the node, the estimate before
+    the health check (``update(defer_health=True)``), and every other check left to the next
+    update."""
     reports, errors = [], []
     for i, truth in enumerate(truths):
         if i:
             loc.add_motion(relative(truths[i - 1], truth) if odometry is None else odometry[i])
         oracle.truth = torch.as_tensor(truth, dtype=torch.float32)
-        reports.append(loc.update(IMAGE))
+        reports.append(loc.update(IMAGE, defer_health=defer))
         mean = loc.estimate()[0]
         errors.append(math.hypot(*(mean[:2] - truth[:2])))
+        if defer and i % 2 == 0:
+            loc.check_health()
+    loc.check_health()
     return reports, np.array(errors)
 
 
@@ -133,14 +140,14 @@ def test_global_localization_converges_without_false_alarm():
     assert errors[-5:].max() < 1.0
 
 
-def kidnap(loc, oracle, before=15, after=40):
+def kidnap(loc, oracle, before=15, after=40, defer=False):
     a = lap(before, start=(4.0, 4.0, 0.0), seed=1)
     b = lap(after, start=(15.0, 14.0, 2.5), seed=2)
     truths = np.concatenate([a, b])
     odometry = [relative(truths[i - 1], truths[i]) if i else None for i in range(len(truths))]
     odometry[before] = np.zeros(3)  # carried away: the wheels did not turn
     loc.init_gaussian(truths[0], (0.3, 0.3, 0.1))
-    reports, errors = drive(loc, oracle, truths, odometry)
+    reports, errors = drive(loc, oracle, truths, odometry, defer)
     return reports[before:], errors[before:], errors[:before]
 
 
@@ -173,6 +180,23 @@ def test_kidnapped_robot_recovers_synthetic(path):
     back = relocalized_after(errors)
     assert back is not None and back <= SYNTHETIC_KIDNAP_BOUND, errors.round(1)
     assert not any(r.recovery for r in after[back + 5:])  # no recovery once relocalized
+
+
+def test_deferred_health_check_gives_the_same_filter():
+    """The node publishes the estimate before the health check (update(defer_health=True),
+    then check_health(), or the next update runs it): same reports, recoveries, particles."""
+    runs = []
+    for defer in (False, True):
+        oracle = Oracle()
+        loc = make(oracle, collapse_updates=2, global_reinit_updates=4, recovery_alpha=0.1)
+        after, _, _ = kidnap(loc, oracle, defer=defer)
+        runs.append(([(r.updated, r.belief_score, r.collapsed, r.recovery, r.ess)
+                      for r in after], loc.particle_array(), loc.health))
+    (reports, (p, w), health), (reports_deferred, (pd, wd), health_deferred) = runs
+    assert {r[3] for r in reports} == {'', 'inject', 'global'}  # both recoveries happened
+    assert reports_deferred == reports and health_deferred == health
+    np.testing.assert_array_equal(pd, p)
+    np.testing.assert_array_equal(wd, w)
 
 
 def test_wrong_initial_pose_recovers():
