@@ -20,6 +20,8 @@ from launch_ros.parameter_descriptions import ParameterValue
 def generate_launch_description():
     share = get_package_share_directory('dmn_localizer')
     use_sim_time = LaunchConfiguration('use_sim_time')
+    # tf is remapped relative so a namespaced robot keeps its own /<ns>/tf (as nav2 does)
+    remappings = [('/tf', 'tf'), ('/tf_static', 'tf_static')]
     return LaunchDescription([
         DeclareLaunchArgument('map_file', default_value='',
                               description='Existing map to extend (empty = new map)'),
@@ -44,10 +46,11 @@ def generate_launch_description():
                               'map_file': LaunchConfiguration('map_file'),
                               'model': LaunchConfiguration('model')}],
                  arguments=['--ros-args', '--log-level', LaunchConfiguration('log_level')],
-                 remappings=[('/tf', 'tf'), ('/tf_static', 'tf_static')]),
+                 remappings=remappings),
             Node(package='rviz2', executable='rviz2', name='rviz2', output='screen',
                  condition=IfCondition(LaunchConfiguration('rviz')),
                  arguments=['-d', os.path.join(share, 'config', 'dmn_localizer.rviz')],
-                 parameters=[{'use_sim_time': ParameterValue(use_sim_time, value_type=bool)}]),
+                 parameters=[{'use_sim_time': ParameterValue(use_sim_time, value_type=bool)}],
+                 remappings=remappings),
         ]),
     ])

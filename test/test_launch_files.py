@@ -26,6 +26,9 @@ def test_launch_file_declares_arguments(fname, executable):
     executables = {k.value.value for c in _calls(tree, 'Node') for k in c.keywords
                    if k.arg == 'executable'}
     assert executables == {executable, 'rviz2'}
+    # every node (RViz too) reads the namespaced robot's tf, not the global /tf
+    for c in _calls(tree, 'Node'):
+        assert any(k.arg == 'remappings' for k in c.keywords), ast.unparse(c)[:80]
 
 
 @pytest.mark.skipif(importlib.util.find_spec('launch_ros') is None,
