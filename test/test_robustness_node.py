@@ -113,7 +113,11 @@ def test_bad_images_skipped_with_one_warning_per_topic(context, files):
     # any size and a supported encoding: resized to image_size and used
     seen = []
     step = node.localizer.step
-    node.localizer.step = lambda t, rgb, odom: seen.append(rgb.shape) or step(t, rgb, odom)
+
+    def step_seen(t, rgb, odom, **kwargs):
+        seen.append(rgb.shape)
+        return step(t, rgb, odom, **kwargs)
+    node.localizer.step = step_seen
     drv = Driver(node)
     drv.odom()
     drv.odom(t=100.5)
