@@ -25,3 +25,26 @@ def test_rviz_config_shows_the_node_topics():
     assert {'/localizer/particles', '/localizer/pose', '/mapper/contexts',
             '/localizer/particle_markers', '/camera/image_raw'} <= topics
     assert rviz['Visualization Manager']['Global Options']['Fixed Frame'] == 'map'
+
+
+def test_training_configs_resolve_and_bases_merge(tmp_path):
+    """Every config/train_*.yaml loads; ``base:`` chains merge (the ``model`` mapping key by
+    key) and a cycle is one clear error."""
+    from pathlib import Path
+
+    from dmn_localizer.errors import FileFormatError
+    from dmn_localizer.training import load_train_config
+    repo = Path(__file__).resolve().parents[1]
+    base = load_train_config(repo / 'config' / 'train_mazes.yaml')
+    for path in sorted((repo / 'config').glob('train_*.yaml')):
+        load_train_config(path)
+    ablation = load_train_config(repo / 'config' / 'train_mazes_no_egocentric.yaml')
+    assert ablation.model['egocentric'] is False
+    assert ablation.model['attention'] == base.model['attention'] == 'softmax'
+    assert ablation.lr == base.lr and ablation.decoy_std == base.decoy_std
+    rooms = load_train_config(repo / 'config' / 'train_rooms_from_mazes.yaml')  # 2 levels
+    assert rooms.train_data == 'data/rooms/train' and rooms.init_from == 'models/dmn_mazes'
+    (tmp_path / 'a.yaml').write_text('base: b.yaml\n')
+    (tmp_path / 'b.yaml').write_text('base: a.yaml\n')
+    with pytest.raises(FileFormatError, match='cycle'):
+        load_train_config(tmp_path / 'a.yaml')

@@ -126,10 +126,22 @@ class TrainConfig:
         return strict_from_dict(cls, d, 'training config')
 
 
-def load_train_config(path, overrides=None):
-    """Read a YAML training config (``overrides`` replace its keys)."""
+def _merged(base, over):
+    """``over`` on top of ``base``; mappings (e.g. ``model``) merge key by key."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            value = _merged(out[key], value)
+        out[key] = value
+    return out
+
+
+def _read_yaml_chain(path, seen=()):
+    """The options of a YAML config, with ``base: OTHER.yaml`` (relative to its folder)
+    read first and these options on top of it."""
     import yaml
-    path = Path(path)
+    if path.resolve() in seen:
+        raise FileFormatError(path, 'base configs form a cycle')
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
@@ -138,6 +150,19 @@ def load_train_config(path, overrides=None):
         raise FileFormatError(path, f'not a valid YAML file ({exc})') from None
     if not isinstance(raw, dict):
         raise FileFormatError(path, 'expected a mapping of training options')
+    base = raw.pop('base', None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise FileFormatError(path, 'base must be the path of another training config')
+    return _merged(_read_yaml_chain(path.parent / base, seen + (path.resolve(),)), raw)
+
+
+def load_train_config(path, overrides=None):
+    """Read a YAML training config (``overrides`` replace its keys). A config may start from
+    another one (``base: train_mazes.yaml``) and give only what differs."""
+    path = Path(path)
+    raw = _read_yaml_chain(path)
     raw.update(overrides or {})
     try:
         return TrainConfig.from_dict(raw)
