@@ -71,6 +71,44 @@ def test_reference_equals_efficient(cfg):
             assert torch.allclose(x, y, atol=1e-4, rtol=1e-3)
 
 
+@pytest.mark.parametrize('weights', ['shipped', 'random_biases'])
+def test_inference_path_equals_reference(weights):
+    """Without autograd the fast path runs its own code (sums in place, the view key's bias
+    through CNN6's first conv once, FC1 as a convolution, blocks of HEAD_CHUNK particles):
+    still the reference's log-likelihoods within 1e-4, with the shipped weights and with
+    random nonzero biases (initialisation leaves them 0), over all contexts, over each
+    particle's selected contexts, and in a batch of two maps."""
+    from dmn_localizer.model.dmn import HEAD_CHUNK
+    from dmn_localizer.model.io import load_model
+    from dmn_localizer.resources import default_model_path
+    if weights == 'shipped':
+        model = load_model(default_model_path())
+    else:
+        torch.manual_seed(5)
+        model = DMN(DMNConfig())
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                    m.bias.normal_(0.0, 0.2)
+            model.fc1b.weight.mul_(50.0)      # so that differences would show
+    model.eval()
+    K, N = HEAD_CHUNK + 44, 5                     # two blocks, the second a partial one
+    ci, cp, qi, p = _inputs(1, N, K, 32, seed=7)
+    with torch.no_grad():
+        ref = model.reference_log_likelihood(ci, cp, qi, p)
+        ms, q = model.build_map(ci, cp), model.encode_query(qi)
+        every = torch.arange(N).expand(K, N)
+        got = {'all contexts': model.log_likelihood(ms, q, p),
+               'selected contexts': model.log_likelihood_selected(ms, q, p, every.flip(1))}
+        ci2, cp2, qi2, p2 = _inputs(2, N, 40, 32, seed=8)
+        batch = model(ci2, cp2, qi2, p2)
+        ref2 = model.reference_log_likelihood(ci2, cp2, qi2, p2)
+    assert ref.std() > 0.1                        # the likelihoods differ between particles
+    for name, ll in got.items():
+        assert (ll - ref).abs().max().item() < 1e-4, name
+    assert (batch - ref2).abs().max().item() < 1e-4
+
+
 def _se2(poses, tx, ty, th):
     c, s = math.cos(th), math.sin(th)
     x = c * poses[..., 0] - s * poses[..., 1] + tx
