@@ -152,6 +152,34 @@ def test_resume_errors(tiny_data, tmp_path):
         train(_cfg(tiny_data), tmp_path / 'c', resume=True, progress=False)
 
 
+def test_warm_start_from_the_command_line(tiny_data, tmp_path, capsys):
+    """``train --init-from MODEL`` starts from that model's weights (here: 0 steps, so the
+    result is those weights), whatever the seed; a model of another architecture is refused
+    with a one-line error."""
+    import yaml
+    from dmn_localizer.cli import main
+    train(_cfg(tiny_data, max_steps=0), tmp_path / 'a', progress=False)
+    cfg = yaml.safe_load((tmp_path / 'a' / 'config.yaml').read_text())
+    cfg['seed'] = 11                       # a fresh start would differ from run a's weights
+    (tmp_path / 'b.yaml').write_text(yaml.safe_dump(cfg))
+    argv = ['train', '--config', str(tmp_path / 'b.yaml'), '--max-steps', '0',
+            '--no-progress']
+    assert main(argv + ['--out', str(tmp_path / 'fresh')]) == 0
+    assert main(argv + ['--out', str(tmp_path / 'b'),
+                        '--init-from', str(tmp_path / 'a' / 'final')]) == 0
+    a, b, fresh = (load_model(tmp_path / n / 'final').state_dict() for n in ('a', 'b', 'fresh'))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], fresh[k]) for k in a)
+    cfg.update(model=dict(cfg['model'], architecture='latent_image'), attention_weight=0.0)
+    (tmp_path / 'c.yaml').write_text(yaml.safe_dump(cfg))
+    capsys.readouterr()
+    assert main(['train', '--config', str(tmp_path / 'c.yaml'), '--max-steps', '0',
+                 '--no-progress', '--out', str(tmp_path / 'c'),
+                 '--init-from', str(tmp_path / 'a' / 'final')]) == 2
+    err = capsys.readouterr().err.strip()
+    assert 'init_from model config differs' in err and len(err.splitlines()) == 1
+
+
 def test_config_files(tmp_path):
     from pathlib import Path
     repo = Path(__file__).resolve().parents[1]

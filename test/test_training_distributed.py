@@ -13,6 +13,7 @@ import yaml
 
 from dmn_localizer.data.build import build_dataset
 from dmn_localizer.model import DMN, DMNConfig, load_model
+from dmn_localizer.model.io import read_card
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).with_name('torchrun')
@@ -82,7 +83,9 @@ def test_only_rank_0_writes(runs):
         rows = list(csv.DictReader(f))
     assert [int(r['step']) for r in rows] == [1, 2, 3]      # one row per step, not per rank
     assert [int(r['samples']) for r in rows] == [4, 8, 12]  # the global batch
-    assert yaml.safe_load((two / 'config.yaml').read_text())['processes'] == 2
+    assert (two / 'config.yaml').read_text().startswith(
+        '# the resolved training config of this run (2 processes)')
+    assert read_card(two / 'final')['metadata']['processes'] == 2
     names = sorted(p.name for p in two.iterdir())
     assert names == sorted(['best.json', 'best.safetensors', 'checkpoint', 'config.yaml',
                             'final.json', 'final.safetensors', 'train_log.csv',

@@ -23,6 +23,9 @@ def add_arguments(parser):
                         help='override threads (torch CPU threads; 1 is faster on a busy machine)')
     parser.add_argument('--train-data', help='override train_data')
     parser.add_argument('--val-data', help='override val_data')
+    parser.add_argument('--init-from', metavar='MODEL',
+                        help='override init_from: start from this model\'s weights (same '
+                             'architecture; a fresh optimizer)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
 
 
@@ -31,7 +34,8 @@ def run(args):
     overrides = {k: v for k, v in (('max_steps', args.max_steps), ('device', args.device),
                                    ('threads', args.threads),
                                    ('train_data', args.train_data),
-                                   ('val_data', args.val_data)) if v is not None}
+                                   ('val_data', args.val_data),
+                                   ('init_from', args.init_from)) if v is not None}
     cfg = load_train_config(args.config, overrides)
     if cfg.max_steps < 0:
         raise UserError('--max-steps must be >= 0')

@@ -8,7 +8,9 @@ Outputs in ``out_dir``::
     best.safetensors + best.json                weights with the best validation loss
     final.safetensors + final.json              weights at the end of training
     train_log.csv, val_log.csv                  one row per log step / validation
-    config.yaml                                 the resolved training config
+    config.yaml                                 the resolved training config (a config file
+                                                ``train --config`` takes; the process count
+                                                in its first line, a comment)
 
 Validation (every ``val_every`` steps, on fixed batches and fixed particles) reports the paper
 loss and an image-use diagnostic: the same loss with the query images shuffled across the
@@ -393,9 +395,10 @@ def _train(cfg: TrainConfig, out_dir, resume, train_dataset, val_dataset, progre
     step_module = group.wrap(_TrainStep(model),
                              find_unused=model.config.attention == 'uniform')
     if group.main:
-        atomic_write_bytes(out / 'config.yaml', yaml.safe_dump(
-            json.loads(json.dumps(dict(cfg.to_dict(), processes=group.world))),
-            sort_keys=False).encode())
+        atomic_write_bytes(out / 'config.yaml', (
+            f'# the resolved training config of this run ({group.world} process'
+            f'{"es" if group.world > 1 else ""}); `dmn-localizer train --config` takes it\n'
+            + yaml.safe_dump(json.loads(json.dumps(cfg.to_dict())), sort_keys=False)).encode())
         train_log = _Csv(out / 'train_log.csv', TRAIN_FIELDS)
         val_log = _Csv(out / 'val_log.csv')
         train_log.truncate_after(step if resume else -1)   # a fresh run starts fresh logs
