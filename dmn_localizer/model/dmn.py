@@ -266,31 +266,33 @@ class DMN(nn.Module):
         out = self.fc1b(F.relu(hidden)).squeeze(-1)
         return F.relu(out) if self.config.final_relu else out
 
-    def _key_bias_map(self, dtype):
-        """CNN6's first conv (key part) of the second CNN2 conv's bias tiled over the map:
-        (1, 64, h, w), cached while the weights are unchanged (inference only)."""
-        w6, b = self.cnn6a.weight, self.cnn2b.bias
-        key = (w6.data_ptr(), w6._version, b.data_ptr(), b._version, w6.device, dtype)
-        cached = getattr(self, '_key_bias_map_cache', None)
+    def _derived(self, name, sources, build, dtype=None):
+        """``build()``, cached under ``name`` while the ``sources`` tensors (weights) are
+        unchanged: same storage and version (inference only; training changes the versions)."""
+        key = tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in sources) + (dtype,)
+        cached = self.__dict__.get(name)
         if cached is None or cached[0] != key:
-            tiled = b.detach()[None, :, None, None].expand(1, KEY_DIM, self.h, self.w)
-            bias_map = F.conv2d(tiled, w6.detach()[:, FEAT4_DIM:FEAT4_DIM + KEY_DIM],
-                                padding=1)
-            cached = (key, bias_map.to(dtype).contiguous(memory_format=torch.channels_last))
-            self._key_bias_map_cache = cached
+            with torch.no_grad():
+                cached = (key, build())
+            self.__dict__[name] = cached
         return cached[1]
 
+    def _key_bias_map(self, dtype):
+        """CNN6's first conv (key part) of the second CNN2 conv's bias tiled over the map:
+        (1, 64, h, w) channels-last in ``dtype``."""
+        w6, b = self.cnn6a.weight, self.cnn2b.bias
+
+        def build():
+            tiled = b[None, :, None, None].expand(1, KEY_DIM, self.h, self.w)
+            bias_map = F.conv2d(tiled, w6[:, FEAT4_DIM:FEAT4_DIM + KEY_DIM], padding=1)
+            return bias_map.to(dtype).contiguous(memory_format=torch.channels_last)
+        return self._derived('_key_bias_map_cache', (w6, b), build, dtype)
+
     def _fc1a_kernel(self):
-        """FC1's first weight as a channels-last (512, 64, h, w) convolution kernel, cached
-        while the weight is unchanged (inference only)."""
+        """FC1's first weight as a channels-last (512, 64, h, w) convolution kernel."""
         w = self.fc1a.weight
-        key = (w.data_ptr(), w._version, w.device, w.dtype)
-        cached = getattr(self, '_fc1a_kernel_cache', None)
-        if cached is None or cached[0] != key:
-            kernel = w.detach().view(FC_DIM, CNN6_DIM, self.h, self.w)
-            cached = (key, kernel.contiguous(memory_format=torch.channels_last))
-            self._fc1a_kernel_cache = cached
-        return cached[1]
+        return self._derived('_fc1a_kernel_cache', (w,), lambda: w.view(
+            FC_DIM, CNN6_DIM, self.h, self.w).contiguous(memory_format=torch.channels_last))
 
     def _particle_head(self, r_sum, lam_sum, f6, q6):
         """Everything after the attention, per particle: -> log-likelihoods (M,).
