@@ -71,6 +71,8 @@ import sys
 import time
 from pathlib import Path
 
+from dmn_localizer.allocator import keep_freed_memory, release_free_memory
+
 logger = logging.getLogger(__name__)
 
 K_SWEEP = (256, 2048, 8192)
@@ -233,14 +235,6 @@ def _proc_status_kb(name):
     raise OSError(f'{name} not in /proc/self/status')
 
 
-def _malloc_trim():
-    try:
-        import ctypes
-        ctypes.CDLL('libc.so.6').malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 class MemoryProbe:
     """Peak extra memory (MB) of a block of work; see the module docstring for the methods."""
 
@@ -257,7 +251,7 @@ class MemoryProbe:
             self.base = self.torch.cuda.memory_allocated()
             self.torch.cuda.reset_peak_memory_stats()
             return self
-        _malloc_trim()
+        release_free_memory()
         try:
             with open('/proc/self/clear_refs', 'w') as f:
                 f.write('5')          # reset the peak RSS to the current RSS
@@ -452,6 +446,7 @@ def child_main():
     """Entry point of a child process: one BenchConfig as JSON per stdin line -> one JSON line
     of measurements (or ``{"error": ...}``) per config on stdout."""
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
+    keep_freed_memory()  # as in the localizer node and the CLI
     for line in sys.stdin:
         try:
             result = measure(BenchConfig(**json.loads(line)))

@@ -16,6 +16,7 @@ import os
 import sys
 
 from dmn_localizer import __version__
+from dmn_localizer.allocator import keep_freed_memory
 from dmn_localizer.errors import UserError
 
 # subcommand -> module under dmn_localizer.commands
@@ -67,6 +68,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format='%(levelname)s %(name)s: %(message)s')
+    keep_freed_memory()  # steady per-update latency in replay, eval and bench
     try:
         return int(args._run(args) or 0)
     except UserError as exc:

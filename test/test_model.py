@@ -109,6 +109,37 @@ def test_inference_path_equals_reference(weights):
     assert (batch - ref2).abs().max().item() < 1e-4
 
 
+def test_bf16_autocast_keeps_the_attention_in_fp32():
+    """Under bf16 autocast (``precision: bf16``) the memory-bound attention runs in fp32 on
+    the map's fp32 tensors (bf16 would only add casts), the convolutions after it in bf16: the
+    attention weights come out fp32 and within bf16's error of fp32's, on both paths, and the
+    log-likelihoods stay close to fp32's."""
+    from dmn_localizer.model.io import load_model
+    from dmn_localizer.resources import default_model_path
+    model = load_model(default_model_path()).eval()
+    K, N = 300, 5
+    ci, cp, qi, p = _inputs(1, N, K, 32, seed=9)
+    every = torch.arange(N).expand(K, N)
+    with torch.no_grad():
+        ms = model.build_map(ci, cp)
+        q32 = model.encode_query(qi)
+        ll32, lam32 = model.log_likelihood(ms, q32, p, return_attention=True)
+        sel32 = model.log_likelihood_selected(ms, q32, p, every)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            q16 = model.encode_query(qi)
+            ll16, lam16 = model.log_likelihood(ms, q16, p, return_attention=True)
+            sel16 = model.log_likelihood_selected(ms, q16, p, every)
+            lam_sel, _ = model._selected_attention(
+                ms.key_pre[0], q16.key_adjoint[0], q16.key_bias[0], ms.coord_maps,
+                model._selected_coords(ms.poses[0], p[0], every), every, 32)
+    assert q16.key.dtype == torch.bfloat16                   # autocast was on
+    assert lam16.dtype == torch.float32 and lam_sel.dtype == torch.float32
+    assert (lam16 - lam32).abs().max().item() < 0.002   # bf16 attention: 0.02 here
+    assert (lam_sel - lam32[0]).abs().max().item() < 0.002
+    assert (ll16.float() - ll32).abs().max().item() < 0.1 * ll32.std().item()
+    assert (sel16.float() - sel32).abs().max().item() < 0.1 * ll32.std().item()
+
+
 def _se2(poses, tx, ty, th):
     c, s = math.cos(th), math.sin(th)
     x = c * poses[..., 0] - s * poses[..., 1] + tx

@@ -126,6 +126,16 @@ def pose_coords(poses, scale):
 HEAD_CHUNK = 256   # particles per block at inference (attention + convolutions; cache-sized)
 
 
+def full_precision(device):
+    """A context in which autocast is off, for the attention: under bf16 autocast the
+    attention stays in the map's fp32. It is memory-bound, so bf16 saves it little, while
+    autocast's casts of the (particles, contexts, P) activations and its bf16 matrix-vector
+    products cost more than that (with the cached bf16 FC1 kernel, an update at K = 256 and
+    16 contexts took 19.1 instead of 22.3 ms on a Zen 4 CPU); the convolutions after it still
+    run in bf16."""
+    return torch.autocast(device.type, enabled=False)
+
+
 def _hwc_rows(x):
     """(M, C, h, w) -> (M, h*w*C): each map flattened in (row, column, channel) order."""
     return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)
@@ -260,7 +270,7 @@ class DMN(nn.Module):
         if y.shape[0] > 1 and not y.is_contiguous() \
                 and y.is_contiguous(memory_format=torch.channels_last) \
                 and not (torch.is_grad_enabled() and self.fc1a.weight.requires_grad):
-            hidden = F.conv2d(y, self._fc1a_kernel(), self.fc1a.bias).flatten(1)
+            hidden = F.conv2d(y, self._fc1a_kernel(y.dtype), self.fc1a.bias).flatten(1)
         else:
             hidden = self.fc1a(y.flatten(1))
         out = self.fc1b(F.relu(hidden)).squeeze(-1)
@@ -288,11 +298,14 @@ class DMN(nn.Module):
             return bias_map.to(dtype).contiguous(memory_format=torch.channels_last)
         return self._derived('_key_bias_map_cache', (w6, b), build, dtype)
 
-    def _fc1a_kernel(self):
-        """FC1's first weight as a channels-last (512, 64, h, w) convolution kernel."""
+    def _fc1a_kernel(self, dtype):
+        """FC1's first weight as a channels-last (512, 64, h, w) convolution kernel in
+        ``dtype`` (under bf16 autocast the cached bf16 copy spares a 2M-element cast per
+        call)."""
         w = self.fc1a.weight
-        return self._derived('_fc1a_kernel_cache', (w,), lambda: w.view(
-            FC_DIM, CNN6_DIM, self.h, self.w).contiguous(memory_format=torch.channels_last))
+        return self._derived(f'_fc1a_kernel_cache_{dtype}', (w,), lambda: w.view(
+            FC_DIM, CNN6_DIM, self.h, self.w).to(dtype).contiguous(
+                memory_format=torch.channels_last), dtype)
 
     def _particle_head(self, r_sum, lam_sum, f6, q6):
         """Everything after the attention, per particle: -> log-likelihoods (M,).
@@ -421,25 +434,27 @@ class DMN(nn.Module):
 
     def _attend(self, map_state: MapState, query: QueryState, particles):
         """Attention of particles (B, K, 3) over all contexts: weights (B, K, N) and the
-        weighted sums (B, K, P) of the first-CNN2-layer activations."""
-        B, K = particles.shape[:2]
-        c = self._coords(map_state.poses, particles)                         # (B, K, N, 4)
-        N, P = c.shape[2], map_state.key_pre.shape[-1]
-        # first CNN2 layer per (particle, context), flattened: (B, K, N, P). Memory traffic
-        # dominates here: one map (inference) takes a fused batched multiply-add whose
-        # per-context part is broadcast over the particles (2x faster than a matmul + add)
-        if B == 1:
-            pre = torch.baddbmm(map_state.key_pre[0].expand(K, N, P), c[0],
-                                map_state.coord_maps.expand(K, 4, P))[None]
-        else:
-            pre = torch.matmul(c, map_state.coord_maps)
-            pre += map_state.key_pre[:, None]
-        r = F.relu(pre, inplace=True)
-        scores = torch.matmul(r.reshape(B, K * N, P),
-                              query.key_adjoint.reshape(B, P, 1)).view(B, K, N)
-        lam = self._attention(scores + query.key_bias[:, None, None])        # (B, K, N)
-        r_sum = torch.matmul(lam.reshape(B * K, 1, N), r.reshape(B * K, N, P))
-        return lam, r_sum.view(B, K, P)
+        weighted sums (B, K, P) of the first-CNN2-layer activations (fp32 under autocast, see
+        :func:`full_precision`)."""
+        with full_precision(particles.device):
+            B, K = particles.shape[:2]
+            c = self._coords(map_state.poses, particles)                         # (B, K, N, 4)
+            N, P = c.shape[2], map_state.key_pre.shape[-1]
+            # first CNN2 layer per (particle, context), flattened: (B, K, N, P). Memory traffic
+            # dominates here: one map (inference) takes a fused batched multiply-add whose
+            # per-context part is broadcast over the particles (2x faster than a matmul + add)
+            if B == 1:
+                pre = torch.baddbmm(map_state.key_pre[0].expand(K, N, P), c[0],
+                                    map_state.coord_maps.expand(K, 4, P))[None]
+            else:
+                pre = torch.matmul(c, map_state.coord_maps)
+                pre += map_state.key_pre[:, None]
+            r = F.relu(pre, inplace=True)
+            scores = torch.matmul(r.reshape(B, K * N, P),
+                                  query.key_adjoint.reshape(B, P, 1).to(r.dtype)).view(B, K, N)
+            lam = self._attention(scores + query.key_bias[:, None, None])        # (B, K, N)
+            r_sum = torch.matmul(lam.reshape(B * K, 1, N), r.reshape(B * K, N, P))
+            return lam, r_sum.view(B, K, P)
 
     def log_likelihood_selected(self, map_state: MapState, query: QueryState, particles, index,
                                 attention_chunk=32):
@@ -470,27 +485,37 @@ class DMN(nn.Module):
         K, M = index.shape
         c = self._selected_coords(map_state.poses[0], particles, index)         # (K, M, 4)
         key_pre = map_state.key_pre[0]                                          # (N, P)
-        P = key_pre.shape[-1]
         adjoint = query.key_adjoint[0]
-        lams, sums = [], []
-        in_place = not torch.is_grad_enabled()   # inference: no copy of the gathered rows
-        for i in range(0, K, max(1, attention_chunk)):
-            idx, ci = index[i:i + attention_chunk], c[i:i + attention_chunk]
-            # (k, M, P); index_select copies whole rows (5x faster than key_pre[idx] here)
-            rows = key_pre.index_select(0, idx.reshape(-1)).view(idx.shape + (P,))
-            coord_maps = map_state.coord_maps.expand(idx.shape[0], 4, P)
-            if in_place:
-                r = rows.baddbmm_(ci, coord_maps).clamp_min_(0.0)
-            else:
-                r = F.relu(torch.baddbmm(rows, ci, coord_maps))
-            scores = torch.matmul(r, adjoint.to(r.dtype))                         # (k, M)
-            lam_i = self._attention(scores + query.key_bias[0])
-            lams.append(lam_i)
-            sums.append(torch.bmm(lam_i[:, None, :], r))                         # (k, 1, P)
-        lam, r_sum = torch.cat(lams), torch.cat(sums)
+        lam, r_sum = self._selected_attention(key_pre, adjoint, query.key_bias[0],
+                                              map_state.coord_maps, c, index, attention_chunk)
         feat6 = map_state.feat6[0]                                                 # (N, P)
         f6 = F.embedding_bag(index, feat6, per_sample_weights=lam.to(feat6.dtype), mode='sum')
         return self._particle_head(r_sum.view(K, -1), lam.sum(-1), f6, query.feat6)
+
+    def _selected_attention(self, key_pre, adjoint, key_bias, coord_maps, c, index,
+                            attention_chunk):
+        """The attention of :meth:`_selected_block`: weights (K, M), weighted sums (K, 1, P),
+        fp32 under autocast (:func:`full_precision`)."""
+        with full_precision(key_pre.device):
+            P = key_pre.shape[-1]
+            adjoint = adjoint.to(key_pre.dtype)
+            lams, sums = [], []
+            in_place = not torch.is_grad_enabled()   # inference: no copy of the gathered rows
+            for i in range(0, index.shape[0], max(1, attention_chunk)):
+                idx, ci = index[i:i + attention_chunk], c[i:i + attention_chunk]
+                # (k, M, P); index_select copies whole rows (5x faster than key_pre[idx] here)
+                rows = key_pre.index_select(0, idx.reshape(-1)).view(idx.shape + (P,))
+                maps = coord_maps.expand(idx.shape[0], 4, P)
+                ci = ci.to(key_pre.dtype)
+                if in_place:
+                    r = rows.baddbmm_(ci, maps).clamp_min_(0.0)
+                else:
+                    r = F.relu(torch.baddbmm(rows, ci, maps))
+                scores = torch.matmul(r, adjoint)                                      # (k, M)
+                lam_i = self._attention(scores + key_bias)
+                lams.append(lam_i)
+                sums.append(torch.bmm(lam_i[:, None, :], r))                         # (k, 1, P)
+            return torch.cat(lams), torch.cat(sums)
 
     def forward(self, context_images, context_poses, query_images, particles):
         """One observation update's log-likelihoods (efficient path).

@@ -105,6 +105,9 @@ def run_node(node_class, name, args=None):
 
     import rclpy
     from rclpy.executors import ExternalShutdownException
+
+    from dmn_localizer.allocator import keep_freed_memory
+    keep_freed_memory()  # steady update latency: no page faults for the temporaries
     rclpy.init(args=args)
     node = None
     try:
