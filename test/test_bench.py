@@ -155,6 +155,17 @@ def test_plan_and_ratios():
     assert runs[1]['speedup_vs_reference'] == 5.0 and runs[2]['speedup_vs_fp32'] == 2.0
 
 
+def test_node_latency_line_checks_the_target_at_k256_only():
+    from dmn_localizer.commands.bench import node_latency_line
+    row = {'K': 256, 'Nc': 16, 'precision': 'bf16', 'p50_ms': 30.0, 'p95_ms': 45.0,
+           'received': 40, 'frames': 40}
+    assert node_latency_line(row).endswith('target p95 <= 50 ms at K=256: met')
+    assert node_latency_line({**row, 'p95_ms': 50.5}).endswith('NOT met')
+    assert node_latency_line({**row, 'received': 39}).endswith('NOT met')  # a pose lost
+    line = node_latency_line({**row, 'K': 2048, 'p95_ms': 270.0})
+    assert 'p95 270.0 ms' in line and 'target' not in line
+
+
 def test_bench_quick_writes_documented_json(tmp_path):
     out = tmp_path / 'sub' / 'bench.json'
     r = subprocess.run([sys.executable, '-m', 'dmn_localizer', 'bench', '--quick', '--threads',
