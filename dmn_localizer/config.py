@@ -67,9 +67,9 @@ class LocalizerConfig:
     map_file: str = param('', 'Map file written by the mapper (~/save_map)')
     image_size: int = param(32, 'Images are resized to this square size', 8, 512)
     device: str = param('auto', "Torch device: 'auto', 'cpu' or 'cuda'")
-    precision: str = param('fp32', "Observation model arithmetic: 'fp32', or 'bf16' (autocast: "
-                           '1.4x faster at K=256 on a CPU with AVX512-BF16, log-likelihoods '
-                           'within 0.04 nats of fp32)')
+    precision: str = param('fp32', "Observation model arithmetic: 'fp32', or 'bf16' (autocast "
+                           'for the convolutions, attention in fp32: 1.2-1.8x faster on a CPU '
+                           'with AVX512-BF16, log-likelihoods within 0.012 nats of fp32)')
     nearest_contexts: int = param(8, 'Each particle attends to this many nearest map contexts '
                                   '(0 = all): per-update cost stays flat as the map grows',
                                   0, 100000)
