@@ -1,10 +1,11 @@
 """keep_freed_memory(): observation updates stop page-faulting their temporaries.
 
 Each case runs in its own Python process (the allocator settings are process-wide) with a real
-(tiny, untrained) DMN and the real localizer, and counts the process's minor page faults over
-updates after a warm-up.
+(tiny, untrained) DMN and the real localizer, and counts the process's minor page faults in
+each of 16 updates after a warm-up.
 """
 import json
+import statistics
 import subprocess
 import sys
 
@@ -31,14 +32,14 @@ loc = Localizer(DMN(DMNConfig()).eval(), LocalizerConfig(global_num_particles=51
 loc.set_map(vm)
 loc.init_global()
 image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
-for _ in range(30):  # the heap's layout settles in the first 20-40 updates
+for _ in range(5):
     loc.update(image)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-updates = 8
-for _ in range(updates):
+faults = []
+for _ in range(16):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     loc.update(image)
-faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-print(json.dumps({'applied': applied, 'faults_per_update': faults / updates}))
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({'applied': applied, 'faults': faults}))
 '''
 
 
@@ -53,12 +54,13 @@ def run_child(mode):
 def test_keep_freed_memory_stops_page_faults_in_updates():
     kept = run_child('keep')
     assert kept['applied'] is True
-    # 512 particles: two blocks of 4 MB activations per update. Kept: once the heap's layout
-    # has settled the heap reuses them (measured 0.05-0.4 faults per update; the glibc
-    # default 7,000-14,000 here)
-    assert kept['faults_per_update'] < 20, kept
+    # 512 particles: two blocks of 4 MB activations per update. Kept, the heap reuses them:
+    # 0-1 faults in most updates; now and then the heap grows by a block (1,024 faults), so
+    # the median is what is checked (the glibc default: 7,000-14,000 in every update here)
+    median = statistics.median(kept['faults'])
+    assert median < 5, kept
     default = run_child('default')
-    # glibc's default often unmaps and refaults them (hundreds per update here), but its
-    # dynamic threshold sometimes adapts, so the default is reported, not asserted
-    print(f"minor faults per update: kept {kept['faults_per_update']:.1f}, "
-          f"glibc default {default['faults_per_update']:.1f}")
+    # glibc's default usually unmaps and refaults them, but its dynamic threshold sometimes
+    # adapts, so the default is reported, not asserted
+    print(f"minor faults per update (median of 16): kept {median}, "
+          f"glibc default {statistics.median(default['faults'])}")
