@@ -130,8 +130,7 @@ def test_bf16_autocast_keeps_the_attention_in_fp32():
             ll16, lam16 = model.log_likelihood(ms, q16, p, return_attention=True)
             sel16 = model.log_likelihood_selected(ms, q16, p, every)
             lam_sel, _ = model._selected_attention(
-                ms.key_pre[0], q16.key_adjoint[0], q16.key_bias[0], ms.coord_maps,
-                model._selected_coords(ms.poses[0], p[0], every), every, 32)
+                ms, q16, model._selected_coords(ms.poses[0], p[0], every), every, 32)
     assert q16.key.dtype == torch.bfloat16                   # autocast was on
     assert lam16.dtype == torch.float32 and lam_sel.dtype == torch.float32
     assert (lam16 - lam32).abs().max().item() < 0.002   # bf16 attention: 0.02 here

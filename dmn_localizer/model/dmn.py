@@ -484,21 +484,21 @@ class DMN(nn.Module):
         """:meth:`log_likelihood_selected` of one block: particles (K, 3), index (K, M)."""
         K, M = index.shape
         c = self._selected_coords(map_state.poses[0], particles, index)         # (K, M, 4)
-        key_pre = map_state.key_pre[0]                                          # (N, P)
-        adjoint = query.key_adjoint[0]
-        lam, r_sum = self._selected_attention(key_pre, adjoint, query.key_bias[0],
-                                              map_state.coord_maps, c, index, attention_chunk)
+        lam, r_sum = self._selected_attention(map_state, query, c, index, attention_chunk)
         feat6 = map_state.feat6[0]                                                 # (N, P)
         f6 = F.embedding_bag(index, feat6, per_sample_weights=lam.to(feat6.dtype), mode='sum')
         return self._particle_head(r_sum.view(K, -1), lam.sum(-1), f6, query.feat6)
 
-    def _selected_attention(self, key_pre, adjoint, key_bias, coord_maps, c, index,
-                            attention_chunk):
-        """The attention of :meth:`_selected_block`: weights (K, M), weighted sums (K, 1, P),
-        fp32 under autocast (:func:`full_precision`)."""
+    def _selected_attention(self, map_state, query, c, index, attention_chunk):
+        """The attention of :meth:`_selected_block` (coordinates ``c`` (K, M, 4) of each
+        particle's contexts ``index`` (K, M)): weights (K, M), weighted sums (K, 1, P), in the
+        map's fp32 under autocast (:func:`full_precision`)."""
+        key_pre = map_state.key_pre[0]                                          # (N, P)
         with full_precision(key_pre.device):
             P = key_pre.shape[-1]
-            adjoint = adjoint.to(key_pre.dtype)
+            adjoint = query.key_adjoint[0].to(key_pre.dtype)
+            key_bias, coord_maps = query.key_bias[0], map_state.coord_maps
+            c = c.to(key_pre.dtype)
             lams, sums = [], []
             in_place = not torch.is_grad_enabled()   # inference: no copy of the gathered rows
             for i in range(0, index.shape[0], max(1, attention_chunk)):
@@ -506,7 +506,6 @@ class DMN(nn.Module):
                 # (k, M, P); index_select copies whole rows (5x faster than key_pre[idx] here)
                 rows = key_pre.index_select(0, idx.reshape(-1)).view(idx.shape + (P,))
                 maps = coord_maps.expand(idx.shape[0], 4, P)
-                ci = ci.to(key_pre.dtype)
                 if in_place:
                     r = rows.baddbmm_(ci, maps).clamp_min_(0.0)
                 else:
