@@ -43,7 +43,7 @@ from dmn_localizer.filter.particle_filter import (effective_sample_size, normali
                                                   systematic_resample, transition,
                                                   weighted_mean, covariance)
 from dmn_localizer.geometry import compose
-from dmn_localizer.model.dmn import images_to_tensor
+from dmn_localizer.model.dmn import images_to_tensor, nearest_context_index
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +53,6 @@ logger = logging.getLogger(__name__)
 # K=8192 from 1,465 to 1,119 ms against 1024. (The convolutions after the attention run in
 # blocks of dmn.HEAD_CHUNK particles.)
 PAIRS_PER_CHUNK = 512
-# particles whose distances to every context are computed at once (bounds a (k, N) matrix)
-NEAREST_SEARCH_CHUNK = 4096
 PRECISIONS = ('fp32', 'bf16')
 
 
@@ -337,9 +335,7 @@ class Localizer:
         if m <= 0 or self.map_size <= m:  # every particle attends to every context
             chunk = max(1, self.chunk // self.map_size)
             return self.model.log_likelihood(ms, query, cam, chunk=chunk)
-        ctx_xy = ms.poses[0, :, :2]                                          # (N, 2)
-        index = torch.cat([torch.cdist(part[:, :2], ctx_xy).topk(m, largest=False).indices
-                           for part in cam[0].split(NEAREST_SEARCH_CHUNK)])   # (K, M)
+        index = nearest_context_index(ms.poses[0], cam[0], m)                 # (K, M)
         return self.model.log_likelihood_selected(ms, query, cam, index)
 
     def _predict(self, delta):

@@ -70,6 +70,26 @@ def test_evaluate_dmn_and_table(episodes):
         evaluate(None, episodes, ['bogus'], cfg)
 
 
+def test_nearest_contexts_in_the_protocol(episodes):
+    """``nearest_contexts`` M runs the DMN as the localizer does on large maps: with M >= Nc
+    every particle still sees every context (the same errors as the paper's protocol); with
+    M < Nc it sees fewer (other errors); methods without a DMN are unaffected."""
+    cfg = EvalConfig(**SMALL, steps=2)
+    model = _model()
+    with torch.no_grad():   # a larger last layer so that the likelihoods matter
+        model.fc1b.weight.mul_(30.0)
+    full = run_method('dmn', model, episodes, 'global', 64, cfg)
+    same = run_method('dmn', model, episodes, 'global', 64,
+                      EvalConfig(**SMALL, steps=2, nearest_contexts=3))
+    fewer = run_method('dmn', model, episodes, 'global', 64,
+                       EvalConfig(**SMALL, steps=2, nearest_contexts=1))
+    assert np.allclose(same, full, atol=1e-4)
+    assert np.abs(fewer - full).max() > 0.1
+    cc = EvalConfig(**SMALL, steps=2, nearest_contexts=1)
+    assert np.array_equal(run_method('closest_context', None, episodes, 'global', 64, cc),
+                          run_method('closest_context', None, episodes, 'global', 64, cfg))
+
+
 def test_likelihood_map(episodes):
     grid, extent = likelihood_map(_model(), episodes[0], 3, resolution_m=4.0, n_yaw=4)
     assert grid.shape == (10, 10) and extent == (0.0, 40.0, 0.0, 40.0)

@@ -109,6 +109,33 @@ def test_inference_path_equals_reference(weights):
     assert (batch - ref2).abs().max().item() < 1e-4
 
 
+def test_nearest_contexts_equal_a_map_of_just_those():
+    """``log_likelihood_nearest``: each particle's log-likelihood equals the one computed on a
+    map of only its M nearest contexts (x-y distance), for each map of a batch; with M >= Nc
+    it is the all-contexts log-likelihood."""
+    from dmn_localizer.model.dmn import nearest_context_index
+    torch.manual_seed(2)
+    model = DMN(DMNConfig(image_size=16)).eval()
+    with torch.no_grad():
+        model.fc1b.weight.mul_(30.0)
+    ci, cp, qi, p = _inputs(2, 6, 7, 16, seed=4)
+    with torch.no_grad():
+        ms, q = model.build_map(ci, cp), model.encode_query(qi)
+        got = model.log_likelihood_nearest(ms, q, p, 2)
+        assert torch.allclose(model.log_likelihood_nearest(ms, q, p, 6),
+                              model.log_likelihood(ms, q, p), atol=1e-5)
+        for b in range(2):
+            for k in range(7):
+                d = (cp[b, :, :2] - p[b, k, :2]).norm(dim=-1)
+                near = d.argsort()[:2]
+                assert set(nearest_context_index(cp[b], p[b], 2)[k].tolist()) == \
+                    set(near.tolist())
+                one = model(ci[b:b + 1, near], cp[b:b + 1, near], qi[b:b + 1],
+                            p[b:b + 1, k:k + 1])
+                assert (got[b, k] - one[0, 0]).abs() < 1e-4, (b, k)
+        assert (got - model.log_likelihood(ms, q, p)).abs().max() > 1e-2
+
+
 def test_bf16_autocast_keeps_the_attention_in_fp32():
     """Under bf16 autocast (``precision: bf16``) the memory-bound attention runs in fp32 on
     the map's fp32 tensors (bf16 would only add casts), the convolutions after it in bf16: the

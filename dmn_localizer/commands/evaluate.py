@@ -25,6 +25,10 @@ def add_arguments(parser):
                         'e.g. dmn_no_attention=runs/no_att/best, latent_image=runs/li/best')
     parser.add_argument('--json', help='write {method: {success@1, success@5, rmse@5}} here')
     parser.add_argument('--contexts', type=int, default=4, help='Nc')
+    parser.add_argument('--nearest-contexts', type=int, default=0, metavar='M',
+                        help='DMN methods: each particle attends only to its M nearest '
+                        'contexts, as the localizer does on large maps (default 0: to all '
+                        'Nc, the paper\'s protocol)')
     parser.add_argument('--steps', type=int, default=5, help='T')
     parser.add_argument('--k-global', type=int, default=2048)
     parser.add_argument('--k-tracking', type=int, default=256)
@@ -48,6 +52,8 @@ def run(args):
     for name in ('episodes', 'contexts', 'steps', 'k_global', 'k_tracking'):
         if getattr(args, name) < 1:
             raise UserError(f'--{name.replace("_", "-")} must be >= 1')
+    if args.nearest_contexts < 0:
+        raise UserError('--nearest-contexts must be >= 0 (0: all contexts)')
     if args.threads:
         torch.set_num_threads(args.threads)
     from dmn_localizer.evaluation.protocol import METHODS
@@ -67,7 +73,8 @@ def run(args):
                                    if args.json else None)
     cfg = EvalConfig(contexts=args.contexts, steps=args.steps, k_global=args.k_global,
                      k_tracking=args.k_tracking, seed=args.seed,
-                     diagnostic=not args.no_diagnostic)
+                     diagnostic=not args.no_diagnostic,
+                     nearest_contexts=args.nearest_contexts)
     results, table = run_evaluation(model_path=args.model, data=data, episodes=args.episodes,
                                     methods=methods, json_out=args.json, cfg=cfg,
                                     plots_dir=plots_dir, sweep_episodes=args.sweep_episodes,

@@ -105,6 +105,9 @@ class EvalConfig:
     # CPU cores 512 was ~1.6x faster than 8192 at K = 2048)
     particle_budget: int = 512
     diagnostic: bool = True              # image-use diagnostic for the DMN
+    # 0: every particle attends to all Nc contexts (the paper). M > 0: the DMN methods attend
+    # only to each particle's M nearest contexts, as the localizer does on large maps
+    nearest_contexts: int = 0
 
 
 def load_episodes(dataset, n, n_contexts, steps, seed):
@@ -186,7 +189,9 @@ def run_method(method, model, episodes, mode, k, cfg: EvalConfig, n_contexts=Non
         particles = _initial(batch, mode, k, cfg, gen)
         if method in MODEL_METHODS:   # (a regression model's rollout has no filter)
             chunk = max(1, cfg.particle_budget // (len(batch) * n_contexts))
-            est = rollout(model, batch, particles, fcfg, gen, chunk=chunk)['estimates']
+            nearest = cfg.nearest_contexts if method in DMN_METHODS else 0
+            est = rollout(model, batch, particles, fcfg, gen, chunk=chunk,
+                          nearest_contexts=nearest)['estimates']
         elif method == 'uninformed':
             est = _uninformed(batch, particles, fcfg, gen)
         elif method == 'closest_context':

@@ -177,6 +177,23 @@ class QueryState:
     feat6: torch.Tensor        # (B, 64, h, w) CNN6 first conv of CNN5 features + its bias
     features: torch.Tensor     # (B, 64, h, w) CNN5 query features
 
+    def select(self, b):
+        """The query at batch index ``b`` (int), keeping a batch dim of 1."""
+        return QueryState(*(t[b:b + 1] for t in (self.key, self.key_adjoint, self.key_bias,
+                                                 self.feat6, self.features)))
+
+
+NEAREST_SEARCH_CHUNK = 4096   # particles whose distances to every context are computed at once
+
+
+def nearest_context_index(context_poses, particles, m):
+    """The ``m`` contexts nearest to each particle in x-y distance (a brute-force spatial
+    index, in chunks of :data:`NEAREST_SEARCH_CHUNK` particles so the (k, N) distance matrix
+    stays bounded): context_poses (N, 3), particles (K, 3) -> indices (K, m) long."""
+    ctx_xy = context_poses[:, :2]
+    return torch.cat([torch.cdist(part[:, :2], ctx_xy).topk(m, largest=False).indices
+                      for part in particles.split(NEAREST_SEARCH_CHUNK)])
+
 
 class DMN(nn.Module):
     """Differentiable Mapping Network observation model ``l(Q, s, m)`` (see module docstring)."""
@@ -479,6 +496,23 @@ class DMN(nn.Module):
                                     index[i:i + block], attention_chunk)
                for i in range(0, K, block)]
         return (out[0] if len(out) == 1 else torch.cat(out)).view(1, K)
+
+    def log_likelihood_nearest(self, map_state: MapState, query: QueryState, particles, m,
+                               chunk=None):
+        """Log-likelihoods (B, K) when each particle attends only to its ``m`` nearest contexts
+        (:func:`nearest_context_index`), as the localizer runs on large maps; with ``m`` <= 0
+        or a map of at most ``m`` contexts, :meth:`log_likelihood` over all of them (``chunk``
+        as there). B maps and queries, particles (B, K, 3)."""
+        B, N = map_state.poses.shape[:2]
+        if m <= 0 or N <= m:
+            return self.log_likelihood(map_state, query, particles, chunk=chunk)
+        out = []
+        for b in range(B):
+            one = map_state.select(b)
+            index = nearest_context_index(one.poses[0], particles[b], m)
+            out.append(self.log_likelihood_selected(one, query.select(b), particles[b:b + 1],
+                                                    index))
+        return torch.cat(out)
 
     def _selected_block(self, map_state, query, particles, index, attention_chunk):
         """:meth:`log_likelihood_selected` of one block: particles (K, 3), index (K, M)."""

@@ -173,7 +173,7 @@ def attention_loss(attention, context_poses, truth, kernel_m, kernel_rad):
 
 def rollout(model, batch, particles, filter_config: FilterConfig, generator, *,
             scale=20.0, yaw_weight=0.5, dense_kernel=None, attention_kernel=None, chunk=None,
-            keep_particles=False):
+            keep_particles=False, nearest_contexts=0):
     """Run the filter over the batch's T steps with the DMN as observation model.
 
     particles: (B, K, 3) initial particles (uniform weights). Returns a dict with ``estimates``
@@ -181,7 +181,8 @@ def rollout(model, batch, particles, filter_config: FilterConfig, generator, *,
     (metres, radians) is given, ``attention`` (B, T) (:func:`attention_loss` at the true pose)
     when ``attention_kernel`` is given, and ``history`` [(particles, log_weights)] per step
     when keep_particles. Resampling happens after each update but the last (per
-    ``filter_config``).
+    ``filter_config``). ``nearest_contexts`` M > 0: each particle attends only to its M
+    nearest contexts (:meth:`DMN.log_likelihood_nearest`, as the localizer on large maps).
 
     A regression model (``model.regresses_pose``) has no filter: this returns
     :func:`regression_rollout` (``estimates``, ``mse``, and ``history`` when keep_particles).
@@ -197,7 +198,11 @@ def rollout(model, batch, particles, filter_config: FilterConfig, generator, *,
         if t:
             pf.predict(batch.odometry[:, t])
         q = model.encode_query(batch.query_images[:, t])
-        pf.update(model.log_likelihood(m, q, pf.particles, chunk=chunk))
+        if nearest_contexts > 0:
+            ll = model.log_likelihood_nearest(m, q, pf.particles, nearest_contexts, chunk=chunk)
+        else:
+            ll = model.log_likelihood(m, q, pf.particles, chunk=chunk)
+        pf.update(ll)
         e = weighted_mean(pf.particles, pf.log_weights)
         truth = batch.query_poses[:, t]
         est.append(e)
