@@ -31,6 +31,9 @@ def add_arguments(parser):
     parser.add_argument('--precision', default='fp32', choices=('fp32', 'bf16'),
                         help="observation model arithmetic (offline replay; the node's "
                         "'precision' parameter)")
+    parser.add_argument('--nearest-contexts', type=int, default=None, metavar='M',
+                        help="each particle attends to its M nearest map contexts, 0: to all "
+                        "(offline replay; the node's 'nearest_contexts' parameter, default 8)")
     live = parser.add_argument_group('live replay (through the localizer node over DDS)')
     live.add_argument('--live', action='store_true',
                       help='start the localizer node, play the bag to it with its original '
@@ -69,9 +72,11 @@ def replay(args, quiet=False):
     if view_map.images.shape[1] != size:
         raise UserError(f'map images are {view_map.images.shape[1]} px, the model expects {size}')
     k = args.particles or (2048 if args.mode == 'global' else 256)
+    nearest = getattr(args, 'nearest_contexts', None)
     cfg = LocalizerConfig(num_particles=k, global_num_particles=k, update_min_d=0.0,
                           precision=getattr(args, 'precision', 'fp32'),
-                          update_min_a=0.0, force_update_when_still=True)
+                          update_min_a=0.0, force_update_when_still=True,
+                          **({} if nearest is None else {'nearest_contexts': nearest}))
     try:
         device = select_device(args.device)
     except ValueError as exc:
@@ -87,7 +92,8 @@ def replay(args, quiet=False):
         loc = Localizer(model, cfg, device, seed=args.seed)
         loc.set_map(view_map)
         track = core.localize(loc, stream, args.mode, progress=not quiet)
-        extra = {'precision': cfg.precision, 'recovery_injections': loc.health.injections,
+        extra = {'precision': cfg.precision, 'nearest_contexts': cfg.nearest_contexts,
+                 'recovery_injections': loc.health.injections,
                  'recovery_global_reinits': loc.health.global_reinits}
     metrics = core.compute_metrics(track)
     metrics.update(mode=args.mode, particles=k, map_contexts=len(view_map),
@@ -106,6 +112,12 @@ def check_arguments(args):
     if getattr(args, 'live', False) and getattr(args, 'precision', 'fp32') != 'fp32':
         raise UserError('--precision is for offline replay (--live runs the node with its own '
                         'precision parameter)')
+    nearest = getattr(args, 'nearest_contexts', None)
+    if nearest is not None and getattr(args, 'live', False):
+        raise UserError('--nearest-contexts is for offline replay (--live runs the node with '
+                        'its own nearest_contexts parameter)')
+    if nearest is not None and nearest < 0:
+        raise UserError('--nearest-contexts must be >= 0 (0: all contexts)')
     for flag, path in (('--bag', args.bag), ('--map-bag', args.map_bag), ('--map', args.map)):
         if path is not None and not Path(path).exists():
             raise UserError(f'{flag} {path}: no such file or directory')
