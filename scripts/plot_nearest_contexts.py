@@ -4,8 +4,9 @@
 
 Each RUN is the ``--out`` folder of one ``dmn-localizer replay --nearest-contexts M`` run over
 the same bags, or its ``metrics.json``, which records M; M = 0 (every particle attends to
-every map context) is plotted at the map's size. Left: APE RMSE and median error after convergence.
-Right: share of updates within 2 m and within 8.94 m (the paper's success threshold).
+every map context) is plotted at the map's size. Left: APE RMSE and median error after
+convergence. Right: share of updates within 2 m and within 8.94 m (the paper's success
+threshold).
 """
 import json
 import sys
