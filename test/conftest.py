@@ -1,6 +1,7 @@
 """Shared test fixtures: DDS isolation for tests that start ROS processes."""
 import itertools
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 _domain_ids = itertools.count()
+
+# Many tests stop child processes with SIGINT (Ctrl-C, what launch sends). A shell starts a
+# background job (`make test &` without job control) with SIGINT ignored, and an ignored
+# signal stays ignored across exec, so every child would ignore it and those tests fail
+# (12 of them did so here). A handler, unlike SIG_IGN, is reset to the default at exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def ros_test_env(domain_id=None):
