@@ -113,7 +113,7 @@ def test_nearest_contexts_equal_a_map_of_just_those():
     """``log_likelihood_nearest``: each particle's log-likelihood equals the one computed on a
     map of only its M nearest contexts (x-y distance), for each map of a batch; with M >= Nc
     it is the all-contexts log-likelihood."""
-    from dmn_localizer.model.dmn import nearest_context_index
+    from dmn_localizer.model.dmn import log_likelihood_nearest, nearest_context_index
     torch.manual_seed(2)
     model = DMN(DMNConfig(image_size=16)).eval()
     with torch.no_grad():
@@ -121,8 +121,8 @@ def test_nearest_contexts_equal_a_map_of_just_those():
     ci, cp, qi, p = _inputs(2, 6, 7, 16, seed=4)
     with torch.no_grad():
         ms, q = model.build_map(ci, cp), model.encode_query(qi)
-        got = model.log_likelihood_nearest(ms, q, p, 2)
-        assert torch.allclose(model.log_likelihood_nearest(ms, q, p, 6),
+        got = log_likelihood_nearest(model, ms, q, p, 2)
+        assert torch.allclose(log_likelihood_nearest(model, ms, q, p, 6),
                               model.log_likelihood(ms, q, p), atol=1e-5)
         for b in range(2):
             for k in range(7):

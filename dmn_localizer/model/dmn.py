@@ -195,6 +195,24 @@ def nearest_context_index(context_poses, particles, m):
                       for part in particles.split(NEAREST_SEARCH_CHUNK)])
 
 
+def log_likelihood_nearest(model, map_state, query, particles, m, chunk=None):
+    """Log-likelihoods (B, K) of ``model`` (a :class:`DMN`) when each particle attends only to
+    its ``m`` nearest contexts (:func:`nearest_context_index`), as the localizer runs on large
+    maps; with ``m`` <= 0 or a map of at most ``m`` contexts, ``model.log_likelihood`` over
+    all of them (``chunk`` as there; with ``m`` <= 0 any observation model serves, the
+    paper's baselines included). B maps and queries, particles (B, K, 3)."""
+    # m first: the baselines' map states have no poses
+    if m <= 0 or map_state.poses.shape[1] <= m:
+        return model.log_likelihood(map_state, query, particles, chunk=chunk)
+    out = []
+    for b in range(particles.shape[0]):
+        one = map_state.select(b)
+        index = nearest_context_index(one.poses[0], particles[b], m)
+        out.append(model.log_likelihood_selected(one, query.select(b), particles[b:b + 1],
+                                                 index))
+    return torch.cat(out)
+
+
 class DMN(nn.Module):
     """Differentiable Mapping Network observation model ``l(Q, s, m)`` (see module docstring)."""
 
@@ -496,23 +514,6 @@ class DMN(nn.Module):
                                     index[i:i + block], attention_chunk)
                for i in range(0, K, block)]
         return (out[0] if len(out) == 1 else torch.cat(out)).view(1, K)
-
-    def log_likelihood_nearest(self, map_state: MapState, query: QueryState, particles, m,
-                               chunk=None):
-        """Log-likelihoods (B, K) when each particle attends only to its ``m`` nearest contexts
-        (:func:`nearest_context_index`), as the localizer runs on large maps; with ``m`` <= 0
-        or a map of at most ``m`` contexts, :meth:`log_likelihood` over all of them (``chunk``
-        as there). B maps and queries, particles (B, K, 3)."""
-        B, N = map_state.poses.shape[:2]
-        if m <= 0 or N <= m:
-            return self.log_likelihood(map_state, query, particles, chunk=chunk)
-        out = []
-        for b in range(B):
-            one = map_state.select(b)
-            index = nearest_context_index(one.poses[0], particles[b], m)
-            out.append(self.log_likelihood_selected(one, query.select(b), particles[b:b + 1],
-                                                    index))
-        return torch.cat(out)
 
     def _selected_block(self, map_state, query, particles, index, attention_chunk):
         """:meth:`log_likelihood_selected` of one block: particles (K, 3), index (K, M)."""

@@ -11,7 +11,7 @@ import torch
 from dmn_localizer.filter import (FilterConfig, normalize_log_weights, ParticleFilter,
                                   sample_gaussian, weighted_mean)
 from dmn_localizer.geometry import compose, relative, wrap_angle
-from dmn_localizer.model.dmn import images_to_tensor
+from dmn_localizer.model.dmn import images_to_tensor, log_likelihood_nearest
 
 
 @dataclass
@@ -182,7 +182,8 @@ def rollout(model, batch, particles, filter_config: FilterConfig, generator, *,
     when ``attention_kernel`` is given, and ``history`` [(particles, log_weights)] per step
     when keep_particles. Resampling happens after each update but the last (per
     ``filter_config``). ``nearest_contexts`` M > 0: each particle attends only to its M
-    nearest contexts (:meth:`DMN.log_likelihood_nearest`, as the localizer on large maps).
+    nearest contexts (:func:`~dmn_localizer.model.dmn.log_likelihood_nearest`, as the
+    localizer on large maps).
 
     A regression model (``model.regresses_pose``) has no filter: this returns
     :func:`regression_rollout` (``estimates``, ``mse``, and ``history`` when keep_particles).
@@ -198,11 +199,8 @@ def rollout(model, batch, particles, filter_config: FilterConfig, generator, *,
         if t:
             pf.predict(batch.odometry[:, t])
         q = model.encode_query(batch.query_images[:, t])
-        if nearest_contexts > 0:
-            ll = model.log_likelihood_nearest(m, q, pf.particles, nearest_contexts, chunk=chunk)
-        else:
-            ll = model.log_likelihood(m, q, pf.particles, chunk=chunk)
-        pf.update(ll)
+        pf.update(log_likelihood_nearest(model, m, q, pf.particles, nearest_contexts,
+                                         chunk=chunk))
         e = weighted_mean(pf.particles, pf.log_weights)
         truth = batch.query_poses[:, t]
         est.append(e)
