@@ -185,6 +185,23 @@ def test_world_motion_invariance():
                               atol=1e-6)
 
 
+def test_attention_logits_are_what_the_attention_normalises():
+    """``attention_logits`` softmaxed over contexts are the attention weights, they move with
+    the particle's pose relative to the contexts only, and they need no head."""
+    torch.manual_seed(0)
+    model = DMN(DMNConfig(image_size=16)).double()
+    ci, cp, qi, p = _inputs(2, 4, 6, 16, dtype=torch.double)
+    m, q = model.build_map(ci, cp), model.encode_query(qi)
+    logits = model.attention_logits(m, q, p)
+    _, lam = model.log_likelihood(m, q, p, return_attention=True)
+    assert logits.shape == lam.shape == (2, 6, 4)
+    torch.testing.assert_close(torch.softmax(logits, -1), lam)
+    moved = model.attention_logits(model.build_map(ci, _se2(cp, 30.0, -7.0, 1.1)), q,
+                                   _se2(p, 30.0, -7.0, 1.1))
+    torch.testing.assert_close(moved, logits)
+    assert not torch.allclose(model.attention_logits(m, q, p + 2.0), logits)
+
+
 def test_ablations_lose_what_they_ablate():
     """Without the egocentric transform the likelihoods depend on where the world is (no
     invariance); without attention they do not depend on the query key network."""

@@ -11,7 +11,8 @@ from dmn_localizer.filter import FilterConfig
 from dmn_localizer.model import DMN, DMNConfig, load_model
 from dmn_localizer.training import load_train_config, train, TrainConfig
 from dmn_localizer.training.episodes import (attention_loss, dense_loss, initial_particles,
-                                             make_batch, pose_loss, rollout)
+                                             make_batch, pose_contrast_loss, pose_loss,
+                                             PoseContrast, rollout)
 from dmn_localizer.training.train import open_dataset
 
 torch.set_num_threads(1)
@@ -33,7 +34,7 @@ def _cfg(root, **kw):
     base = dict(train_data=str(root / 'train'), val_data=str(root / 'val'), context_pool=6,
                 contexts=(2, 3), steps=2, batch_size=2, particles=4, max_steps=4, val_every=2,
                 val_episodes=4, val_batch_size=4, val_contexts=2, log_every=1, dense_weight=1.0,
-                attention_weight=0.5,
+                attention_weight=0.5, pose_contrast_weight=0.5,
                 global_prob=0.5, near_truth_fraction=0.25, near_context_prob_start=1.0,
                 init_std_start=(1.5, 15.0), curriculum_steps=3, seed=3,
                 model={'image_size': 16}, threads=1)
@@ -61,6 +62,42 @@ def test_attention_loss_prefers_overlapping_context():
     good = attention_loss(torch.tensor([[0.9, 0.05, 0.05]]), ctx, truth, 4.0, 0.8)
     bad = attention_loss(torch.tensor([[0.05, 0.9, 0.05]]), ctx, truth, 4.0, 0.8)
     assert good < bad
+
+
+def test_pose_contrast_loss_trains_the_view_keys_on_relative_pose(tiny_data):
+    """The pose-contrast loss reaches the coordinate weights of CNN2 (the path that reads
+    where a particle is relative to a view), a few Adam steps on one batch lower it, and
+    contexts far from the truth contribute nothing."""
+    torch.manual_seed(0)
+    ds = open_dataset(tiny_data / 'train')
+    eps = list(ds.iter_episodes(4, 1, seed=0, loop=False))[:4]
+    b = make_batch(eps, 4, np.random.default_rng(0), near_context_prob=1.0)
+    model = DMN(DMNConfig(image_size=16))
+    spec = PoseContrast()
+    truth = b.query_poses[:, 0]
+
+    def loss(context_poses=None):
+        m = model.build_map(b.context_images,
+                            b.context_poses if context_poses is None else context_poses)
+        q = model.encode_query(b.query_images[:, 0])
+        value, top1 = pose_contrast_loss(model, m, q, truth, m.poses, spec,
+                                         torch.Generator().manual_seed(0))
+        assert value.shape == top1.shape == (4,)
+        return value.mean()
+    first = loss()
+    first.backward()
+    assert model.cnn2a.weight.grad[:, -4:].abs().sum() > 0
+    far = b.context_poses.clone()
+    far[..., :2] += 1000.0
+    assert loss(far).item() < 1e-6 * first.item()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(15):
+        opt.zero_grad()
+        loss().backward()
+        opt.step()
+    assert loss().item() < 0.9 * first.item()
+    with pytest.raises(ValueError, match='pose_contrast_weight'):
+        TrainConfig(model={'architecture': 'latent_image'}, pose_contrast_weight=1.0)
 
 
 def test_initial_particles(tiny_data):
@@ -130,8 +167,12 @@ def test_train_writes_logs_and_resume_is_exact(tiny_data, tmp_path):
         assert [r[key] for r in ra] == [r[key] for r in rb]
     with open(tmp_path / 'a' / 'val_log.csv') as f:
         row = next(csv.DictReader(f))
-    for k in ('val_mse_gap_query', 'val_mse_gap_context', 'near_dense_gap_query'):
+    for k in ('val_mse_gap_query', 'val_mse_gap_context', 'near_dense_gap_query',
+              'near_pose_contrast', 'near_pose_top1'):
         assert k in row
+    assert 0.0 <= float(row['near_pose_top1']) <= 1.0
+    with open(tmp_path / 'a' / 'train_log.csv') as f:
+        assert all(float(r['pose_contrast']) > 0 for r in csv.DictReader(f))
     assert (tmp_path / 'a' / 'best.safetensors').exists()
 
 
@@ -170,7 +211,8 @@ def test_warm_start_from_the_command_line(tiny_data, tmp_path, capsys):
     a, b, fresh = (load_model(tmp_path / n / 'final').state_dict() for n in ('a', 'b', 'fresh'))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], fresh[k]) for k in a)
-    cfg.update(model=dict(cfg['model'], architecture='latent_image'), attention_weight=0.0)
+    cfg.update(model=dict(cfg['model'], architecture='latent_image'), attention_weight=0.0,
+               pose_contrast_weight=0.0)
     (tmp_path / 'c.yaml').write_text(yaml.safe_dump(cfg))
     capsys.readouterr()
     assert main(['train', '--config', str(tmp_path / 'c.yaml'), '--max-steps', '0',

@@ -275,10 +275,13 @@ class DMN(nn.Module):
             return self._pose_coords(particles)[:, None, :].expand(index.shape + (4,))
         return self._pose_coords(relative(particles[:, None, :], map_poses[index]))
 
+    def _attention_logits(self, scores):
+        """Raw scalar products (B, K, N) -> the scaled scores the attention normalises."""
+        return scores / (math.sqrt(KEY_DIM * self.h * self.w) * self.config.attention_temperature)
+
     def _attention(self, scores):
         """scores (B, K, N) raw scalar products -> attention weights (B, K, N)."""
-        scores = scores / (math.sqrt(KEY_DIM * self.h * self.w)
-                           * self.config.attention_temperature)
+        scores = self._attention_logits(scores)
         mode = self.config.attention
         if mode == 'softmax':
             return torch.softmax(scores, dim=-1)
@@ -472,24 +475,38 @@ class DMN(nn.Module):
         weighted sums (B, K, P) of the first-CNN2-layer activations (fp32 under autocast, see
         :func:`full_precision`)."""
         with full_precision(particles.device):
-            B, K = particles.shape[:2]
-            c = self._coords(map_state.poses, particles)                         # (B, K, N, 4)
-            N, P = c.shape[2], map_state.key_pre.shape[-1]
-            # first CNN2 layer per (particle, context), flattened: (B, K, N, P). Memory traffic
-            # dominates here: one map (inference) takes a fused batched multiply-add whose
-            # per-context part is broadcast over the particles (2x faster than a matmul + add)
-            if B == 1:
-                pre = torch.baddbmm(map_state.key_pre[0].expand(K, N, P), c[0],
-                                    map_state.coord_maps.expand(K, 4, P))[None]
-            else:
-                pre = torch.matmul(c, map_state.coord_maps)
-                pre += map_state.key_pre[:, None]
-            r = F.relu(pre, inplace=True)
-            scores = torch.matmul(r.reshape(B, K * N, P),
-                                  query.key_adjoint.reshape(B, P, 1).to(r.dtype)).view(B, K, N)
-            lam = self._attention(scores + query.key_bias[:, None, None])        # (B, K, N)
-            r_sum = torch.matmul(lam.reshape(B * K, 1, N), r.reshape(B * K, N, P))
-            return lam, r_sum.view(B, K, P)
+            scores, r = self._key_scores(map_state, query, particles)
+            B, K, N = scores.shape
+            lam = self._attention(scores)                                        # (B, K, N)
+            r_sum = torch.matmul(lam.reshape(B * K, 1, N), r.reshape(B * K, N, -1))
+            return lam, r_sum.view(B, K, -1)
+
+    def attention_logits(self, map_state: MapState, query: QueryState, particles):
+        """The scaled scalar products of each context's view key at each particle with the
+        query key, before the attention normalises them over contexts: (B, K, N). They
+        compare poses for one context, which the weights (normalised per particle) cannot."""
+        with full_precision(particles.device):
+            return self._attention_logits(self._key_scores(map_state, query, particles)[0])
+
+    def _key_scores(self, map_state: MapState, query: QueryState, particles):
+        """Raw scores <view key, query key> (B, K, N) (the view keys' bias term included) and
+        the first-CNN2-layer activations r (B, K, N, P) of particles (B, K, 3)."""
+        B, K = particles.shape[:2]
+        c = self._coords(map_state.poses, particles)                         # (B, K, N, 4)
+        N, P = c.shape[2], map_state.key_pre.shape[-1]
+        # first CNN2 layer per (particle, context), flattened: (B, K, N, P). Memory traffic
+        # dominates here: one map (inference) takes a fused batched multiply-add whose
+        # per-context part is broadcast over the particles (2x faster than a matmul + add)
+        if B == 1:
+            pre = torch.baddbmm(map_state.key_pre[0].expand(K, N, P), c[0],
+                                map_state.coord_maps.expand(K, 4, P))[None]
+        else:
+            pre = torch.matmul(c, map_state.coord_maps)
+            pre += map_state.key_pre[:, None]
+        r = F.relu(pre, inplace=True)
+        scores = torch.matmul(r.reshape(B, K * N, P),
+                              query.key_adjoint.reshape(B, P, 1).to(r.dtype)).view(B, K, N)
+        return scores + query.key_bias[:, None, None], r
 
     def log_likelihood_selected(self, map_state: MapState, query: QueryState, particles, index,
                                 attention_chunk=32):

@@ -49,6 +49,16 @@ class TrainConfig:
     attention_weight: float = 0.0
     attention_kernel_m: float = 4.0
     attention_kernel_deg: float = 45.0
+    #     + w_pose_contrast * pose-contrast loss (our addition; training/episodes.py
+    #       pose_contrast_loss): per context, cross-entropy of its attention logits over
+    #       pose_contrast_poses candidate poses (the truth and Gaussian offsets of
+    #       pose_contrast_offset_std m, deg) against a kernel (pose_contrast_kernel m, deg),
+    #       contexts weighted by the attention kernel of their distance to the truth: trains
+    #       the view keys to depend on where the particle is relative to the view
+    pose_contrast_weight: float = 0.0
+    pose_contrast_poses: int = 16
+    pose_contrast_offset_std: tuple = (2.0, 20.0)
+    pose_contrast_kernel: tuple = (0.75, 10.0)
     # --- initial belief: 'tracking' Gaussian around the first true pose, with probability
     # global_prob a uniform 'global' belief instead. Gaussian std (m, deg) moves linearly from
     # init_std_start to init_std_end over curriculum_steps.
@@ -90,7 +100,8 @@ class TrainConfig:
     def __post_init__(self):
         self.contexts = tuple(int(c) for c in self.contexts)
         for name in ('init_std_start', 'init_std_end', 'near_truth_std', 'transition_std',
-                     'val_init_std', 'decoy_std'):
+                     'val_init_std', 'decoy_std', 'pose_contrast_offset_std',
+                     'pose_contrast_kernel'):
             setattr(self, name, tuple(float(v) for v in getattr(self, name)))
         lo, hi = self.contexts
         if not 1 <= lo <= hi <= self.context_pool:
@@ -107,13 +118,18 @@ class TrainConfig:
                      'near_context_prob_end', 'soft_alpha'):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f'{name} must be in [0, 1]')
+        if self.pose_contrast_weight and self.pose_contrast_poses < 2:
+            raise ValueError('pose_contrast_poses must be >= 2')
         architecture = self.model_config().architecture  # validates the model options
-        if architecture in LATENT_MAPS and self.attention_weight:
-            raise ValueError(f'attention_weight: a {architecture} model has no attention '
-                             '(set it to 0)')
-        if architecture == 'regression' and (self.dense_weight or self.attention_weight):
-            raise ValueError('dense_weight, attention_weight: a regression model has no '
-                             'particles; it trains on the pose loss only (set them to 0)')
+        for name in ('attention_weight', 'pose_contrast_weight'):
+            if architecture in LATENT_MAPS and getattr(self, name):
+                raise ValueError(f'{name}: a {architecture} model has no attention '
+                                 '(set it to 0)')
+        if architecture == 'regression' and (self.dense_weight or self.attention_weight
+                                             or self.pose_contrast_weight):
+            raise ValueError('dense_weight, attention_weight, pose_contrast_weight: a '
+                             'regression model has no particles; it trains on the pose loss '
+                             'only (set them to 0)')
 
     def model_config(self):
         return DMNConfig.from_dict(self.model)

@@ -140,6 +140,12 @@ def decoy_particles(batch, n, std, generator):
                       wrap_angle(decoys[..., 2:] + noise[..., 2:])], dim=-1)
 
 
+def _pose_kernel_d2(poses, truth, kernel_m, kernel_rad):
+    """Squared kernel distance of poses (B, n, 3) to truth (B, 3): (B, n)."""
+    d2 = (poses[..., :2] - truth[:, None, :2]).square().sum(-1) / kernel_m ** 2
+    return d2 + wrap_angle(poses[..., 2] - truth[:, None, 2]).square() / kernel_rad ** 2
+
+
 def pose_loss(estimate, truth, scale, yaw_weight):
     """Paper loss per sample: ((x-x*)^2 + (y-y*)^2)/scale^2 + yaw_weight * wrap(yaw-yaw*)^2.
 
@@ -152,9 +158,8 @@ def pose_loss(estimate, truth, scale, yaw_weight):
 def dense_loss(particles, log_w, truth, kernel_m, kernel_rad):
     """Cross-entropy of the normalised particle weights against a Gaussian kernel of each
     particle's distance to the truth: particles (B, K, 3), log_w (B, K), truth (B, 3) -> (B,)."""
-    d2 = (particles[..., :2] - truth[:, None, :2]).square().sum(-1) / kernel_m ** 2
-    d2 = d2 + wrap_angle(particles[..., 2] - truth[:, None, 2]).square() / kernel_rad ** 2
-    target = torch.softmax(-0.5 * d2, dim=-1).detach()
+    target = torch.softmax(-0.5 * _pose_kernel_d2(particles, truth, kernel_m, kernel_rad),
+                           dim=-1).detach()
     return -(target * normalize_log_weights(log_w)).sum(-1)
 
 
@@ -164,23 +169,63 @@ def attention_loss(attention, context_poses, truth, kernel_m, kernel_rad):
 
     attention (B, N) (normalised here), context_poses (B, N, 3), truth (B, 3) -> (B,).
     """
-    d2 = (context_poses[..., :2] - truth[:, None, :2]).square().sum(-1) / kernel_m ** 2
-    d2 = d2 + wrap_angle(context_poses[..., 2] - truth[:, None, 2]).square() / kernel_rad ** 2
-    target = torch.softmax(-0.5 * d2, dim=-1).detach()
+    target = torch.softmax(-0.5 * _pose_kernel_d2(context_poses, truth, kernel_m, kernel_rad),
+                           dim=-1).detach()
     a = attention / attention.sum(-1, keepdim=True).clamp_min(1e-12)
     return -(target * torch.log(a.clamp_min(1e-12))).sum(-1)
 
 
+@dataclass
+class PoseContrast:
+    """The pose-contrast auxiliary loss (our addition, see :func:`pose_contrast_loss`):
+    ``poses`` candidate poses per query (the truth and poses offset from it by Gaussian
+    noise of ``offset_std`` (m, rad)), target kernel ``kernel`` (m, rad) over them, contexts
+    weighted by a kernel ``context_kernel`` (m, rad) of their distance to the truth."""
+    poses: int = 16
+    offset_std: tuple = (2.0, math.radians(20.0))
+    kernel: tuple = (0.75, math.radians(10.0))
+    context_kernel: tuple = (4.0, math.radians(45.0))
+
+
+def pose_contrast_loss(model, map_state, query, truth, context_poses, spec: PoseContrast,
+                       generator):
+    """Auxiliary loss that trains the view keys to depend on the relative pose: for each
+    context, the cross-entropy of its attention logits (:meth:`DMN.attention_logits`,
+    before the normalisation over contexts) across candidate poses around the truth, against
+    a kernel of the candidates' distance to the truth; summed over contexts weighted by an
+    unnormalised kernel of each context's distance to the truth (views that overlap the
+    query count, far ones hardly). The attention loss compares contexts at one pose; this
+    one compares poses for one context, the signal the coordinate path lacks.
+
+    truth (B, 3), context_poses (B, N, 3) -> the loss (B,) and, as a diagnostic, whether the
+    truth has the highest logit of the candidates for the context nearest to it in kernel
+    distance (B,) float (chance: 1 / ``spec.poses``).
+    """
+    std = (spec.offset_std[0], spec.offset_std[0], spec.offset_std[1])
+    offsets = sample_gaussian(truth, std, spec.poses - 1, generator)          # (B, n-1, 3)
+    poses = torch.cat([truth[:, None], offsets.to(truth)], dim=1)             # (B, n, 3)
+    logits = model.attention_logits(map_state, query, poses)                  # (B, n, N)
+    logp = torch.log_softmax(logits, dim=1)
+    target = torch.softmax(-0.5 * _pose_kernel_d2(poses, truth, *spec.kernel), dim=1)
+    ce = -(target.detach()[..., None] * logp).sum(1)                          # (B, N)
+    weight = torch.exp(-0.5 * _pose_kernel_d2(context_poses, truth, *spec.context_kernel))
+    nearest = weight.argmax(-1)                                               # (B,)
+    best = logits.detach().argmax(1).gather(1, nearest[:, None])[:, 0]        # (B,)
+    return (weight.detach() * ce).sum(-1), (best == 0).float()
+
+
 def rollout(model, batch, particles, filter_config: FilterConfig, generator, *,
             scale=20.0, yaw_weight=0.5, dense_kernel=None, attention_kernel=None, chunk=None,
-            keep_particles=False, nearest_contexts=0):
+            keep_particles=False, nearest_contexts=0, pose_contrast: PoseContrast = None):
     """Run the filter over the batch's T steps with the DMN as observation model.
 
     particles: (B, K, 3) initial particles (uniform weights). Returns a dict with ``estimates``
     (B, T, 3), ``mse`` (B, T) paper loss per step, ``dense`` (B, T) when ``dense_kernel`` =
     (metres, radians) is given, ``attention`` (B, T) (:func:`attention_loss` at the true pose)
     when ``attention_kernel`` is given, and ``history`` [(particles, log_weights)] per step
-    when keep_particles. Resampling happens after each update but the last (per
+    when keep_particles, ``pose_contrast`` and ``pose_top1`` (B, T)
+    (:func:`pose_contrast_loss`, candidate poses drawn from ``generator``) when its spec is
+    given. Resampling happens after each update but the last (per
     ``filter_config``). ``nearest_contexts`` M > 0: each particle attends only to its M
     nearest contexts (:func:`~dmn_localizer.model.dmn.log_likelihood_nearest`, as the
     localizer on large maps).
@@ -194,7 +239,7 @@ def rollout(model, batch, particles, filter_config: FilterConfig, generator, *,
     B, T = batch.query_poses.shape[:2]
     m = model.build_map(batch.context_images, batch.context_poses)
     pf = ParticleFilter(filter_config, particles, generator=generator)
-    est, mse, dense, att, hist = [], [], [], [], []
+    est, mse, dense, att, contrast, hist = [], [], [], [], [], []
     for t in range(T):
         if t:
             pf.predict(batch.odometry[:, t])
@@ -210,6 +255,9 @@ def rollout(model, batch, particles, filter_config: FilterConfig, generator, *,
         if attention_kernel is not None:
             _, lam = model.log_likelihood(m, q, truth[:, None], return_attention=True)
             att.append(attention_loss(lam[:, 0], batch.context_poses, truth, *attention_kernel))
+        if pose_contrast is not None:
+            contrast.append(pose_contrast_loss(model, m, q, truth, batch.context_poses,
+                                               pose_contrast, generator))
         if keep_particles:
             hist.append((pf.particles.detach(), pf.log_weights.detach()))
         if t < T - 1:
@@ -219,6 +267,9 @@ def rollout(model, batch, particles, filter_config: FilterConfig, generator, *,
         out['dense'] = torch.stack(dense, 1)
     if att:
         out['attention'] = torch.stack(att, 1)
+    if contrast:
+        out['pose_contrast'] = torch.stack([c[0] for c in contrast], 1)
+        out['pose_top1'] = torch.stack([c[1] for c in contrast], 1)
     if keep_particles:
         out['history'] = hist
     return out

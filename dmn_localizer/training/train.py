@@ -18,7 +18,10 @@ batch's episodes and with the context images shuffled (poses kept). ``gap_query`
 ``gap_context`` (shuffled minus real) near 0 mean the model ignores the images. Two splits:
 ``val`` (paper protocol: one-step tracking, Gaussian 6 m / 30 deg, Nc = val_contexts) and
 ``near`` (nearest context forced in, 1.5 m / 15 deg, a quarter of the particles near the truth),
-the go/no-go signal for image use early in training.
+the go/no-go signal for image use early in training. On ``near`` the DMN also reports whether
+its view keys depend on the relative pose: ``near_pose_contrast`` (:func:`pose_contrast_loss`
+on fixed candidate poses) and ``near_pose_top1``, the share of episodes whose true pose scores
+highest among 16 candidates for the nearest context (chance 1/16).
 
 Data-parallel training: started by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment), each
 process wraps the model in ``DistributedDataParallel`` (gloo on CPU, nccl on CUDA, one GPU per
@@ -48,12 +51,12 @@ from dmn_localizer.model.config import DMNConfig
 from dmn_localizer.model.io import (atomic_write_bytes, load_model, model_paths, save_model,
                                     state_to_safetensors_bytes, weights_id)
 from dmn_localizer.training.config import TrainConfig
-from dmn_localizer.training.episodes import initial_particles, make_batch, rollout
+from dmn_localizer.training.episodes import initial_particles, make_batch, PoseContrast, rollout
 
 logger = logging.getLogger(__name__)
 
-TRAIN_FIELDS = ['step', 'samples', 'loss', 'mse', 'dense', 'attention', 'n_contexts', 'init_std_m',
-                'near_context_prob', 'samples_per_s', 'elapsed_s']
+TRAIN_FIELDS = ['step', 'samples', 'loss', 'mse', 'dense', 'attention', 'pose_contrast',
+                'n_contexts', 'init_std_m', 'near_context_prob', 'samples_per_s', 'elapsed_s']
 STATE_VERSION = 2  # 2: weights inside state.pt
 
 
@@ -133,6 +136,15 @@ def _dense_kernel(cfg):
     return (cfg.dense_kernel_m, math.radians(cfg.dense_kernel_deg))
 
 
+def _pose_contrast(cfg):
+    """The pose-contrast loss's spec (also the validation diagnostic's)."""
+    return PoseContrast(
+        cfg.pose_contrast_poses,
+        (cfg.pose_contrast_offset_std[0], math.radians(cfg.pose_contrast_offset_std[1])),
+        (cfg.pose_contrast_kernel[0], math.radians(cfg.pose_contrast_kernel[1])),
+        (cfg.attention_kernel_m, math.radians(cfg.attention_kernel_deg)))
+
+
 def build_validation(cfg: TrainConfig, dataset, device):
     """Fixed validation batches and particles: {split: [(Batch, particles), ...]}."""
     rng = np.random.default_rng(cfg.seed + 7919)
@@ -175,10 +187,18 @@ def validate(model, cfg: TrainConfig, splits):
     was_training = model.training
     model.eval()
     fcfg = FilterConfig(resample='none')
+    # relative-pose diagnostic: the same candidate poses at every validation
+    contrast_gen = torch.Generator().manual_seed(cfg.seed + 104729)
     out = {}
     for name, items in splits.items():
         sums = {}
         for b, p in items:
+            if name == 'near' and hasattr(model, 'attention_logits') \
+                    and not getattr(model, 'regresses_pose', False):
+                r = rollout(model, b, p, fcfg, contrast_gen, scale=model.config.coord_scale_m,
+                            pose_contrast=_pose_contrast(cfg))
+                for key in ('pose_contrast', 'pose_top1'):
+                    sums[f'{name}_{key}'] = sums.get(f'{name}_{key}', 0.0) + r[key].sum().item()
             variants = {'': b,
                         '_shuf_query': b.with_images(query_images=b.query_images.roll(1, 0)),
                         '_shuf_context': b.with_images(
@@ -461,7 +481,8 @@ def _train(cfg: TrainConfig, out_dir, resume, train_dataset, val_dataset, progre
             scale=scale, yaw_weight=cfg.yaw_weight,
             dense_kernel=_dense_kernel(cfg) if cfg.dense_weight else None,
             attention_kernel=((cfg.attention_kernel_m, math.radians(cfg.attention_kernel_deg))
-                              if cfg.attention_weight else None)))
+                              if cfg.attention_weight else None),
+            pose_contrast=_pose_contrast(cfg) if cfg.pose_contrast_weight else None))
         if cfg.mse_on_global or cfg.global_prob == 0:
             mse = r['mse'].mean()
         else:  # the paper loss only on tracking-belief episodes (normalised over the global
@@ -476,6 +497,9 @@ def _train(cfg: TrainConfig, out_dir, resume, train_dataset, val_dataset, progre
         att = r['attention'].mean() if 'attention' in r else torch.zeros(())
         if 'attention' in r:
             loss = loss + cfg.attention_weight * att
+        contrast = r['pose_contrast'].mean() if 'pose_contrast' in r else torch.zeros(())
+        if 'pose_contrast' in r:
+            loss = loss + cfg.pose_contrast_weight * contrast
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -491,6 +515,7 @@ def _train(cfg: TrainConfig, out_dir, resume, train_dataset, val_dataset, progre
             train_log.append({'step': step, 'samples': step * cfg.batch_size * group.world,
                               'loss': f'{loss.item():.6g}', 'mse': f'{mse.item():.6g}',
                               'dense': f'{dense.item():.6g}', 'attention': f'{att.item():.6g}',
+                              'pose_contrast': f'{contrast.item():.6g}',
                               'n_contexts': n_ctx,
                               'init_std_m': f'{std[0]:.3g}', 'near_context_prob': f'{near_p:.3g}',
                               'samples_per_s': f'{window_n / max(now - window_t, 1e-9):.4g}',
