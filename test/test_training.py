@@ -258,3 +258,26 @@ def test_decoys_sit_where_the_truth_sits_relative_to_other_contexts():
         err = (rel - offset[b]).abs()
         err[..., 2] = torch.remainder(err[..., 2] + math.pi, 2 * math.pi) - math.pi
         assert (err.abs().amax(-1).amin(-1) < 1e-3).all()  # every decoy matches some context
+
+
+def test_relative_pose_probe_script_runs(tiny_data, tmp_path):
+    """``scripts/probe_relative_pose.py`` (the model card's proximity-vs-view-agreement
+    table) runs on a real model and dataset and prints its three figures."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+    from dmn_localizer.model import save_model
+    torch.manual_seed(0)
+    save_model(DMN(DMNConfig(image_size=16)), tmp_path / 'm')
+    script = Path(__file__).resolve().parents[1] / 'scripts' / 'probe_relative_pose.py'
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / 'm'),
+                          str(tiny_data / 'val'), '--episodes', '8'],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    m = re.search(r'(\d+) episodes; truth scores highest of 64 candidates in ([\d.]+)%.*'
+                  r'distance to the view ([+-][\d.]+|nan), with the yaw difference '
+                  r'([+-][\d.]+|nan)', out.stdout)
+    assert m and int(m.group(1)) >= 2, out.stdout
+    assert 0.0 <= float(m.group(2)) <= 100.0
+    assert -1.0 <= float(m.group(3)) <= 1.0
