@@ -100,6 +100,41 @@ def test_pose_contrast_loss_trains_the_view_keys_on_relative_pose(tiny_data):
         TrainConfig(model={'architecture': 'latent_image'}, pose_contrast_weight=1.0)
 
 
+def test_pose_contrast_top1_tells_view_agreement_from_proximity():
+    """Synthetic attention logits (stand-ins for a model, which the loss only asks for its
+    ``attention_logits``): logits that peak at the true pose score top-1 everywhere and a
+    lower loss than flat ones; logits that rise towards the context's viewpoint (the
+    proximity score the model card measured) never put the truth first."""
+    g = torch.Generator().manual_seed(0)
+    B, N = 8, 3
+    truth = torch.rand(B, 3, generator=g) * torch.tensor([40.0, 40.0, 1.0])
+    ctx = truth[:, None, :].repeat(1, N, 1)
+    ctx[:, 1:, :2] += 30.0                                       # one overlapping context
+    ctx[:, 0, 0] += 3.0                                          # 3 m ahead of the truth
+
+    class Logits:
+        def __init__(self, fn):
+            self.fn = fn
+
+        def attention_logits(self, map_state, query, poses):     # (B, n, N)
+            return self.fn(poses)[..., None].expand(-1, -1, N)
+
+    def run(fn):
+        return pose_contrast_loss(Logits(fn), None, None, truth, ctx, PoseContrast(),
+                                  torch.Generator().manual_seed(1))
+    def log_kernel(p):   # the target's own log-kernel (0.75 m, 10 deg): the ideal logits
+        dyaw = torch.remainder(p[..., 2] - truth[:, None, 2] + math.pi, 2 * math.pi) - math.pi
+        return -0.5 * ((p[..., :2] - truth[:, None, :2]).square().sum(-1) / 0.75 ** 2
+                       + dyaw.square() / math.radians(10.0) ** 2)
+    agree, top_agree = run(log_kernel)
+    flat, _ = run(lambda p: torch.zeros(p.shape[:2]))
+    near, top_near = run(lambda p: -(p[..., :2] - ctx[:, None, 0, :2]).norm(dim=-1))
+    assert top_agree.tolist() == [1.0] * B and top_near.sum() == 0
+    assert (agree < flat - 0.5).all() and (near > agree).all()  # the ideal is the minimum
+    # flat logits: log(16) nats, times the overlapping context's weight exp(-0.5 (3/4)^2)
+    torch.testing.assert_close(flat, torch.full((B,), math.log(16.0) * math.exp(-0.5 * 0.75 ** 2)))
+
+
 def test_initial_particles(tiny_data):
     ds = open_dataset(tiny_data / 'train')
     eps = list(ds.iter_episodes(6, 2, seed=0, loop=False))[:4]
