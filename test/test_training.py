@@ -122,6 +122,7 @@ def test_pose_contrast_top1_tells_view_agreement_from_proximity():
     def run(fn):
         return pose_contrast_loss(Logits(fn), None, None, truth, ctx, PoseContrast(),
                                   torch.Generator().manual_seed(1))
+
     def log_kernel(p):   # the target's own log-kernel (0.75 m, 10 deg): the ideal logits
         dyaw = torch.remainder(p[..., 2] - truth[:, None, 2] + math.pi, 2 * math.pi) - math.pi
         return -0.5 * ((p[..., :2] - truth[:, None, :2]).square().sum(-1) / 0.75 ** 2
