@@ -317,3 +317,27 @@ def test_relative_pose_probe_script_runs(tiny_data, tmp_path):
     assert m and int(m.group(1)) >= 2, out.stdout
     assert 0.0 <= float(m.group(2)) <= 100.0
     assert -1.0 <= float(m.group(3)) <= 1.0
+
+
+def test_pose_contrast_fit_probe_script_runs(tiny_data, tmp_path):
+    """``scripts/probe_pose_contrast_fit.py`` (the model card's fit-vs-carry-over probe)
+    trains a real tiny model for a few steps and reports both sets."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    import yaml
+    from dmn_localizer.model import save_model
+    torch.manual_seed(0)
+    save_model(DMN(DMNConfig(image_size=16)), tmp_path / 'm')
+    cfg = json.loads(json.dumps(_cfg(tiny_data).to_dict()))   # tuples -> lists for YAML
+    (tmp_path / 'c.yaml').write_text(yaml.safe_dump(cfg))
+    script = Path(__file__).resolve().parents[1] / 'scripts' / 'probe_pose_contrast_fit.py'
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / 'm'), '--config',
+                          str(tmp_path / 'c.yaml'), '--episodes', '4', '--steps', '2',
+                          '--every', '1', '--threads', '1'],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith('step ')]
+    assert [ln.split()[1] for ln in lines] == ['0', '1', '2']
+    assert all('trained episodes loss' in ln and 'validation loss' in ln for ln in lines)
