@@ -18,6 +18,7 @@ import time
 import numpy as np
 import torch
 
+from dmn_localizer.evaluation.protocol import load_episodes
 from dmn_localizer.model.io import load_model
 from dmn_localizer.training.config import load_train_config
 from dmn_localizer.training.episodes import make_batch, pose_contrast_loss
@@ -43,12 +44,7 @@ def main():
     spec = _pose_contrast(cfg)
     model = load_model(args.model)
     model.train()
-    episodes = []
-    for ep in open_dataset(cfg.train_data).iter_episodes(16, 1, seed=123, shuffle=True,
-                                                         loop=False):
-        episodes.append(ep)
-        if len(episodes) >= args.episodes:
-            break
+    episodes = load_episodes(open_dataset(cfg.train_data), args.episodes, 16, 1, seed=123)
     rng = np.random.default_rng(0)
     batches = [make_batch(episodes[i:i + BATCH], 4, rng, 1.0, 1)
                for i in range(0, len(episodes), BATCH)]

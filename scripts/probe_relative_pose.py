@@ -16,6 +16,7 @@ import math
 import numpy as np
 import torch
 
+from dmn_localizer.evaluation.protocol import load_episodes
 from dmn_localizer.filter import sample_gaussian
 from dmn_localizer.geometry import relative
 from dmn_localizer.model.io import load_model
@@ -36,12 +37,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.model, 'cpu').eval()
-    episodes = []
-    for ep in open_dataset(args.val_data).iter_episodes(16, 1, seed=7919, shuffle=True,
-                                                        loop=False):
-        episodes.append(ep)
-        if len(episodes) >= args.episodes:
-            break
+    episodes = load_episodes(open_dataset(args.val_data), args.episodes, 16, 1, seed=7919)
     rng, gen = np.random.default_rng(args.seed), torch.Generator().manual_seed(args.seed)
     top1, corr_dist, corr_yaw = [], [], []
     with torch.no_grad():
