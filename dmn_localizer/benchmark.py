@@ -200,8 +200,11 @@ class BenchPlan:
 
 
 def make_plan(device='cpu', quick=False, options=False, threads=1, model=None, seed=0,
-              repeats=10, max_seconds=60.0, ref_pairs=16384, fast_pairs=8192):
-    """The configurations of one benchmark run (deduplicated, in run order)."""
+              repeats=10, max_seconds=60.0, ref_pairs=16384, fast_pairs=8192,
+              aligned_model=None):
+    """The configurations of one benchmark run (deduplicated, in run order). With
+    ``aligned_model`` (a model path), every grid point also gets a row of that aligned
+    observation model on the localizer's path (variant ``aligned``)."""
     common = dict(device=device, threads=threads, model=model, seed=seed, repeats=repeats,
                   max_seconds=max_seconds, ref_pairs=ref_pairs, fast_pairs=fast_pairs)
     if quick:
@@ -217,6 +220,9 @@ def make_plan(device='cpu', quick=False, options=False, threads=1, model=None, s
         configs.append(BenchConfig('fast', 'nearest_m', k, nc, M=NEAREST_M, **common))
         if nc > NEAREST_M:
             configs.append(BenchConfig('fast', 'all_contexts', k, nc, **common))
+        if aligned_model:
+            configs.append(BenchConfig('fast', 'aligned', k, nc, M=NEAREST_M,
+                                       **dict(common, model=aligned_model)))
     if options:
         option_grid = [(QUICK_K, nc_k)] if quick else [(256, nc_k), (k_nc, nc_k)]
         for option in OPTIONS:
@@ -577,8 +583,13 @@ def estimate_peak_gflops(device='cpu', n=2048, repeats=3, threads=None, min_seco
 def _row(cfg, meas, flops_model, peak):
     """A JSON row from a configuration and its child's measurements."""
     row = {'path': cfg.path, 'variant': cfg.variant, 'K': cfg.K, 'Nc': cfg.Nc,
-           'M': cfg.M if cfg.path == 'fast' and cfg.variant == 'nearest_m' else None,
-           'option': cfg.option}
+           'M': cfg.M if cfg.path == 'fast' and cfg.variant in ('nearest_m', 'aligned')
+           else None, 'option': cfg.option}
+    if cfg.variant == 'aligned':   # another network: the DMN's FLOP model does not apply
+        row['contexts_attended'] = min(cfg.Nc, cfg.M)
+        row.update(meas)
+        row.update(gflop_per_update=None, gflops=None, pct_of_peak=None, ok=True)
+        return row
     if cfg.path == 'reference':
         chunk = min(cfg.K, max(1, cfg.ref_pairs // cfg.Nc))
         flops = flops_model.reference_update(cfg.K, cfg.Nc, chunk)
@@ -609,6 +620,11 @@ def add_ratios(runs):
              if r['path'] == 'fast' and r['ok'] and not r['option']}
     for r in runs:
         if r['path'] != 'fast' or not r['ok']:
+            continue
+        if r['variant'] == 'aligned':   # against the DMN on the same localizer path
+            dmn = plain.get((r['K'], r['Nc'], 'nearest_m'))
+            if dmn:
+                r['speedup_vs_dmn'] = dmn['latency_ms'] / r['latency_ms']
             continue
         base = ref.get((r['K'], r['Nc']))
         if base:
@@ -642,20 +658,26 @@ def format_table(result):
                          f"x_fp32 {r.get('speedup_vs_fp32', float('nan')):.2f}")
         if 'compile_s' in r:
             notes.append(f"compile {r['compile_s']:.0f} s")
+        if 'speedup_vs_dmn' in r:
+            notes.append(f"x_dmn {r['speedup_vs_dmn']:.2f}")
         x_ref = r.get('speedup_vs_reference')
         lines.append(
             f"{r['path']:9} {r['variant']:12} {r['option'] or '-':13} {r['K']:>6} "
             f"{r['Nc']:>5} {r['M'] or '-':>3} {r['latency_ms']:>10.1f} {r['hz']:>8.2f} "
-            f"{r['gflops']:>8.1f} {r['pct_of_peak'] or 0:>6.1f} {r['peak_mem_mb']:>7.1f} "
+            f"{_num(r['gflops']):>8} {_num(r['pct_of_peak']):>6} {r['peak_mem_mb']:>7.1f} "
             f"{f'{x_ref:.1f}' if x_ref else '-':>6}  {'; '.join(notes)}")
     # (fp32 rows only: the peak estimate is fp32; bf16 runs on faster units)
-    best = max((r['gflops'] for r in result['runs'] if r['ok'] and not r['option']),
-               default=0.0)
+    best = max((r['gflops'] for r in result['runs'] if r['ok'] and not r['option']
+                and r['gflops'] is not None), default=0.0)
     if best > result['peak_gflops']:
         lines.append(f"warning: a row reached {best:.1f} GFLOP/s, above the peak estimate: "
                      "the machine was probably busy while it was measured")
     lines += target_lines(result['runs'])
     return '\n'.join(lines)
+
+
+def _num(x):
+    return '-' if x is None else f'{x:.1f}'
 
 
 def target_lines(runs):
@@ -674,6 +696,11 @@ def target_lines(runs):
         if nc == 4 and 'speedup_vs_reference' in r:
             s = r['speedup_vs_reference']
             check(f'fast/reference >= 3.5x at K={k} Nc=4', f'{s:.1f}x', s >= 3.5)
+    aligned = {(r['K'], r['Nc']): r for r in runs if r['path'] == 'fast' and r['ok']
+               and r['variant'] == 'aligned' and not r['option']}
+    if (2048, 4) in aligned:
+        hz = aligned[(2048, 4)]['hz']
+        check('aligned K=2048 Nc=4 >= 15 Hz', f'{hz:.1f} Hz', hz >= 15.0)
     if (2048, 1024) in fast and (2048, 4) in fast:
         ratio = fast[(2048, 1024)]['latency_ms'] / fast[(2048, 4)]['latency_ms']
         check('update time Nc=1024 <= 1.5x Nc=4 (K=2048)', f'{ratio:.2f}x', ratio <= 1.5)
@@ -682,17 +709,18 @@ def target_lines(runs):
 
 def run_benchmark(device='cpu', quick=False, options=False, threads=None, model=None,
                   seed=0, repeats=10, max_seconds=60.0, ref_pairs=16384, fast_pairs=8192,
-                  progress=True):
+                  progress=True, aligned_model=None):
     """Measure every configuration of :func:`make_plan`, each in a fresh child process
     (``quick``: all in one child, for speed; memory is then measured after the earlier ones).
 
     Returns ``{'device', 'peak_gflops', 'runs'}`` (see the module docstring for the keys).
-    ``model`` is a model path or None (random init with ``seed``).
+    ``model`` is a model path or None (random init with ``seed``); ``aligned_model`` adds the
+    rows of that aligned model (variant ``aligned``).
     """
     from tqdm import tqdm
     threads = threads or len(os.sched_getaffinity(0))
     plan = make_plan(device, quick, options, threads, model, seed, repeats, max_seconds,
-                     ref_pairs, fast_pairs)
+                     ref_pairs, fast_pairs, aligned_model)
     peak = estimate_peak_gflops(device, plan.peak_matmul_n, threads=threads)
     image_size = _image_size(model)
     flops_model = FlopModel(image_size)

@@ -167,9 +167,12 @@ def test_node_latency_line_checks_the_target_at_k256_only():
 
 
 def test_bench_quick_writes_documented_json(tmp_path):
+    from dmn_localizer.model import build_model, DMNConfig, save_model
     out = tmp_path / 'sub' / 'bench.json'
+    save_model(build_model(DMNConfig(architecture='aligned')), tmp_path / 'aligned')
     r = subprocess.run([sys.executable, '-m', 'dmn_localizer', 'bench', '--quick', '--threads',
-                        '1', '--no-progress', '--json', str(out)],
+                        '1', '--no-progress', '--json', str(out),
+                        '--aligned-model', str(tmp_path / 'aligned')],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     data = json.loads(out.read_text())
@@ -181,16 +184,22 @@ def test_bench_quick_writes_documented_json(tmp_path):
         assert row['ok'], row
         assert row['path'] in ('reference', 'fast')
         for key, typ in (('K', int), ('Nc', int), ('hz', float), ('latency_ms', float),
-                         ('gflops', float), ('peak_mem_mb', float)):
+                         ('peak_mem_mb', float)):
             assert isinstance(row[key], typ), (key, row)
-        assert row['hz'] > 0 and row['gflops'] > 0 and row['peak_mem_mb'] >= 0
+        assert row['hz'] > 0 and row['peak_mem_mb'] >= 0
         assert isinstance(row['extrapolated'], bool)
         seen.add((row['path'], row['variant'], row['K'], row['Nc']))
-        if row['path'] == 'fast':
+        if row['variant'] == 'aligned':   # another network: no FLOP model, compared to dmn
+            assert row['gflops'] is None and row['speedup_vs_dmn'] > 0 and row['M'] == 8
+        else:
+            assert isinstance(row['gflops'], float) and row['gflops'] > 0
+        if row['path'] == 'fast' and row['variant'] != 'aligned':
             assert row['speedup_vs_reference'] > 0
     assert seen == {('reference', 'literal', 32, 4), ('fast', 'nearest_m', 32, 4),
                     ('reference', 'literal', 32, 16), ('fast', 'nearest_m', 32, 16),
-                    ('fast', 'all_contexts', 32, 16)}
+                    ('fast', 'all_contexts', 32, 16), ('fast', 'aligned', 32, 4),
+                    ('fast', 'aligned', 32, 16)}
+    assert 'x_dmn' in r.stdout
     assert 'GFLOP/s' in r.stdout and 'nearest_m' in r.stdout and 'wrote' in r.stdout
 
 

@@ -34,10 +34,18 @@ def test_training_configs_resolve_and_bases_merge(tmp_path):
 
     from dmn_localizer.errors import FileFormatError
     from dmn_localizer.training import load_train_config
+    from dmn_localizer.training.view_pairs import is_view_pair_config, load_view_pair_config
     repo = Path(__file__).resolve().parents[1]
     base = load_train_config(repo / 'config' / 'train_mazes.yaml')
+    view_pairs = 0
     for path in sorted((repo / 'config').glob('train_*.yaml')):
-        load_train_config(path)
+        if is_view_pair_config(path):   # the aligned model's recipe
+            cfg = load_view_pair_config(path)
+            assert cfg.model_config(90.0).architecture == 'aligned'
+            view_pairs += 1
+        else:
+            load_train_config(path)
+    assert view_pairs >= 1
     ablation = load_train_config(repo / 'config' / 'train_mazes_no_egocentric.yaml')
     assert ablation.model['egocentric'] is False
     assert ablation.model['attention'] == base.model['attention'] == 'softmax'

@@ -140,7 +140,9 @@ def test_all_methods_with_ablation_models(test_data, tmp_path, capsys):
                                                     'egocentric': False},
                  'latent_image': {'architecture': 'latent_image'},
                  'latent_vector': {'architecture': 'latent_vector'},
-                 'regression': {'architecture': 'regression'}}
+                 'regression': {'architecture': 'regression'},
+                 'aligned': {'architecture': 'aligned'},
+                 'aligned_no_warp': {'architecture': 'aligned', 'warp': False}}
     save_model(_model(), tmp_path / 'dmn')
     argv = ['eval', '--model', str(tmp_path / 'dmn'), '--domain', 'mazes', '--data',
             str(test_data), '--episodes', '2', '--k-global', '16', '--k-tracking', '8',
@@ -163,8 +165,11 @@ def test_all_methods_with_ablation_models(test_data, tmp_path, capsys):
         assert 0.0 <= r['success@5'] <= 1.0 and math.isfinite(r['rmse@5']) and r['rmse@5'] > 0
     table = capsys.readouterr().out
     for name in ('dmn_no_attention_no_egocentric', 'latent_image', 'latent_vector',
-                 'regression'):
+                 'regression', 'aligned', 'aligned_no_warp'):
         assert f'| {name} |' in table
+    # the aligned methods need an aligned model with (or without) the warp
+    assert main(with_models(dict(paths, aligned_no_warp=paths['aligned']))) == 2
+    assert 'aligned_no_warp needs a model with warp False' in capsys.readouterr().err
     # a model that lacks what the method ablates, or a missing one: one line, exit 2
     assert main(with_models(dict(paths, dmn_no_attention=tmp_path / 'dmn'))) == 2
     assert 'dmn_no_attention needs a model with attention' in capsys.readouterr().err
@@ -179,6 +184,18 @@ def test_all_methods_with_ablation_models(test_data, tmp_path, capsys):
             else 'dmn'
         assert f"{method} needs a model with architecture '{needed}'" in err, err
         assert str(tmp_path / wrong) in err and len(err.splitlines()) == 1, err
+
+
+def test_aligned_method_has_its_image_use_twins(episodes):
+    torch.manual_seed(0)
+    model = build_model(DMNConfig(architecture='aligned', image_size=16)).eval()
+    cfg = EvalConfig(**SMALL)
+    res = evaluate({'aligned': model}, episodes, ['aligned', 'uninformed'], cfg)
+    for what in ('query', 'context'):
+        assert 0.0 <= res['aligned'][f'success@5_shuffled_{what}'] <= 1.0
+        assert f'rmse@5_shuffled_{what}' in res['aligned']
+    assert 'success@1_shuffled_query' not in res['uninformed']
+    assert '| aligned, query images shuffled |' in markdown_table(res, cfg)
 
 
 def test_unknown_method_is_user_error(test_data):

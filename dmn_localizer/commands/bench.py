@@ -30,6 +30,9 @@ def add_arguments(parser):
                         'update longer than this is timed on one chunk and extrapolated')
     parser.add_argument('--model', help='model NAME(.safetensors) (default: the shipped '
                         'models/dmn_mazes, else a randomly initialised DMN with --seed)')
+    parser.add_argument('--aligned-model', metavar='MODEL',
+                        help='also measure this aligned observation model (architecture '
+                             'aligned) at every K and Nc: rows of variant "aligned"')
     parser.add_argument('--seed', type=int, default=0, help='inputs and random-init seed')
     parser.add_argument('--threads', type=int, default=0,
                         help='torch CPU threads (default 0: all cores available)')
@@ -123,8 +126,15 @@ def run(args):
         print('note: models/dmn_mazes.safetensors not found: benchmarking a randomly '
               f'initialised DMN (seed {args.seed}); speed does not depend on the weights, '
               'the bf16 error does')
+    aligned = None
+    if args.aligned_model:
+        from dmn_localizer.model.io import read_card
+        aligned = _resolve_model(args.aligned_model)
+        arch = read_card(aligned)['config'].get('architecture')
+        if arch != 'aligned':
+            raise UserError(f'--aligned-model {args.aligned_model}: a {arch} model')
     threads = args.threads or len(os.sched_getaffinity(0))
-    result = run_benchmark(device=device, quick=args.quick, options=args.options,
+    result = run_benchmark(aligned_model=aligned, device=device, quick=args.quick, options=args.options,
                            threads=threads, model=model, seed=args.seed,
                            repeats=1 if args.quick else args.repeats,
                            max_seconds=min(args.max_seconds, 10.0) if args.quick

@@ -57,12 +57,12 @@ def replay(args, quiet=False):
 
     from dmn_localizer.config import LocalizerConfig
     from dmn_localizer.localizer import Localizer, select_device
-    from dmn_localizer.model.io import load_model
+    from dmn_localizer.model.io import load_model, LOCALIZER_ARCHITECTURES
     from dmn_localizer.resources import default_model_path
     from dmn_localizer.view_map import ViewMap
 
     torch.manual_seed(args.seed)
-    model = load_model(args.model or default_model_path(), architecture='dmn')
+    model = load_model(args.model or default_model_path(), architecture=LOCALIZER_ARCHITECTURES)
     size = model.config.image_size
     view_map = (ViewMap.load(args.map) if args.map else
                 core.build_map(args.map_bag, topics, size, args.keyframe_distance,

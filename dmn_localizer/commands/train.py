@@ -7,7 +7,8 @@ from pathlib import Path
 
 from dmn_localizer.errors import UserError
 
-HELP = 'Train a DMN end to end through the particle filter.'
+HELP = ('Train an observation model: a DMN end to end through the particle filter, or the '
+        'aligned model on view pairs (recipe: view_pairs in the config).')
 log = logging.getLogger(__name__)
 
 
@@ -26,10 +27,15 @@ def add_arguments(parser):
     parser.add_argument('--init-from', metavar='MODEL',
                         help='override init_from: start from this model\'s weights (same '
                              'architecture; a fresh optimizer)')
+    parser.add_argument('--max-minutes', type=float,
+                        help='view_pairs recipe: stop after this many minutes (0: no limit)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
 
 
 def run(args):
+    from dmn_localizer.training.view_pairs import is_view_pair_config
+    if is_view_pair_config(args.config):
+        return _run_view_pairs(args)
     from dmn_localizer.training import load_train_config, train
     overrides = {k: v for k, v in (('max_steps', args.max_steps), ('device', args.device),
                                    ('threads', args.threads),
@@ -48,4 +54,28 @@ def run(args):
     print(f'trained {summary["steps"]} steps, best validation loss '
           f'{summary["best_val_mse"]:.5f}{" (early stop)" if summary["stopped_early"] else ""}'
           f' -> {summary["best"]}')
+    return 0
+
+
+def _run_view_pairs(args):
+    """The aligned model's recipe (:mod:`dmn_localizer.training.view_pairs`)."""
+    from dmn_localizer.training.view_pairs import load_view_pair_config, train_view_pairs
+    if args.resume:
+        raise UserError('--resume: the view_pairs recipe starts again; use --init-from '
+                        'OUT/last to continue from the last checkpoint')
+    cfg = load_view_pair_config(args.config, {
+        'max_steps': args.max_steps, 'device': args.device, 'threads': args.threads,
+        'train_data': args.train_data, 'val_data': args.val_data,
+        'init_from': args.init_from, 'max_minutes': args.max_minutes})
+    if cfg.max_steps < 0:
+        raise UserError('--max-steps must be >= 0')
+    out = Path(args.out) if args.out else Path('runs') / Path(args.config).stem
+    if (out / 'final.safetensors').exists():
+        raise UserError(f'{out}: holds a finished run already (use another --out)')
+    s = train_view_pairs(cfg, out, progress=not args.no_progress)
+    f = s['final']
+    print(f'trained {s["steps"]} steps in {s["minutes"]:.1f} min: pose top-1 '
+          f'{100 * f["pose_top1"]:.1f}% (wrong query {100 * f["pose_top1_wrong"]:.1f}%)'
+          + (f', val global success@5 {100 * f["val_success"]:.1f}%'
+             if f['val_success'] != '' else '') + f' -> {out}/best')
     return 0

@@ -35,9 +35,13 @@ own model file whose card records the architecture (:data:`BASELINE_METHODS`):
 They train with the DMN's training code and budget (``config/train_mazes_latent_image.yaml``,
 ``..._latent_vector.yaml``, ``..._regression.yaml``); no trained models are shipped yet.
 
-Image-use diagnostic for ``dmn``: the same metrics with query images shuffled across episodes
-(``*_shuffled_query``) and with context images shuffled (``*_shuffled_context``); no change
-means the model ignores the images.
+Ours: ``aligned``, the geometry-aligned observation model (:mod:`dmn_localizer.model.aligned`)
+in the same filter, and ``aligned_no_warp``, its ablation without the column warp (the model
+option ``warp: false``), each from its own model file.
+
+Image-use diagnostic for ``dmn`` and ``aligned``: the same metrics with query images shuffled
+across episodes (``*_shuffled_query``) and with context images shuffled
+(``*_shuffled_context``); no change means the model ignores the images.
 """
 import dataclasses
 from dataclasses import dataclass
@@ -62,18 +66,29 @@ DMN_METHODS = {
 # learned baselines -> the architecture their model must have (the method's name)
 BASELINE_METHODS = {'latent_image': 'latent_image', 'latent_vector': 'latent_vector',
                     'regression': 'regression'}
+# the geometry-aligned observation model (ours, :mod:`dmn_localizer.model.aligned`) and its
+# ablation without the column warp -> the model's ``warp`` option
+ALIGNED_METHODS = {'aligned': True, 'aligned_no_warp': False}
 # the methods that need a model file
-MODEL_METHODS = tuple(DMN_METHODS) + tuple(BASELINE_METHODS)
+MODEL_METHODS = tuple(DMN_METHODS) + tuple(BASELINE_METHODS) + tuple(ALIGNED_METHODS)
+# the methods scored by a learned likelihood with all particles over the map's contexts:
+# they take --nearest-contexts and get the image-use twins (query/context images shuffled)
+LIKELIHOOD_METHODS = tuple(DMN_METHODS) + tuple(ALIGNED_METHODS)
+DIAGNOSTIC_METHODS = ('dmn', 'aligned')
 METHODS = MODEL_METHODS + ('closest_context', 'uninformed')
 
 
 def model_mismatch(method, config):
     """Why a model with ``config`` (DMNConfig) cannot stand for ``method``, or ''."""
-    needed = BASELINE_METHODS.get(method, 'dmn')
+    needed = BASELINE_METHODS.get(method, 'aligned' if method in ALIGNED_METHODS else 'dmn')
     if config.architecture != needed:
         return (f'{method} needs a model with architecture {needed!r}, got '
                 f'{config.architecture!r}')
     if method in BASELINE_METHODS:
+        return ''
+    if method in ALIGNED_METHODS:
+        if config.warp != ALIGNED_METHODS[method]:
+            return f'{method} needs a model with warp {ALIGNED_METHODS[method]}'
         return ''
     attention, egocentric = DMN_METHODS[method]
     if (config.attention != 'uniform') != attention:
@@ -189,7 +204,7 @@ def run_method(method, model, episodes, mode, k, cfg: EvalConfig, n_contexts=Non
         particles = _initial(batch, mode, k, cfg, gen)
         if method in MODEL_METHODS:   # (a regression model's rollout has no filter)
             chunk = max(1, cfg.particle_budget // (len(batch) * n_contexts))
-            nearest = cfg.nearest_contexts if method in DMN_METHODS else 0
+            nearest = cfg.nearest_contexts if method in LIKELIHOOD_METHODS else 0
             est = rollout(model, batch, particles, fcfg, gen, chunk=chunk,
                           nearest_contexts=nearest)['estimates']
         elif method == 'uninformed':
@@ -227,7 +242,7 @@ def evaluate(model, episodes, methods, cfg: EvalConfig, device='cpu'):
         g = run_method(method, model, episodes, 'global', cfg.k_global, cfg, device=device)
         t = run_method(method, model, episodes, 'tracking', cfg.k_tracking, cfg, device=device)
         results[method] = summarise(g, t, cfg)
-        if method == 'dmn' and cfg.diagnostic:
+        if method in DIAGNOSTIC_METHODS and cfg.diagnostic:
             for what in ('query', 'context'):
                 gs = run_method(method, model, episodes, 'global', cfg.k_global, cfg,
                                 device=device, shuffle=what)
@@ -247,13 +262,13 @@ def markdown_table(results, cfg: EvalConfig):
     for m, r in results.items():
         lines.append(f'| {m} | {100 * r["success@1"]:.1f}% | {100 * r[f"success@{T}"]:.1f}% '
                      f'| {r[f"rmse@{T}"]:.2f} |')
-    d = results.get('dmn', {})
-    for what in ('query', 'context'):
-        if f'success@1_shuffled_{what}' in d:
-            lines.append(f'| dmn, {what} images shuffled | '
-                         f'{100 * d[f"success@1_shuffled_{what}"]:.1f}% | '
-                         f'{100 * d[f"success@{T}_shuffled_{what}"]:.1f}% | '
-                         f'{d[f"rmse@{T}_shuffled_{what}"]:.2f} |')
+    for m, d in results.items():
+        for what in ('query', 'context'):
+            if f'success@1_shuffled_{what}' in d:
+                lines.append(f'| {m}, {what} images shuffled | '
+                             f'{100 * d[f"success@1_shuffled_{what}"]:.1f}% | '
+                             f'{100 * d[f"success@{T}_shuffled_{what}"]:.1f}% | '
+                             f'{d[f"rmse@{T}_shuffled_{what}"]:.2f} |')
     return '\n'.join(lines)
 
 
@@ -292,6 +307,6 @@ def likelihood_map(model, episode, n_contexts, resolution_m=1.0, n_yaw=8, t=0, d
     return ll.max(-1).values.cpu().numpy(), (0.0, size, 0.0, size)
 
 
-__all__ = ['EvalConfig', 'evaluate', 'likelihood_map', 'load_episodes', 'markdown_table',
-           'METHODS', 'BASELINE_METHODS', 'DMN_METHODS', 'MODEL_METHODS', 'model_mismatch',
-           'run_method', 'summarise', 'sweep']
+__all__ = ['ALIGNED_METHODS', 'EvalConfig', 'evaluate', 'likelihood_map', 'load_episodes',
+           'markdown_table', 'METHODS', 'BASELINE_METHODS', 'DMN_METHODS', 'MODEL_METHODS',
+           'model_mismatch', 'run_method', 'summarise', 'sweep']

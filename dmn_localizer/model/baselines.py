@@ -38,6 +38,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from dmn_localizer.model.aligned import AlignedModel
 from dmn_localizer.model.config import DMNConfig
 from dmn_localizer.model.dmn import (_conv, _stack, check_images, CNN6_DIM,
                                      constant_channel_maps, DMN, EMBED_DIM, FC_DIM, FEAT4_DIM,
@@ -349,7 +350,8 @@ class PoseRegression(DMN):
 
 
 ARCHITECTURE_CLASSES = {'dmn': DMN, 'latent_image': LatentImageMap,
-                        'latent_vector': LatentVectorMap, 'regression': PoseRegression}
+                        'latent_vector': LatentVectorMap, 'regression': PoseRegression,
+                        'aligned': AlignedModel}
 
 
 def build_model(config: DMNConfig = None):

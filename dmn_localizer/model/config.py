@@ -7,7 +7,9 @@ ATTENTION_MODES = ('softmax', 'linear', 'sigmoid', 'uniform')
 QUERY_TRUNK_SHARING = ('cnn3', 'cnn1', 'none')
 # 'dmn' (the paper's DMN, :mod:`dmn_localizer.model.dmn`) or one of the paper's baselines
 # (:mod:`dmn_localizer.model.baselines`)
-ARCHITECTURES = ('dmn', 'latent_image', 'latent_vector', 'regression')
+# (:mod:`dmn_localizer.model.baselines`), or 'aligned', the geometry-aligned observation model
+# (:mod:`dmn_localizer.model.aligned`)
+ARCHITECTURES = ('dmn', 'latent_image', 'latent_vector', 'regression', 'aligned')
 LATENT_MAPS = ('latent_image', 'latent_vector')
 
 
@@ -51,12 +53,20 @@ class DMNConfig:
     # Weight init: He (Kaiming) for relu layers; the last FC layer starts this many times
     # smaller than a unit-gain init so the initial log-likelihoods are near zero.
     last_layer_init_scale: float = 0.1
+    # architecture 'aligned' only (the DMN options above must keep their defaults there):
+    # the horizontal field of view (degrees) of the camera it is trained for (a loaded model
+    # adapts to another camera with set_camera), the length of its unit column features and
+    # descriptor, and whether it warps columns by geometry (False: the ablation that compares
+    # column j with column j and sees the relative pose only through its pose features).
+    hfov_deg: float = 90.0
+    feature_dim: int = 32
+    warp: bool = True
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f'architecture must be one of {ARCHITECTURES}, '
                              f'got {self.architecture!r}')
-        if self.architecture in LATENT_MAPS:
+        if self.architecture in LATENT_MAPS + ('aligned',):
             changed = [f for f in ('attention', 'attention_temperature', 'query_trunk_sharing',
                                    'egocentric') if getattr(self, f) != getattr(DMNConfig, f)]
             if changed:
@@ -74,6 +84,15 @@ class DMNConfig:
         if self.image_size % 4 or self.image_size < 8:
             raise ValueError(f'image_size must be a multiple of 4 and >= 8, '
                              f'got {self.image_size}')
+        if self.architecture == 'aligned' and self.image_size % 8:
+            raise ValueError(f"image_size must be a multiple of 8 for architecture 'aligned', "
+                             f'got {self.image_size}')
+        if not 1.0 <= self.hfov_deg < 180.0:
+            raise ValueError(f'hfov_deg must be within [1, 180), got {self.hfov_deg}')
+        if self.feature_dim < 1:
+            raise ValueError('feature_dim must be positive')
+        if self.architecture != 'aligned' and not self.warp:
+            raise ValueError("warp: an option of architecture 'aligned' only")
         if self.coord_scale_m <= 0:
             raise ValueError('coord_scale_m must be positive')
 

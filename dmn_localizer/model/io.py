@@ -29,6 +29,9 @@ from dmn_localizer.safetensors_file import read_header
 logger = logging.getLogger(__name__)
 
 FORMAT = 'dmn_localizer.model'
+LOCALIZER_ARCHITECTURES = ('dmn', 'aligned')
+"""The observation models the localizer, the mapper and replay run: a particle log-likelihood
+over a map of contexts, with the nearest-context path (``log_likelihood_selected``)."""
 VERSION = 1
 
 
@@ -107,6 +110,8 @@ def load_model(path, device='cpu', architecture=None):
     ``architecture`` (a :class:`~dmn_localizer.model.dmn.DMN` or a baseline) in eval mode.
     With ``architecture`` given, a model of another one is a UserError naming the file.
 
+    ``architecture`` may also be a tuple of accepted ones (e.g. :data:`LOCALIZER_ARCHITECTURES`).
+
     ``model.model_id`` and ``model.card`` carry the card. Raises FileFormatError (naming the
     file) for truncated, corrupted, mismatched or foreign files.
     """
@@ -116,8 +121,10 @@ def load_model(path, device='cpu', architecture=None):
         config = DMNConfig.from_dict(card['config'])
     except (KeyError, TypeError, ValueError) as exc:
         raise FileFormatError(card_path, f'bad config ({exc})') from None
-    if architecture is not None and config.architecture != architecture:
-        raise UserError(f'{card_path}: a {config.architecture} model, {architecture} needed')
+    accepted = (architecture,) if isinstance(architecture, str) else architecture
+    if accepted is not None and config.architecture not in accepted:
+        raise UserError(f'{card_path}: a {config.architecture} model, '
+                        f'{" or ".join(accepted)} needed')
     state = read_safetensors(weights_path)
     model = build_model(config)
     try:

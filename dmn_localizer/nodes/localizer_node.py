@@ -54,9 +54,9 @@ def level_rank(level):
 
 
 def load_model_file(path):
-    from dmn_localizer.model.io import load_model
+    from dmn_localizer.model.io import load_model, LOCALIZER_ARCHITECTURES
     path = Path(path) if path else default_model_path()
-    return load_model(path, architecture='dmn'), path
+    return load_model(path, architecture=LOCALIZER_ARCHITECTURES), path
 
 
 class LocalizerNode(Node):

@@ -59,7 +59,7 @@ class MapperNode(Node):
         """The DMN whose CNN1 embeds each new context (the localizer reuses the embeddings
         when it runs the same model). Without a model file the map keeps images only."""
         from dmn_localizer.localizer import select_device
-        from dmn_localizer.model.io import load_model
+        from dmn_localizer.model.io import load_model, LOCALIZER_ARCHITECTURES
         from dmn_localizer.resources import default_model_path
         path = Path(cfg.model) if cfg.model else default_model_path()
         if not path.is_file():
@@ -71,7 +71,7 @@ class MapperNode(Node):
             device = select_device(cfg.device)
         except ValueError as exc:
             raise UserError(str(exc)) from None
-        model = load_model(path, device, architecture='dmn')
+        model = load_model(path, device, architecture=LOCALIZER_ARCHITECTURES)
         if model.config.image_size != cfg.image_size:
             raise UserError(f'image_size {cfg.image_size} does not match the model '
                             f'({model.config.image_size})')

@@ -1,0 +1,84 @@
+"""Simulated worlds held in memory as views (image, pose, true column depth) for the view-pair
+recipe of the aligned model (:mod:`dmn_localizer.training.view_pairs`).
+
+A world of a dataset (:mod:`dmn_localizer.data.dataset`) has ``Kc`` context views and ``R``
+trajectories of ``L`` steps; here they are one list of ``V = Kc + R * L`` views per world, the
+first ``Kc`` being the context pool. The true depth of every view's columns is ray-cast on the
+world's stored layout (:func:`~dmn_localizer.data.column_depth.column_depths`). A dataset
+without layouts (built from bags) has no depth: ``depth`` is NaN there and the depth loss skips
+it.
+"""
+from dataclasses import dataclass
+import logging
+
+import numpy as np
+from tqdm import tqdm
+
+from dmn_localizer.data.column_depth import column_depths
+from dmn_localizer.data.dataset import open_dataset
+from dmn_localizer.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ViewWorlds:
+    images: np.ndarray       # (W, V, S, S, 3) uint8
+    poses: np.ndarray        # (W, V, 3) float32
+    depth: np.ndarray        # (W, V, J) float32 true column depths (NaN: unknown)
+    n_context: int           # Kc: views [0, Kc) of a world are its context pool
+    hfov_deg: float
+    world_size: float
+    domain: str
+
+    @property
+    def n_worlds(self):
+        return self.images.shape[0]
+
+
+def load_view_worlds(path, columns, max_worlds=None, progress=True):
+    """Every world of the dataset at ``path`` (at most ``max_worlds``) with the true depth of
+    ``columns`` columns per view."""
+    ds = open_dataset(path)
+    m = ds.manifest
+    camera = m.get('camera') or {}
+    if 'hfov_deg' not in camera:
+        raise UserError(f'{path}: the manifest records no camera field of view')
+    hfov = float(camera['hfov_deg'])
+    imgs, poses, depth = [], [], []
+    n = 0
+    bar = tqdm(total=max_worlds or ds.n_worlds, desc=f'loading {path}', unit='world',
+               disable=not progress)
+    for si in range(len(m['shards'])):
+        a = ds.load_shard(si)
+        w = len(a['world_seeds'])
+        for wi in range(w):
+            if max_worlds is not None and n >= max_worlds:
+                break
+            traj = a['traj_images'][wi]
+            v_img = np.concatenate([a['context_images'][wi],
+                                    traj.reshape((-1,) + traj.shape[2:])])
+            v_pose = np.concatenate([a['context_poses'][wi], a['traj_poses'][wi].reshape(-1, 3)])
+            g = int(a['layout_sizes'][wi])
+            layout = a['layouts'][wi, :g, :g]
+            if g and layout.any():
+                d = column_depths(layout, float(a['layout_resolution_m'][wi]), v_pose, columns,
+                                  hfov, max_depth_m=float(m['world_size_m']))
+            else:
+                d = np.full((len(v_pose), columns), np.nan, np.float32)
+            imgs.append(v_img)
+            poses.append(v_pose.astype(np.float32))
+            depth.append(d)
+            n += 1
+            bar.update(1)
+        if max_worlds is not None and n >= max_worlds:
+            break
+    bar.close()
+    if not imgs:
+        raise UserError(f'{path}: no worlds')
+    return ViewWorlds(np.stack(imgs), np.stack(poses), np.stack(depth),
+                      int(m['contexts_per_world']), hfov, float(m['world_size_m']),
+                      str(m['domain']))
+
+
+__all__ = ['load_view_worlds', 'ViewWorlds']
