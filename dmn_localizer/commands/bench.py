@@ -134,8 +134,8 @@ def run(args):
         if arch != 'aligned':
             raise UserError(f'--aligned-model {args.aligned_model}: a {arch} model')
     threads = args.threads or len(os.sched_getaffinity(0))
-    result = run_benchmark(aligned_model=aligned, device=device, quick=args.quick, options=args.options,
-                           threads=threads, model=model, seed=args.seed,
+    result = run_benchmark(device=device, quick=args.quick, options=args.options,
+                           aligned_model=aligned, threads=threads, model=model, seed=args.seed,
                            repeats=1 if args.quick else args.repeats,
                            max_seconds=min(args.max_seconds, 10.0) if args.quick
                            else args.max_seconds,
