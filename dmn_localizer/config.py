@@ -67,13 +67,14 @@ class LocalizerConfig:
     map_file: str = param('', 'Map file written by the mapper (~/save_map)')
     image_size: int = param(32, 'Images are resized to this square size', 8, 512)
     device: str = param('auto', "Torch device: 'auto', 'cpu' or 'cuda'")
-    precision: str = param('fp32', "Observation model arithmetic: 'fp32', or 'bf16' (autocast "
-                           'for the convolutions, attention in fp32: 1.2-1.8x faster on a CPU '
-                           'with AVX512-BF16, log-likelihoods within 0.012 nats of fp32)')
+    precision: str = param('fp32', "Observation model arithmetic: 'fp32', or 'bf16' (bf16 "
+                           'autocast for the convolutions, attention in fp32: faster where '
+                           'the CPU or GPU has bf16 instructions, log-likelihoods close to '
+                           'fp32)')
     nearest_contexts: int = param(8, 'Each particle attends to this many nearest map contexts '
-                                  '(0 = all): per-update cost stays flat as the map grows; '
-                                  '4-8 (as in training) localized best on a dense map, all '
-                                  'contexts worst', 0, 100000)
+                                  '(0 = all), so the update cost does not grow with the map; '
+                                  'best near the context count the model was trained with',
+                                  0, 100000)
     # particle filter (AMCL names where they exist)
     num_particles: int = param(256, 'Particles when tracking from an initial pose', 1, 1000000)
     global_num_particles: int = param(2048, 'Particles for global localization', 1, 1000000)
