@@ -67,6 +67,9 @@ class LocalizerConfig:
     map_file: str = param('', 'Map file written by the mapper (~/save_map)')
     image_size: int = param(32, 'Images are resized to this square size', 8, 512)
     device: str = param('auto', "Torch device: 'auto', 'cpu' or 'cuda'")
+    camera_hfov_deg: float = param(0.0, "The camera's horizontal field of view (degrees) for "
+                                   'models that use the camera geometry (architecture '
+                                   "aligned); 0 = the model's training camera", 0.0, 179.0)
     precision: str = param('fp32', "Observation model arithmetic: 'fp32', or 'bf16' (bf16 "
                            'autocast for the convolutions, attention in fp32: faster where '
                            'the CPU or GPU has bf16 instructions, log-likelihoods close to '

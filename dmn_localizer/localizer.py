@@ -102,6 +102,12 @@ class Localizer:
         self.device = torch.device(device)
         if config.precision not in PRECISIONS:
             raise ValueError(f"precision must be 'fp32' or 'bf16', not {config.precision!r}")
+        if config.camera_hfov_deg > 0:
+            if not hasattr(model, 'set_camera'):
+                logger.warning('camera_hfov_deg is ignored: a %s model does not use the '
+                               'camera geometry', model.config.architecture)
+            else:
+                model.set_camera(config.camera_hfov_deg)
         self.generator = torch.Generator().manual_seed(seed)
         self.base_from_camera = torch.tensor(base_from_camera, dtype=torch.float32)
         self.chunk = chunk

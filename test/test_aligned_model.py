@@ -224,3 +224,26 @@ def test_tiny_training_learns_to_compare_views(maze_data, tmp_path):
     assert (tmp_path / 'run' / 'curve.png').stat().st_size > 1000
     model = load_model(tmp_path / 'run' / 'final', architecture='aligned')
     assert model.card['metadata']['steps'] == 240
+
+
+def test_localizer_runs_an_aligned_model_with_the_configured_camera(maze_data):
+    """The localizer core with an aligned model: the camera parameter reaches the model,
+    the nearest-context path scores every particle, the estimate is finite."""
+    from dmn_localizer.config import LocalizerConfig
+    from dmn_localizer.data.dataset import open_dataset
+    from dmn_localizer.localizer import Localizer
+    from dmn_localizer.view_map import ViewMap
+    ds = open_dataset(maze_data / 'val')
+    ep = next(ds.iter_episodes(12, 3, seed=0))
+    model = _model()
+    cfg = LocalizerConfig(num_particles=64, global_num_particles=256, nearest_contexts=4,
+                          camera_hfov_deg=80.0)
+    loc = Localizer(model, cfg)
+    assert model.hfov_deg == 80.0
+    loc.set_map(ViewMap(images=ep.context_images, poses=ep.context_poses.astype(np.float64)))
+    loc.init_global()
+    for image in ep.query_images:
+        loc.update(image, force=True)
+        assert torch.isfinite(loc.log_weights).all()
+    mean, cov = loc.estimate()
+    assert np.isfinite(np.asarray(mean)).all() and np.isfinite(np.asarray(cov)).all()

@@ -64,7 +64,8 @@ class LocalizerNode(Node):
         super().__init__('localizer', **kwargs)
         self.config = cfg = declare_config(self, LocalizerConfig)
         refuse_changes(self, ['image_topic', 'image_transport', 'odom_topic', 'model',
-                              'image_size', 'device', 'precision', 'initial_pose_topic'])
+                              'image_size', 'device', 'precision', 'initial_pose_topic',
+                              'camera_hfov_deg'])
         try:
             device = select_device(cfg.device)
         except ValueError as exc:
