@@ -68,9 +68,10 @@ def test_two_processes_equal_one_with_the_global_batch(runs):
     va = torch.cat([a[n].flatten() for n in a])
     vb = torch.cat([b[n].flatten() for n in a])
     # float summation order differs; Adam turns a 1e-7 gradient difference on a near-zero
-    # gradient into up to ~lr (3e-4) per step on that element, so: tiny overall, bounded max
+    # gradient into up to ~lr (3e-4) per step on that element, so: tiny overall, and at most
+    # ~lr per step (3 steps) on any element (2.4e-4 measured on a 2-core AMD EPYC machine)
     assert float((va - vb).norm() / vb.norm()) < 1e-5
-    assert float((va - vb).abs().max()) < 2e-4
+    assert float((va - vb).abs().max()) < 3 * 3e-4
     # training moved the weights (this is not a comparison of two copies of the init)
     torch.manual_seed(3)  # the config's seed: train() builds the model right after seeding
     init = DMN(DMNConfig(image_size=16)).state_dict()
