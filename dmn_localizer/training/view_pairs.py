@@ -30,6 +30,7 @@ Outputs in the run folder: ``best`` (highest ``pose_top1`` then ``val_success@5`
 :func:`train_view_pairs`), ``last``, ``final``, ``log.csv`` and ``curve.png`` (metrics against
 wall time). Ctrl-C stops after the current step and still writes ``final``.
 """
+import dataclasses
 from dataclasses import asdict, dataclass, field
 import csv
 import logging
@@ -413,9 +414,12 @@ def train_view_pairs(cfg: ViewPairConfig, out_dir, progress=True):
     mcfg = cfg.model_config(train.hfov_deg)
     if cfg.init_from:
         model = load_model(cfg.init_from, device=device, architecture='aligned')
-        if model.config != mcfg:
+        # the camera is the data's, not the source model's: only the network must agree
+        if dataclasses.replace(model.config, hfov_deg=mcfg.hfov_deg) != mcfg:
             raise UserError(f'{cfg.init_from}: its config differs from the run\'s model '
                             f'({model.config} != {mcfg})')
+        model.config = mcfg
+        model.set_camera(mcfg.hfov_deg)
     else:
         from dmn_localizer.model import build_model
         model = build_model(mcfg).to(device)
