@@ -71,7 +71,7 @@ import sys
 import time
 from pathlib import Path
 
-from dmn_localizer.allocator import keep_freed_memory, release_free_memory
+from dmn_localizer.util.allocator import keep_freed_memory, release_free_memory
 
 logger = logging.getLogger(__name__)
 

@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from dmn_localizer import replay as core
-from dmn_localizer.atomic import atomic_path
 from dmn_localizer.bags import messages as M
 from dmn_localizer.errors import UserError
-from dmn_localizer.processes import start_child, stop_children
+from dmn_localizer.util.atomic import atomic_path
+from dmn_localizer.util.processes import start_child, stop_children
 
 STOP_TIMEOUT_S = 10.0
 
@@ -99,7 +99,7 @@ def localize_live(view_map, stream, bag, model_path, out, topics, mode='global',
     """Run the node over ``bag``; returns (Track, extra metrics). Writes OUT/map.dmnmap and,
     when the node has stopped, OUT/node.log (its console output)."""
     from dmn_localizer.commands.run_nodes import node_command
-    from dmn_localizer.resources import config_path
+    from dmn_localizer.util.resources import config_path
 
     if not rate > 0:
         raise UserError('--rate must be > 0')

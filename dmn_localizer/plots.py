@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from dmn_localizer.atomic import write_bytes
+from dmn_localizer.util.atomic import write_bytes
 
 
 def figure(**kwargs):

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from dmn_localizer.atomic import atomic_path, remove_temp_files, write_text
 from dmn_localizer.bags import messages as M
 from dmn_localizer.bags.read import IMAGE_TYPES, POSE_TYPES, decode_image, read_pairs
 from dmn_localizer.errors import UserError
@@ -21,6 +20,7 @@ from dmn_localizer.geometry import quaternion_to_yaw, wrap_angle
 from dmn_localizer.images import resize_square
 from dmn_localizer.keyframes import is_new_keyframe
 from dmn_localizer.odometry import OdometryBuffer
+from dmn_localizer.util.atomic import atomic_path, remove_temp_files, write_text
 from dmn_localizer.view_map import ViewMap
 
 logger = logging.getLogger(__name__)

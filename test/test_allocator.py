@@ -14,7 +14,7 @@ import pytest
 CHILD = r'''
 import json, resource, sys
 import numpy as np, torch
-from dmn_localizer.allocator import keep_freed_memory
+from dmn_localizer.util.allocator import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == 'keep' else None
 torch.set_num_threads(1)
 torch.manual_seed(0)

@@ -58,7 +58,7 @@ def replay(args, quiet=False):
     from dmn_localizer.config import LocalizerConfig
     from dmn_localizer.localizer import Localizer, select_device
     from dmn_localizer.model.io import load_model, LOCALIZER_ARCHITECTURES
-    from dmn_localizer.resources import default_model_path
+    from dmn_localizer.util.resources import default_model_path
     from dmn_localizer.view_map import ViewMap
 
     torch.manual_seed(args.seed)

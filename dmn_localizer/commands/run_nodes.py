@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from dmn_localizer.errors import UserError
-from dmn_localizer.processes import start_child, stop_children
-from dmn_localizer.resources import config_path
+from dmn_localizer.util.processes import start_child, stop_children
+from dmn_localizer.util.resources import config_path
 
 HELP = 'Start the mapper or localizer node (what the launch files start), no ros2 needed.'
 

@@ -25,9 +25,9 @@ from geometry_msgs.msg import PoseWithCovarianceStamped
 from rclpy.executors import ExternalShutdownException
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from dmn_localizer.atomic import atomic_path
 from dmn_localizer.nodes.conversions import xyyaw_to_pose
 from dmn_localizer.nodes.recorder import Recorder
+from dmn_localizer.util.atomic import atomic_path
 
 PLAY_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 

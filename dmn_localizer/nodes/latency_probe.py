@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dmn_localizer.processes import start_child, stop_children
+from dmn_localizer.util.processes import start_child, stop_children
 
 
 def _env(domain_id):

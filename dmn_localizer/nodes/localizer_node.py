@@ -44,7 +44,7 @@ from dmn_localizer.nodes.conversions import (checked_stamp_to_sec, pose_to_xyyaw
                                              poses_to_pose_array, sec_to_stamp, xyyaw_to_pose)
 from dmn_localizer.nodes.parameters import declare_config, refuse_changes
 from dmn_localizer.odometry import OdometryBuffer
-from dmn_localizer.resources import default_model_path
+from dmn_localizer.util.resources import default_model_path
 from dmn_localizer.view_map import ViewMap
 
 

@@ -60,7 +60,7 @@ class MapperNode(Node):
         when it runs the same model). Without a model file the map keeps images only."""
         from dmn_localizer.localizer import select_device
         from dmn_localizer.model.io import load_model, LOCALIZER_ARCHITECTURES
-        from dmn_localizer.resources import default_model_path
+        from dmn_localizer.util.resources import default_model_path
         path = Path(cfg.model) if cfg.model else default_model_path()
         if not path.is_file():
             warn(self, f'no model at {path}: the map stores images only (the localizer embeds '

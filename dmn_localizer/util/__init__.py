@@ -1,0 +1,1 @@
+"""Infrastructure: atomic files, allocator, child processes, data paths, safetensors headers."""
