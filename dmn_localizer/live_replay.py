@@ -5,9 +5,9 @@ Pure orchestration (no rclpy here): two child processes,
 - the localizer node, started exactly as ``dmn-localizer run localize`` starts it (same
   command line, ``config/localizer.yaml`` plus ``-p`` overrides), with the map saved to
   ``OUT/map.dmnmap``;
-- :mod:`dmn_localizer.nodes.bag_player`, which publishes the bag's image and odometry messages
-  unchanged (original header stamps) at the bag's pace times ``rate`` and records the node's
-  ``localizer/pose`` (and particle snapshots, ``/diagnostics``) into a temporary .npz.
+- :mod:`dmn_localizer.nodes.tools.bag_player`, which publishes the bag's image and odometry
+  messages unchanged (original header stamps) at the bag's pace times ``rate`` and records the
+  node's ``localizer/pose`` (and particle snapshots, ``/diagnostics``) into a temporary .npz.
 
 The node runs on wall time (``use_sim_time`` false): it uses only header stamps for filtering,
 pairing and its outputs, so no /clock is needed. The recorded estimates are paired with the
@@ -121,8 +121,8 @@ def localize_live(view_map, stream, bag, model_path, out, topics, mode='global',
     env = child_env(domain_id)
     with tempfile.TemporaryDirectory(prefix='dmn_live_') as tmp:
         record, log_path = Path(tmp) / 'record.npz', Path(tmp) / 'node.log'
-        player_cmd = [sys.executable, '-m', 'dmn_localizer.nodes.bag_player', '--bag', str(bag),
-                      '--topic', topics.image, '--topic', topics.odom,
+        player_cmd = [sys.executable, '-m', 'dmn_localizer.nodes.tools.bag_player',
+                      '--bag', str(bag), '--topic', topics.image, '--topic', topics.odom,
                       '--image-topic', topics.image, '--record', str(record),
                       '--rate', repr(float(rate)), '--startup-timeout', str(startup_timeout),
                       '--settle', str(settle)]

@@ -70,7 +70,7 @@ def node_latency(model, args):
     """Image-in to pose-out latency through the real localizer node at K = 256 and 2048."""
     import tempfile
 
-    from dmn_localizer.nodes.latency_probe import measure
+    from dmn_localizer.nodes.tools.latency_probe import measure
     if args.node_frames < 1:
         raise UserError('--node-frames must be >= 1')
     with tempfile.TemporaryDirectory() as tmp:
