@@ -11,10 +11,11 @@ Pure orchestration (no rclpy here): two child processes,
 
 The node runs on wall time (``use_sim_time`` false): it uses only header stamps for filtering,
 pairing and its outputs, so no /clock is needed. The recorded estimates are paired with the
-bag's ground truth at their header stamps, giving a :class:`~dmn_localizer.replay.Track` for
-the same metrics and outputs as offline. Children run in their own session and get SIGINT when
-this process dies (Linux); Ctrl-C or any error here stops them (SIGINT, then SIGTERM, then
-SIGKILL) before the exception propagates, so no node is left running.
+bag's ground truth at their header stamps, giving a
+:class:`~dmn_localizer.replay.offline.Track` for the same metrics and outputs as offline.
+Children run in their own session and get SIGINT when this process dies (Linux); Ctrl-C or any
+error here stops them (SIGINT, then SIGTERM, then SIGKILL) before the exception propagates, so
+no node is left running.
 """
 import argparse
 import json
@@ -28,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dmn_localizer import replay as core
 from dmn_localizer.bags import messages as M
 from dmn_localizer.errors import UserError
+from dmn_localizer.replay import offline as core
 from dmn_localizer.util.atomic import atomic_path
 from dmn_localizer.util.processes import start_child, stop_children
 

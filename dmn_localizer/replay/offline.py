@@ -310,7 +310,7 @@ def write_outputs(track, metrics, out, view_map=None, layout=None):
                     stamps, np.asarray(poses)))
     finally:
         evo_log.setLevel(level)
-    from dmn_localizer.plots import plot_replay
+    from dmn_localizer.replay.plots import plot_replay
     pngs = plot_replay(track, metrics, out, view_map=view_map, layout=layout)
     write_text(out / 'metrics.json', json.dumps(metrics, indent=2) + '\n')
     return pngs
