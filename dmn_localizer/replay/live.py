@@ -33,7 +33,7 @@ from dmn_localizer.bags import messages as M
 from dmn_localizer.errors import UserError
 from dmn_localizer.replay import offline as core
 from dmn_localizer.util.atomic import atomic_path
-from dmn_localizer.util.processes import start_child, stop_children
+from dmn_localizer.util.processes import node_command, start_child, stop_children
 
 STOP_TIMEOUT_S = 10.0
 
@@ -99,7 +99,6 @@ def localize_live(view_map, stream, bag, model_path, out, topics, mode='global',
                   startup_timeout=180.0, settle=10.0, quiet=False):
     """Run the node over ``bag``; returns (Track, extra metrics). Writes OUT/map.dmnmap and,
     when the node has stopped, OUT/node.log (its console output)."""
-    from dmn_localizer.commands.run_nodes import node_command
     from dmn_localizer.util.resources import config_path
 
     if not rate > 0:
