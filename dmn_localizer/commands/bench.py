@@ -102,8 +102,8 @@ def node_latency_line(row):
 
 def run(args):
     import torch
-    from dmn_localizer.util.atomic import write_json
     from dmn_localizer.benchmark import format_table, run_benchmark
+    from dmn_localizer.util.atomic import write_json
     for name in ('repeats', 'ref_pairs', 'fast_pairs'):
         if getattr(args, name) < 1:
             raise UserError(f'--{name.replace("_", "-")} must be >= 1')

@@ -57,9 +57,9 @@ def replay(args, quiet=False):
 
     from dmn_localizer.config import LocalizerConfig
     from dmn_localizer.localization.localizer import Localizer, select_device
+    from dmn_localizer.mapping.view_map import ViewMap
     from dmn_localizer.model.io import load_model, LOCALIZER_ARCHITECTURES
     from dmn_localizer.util.resources import default_model_path
-    from dmn_localizer.mapping.view_map import ViewMap
 
     torch.manual_seed(args.seed)
     model = load_model(args.model or default_model_path(), architecture=LOCALIZER_ARCHITECTURES)
