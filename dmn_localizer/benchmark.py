@@ -5,7 +5,8 @@ Pure torch (no rclpy). :func:`run_benchmark` is what ``dmn-localizer bench`` run
 What is timed ("one observation update"), with the map built beforehand:
 
 * ``fast``: :meth:`DMN.encode_query` of one query image plus
-  :meth:`Localizer.log_likelihood <dmn_localizer.localizer.Localizer.log_likelihood>` for K
+  :meth:`Localizer.log_likelihood
+  <dmn_localizer.localization.localizer.Localizer.log_likelihood>` for K
   particles, i.e. exactly what the localizer node runs. Variant ``nearest_m``: each particle
   attends to its ``M`` nearest contexts (the node's default, M = 8; all contexts when
   ``Nc <= M``). Variant ``all_contexts``: every particle attends to all Nc contexts (in chunks
@@ -71,7 +72,7 @@ import sys
 import time
 from pathlib import Path
 
-from dmn_localizer.allocator import keep_freed_memory, release_free_memory
+from dmn_localizer.util.allocator import keep_freed_memory, release_free_memory
 
 logger = logging.getLogger(__name__)
 
@@ -328,8 +329,8 @@ class _Update:
             self.ctx_poses = torch.as_tensor(ctx_poses, dtype=torch.float32, device=dev)[None]
             return
         from dmn_localizer.config import LocalizerConfig
-        from dmn_localizer.localizer import Localizer
-        from dmn_localizer.view_map import ViewMap
+        from dmn_localizer.localization.localizer import Localizer
+        from dmn_localizer.mapping.view_map import ViewMap
         if cfg.variant == 'all_contexts':
             self.chunk = max(1, cfg.fast_pairs // cfg.Nc)
             m = 0

@@ -16,8 +16,8 @@ import os
 import sys
 
 from dmn_localizer import __version__
-from dmn_localizer.allocator import keep_freed_memory
 from dmn_localizer.errors import UserError
+from dmn_localizer.util.allocator import keep_freed_memory
 
 # subcommand -> module under dmn_localizer.commands
 COMMANDS = {

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from dmn_localizer.plots import figure, save_png
+from dmn_localizer.util.figures import figure, save_png
 
 
 def main(out, runs):

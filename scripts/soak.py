@@ -79,12 +79,12 @@ def rss_mb(pid):
 def prepare(args, tmp):
     """Model file, map file and the loop's poses and images."""
     import torch
+    from dmn_localizer.mapping.view_map import ViewMap
     from dmn_localizer.model.config import DMNConfig
     from dmn_localizer.model.dmn import DMN
     from dmn_localizer.model.io import load_model, save_model
     from dmn_localizer.sim.trajectories import random_trajectory
     from dmn_localizer.sim.world import make_world
-    from dmn_localizer.view_map import ViewMap
     if args.model:
         model_file = Path(args.model)
         size = load_model(model_file).config.image_size

@@ -78,10 +78,10 @@ def write_tiny_model_and_map(directory, poses):
     in ``directory``: ``tiny.safetensors`` and ``map.dmnmap``. Returns ``directory``."""
     import torch
 
+    from dmn_localizer.mapping.view_map import ViewMap
     from dmn_localizer.model.config import DMNConfig
     from dmn_localizer.model.dmn import DMN
     from dmn_localizer.model.io import save_model
-    from dmn_localizer.view_map import ViewMap
     torch.manual_seed(0)
     save_model(DMN(DMNConfig()), directory / 'tiny.safetensors')
     rng = np.random.default_rng(0)

@@ -231,8 +231,8 @@ def test_localizer_runs_an_aligned_model_with_the_configured_camera(maze_data):
     the nearest-context path scores every particle, the estimate is finite."""
     from dmn_localizer.config import LocalizerConfig
     from dmn_localizer.data.dataset import open_dataset
-    from dmn_localizer.localizer import Localizer
-    from dmn_localizer.view_map import ViewMap
+    from dmn_localizer.localization.localizer import Localizer
+    from dmn_localizer.mapping.view_map import ViewMap
     ds = open_dataset(maze_data / 'val')
     ep = next(ds.iter_episodes(12, 3, seed=0))
     model = _model()

@@ -14,15 +14,15 @@ import pytest
 CHILD = r'''
 import json, resource, sys
 import numpy as np, torch
-from dmn_localizer.allocator import keep_freed_memory
+from dmn_localizer.util.allocator import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == 'keep' else None
 torch.set_num_threads(1)
 torch.manual_seed(0)
 from dmn_localizer.config import LocalizerConfig
-from dmn_localizer.localizer import Localizer
+from dmn_localizer.localization.localizer import Localizer
+from dmn_localizer.mapping.view_map import ViewMap
 from dmn_localizer.model.config import DMNConfig
 from dmn_localizer.model.dmn import DMN
-from dmn_localizer.view_map import ViewMap
 rng = np.random.default_rng(0)
 vm = ViewMap()
 for i in range(12):

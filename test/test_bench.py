@@ -14,10 +14,10 @@ from dmn_localizer.benchmark import (BenchConfig, FlopModel, MemoryProbe, _Updat
                                      format_table, make_inputs, make_plan, measure)
 from dmn_localizer.cli import main
 from dmn_localizer.config import LocalizerConfig
-from dmn_localizer.localizer import Localizer, PAIRS_PER_CHUNK
+from dmn_localizer.localization.localizer import Localizer, PAIRS_PER_CHUNK
+from dmn_localizer.mapping.view_map import ViewMap
 from dmn_localizer.model.config import DMNConfig
 from dmn_localizer.model.dmn import DMN, images_to_tensor
-from dmn_localizer.view_map import ViewMap
 
 torch.set_num_threads(1)
 CPU = torch.device('cpu')

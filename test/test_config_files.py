@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from dmn_localizer.config import LocalizerConfig, MapperConfig
-from dmn_localizer.resources import config_path
+from dmn_localizer.util.resources import config_path
 
 
 @pytest.mark.parametrize('node,cls', [('mapper', MapperConfig), ('localizer', LocalizerConfig)])

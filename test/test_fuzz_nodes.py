@@ -20,9 +20,9 @@ from std_srvs.srv import Empty, Trigger
 
 from inprocess import (image_callback, make_node, ros_context, subscription_callback,
                        tee_publishers, write_tiny_model_and_map)
+from dmn_localizer.mapping.view_map import ViewMap
 from dmn_localizer.nodes.localizer_node import LocalizerNode
 from dmn_localizer.nodes.mapper_node import MapperNode
-from dmn_localizer.view_map import ViewMap
 
 EXAMPLES = int(os.environ.get('DMN_FUZZ_EXAMPLES', '30'))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,

@@ -16,7 +16,7 @@ import pytest
 
 from dmn_localizer.bags.simulate import simulate_bag
 from dmn_localizer.commands.replay import replay
-from dmn_localizer.resources import default_model_path
+from dmn_localizer.util.resources import default_model_path
 from test_replay import replay_args
 
 WORLD = 1_100_007

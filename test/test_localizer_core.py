@@ -8,11 +8,11 @@ import torch
 
 from dmn_localizer.config import LocalizerConfig
 from dmn_localizer.geometry import compose
-from dmn_localizer.localizer import Localizer, select_device
+from dmn_localizer.localization.localizer import Localizer, select_device
+from dmn_localizer.localization.odometry import OdometryBuffer
+from dmn_localizer.mapping.view_map import ViewMap
 from dmn_localizer.model.config import DMNConfig
 from dmn_localizer.model.dmn import DMN, images_to_tensor
-from dmn_localizer.odometry import OdometryBuffer
-from dmn_localizer.view_map import ViewMap
 
 
 def test_odometry_interpolation_and_delta():
@@ -147,7 +147,7 @@ def test_nearest_contexts_path(tiny_model):
 def test_bf16_precision_close_to_fp32(nearest):
     """precision 'bf16' (autocast) gives weights close to fp32's; bad values are refused."""
     from dmn_localizer.model.io import load_model
-    from dmn_localizer.resources import default_model_path
+    from dmn_localizer.util.resources import default_model_path
     model = load_model(default_model_path())      # the shipped weights: realistic values
     rng = np.random.default_rng(2)
     image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)

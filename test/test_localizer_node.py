@@ -14,13 +14,13 @@ from tf2_msgs.msg import TFMessage
 
 from conftest import start_python, stop_process
 from dmn_localizer.geometry import compose, quaternion_to_yaw
+from dmn_localizer.mapping.view_map import ViewMap
 from dmn_localizer.model.config import DMNConfig
 from dmn_localizer.model.dmn import DMN
 from dmn_localizer.model.io import save_model
 from dmn_localizer.nodes.common import LATCHED
 from dmn_localizer.nodes.conversions import pose_to_xyyaw, xyyaw_to_pose
 from dmn_localizer.sim.world import make_world
-from dmn_localizer.view_map import ViewMap
 
 MAP_FROM_ODOM = np.array([10.0, 12.0, 0.5])  # where the odom frame starts in the maze
 

@@ -20,12 +20,12 @@ from tf2_msgs.msg import TFMessage
 
 from conftest import start_python, stop_process
 from dmn_localizer.geometry import compose, inverse, quaternion_to_yaw
-from dmn_localizer.keyframes import is_new_keyframe
+from dmn_localizer.mapping.keyframes import is_new_keyframe
+from dmn_localizer.mapping.view_map import ViewMap
 from dmn_localizer.nodes.common import LATCHED
 from dmn_localizer.nodes.conversions import pose_to_xyyaw, xyyaw_to_pose
 from dmn_localizer.sim.trajectories import exploring_trajectory, random_trajectory
 from dmn_localizer.sim.world import make_world
-from dmn_localizer.view_map import ViewMap
 
 WORLD = 1_100_007         # test split: never seen in training
 FRAMES = 30

@@ -5,7 +5,7 @@ import os
 import torch
 
 from dmn_localizer.model import DMN, DMNConfig, save_model
-from dmn_localizer.nodes.latency_probe import measure
+from dmn_localizer.nodes.tools.latency_probe import measure
 
 
 def test_latency_probe_gets_poses_back(tmp_path):

@@ -119,8 +119,8 @@ def test_interrupted_write_leaves_no_metrics(data, offline, monkeypatch):
     there is no metrics.json vouching for a mixed set of files, and no temporary files."""
     import shutil
 
-    from dmn_localizer import plots
-    from dmn_localizer import replay as core
+    from dmn_localizer.replay import plots
+    from dmn_localizer.replay import offline as core
     src, metrics, _ = offline
     out = data[0] / 'interrupted'
     shutil.copytree(src, out)

@@ -17,10 +17,10 @@ from safetensors.numpy import save_file
 
 from conftest import REPO
 from dmn_localizer.errors import FileFormatError
+from dmn_localizer.mapping.view_map import FORMAT, ViewMap, tensors_digest
 from dmn_localizer.model.config import DMNConfig
 from dmn_localizer.model.dmn import DMN
 from dmn_localizer.model.io import save_model
-from dmn_localizer.view_map import FORMAT, ViewMap, tensors_digest
 
 
 def small_map(n=5, seed=0):
@@ -155,7 +155,7 @@ def test_round_trip_with_checksum(tmp_path):
 SAVER = '''
 import sys
 import numpy as np
-from dmn_localizer.view_map import ViewMap
+from dmn_localizer.mapping.view_map import ViewMap
 path, n, gen = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 images = np.random.default_rng(gen).integers(0, 255, (n, 32, 32, 3), dtype=np.uint8)
 while True:

@@ -16,9 +16,9 @@ import torch
 
 from dmn_localizer.config import LocalizerConfig
 from dmn_localizer.geometry import relative, wrap_angle
-from dmn_localizer.localizer import Localizer
-from dmn_localizer.odometry import OdometryBuffer
-from dmn_localizer.view_map import ViewMap
+from dmn_localizer.localization.localizer import Localizer
+from dmn_localizer.localization.odometry import OdometryBuffer
+from dmn_localizer.mapping.view_map import ViewMap
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE = np.zeros((32, 32, 3), np.uint8)

@@ -22,9 +22,9 @@ from conftest import start_python, stop_process
 from inprocess import (image_callback, make_node, rgb_msg, ros_context, stamp,
                        subscription_callback, tee_publishers, write_tiny_model_and_map)
 from dmn_localizer.images import ImageError, compressed_to_rgb
+from dmn_localizer.mapping.view_map import ViewMap
 from dmn_localizer.nodes.conversions import xyyaw_to_pose
 from dmn_localizer.nodes.localizer_node import LocalizerNode, level_rank
-from dmn_localizer.view_map import ViewMap
 
 SMALL = dict(num_particles=16, global_num_particles=32, health_samples=8, update_min_d=0.1)
 OUTPUTS = ['pose_pub', 'particles_pub', 'markers_pub', 'tf_pub', 'diag_pub']

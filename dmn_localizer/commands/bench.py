@@ -53,7 +53,7 @@ def add_arguments(parser):
 def _resolve_model(name):
     """The model path to load, or None for a random init (the shipped model is absent)."""
     from dmn_localizer.model.io import model_paths
-    from dmn_localizer.resources import default_model_path
+    from dmn_localizer.util.resources import default_model_path
     if name:
         weights, card = model_paths(name)
         for p in (weights, card):
@@ -70,7 +70,7 @@ def node_latency(model, args):
     """Image-in to pose-out latency through the real localizer node at K = 256 and 2048."""
     import tempfile
 
-    from dmn_localizer.nodes.latency_probe import measure
+    from dmn_localizer.nodes.tools.latency_probe import measure
     if args.node_frames < 1:
         raise UserError('--node-frames must be >= 1')
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,8 +102,8 @@ def node_latency_line(row):
 
 def run(args):
     import torch
-    from dmn_localizer.atomic import write_json
     from dmn_localizer.benchmark import format_table, run_benchmark
+    from dmn_localizer.util.atomic import write_json
     for name in ('repeats', 'ref_pairs', 'fast_pairs'):
         if getattr(args, name) < 1:
             raise UserError(f'--{name.replace("_", "-")} must be >= 1')

@@ -46,20 +46,20 @@ def add_arguments(parser):
 
 def replay(args, quiet=False):
     """The replay as an importable function; returns (metrics, [png paths])."""
-    from dmn_localizer import replay as core
+    from dmn_localizer.replay import offline as core
     check_arguments(args)
     topics = core.Topics(args.image_topic, args.odom_topic, args.truth_topic)
     types = core.check_bag(args.bag, topics)   # before the slow steps: fail fast
     if getattr(args, 'live', False):
-        from dmn_localizer.live_replay import check_types
+        from dmn_localizer.replay.live import check_types
         check_types(types, topics)
     import torch
 
     from dmn_localizer.config import LocalizerConfig
-    from dmn_localizer.localizer import Localizer, select_device
+    from dmn_localizer.localization.localizer import Localizer, select_device
+    from dmn_localizer.mapping.view_map import ViewMap
     from dmn_localizer.model.io import load_model, LOCALIZER_ARCHITECTURES
-    from dmn_localizer.resources import default_model_path
-    from dmn_localizer.view_map import ViewMap
+    from dmn_localizer.util.resources import default_model_path
 
     torch.manual_seed(args.seed)
     model = load_model(args.model or default_model_path(), architecture=LOCALIZER_ARCHITECTURES)
@@ -84,7 +84,7 @@ def replay(args, quiet=False):
     stream = core.read_stream(args.bag, topics, size)
     extra = {}
     if getattr(args, 'live', False):
-        from dmn_localizer.live_replay import localize_live
+        from dmn_localizer.replay.live import localize_live
         track, extra = localize_live(
             view_map, stream, args.bag, args.model or default_model_path(), args.out, topics,
             args.mode, k, size, args.rate or 1.0, args.device, args.ros_domain_id, quiet=quiet)

@@ -5,13 +5,12 @@ Each node runs as its own process (``python -m dmn_localizer.nodes.<node>``) wit
 ``--ros-args --params-file FILE``; Ctrl-C stops them cleanly (SIGINT, then SIGTERM).
 """
 import signal
-import sys
 import time
 from pathlib import Path
 
 from dmn_localizer.errors import UserError
-from dmn_localizer.processes import start_child, stop_children
-from dmn_localizer.resources import config_path
+from dmn_localizer.util.processes import node_command, start_child, stop_children
+from dmn_localizer.util.resources import config_path
 
 HELP = 'Start the mapper or localizer node (what the launch files start), no ros2 needed.'
 
@@ -34,24 +33,6 @@ def add_arguments(parser):
                         choices=['debug', 'info', 'warn', 'error', 'fatal'])
     parser.add_argument('-p', '--param', action='append', default=[], metavar='NAME:=VALUE',
                         help='extra parameter override (repeatable)')
-
-
-def node_command(module, node_name, params_file, args):
-    """The command line of one node process, as ``ros2 launch`` would start it."""
-    cmd = [sys.executable, '-m', module, '--ros-args', '-r', f'__node:={node_name}',
-           '--params-file', str(params_file), '--log-level', args.log_level,
-           '-p', f'use_sim_time:={"true" if args.use_sim_time else "false"}']
-    if args.namespace:
-        cmd += ['-r', f'__ns:=/{args.namespace.strip("/")}']
-    if args.map_file:
-        cmd += ['-p', f'map_file:={args.map_file}']
-    if args.model:
-        cmd += ['-p', f'model:={args.model}']
-    for p in args.param:
-        if ':=' not in p:
-            raise UserError(f'--param expects NAME:=VALUE, got {p!r}')
-        cmd += ['-p', p]
-    return cmd
 
 
 def start(args):

@@ -22,13 +22,13 @@ import time
 import numpy as np
 
 from dmn_localizer import __version__
-from dmn_localizer.atomic import remove_temp_files
 from dmn_localizer.data.dataset import (FORMAT, FORMAT_VERSION, MANIFEST, SPLIT_SEEDS,
                                         pack_layouts, write_manifest,
                                         write_shard)
 from dmn_localizer.geometry import WORLD_SIZE_M
 from dmn_localizer.sim.trajectories import sample_views
 from dmn_localizer.sim.world import generate_spec, make_renderer, domain_rng
+from dmn_localizer.util.atomic import remove_temp_files
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from dmn_localizer.plots import figure as _figure, save_png
+from dmn_localizer.util.figures import figure as _figure, save_png
 
 logger = logging.getLogger(__name__)
 

@@ -19,12 +19,12 @@ import json
 import logging
 from pathlib import Path
 
-from dmn_localizer.atomic import write_bytes as atomic_write_bytes
-from dmn_localizer.atomic import write_json as atomic_write_json
 from dmn_localizer.errors import FileFormatError, UserError
 from dmn_localizer.model.config import DMNConfig
 from dmn_localizer.model.baselines import build_model
-from dmn_localizer.safetensors_file import read_header
+from dmn_localizer.util.atomic import write_bytes as atomic_write_bytes
+from dmn_localizer.util.atomic import write_json as atomic_write_json
+from dmn_localizer.util.safetensors_file import read_header
 
 logger = logging.getLogger(__name__)
 

@@ -106,7 +106,7 @@ def run_node(node_class, name, args=None):
     import rclpy
     from rclpy.executors import ExternalShutdownException
 
-    from dmn_localizer.allocator import keep_freed_memory
+    from dmn_localizer.util.allocator import keep_freed_memory
     keep_freed_memory()  # steady update latency: no page faults for the temporaries
     rclpy.init(args=args)
     node = None

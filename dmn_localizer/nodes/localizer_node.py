@@ -15,8 +15,8 @@ map (none given, missing, corrupt or empty file) the node keeps running, publish
 reports the reason in diagnostics (ERROR) until ``~/load_map`` succeeds. Odometry time going
 backwards or jumping more than ``odom_jump_threshold`` restarts the odometry time base;
 missing odometry is a diagnostics WARN. All filter math, including the likelihood-collapse
-monitor and recovery, is in :mod:`dmn_localizer.localizer`; this file converts messages and
-keeps time.
+monitor and recovery, is in :mod:`dmn_localizer.localization.localizer`; this file converts
+messages and keeps time.
 """
 import math
 import sys
@@ -36,16 +36,16 @@ from visualization_msgs.msg import Marker, MarkerArray
 from dmn_localizer.config import LocalizerConfig
 from dmn_localizer.errors import FileFormatError, UserError
 from dmn_localizer.geometry import compose, inverse, yaw_to_quaternion
-from dmn_localizer.localizer import Localizer, select_device
+from dmn_localizer.localization.localizer import Localizer, select_device
+from dmn_localizer.localization.odometry import OdometryBuffer
+from dmn_localizer.mapping.view_map import ViewMap
 from dmn_localizer.nodes.common import (LATCHED, RELIABLE, camera_offset, run_node,
                                         subscribe_images,
                                         warn)
 from dmn_localizer.nodes.conversions import (checked_stamp_to_sec, pose_to_xyyaw,
                                              poses_to_pose_array, sec_to_stamp, xyyaw_to_pose)
 from dmn_localizer.nodes.parameters import declare_config, refuse_changes
-from dmn_localizer.odometry import OdometryBuffer
-from dmn_localizer.resources import default_model_path
-from dmn_localizer.view_map import ViewMap
+from dmn_localizer.util.resources import default_model_path
 
 
 def level_rank(level):

@@ -16,13 +16,13 @@ from std_srvs.srv import Trigger
 from dmn_localizer.config import MapperConfig
 from dmn_localizer.errors import UserError
 from dmn_localizer.geometry import compose
-from dmn_localizer.keyframes import is_new_keyframe
+from dmn_localizer.localization.sync import StampPairer
+from dmn_localizer.mapping.keyframes import is_new_keyframe
+from dmn_localizer.mapping.view_map import ViewMap
 from dmn_localizer.nodes.common import (LATCHED, camera_offset, subscribe_images,
                                         subscribe_poses, run_node, warn)
 from dmn_localizer.nodes.conversions import poses_to_pose_array
 from dmn_localizer.nodes.parameters import declare_config, refuse_changes
-from dmn_localizer.sync import StampPairer
-from dmn_localizer.view_map import ViewMap
 from geometry_msgs.msg import PoseArray
 
 
@@ -58,9 +58,9 @@ class MapperNode(Node):
     def load_model(self, cfg):
         """The DMN whose CNN1 embeds each new context (the localizer reuses the embeddings
         when it runs the same model). Without a model file the map keeps images only."""
-        from dmn_localizer.localizer import select_device
+        from dmn_localizer.localization.localizer import select_device
         from dmn_localizer.model.io import load_model, LOCALIZER_ARCHITECTURES
-        from dmn_localizer.resources import default_model_path
+        from dmn_localizer.util.resources import default_model_path
         path = Path(cfg.model) if cfg.model else default_model_path()
         if not path.is_file():
             warn(self, f'no model at {path}: the map stores images only (the localizer embeds '

@@ -21,10 +21,10 @@ import tempfile
 import cv2
 import numpy as np
 
-from dmn_localizer.atomic import write_bytes
 from dmn_localizer.geometry import WORLD_SIZE_M
 from dmn_localizer.sim.camera import camera_from_fov
 from dmn_localizer.sim.world import WorldSpec, domain_rng
+from dmn_localizer.util.atomic import write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -357,7 +357,7 @@ def plot_curve(rows, path):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    from dmn_localizer.atomic import atomic_path
+    from dmn_localizer.util.atomic import atomic_path
     val = [r for r in rows if r.get('pose_top1') not in (None, '')]
     if not val:
         return

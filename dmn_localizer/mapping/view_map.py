@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dmn_localizer.atomic import atomic_path
 from dmn_localizer.errors import FileFormatError
-from dmn_localizer.safetensors_file import read_header
+from dmn_localizer.util.atomic import atomic_path
+from dmn_localizer.util.safetensors_file import read_header
 
 FORMAT = 'dmn_localizer.map'
 VERSION = 1

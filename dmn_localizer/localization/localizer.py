@@ -188,7 +188,7 @@ class Localizer:
 
     def step(self, stamp, image, odometry, defer_health=False):
         """Consume an image taken at ``stamp`` (s), taking the egomotion since the previous
-        image from ``odometry`` (an :class:`~dmn_localizer.odometry.OdometryBuffer`).
+        image from ``odometry`` (an :class:`~dmn_localizer.localization.odometry.OdometryBuffer`).
         ``defer_health`` as in :meth:`update`.
 
         Returns the :class:`UpdateReport`, or None when the odometry does not cover the stamps

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 PACKAGE = 'dmn_localizer'
-_SOURCE_ROOT = Path(__file__).resolve().parents[1]
+_SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def share_dir():

@@ -1,14 +1,14 @@
 """Bag player and estimate recorder for ``dmn-localizer replay --live`` (one process).
 
-    python -m dmn_localizer.nodes.bag_player --bag BAG --topic /camera/image_raw --topic /odom
-        --image-topic /camera/image_raw --record FILE.npz [--rate R]
+    python -m dmn_localizer.nodes.tools.bag_player --bag BAG --topic /camera/image_raw
+        --topic /odom --image-topic /camera/image_raw --record FILE.npz [--rate R]
         [--initial-pose X Y YAW SX SY SYAW]
 
 Waits until the localizer node's subscriptions and ``localizer/pose`` publisher are matched,
 optionally sends ``initialpose``, then publishes the bag's serialized messages unchanged (header
 stamps as recorded) at the bag's pace scaled by ``--rate``, like ``ros2 bag play``. Meanwhile a
-:class:`~dmn_localizer.nodes.recorder.Recorder` records the node's estimates. After the last
-message it waits for the estimate of the last image (or ``--settle`` seconds without a new
+:class:`~dmn_localizer.nodes.tools.recorder.Recorder` records the node's estimates. After the
+last message it waits for the estimate of the last image (or ``--settle`` seconds without a new
 one) and writes FILE.npz atomically. Exit status: 0 done, 2 bad bag, 3 the node never came up
 (or went away), 130 interrupted (nothing written).
 """
@@ -25,9 +25,9 @@ from geometry_msgs.msg import PoseWithCovarianceStamped
 from rclpy.executors import ExternalShutdownException
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from dmn_localizer.atomic import atomic_path
 from dmn_localizer.nodes.conversions import xyyaw_to_pose
-from dmn_localizer.nodes.recorder import Recorder
+from dmn_localizer.nodes.tools.recorder import Recorder
+from dmn_localizer.util.atomic import atomic_path
 
 PLAY_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 

@@ -1,8 +1,9 @@
 """Offline bag replay: build a map from a mapping bag, localize over a query bag, score it.
 
-Pure core (rosbags + torch + numpy; no rclpy). The same :class:`~dmn_localizer.localizer.
-Localizer` the node uses consumes the bag's images and odometry in stamp order, so offline
-results equal what the node computes from the same messages. Metrics use ``evo``.
+Pure core (rosbags + torch + numpy; no rclpy). The same
+:class:`~dmn_localizer.localization.localizer.Localizer` the node uses consumes the bag's images
+and odometry in stamp order, so offline results equal what the node computes from the same
+messages. Metrics use ``evo``.
 """
 import json
 import logging
@@ -13,15 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from dmn_localizer.atomic import atomic_path, remove_temp_files, write_text
 from dmn_localizer.bags import messages as M
 from dmn_localizer.bags.read import IMAGE_TYPES, POSE_TYPES, decode_image, read_pairs
 from dmn_localizer.errors import UserError
 from dmn_localizer.geometry import quaternion_to_yaw, wrap_angle
 from dmn_localizer.images import resize_square
-from dmn_localizer.keyframes import is_new_keyframe
-from dmn_localizer.odometry import OdometryBuffer
-from dmn_localizer.view_map import ViewMap
+from dmn_localizer.localization.odometry import OdometryBuffer
+from dmn_localizer.mapping.keyframes import is_new_keyframe
+from dmn_localizer.mapping.view_map import ViewMap
+from dmn_localizer.util.atomic import atomic_path, remove_temp_files, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -309,7 +310,7 @@ def write_outputs(track, metrics, out, view_map=None, layout=None):
                     stamps, np.asarray(poses)))
     finally:
         evo_log.setLevel(level)
-    from dmn_localizer.plots import plot_replay
+    from dmn_localizer.replay.plots import plot_replay
     pngs = plot_replay(track, metrics, out, view_map=view_map, layout=layout)
     write_text(out / 'metrics.json', json.dumps(metrics, indent=2) + '\n')
     return pngs

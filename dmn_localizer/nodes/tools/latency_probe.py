@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dmn_localizer.processes import start_child, stop_children
+from dmn_localizer.util.processes import start_child, stop_children
 
 
 def _env(domain_id):
@@ -27,8 +27,8 @@ def _env(domain_id):
 
 
 def _make_map(path, image_size, contexts, seed=1_100_000):
+    from dmn_localizer.mapping.view_map import ViewMap
     from dmn_localizer.sim.world import make_world
-    from dmn_localizer.view_map import ViewMap
     with make_world('mazes', seed, image_size=image_size) as world:
         poses = world.sample_free_poses(np.random.default_rng(0), contexts)
         vm = ViewMap()

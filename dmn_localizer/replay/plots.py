@@ -1,25 +1,10 @@
 """PNG plots for replay and demo (matplotlib, Agg backend; written atomically)."""
 import csv
-import io
 import math
 
 import numpy as np
 
-from dmn_localizer.atomic import write_bytes
-
-
-def figure(**kwargs):
-    """A matplotlib Figure without pyplot (no global backend state, no GUI)."""
-    from matplotlib.figure import Figure
-    return Figure(**kwargs)
-
-
-def save_png(fig, path, dpi=110):
-    """Write ``fig`` as a PNG atomically; returns ``path``."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight')
-    write_bytes(path, buf.getvalue())
-    return path
+from dmn_localizer.util.figures import figure, save_png
 
 
 def draw_layout(ax, layout):

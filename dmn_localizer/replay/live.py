@@ -5,16 +5,17 @@ Pure orchestration (no rclpy here): two child processes,
 - the localizer node, started exactly as ``dmn-localizer run localize`` starts it (same
   command line, ``config/localizer.yaml`` plus ``-p`` overrides), with the map saved to
   ``OUT/map.dmnmap``;
-- :mod:`dmn_localizer.nodes.bag_player`, which publishes the bag's image and odometry messages
-  unchanged (original header stamps) at the bag's pace times ``rate`` and records the node's
-  ``localizer/pose`` (and particle snapshots, ``/diagnostics``) into a temporary .npz.
+- :mod:`dmn_localizer.nodes.tools.bag_player`, which publishes the bag's image and odometry
+  messages unchanged (original header stamps) at the bag's pace times ``rate`` and records the
+  node's ``localizer/pose`` (and particle snapshots, ``/diagnostics``) into a temporary .npz.
 
 The node runs on wall time (``use_sim_time`` false): it uses only header stamps for filtering,
 pairing and its outputs, so no /clock is needed. The recorded estimates are paired with the
-bag's ground truth at their header stamps, giving a :class:`~dmn_localizer.replay.Track` for
-the same metrics and outputs as offline. Children run in their own session and get SIGINT when
-this process dies (Linux); Ctrl-C or any error here stops them (SIGINT, then SIGTERM, then
-SIGKILL) before the exception propagates, so no node is left running.
+bag's ground truth at their header stamps, giving a
+:class:`~dmn_localizer.replay.offline.Track` for the same metrics and outputs as offline.
+Children run in their own session and get SIGINT when this process dies (Linux); Ctrl-C or any
+error here stops them (SIGINT, then SIGTERM, then SIGKILL) before the exception propagates, so
+no node is left running.
 """
 import argparse
 import json
@@ -28,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dmn_localizer import replay as core
-from dmn_localizer.atomic import atomic_path
 from dmn_localizer.bags import messages as M
 from dmn_localizer.errors import UserError
-from dmn_localizer.processes import start_child, stop_children
+from dmn_localizer.replay import offline as core
+from dmn_localizer.util.atomic import atomic_path
+from dmn_localizer.util.processes import node_command, start_child, stop_children
 
 STOP_TIMEOUT_S = 10.0
 
@@ -98,8 +99,7 @@ def localize_live(view_map, stream, bag, model_path, out, topics, mode='global',
                   startup_timeout=180.0, settle=10.0, quiet=False):
     """Run the node over ``bag``; returns (Track, extra metrics). Writes OUT/map.dmnmap and,
     when the node has stopped, OUT/node.log (its console output)."""
-    from dmn_localizer.commands.run_nodes import node_command
-    from dmn_localizer.resources import config_path
+    from dmn_localizer.util.resources import config_path
 
     if not rate > 0:
         raise UserError('--rate must be > 0')
@@ -121,8 +121,8 @@ def localize_live(view_map, stream, bag, model_path, out, topics, mode='global',
     env = child_env(domain_id)
     with tempfile.TemporaryDirectory(prefix='dmn_live_') as tmp:
         record, log_path = Path(tmp) / 'record.npz', Path(tmp) / 'node.log'
-        player_cmd = [sys.executable, '-m', 'dmn_localizer.nodes.bag_player', '--bag', str(bag),
-                      '--topic', topics.image, '--topic', topics.odom,
+        player_cmd = [sys.executable, '-m', 'dmn_localizer.nodes.tools.bag_player',
+                      '--bag', str(bag), '--topic', topics.image, '--topic', topics.odom,
                       '--image-topic', topics.image, '--record', str(record),
                       '--rate', repr(float(rate)), '--startup-timeout', str(startup_timeout),
                       '--settle', str(settle)]

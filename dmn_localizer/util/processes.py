@@ -1,10 +1,13 @@
 """Child processes that never outlive us: started with a parent-death signal, stopped the way
-a ROS node expects (SIGINT for a clean shutdown, then SIGTERM, then SIGKILL)."""
+a ROS node expects (SIGINT for a clean shutdown, then SIGTERM, then SIGKILL); the command line
+of a node process (``dmn-localizer run`` and live replay start nodes with it)."""
 import ctypes
 import signal
 import subprocess
 import sys
 import time
+
+from dmn_localizer.errors import UserError
 
 PR_SET_PDEATHSIG = 1
 
@@ -42,3 +45,21 @@ def stop_children(procs, timeout=10.0):
                 break
             except subprocess.TimeoutExpired:
                 continue
+
+
+def node_command(module, node_name, params_file, args):
+    """The command line of one node process, as ``ros2 launch`` would start it."""
+    cmd = [sys.executable, '-m', module, '--ros-args', '-r', f'__node:={node_name}',
+           '--params-file', str(params_file), '--log-level', args.log_level,
+           '-p', f'use_sim_time:={"true" if args.use_sim_time else "false"}']
+    if args.namespace:
+        cmd += ['-r', f'__ns:=/{args.namespace.strip("/")}']
+    if args.map_file:
+        cmd += ['-p', f'map_file:={args.map_file}']
+    if args.model:
+        cmd += ['-p', f'model:={args.model}']
+    for p in args.param:
+        if ':=' not in p:
+            raise UserError(f'--param expects NAME:=VALUE, got {p!r}')
+        cmd += ['-p', p]
+    return cmd

@@ -1,0 +1,1 @@
+"""Localization: the particle-filter Localizer, the odometry buffer, image-pose stamp pairing."""

@@ -1,0 +1,1 @@
+"""Mapping: the view map and its .dmnmap file, keyframe selection."""

@@ -1,0 +1,2 @@
+"""Infrastructure: atomic files, allocator, child processes, data paths, safetensors headers,
+PNG figures."""
