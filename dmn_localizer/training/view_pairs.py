@@ -282,7 +282,9 @@ def validation_set(worlds, n, seed, min_overlap):
         if len(good):
             rows.append((w, q, int(rng.choice(good))))
     if not rows:
-        raise UserError('no validation query overlaps a context (too few worlds?)')
+        raise UserError('no validation query overlaps a context: the view_pairs recipe needs '
+                        'true column depths (a simulated dataset with layouts) and enough '
+                        'views per world')
     w, q, c = (np.array(x) for x in zip(*rows))
     truth = worlds.poses[w, q].astype(np.float64)
     cand = _gaussian(truth, VAL_OFFSET_STD[0], VAL_OFFSET_STD[1], VAL_CANDIDATES, rng)
