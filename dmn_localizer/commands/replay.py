@@ -56,9 +56,10 @@ def replay(args, quiet=False):
     import torch
 
     from dmn_localizer.config import LocalizerConfig
-    from dmn_localizer.localization.localizer import Localizer, select_device
+    from dmn_localizer.localization.localizer import Localizer
     from dmn_localizer.mapping.view_map import ViewMap
     from dmn_localizer.model.io import load_model, LOCALIZER_ARCHITECTURES
+    from dmn_localizer.util.device import select_device
     from dmn_localizer.util.resources import default_model_path
 
     torch.manual_seed(args.seed)

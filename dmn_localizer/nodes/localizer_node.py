@@ -36,7 +36,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from dmn_localizer.config import LocalizerConfig
 from dmn_localizer.errors import FileFormatError, UserError
 from dmn_localizer.geometry import compose, inverse, yaw_to_quaternion
-from dmn_localizer.localization.localizer import Localizer, select_device
+from dmn_localizer.localization.localizer import Localizer
 from dmn_localizer.localization.odometry import OdometryBuffer
 from dmn_localizer.mapping.view_map import ViewMap
 from dmn_localizer.nodes.common import (LATCHED, RELIABLE, camera_offset, run_node,
@@ -45,6 +45,7 @@ from dmn_localizer.nodes.common import (LATCHED, RELIABLE, camera_offset, run_no
 from dmn_localizer.nodes.conversions import (checked_stamp_to_sec, pose_to_xyyaw,
                                              poses_to_pose_array, sec_to_stamp, xyyaw_to_pose)
 from dmn_localizer.nodes.parameters import declare_config, refuse_changes
+from dmn_localizer.util.device import select_device
 from dmn_localizer.util.resources import default_model_path
 
 

@@ -58,8 +58,8 @@ class MapperNode(Node):
     def load_model(self, cfg):
         """The DMN whose CNN1 embeds each new context (the localizer reuses the embeddings
         when it runs the same model). Without a model file the map keeps images only."""
-        from dmn_localizer.localization.localizer import select_device
         from dmn_localizer.model.io import load_model, LOCALIZER_ARCHITECTURES
+        from dmn_localizer.util.device import select_device
         from dmn_localizer.util.resources import default_model_path
         path = Path(cfg.model) if cfg.model else default_model_path()
         if not path.is_file():
