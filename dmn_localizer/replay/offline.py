@@ -26,7 +26,6 @@ from dmn_localizer.util.atomic import atomic_path, remove_temp_files, write_text
 
 logger = logging.getLogger(__name__)
 
-SUCCESS_M = 8.94          # the paper's success threshold (x-y error)
 TIGHT_M = 2.0             # a threshold a robot would care about
 CHI2_2DOF_95 = 5.991      # 2-sigma-equivalent ellipse for a 2-D Gaussian
 
@@ -239,6 +238,8 @@ def _evo_trajectory(stamps, poses):
 def compute_metrics(track, converge_m=TIGHT_M, converge_updates=5):
     """Metrics of a track (keys documented in README 'Replay')."""
     from evo.core import metrics as evo_metrics
+
+    from dmn_localizer.evaluation.protocol import SUCCESS_M  # the paper's x-y threshold
     if not track.stamps:
         raise UserError('the filter never updated: no odometry or images in the bag?')
     est, gt = np.asarray(track.estimates), np.asarray(track.truth)
