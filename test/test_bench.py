@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dmn_localizer.benchmark import (BenchConfig, FlopModel, MemoryProbe, _Update, add_ratios,
-                                     format_table, make_inputs, make_plan, measure)
+from dmn_localizer.bench import (add_ratios, BenchConfig, FlopModel, format_table, make_inputs,
+                                 make_plan, measure, MemoryProbe)
+from dmn_localizer.bench.measure import _Update
 from dmn_localizer.cli import main
 from dmn_localizer.config import LocalizerConfig
 from dmn_localizer.localization.localizer import Localizer, PAIRS_PER_CHUNK

@@ -8,11 +8,12 @@ import torch
 
 from dmn_localizer.config import LocalizerConfig
 from dmn_localizer.geometry import compose
-from dmn_localizer.localization.localizer import Localizer, select_device
+from dmn_localizer.localization.localizer import Localizer
 from dmn_localizer.localization.odometry import OdometryBuffer
 from dmn_localizer.mapping.view_map import ViewMap
 from dmn_localizer.model.config import DMNConfig
 from dmn_localizer.model.dmn import DMN, images_to_tensor
+from dmn_localizer.util.device import select_device
 
 
 def test_odometry_interpolation_and_delta():

@@ -38,6 +38,20 @@ class Pairs:
     counts: dict = field(default_factory=dict)
 
 
+def open_bag(path):
+    """An opened ``rosbags`` reader of the bag ``path`` (close it after use); UserError naming
+    the bag when it does not exist or cannot be read."""
+    from rosbags.highlevel import AnyReader
+    if not os.path.exists(path):
+        raise UserError(f'{path}: no such bag')
+    try:
+        reader = AnyReader([Path(path)], default_typestore=M.TYPESTORE)
+        reader.open()
+    except Exception as exc:   # rosbags raises several types for unreadable bags
+        raise UserError(f'{path}: not a readable rosbag2 bag ({exc})') from None
+    return reader
+
+
 def decode_image(msg, msgtype):
     """RGB (H, W, 3) uint8 of an Image/CompressedImage message, or None if it is bad."""
     try:
@@ -57,18 +71,11 @@ def _pose_of(msg, msgtype):
 
 def read_pairs(paths, image_topic, pose_topic, image_size, max_dt_s=0.05):
     """Pairs from bags ``paths`` (see the module docstring); images resized to ``image_size``."""
-    from rosbags.highlevel import AnyReader
     counts = dict(images=0, poses=0, bad_images=0, bad_poses=0, images_without_pose=0)
     out_img, out_pose, out_stamp, out_bag = [], [], [], []
     frame_ids = set()
     for bi, path in enumerate(paths):
-        if not os.path.exists(path):
-            raise UserError(f'{path}: no such bag')
-        try:
-            reader = AnyReader([Path(path)], default_typestore=M.TYPESTORE)
-            reader.open()
-        except Exception as exc:   # rosbags raises several types for unreadable bags
-            raise UserError(f'{path}: not a readable rosbag2 bag ({exc})') from None
+        reader = open_bag(path)
         try:
             conns = {c.topic: c for c in reader.connections}
             for topic, kinds in ((image_topic, IMAGE_TYPES), (pose_topic, POSE_TYPES)):

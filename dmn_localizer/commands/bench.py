@@ -1,6 +1,6 @@
 """``dmn-localizer bench``: observation-update speed, FLOP rate and memory, reference vs fast.
 
-Thin wrapper over :func:`dmn_localizer.benchmark.run_benchmark` (see that module for what is
+Thin wrapper over :func:`dmn_localizer.bench.run_benchmark` (see that module for what is
 timed, how FLOPs and memory are counted and when a row is extrapolated).
 """
 import logging
@@ -102,7 +102,7 @@ def node_latency_line(row):
 
 def run(args):
     import torch
-    from dmn_localizer.benchmark import format_table, run_benchmark
+    from dmn_localizer.bench import format_table, run_benchmark
     from dmn_localizer.util.atomic import write_json
     for name in ('repeats', 'ref_pairs', 'fast_pairs'):
         if getattr(args, name) < 1:

@@ -59,7 +59,7 @@ def run(args):
     print(f"  final x-y error:  {metrics['final_error_m']:.2f} m")
     print(f"  APE RMSE (evo):   {metrics['ape_rmse_m']:.2f} m")
     print(f"  success rate:     {100 * metrics['success_rate']:.0f}% of updates within "
-          f"{metrics['success_threshold_m']} m")
+          f"{metrics['success_threshold_m']:.2f} m")
     print(f"  speed:            {metrics['frames_per_s']:.1f} frames/s on {metrics['device']}")
     print(f'  total time:       {time.perf_counter() - t0:.0f} s')
     print(f'[demo] plots: {", ".join(str(p) for p in pngs)}; metrics: {args.out}/metrics.json')

@@ -48,12 +48,17 @@ def add_arguments(parser):
 def run(args):
     import torch
     from dmn_localizer.evaluation.protocol import EvalConfig
-    from dmn_localizer.evaluation.run import pick_device, run_evaluation
+    from dmn_localizer.evaluation.run import run_evaluation
+    from dmn_localizer.util.device import select_device
     for name in ('episodes', 'contexts', 'steps', 'k_global', 'k_tracking'):
         if getattr(args, name) < 1:
             raise UserError(f'--{name.replace("_", "-")} must be >= 1')
     if args.nearest_contexts < 0:
         raise UserError('--nearest-contexts must be >= 0 (0: all contexts)')
+    try:
+        device = select_device(args.device)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     if args.threads:
         torch.set_num_threads(args.threads)
     from dmn_localizer.evaluation.protocol import METHODS
@@ -78,7 +83,7 @@ def run(args):
     results, table = run_evaluation(model_path=args.model, data=data, episodes=args.episodes,
                                     methods=methods, json_out=args.json, cfg=cfg,
                                     plots_dir=plots_dir, sweep_episodes=args.sweep_episodes,
-                                    heatmaps=args.heatmaps, device=pick_device(args.device),
+                                    heatmaps=args.heatmaps, device=device,
                                     method_models=method_models)
     print(table)
     if args.json:

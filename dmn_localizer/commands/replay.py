@@ -56,9 +56,10 @@ def replay(args, quiet=False):
     import torch
 
     from dmn_localizer.config import LocalizerConfig
-    from dmn_localizer.localization.localizer import Localizer, select_device
-    from dmn_localizer.mapping.view_map import ViewMap
+    from dmn_localizer.localization.localizer import Localizer
+    from dmn_localizer.mapping.view_map import check_map_image_size, ViewMap
     from dmn_localizer.model.io import load_model, LOCALIZER_ARCHITECTURES
+    from dmn_localizer.util.device import select_device
     from dmn_localizer.util.resources import default_model_path
 
     torch.manual_seed(args.seed)
@@ -69,8 +70,7 @@ def replay(args, quiet=False):
                                args.keyframe_angle))
     if len(view_map) == 0:
         raise UserError('the map is empty')
-    if view_map.images.shape[1] != size:
-        raise UserError(f'map images are {view_map.images.shape[1]} px, the model expects {size}')
+    check_map_image_size(view_map, size, args.map or args.map_bag)
     k = args.particles or (2048 if args.mode == 'global' else 256)
     nearest = getattr(args, 'nearest_contexts', None)
     cfg = LocalizerConfig(num_particles=k, global_num_particles=k, update_min_d=0.0,

@@ -45,6 +45,7 @@ def run(args):
     cfg = load_train_config(args.config, overrides)
     if cfg.max_steps < 0:
         raise UserError('--max-steps must be >= 0')
+    _check_device(cfg.device)
     out = Path(args.out) if args.out else Path('runs') / Path(args.config).stem
     if not args.resume and (out / 'checkpoint' / 'state.pt').exists():
         raise UserError(f'{out}: holds a run already (use --resume, or another --out)')
@@ -55,6 +56,15 @@ def run(args):
           f'{summary["best_val_mse"]:.5f}{" (early stop)" if summary["stopped_early"] else ""}'
           f' -> {summary["best"]}')
     return 0
+
+
+def _check_device(name):
+    """Refuse an unknown or absent device before any data is read."""
+    from dmn_localizer.util.device import select_device
+    try:
+        select_device(name)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _run_view_pairs(args):
@@ -69,6 +79,7 @@ def _run_view_pairs(args):
         'init_from': args.init_from, 'max_minutes': args.max_minutes})
     if cfg.max_steps < 0:
         raise UserError('--max-steps must be >= 0')
+    _check_device(cfg.device)
     out = Path(args.out) if args.out else Path('runs') / Path(args.config).stem
     if (out / 'final.safetensors').exists():
         raise UserError(f'{out}: holds a finished run already (use another --out)')

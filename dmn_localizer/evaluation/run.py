@@ -2,8 +2,6 @@
 import logging
 from pathlib import Path
 
-import torch
-
 from dmn_localizer.errors import UserError
 from dmn_localizer.evaluation import plots
 from dmn_localizer.evaluation.protocol import (EvalConfig, evaluate,
@@ -86,9 +84,3 @@ def run_evaluation(*, model_path, data, episodes, methods=METHODS, json_out=None
     if json_out:
         atomic_write_json(json_out, results)
     return results, table
-
-
-def pick_device(name):
-    if name == 'auto':
-        return 'cuda' if torch.cuda.is_available() else 'cpu'
-    return name

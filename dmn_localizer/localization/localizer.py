@@ -56,17 +56,6 @@ PAIRS_PER_CHUNK = 512
 PRECISIONS = ('fp32', 'bf16')
 
 
-def select_device(name):
-    """'auto' -> cuda when available else cpu; 'cpu'/'cuda' as asked (ValueError if absent)."""
-    if name == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    if name not in ('cpu', 'cuda'):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {name!r}")
-    if name == 'cuda' and not torch.cuda.is_available():
-        raise ValueError('device cuda requested but torch sees no CUDA device')
-    return torch.device(name)
-
-
 # An egomotion larger than this between two images is broken odometry, not motion (m).
 MAX_MOTION_M = 1000.0
 

@@ -16,6 +16,10 @@ Loading parses the safetensors header itself (length, JSON, offsets within the f
 handing the bytes to safetensors, and checks format, version, checksum and shapes: any
 problem is one :class:`~dmn_localizer.errors.FileFormatError` naming the file and the problem.
 Saving is atomic (temporary file, fsync, rename): a crash leaves the previous file.
+
+A map serves the models whose ``image_size`` equals its images' side:
+:func:`check_model_image_size` and :func:`check_map_image_size` are the one check of that
+for the nodes and replay.
 """
 import hashlib
 from dataclasses import dataclass, field
@@ -23,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dmn_localizer.errors import FileFormatError
+from dmn_localizer.errors import FileFormatError, UserError
 from dmn_localizer.util.atomic import atomic_path
 from dmn_localizer.util.safetensors_file import read_header
 
@@ -40,6 +44,22 @@ def tensors_digest(tensors):
         if a.size:
             h.update(memoryview(a.reshape(-1)).cast('B'))
     return h.hexdigest()
+
+
+def check_model_image_size(model, image_size, model_path):
+    """UserError unless the model takes ``image_size`` x ``image_size`` images."""
+    if model.config.image_size != image_size:
+        raise UserError(f'image_size {image_size} does not match the model {model_path} '
+                        f'({model.config.image_size})')
+
+
+def check_map_image_size(view_map, image_size, path):
+    """FileFormatError naming ``path`` unless the map's images (if any) are ``image_size``
+    x ``image_size``, the size the model takes."""
+    if len(view_map) and view_map.images.shape[1:3] != (image_size, image_size):
+        h, w = view_map.images.shape[1:3]
+        raise FileFormatError(path, f'map images are {w}x{h}, the model takes '
+                                    f'{image_size}x{image_size}')
 
 
 @dataclass

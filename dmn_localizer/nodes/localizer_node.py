@@ -36,15 +36,17 @@ from visualization_msgs.msg import Marker, MarkerArray
 from dmn_localizer.config import LocalizerConfig
 from dmn_localizer.errors import FileFormatError, UserError
 from dmn_localizer.geometry import compose, inverse, yaw_to_quaternion
-from dmn_localizer.localization.localizer import Localizer, select_device
+from dmn_localizer.localization.localizer import Localizer
 from dmn_localizer.localization.odometry import OdometryBuffer
-from dmn_localizer.mapping.view_map import ViewMap
+from dmn_localizer.mapping.view_map import (check_map_image_size, check_model_image_size,
+                                            ViewMap)
 from dmn_localizer.nodes.common import (LATCHED, RELIABLE, camera_offset, run_node,
                                         subscribe_images,
                                         warn)
 from dmn_localizer.nodes.conversions import (checked_stamp_to_sec, pose_to_xyyaw,
                                              poses_to_pose_array, sec_to_stamp, xyyaw_to_pose)
 from dmn_localizer.nodes.parameters import declare_config, refuse_changes
+from dmn_localizer.util.device import select_device
 from dmn_localizer.util.resources import default_model_path
 
 
@@ -71,9 +73,7 @@ class LocalizerNode(Node):
         except ValueError as exc:
             raise UserError(str(exc)) from None
         model, self.model_file = load_model_file(cfg.model)
-        if model.config.image_size != cfg.image_size:
-            raise UserError(f'image_size {cfg.image_size} does not match the model '
-                            f'{self.model_file} ({model.config.image_size})')
+        check_model_image_size(model, cfg.image_size, self.model_file)
         try:
             self.localizer = Localizer(model, cfg, device, base_from_camera=camera_offset(cfg))
         except ValueError as exc:
@@ -121,13 +121,9 @@ class LocalizerNode(Node):
         if any, stays and the message says why."""
         try:
             view_map = ViewMap.load(path)
-            size = self.config.image_size
             if len(view_map) == 0:
                 raise FileFormatError(path, 'the map has no contexts')
-            if view_map.images.shape[1:3] != (size, size):
-                h, w = view_map.images.shape[1:3]
-                raise FileFormatError(path, f'map images are {w}x{h}, the model takes '
-                                            f'{size}x{size}')
+            check_map_image_size(view_map, self.config.image_size, path)
         except UserError as exc:
             message = f'map not loaded: {exc}'
             if self.localizer.map_state is None:

@@ -18,7 +18,7 @@ from dmn_localizer.errors import UserError
 from dmn_localizer.geometry import compose
 from dmn_localizer.localization.sync import StampPairer
 from dmn_localizer.mapping.keyframes import is_new_keyframe
-from dmn_localizer.mapping.view_map import ViewMap
+from dmn_localizer.mapping.view_map import check_map_image_size, check_model_image_size, ViewMap
 from dmn_localizer.nodes.common import (LATCHED, camera_offset, subscribe_images,
                                         subscribe_poses, run_node, warn)
 from dmn_localizer.nodes.conversions import poses_to_pose_array
@@ -36,11 +36,7 @@ class MapperNode(Node):
         self.view_map = ViewMap(frame_id=cfg.map_frame, model_id=self.model_id)
         if cfg.map_file:
             self.view_map = ViewMap.load(cfg.map_file)
-            size = cfg.image_size
-            if len(self.view_map) and self.view_map.images.shape[1:3] != (size, size):
-                h, w = self.view_map.images.shape[1:3]
-                raise UserError(f'{cfg.map_file}: map images are {w}x{h}, image_size is '
-                                f'{size}')
+            check_map_image_size(self.view_map, cfg.image_size, cfg.map_file)
             self.get_logger().info(f'started from {cfg.map_file}: {len(self.view_map)} contexts')
             if self.view_map.model_id != self.model_id:
                 self.view_map.embeddings = None  # another model's: the localizer re-embeds
@@ -58,8 +54,8 @@ class MapperNode(Node):
     def load_model(self, cfg):
         """The DMN whose CNN1 embeds each new context (the localizer reuses the embeddings
         when it runs the same model). Without a model file the map keeps images only."""
-        from dmn_localizer.localization.localizer import select_device
         from dmn_localizer.model.io import load_model, LOCALIZER_ARCHITECTURES
+        from dmn_localizer.util.device import select_device
         from dmn_localizer.util.resources import default_model_path
         path = Path(cfg.model) if cfg.model else default_model_path()
         if not path.is_file():
@@ -72,9 +68,7 @@ class MapperNode(Node):
         except ValueError as exc:
             raise UserError(str(exc)) from None
         model = load_model(path, device, architecture=LOCALIZER_ARCHITECTURES)
-        if model.config.image_size != cfg.image_size:
-            raise UserError(f'image_size {cfg.image_size} does not match the model '
-                            f'({model.config.image_size})')
+        check_model_image_size(model, cfg.image_size, path)
         self.model_id = model.model_id
         self.device = device
         return model

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from dmn_localizer.bags import messages as M
-from dmn_localizer.bags.read import IMAGE_TYPES, POSE_TYPES, decode_image, read_pairs
+from dmn_localizer.bags.read import (decode_image, IMAGE_TYPES, open_bag, POSE_TYPES,
+                                     read_pairs)
 from dmn_localizer.errors import UserError
 from dmn_localizer.geometry import quaternion_to_yaw, wrap_angle
 from dmn_localizer.images import resize_square
@@ -26,7 +27,6 @@ from dmn_localizer.util.atomic import atomic_path, remove_temp_files, write_text
 
 logger = logging.getLogger(__name__)
 
-SUCCESS_M = 8.94          # the paper's success threshold (x-y error)
 TIGHT_M = 2.0             # a threshold a robot would care about
 CHI2_2DOF_95 = 5.991      # 2-sigma-equivalent ellipse for a 2-D Gaussian
 
@@ -66,18 +66,6 @@ class Stream:
     odom_type: str = M.ODOMETRY    # message type of the odometry topic
 
 
-def _open(bag):
-    from rosbags.highlevel import AnyReader
-    if not Path(bag).exists():
-        raise UserError(f'{bag}: no such bag')
-    try:
-        reader = AnyReader([Path(bag)], default_typestore=M.TYPESTORE)
-        reader.open()
-    except Exception as exc:  # rosbags raises several types
-        raise UserError(f'{bag}: not a readable rosbag2 bag ({exc})') from None
-    return reader
-
-
 def _check_topics(bag, conns, topics):
     """UserError unless the bag has the three topics with usable message types."""
     wanted = ((topics.image, IMAGE_TYPES), (topics.odom, POSE_TYPES),
@@ -94,7 +82,7 @@ def _check_topics(bag, conns, topics):
 
 def check_bag(bag, topics):
     """Cheap check of a query bag (topics and types, no message read): {topic: msgtype}."""
-    reader = _open(bag)
+    reader = open_bag(bag)
     try:
         conns = {c.topic: c for c in reader.connections}
         _check_topics(bag, conns, topics)
@@ -104,7 +92,7 @@ def check_bag(bag, topics):
 
 
 def read_stream(bag, topics, image_size):
-    reader = _open(bag)
+    reader = open_bag(bag)
     data = {'image': ([], []), 'odom': ([], []), 'truth': ([], [])}
     counts = {'bad_messages': 0}
     try:
@@ -239,6 +227,8 @@ def _evo_trajectory(stamps, poses):
 def compute_metrics(track, converge_m=TIGHT_M, converge_updates=5):
     """Metrics of a track (keys documented in README 'Replay')."""
     from evo.core import metrics as evo_metrics
+
+    from dmn_localizer.evaluation.protocol import SUCCESS_M  # the paper's x-y threshold
     if not track.stamps:
         raise UserError('the filter never updated: no odometry or images in the bag?')
     est, gt = np.asarray(track.estimates), np.asarray(track.truth)

@@ -52,18 +52,13 @@ from dmn_localizer.model.io import (atomic_write_bytes, load_model, model_paths,
                                     state_to_safetensors_bytes, weights_id)
 from dmn_localizer.training.config import TrainConfig
 from dmn_localizer.training.episodes import initial_particles, make_batch, PoseContrast, rollout
+from dmn_localizer.util.device import select_device
 
 logger = logging.getLogger(__name__)
 
 TRAIN_FIELDS = ['step', 'samples', 'loss', 'mse', 'dense', 'attention', 'pose_contrast',
                 'n_contexts', 'init_std_m', 'near_context_prob', 'samples_per_s', 'elapsed_s']
 STATE_VERSION = 2  # 2: weights inside state.pt
-
-
-def resolve_device(name):
-    if name == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    return torch.device(name)
 
 
 def open_dataset(path):
@@ -367,7 +362,7 @@ class _TrainStep(torch.nn.Module):
 def train(cfg: TrainConfig, out_dir, resume=False, train_dataset=None, val_dataset=None,
           progress=True):
     """Train (data-parallel under torchrun, see the module docstring); see :func:`_train`."""
-    device = resolve_device(cfg.device)
+    device = select_device(cfg.device)
     group = _Distributed(device)
     try:
         return _train(cfg, out_dir, resume, train_dataset, val_dataset,

@@ -52,6 +52,7 @@ from dmn_localizer.model.config import DMNConfig
 from dmn_localizer.model.dmn import images_to_tensor
 from dmn_localizer.model.io import atomic_write_json, load_model, save_model
 from dmn_localizer.training.view_worlds import load_view_worlds
+from dmn_localizer.util.device import select_device
 
 log = logging.getLogger(__name__)
 
@@ -387,12 +388,6 @@ def plot_curve(rows, path):
     plt.close(fig)
 
 
-def _device(name):
-    if name == 'auto':
-        return 'cuda' if torch.cuda.is_available() else 'cpu'
-    return name
-
-
 FIELDS = ['step', 'minutes', 'loss', 'depth_error', 'pose_top1', 'pose_top1_wrong',
           'top_error_m', 'top_error_deg', 'val_success', 'val_success_wrong', 'val_rmse']
 
@@ -405,8 +400,8 @@ def train_view_pairs(cfg: ViewPairConfig, out_dir, progress=True):
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    device = _device(cfg.device)
-    if device == 'cpu' and cfg.threads > 0:
+    device = select_device(cfg.device)
+    if device.type == 'cpu' and cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     probe = DMNConfig(architecture='aligned', **{k: v for k, v in cfg.model.items()
                                                  if k != 'architecture'})

@@ -167,15 +167,12 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(rclpy.utilities.remove_ros_args(sys.argv if argv is None else argv)[1:])
-    from rosbags.highlevel import AnyReader
-
-    from dmn_localizer.bags import messages as M
+    from dmn_localizer.bags.read import open_bag
+    from dmn_localizer.errors import UserError
     try:
-        reader = AnyReader([args.bag], default_typestore=M.TYPESTORE)
-        reader.open()
-    except Exception as exc:  # rosbags raises several types
-        print(f'bag_player: error: {args.bag}: not a readable rosbag2 bag ({exc})',
-              file=sys.stderr)
+        reader = open_bag(args.bag)
+    except UserError as exc:
+        print(f'bag_player: error: {exc}', file=sys.stderr)
         return 2
     rclpy.init()
     node = executor = None
