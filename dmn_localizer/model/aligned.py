@@ -193,24 +193,32 @@ class AlignedModel(nn.Module):
         return torch.cat([torch.sin(ang), torch.cos(ang), torch.sin(rel[..., 2:]),
                           torch.cos(rel[..., 2:]), dist], -1)
 
-    def context_scores(self, map_state, query, particles, index=None):
+    @staticmethod
+    def appearance(map_state, query):
+        """What depends on the query and the contexts but not on the particles, computed once
+        per query and map: the cosine similarity of every query column with every context
+        column (B, N, Jq, Jc) and of the global descriptors (B, N)."""
+        sim = torch.einsum('bjd,bnkd->bnjk', query.features, map_state.features)
+        glob = torch.einsum('bd,bnd->bn', query.descriptor, map_state.descriptor)
+        return sim, glob
+
+    def context_scores(self, map_state, query, particles, index=None, appearance=None):
         """Per-context scores ``s_ik`` (B, K, N) (or (1, K, M) for the contexts ``index``
-        (K, M) of each particle, B = 1) and the visible share of the query's columns."""
-        ctx_pose, ctx_feat, ctx_depth = map_state.poses, map_state.features, map_state.depth
-        ctx_desc = map_state.descriptor
+        (K, M) of each particle, B = 1) and the visible share of the query's columns.
+        ``appearance``: :meth:`appearance` of this map and query, if already computed."""
+        sim, glob = appearance or self.appearance(map_state, query)
+        ctx_pose, ctx_depth = map_state.poses, map_state.depth
+        parts = particles[:, :, None]                                  # (B, K, 1, 3)
         if index is not None:   # one map: gather each particle's own contexts
             ctx_pose = ctx_pose[0][index][None]                        # (1, K, M, 3)
-            sim = torch.einsum('jd,nkd->njk', query.features[0], ctx_feat[0])   # (N, Jq, Jc)
-            sim = sim[index][None]                                     # (1, K, M, Jq, Jc)
+            sim = sim[0][index][None]                                  # (1, K, M, Jq, Jc)
             ctx_depth = ctx_depth[0][index][None]                      # (1, K, M, Jc)
-            glob = (ctx_desc[0] @ query.descriptor[0])[index][None]    # (1, K, M)
-            parts = particles[:, :, None]                              # (1, K, 1, 3)
+            glob = glob[0][index][None]                                # (1, K, M)
         else:
             ctx_pose = ctx_pose[:, None]                               # (B, 1, N, 3)
-            sim = torch.einsum('bjd,bnkd->bnjk', query.features, ctx_feat)[:, None]
+            sim = sim[:, None]                                         # (B, 1, N, Jq, Jc)
             ctx_depth = ctx_depth[:, None]                             # (B, 1, N, Jc)
-            glob = torch.einsum('bd,bnd->bn', query.descriptor, ctx_desc)[:, None]
-            parts = particles[:, :, None]                              # (B, K, 1, 3)
+            glob = glob[:, None]                                       # (B, 1, N)
         rel = relative(ctx_pose, parts)                                # (B, K, N, 3)
         J = self.columns
         qd = query.depth[:, None, None]                                # (B, 1, 1, J)
@@ -233,8 +241,9 @@ class AlignedModel(nn.Module):
         z = torch.cat([pooled, share, glob, self._pose_features(rel)], -1)
         return self.head(z)[..., 0], share[..., 0]
 
-    def _log_likelihood(self, map_state, query, particles, index=None, return_attention=False):
-        s, _ = self.context_scores(map_state, query, particles, index)
+    def _log_likelihood(self, map_state, query, particles, index=None, return_attention=False,
+                        appearance=None):
+        s, _ = self.context_scores(map_state, query, particles, index, appearance)
         ll = s.sum(-1)
         return (ll, torch.softmax(s, -1)) if return_attention else ll
 
@@ -246,11 +255,12 @@ class AlignedModel(nn.Module):
         assert particles.shape == (B, K, 3), particles.shape
         N = map_state.poses.shape[1]
         block = chunk or max(1, PARTICLE_BLOCK // max(1, B * N))
+        app = self.appearance(map_state, query)
         if torch.is_grad_enabled() or K <= block:
             return self._log_likelihood(map_state, query, particles,
-                                        return_attention=return_attention)
+                                        return_attention=return_attention, appearance=app)
         parts = [self._log_likelihood(map_state, query, particles[:, i:i + block],
-                                      return_attention=return_attention)
+                                      return_attention=return_attention, appearance=app)
                  for i in range(0, K, block)]
         if return_attention:
             return torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1)
@@ -262,8 +272,9 @@ class AlignedModel(nn.Module):
         K, M = index.shape
         assert particles.shape == (1, K, 3) and map_state.poses.shape[0] == 1
         block = max(1, PARTICLE_BLOCK // M)
+        app = self.appearance(map_state, query)
         out = [self._log_likelihood(map_state, query, particles[:, i:i + block],
-                                    index=index[i:i + block])
+                                    index=index[i:i + block], appearance=app)
                for i in range(0, K, block)]
         return torch.cat(out, 1)
 
