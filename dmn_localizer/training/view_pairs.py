@@ -45,12 +45,13 @@ from tqdm import tqdm
 
 from dmn_localizer.config import strict_from_dict
 from dmn_localizer.errors import UserError
-from dmn_localizer.filter import normalize_log_weights
 from dmn_localizer.geometry import compose, relative, wrap_angle
+from dmn_localizer.model.aligned import AlignedMapState, AlignedQueryState
 from dmn_localizer.model.column_warp import view_overlap
 from dmn_localizer.model.config import DMNConfig
 from dmn_localizer.model.dmn import images_to_tensor
 from dmn_localizer.model.io import atomic_write_json, load_model, save_model
+from dmn_localizer.training.episodes import dense_loss
 from dmn_localizer.training.view_worlds import load_view_worlds
 from dmn_localizer.util.device import select_device
 
@@ -208,13 +209,6 @@ def sample_batch(worlds, cfg: ViewPairConfig, rng, overlap_prob=None):
                 coarse=spread.astype(np.float32))
 
 
-def kernel_target(candidates, truth, kernel_m, kernel_rad):
-    """Softmax of a Gaussian kernel of each candidate's distance to the truth: (B, K)."""
-    d2 = (candidates[..., :2] - truth[:, None, :2]).square().sum(-1) / kernel_m ** 2
-    d2 = d2 + wrap_angle(candidates[..., 2] - truth[:, None, 2]).square() / kernel_rad ** 2
-    return torch.softmax(-0.5 * d2, -1)
-
-
 def _tensors(worlds, batch, device):
     w, q, ctx = batch['world'], batch['query'], batch['contexts']
     ci = images_to_tensor(worlds.images[w[:, None], ctx], device)
@@ -244,7 +238,6 @@ def training_loss(model, worlds, batch, kernel, cfg, device, true_depth=False):
     J = feat.shape[1]
     true = torch.cat([cd.flatten(0, 1), qd])
     warp_depth = torch.where(torch.isfinite(true), true, depth) if true_depth else depth
-    from dmn_localizer.model.aligned import AlignedMapState, AlignedQueryState
     m = AlignedMapState(cp, feat[:B * N].view(B, N, J, -1), warp_depth[:B * N].view(B, N, J),
                         desc[:B * N].view(B, N, -1))
     qs = AlignedQueryState(feat[B * N:], warp_depth[B * N:], desc[B * N:])
@@ -252,16 +245,13 @@ def training_loss(model, worlds, batch, kernel, cfg, device, true_depth=False):
         cand = torch.cat([cand, torch.as_tensor(batch['coarse'], device=device)], 1)
     ll = model.log_likelihood(m, qs, cand)
     K = cfg.candidates
-    fine = cand[:, :K]
-    target = kernel_target(fine, fine[:, 0], kernel[0], kernel[1])
-    ce = -(target * normalize_log_weights(ll[:, :K])).sum(-1).mean()
+    truth = cand[:, 0]   # both candidate sets start with the truth
+    ce = dense_loss(cand[:, :K], ll[:, :K], truth, *kernel).mean()
     loss = ce
     if cfg.coarse_weight > 0:
-        coarse = cand[:, K:]
-        target = kernel_target(coarse, coarse[:, 0], cfg.coarse_kernel[0],
-                               math.radians(cfg.coarse_kernel[1]))
-        loss = loss + cfg.coarse_weight * -(target * normalize_log_weights(ll[:, K:])
-                                            ).sum(-1).mean()
+        loss = loss + cfg.coarse_weight * dense_loss(
+            cand[:, K:], ll[:, K:], truth, cfg.coarse_kernel[0],
+            math.radians(cfg.coarse_kernel[1])).mean()
     derr = _depth_error(depth, true)
     return loss + cfg.depth_weight * derr, ce, derr
 
@@ -357,15 +347,13 @@ def _lr(cfg, step, minutes):
 
 def plot_curve(rows, path):
     """PNG of the validation metrics against wall time (minutes)."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    from dmn_localizer.util.atomic import atomic_path
+    from dmn_localizer.util.figures import figure, save_png
     val = [r for r in rows if r.get('pose_top1') not in (None, '')]
     if not val:
         return
     t = [float(r['minutes']) for r in val]
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = figure(figsize=(10, 3.8))
+    ax = fig.subplots(1, 2)
     ax[0].plot(t, [100 * float(r['pose_top1']) for r in val], label='pose top-1')
     ax[0].plot(t, [100 * float(r['pose_top1_wrong']) for r in val],
                label='pose top-1, wrong query')
@@ -382,10 +370,7 @@ def plot_curve(rows, path):
     ax[1].plot(t, [float(r['loss']) for r in val], label='train cross-entropy')
     ax[1].set_xlabel('wall time (min)')
     ax[1].legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format='png', dpi=90)
-    plt.close(fig)
+    save_png(fig, path, dpi=90)
 
 
 FIELDS = ['step', 'minutes', 'loss', 'depth_error', 'pose_top1', 'pose_top1_wrong',
