@@ -28,7 +28,8 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from dmn_localizer.bags import messages as M
 from dmn_localizer.geometry import compose, relative, wrap_angle
 from dmn_localizer.sim.trajectories import exploring_trajectory, random_trajectory
-from dmn_localizer.sim.world import domain_rng, make_world
+from dmn_localizer.sim.spec import domain_rng
+from dmn_localizer.sim.world import make_world
 from dmn_localizer.util.atomic import atomic_directory
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,8 @@ from dmn_localizer.data.dataset import (FORMAT, FORMAT_VERSION, MANIFEST, SPLIT_
                                         write_shard)
 from dmn_localizer.geometry import WORLD_SIZE_M
 from dmn_localizer.sim.trajectories import sample_views
-from dmn_localizer.sim.world import generate_spec, make_renderer, domain_rng
+from dmn_localizer.sim.spec import domain_rng
+from dmn_localizer.sim.world import generate_spec, make_renderer
 from dmn_localizer.util.atomic import remove_temp_files
 
 log = logging.getLogger(__name__)

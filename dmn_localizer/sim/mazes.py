@@ -23,7 +23,7 @@ import numpy as np
 
 from dmn_localizer.geometry import WORLD_SIZE_M
 from dmn_localizer.sim.camera import camera_from_fov
-from dmn_localizer.sim.world import WorldSpec, domain_rng
+from dmn_localizer.sim.spec import domain_rng, WorldSpec
 from dmn_localizer.util.atomic import write_bytes
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def _carve(n, rng, loop_fraction):
 
 
 def generate_maze(seed):
-    """The :class:`~dmn_localizer.sim.world.WorldSpec` of maze ``seed`` (deterministic)."""
+    """The :class:`~dmn_localizer.sim.spec.WorldSpec` of maze ``seed`` (deterministic)."""
     rng = domain_rng('mazes', seed)
     n = int(rng.integers(5, 10))
     occ = _carve(n, rng, loop_fraction=float(rng.uniform(0.08, 0.2)))

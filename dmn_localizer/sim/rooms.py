@@ -17,7 +17,7 @@ import numpy as np
 
 from dmn_localizer.geometry import WORLD_SIZE_M
 from dmn_localizer.sim.camera import camera_from_fov
-from dmn_localizer.sim.world import WorldSpec, domain_rng
+from dmn_localizer.sim.spec import domain_rng, WorldSpec
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def _texture(rng):
 
 
 def generate_room(seed):
-    """The :class:`~dmn_localizer.sim.world.WorldSpec` of room ``seed`` (deterministic)."""
+    """The :class:`~dmn_localizer.sim.spec.WorldSpec` of room ``seed`` (deterministic)."""
     rng = domain_rng('rooms', seed)
     size = WORLD_SIZE_M
     textures = [_texture(rng) for _ in range(5)]          # floor, walls +y, +x, -y, -x

@@ -20,7 +20,7 @@ def _segment_free(spec, a, b, spacing=0.1):
 def random_trajectory(spec, rng, length, step_m=1.5, turn_sigma=np.radians(20.0), start=None):
     """Poses ``(length, 3)`` float32 of one collision-free trajectory in world ``spec``.
 
-    spec: a :class:`~dmn_localizer.sim.world.WorldSpec`; rng: numpy Generator; step_m: metres
+    spec: a :class:`~dmn_localizer.sim.spec.WorldSpec`; rng: numpy Generator; step_m: metres
     driven per step; turn_sigma: std of the heading change per step (radians); start: the
     first pose (3,) (default: a random free pose).
     """
