@@ -137,9 +137,10 @@ def _inputs(b=2, n=3, k=12, seed=0):
     return ci, cp, qi, parts
 
 
-@pytest.mark.parametrize('warp', [True, False])
-def test_moving_the_whole_world_changes_nothing(warp):
-    model = _model(warp=warp).double()
+@pytest.mark.parametrize('warp,pooling', [(True, 'sum'), (False, 'sum'),
+                                          (True, 'overlap_attention')])
+def test_moving_the_whole_world_changes_nothing(warp, pooling):
+    model = _model(warp=warp, context_pooling=pooling).double()
     ci, cp, qi, parts = (x.double() for x in _inputs())
     moved = torch.tensor([13.0, -4.0, 2.1], dtype=torch.float64)
     a = model(ci, cp, qi, parts)
@@ -148,8 +149,9 @@ def test_moving_the_whole_world_changes_nothing(warp):
     assert a.std() > 1e-4   # not trivially constant
 
 
-def test_fast_paths_equal_the_literal_formulation():
-    model = _model().eval()
+@pytest.mark.parametrize('pooling', ['sum', 'overlap_attention'])
+def test_fast_paths_equal_the_literal_formulation(pooling):
+    model = _model(context_pooling=pooling).eval()
     ci, cp, qi, parts = _inputs()
     with torch.no_grad():
         fast = model(ci, cp, qi, parts)
@@ -166,6 +168,25 @@ def test_fast_paths_equal_the_literal_formulation():
         sub = model.build_map(ci[:1, [0, 2]], cp[:1, [0, 2]])
         assert torch.allclose(model.log_likelihood_selected(m, q, parts[:1], index),
                               model.log_likelihood(sub, q, parts[:1]), atol=1e-5)
+
+
+def test_overlap_attention_does_not_count_duplicate_views_twice():
+    # a dense map holds many near-identical views; with 'sum' every copy adds its evidence
+    # again (overconfidence), with 'overlap_attention' a map of each view twice scores the
+    # same as the map of each view once
+    ci, cp, qi, parts = _inputs(b=1)
+    twice_i, twice_p = torch.cat([ci, ci], 1), torch.cat([cp, cp], 1)
+    with torch.no_grad():
+        for pooling, factor in (('sum', 2.0), ('overlap_attention', 1.0)):
+            model = _model(context_pooling=pooling).eval()
+            once = model(ci, cp, qi, parts)
+            assert torch.allclose(model(twice_i, twice_p, qi, parts), factor * once,
+                                  atol=1e-5)
+            ll, att = model.log_likelihood(model.build_map(ci, cp), model.encode_query(qi),
+                                           parts, return_attention=True)
+            assert torch.allclose(att.sum(-1), torch.ones(1, parts.shape[1]), atol=1e-5)
+    with pytest.raises(ValueError, match='context_pooling'):
+        DMNConfig(architecture='dmn', context_pooling='overlap_attention')
 
 
 def test_gradients_reach_every_parameter():

@@ -18,8 +18,12 @@ comparison explicit with geometry (:mod:`dmn_localizer.model.column_warp`):
 * a per-column MLP, pooled over visible columns, with the visible share, the global
   descriptor similarity and Fourier features of the relative pose, gives a per-context score
   ``s_ik``: a log-likelihood ratio against "this context tells nothing" (0 is neutral);
-* the log-likelihood of particle k is ``sum_i s_ik``: every context is independent evidence.
-  ``return_attention`` gives ``softmax_i s_ik``, the share each context has in the score.
+* contexts combine by ``context_pooling``: ``sum`` gives ``sum_i s_ik`` (every context is
+  independent evidence); ``overlap_attention`` gives
+  ``log sum_i w_ik exp(s_ik) / sum_i w_ik`` with ``w_ik`` the share of the query's columns
+  context i sees from particle k (floored at :data:`MIN_OVERLAP_WEIGHT`): the egocentric
+  attention of the DMN made explicit, which does not grow with the number of near-duplicate
+  views in a dense map. ``return_attention`` gives each context's share in the score.
 
 ``warp: false`` is the ablation without geometry (same network): query column j is compared
 with context column j, the depth residual and visibility are dropped (all columns count), so
@@ -51,6 +55,7 @@ POSE_SCALE_M = 8.0      # relative offsets are divided by this before the Fourie
 POSE_FREQUENCIES = 3    # sin/cos of 2^f * pi * offset / POSE_SCALE_M, f = 0..2
 RESIDUAL_CLIP = 2.0     # log-depth residuals are clipped to +-this
 PARTICLE_BLOCK = 4096   # particle-context pairs per block at inference (bounds memory)
+MIN_OVERLAP_WEIGHT = 1e-3  # floor of a context's overlap weight in 'overlap_attention'
 LOG_DEPTH_OFFSET = math.log(4.0)   # the depth head's output 0 means 4 m
 
 
@@ -243,9 +248,14 @@ class AlignedModel(nn.Module):
 
     def _log_likelihood(self, map_state, query, particles, index=None, return_attention=False,
                         appearance=None):
-        s, _ = self.context_scores(map_state, query, particles, index, appearance)
-        ll = s.sum(-1)
-        return (ll, torch.softmax(s, -1)) if return_attention else ll
+        s, share = self.context_scores(map_state, query, particles, index, appearance)
+        if self.config.context_pooling == 'sum':
+            logits, ll = s, s.sum(-1)
+        else:
+            w = torch.log(share.clamp_min(MIN_OVERLAP_WEIGHT))
+            logits = s + w
+            ll = torch.logsumexp(logits, -1) - torch.logsumexp(w, -1)
+        return (ll, torch.softmax(logits, -1)) if return_attention else ll
 
     def log_likelihood(self, map_state, query, particles, chunk=None, return_attention=False):
         """Unnormalised log-likelihoods (B, K) of particles (B, K, 3) (camera poses); with

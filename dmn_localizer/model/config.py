@@ -6,10 +6,10 @@ from dmn_localizer.config import strict_from_dict
 ATTENTION_MODES = ('softmax', 'linear', 'sigmoid', 'uniform')
 QUERY_TRUNK_SHARING = ('cnn3', 'cnn1', 'none')
 # 'dmn' (the paper's DMN, :mod:`dmn_localizer.model.dmn`) or one of the paper's baselines
-# (:mod:`dmn_localizer.model.baselines`)
 # (:mod:`dmn_localizer.model.baselines`), or 'aligned', the geometry-aligned observation model
 # (:mod:`dmn_localizer.model.aligned`)
 ARCHITECTURES = ('dmn', 'latent_image', 'latent_vector', 'regression', 'aligned')
+CONTEXT_POOLINGS = ('sum', 'overlap_attention')
 LATENT_MAPS = ('latent_image', 'latent_vector')
 
 
@@ -61,6 +61,13 @@ class DMNConfig:
     hfov_deg: float = 90.0
     feature_dim: int = 32
     warp: bool = True
+    # architecture 'aligned' only: how the per-context scores of a particle combine. 'sum':
+    # every context is independent evidence (a map with each view twice counts it twice);
+    # 'overlap_attention': the log of the mean of exp(score) over contexts weighted by the
+    # share of the query each context sees from the particle, so the contexts that overlap
+    # the particle's view decide, and a dense map of near-duplicate views is not counted as
+    # many independent observations.
+    context_pooling: str = 'sum'
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
@@ -91,6 +98,11 @@ class DMNConfig:
             raise ValueError(f'hfov_deg must be within [1, 180), got {self.hfov_deg}')
         if self.feature_dim < 1:
             raise ValueError('feature_dim must be positive')
+        if self.context_pooling not in CONTEXT_POOLINGS:
+            raise ValueError(f'context_pooling must be one of {CONTEXT_POOLINGS}, '
+                             f'got {self.context_pooling!r}')
+        if self.architecture != 'aligned' and self.context_pooling != 'sum':
+            raise ValueError("context_pooling: an option of architecture 'aligned' only")
         if self.architecture != 'aligned' and not self.warp:
             raise ValueError("warp: an option of architecture 'aligned' only")
         if self.coord_scale_m <= 0:
