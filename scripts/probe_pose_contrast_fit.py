@@ -1,6 +1,6 @@
 """Can a DMN learn view agreement on a fixed set of training episodes, and does it carry over?
 
-Trains a model on the pose-contrast loss alone (``dmn_localizer.training.episodes.
+Trains a model on the pose-contrast loss alone (``dmn_localizer.filter.rollout.
 pose_contrast_loss``; every other loss off) over a fixed set of ``--episodes`` training
 episodes (the query's nearest context forced into a map of 4, fixed candidate poses per
 batch), and every ``--every`` steps prints the loss and ``top1`` (the share of episodes whose
@@ -21,7 +21,7 @@ import torch
 from dmn_localizer.evaluation.protocol import load_episodes
 from dmn_localizer.model.io import load_model
 from dmn_localizer.training.config import load_train_config
-from dmn_localizer.training.episodes import make_batch, pose_contrast_loss
+from dmn_localizer.filter.rollout import make_batch, pose_contrast_loss
 from dmn_localizer.training.train import _pose_contrast, build_validation, open_dataset
 
 BATCH = 16

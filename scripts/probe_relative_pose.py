@@ -20,7 +20,7 @@ from dmn_localizer.evaluation.protocol import load_episodes
 from dmn_localizer.filter import sample_gaussian
 from dmn_localizer.geometry import relative
 from dmn_localizer.model.io import load_model
-from dmn_localizer.training.episodes import make_batch
+from dmn_localizer.filter.rollout import make_batch
 from dmn_localizer.training.train import open_dataset
 
 CANDIDATES = 64

@@ -8,11 +8,11 @@ import torch
 
 from dmn_localizer.errors import FileFormatError, UserError
 from dmn_localizer.filter import FilterConfig
+from dmn_localizer.filter.rollout import (attention_loss, dense_loss, initial_particles,
+                                          make_batch, pose_contrast_loss, pose_loss,
+                                          PoseContrast, rollout)
 from dmn_localizer.model import DMN, DMNConfig, load_model
 from dmn_localizer.training import load_train_config, train, TrainConfig
-from dmn_localizer.training.episodes import (attention_loss, dense_loss, initial_particles,
-                                             make_batch, pose_contrast_loss, pose_loss,
-                                             PoseContrast, rollout)
 from dmn_localizer.training.train import open_dataset
 
 torch.set_num_threads(1)
@@ -278,7 +278,7 @@ def test_decoys_sit_where_the_truth_sits_relative_to_other_contexts():
     import math
 
     from dmn_localizer.geometry import relative
-    from dmn_localizer.training.episodes import Batch, decoy_particles
+    from dmn_localizer.filter.rollout import Batch, decoy_particles
     g = torch.Generator().manual_seed(0)
     B, N = 3, 5
     ctx = torch.rand(B, N, 3, generator=g) * 40

@@ -29,7 +29,7 @@ own model file whose card records the architecture (:data:`BASELINE_METHODS`):
   regress the offset of the true pose from it. The first estimate is the mean of the initial
   belief's particles (as ``uninformed``: about the world centre for global localization, the
   belief's mean for tracking); each step applies the egomotion, then the regressed correction
-  (:func:`~dmn_localizer.training.episodes.regression_rollout`). K only sets how many samples
+  (:func:`~dmn_localizer.filter.rollout.regression_rollout`). K only sets how many samples
   the initial mean is taken over.
 
 They train with the DMN's training code and budget (``config/train_mazes_latent_image.yaml``,
@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from dmn_localizer.filter import FilterConfig, sample_uniform
-from dmn_localizer.training.episodes import initial_particles, make_batch, rollout
+from dmn_localizer.filter.rollout import initial_particles, make_batch, rollout
 
 logger = logging.getLogger(__name__)
 

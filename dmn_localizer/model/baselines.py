@@ -22,7 +22,7 @@ context and query features. Neither has attention: every context contributes equ
 * :class:`PoseRegression` (``architecture: regression``): the DMN's networks evaluated for a
   single "particle" placed at the previous pose estimate; the last layer outputs 3 values
   instead of a log-likelihood: the offset ``(dx/L, dy/L, dyaw)`` of the true pose in the frame
-  of that estimate. :func:`dmn_localizer.training.episodes.regression_rollout` runs it (no
+  of that estimate. :func:`dmn_localizer.filter.rollout.regression_rollout` runs it (no
   particle filter). 2,783,395 parameters at 32 px (1.0004x the DMN).
 
 The latent maps compute the parts that do not depend on the particle once per map

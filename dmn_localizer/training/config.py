@@ -49,7 +49,7 @@ class TrainConfig:
     attention_weight: float = 0.0
     attention_kernel_m: float = 4.0
     attention_kernel_deg: float = 45.0
-    #     + w_pose_contrast * pose-contrast loss (our addition; training/episodes.py
+    #     + w_pose_contrast * pose-contrast loss (our addition; filter/rollout.py
     #       pose_contrast_loss): per context, cross-entropy of its attention logits over
     #       pose_contrast_poses candidate poses (the truth and Gaussian offsets of
     #       pose_contrast_offset_std m, deg) against a kernel (pose_contrast_kernel m, deg),

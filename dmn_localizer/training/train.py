@@ -51,7 +51,7 @@ from dmn_localizer.model.config import DMNConfig
 from dmn_localizer.model.io import (atomic_write_bytes, load_model, model_paths, save_model,
                                     state_to_safetensors_bytes, weights_id)
 from dmn_localizer.training.config import TrainConfig
-from dmn_localizer.training.episodes import initial_particles, make_batch, PoseContrast, rollout
+from dmn_localizer.filter.rollout import initial_particles, make_batch, PoseContrast, rollout
 from dmn_localizer.util.device import select_device
 
 logger = logging.getLogger(__name__)
