@@ -129,9 +129,9 @@ class LocalizerNode(Node):
             if self.localizer.map_state is None:
                 self.map_status = message
             return False, message
-        if view_map.frame_id != self.config.map_frame:
-            warn(self, f'{path}: map frame {view_map.frame_id!r} differs from map_frame '
-                 f'{self.config.map_frame!r}; using it as {self.config.map_frame!r}')
+        if view_map.frame_id != self.config.global_frame_id:
+            warn(self, f'{path}: map frame {view_map.frame_id!r} differs from global_frame_id '
+                 f'{self.config.global_frame_id!r}; using it as {self.config.global_frame_id!r}')
         self.localizer.set_map(view_map)
         self.localizer.init_global()
         self.waiting_image = None
@@ -215,9 +215,9 @@ class LocalizerNode(Node):
                  'injecting random particles', throttle_duration_sec=5.0)
 
     def on_initial_pose(self, msg):
-        if msg.header.frame_id != self.config.map_frame:
+        if msg.header.frame_id != self.config.global_frame_id:
             warn(self, f'initial pose in frame {msg.header.frame_id!r} rejected: '
-                 f'expected {self.config.map_frame!r}')
+                 f'expected {self.config.global_frame_id!r}')
             return
         try:
             mean = pose_to_xyyaw(msg.pose.pose)
@@ -273,7 +273,7 @@ class LocalizerNode(Node):
             warn(self, 'estimate not finite: not published', throttle_duration_sec=5.0)
             return
         msg = PoseWithCovarianceStamped()
-        msg.header.frame_id, msg.header.stamp = cfg.map_frame, self.stamp_msg(stamp)
+        msg.header.frame_id, msg.header.stamp = cfg.global_frame_id, self.stamp_msg(stamp)
         msg.pose.pose = xyyaw_to_pose(mean)
         c = np.zeros((6, 6))
         idx = [0, 1, 5]  # x, y, yaw in the 6x6 (x, y, z, roll, pitch, yaw) layout
@@ -282,7 +282,7 @@ class LocalizerNode(Node):
         self.pose_pub.publish(msg)
         if cfg.publish_particles:
             particles, weights = self.localizer.particle_array()
-            self.particles_pub.publish(poses_to_pose_array(particles, cfg.map_frame,
+            self.particles_pub.publish(poses_to_pose_array(particles, cfg.global_frame_id,
                                                            msg.header.stamp))
             self.markers_pub.publish(self.weight_markers(particles, weights, msg.header.stamp))
         self.publish_tf(stamp, mean)
@@ -298,7 +298,8 @@ class LocalizerNode(Node):
             return
         map_from_odom = compose(map_from_base, inverse(odom_from_base))
         t = TransformStamped()
-        t.header.frame_id, t.child_frame_id = self.config.map_frame, self.config.odom_frame
+        t.header.frame_id = self.config.global_frame_id
+        t.child_frame_id = self.config.odom_frame_id
         t.header.stamp = self.stamp_msg(stamp + self.config.transform_tolerance)
         t.transform.translation.x, t.transform.translation.y = map(float, map_from_odom[:2])
         q = yaw_to_quaternion(float(map_from_odom[2]))
@@ -308,7 +309,7 @@ class LocalizerNode(Node):
 
     def weight_markers(self, particles, weights, stamp):
         m = Marker(type=Marker.POINTS, action=Marker.ADD, ns='particles', id=0)
-        m.header.frame_id, m.header.stamp = self.config.map_frame, stamp
+        m.header.frame_id, m.header.stamp = self.config.global_frame_id, stamp
         m.scale.x = m.scale.y = 0.15
         rel = weights / max(float(weights.max()), 1e-12)
         from geometry_msgs.msg import Point

@@ -33,7 +33,7 @@ class MapperNode(Node):
         refuse_changes(self, ['image_topic', 'pose_topic', 'pose_type', 'image_transport',
                               'model', 'map_file', 'image_size', 'device'])
         self.model = self.load_model(cfg)
-        self.view_map = ViewMap(frame_id=cfg.map_frame, model_id=self.model_id)
+        self.view_map = ViewMap(frame_id=cfg.global_frame_id, model_id=self.model_id)
         if cfg.map_file:
             self.view_map = ViewMap.load(cfg.map_file)
             check_map_image_size(self.view_map, cfg.image_size, cfg.map_file)
@@ -86,8 +86,8 @@ class MapperNode(Node):
             self.add_pair(*pair)
 
     def on_pose(self, stamp, frame_id, map_from_base):
-        if frame_id and frame_id != self.config.map_frame:
-            warn(self, f'pose in frame {frame_id!r}, expected {self.config.map_frame!r}: '
+        if frame_id and frame_id != self.config.global_frame_id:
+            warn(self, f'pose in frame {frame_id!r}, expected {self.config.global_frame_id!r}: '
                  'ignored', throttle_duration_sec=5.0)
             return
         for pair in self.pairer.add_pose(stamp, map_from_base):
@@ -103,7 +103,7 @@ class MapperNode(Node):
 
     def publish_contexts(self):
         self.contexts_pub.publish(poses_to_pose_array(
-            self.view_map.poses, self.config.map_frame, self.get_clock().now().to_msg()))
+            self.view_map.poses, self.config.global_frame_id, self.get_clock().now().to_msg()))
 
     def on_save_map(self, request, response):
         try:
