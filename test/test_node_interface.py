@@ -2,9 +2,21 @@
 that apply at run time, frame checks, services. In-process tests build the node object in the
 test process and call its callbacks; the DDS tests drive a node process from another one."""
 import pytest
+from geometry_msgs.msg import PoseWithCovarianceStamped
+from rcl_interfaces.srv import SetParameters
+from rclpy.parameter import Parameter
+from tf2_msgs.msg import TFMessage
 
+from conftest import start_python, stop_process
 from inprocess import make_node, ros_context, write_tiny_model_and_map
+import test_localizer_node
+from dmn_localizer.nodes.common import LATCHED
 from dmn_localizer.nodes.localizer_node import LocalizerNode
+
+POSE_TOPIC = 'localizer/pose'
+Robot = test_localizer_node.Robot
+world = test_localizer_node.world                  # fixtures: a maze, a tiny model and map
+model_and_map = test_localizer_node.model_and_map
 
 
 @pytest.fixture(scope='module')
@@ -40,3 +52,66 @@ def test_amcl_parameter_names_and_deprecated_aliases(context, files, capfd):
         node.destroy_node()
     err = capfd.readouterr().err
     assert err.count('parameter map_frame is deprecated: use global_frame_id') == 1, err
+
+
+def set_parameters(peer, node_name, **values):
+    """set_parameters on another process's node, as ``ros2 param set`` does: the results."""
+    client = peer.node.create_client(SetParameters, f'{node_name}/set_parameters')
+    assert peer.spin_until(client.service_is_ready, 20)
+    future = client.call_async(SetParameters.Request(parameters=[
+        Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]))
+    assert peer.spin_until(future.done, 20)
+    return future.result().results
+
+
+def map_to_odom(tf_msgs):
+    return [t for m in tf_msgs for t in m.transforms
+            if t.header.frame_id == 'map' and t.child_frame_id == 'odom']
+
+
+def test_runtime_parameters_apply_or_are_refused(ros_env, ros_peer, model_and_map, world):
+    """``ros2 param set`` (set_parameters from another process) changes what the node does:
+    tf_broadcast false stops map -> odom, a large update_min_d stops the updates, and both
+    come back when set back; a parameter read at start is refused with the reason."""
+    model_file, map_file = model_and_map
+    node = start_python(['-m', 'dmn_localizer', 'run', 'localize', '--map-file', str(map_file),
+                         '--model', str(model_file), '-p', 'num_particles:=100',
+                         '-p', 'global_num_particles:=300', '-p', 'update_min_d:=0.1'],
+                        ros_env)
+    poses, tfs = [], []
+    n = ros_peer.node
+    n.create_subscription(PoseWithCovarianceStamped, POSE_TOPIC, poses.append, LATCHED)
+    n.create_subscription(TFMessage, '/tf', tfs.append, 100)
+    robot = Robot(ros_peer, world)
+    try:
+        robot.wait_for_node()
+        for _ in range(3):
+            robot.step()
+        assert ros_peer.spin_until(lambda: len(poses) >= 2 and map_to_odom(tfs), 30), \
+            stop_process(node)[1][-3000:]
+        results = set_parameters(ros_peer, 'localizer', tf_broadcast=False, update_min_d=50.0)
+        assert all(r.successful for r in results), results
+        ros_peer.spin_until(lambda: False, 1.0)
+        count = len(poses)
+        tfs.clear()
+        for _ in range(4):  # 0.8 m of motion, every image: no update, no map -> odom
+            robot.step()
+        ros_peer.spin_until(lambda: False, 2.0)
+        assert len(poses) == count and not map_to_odom(tfs)
+
+        results = set_parameters(ros_peer, 'localizer', tf_broadcast=True, update_min_d=0.1)
+        assert all(r.successful for r in results), results
+        for _ in range(2):
+            robot.step()
+        assert ros_peer.spin_until(lambda: len(poses) > count and map_to_odom(tfs), 20)
+
+        refused = set_parameters(ros_peer, 'localizer', model='/elsewhere.safetensors')
+        assert not refused[0].successful and 'model is read at start' in refused[0].reason
+        out_of_range = set_parameters(ros_peer, 'localizer', update_min_d=-1.0)
+        assert not out_of_range[0].successful
+        assert set_parameters(ros_peer, 'localizer', global_frame_id='world')[0].reason
+    finally:
+        out, err = stop_process(node)
+    assert node.returncode == 0, err[-3000:]
+    assert 'parameters set: tf_broadcast = False' in err
+    assert 'parameters set: update_min_d = 50.0' in err

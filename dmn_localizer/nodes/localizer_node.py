@@ -18,6 +18,7 @@ missing odometry is a diagnostics WARN. All filter math, including the likelihoo
 monitor and recovery, is in :mod:`dmn_localizer.localization.localizer`; this file converts
 messages and keeps time.
 """
+import dataclasses
 import math
 import sys
 import time
@@ -25,6 +26,7 @@ from collections import deque
 from pathlib import Path
 
 import numpy as np
+import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import (PoseArray, PoseWithCovarianceStamped, TransformStamped)
 from nav_msgs.msg import Odometry
@@ -45,7 +47,7 @@ from dmn_localizer.nodes.common import (LATCHED, RELIABLE, camera_offset, run_no
                                         warn)
 from dmn_localizer.nodes.conversions import (checked_stamp_to_sec, pose_to_xyyaw,
                                              poses_to_pose_array, sec_to_stamp, xyyaw_to_pose)
-from dmn_localizer.nodes.parameters import declare_config, refuse_changes
+from dmn_localizer.nodes.parameters import declare_config, on_parameter_changes
 from dmn_localizer.util.device import select_device
 from dmn_localizer.util.resources import default_model_path
 
@@ -53,6 +55,18 @@ from dmn_localizer.util.resources import default_model_path
 def level_rank(level):
     """DiagnosticStatus levels are bytes (b'\\x00'..) in rclpy: their integer value."""
     return level[0] if isinstance(level, bytes) else int(level)
+
+
+# Config fields a set_parameters request applies at once; the others (frames, topics, model,
+# device, image size, precision, camera field of view) are read at start.
+RUNTIME_PARAMETERS = frozenset({
+    'camera_offset_x', 'camera_offset_y', 'camera_offset_yaw', 'map_file', 'nearest_contexts',
+    'num_particles', 'global_num_particles', 'initial_sigma_xy', 'initial_sigma_yaw',
+    'motion_noise_xy', 'motion_noise_yaw', 'update_min_d', 'update_min_a',
+    'force_update_when_still', 'resample_ess_ratio', 'health_samples', 'collapse_score',
+    'collapse_updates', 'recovery_alpha', 'global_reinit_updates', 'odom_jump_threshold',
+    'odom_max_speed', 'odom_timeout', 'transform_tolerance', 'tf_broadcast',
+    'publish_particles'})
 
 
 def load_model_file(path):
@@ -65,9 +79,7 @@ class LocalizerNode(Node):
     def __init__(self, **kwargs):
         super().__init__('localizer', **kwargs)
         self.config = cfg = declare_config(self, LocalizerConfig)
-        refuse_changes(self, ['image_topic', 'image_transport', 'odom_topic', 'model',
-                              'image_size', 'device', 'precision', 'initial_pose_topic',
-                              'camera_hfov_deg'])
+        on_parameter_changes(self, LocalizerConfig, RUNTIME_PARAMETERS, self.apply_parameters)
         try:
             device = select_device(cfg.device)
         except ValueError as exc:
@@ -113,6 +125,18 @@ class LocalizerNode(Node):
         self.create_timer(1.0, self.publish_diagnostics)
         self.get_logger().info(f'model {self.model_file} on {self.device_name}; '
                                f'{self.map_status}')
+
+    def apply_parameters(self, changes):
+        """Runtime parameter changes (``RUNTIME_PARAMETERS``): the filter reads its config at
+        each use, so replacing it applies them from the next image on."""
+        self.config = dataclasses.replace(self.config, **changes)
+        self.localizer.config = self.config
+        self.localizer.base_from_camera = torch.as_tensor(camera_offset(self.config),
+                                                          dtype=torch.float32)
+        self.odom.max_jump = self.config.odom_jump_threshold
+        self.odom.max_speed = self.config.odom_max_speed
+        self.get_logger().info('parameters set: ' + ', '.join(
+            f'{k} = {v!r}' for k, v in changes.items()))
 
     # ------------------------------------------------------------------ map
     def load_map(self, path):

@@ -7,6 +7,7 @@ running the same model skips that work) and publishes the context viewpoints (la
 Services: ``~/save_map`` (std_srvs/Trigger, atomic write to ``save_path``) and ``~/clear_map``
 (std_srvs/Trigger).
 """
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -22,16 +23,21 @@ from dmn_localizer.mapping.view_map import check_map_image_size, check_model_ima
 from dmn_localizer.nodes.common import (LATCHED, camera_offset, subscribe_images,
                                         subscribe_poses, run_node, warn)
 from dmn_localizer.nodes.conversions import poses_to_pose_array
-from dmn_localizer.nodes.parameters import declare_config, refuse_changes
+from dmn_localizer.nodes.parameters import declare_config, on_parameter_changes
 from geometry_msgs.msg import PoseArray
+
+
+# Config fields a set_parameters request applies at once; the others are read at start.
+RUNTIME_PARAMETERS = frozenset({'sync_tolerance_s', 'camera_offset_x', 'camera_offset_y',
+                                'camera_offset_yaw', 'keyframe_min_distance',
+                                'keyframe_min_angle', 'save_path'})
 
 
 class MapperNode(Node):
     def __init__(self, **kwargs):
         super().__init__('mapper', **kwargs)
         self.config = cfg = declare_config(self, MapperConfig)
-        refuse_changes(self, ['image_topic', 'pose_topic', 'pose_type', 'image_transport',
-                              'model', 'map_file', 'image_size', 'device'])
+        on_parameter_changes(self, MapperConfig, RUNTIME_PARAMETERS, self.apply_parameters)
         self.model = self.load_model(cfg)
         self.view_map = ViewMap(frame_id=cfg.global_frame_id, model_id=self.model_id)
         if cfg.map_file:
@@ -50,6 +56,14 @@ class MapperNode(Node):
         self.create_service(Trigger, '~/save_map', self.on_save_map)
         self.create_service(Trigger, '~/clear_map', self.on_clear_map)
         self.publish_contexts()
+
+    def apply_parameters(self, changes):
+        """Runtime parameter changes (``RUNTIME_PARAMETERS``), used from the next image on."""
+        self.config = dataclasses.replace(self.config, **changes)
+        self.base_from_camera = camera_offset(self.config)
+        self.pairer.tolerance = self.config.sync_tolerance_s
+        self.get_logger().info('parameters set: ' + ', '.join(
+            f'{k} = {v!r}' for k, v in changes.items()))
 
     def load_model(self, cfg):
         """The DMN whose CNN1 embeds each new context (the localizer reuses the embeddings

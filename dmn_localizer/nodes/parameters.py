@@ -44,14 +44,31 @@ def read_config(node, config_cls):
                          for f in dataclasses.fields(config_cls)})
 
 
-def refuse_changes(node, names):
-    """Parameters in ``names`` are read once at start: refuse changes at run time."""
-    names = set(names)
+def on_parameter_changes(node, config_cls, runtime, apply, configured=lambda: True):
+    """Validate and apply ``ros2 param set`` (set_parameters) changes to the config.
+
+    Fields named in ``runtime`` apply at once: ``apply(changes)`` gets {field name: value} of
+    one request (ranges and types already checked by rclpy) and returns None, or a reason to
+    refuse them all. The others are read when the node is configured: changing one is refused
+    with a reason while ``configured()``, and takes effect at the next configure otherwise.
+    Parameters that are not config fields (``use_sim_time``) are left to rclpy.
+    """
+    field_names = {ros_name(f): f.name for f in dataclasses.fields(config_cls)}
 
     def callback(params):
-        changed = [p.name for p in params if p.name in names]
-        if changed:
-            return SetParametersResult(successful=False,
-                                       reason=f'{", ".join(changed)} can only be set at start')
+        changes = {}
+        for p in params:
+            name = field_names.get(p.name)
+            if name is None:
+                continue
+            if name not in runtime and configured():
+                return SetParametersResult(
+                    successful=False, reason=f'{p.name} is read at start: set it in the '
+                    'parameter file')
+            changes[name] = p.value
+        if changes and configured():
+            reason = apply(changes)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
     node.add_on_set_parameters_callback(callback)
