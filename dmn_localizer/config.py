@@ -30,11 +30,12 @@ class MapperConfig:
     # frames (REP-105)
     global_frame_id: str = param('map', 'Frame of the map the context poses are expressed in; '
                                  'poses in another frame are ignored')
-    base_frame_id: str = param('base_link', 'Robot base frame: the pose source gives it in '
-                               'global_frame_id (odometry with another child_frame_id is '
-                               'warned about once)')
-    camera_frame_id: str = param('camera_link', 'Camera frame of the images (images in '
-                                 'another frame are warned about once)')
+    base_frame_id: str = param('base_link', 'Robot base frame, whose pose the pose source '
+                               'gives; odometry with another child_frame_id is used, with '
+                               'one warning')
+    camera_frame_id: str = param('camera_optical_frame', "Frame of the camera images (their "
+                                 'header frame_id, usually an optical frame); images in '
+                                 'another frame are used, with one warning')
     # inputs
     image_topic: str = param('camera/image_raw', 'Camera topic (relative, so namespaces work)')
     image_transport: str = param('raw', "Image message type: 'raw' (sensor_msgs/Image) or "
@@ -67,12 +68,13 @@ class LocalizerConfig:
     global_frame_id: str = param('map', 'Global frame of the estimate, the map and '
                                  'initialpose')
     odom_frame_id: str = param('odom', 'Odometry frame: the TF published is global_frame_id '
-                               '-> odom_frame_id; odometry in another frame is warned about '
-                               'once')
+                               '-> odom_frame_id; odometry in another frame is used, with one '
+                               'warning')
     base_frame_id: str = param('base_link', 'Robot base frame: odometry with another '
-                               'child_frame_id is warned about once')
-    camera_frame_id: str = param('camera_link', 'Camera frame of the images (images in '
-                                 'another frame are warned about once)')
+                               'child_frame_id is used, with one warning')
+    camera_frame_id: str = param('camera_optical_frame', "Frame of the camera images (their "
+                                 'header frame_id, usually an optical frame); images in '
+                                 'another frame are used, with one warning')
     # inputs
     image_topic: str = param('camera/image_raw', 'Camera topic')
     image_transport: str = param('raw', "'raw' (sensor_msgs/Image) or 'compressed'")

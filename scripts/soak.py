@@ -227,7 +227,7 @@ def main(argv=None):
             o.pose.pose = xyyaw_to_pose(odom)
             odom_pub.publish(o)
             m = msgs[order[i % len(order)]]
-            m.header.stamp, m.header.frame_id = stamp, 'camera_link'
+            m.header.stamp, m.header.frame_id = stamp, 'camera_optical_frame'
             published[ns] = time.monotonic()
             frame_of[ns] = i
             img_pub.publish(m)

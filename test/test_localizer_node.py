@@ -79,7 +79,7 @@ class Robot:
         pose = compose(MAP_FROM_ODOM, self.odom_at(self.t))
         rgb = self.world.render(pose[None])[0]
         img = Image(height=32, width=32, encoding='rgb8', step=96, data=rgb.tobytes())
-        img.header.stamp, img.header.frame_id = self.stamp(self.t), 'camera_link'
+        img.header.stamp, img.header.frame_id = self.stamp(self.t), 'camera_optical_frame'
         self.img_pub.publish(img)
         self.t += 0.5
         self.peer.spin_until(lambda: False, 0.1)

@@ -2,15 +2,19 @@
 that apply at run time, frame checks, services. In-process tests build the node object in the
 test process and call its callbacks; the DDS tests drive a node process from another one."""
 import pytest
+import numpy as np
 from geometry_msgs.msg import PoseWithCovarianceStamped
+from nav_msgs.msg import Odometry
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
 from tf2_msgs.msg import TFMessage
 
 from conftest import start_python, stop_process
-from inprocess import make_node, ros_context, write_tiny_model_and_map
+from inprocess import (image_callback, make_node, rgb_msg, ros_context, stamp,
+                       subscription_callback, write_tiny_model_and_map)
 import test_localizer_node
 from dmn_localizer.nodes.common import LATCHED
+from dmn_localizer.nodes.conversions import xyyaw_to_pose
 from dmn_localizer.nodes.localizer_node import LocalizerNode
 
 POSE_TOPIC = 'localizer/pose'
@@ -52,6 +56,31 @@ def test_amcl_parameter_names_and_deprecated_aliases(context, files, capfd):
         node.destroy_node()
     err = capfd.readouterr().err
     assert err.count('parameter map_frame is deprecated: use global_frame_id') == 1, err
+
+
+def test_frame_ids_checked_with_one_warning(context, files):
+    """Odometry and images in frames other than odom_frame_id / base_frame_id /
+    camera_frame_id are used, with one warning each."""
+    node = localizer(context, files, update_min_d=0.1)
+    on_odom, on_image = subscription_callback(node, Odometry), image_callback(node)
+    try:
+        for i in range(4):
+            msg = Odometry(child_frame_id='base_footprint')
+            msg.header.frame_id = 'wheel_odom'
+            msg.pose.pose = xyyaw_to_pose([0.1 * i, 0.0, 0.0])
+            on_odom(stamp(msg, 100.0 + 0.5 * i))
+            image = rgb_msg(np.zeros((32, 32, 3), np.uint8), 100.0 + 0.5 * i)
+            image.header.frame_id = 'front_camera'
+            on_image(image)
+        assert len(node.odom) == 4 and node.updates >= 1   # used
+        for text in ("odometry in frame 'wheel_odom', expected odom_frame_id 'odom'",
+                     "odometry child in frame 'base_footprint', expected base_frame_id "
+                     "'base_link'",
+                     "image in frame 'front_camera', expected camera_frame_id "
+                     "'camera_optical_frame'"):
+            assert len(node.log.messages('warning', text)) == 1, (text, node.log.records)
+    finally:
+        node.destroy_node()
 
 
 def set_parameters(peer, node_name, **values):

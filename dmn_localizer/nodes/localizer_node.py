@@ -42,9 +42,8 @@ from dmn_localizer.localization.localizer import Localizer
 from dmn_localizer.localization.odometry import OdometryBuffer
 from dmn_localizer.mapping.view_map import (check_map_image_size, check_model_image_size,
                                             ViewMap)
-from dmn_localizer.nodes.common import (LATCHED, RELIABLE, camera_offset, run_node,
-                                        subscribe_images,
-                                        warn)
+from dmn_localizer.nodes.common import (LATCHED, RELIABLE, camera_offset, check_frame,
+                                        run_node, subscribe_images, warn)
 from dmn_localizer.nodes.conversions import (checked_stamp_to_sec, pose_to_xyyaw,
                                              poses_to_pose_array, sec_to_stamp, xyyaw_to_pose)
 from dmn_localizer.nodes.parameters import declare_config, on_parameter_changes
@@ -115,7 +114,7 @@ class LocalizerNode(Node):
         self.tf_pub = self.create_publisher(TFMessage, '/tf', 100)
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         subscribe_images(self, cfg.image_topic, cfg.image_transport, cfg.image_size,
-                         self.on_image)
+                         self.on_image, frame_id=cfg.camera_frame_id)
         self.create_subscription(Odometry, cfg.odom_topic, self.on_odom, RELIABLE)
         self.create_subscription(PoseWithCovarianceStamped, cfg.initial_pose_topic,
                                  self.on_initial_pose, RELIABLE)
@@ -181,6 +180,10 @@ class LocalizerNode(Node):
             warn(self, f'{self.config.odom_topic}: odometry rejected: {exc}',
                  throttle_duration_sec=5.0)
             return
+        check_frame(self, f'{self.config.odom_topic}: odometry', msg.header.frame_id,
+                    self.config.odom_frame_id, 'odom_frame_id')
+        check_frame(self, f'{self.config.odom_topic}: odometry child', msg.child_frame_id,
+                    self.config.base_frame_id, 'base_frame_id')
         self.odom_received += 1
         self.last_odom_time = time.monotonic()
         if self.odom.add(stamp, odom_from_base):

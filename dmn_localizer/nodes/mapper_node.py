@@ -51,8 +51,9 @@ class MapperNode(Node):
         self.pairer = StampPairer(cfg.sync_tolerance_s)
         self.contexts_pub = self.create_publisher(PoseArray, '~/contexts', LATCHED)
         subscribe_images(self, cfg.image_topic, cfg.image_transport, cfg.image_size,
-                         self.on_image)
-        subscribe_poses(self, cfg.pose_topic, cfg.pose_type, self.on_pose)
+                         self.on_image, frame_id=cfg.camera_frame_id)
+        subscribe_poses(self, cfg.pose_topic, cfg.pose_type, self.on_pose,
+                        child_frame_id=cfg.base_frame_id)
         self.create_service(Trigger, '~/save_map', self.on_save_map)
         self.create_service(Trigger, '~/clear_map', self.on_clear_map)
         self.publish_contexts()

@@ -98,7 +98,7 @@ def measure(model_path, particles, frames=40, warmup=5, rate_hz=4.0, contexts=16
                 rgb = views[i % len(views)]
                 img = Image(height=image_size, width=image_size, encoding='rgb8',
                             step=3 * image_size, data=rgb.tobytes())
-                img.header.stamp, img.header.frame_id = stamp, 'camera_link'
+                img.header.stamp, img.header.frame_id = stamp, 'camera_optical_frame'
                 key = (stamp.sec, stamp.nanosec)
                 sent[key] = time.perf_counter()
                 img_pub.publish(img)
