@@ -6,7 +6,7 @@ map rendered from a simulated maze), then publishes rendered camera images and m
 odometry at a fixed rate, as a robot driving back and forth along a loop, and records:
 
 * the node's resident memory (VmRSS from /proc) every ``--sample-every`` seconds;
-* end-to-end update latency: image published -> ``localizer/pose`` with that stamp received;
+* end-to-end update latency: image published -> ``amcl_pose`` with that stamp received;
 * the node's own diagnostics (update time, images received, updates, dropped and skipped
   frames).
 
@@ -170,7 +170,7 @@ def main(argv=None):
                             _level=status.level[0] if isinstance(status.level, bytes)
                             else int(status.level), _message=status.message)
 
-    peer.create_subscription(PoseWithCovarianceStamped, 'localizer/pose', on_pose, LATCHED)
+    peer.create_subscription(PoseWithCovarianceStamped, 'amcl_pose', on_pose, LATCHED)
     peer.create_subscription(DiagnosticArray, '/diagnostics', on_diag, 10)
     frame_of = {}
 

@@ -35,7 +35,7 @@ def test_rviz_config_shows_the_node_topics():
     rviz = yaml.safe_load(config_path('dmn_localizer.rviz').read_text())
     displays = rviz['Visualization Manager']['Displays']
     topics = {d['Topic']['Value'] for d in displays if 'Topic' in d}
-    assert {'/localizer/particles', '/localizer/pose', '/mapper/contexts',
+    assert {'/localizer/particles', '/amcl_pose', '/mapper/contexts',
             '/localizer/particle_markers', '/camera/image_raw'} <= topics
     assert rviz['Visualization Manager']['Global Options']['Fixed Frame'] == 'map'
 

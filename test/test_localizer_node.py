@@ -94,7 +94,7 @@ def test_localizer_node_outputs(ros_env, ros_peer, model_and_map, world):
                         ros_env)
     poses, clouds, tfs = [], [], []
     n = ros_peer.node
-    n.create_subscription(PoseWithCovarianceStamped, 'localizer/pose', poses.append, LATCHED)
+    n.create_subscription(PoseWithCovarianceStamped, 'amcl_pose', poses.append, LATCHED)
     n.create_subscription(PoseArray, 'localizer/particles', clouds.append, 10)
     n.create_subscription(TFMessage, '/tf', tfs.append, 100)
     robot = Robot(ros_peer, world)
@@ -151,8 +151,8 @@ def test_localizer_node_outputs(ros_env, ros_peer, model_and_map, world):
         assert math.hypot(*(est[:2] - truth[:2])) < 1.0  # 0.2 m sigma + 0.4 m motion noise
 
         # services: no-motion update forces an update; global re-init restores 300 particles
-        ros_peer.call(Empty, 'localizer/request_nomotion_update')
-        ros_peer.call(Empty, 'localizer/reinitialize_global_localization')
+        ros_peer.call(Empty, 'request_nomotion_update')
+        ros_peer.call(Empty, 'reinitialize_global_localization')
         clouds.clear()
         robot.step()
         assert ros_peer.spin_until(lambda: clouds, 20)

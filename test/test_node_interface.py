@@ -17,7 +17,7 @@ from dmn_localizer.nodes.common import LATCHED
 from dmn_localizer.nodes.conversions import xyyaw_to_pose
 from dmn_localizer.nodes.localizer_node import LocalizerNode
 
-POSE_TOPIC = 'localizer/pose'
+POSE_TOPIC = 'amcl_pose'
 Robot = test_localizer_node.Robot
 world = test_localizer_node.world                  # fixtures: a maze, a tiny model and map
 model_and_map = test_localizer_node.model_and_map

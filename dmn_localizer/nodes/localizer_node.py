@@ -1,12 +1,13 @@
 """localizer_node: DMN particle-filter localization, with nav2 AMCL's ROS interface.
 
 Subscribes: camera (raw or compressed, sensor-data QoS), ``odom`` (nav_msgs/Odometry),
-``initialpose`` (PoseWithCovarianceStamped in the map frame). Publishes: ``~/pose``
-(PoseWithCovarianceStamped, latched like ``amcl_pose``), ``~/particles`` (PoseArray),
-``~/particle_markers`` (MarkerArray coloured by weight), TF ``map -> odom`` (future-dated by
-``transform_tolerance``) and ``/diagnostics``. Services: ``~/reinitialize_global_localization``
-and ``~/request_nomotion_update`` (std_srvs/Empty), ``~/load_map`` (std_srvs/Trigger: load the
-map named by the ``map_file`` parameter, which may be changed at run time).
+``initialpose`` (PoseWithCovarianceStamped in the map frame). Publishes: ``amcl_pose``
+(PoseWithCovarianceStamped, reliable and transient local as AMCL's), ``~/particles``
+(PoseArray), ``~/particle_markers`` (MarkerArray coloured by weight), TF ``map -> odom``
+(future-dated by ``transform_tolerance``) and ``/diagnostics``. Services, relative as AMCL's:
+``reinitialize_global_localization`` and ``request_nomotion_update`` (std_srvs/Empty); and
+``~/load_map`` (std_srvs/Trigger: load the map named by the ``map_file`` parameter, which may
+be changed at run time).
 
 Robustness: bad input is rejected with a throttled warning and never stops the node (images
 with unsupported encodings or bad data, non-finite poses, invalid stamps, /initialpose in the
@@ -108,7 +109,7 @@ class LocalizerNode(Node):
             if not ok:
                 self.get_logger().error(message)
 
-        self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, '~/pose', LATCHED)
+        self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, 'amcl_pose', LATCHED)
         self.particles_pub = self.create_publisher(PoseArray, '~/particles', RELIABLE)
         self.markers_pub = self.create_publisher(MarkerArray, '~/particle_markers', RELIABLE)
         self.tf_pub = self.create_publisher(TFMessage, '/tf', 100)
@@ -118,8 +119,10 @@ class LocalizerNode(Node):
         self.create_subscription(Odometry, cfg.odom_topic, self.on_odom, RELIABLE)
         self.create_subscription(PoseWithCovarianceStamped, cfg.initial_pose_topic,
                                  self.on_initial_pose, RELIABLE)
-        self.create_service(Empty, '~/reinitialize_global_localization', self.on_reinit_global)
-        self.create_service(Empty, '~/request_nomotion_update', self.on_nomotion_update)
+        # AMCL's services (relative names). AMCL's set_initial_pose (nav2_msgs/SetInitialPose)
+        # belongs here too, calling on_initial_pose, once nav2_msgs is a dependency.
+        self.create_service(Empty, 'reinitialize_global_localization', self.on_reinit_global)
+        self.create_service(Empty, 'request_nomotion_update', self.on_nomotion_update)
         self.create_service(Trigger, '~/load_map', self.on_load_map)
         self.create_timer(1.0, self.publish_diagnostics)
         self.get_logger().info(f'model {self.model_file} on {self.device_name}; '

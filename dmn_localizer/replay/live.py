@@ -7,7 +7,7 @@ Pure orchestration (no rclpy here): two child processes,
   ``OUT/map.dmnmap``;
 - :mod:`dmn_localizer.nodes.tools.bag_player`, which publishes the bag's image and odometry
   messages unchanged (original header stamps) at the bag's pace times ``rate`` and records the
-  node's ``localizer/pose`` (and particle snapshots, ``/diagnostics``) into a temporary .npz.
+  node's ``amcl_pose`` (and particle snapshots, ``/diagnostics``) into a temporary .npz.
 
 The node runs on wall time (``use_sim_time`` false): it uses only header stamps for filtering,
 pairing and its outputs, so no /clock is needed. The recorded estimates are paired with the

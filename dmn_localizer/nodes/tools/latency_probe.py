@@ -2,7 +2,7 @@
 
 Starts the real localizer node as a process (``dmn-localizer run localize``) on a map of
 rendered maze views, publishes odometry and camera images at a fixed rate from this process,
-and times each image's publication to the arrival of the ``~/pose`` with the same stamp
+and times each image's publication to the arrival of the ``amcl_pose`` with the same stamp
 (both on this machine's clock). Closed loop: the next image goes out only after the previous
 pose arrived, so the figures are the node's latency, not a queue's. DDS traffic stays on
 localhost in a private domain.
@@ -68,7 +68,7 @@ def measure(model_path, particles, frames=40, warmup=5, rate_hz=4.0, contexts=16
         executor = rclpy.executors.SingleThreadedExecutor(context=context)
         executor.add_node(peer)
         sent, got = {}, {}
-        peer.create_subscription(PoseWithCovarianceStamped, 'localizer/pose',
+        peer.create_subscription(PoseWithCovarianceStamped, 'amcl_pose',
                                  lambda m: got.setdefault((m.header.stamp.sec,
                                                            m.header.stamp.nanosec),
                                                           time.perf_counter()), LATCHED)
