@@ -36,6 +36,9 @@ class MapperConfig:
     camera_frame_id: str = param('camera_optical_frame', "Frame of the camera images (their "
                                  'header frame_id, usually an optical frame); images in '
                                  'another frame are used, with one warning')
+    autostart: bool = param(True, 'Configure and activate at start (a plain node); false: '
+                            'wait for a lifecycle manager (nav2_lifecycle_manager) to '
+                            'configure and activate it')
     # inputs
     image_topic: str = param('camera/image_raw', 'Camera topic (relative, so namespaces work)')
     image_transport: str = param('raw', "Image message type: 'raw' (sensor_msgs/Image) or "
@@ -75,6 +78,9 @@ class LocalizerConfig:
     camera_frame_id: str = param('camera_optical_frame', "Frame of the camera images (their "
                                  'header frame_id, usually an optical frame); images in '
                                  'another frame are used, with one warning')
+    autostart: bool = param(True, 'Configure and activate at start (a plain node); false: '
+                            'wait for a lifecycle manager (nav2_lifecycle_manager) to '
+                            'configure and activate it')
     # inputs
     image_topic: str = param('camera/image_raw', 'Camera topic')
     image_transport: str = param('raw', "'raw' (sensor_msgs/Image) or 'compressed'")

@@ -3,7 +3,10 @@ that apply at run time, frame checks, services. In-process tests build the node 
 test process and call its callbacks; the DDS tests drive a node process from another one."""
 import pytest
 import numpy as np
-from geometry_msgs.msg import PoseWithCovarianceStamped
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseArray, PoseWithCovarianceStamped
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
 from nav_msgs.msg import Odometry
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
@@ -135,7 +138,7 @@ def test_runtime_parameters_apply_or_are_refused(ros_env, ros_peer, model_and_ma
         assert ros_peer.spin_until(lambda: len(poses) > count and map_to_odom(tfs), 20)
 
         refused = set_parameters(ros_peer, 'localizer', model='/elsewhere.safetensors')
-        assert not refused[0].successful and 'model is read at start' in refused[0].reason
+        assert not refused[0].successful and 'model is read at configure' in refused[0].reason
         out_of_range = set_parameters(ros_peer, 'localizer', update_min_d=-1.0)
         assert not out_of_range[0].successful
         assert set_parameters(ros_peer, 'localizer', global_frame_id='world')[0].reason
@@ -144,3 +147,113 @@ def test_runtime_parameters_apply_or_are_refused(ros_env, ros_peer, model_and_ma
     assert node.returncode == 0, err[-3000:]
     assert 'parameters set: tf_broadcast = False' in err
     assert 'parameters set: update_min_d = 50.0' in err
+
+
+def transition(peer, node_name, transition_id):
+    """``<node>/change_state`` as nav2_lifecycle_manager calls it: success."""
+    client = peer.node.create_client(ChangeState, f'{node_name}/change_state')
+    assert peer.spin_until(client.service_is_ready, 30), f'{node_name}/change_state'
+    request = ChangeState.Request()
+    request.transition.id = transition_id
+    future = client.call_async(request)
+    assert peer.spin_until(future.done, 60)
+    return future.result().success
+
+
+def lifecycle_state(peer, node_name):
+    client = peer.node.create_client(GetState, f'{node_name}/get_state')
+    assert peer.spin_until(client.service_is_ready, 30)
+    future = client.call_async(GetState.Request())
+    assert peer.spin_until(future.done, 20)
+    return future.result().current_state.label
+
+
+def test_lifecycle_transitions_as_nav2_lifecycle_manager(ros_env, ros_peer, model_and_map,
+                                                         world):
+    """autostart false: the node waits unconfigured; configure, activate, deactivate, cleanup,
+    configure, activate, deactivate, cleanup, shutdown through change_state; the pose, TF
+    and diagnostics appear only while active."""
+    model_file, map_file = model_and_map
+    node = start_python(['-m', 'dmn_localizer', 'run', 'localize', '--map-file', str(map_file),
+                         '--model', str(model_file), '-p', 'num_particles:=100',
+                         '-p', 'global_num_particles:=300', '-p', 'update_min_d:=0.1',
+                         '-p', 'autostart:=false'], ros_env)
+    poses, tfs, diags = [], [], []
+    n = ros_peer.node
+    n.create_subscription(PoseWithCovarianceStamped, POSE_TOPIC, poses.append, LATCHED)
+    n.create_subscription(TFMessage, '/tf', tfs.append, 100)
+    n.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    robot = Robot(ros_peer, world)
+
+    def outputs():
+        return len(poses) + len(map_to_odom(tfs)) + len(diags)
+
+    def drive_and_count(steps=3):
+        before = outputs()
+        for _ in range(steps):
+            robot.step()
+        ros_peer.spin_until(lambda: False, 1.5)
+        return outputs() - before
+
+    try:
+        assert lifecycle_state(ros_peer, 'localizer') == 'unconfigured'
+        for _ in range(2):  # configure twice: cleanup releases everything, configure again
+            assert transition(ros_peer, 'localizer', Transition.TRANSITION_CONFIGURE)
+            assert lifecycle_state(ros_peer, 'localizer') == 'inactive'
+            robot.wait_for_node()
+            assert drive_and_count() == 0     # inactive: nothing out
+            assert not set_parameters(ros_peer, 'localizer', model=str(model_file))[0].successful
+
+            assert transition(ros_peer, 'localizer', Transition.TRANSITION_ACTIVATE)
+            assert lifecycle_state(ros_peer, 'localizer') == 'active'
+            for _ in range(3):
+                robot.step()
+            assert ros_peer.spin_until(lambda: poses and map_to_odom(tfs) and diags, 30), \
+                stop_process(node)[1][-3000:]
+
+            assert transition(ros_peer, 'localizer', Transition.TRANSITION_DEACTIVATE)
+            assert lifecycle_state(ros_peer, 'localizer') == 'inactive'
+            ros_peer.spin_until(lambda: False, 1.0)
+            assert drive_and_count() == 0
+
+            assert transition(ros_peer, 'localizer', Transition.TRANSITION_CLEANUP)
+            assert lifecycle_state(ros_peer, 'localizer') == 'unconfigured'
+            # unconfigured: a parameter read at configure can be set
+            assert set_parameters(ros_peer, 'localizer', model=str(model_file))[0].successful
+        assert transition(ros_peer, 'localizer', Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
+        assert lifecycle_state(ros_peer, 'localizer') == 'finalized'
+        assert node.poll() is None
+    finally:
+        out, err = stop_process(node)
+    assert node.returncode == 0, err[-3000:]
+    assert 'Traceback' not in err and '[ERROR]' not in err, err[-3000:]
+
+
+def test_mapper_lifecycle(ros_env, ros_peer, tmp_path):
+    """The mapper as a lifecycle node: inactive, it ignores images and poses and publishes no
+    contexts; active, it maps; cleanup drops the map."""
+    from test_mapper_node import feed, start_mapper
+    write_tiny_model_and_map(tmp_path, [[0.0, 0.0, 0.0]])
+    mapper = start_mapper(ros_env, tmp_path / 'out.dmnmap', '--model',
+                          str(tmp_path / 'tiny.safetensors'), '-p', 'autostart:=false')
+    got = []
+    ros_peer.node.create_subscription(PoseArray, 'mapper/contexts', got.append, LATCHED)
+    poses = [(0, 0, 0), (3, 0, 0), (6, 0, 0)]
+    try:
+        assert lifecycle_state(ros_peer, 'mapper') == 'unconfigured'
+        assert transition(ros_peer, 'mapper', Transition.TRANSITION_CONFIGURE)
+        feed(ros_peer, poses)
+        ros_peer.spin_until(lambda: False, 1.0)
+        assert not got
+        assert transition(ros_peer, 'mapper', Transition.TRANSITION_ACTIVATE)
+        assert ros_peer.spin_until(lambda: got, 10) and len(got[-1].poses) == 0
+        feed(ros_peer, poses)
+        assert ros_peer.spin_until(lambda: len(got[-1].poses) == 3, 20)
+        assert transition(ros_peer, 'mapper', Transition.TRANSITION_DEACTIVATE)
+        assert transition(ros_peer, 'mapper', Transition.TRANSITION_CLEANUP)
+        assert transition(ros_peer, 'mapper', Transition.TRANSITION_CONFIGURE)
+        assert transition(ros_peer, 'mapper', Transition.TRANSITION_ACTIVATE)
+        assert ros_peer.spin_until(lambda: len(got[-1].poses) == 0, 10)  # a new, empty map
+    finally:
+        out, err = stop_process(mapper)
+    assert mapper.returncode == 0 and 'Traceback' not in err, err[-3000:]

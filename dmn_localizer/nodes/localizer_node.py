@@ -18,6 +18,9 @@ backwards or jumping more than ``odom_jump_threshold`` restarts the odometry tim
 missing odometry is a diagnostics WARN. All filter math, including the likelihood-collapse
 monitor and recovery, is in :mod:`dmn_localizer.localization.localizer`; this file converts
 messages and keeps time.
+
+A lifecycle node (:mod:`dmn_localizer.nodes.lifecycle`): inputs are used and outputs
+published only while active; ``autostart`` (default) configures and activates it at start.
 """
 import dataclasses
 import math
@@ -31,7 +34,6 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import (PoseArray, PoseWithCovarianceStamped, TransformStamped)
 from nav_msgs.msg import Odometry
-from rclpy.node import Node
 from std_srvs.srv import Empty, Trigger
 from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import Marker, MarkerArray
@@ -47,7 +49,7 @@ from dmn_localizer.nodes.common import (LATCHED, RELIABLE, camera_offset, check_
                                         run_node, subscribe_images, warn)
 from dmn_localizer.nodes.conversions import (checked_stamp_to_sec, pose_to_xyyaw,
                                              poses_to_pose_array, sec_to_stamp, xyyaw_to_pose)
-from dmn_localizer.nodes.parameters import declare_config, on_parameter_changes
+from dmn_localizer.nodes.lifecycle import ManagedNode
 from dmn_localizer.util.device import select_device
 from dmn_localizer.util.resources import default_model_path
 
@@ -58,7 +60,7 @@ def level_rank(level):
 
 
 # Config fields a set_parameters request applies at once; the others (frames, topics, model,
-# device, image size, precision, camera field of view) are read at start.
+# device, image size, precision, camera field of view) are read at configure.
 RUNTIME_PARAMETERS = frozenset({
     'camera_offset_x', 'camera_offset_y', 'camera_offset_yaw', 'map_file', 'nearest_contexts',
     'num_particles', 'global_num_particles', 'initial_sigma_xy', 'initial_sigma_yaw',
@@ -75,11 +77,13 @@ def load_model_file(path):
     return load_model(path, architecture=LOCALIZER_ARCHITECTURES), path
 
 
-class LocalizerNode(Node):
+class LocalizerNode(ManagedNode):
     def __init__(self, **kwargs):
-        super().__init__('localizer', **kwargs)
-        self.config = cfg = declare_config(self, LocalizerConfig)
-        on_parameter_changes(self, LocalizerConfig, RUNTIME_PARAMETERS, self.apply_parameters)
+        super().__init__('localizer', LocalizerConfig, RUNTIME_PARAMETERS, **kwargs)
+
+    def setup(self):
+        """configure: model, filter, map, publishers, subscriptions, services, timers."""
+        cfg = self.config
         try:
             device = select_device(cfg.device)
         except ValueError as exc:
@@ -103,30 +107,48 @@ class LocalizerNode(Node):
         self.odom_received = 0
         self.last_odom_time = None   # time.monotonic() of the last odometry message
         self.last_odom_reset = None  # (time.monotonic(), reason)
+        self.initial_pose_on_inactive = None
         self.map_status = 'no map_file given: set the map_file parameter and call ~/load_map'
         if cfg.map_file:
             ok, message = self.load_map(cfg.map_file)
             if not ok:
                 self.get_logger().error(message)
 
-        self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, 'amcl_pose', LATCHED)
-        self.particles_pub = self.create_publisher(PoseArray, '~/particles', RELIABLE)
-        self.markers_pub = self.create_publisher(MarkerArray, '~/particle_markers', RELIABLE)
-        self.tf_pub = self.create_publisher(TFMessage, '/tf', 100)
-        self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        subscribe_images(self, cfg.image_topic, cfg.image_transport, cfg.image_size,
-                         self.on_image, frame_id=cfg.camera_frame_id)
-        self.create_subscription(Odometry, cfg.odom_topic, self.on_odom, RELIABLE)
-        self.create_subscription(PoseWithCovarianceStamped, cfg.initial_pose_topic,
-                                 self.on_initial_pose, RELIABLE)
+        # outputs appear only while active (lifecycle publishers)
+        self.pose_pub = self.owned(self.create_lifecycle_publisher(
+            PoseWithCovarianceStamped, 'amcl_pose', LATCHED))
+        self.particles_pub = self.owned(self.create_lifecycle_publisher(
+            PoseArray, '~/particles', RELIABLE))
+        self.markers_pub = self.owned(self.create_lifecycle_publisher(
+            MarkerArray, '~/particle_markers', RELIABLE))
+        self.tf_pub = self.owned(self.create_lifecycle_publisher(TFMessage, '/tf', 100))
+        self.diag_pub = self.owned(self.create_lifecycle_publisher(
+            DiagnosticArray, '/diagnostics', 10))
+        # inputs are processed only while active (see the callbacks)
+        self.owned(subscribe_images(self, cfg.image_topic, cfg.image_transport, cfg.image_size,
+                                    self.on_image, frame_id=cfg.camera_frame_id))
+        self.owned(self.create_subscription(Odometry, cfg.odom_topic, self.on_odom, RELIABLE))
+        self.owned(self.create_subscription(PoseWithCovarianceStamped, cfg.initial_pose_topic,
+                                            self.on_initial_pose, RELIABLE))
         # AMCL's services (relative names). AMCL's set_initial_pose (nav2_msgs/SetInitialPose)
         # belongs here too, calling on_initial_pose, once nav2_msgs is a dependency.
-        self.create_service(Empty, 'reinitialize_global_localization', self.on_reinit_global)
-        self.create_service(Empty, 'request_nomotion_update', self.on_nomotion_update)
-        self.create_service(Trigger, '~/load_map', self.on_load_map)
-        self.create_timer(1.0, self.publish_diagnostics)
+        self.owned(self.create_service(Empty, 'reinitialize_global_localization',
+                                       self.on_reinit_global))
+        self.owned(self.create_service(Empty, 'request_nomotion_update',
+                                       self.on_nomotion_update))
+        self.owned(self.create_service(Trigger, '~/load_map', self.on_load_map))
+        self.owned(self.create_timer(1.0, self.publish_diagnostics))
         self.get_logger().info(f'model {self.model_file} on {self.device_name}; '
                                f'{self.map_status}')
+
+    def teardown(self):
+        """cleanup: drop the model, filter and map (setup makes them again)."""
+        self.localizer = self.odom = self.waiting_image = None
+
+    def activated(self):
+        if self.initial_pose_on_inactive is not None:
+            msg, self.initial_pose_on_inactive = self.initial_pose_on_inactive, None
+            self.on_initial_pose(msg)
 
     def apply_parameters(self, changes):
         """Runtime parameter changes (``RUNTIME_PARAMETERS``): the filter reads its config at
@@ -176,6 +198,8 @@ class LocalizerNode(Node):
 
     # ------------------------------------------------------------------ inputs
     def on_odom(self, msg):
+        if not self.active:
+            return
         try:
             stamp = checked_stamp_to_sec(msg.header.stamp)
             odom_from_base = pose_to_xyyaw(msg.pose.pose)
@@ -205,6 +229,8 @@ class LocalizerNode(Node):
     def on_image(self, stamp, rgb):
         """Images often arrive before the odometry that covers their stamp: the newest one
         waits for it (older waiting images are dropped, to stay real time)."""
+        if not self.active:
+            return
         self.get_logger().debug(f'image {stamp:.3f}, odometry up to {self.odom.latest_stamp}')
         self.images_received += 1
         if not self.localizer.ready:
@@ -245,6 +271,10 @@ class LocalizerNode(Node):
                  'injecting random particles', throttle_duration_sec=5.0)
 
     def on_initial_pose(self, msg):
+        if not self.active:  # as AMCL: kept, and used at activation
+            self.initial_pose_on_inactive = msg
+            self.get_logger().info('initial pose received while inactive: used at activation')
+            return
         if msg.header.frame_id != self.config.global_frame_id:
             warn(self, f'initial pose in frame {msg.header.frame_id!r} rejected: '
                  f'expected {self.config.global_frame_id!r}')

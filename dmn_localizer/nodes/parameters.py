@@ -63,8 +63,8 @@ def on_parameter_changes(node, config_cls, runtime, apply, configured=lambda: Tr
                 continue
             if name not in runtime and configured():
                 return SetParametersResult(
-                    successful=False, reason=f'{p.name} is read at start: set it in the '
-                    'parameter file')
+                    successful=False, reason=f'{p.name} is read at configure: set it in the '
+                    'parameter file, or deactivate, cleanup, set it, configure, activate')
             changes[name] = p.value
         if changes and configured():
             reason = apply(changes)
