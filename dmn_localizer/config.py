@@ -108,9 +108,32 @@ class LocalizerConfig:
     # particle filter (AMCL names where they exist)
     num_particles: int = param(256, 'Particles when tracking from an initial pose', 1, 1000000)
     global_num_particles: int = param(2048, 'Particles for global localization', 1, 1000000)
-    initial_sigma_xy: float = param(1.0, 'Default x-y sigma of /initialpose when its '
-                                    'covariance is zero (m)', 0.0, 100.0)
-    initial_sigma_yaw: float = param(0.3, 'Default yaw sigma of /initialpose (rad)', 0.0, 3.2)
+    # initial pose (AMCL's parameters) and the last pose kept across restarts
+    set_initial_pose: bool = param(False, 'At activation, start from initial_pose.* (with '
+                                   'initial_sigma_xy / initial_sigma_yaw) instead of the saved '
+                                   'last pose or global localization')
+    initial_pose_x: float = param(0.0, 'Initial pose x in global_frame_id (m)', -1e6, 1e6,
+                                  ros_name='initial_pose.x')
+    initial_pose_y: float = param(0.0, 'Initial pose y in global_frame_id (m)', -1e6, 1e6,
+                                  ros_name='initial_pose.y')
+    initial_pose_z: float = param(0.0, 'Initial pose z (m): not used (planar filter); '
+                                  "AMCL's parameter set", -1e6, 1e6, ros_name='initial_pose.z')
+    initial_pose_yaw: float = param(0.0, 'Initial pose yaw (rad)', -6.3, 6.3,
+                                    ros_name='initial_pose.yaw')
+    always_reset_initial_pose: bool = param(False, 'Do not start from the saved last pose: '
+                                            'without set_initial_pose or an initialpose '
+                                            'message, localize globally')
+    save_pose_rate: float = param(0.5, 'Rate at which the estimate is saved to pose_file, to '
+                                  'start from at the next activation or restart (Hz, <= 0 = '
+                                  'never)', -1.0, 100.0)
+    pose_file: str = param('', 'Where the last pose is saved (YAML, written atomically); '
+                           'empty = $ROS_HOME/dmn_localizer/<node>_pose.yaml, ROS_HOME '
+                           'defaulting to ~/.ros')
+    initial_sigma_xy: float = param(1.0, 'x-y sigma of initial_pose.*, and of an initialpose '
+                                    'message whose covariance is zero (m)', 0.0, 100.0)
+    initial_sigma_yaw: float = param(0.3, 'Yaw sigma of initial_pose.*, and of an '
+                                     'initialpose message whose covariance is zero (rad)',
+                                     0.0, 3.2)
     motion_noise_xy: float = param(0.1, 'Transition noise, std per metre moved (m/m)', 0.0, 10.0)
     motion_noise_yaw: float = param(0.05, 'Transition noise, std per radian turned plus per '
                                     'metre moved (rad)', 0.0, 10.0)

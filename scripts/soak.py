@@ -146,7 +146,8 @@ def main(argv=None):
                 '-p', f'image_size:={size}', '-p', f'num_particles:={args.particles}',
                 '-p', f'global_num_particles:={args.global_particles}',
                 '-p', f'health_samples:={args.health_samples}', '-p', 'update_min_d:=0.0',
-                '-p', 'update_min_a:=0.0', '-p', 'force_update_when_still:=true']
+                '-p', 'update_min_a:=0.0', '-p', 'force_update_when_still:=true',
+                '-p', 'always_reset_initial_pose:=true', '-p', 'save_pose_rate:=0.0']
     node = subprocess.Popen(node_cmd, cwd=REPO, stderr=subprocess.PIPE, text=True)
 
     rclpy.init()

@@ -17,11 +17,13 @@ from inprocess import (image_callback, make_node, rgb_msg, ros_context, stamp,
                        subscription_callback, write_tiny_model_and_map)
 import test_localizer_node
 from dmn_localizer.nodes.common import LATCHED
-from dmn_localizer.nodes.conversions import xyyaw_to_pose
+from dmn_localizer.geometry import compose
+from dmn_localizer.nodes.conversions import pose_to_xyyaw, xyyaw_to_pose
 from dmn_localizer.nodes.localizer_node import LocalizerNode
 
 POSE_TOPIC = 'amcl_pose'
 Robot = test_localizer_node.Robot
+MAP_FROM_ODOM = test_localizer_node.MAP_FROM_ODOM
 world = test_localizer_node.world                  # fixtures: a maze, a tiny model and map
 model_and_map = test_localizer_node.model_and_map
 
@@ -257,3 +259,51 @@ def test_mapper_lifecycle(ros_env, ros_peer, tmp_path):
     finally:
         out, err = stop_process(mapper)
     assert mapper.returncode == 0 and 'Traceback' not in err, err[-3000:]
+
+
+def test_last_pose_kept_across_restarts(ros_env, ros_peer, model_and_map, world, ros_home):
+    """As AMCL: set_initial_pose starts from initial_pose.*; the estimate is saved every
+    1 / save_pose_rate s; a restart without an initial pose starts from it (tracking with
+    num_particles), unless always_reset_initial_pose (global: global_num_particles)."""
+    from dmn_localizer.localization.saved_pose import load_pose
+    model_file, map_file = model_and_map
+    poses, clouds = [], []
+    n = ros_peer.node
+    n.create_subscription(PoseWithCovarianceStamped, POSE_TOPIC, poses.append, LATCHED)
+    n.create_subscription(PoseArray, 'localizer/particles', clouds.append, 10)
+    robot = Robot(ros_peer, world)
+    saved = ros_home / 'dmn_localizer' / 'localizer_pose.yaml'
+
+    def run(*params):
+        poses.clear()
+        clouds.clear()
+        args = ['-m', 'dmn_localizer', 'run', 'localize', '--map-file', str(map_file),
+                '--model', str(model_file), '-p', 'num_particles:=100',
+                '-p', 'global_num_particles:=300', '-p', 'update_min_d:=0.1']
+        for p in params:
+            args += ['-p', p]
+        node = start_python(args, ros_env)
+        try:
+            robot.wait_for_node()
+            robot.step()
+            assert ros_peer.spin_until(lambda: poses and clouds, 30), \
+                stop_process(node)[1][-3000:]
+            ros_peer.spin_until(lambda: False, 0.6)  # a save at 5 Hz
+            return len(clouds[0].poses), pose_to_xyyaw(poses[0].pose.pose)
+        finally:
+            out, err = stop_process(node)
+            assert node.returncode == 0, err[-3000:]
+
+    truth = compose(MAP_FROM_ODOM, robot.odom_at(robot.t))
+    k, first = run('set_initial_pose:=true', f'initial_pose.x:={truth[0]}',
+                   f'initial_pose.y:={truth[1]}', f'initial_pose.yaw:={truth[2]}',
+                   'initial_sigma_xy:=0.1', 'save_pose_rate:=5.0')
+    assert k == 100 and np.hypot(*(first[:2] - truth[:2])) < 1.0
+    frame_id, last, _ = load_pose(saved)
+    assert frame_id == 'map' and np.hypot(*(last[:2] - truth[:2])) < 2.0
+
+    k, restored = run()  # no initial pose: the saved one
+    assert k == 100 and np.hypot(*(restored[:2] - last[:2])) < 1.5
+
+    k, _ = run('always_reset_initial_pose:=true')
+    assert k == 300

@@ -20,8 +20,9 @@ SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FA
 
 class ManagedNode(LifecycleNode):
     """Subclasses implement ``setup()`` (configure: may raise UserError), ``teardown()``
-    (drop what setup made besides ROS entities), ``activated()`` and ``apply_parameters``,
-    and create their ROS entities with :meth:`owned` so cleanup destroys them."""
+    (drop what setup made besides ROS entities), ``activated()``, ``deactivating()`` and
+    ``apply_parameters``, and create their ROS entities with :meth:`owned` so cleanup
+    destroys them."""
 
     def __init__(self, name, config_cls, runtime_parameters, **kwargs):
         super().__init__(name, **kwargs)
@@ -85,6 +86,7 @@ class ManagedNode(LifecycleNode):
         return result
 
     def on_deactivate(self, state):
+        self.deactivating()
         self.active = False
         return super().on_deactivate(state)
 
@@ -107,6 +109,9 @@ class ManagedNode(LifecycleNode):
         pass
 
     def activated(self):
+        pass
+
+    def deactivating(self):
         pass
 
     def apply_parameters(self, changes):

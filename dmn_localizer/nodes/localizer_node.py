@@ -43,6 +43,7 @@ from dmn_localizer.errors import FileFormatError, UserError
 from dmn_localizer.geometry import compose, inverse, yaw_to_quaternion
 from dmn_localizer.localization.localizer import Localizer
 from dmn_localizer.localization.odometry import OdometryBuffer
+from dmn_localizer.localization.saved_pose import default_pose_file, load_pose, save_pose
 from dmn_localizer.mapping.view_map import (check_map_image_size, check_model_image_size,
                                             ViewMap)
 from dmn_localizer.nodes.common import (LATCHED, RELIABLE, camera_offset, check_frame,
@@ -68,7 +69,9 @@ RUNTIME_PARAMETERS = frozenset({
     'force_update_when_still', 'resample_ess_ratio', 'health_samples', 'collapse_score',
     'collapse_updates', 'recovery_alpha', 'global_reinit_updates', 'odom_jump_threshold',
     'odom_max_speed', 'odom_timeout', 'transform_tolerance', 'tf_broadcast',
-    'publish_particles'})
+    'publish_particles', 'set_initial_pose', 'initial_pose_x', 'initial_pose_y',
+    'initial_pose_z', 'initial_pose_yaw', 'always_reset_initial_pose', 'save_pose_rate',
+    'pose_file'})
 
 
 def load_model_file(path):
@@ -108,6 +111,9 @@ class LocalizerNode(ManagedNode):
         self.last_odom_time = None   # time.monotonic() of the last odometry message
         self.last_odom_reset = None  # (time.monotonic(), reason)
         self.initial_pose_on_inactive = None
+        self.started = False         # activated since configure
+        self.pose_unsaved = False    # an estimate newer than the saved pose
+        self.save_timer = None
         self.map_status = 'no map_file given: set the map_file parameter and call ~/load_map'
         if cfg.map_file:
             ok, message = self.load_map(cfg.map_file)
@@ -138,6 +144,7 @@ class LocalizerNode(ManagedNode):
                                        self.on_nomotion_update))
         self.owned(self.create_service(Trigger, '~/load_map', self.on_load_map))
         self.owned(self.create_timer(1.0, self.publish_diagnostics))
+        self.schedule_pose_saving()
         self.get_logger().info(f'model {self.model_file} on {self.device_name}; '
                                f'{self.map_status}')
 
@@ -146,9 +153,73 @@ class LocalizerNode(ManagedNode):
         self.localizer = self.odom = self.waiting_image = None
 
     def activated(self):
-        if self.initial_pose_on_inactive is not None:
-            msg, self.initial_pose_on_inactive = self.initial_pose_on_inactive, None
+        """The belief at activation, as AMCL: initial_pose.* when set_initial_pose, else an
+        initialpose received while inactive, else (first activation after configure, unless
+        always_reset_initial_pose) the saved last pose, else global localization."""
+        cfg = self.config
+        msg, self.initial_pose_on_inactive = self.initial_pose_on_inactive, None
+        if cfg.set_initial_pose:
+            cov = np.diag([cfg.initial_sigma_xy ** 2, cfg.initial_sigma_xy ** 2,
+                           cfg.initial_sigma_yaw ** 2])
+            msg = self.pose_msg([cfg.initial_pose_x, cfg.initial_pose_y, cfg.initial_pose_yaw],
+                                cov, self.get_clock().now().to_msg())
+        elif msg is None and not self.started and not cfg.always_reset_initial_pose:
+            msg = self.saved_pose_msg()
+        self.started = True
+        if msg is not None:
             self.on_initial_pose(msg)
+
+    def deactivating(self):
+        self.save_last_pose()
+
+    # ------------------------------------------------------------------ last pose
+    def pose_file(self):
+        if self.config.pose_file:
+            return Path(self.config.pose_file)
+        return default_pose_file(f'{self.get_namespace().rstrip("/")}/{self.get_name()}')
+
+    def saved_pose_msg(self):
+        """The saved last pose as an initial pose message, or None (no usable file)."""
+        path = self.pose_file()
+        if not path.is_file():
+            return None
+        try:
+            frame_id, mean, cov = load_pose(path)
+        except (OSError, ValueError) as exc:
+            warn(self, f'saved pose not used: {exc}')
+            return None
+        if frame_id != self.config.global_frame_id:
+            warn(self, f'saved pose not used: {path} is in frame {frame_id!r}, not '
+                 f'{self.config.global_frame_id!r}')
+            return None
+        self.get_logger().info(f'starting from the last pose, saved in {path}')
+        return self.pose_msg(mean, cov, self.get_clock().now().to_msg())
+
+    def schedule_pose_saving(self):
+        """(Re)start the timer that saves the estimate every 1 / save_pose_rate seconds."""
+        if self.save_timer is not None:
+            self.destroy_timer(self.save_timer)
+            self._entities.remove(self.save_timer)
+            self.save_timer = None
+        if self.config.save_pose_rate > 0:
+            self.save_timer = self.owned(self.create_timer(1.0 / self.config.save_pose_rate,
+                                                           self.save_last_pose))
+
+    def save_last_pose(self):
+        """Save the estimate if it changed since the last save (one warning per minute when
+        the file cannot be written)."""
+        if not self.pose_unsaved or self.config.save_pose_rate <= 0 \
+                or self.localizer is None or not self.localizer.ready:
+            return
+        mean, cov = self.localizer.estimate()
+        if not (np.isfinite(mean).all() and np.isfinite(cov).all()):
+            return
+        try:
+            save_pose(self.pose_file(), self.config.global_frame_id, mean, cov)
+        except OSError as exc:
+            warn(self, f'last pose not saved: {exc}', throttle_duration_sec=60.0)
+            return
+        self.pose_unsaved = False
 
     def apply_parameters(self, changes):
         """Runtime parameter changes (``RUNTIME_PARAMETERS``): the filter reads its config at
@@ -159,6 +230,8 @@ class LocalizerNode(ManagedNode):
                                                           dtype=torch.float32)
         self.odom.max_jump = self.config.odom_jump_threshold
         self.odom.max_speed = self.config.odom_max_speed
+        if 'save_pose_rate' in changes:
+            self.schedule_pose_saving()
         self.get_logger().info('parameters set: ' + ', '.join(
             f'{k} = {v!r}' for k, v in changes.items()))
 
@@ -332,20 +405,26 @@ class LocalizerNode(ManagedNode):
         if not (np.isfinite(mean).all() and np.isfinite(cov).all()):
             warn(self, 'estimate not finite: not published', throttle_duration_sec=5.0)
             return
-        msg = PoseWithCovarianceStamped()
-        msg.header.frame_id, msg.header.stamp = cfg.global_frame_id, self.stamp_msg(stamp)
-        msg.pose.pose = xyyaw_to_pose(mean)
-        c = np.zeros((6, 6))
-        idx = [0, 1, 5]  # x, y, yaw in the 6x6 (x, y, z, roll, pitch, yaw) layout
-        c[np.ix_(idx, idx)] = cov
-        msg.pose.covariance = c.flatten().tolist()
+        msg = self.pose_msg(mean, cov, self.stamp_msg(stamp))
         self.pose_pub.publish(msg)
+        self.pose_unsaved = True
         if cfg.publish_particles:
             particles, weights = self.localizer.particle_array()
             self.particles_pub.publish(poses_to_pose_array(particles, cfg.global_frame_id,
                                                            msg.header.stamp))
             self.markers_pub.publish(self.weight_markers(particles, weights, msg.header.stamp))
         self.publish_tf(stamp, mean)
+
+    def pose_msg(self, mean, cov, stamp):
+        """PoseWithCovarianceStamped in global_frame_id from (x, y, yaw) and its 3x3 cov."""
+        msg = PoseWithCovarianceStamped()
+        msg.header.frame_id, msg.header.stamp = self.config.global_frame_id, stamp
+        msg.pose.pose = xyyaw_to_pose(mean)
+        c = np.zeros((6, 6))
+        idx = [0, 1, 5]  # x, y, yaw in the 6x6 (x, y, z, roll, pitch, yaw) layout
+        c[np.ix_(idx, idx)] = cov
+        msg.pose.covariance = c.flatten().tolist()
+        return msg
 
     def publish_tf(self, stamp, map_from_base=None):
         """map -> odom such that map -> odom -> base equals the estimate at the image stamp."""
