@@ -1,6 +1,7 @@
 """The nodes' nav2 AMCL-compatible interface (issue 21): AMCL's parameter names, parameters
-that apply at run time, frame checks, services. In-process tests build the node object in the
-test process and call its callbacks; the DDS tests drive a node process from another one."""
+that apply at run time, frame checks, lifecycle transitions, the initial pose and the last
+pose kept across restarts. In-process tests build the node object in the test process and
+call its callbacks; the DDS tests drive a node process from another one."""
 import pytest
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
@@ -86,6 +87,31 @@ def test_frame_ids_checked_with_one_warning(context, files):
             assert len(node.log.messages('warning', text)) == 1, (text, node.log.records)
     finally:
         node.destroy_node()
+
+
+def test_saved_pose_file_used_or_warned_about(context, files, tmp_path, capfd):
+    """A valid saved pose starts tracking (num_particles) around it; a corrupt one, or one in
+    another frame, is one warning and the node localizes globally (global_num_particles)."""
+    from dmn_localizer.localization.saved_pose import save_pose
+    pose_file = tmp_path / 'pose.yaml'
+    save_pose(pose_file, 'map', [3.0, 2.0, 0.5], np.diag([0.01, 0.01, 0.01]))
+    node = localizer(context, files, pose_file=str(pose_file))
+    assert node.localizer.particles.shape[1] == 16
+    mean = node.localizer.estimate()[0]
+    assert abs(mean[0] - 3.0) < 0.5 and abs(mean[1] - 2.0) < 0.5
+    node.destroy_node()
+    for content in (b'x: [unclosed', b'frame_id: map\nx: 1.0\n'):
+        pose_file.write_bytes(content)
+        node = localizer(context, files, pose_file=str(pose_file))
+        assert node.localizer.particles.shape[1] == 32
+        node.destroy_node()
+    save_pose(pose_file, 'world', [3.0, 2.0, 0.5], np.eye(3))
+    node = localizer(context, files, pose_file=str(pose_file))
+    assert node.localizer.particles.shape[1] == 32
+    node.destroy_node()
+    err = capfd.readouterr().err
+    assert err.count('saved pose not used') == 3, err
+    assert "in frame 'world', not 'map'" in err and 'Traceback' not in err
 
 
 def set_parameters(peer, node_name, **values):
