@@ -95,6 +95,8 @@ class ManagedNode(LifecycleNode):
         return SUCCESS
 
     def on_shutdown(self, state):
+        if self.active:
+            self.deactivating()
         self.release()
         return SUCCESS
 

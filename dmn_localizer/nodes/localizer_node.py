@@ -172,6 +172,12 @@ class LocalizerNode(ManagedNode):
     def deactivating(self):
         self.save_last_pose()
 
+    def destroy_node(self):
+        """Also at exit (Ctrl-C): the newest estimate is saved."""
+        if self.configured:
+            self.save_last_pose()
+        super().destroy_node()
+
     # ------------------------------------------------------------------ last pose
     def pose_file(self):
         if self.config.pose_file:
