@@ -1,4 +1,5 @@
-"""Configuration dataclasses of the ROS nodes; ROS parameter names equal the field names.
+"""Configuration dataclasses of the ROS nodes; ROS parameter names equal the field names
+(except where a field's metadata gives a dotted ROS name, e.g. ``initial_pose.x``).
 
 Each field carries a description (and optionally a numeric range) in its metadata; the nodes
 declare one ROS parameter per field from it (:mod:`dmn_localizer.nodes.parameters`), and the
@@ -7,20 +8,37 @@ YAML files under ``config/`` give the defaults users edit. No rclpy here.
 from dataclasses import dataclass, field, fields
 
 
-def param(default, description, lo=None, hi=None):
-    """A dataclass field that becomes a declared ROS parameter."""
+def param(default, description, lo=None, hi=None, ros_name=None):
+    """A dataclass field that becomes a declared ROS parameter (named ``ros_name`` if given,
+    else like the field)."""
     meta = {'description': description}
     if lo is not None:
         meta['range'] = (lo, hi)
+    if ros_name is not None:
+        meta['ros_name'] = ros_name
     return field(default=default, metadata=meta)
+
+
+# Parameters renamed to nav2 AMCL's names: old name -> new name. A parameter file or command
+# line giving an old name still works, with one deprecation warning.
+RENAMED_PARAMETERS = {'map_frame': 'global_frame_id', 'odom_frame': 'odom_frame_id',
+                      'base_frame': 'base_frame_id', 'camera_frame': 'camera_frame_id'}
 
 
 @dataclass
 class MapperConfig:
     # frames (REP-105)
-    map_frame: str = param('map', 'Frame of the map the context poses are expressed in')
-    base_frame: str = param('base_link', 'Robot base frame')
-    camera_frame: str = param('camera_link', 'Camera frame of the images')
+    global_frame_id: str = param('map', 'Frame of the map the context poses are expressed in; '
+                                 'poses in another frame are ignored')
+    base_frame_id: str = param('base_link', 'Robot base frame, whose pose the pose source '
+                               'gives; odometry with another child_frame_id is used, with '
+                               'one warning')
+    camera_frame_id: str = param('camera_optical_frame', "Frame of the camera images (their "
+                                 'header frame_id, usually an optical frame); images in '
+                                 'another frame are used, with one warning')
+    autostart: bool = param(True, 'Configure and activate at start (a plain node); false: '
+                            'wait for a lifecycle manager (nav2_lifecycle_manager) to '
+                            'configure and activate it')
     # inputs
     image_topic: str = param('camera/image_raw', 'Camera topic (relative, so namespaces work)')
     image_transport: str = param('raw', "Image message type: 'raw' (sensor_msgs/Image) or "
@@ -50,10 +68,19 @@ class MapperConfig:
 @dataclass
 class LocalizerConfig:
     # frames (REP-105)
-    map_frame: str = param('map', 'Global frame of the estimate')
-    odom_frame: str = param('odom', 'Odometry frame')
-    base_frame: str = param('base_link', 'Robot base frame')
-    camera_frame: str = param('camera_link', 'Camera frame')
+    global_frame_id: str = param('map', 'Global frame of the estimate, the map and '
+                                 'initialpose')
+    odom_frame_id: str = param('odom', 'Odometry frame: the TF published is global_frame_id '
+                               '-> odom_frame_id; odometry in another frame is used, with one '
+                               'warning')
+    base_frame_id: str = param('base_link', 'Robot base frame: odometry with another '
+                               'child_frame_id is used, with one warning')
+    camera_frame_id: str = param('camera_optical_frame', "Frame of the camera images (their "
+                                 'header frame_id, usually an optical frame); images in '
+                                 'another frame are used, with one warning')
+    autostart: bool = param(True, 'Configure and activate at start (a plain node); false: '
+                            'wait for a lifecycle manager (nav2_lifecycle_manager) to '
+                            'configure and activate it')
     # inputs
     image_topic: str = param('camera/image_raw', 'Camera topic')
     image_transport: str = param('raw', "'raw' (sensor_msgs/Image) or 'compressed'")
@@ -81,9 +108,32 @@ class LocalizerConfig:
     # particle filter (AMCL names where they exist)
     num_particles: int = param(256, 'Particles when tracking from an initial pose', 1, 1000000)
     global_num_particles: int = param(2048, 'Particles for global localization', 1, 1000000)
-    initial_sigma_xy: float = param(1.0, 'Default x-y sigma of /initialpose when its '
-                                    'covariance is zero (m)', 0.0, 100.0)
-    initial_sigma_yaw: float = param(0.3, 'Default yaw sigma of /initialpose (rad)', 0.0, 3.2)
+    # initial pose (AMCL's parameters) and the last pose kept across restarts
+    set_initial_pose: bool = param(False, 'At activation, start from initial_pose.* (with '
+                                   'initial_sigma_xy / initial_sigma_yaw) instead of the saved '
+                                   'last pose or global localization')
+    initial_pose_x: float = param(0.0, 'Initial pose x in global_frame_id (m)', -1e6, 1e6,
+                                  ros_name='initial_pose.x')
+    initial_pose_y: float = param(0.0, 'Initial pose y in global_frame_id (m)', -1e6, 1e6,
+                                  ros_name='initial_pose.y')
+    initial_pose_z: float = param(0.0, 'Initial pose z (m): not used (planar filter); '
+                                  "AMCL's parameter set", -1e6, 1e6, ros_name='initial_pose.z')
+    initial_pose_yaw: float = param(0.0, 'Initial pose yaw (rad)', -6.3, 6.3,
+                                    ros_name='initial_pose.yaw')
+    always_reset_initial_pose: bool = param(False, 'Do not start from the saved last pose: '
+                                            'without set_initial_pose or an initialpose '
+                                            'message, localize globally')
+    save_pose_rate: float = param(0.5, 'Rate at which the estimate is saved to pose_file, to '
+                                  'start from at the next activation or restart (Hz, <= 0 = '
+                                  'never)', -1.0, 100.0)
+    pose_file: str = param('', 'Where the last pose is saved (YAML, written atomically); '
+                           'empty = $ROS_HOME/dmn_localizer/<node>_pose.yaml, ROS_HOME '
+                           'defaulting to ~/.ros')
+    initial_sigma_xy: float = param(1.0, 'x-y sigma of initial_pose.*, and of an initialpose '
+                                    'message whose covariance is zero (m)', 0.0, 100.0)
+    initial_sigma_yaw: float = param(0.3, 'Yaw sigma of initial_pose.*, and of an '
+                                     'initialpose message whose covariance is zero (rad)',
+                                     0.0, 3.2)
     motion_noise_xy: float = param(0.1, 'Transition noise, std per metre moved (m/m)', 0.0, 10.0)
     motion_noise_yaw: float = param(0.05, 'Transition noise, std per radian turned plus per '
                                     'metre moved (rad)', 0.0, 10.0)
@@ -115,14 +165,20 @@ class LocalizerConfig:
                                   0.0, 1000.0)
     odom_timeout: float = param(1.0, 'Diagnostics warn when no odometry arrived for this '
                                 'long (s)', 0.01, 3600.0)
-    transform_tolerance: float = param(0.1, 'Future-date map->odom by this much (s)', 0.0, 10.0)
+    transform_tolerance: float = param(1.0, 'Future-date map->odom by this much (s), so it '
+                                       'stays valid until the next update', 0.0, 10.0)
     tf_broadcast: bool = param(True, 'Publish map -> odom on /tf')
     publish_particles: bool = param(True, 'Publish ~/particles (PoseArray) and markers')
 
 
+def ros_name(f):
+    """The ROS parameter name of a config dataclass field."""
+    return f.metadata.get('ros_name', f.name)
+
+
 def field_specs(config_cls):
-    """(name, default, description, range or None) for each field of a config dataclass."""
-    return [(f.name, f.default, f.metadata['description'], f.metadata.get('range'))
+    """(ROS name, default, description, range or None) for each field of a config dataclass."""
+    return [(ros_name(f), f.default, f.metadata['description'], f.metadata.get('range'))
             for f in fields(config_cls)]
 
 

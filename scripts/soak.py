@@ -6,7 +6,7 @@ map rendered from a simulated maze), then publishes rendered camera images and m
 odometry at a fixed rate, as a robot driving back and forth along a loop, and records:
 
 * the node's resident memory (VmRSS from /proc) every ``--sample-every`` seconds;
-* end-to-end update latency: image published -> ``localizer/pose`` with that stamp received;
+* end-to-end update latency: image published -> ``amcl_pose`` with that stamp received;
 * the node's own diagnostics (update time, images received, updates, dropped and skipped
   frames).
 
@@ -146,7 +146,8 @@ def main(argv=None):
                 '-p', f'image_size:={size}', '-p', f'num_particles:={args.particles}',
                 '-p', f'global_num_particles:={args.global_particles}',
                 '-p', f'health_samples:={args.health_samples}', '-p', 'update_min_d:=0.0',
-                '-p', 'update_min_a:=0.0', '-p', 'force_update_when_still:=true']
+                '-p', 'update_min_a:=0.0', '-p', 'force_update_when_still:=true',
+                '-p', 'always_reset_initial_pose:=true', '-p', 'save_pose_rate:=0.0']
     node = subprocess.Popen(node_cmd, cwd=REPO, stderr=subprocess.PIPE, text=True)
 
     rclpy.init()
@@ -170,7 +171,7 @@ def main(argv=None):
                             _level=status.level[0] if isinstance(status.level, bytes)
                             else int(status.level), _message=status.message)
 
-    peer.create_subscription(PoseWithCovarianceStamped, 'localizer/pose', on_pose, LATCHED)
+    peer.create_subscription(PoseWithCovarianceStamped, 'amcl_pose', on_pose, LATCHED)
     peer.create_subscription(DiagnosticArray, '/diagnostics', on_diag, 10)
     frame_of = {}
 
@@ -227,7 +228,7 @@ def main(argv=None):
             o.pose.pose = xyyaw_to_pose(odom)
             odom_pub.publish(o)
             m = msgs[order[i % len(order)]]
-            m.header.stamp, m.header.frame_id = stamp, 'camera_link'
+            m.header.stamp, m.header.frame_id = stamp, 'camera_optical_frame'
             published[ns] = time.monotonic()
             frame_of[ns] = i
             img_pub.publish(m)

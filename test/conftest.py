@@ -33,6 +33,15 @@ def ros_test_env(domain_id=None):
     return env
 
 
+@pytest.fixture(autouse=True)
+def ros_home(tmp_path_factory, monkeypatch):
+    """The localizer keeps its last pose under $ROS_HOME: each test gets its own, so no test
+    starts from a pose another one saved (nor from the user's)."""
+    path = tmp_path_factory.mktemp('ros_home')
+    monkeypatch.setenv('ROS_HOME', str(path))
+    return path
+
+
 @pytest.fixture
 def ros_env():
     return ros_test_env()

@@ -4,25 +4,38 @@ from dataclasses import fields
 import pytest
 import yaml
 
-from dmn_localizer.config import LocalizerConfig, MapperConfig
+from dmn_localizer.config import LocalizerConfig, MapperConfig, ros_name
 from dmn_localizer.util.resources import config_path
 
 
 @pytest.mark.parametrize('node,cls', [('mapper', MapperConfig), ('localizer', LocalizerConfig)])
 def test_yaml_matches_declared_parameters(node, cls):
     data = yaml.safe_load(config_path(f'{node}.yaml').read_text())
-    params = data[node]['ros__parameters']
-    assert set(params) == {f.name for f in fields(cls)}
+    params = flatten(data[node]['ros__parameters'])
+    assert set(params) == {ros_name(f) for f in fields(cls)}
     for f in fields(cls):
-        assert params[f.name] == f.default and type(params[f.name]) is type(f.default), f.name
+        value = params[ros_name(f)]
+        assert value == f.default and type(value) is type(f.default), f.name
         assert f.metadata['description']
+
+
+def flatten(params, prefix=''):
+    """Nested YAML parameters -> dotted names, as ROS 2 reads them (initial_pose: {x: 0.0}
+    is initial_pose.x)."""
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f'{prefix}{key}.'))
+        else:
+            out[f'{prefix}{key}'] = value
+    return out
 
 
 def test_rviz_config_shows_the_node_topics():
     rviz = yaml.safe_load(config_path('dmn_localizer.rviz').read_text())
     displays = rviz['Visualization Manager']['Displays']
     topics = {d['Topic']['Value'] for d in displays if 'Topic' in d}
-    assert {'/localizer/particles', '/localizer/pose', '/mapper/contexts',
+    assert {'/localizer/particles', '/amcl_pose', '/mapper/contexts',
             '/localizer/particle_markers', '/camera/image_raw'} <= topics
     assert rviz['Visualization Manager']['Global Options']['Fixed Frame'] == 'map'
 

@@ -66,7 +66,7 @@ def test_converges_near_the_truth(ros_env, ros_peer, scene, transport):
                          '-p', f'image_transport:={transport}'], ros_env)
     n = ros_peer.node
     poses, tfs = [], []
-    n.create_subscription(PoseWithCovarianceStamped, 'localizer/pose', poses.append, LATCHED)
+    n.create_subscription(PoseWithCovarianceStamped, 'amcl_pose', poses.append, LATCHED)
     n.create_subscription(TFMessage, '/tf', tfs.append, 100)
     img_pub = (n.create_publisher(Image, 'camera/image_raw', qos_profile_sensor_data)
                if transport == 'raw' else

@@ -1,5 +1,6 @@
 """Pieces both nodes share: QoS profiles, image subscription, pose-source subscription,
 throttled warnings."""
+import math
 import sys
 import time
 
@@ -25,10 +26,11 @@ POSE_TYPES = {'pose_stamped': (PoseStamped, lambda m: m.pose),
               'odometry': (Odometry, lambda m: m.pose.pose)}
 
 
-def subscribe_images(node, topic, transport, image_size, callback):
+def subscribe_images(node, topic, transport, image_size, callback, frame_id=None):
     """Subscribe to raw or compressed images with sensor-data QoS; ``callback(stamp_s, rgb)``
     gets (image_size, image_size, 3) uint8 RGB. Bad frames are skipped with a throttled
-    warning naming the topic and the reason."""
+    warning naming the topic and the reason. Images whose header names a frame other than
+    ``frame_id`` (if given) are used, with one warning."""
     if transport not in ('raw', 'compressed'):
         raise UserError(f"image_transport must be 'raw' or 'compressed', not {transport!r}")
     cls, decode = (Image, image_to_rgb) if transport == 'raw' else \
@@ -44,13 +46,23 @@ def subscribe_images(node, topic, transport, image_size, callback):
             warn(node, f'{topic}: frame skipped: {exc}', throttle_duration_sec=5.0,
                  key=('image', topic))
             return
+        check_frame(node, f'{topic}: image', msg.header.frame_id, frame_id, 'camera_frame_id')
         callback(stamp, rgb)
     return node.create_subscription(cls, topic, on_image, qos_profile_sensor_data)
 
 
-def subscribe_poses(node, topic, pose_type, callback):
+def check_frame(node, what, actual, expected, parameter):
+    """One warning (per node, ``what`` and frame) when a message's frame id is not
+    ``expected`` (the value of ``parameter``); nothing when ``expected`` is None."""
+    if expected is not None and actual != expected:
+        warn(node, f'{what} in frame {actual!r}, expected {parameter} {expected!r} (warned '
+             'once)', throttle_duration_sec=math.inf, key=('frame', what, expected))
+
+
+def subscribe_poses(node, topic, pose_type, callback, child_frame_id=None):
     """Subscribe to a pose source; ``callback(stamp_s, frame_id, xyyaw)``; non-finite poses
-    are rejected with a throttled warning."""
+    are rejected with a throttled warning. Odometry whose child_frame_id is not
+    ``child_frame_id`` (if given) is used, with one warning."""
     if pose_type not in POSE_TYPES:
         raise UserError(f'pose_type must be one of {", ".join(POSE_TYPES)}, not {pose_type!r}')
     cls, get_pose = POSE_TYPES[pose_type]
@@ -63,6 +75,9 @@ def subscribe_poses(node, topic, pose_type, callback):
             warn(node, f'{topic}: pose rejected: {exc}', throttle_duration_sec=5.0,
                  key=('pose', topic))
             return
+        if isinstance(msg, Odometry):
+            check_frame(node, f'{topic}: child', msg.child_frame_id, child_frame_id,
+                        'base_frame_id')
         callback(stamp, msg.header.frame_id, xyyaw)
     return node.create_subscription(cls, topic, on_pose, RELIABLE)
 

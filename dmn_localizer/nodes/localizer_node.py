@@ -1,12 +1,13 @@
 """localizer_node: DMN particle-filter localization, with nav2 AMCL's ROS interface.
 
 Subscribes: camera (raw or compressed, sensor-data QoS), ``odom`` (nav_msgs/Odometry),
-``initialpose`` (PoseWithCovarianceStamped in the map frame). Publishes: ``~/pose``
-(PoseWithCovarianceStamped, latched like ``amcl_pose``), ``~/particles`` (PoseArray),
-``~/particle_markers`` (MarkerArray coloured by weight), TF ``map -> odom`` (future-dated by
-``transform_tolerance``) and ``/diagnostics``. Services: ``~/reinitialize_global_localization``
-and ``~/request_nomotion_update`` (std_srvs/Empty), ``~/load_map`` (std_srvs/Trigger: load the
-map named by the ``map_file`` parameter, which may be changed at run time).
+``initialpose`` (PoseWithCovarianceStamped in the map frame). Publishes: ``amcl_pose``
+(PoseWithCovarianceStamped, reliable and transient local as AMCL's), ``~/particles``
+(PoseArray), ``~/particle_markers`` (MarkerArray coloured by weight), TF ``map -> odom``
+(future-dated by ``transform_tolerance``) and ``/diagnostics``. Services, relative as AMCL's:
+``reinitialize_global_localization`` and ``request_nomotion_update`` (std_srvs/Empty); and
+``~/load_map`` (std_srvs/Trigger: load the map named by the ``map_file`` parameter, which may
+be changed at run time).
 
 Robustness: bad input is rejected with a throttled warning and never stops the node (images
 with unsupported encodings or bad data, non-finite poses, invalid stamps, /initialpose in the
@@ -17,7 +18,11 @@ backwards or jumping more than ``odom_jump_threshold`` restarts the odometry tim
 missing odometry is a diagnostics WARN. All filter math, including the likelihood-collapse
 monitor and recovery, is in :mod:`dmn_localizer.localization.localizer`; this file converts
 messages and keeps time.
+
+A lifecycle node (:mod:`dmn_localizer.nodes.lifecycle`): inputs are used and outputs
+published only while active; ``autostart`` (default) configures and activates it at start.
 """
+import dataclasses
 import math
 import sys
 import time
@@ -25,10 +30,10 @@ from collections import deque
 from pathlib import Path
 
 import numpy as np
+import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import (PoseArray, PoseWithCovarianceStamped, TransformStamped)
 from nav_msgs.msg import Odometry
-from rclpy.node import Node
 from std_srvs.srv import Empty, Trigger
 from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import Marker, MarkerArray
@@ -38,14 +43,14 @@ from dmn_localizer.errors import FileFormatError, UserError
 from dmn_localizer.geometry import compose, inverse, yaw_to_quaternion
 from dmn_localizer.localization.localizer import Localizer
 from dmn_localizer.localization.odometry import OdometryBuffer
+from dmn_localizer.localization.saved_pose import default_pose_file, load_pose, save_pose
 from dmn_localizer.mapping.view_map import (check_map_image_size, check_model_image_size,
                                             ViewMap)
-from dmn_localizer.nodes.common import (LATCHED, RELIABLE, camera_offset, run_node,
-                                        subscribe_images,
-                                        warn)
+from dmn_localizer.nodes.common import (LATCHED, RELIABLE, camera_offset, check_frame,
+                                        run_node, subscribe_images, warn)
 from dmn_localizer.nodes.conversions import (checked_stamp_to_sec, pose_to_xyyaw,
                                              poses_to_pose_array, sec_to_stamp, xyyaw_to_pose)
-from dmn_localizer.nodes.parameters import declare_config, refuse_changes
+from dmn_localizer.nodes.lifecycle import ManagedNode
 from dmn_localizer.util.device import select_device
 from dmn_localizer.util.resources import default_model_path
 
@@ -55,19 +60,33 @@ def level_rank(level):
     return level[0] if isinstance(level, bytes) else int(level)
 
 
+# Config fields a set_parameters request applies at once; the others (frames, topics, model,
+# device, image size, precision, camera field of view) are read at configure.
+RUNTIME_PARAMETERS = frozenset({
+    'camera_offset_x', 'camera_offset_y', 'camera_offset_yaw', 'map_file', 'nearest_contexts',
+    'num_particles', 'global_num_particles', 'initial_sigma_xy', 'initial_sigma_yaw',
+    'motion_noise_xy', 'motion_noise_yaw', 'update_min_d', 'update_min_a',
+    'force_update_when_still', 'resample_ess_ratio', 'health_samples', 'collapse_score',
+    'collapse_updates', 'recovery_alpha', 'global_reinit_updates', 'odom_jump_threshold',
+    'odom_max_speed', 'odom_timeout', 'transform_tolerance', 'tf_broadcast',
+    'publish_particles', 'set_initial_pose', 'initial_pose_x', 'initial_pose_y',
+    'initial_pose_z', 'initial_pose_yaw', 'always_reset_initial_pose', 'save_pose_rate',
+    'pose_file'})
+
+
 def load_model_file(path):
     from dmn_localizer.model.io import load_model, LOCALIZER_ARCHITECTURES
     path = Path(path) if path else default_model_path()
     return load_model(path, architecture=LOCALIZER_ARCHITECTURES), path
 
 
-class LocalizerNode(Node):
+class LocalizerNode(ManagedNode):
     def __init__(self, **kwargs):
-        super().__init__('localizer', **kwargs)
-        self.config = cfg = declare_config(self, LocalizerConfig)
-        refuse_changes(self, ['image_topic', 'image_transport', 'odom_topic', 'model',
-                              'image_size', 'device', 'precision', 'initial_pose_topic',
-                              'camera_hfov_deg'])
+        super().__init__('localizer', LocalizerConfig, RUNTIME_PARAMETERS, **kwargs)
+
+    def setup(self):
+        """configure: model, filter, map, publishers, subscriptions, services, timers."""
+        cfg = self.config
         try:
             device = select_device(cfg.device)
         except ValueError as exc:
@@ -91,28 +110,136 @@ class LocalizerNode(Node):
         self.odom_received = 0
         self.last_odom_time = None   # time.monotonic() of the last odometry message
         self.last_odom_reset = None  # (time.monotonic(), reason)
+        self.initial_pose_on_inactive = None
+        self.started = False         # activated since configure
+        self.pose_unsaved = False    # an estimate newer than the saved pose
+        self.save_timer = None
         self.map_status = 'no map_file given: set the map_file parameter and call ~/load_map'
         if cfg.map_file:
             ok, message = self.load_map(cfg.map_file)
             if not ok:
                 self.get_logger().error(message)
 
-        self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, '~/pose', LATCHED)
-        self.particles_pub = self.create_publisher(PoseArray, '~/particles', RELIABLE)
-        self.markers_pub = self.create_publisher(MarkerArray, '~/particle_markers', RELIABLE)
-        self.tf_pub = self.create_publisher(TFMessage, '/tf', 100)
-        self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        subscribe_images(self, cfg.image_topic, cfg.image_transport, cfg.image_size,
-                         self.on_image)
-        self.create_subscription(Odometry, cfg.odom_topic, self.on_odom, RELIABLE)
-        self.create_subscription(PoseWithCovarianceStamped, cfg.initial_pose_topic,
-                                 self.on_initial_pose, RELIABLE)
-        self.create_service(Empty, '~/reinitialize_global_localization', self.on_reinit_global)
-        self.create_service(Empty, '~/request_nomotion_update', self.on_nomotion_update)
-        self.create_service(Trigger, '~/load_map', self.on_load_map)
-        self.create_timer(1.0, self.publish_diagnostics)
+        # outputs appear only while active (lifecycle publishers)
+        self.pose_pub = self.owned(self.create_lifecycle_publisher(
+            PoseWithCovarianceStamped, 'amcl_pose', LATCHED))
+        self.particles_pub = self.owned(self.create_lifecycle_publisher(
+            PoseArray, '~/particles', RELIABLE))
+        self.markers_pub = self.owned(self.create_lifecycle_publisher(
+            MarkerArray, '~/particle_markers', RELIABLE))
+        self.tf_pub = self.owned(self.create_lifecycle_publisher(TFMessage, '/tf', 100))
+        self.diag_pub = self.owned(self.create_lifecycle_publisher(
+            DiagnosticArray, '/diagnostics', 10))
+        # inputs are processed only while active (see the callbacks)
+        self.owned(subscribe_images(self, cfg.image_topic, cfg.image_transport, cfg.image_size,
+                                    self.on_image, frame_id=cfg.camera_frame_id))
+        self.owned(self.create_subscription(Odometry, cfg.odom_topic, self.on_odom, RELIABLE))
+        self.owned(self.create_subscription(PoseWithCovarianceStamped, cfg.initial_pose_topic,
+                                            self.on_initial_pose, RELIABLE))
+        # AMCL's services (relative names). AMCL's set_initial_pose (nav2_msgs/SetInitialPose)
+        # belongs here too, calling on_initial_pose, once nav2_msgs is a dependency.
+        self.owned(self.create_service(Empty, 'reinitialize_global_localization',
+                                       self.on_reinit_global))
+        self.owned(self.create_service(Empty, 'request_nomotion_update',
+                                       self.on_nomotion_update))
+        self.owned(self.create_service(Trigger, '~/load_map', self.on_load_map))
+        self.owned(self.create_timer(1.0, self.publish_diagnostics))
+        self.schedule_pose_saving()
         self.get_logger().info(f'model {self.model_file} on {self.device_name}; '
                                f'{self.map_status}')
+
+    def teardown(self):
+        """cleanup: drop the model, filter and map (setup makes them again)."""
+        self.localizer = self.odom = self.waiting_image = None
+
+    def activated(self):
+        """The belief at activation, as AMCL: initial_pose.* when set_initial_pose, else an
+        initialpose received while inactive, else (first activation after configure, unless
+        always_reset_initial_pose) the saved last pose, else global localization."""
+        cfg = self.config
+        msg, self.initial_pose_on_inactive = self.initial_pose_on_inactive, None
+        if cfg.set_initial_pose:
+            cov = np.diag([cfg.initial_sigma_xy ** 2, cfg.initial_sigma_xy ** 2,
+                           cfg.initial_sigma_yaw ** 2])
+            msg = self.pose_msg([cfg.initial_pose_x, cfg.initial_pose_y, cfg.initial_pose_yaw],
+                                cov, self.get_clock().now().to_msg())
+        elif msg is None and not self.started and not cfg.always_reset_initial_pose:
+            msg = self.saved_pose_msg()
+        self.started = True
+        if msg is not None:
+            self.on_initial_pose(msg)
+
+    def deactivating(self):
+        self.save_last_pose()
+
+    def destroy_node(self):
+        """Also at exit (Ctrl-C): the newest estimate is saved."""
+        if self.configured:
+            self.save_last_pose()
+        super().destroy_node()
+
+    # ------------------------------------------------------------------ last pose
+    def pose_file(self):
+        if self.config.pose_file:
+            return Path(self.config.pose_file)
+        return default_pose_file(f'{self.get_namespace().rstrip("/")}/{self.get_name()}')
+
+    def saved_pose_msg(self):
+        """The saved last pose as an initial pose message, or None (no usable file)."""
+        path = self.pose_file()
+        if not path.is_file():
+            return None
+        try:
+            frame_id, mean, cov = load_pose(path)
+        except (OSError, ValueError) as exc:
+            warn(self, f'saved pose not used: {exc}')
+            return None
+        if frame_id != self.config.global_frame_id:
+            warn(self, f'saved pose not used: {path} is in frame {frame_id!r}, not '
+                 f'{self.config.global_frame_id!r}')
+            return None
+        self.get_logger().info(f'starting from the last pose, saved in {path}')
+        return self.pose_msg(mean, cov, self.get_clock().now().to_msg())
+
+    def schedule_pose_saving(self):
+        """(Re)start the timer that saves the estimate every 1 / save_pose_rate seconds."""
+        if self.save_timer is not None:
+            self.destroy_timer(self.save_timer)
+            self._entities.remove(self.save_timer)
+            self.save_timer = None
+        if self.config.save_pose_rate > 0:
+            self.save_timer = self.owned(self.create_timer(1.0 / self.config.save_pose_rate,
+                                                           self.save_last_pose))
+
+    def save_last_pose(self):
+        """Save the estimate if it changed since the last save (one warning per minute when
+        the file cannot be written)."""
+        if not self.pose_unsaved or self.config.save_pose_rate <= 0 \
+                or self.localizer is None or not self.localizer.ready:
+            return
+        mean, cov = self.localizer.estimate()
+        if not (np.isfinite(mean).all() and np.isfinite(cov).all()):
+            return
+        try:
+            save_pose(self.pose_file(), self.config.global_frame_id, mean, cov)
+        except OSError as exc:
+            warn(self, f'last pose not saved: {exc}', throttle_duration_sec=60.0)
+            return
+        self.pose_unsaved = False
+
+    def apply_parameters(self, changes):
+        """Runtime parameter changes (``RUNTIME_PARAMETERS``): the filter reads its config at
+        each use, so replacing it applies them from the next image on."""
+        self.config = dataclasses.replace(self.config, **changes)
+        self.localizer.config = self.config
+        self.localizer.base_from_camera = torch.as_tensor(camera_offset(self.config),
+                                                          dtype=torch.float32)
+        self.odom.max_jump = self.config.odom_jump_threshold
+        self.odom.max_speed = self.config.odom_max_speed
+        if 'save_pose_rate' in changes:
+            self.schedule_pose_saving()
+        self.get_logger().info('parameters set: ' + ', '.join(
+            f'{k} = {v!r}' for k, v in changes.items()))
 
     # ------------------------------------------------------------------ map
     def load_map(self, path):
@@ -129,9 +256,9 @@ class LocalizerNode(Node):
             if self.localizer.map_state is None:
                 self.map_status = message
             return False, message
-        if view_map.frame_id != self.config.map_frame:
-            warn(self, f'{path}: map frame {view_map.frame_id!r} differs from map_frame '
-                 f'{self.config.map_frame!r}; using it as {self.config.map_frame!r}')
+        if view_map.frame_id != self.config.global_frame_id:
+            warn(self, f'{path}: map frame {view_map.frame_id!r} differs from global_frame_id '
+                 f'{self.config.global_frame_id!r}; using it as {self.config.global_frame_id!r}')
         self.localizer.set_map(view_map)
         self.localizer.init_global()
         self.waiting_image = None
@@ -150,6 +277,8 @@ class LocalizerNode(Node):
 
     # ------------------------------------------------------------------ inputs
     def on_odom(self, msg):
+        if not self.active:
+            return
         try:
             stamp = checked_stamp_to_sec(msg.header.stamp)
             odom_from_base = pose_to_xyyaw(msg.pose.pose)
@@ -157,6 +286,10 @@ class LocalizerNode(Node):
             warn(self, f'{self.config.odom_topic}: odometry rejected: {exc}',
                  throttle_duration_sec=5.0)
             return
+        check_frame(self, f'{self.config.odom_topic}: odometry', msg.header.frame_id,
+                    self.config.odom_frame_id, 'odom_frame_id')
+        check_frame(self, f'{self.config.odom_topic}: odometry child', msg.child_frame_id,
+                    self.config.base_frame_id, 'base_frame_id')
         self.odom_received += 1
         self.last_odom_time = time.monotonic()
         if self.odom.add(stamp, odom_from_base):
@@ -175,6 +308,8 @@ class LocalizerNode(Node):
     def on_image(self, stamp, rgb):
         """Images often arrive before the odometry that covers their stamp: the newest one
         waits for it (older waiting images are dropped, to stay real time)."""
+        if not self.active:
+            return
         self.get_logger().debug(f'image {stamp:.3f}, odometry up to {self.odom.latest_stamp}')
         self.images_received += 1
         if not self.localizer.ready:
@@ -215,9 +350,13 @@ class LocalizerNode(Node):
                  'injecting random particles', throttle_duration_sec=5.0)
 
     def on_initial_pose(self, msg):
-        if msg.header.frame_id != self.config.map_frame:
+        if not self.active:  # as AMCL: kept, and used at activation
+            self.initial_pose_on_inactive = msg
+            self.get_logger().info('initial pose received while inactive: used at activation')
+            return
+        if msg.header.frame_id != self.config.global_frame_id:
             warn(self, f'initial pose in frame {msg.header.frame_id!r} rejected: '
-                 f'expected {self.config.map_frame!r}')
+                 f'expected {self.config.global_frame_id!r}')
             return
         try:
             mean = pose_to_xyyaw(msg.pose.pose)
@@ -272,20 +411,26 @@ class LocalizerNode(Node):
         if not (np.isfinite(mean).all() and np.isfinite(cov).all()):
             warn(self, 'estimate not finite: not published', throttle_duration_sec=5.0)
             return
+        msg = self.pose_msg(mean, cov, self.stamp_msg(stamp))
+        self.pose_pub.publish(msg)
+        self.pose_unsaved = True
+        if cfg.publish_particles:
+            particles, weights = self.localizer.particle_array()
+            self.particles_pub.publish(poses_to_pose_array(particles, cfg.global_frame_id,
+                                                           msg.header.stamp))
+            self.markers_pub.publish(self.weight_markers(particles, weights, msg.header.stamp))
+        self.publish_tf(stamp, mean)
+
+    def pose_msg(self, mean, cov, stamp):
+        """PoseWithCovarianceStamped in global_frame_id from (x, y, yaw) and its 3x3 cov."""
         msg = PoseWithCovarianceStamped()
-        msg.header.frame_id, msg.header.stamp = cfg.map_frame, self.stamp_msg(stamp)
+        msg.header.frame_id, msg.header.stamp = self.config.global_frame_id, stamp
         msg.pose.pose = xyyaw_to_pose(mean)
         c = np.zeros((6, 6))
         idx = [0, 1, 5]  # x, y, yaw in the 6x6 (x, y, z, roll, pitch, yaw) layout
         c[np.ix_(idx, idx)] = cov
         msg.pose.covariance = c.flatten().tolist()
-        self.pose_pub.publish(msg)
-        if cfg.publish_particles:
-            particles, weights = self.localizer.particle_array()
-            self.particles_pub.publish(poses_to_pose_array(particles, cfg.map_frame,
-                                                           msg.header.stamp))
-            self.markers_pub.publish(self.weight_markers(particles, weights, msg.header.stamp))
-        self.publish_tf(stamp, mean)
+        return msg
 
     def publish_tf(self, stamp, map_from_base=None):
         """map -> odom such that map -> odom -> base equals the estimate at the image stamp."""
@@ -298,7 +443,8 @@ class LocalizerNode(Node):
             return
         map_from_odom = compose(map_from_base, inverse(odom_from_base))
         t = TransformStamped()
-        t.header.frame_id, t.child_frame_id = self.config.map_frame, self.config.odom_frame
+        t.header.frame_id = self.config.global_frame_id
+        t.child_frame_id = self.config.odom_frame_id
         t.header.stamp = self.stamp_msg(stamp + self.config.transform_tolerance)
         t.transform.translation.x, t.transform.translation.y = map(float, map_from_odom[:2])
         q = yaw_to_quaternion(float(map_from_odom[2]))
@@ -308,7 +454,7 @@ class LocalizerNode(Node):
 
     def weight_markers(self, particles, weights, stamp):
         m = Marker(type=Marker.POINTS, action=Marker.ADD, ns='particles', id=0)
-        m.header.frame_id, m.header.stamp = self.config.map_frame, stamp
+        m.header.frame_id, m.header.stamp = self.config.global_frame_id, stamp
         m.scale.x = m.scale.y = 0.15
         rel = weights / max(float(weights.max()), 1e-12)
         from geometry_msgs.msg import Point

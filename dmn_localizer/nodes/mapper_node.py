@@ -6,11 +6,14 @@ each new context with the model's CNN1 (stored in the map with the model id, so 
 running the same model skips that work) and publishes the context viewpoints (latched).
 Services: ``~/save_map`` (std_srvs/Trigger, atomic write to ``save_path``) and ``~/clear_map``
 (std_srvs/Trigger).
+
+A lifecycle node (:mod:`dmn_localizer.nodes.lifecycle`): inputs are used and outputs
+published only while active; ``autostart`` (default) configures and activates it at start.
 """
+import dataclasses
 import sys
 from pathlib import Path
 
-from rclpy.node import Node
 from std_srvs.srv import Trigger
 
 from dmn_localizer.config import MapperConfig
@@ -22,18 +25,25 @@ from dmn_localizer.mapping.view_map import check_map_image_size, check_model_ima
 from dmn_localizer.nodes.common import (LATCHED, camera_offset, subscribe_images,
                                         subscribe_poses, run_node, warn)
 from dmn_localizer.nodes.conversions import poses_to_pose_array
-from dmn_localizer.nodes.parameters import declare_config, refuse_changes
+from dmn_localizer.nodes.lifecycle import ManagedNode
 from geometry_msgs.msg import PoseArray
 
 
-class MapperNode(Node):
+# Config fields a set_parameters request applies at once; the others are read at configure.
+RUNTIME_PARAMETERS = frozenset({'sync_tolerance_s', 'camera_offset_x', 'camera_offset_y',
+                                'camera_offset_yaw', 'keyframe_min_distance',
+                                'keyframe_min_angle', 'save_path'})
+
+
+class MapperNode(ManagedNode):
     def __init__(self, **kwargs):
-        super().__init__('mapper', **kwargs)
-        self.config = cfg = declare_config(self, MapperConfig)
-        refuse_changes(self, ['image_topic', 'pose_topic', 'pose_type', 'image_transport',
-                              'model', 'map_file', 'image_size', 'device'])
+        super().__init__('mapper', MapperConfig, RUNTIME_PARAMETERS, **kwargs)
+
+    def setup(self):
+        """configure: model, the map to start from, publisher, subscriptions, services."""
+        cfg = self.config
         self.model = self.load_model(cfg)
-        self.view_map = ViewMap(frame_id=cfg.map_frame, model_id=self.model_id)
+        self.view_map = ViewMap(frame_id=cfg.global_frame_id, model_id=self.model_id)
         if cfg.map_file:
             self.view_map = ViewMap.load(cfg.map_file)
             check_map_image_size(self.view_map, cfg.image_size, cfg.map_file)
@@ -43,13 +53,30 @@ class MapperNode(Node):
                 self.view_map.model_id = self.model_id
         self.base_from_camera = camera_offset(cfg)
         self.pairer = StampPairer(cfg.sync_tolerance_s)
-        self.contexts_pub = self.create_publisher(PoseArray, '~/contexts', LATCHED)
-        subscribe_images(self, cfg.image_topic, cfg.image_transport, cfg.image_size,
-                         self.on_image)
-        subscribe_poses(self, cfg.pose_topic, cfg.pose_type, self.on_pose)
-        self.create_service(Trigger, '~/save_map', self.on_save_map)
-        self.create_service(Trigger, '~/clear_map', self.on_clear_map)
+        # the contexts appear only while active; images and poses are used only while active
+        self.contexts_pub = self.owned(self.create_lifecycle_publisher(PoseArray, '~/contexts',
+                                                                       LATCHED))
+        self.owned(subscribe_images(self, cfg.image_topic, cfg.image_transport, cfg.image_size,
+                                    self.on_image, frame_id=cfg.camera_frame_id))
+        self.owned(subscribe_poses(self, cfg.pose_topic, cfg.pose_type, self.on_pose,
+                                   child_frame_id=cfg.base_frame_id))
+        self.owned(self.create_service(Trigger, '~/save_map', self.on_save_map))
+        self.owned(self.create_service(Trigger, '~/clear_map', self.on_clear_map))
+
+    def teardown(self):
+        """cleanup: the map not saved is dropped, as the model."""
+        self.model = self.view_map = self.pairer = None
+
+    def activated(self):
         self.publish_contexts()
+
+    def apply_parameters(self, changes):
+        """Runtime parameter changes (``RUNTIME_PARAMETERS``), used from the next image on."""
+        self.config = dataclasses.replace(self.config, **changes)
+        self.base_from_camera = camera_offset(self.config)
+        self.pairer.tolerance = self.config.sync_tolerance_s
+        self.get_logger().info('parameters set: ' + ', '.join(
+            f'{k} = {v!r}' for k, v in changes.items()))
 
     def load_model(self, cfg):
         """The DMN whose CNN1 embeds each new context (the localizer reuses the embeddings
@@ -82,12 +109,16 @@ class MapperNode(Node):
             return self.model.embed(images_to_tensor(rgb[None], self.device))[0].cpu().numpy()
 
     def on_image(self, stamp, rgb):
+        if not self.active:
+            return
         for pair in self.pairer.add_image(stamp, rgb):
             self.add_pair(*pair)
 
     def on_pose(self, stamp, frame_id, map_from_base):
-        if frame_id and frame_id != self.config.map_frame:
-            warn(self, f'pose in frame {frame_id!r}, expected {self.config.map_frame!r}: '
+        if not self.active:
+            return
+        if frame_id and frame_id != self.config.global_frame_id:
+            warn(self, f'pose in frame {frame_id!r}, expected {self.config.global_frame_id!r}: '
                  'ignored', throttle_duration_sec=5.0)
             return
         for pair in self.pairer.add_pose(stamp, map_from_base):
@@ -103,7 +134,7 @@ class MapperNode(Node):
 
     def publish_contexts(self):
         self.contexts_pub.publish(poses_to_pose_array(
-            self.view_map.poses, self.config.map_frame, self.get_clock().now().to_msg()))
+            self.view_map.poses, self.config.global_frame_id, self.get_clock().now().to_msg()))
 
     def on_save_map(self, request, response):
         try:

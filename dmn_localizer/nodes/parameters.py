@@ -1,18 +1,31 @@
-"""Declare one ROS parameter per field of a config dataclass (descriptions, ranges, types)."""
-from dataclasses import fields
+"""Declare one ROS parameter per field of a config dataclass (descriptions, ranges, types),
+and apply or refuse parameter changes at run time."""
+import dataclasses
 
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
+from rclpy.parameter import Parameter
 
-from dmn_localizer.config import field_specs
+from dmn_localizer.config import field_specs, RENAMED_PARAMETERS, ros_name
 
 
 def declare_config(node, config_cls):
     """Declare the parameters of ``config_cls`` on ``node`` and return the filled config.
 
     Values come from the YAML parameter file / command line (``--ros-args``), defaults from the
-    dataclass. Out-of-range values are refused by rclpy with the range in the message.
+    dataclass. Out-of-range values are refused by rclpy with the range in the message. A value
+    given under a name in :data:`RENAMED_PARAMETERS` is used for the new name (unless that is
+    given too), with one deprecation warning.
     """
+    overrides = getattr(node, '_parameter_overrides', {})  # rclpy: file and command line
+    for old, new in RENAMED_PARAMETERS.items():
+        if old in overrides:
+            if new in overrides:
+                node.get_logger().warning(f'parameter {old} is deprecated and ignored: '
+                                          f'{new} is given')
+            else:
+                node.get_logger().warning(f'parameter {old} is deprecated: use {new}')
+                overrides[new] = Parameter(new, value=overrides[old].value)
     for name, default, description, rng in field_specs(config_cls):
         desc = ParameterDescriptor(description=description)
         if rng is not None and isinstance(default, float):
@@ -22,18 +35,40 @@ def declare_config(node, config_cls):
             desc.integer_range = [IntegerRange(from_value=int(rng[0]), to_value=int(rng[1]),
                                                step=1)]
         node.declare_parameter(name, default, desc)
-    values = {f.name: node.get_parameter(f.name).value for f in fields(config_cls)}
-    return config_cls(**values)
+    return read_config(node, config_cls)
 
 
-def refuse_changes(node, names):
-    """Parameters in ``names`` are read once at start: refuse changes at run time."""
-    names = set(names)
+def read_config(node, config_cls):
+    """The config from the node's current parameter values."""
+    return config_cls(**{f.name: node.get_parameter(ros_name(f)).value
+                         for f in dataclasses.fields(config_cls)})
+
+
+def on_parameter_changes(node, config_cls, runtime, apply, configured=lambda: True):
+    """Validate and apply ``ros2 param set`` (set_parameters) changes to the config.
+
+    Fields named in ``runtime`` apply at once: ``apply(changes)`` gets {field name: value} of
+    one request (ranges and types already checked by rclpy) and returns None, or a reason to
+    refuse them all. The others are read when the node is configured: changing one is refused
+    with a reason while ``configured()``, and takes effect at the next configure otherwise.
+    Parameters that are not config fields (``use_sim_time``) are left to rclpy.
+    """
+    field_names = {ros_name(f): f.name for f in dataclasses.fields(config_cls)}
 
     def callback(params):
-        changed = [p.name for p in params if p.name in names]
-        if changed:
-            return SetParametersResult(successful=False,
-                                       reason=f'{", ".join(changed)} can only be set at start')
+        changes = {}
+        for p in params:
+            name = field_names.get(p.name)
+            if name is None:
+                continue
+            if name not in runtime and configured():
+                return SetParametersResult(
+                    successful=False, reason=f'{p.name} is read at configure: set it in the '
+                    'parameter file, or deactivate, cleanup, set it, configure, activate')
+            changes[name] = p.value
+        if changes and configured():
+            reason = apply(changes)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
     node.add_on_set_parameters_callback(callback)

@@ -7,7 +7,7 @@ Pure orchestration (no rclpy here): two child processes,
   ``OUT/map.dmnmap``;
 - :mod:`dmn_localizer.nodes.tools.bag_player`, which publishes the bag's image and odometry
   messages unchanged (original header stamps) at the bag's pace times ``rate`` and records the
-  node's ``localizer/pose`` (and particle snapshots, ``/diagnostics``) into a temporary .npz.
+  node's ``amcl_pose`` (and particle snapshots, ``/diagnostics``) into a temporary .npz.
 
 The node runs on wall time (``use_sim_time`` false): it uses only header stamps for filtering,
 pairing and its outputs, so no /clock is needed. The recorded estimates are paired with the
@@ -84,14 +84,16 @@ def check_types(types, topics):
 
 
 def node_params(k, size, topics, image_type, device):
-    """Parameter overrides that make the node update on every image, like offline replay."""
+    """Parameter overrides that make the node update on every image, like offline replay,
+    and neither start from nor save a last pose."""
     image_topic, transport = topics.image, 'raw'
     if image_type == M.COMPRESSED_IMAGE:
         transport = 'compressed'
     return [f'num_particles:={k}', f'global_num_particles:={k}', 'update_min_d:=0.0',
             'update_min_a:=0.0', 'force_update_when_still:=true', f'image_size:={size}',
             f'image_topic:={image_topic}', f'image_transport:={transport}',
-            f'odom_topic:={topics.odom}', f'device:={device}']
+            f'odom_topic:={topics.odom}', f'device:={device}',
+            'always_reset_initial_pose:=true', 'save_pose_rate:=0.0']
 
 
 def localize_live(view_map, stream, bag, model_path, out, topics, mode='global', particles=2048,

@@ -4,7 +4,7 @@
         --topic /odom --image-topic /camera/image_raw --record FILE.npz [--rate R]
         [--initial-pose X Y YAW SX SY SYAW]
 
-Waits until the localizer node's subscriptions and ``localizer/pose`` publisher are matched,
+Waits until the localizer node's subscriptions and ``amcl_pose`` publisher are matched,
 optionally sends ``initialpose``, then publishes the bag's serialized messages unchanged (header
 stamps as recorded) at the bag's pace scaled by ``--rate``, like ``ros2 bag play``. Meanwhile a
 :class:`~dmn_localizer.nodes.tools.recorder.Recorder` records the node's estimates. After the
@@ -151,7 +151,7 @@ def parse_args(argv):
     p.add_argument('--image-topic', required=True, help='played topic whose stamps count')
     p.add_argument('--record', required=True, type=Path, help='output .npz')
     p.add_argument('--rate', type=float, default=1.0)
-    p.add_argument('--pose-topic', default='localizer/pose')
+    p.add_argument('--pose-topic', default='amcl_pose')
     p.add_argument('--particles-topic', default='localizer/particles')
     p.add_argument('--initial-pose', type=float, nargs=6, metavar=('X', 'Y', 'YAW', 'SX', 'SY',
                                                                    'SYAW'))

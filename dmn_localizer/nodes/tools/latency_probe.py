@@ -2,7 +2,7 @@
 
 Starts the real localizer node as a process (``dmn-localizer run localize``) on a map of
 rendered maze views, publishes odometry and camera images at a fixed rate from this process,
-and times each image's publication to the arrival of the ``~/pose`` with the same stamp
+and times each image's publication to the arrival of the ``amcl_pose`` with the same stamp
 (both on this machine's clock). Closed loop: the next image goes out only after the previous
 pose arrived, so the figures are the node's latency, not a queue's. DDS traffic stays on
 localhost in a private domain.
@@ -59,7 +59,8 @@ def measure(model_path, particles, frames=40, warmup=5, rate_hz=4.0, contexts=16
                '-p', f'global_num_particles:={particles}',
                '-p', 'update_min_d:=0.0', '-p', 'update_min_a:=0.0',
                '-p', 'force_update_when_still:=true', '-p', 'publish_particles:=false',
-               '-p', f'precision:={precision}']
+               '-p', f'precision:={precision}', '-p', 'always_reset_initial_pose:=true',
+               '-p', 'save_pose_rate:=0.0']
         node = start_child(cmd, env=_env(domain_id), stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, text=True)
         context = rclpy.Context()
@@ -68,7 +69,7 @@ def measure(model_path, particles, frames=40, warmup=5, rate_hz=4.0, contexts=16
         executor = rclpy.executors.SingleThreadedExecutor(context=context)
         executor.add_node(peer)
         sent, got = {}, {}
-        peer.create_subscription(PoseWithCovarianceStamped, 'localizer/pose',
+        peer.create_subscription(PoseWithCovarianceStamped, 'amcl_pose',
                                  lambda m: got.setdefault((m.header.stamp.sec,
                                                            m.header.stamp.nanosec),
                                                           time.perf_counter()), LATCHED)
@@ -98,7 +99,7 @@ def measure(model_path, particles, frames=40, warmup=5, rate_hz=4.0, contexts=16
                 rgb = views[i % len(views)]
                 img = Image(height=image_size, width=image_size, encoding='rgb8',
                             step=3 * image_size, data=rgb.tobytes())
-                img.header.stamp, img.header.frame_id = stamp, 'camera_link'
+                img.header.stamp, img.header.frame_id = stamp, 'camera_optical_frame'
                 key = (stamp.sec, stamp.nanosec)
                 sent[key] = time.perf_counter()
                 img_pub.publish(img)

@@ -1,6 +1,6 @@
 """Recorder of a localizer node's outputs for ``dmn-localizer replay --live``.
 
-Subscribes ``localizer/pose`` (PoseWithCovarianceStamped; reliable, transient-local like the
+Subscribes ``amcl_pose`` (PoseWithCovarianceStamped; reliable, transient-local like the
 node's latched publisher, deep queue so no estimate is lost), ``localizer/particles``
 (PoseArray; every ``snapshot_every``-th kept) and ``/diagnostics`` (the node's last status).
 Each estimate keeps its header stamp (= the stamp of the image it comes from) and the wall
@@ -15,7 +15,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from dmn_localizer.nodes.conversions import pose_to_xyyaw, stamp_to_sec
 
-# Reliable and transient-local (matches the node's latched ~/pose), deep enough that a slow
+# Reliable and transient-local (matches the node's latched amcl_pose), deep enough that a slow
 # spin never overwrites an unread estimate.
 RECORD_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -25,7 +25,7 @@ COUNTERS = ('images_received', 'updates', 'dropped_images', 'skipped_images')
 
 
 class Recorder:
-    def __init__(self, node, pose_topic='localizer/pose', particles_topic='localizer/particles',
+    def __init__(self, node, pose_topic='amcl_pose', particles_topic='localizer/particles',
                  snapshot_every=10):
         self.node = node
         self.stamps, self.estimates, self.covariances, self.received = [], [], [], []
