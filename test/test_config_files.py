@@ -11,7 +11,7 @@ from dmn_localizer.util.resources import config_path
 @pytest.mark.parametrize('node,cls', [('mapper', MapperConfig), ('localizer', LocalizerConfig)])
 def test_yaml_matches_declared_parameters(node, cls):
     data = yaml.safe_load(config_path(f'{node}.yaml').read_text())
-    params = data[node]['ros__parameters']
+    params = data[f'/**/{node}']['ros__parameters']  # any namespace
     assert set(params) == {f.name for f in fields(cls)}
     for f in fields(cls):
         assert params[f.name] == f.default and type(params[f.name]) is type(f.default), f.name
