@@ -1,16 +1,14 @@
 """Under a namespace the nodes still get config/*.yaml (wildcard root key ``/**/<node>``),
 started as ``dmn-localizer run`` starts them: real rclpy nodes, in this process."""
 import argparse
-import os
 
 import pytest
-import rclpy
 import yaml
 
-from conftest import ros_test_env
 from dmn_localizer.commands import run_nodes
 from dmn_localizer.util.processes import node_command
 from dmn_localizer.util.resources import config_path
+from inprocess import ros_context
 
 
 def _node_cmd(setup, params_file, namespace):
@@ -39,12 +37,7 @@ def test_params_file_applies_under_a_namespace(tmp_path, setup, node, key, value
         from dmn_localizer.nodes.localizer_node import LocalizerNode as cls
     else:
         from dmn_localizer.nodes.mapper_node import MapperNode as cls
-    env = ros_test_env()
-    saved = os.environ.get('ROS_AUTOMATIC_DISCOVERY_RANGE')
-    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-    context = rclpy.Context()
-    rclpy.init(args=ros_args, context=context, domain_id=int(env['ROS_DOMAIN_ID']))
-    try:
+    with ros_context(ros_args) as context:
         n = cls(context=context)
         try:
             assert n.get_fully_qualified_name() == f'/robot1/{node}'
@@ -52,9 +45,3 @@ def test_params_file_applies_under_a_namespace(tmp_path, setup, node, key, value
             assert getattr(n.config, key) == value
         finally:
             n.destroy_node()
-    finally:
-        rclpy.try_shutdown(context=context)
-        if saved is None:
-            os.environ.pop('ROS_AUTOMATIC_DISCOVERY_RANGE', None)
-        else:
-            os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = saved
