@@ -3,8 +3,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.dmn_setup_stamp
 SETUP_INPUTS := $(wildcard requirements/*.txt) setup.py setup.cfg scripts/setup_venv.sh \
-                scripts/build_tf2_msgs.sh $(wildcard interfaces/tf2_msgs/*) \
-                $(wildcard interfaces/tf2_msgs/msg/*)
+                scripts/build_interfaces.sh $(wildcard interfaces/*/*) \
+                $(wildcard interfaces/*/msg/*) $(wildcard interfaces/*/srv/*)
 # Tests isolate their DDS traffic themselves; these keep stray runs off the network too.
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export AMENT_PREFIX_PATH := $(CURDIR)/$(VENV):$(AMENT_PREFIX_PATH)

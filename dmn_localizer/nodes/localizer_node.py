@@ -46,6 +46,7 @@ from dmn_localizer.nodes.common import (LATCHED, RELIABLE, camera_offset, run_no
 from dmn_localizer.nodes.conversions import (checked_stamp_to_sec, pose_to_xyyaw,
                                              poses_to_pose_array, sec_to_stamp, xyyaw_to_pose)
 from dmn_localizer.nodes.parameters import declare_config, refuse_changes
+from dmn_localizer.nodes.particle_cloud import ParticleCloudPublisher
 from dmn_localizer.util.device import select_device
 from dmn_localizer.util.resources import default_model_path
 
@@ -100,6 +101,7 @@ class LocalizerNode(Node):
         self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, '~/pose', LATCHED)
         self.particles_pub = self.create_publisher(PoseArray, '~/particles', RELIABLE)
         self.markers_pub = self.create_publisher(MarkerArray, '~/particle_markers', RELIABLE)
+        self.particle_cloud = ParticleCloudPublisher(self)  # nav2_msgs/ParticleCloud, as AMCL
         self.tf_pub = self.create_publisher(TFMessage, '/tf', 100)
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         subscribe_images(self, cfg.image_topic, cfg.image_transport, cfg.image_size,
@@ -285,6 +287,7 @@ class LocalizerNode(Node):
             self.particles_pub.publish(poses_to_pose_array(particles, cfg.map_frame,
                                                            msg.header.stamp))
             self.markers_pub.publish(self.weight_markers(particles, weights, msg.header.stamp))
+            self.particle_cloud.publish(particles, weights, cfg.map_frame, msg.header.stamp)
         self.publish_tf(stamp, mean)
 
     def publish_tf(self, stamp, map_from_base=None):
