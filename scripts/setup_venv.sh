@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Pip-only setup of dmn_localizer: creates .venv with pinned ROS 2 Kilted wheels, torch (CPU),
-# the simulators and test tools, builds tf2_msgs from its interface definition into the venv,
+# the simulators and test tools, builds tf2_msgs and nav2_msgs (Particle, ParticleCloud,
+# SetInitialPose) from their interface definitions into the venv,
 # and installs this package in editable mode. Idempotent: when nothing it depends on changed,
 # a second run only verifies the environment.
 #
@@ -19,9 +20,14 @@ force=0
 say() { printf '[setup] %s\n' "$*"; }
 
 inputs_hash() {
-  cat requirements/*.txt interfaces/tf2_msgs/CMakeLists.txt interfaces/tf2_msgs/package.xml \
-      interfaces/tf2_msgs/msg/*.msg scripts/build_tf2_msgs.sh setup.py setup.cfg \
-      | sha256sum | cut -d' ' -f1
+  cat requirements/*.txt interfaces/cmake/*.cmake interfaces/*/CMakeLists.txt \
+      interfaces/*/package.xml interfaces/*/msg/*.msg interfaces/*/srv/*.srv \
+      scripts/build_interfaces.sh setup.py setup.cfg | sha256sum | cut -d' ' -f1
+}
+
+interface_hash() {  # what an interface package's build depends on
+  cat interfaces/cmake/*.cmake scripts/build_interfaces.sh \
+      $(find "interfaces/$1" -type f | sort) | sha256sum | cut -d' ' -f1
 }
 
 verify() {
@@ -30,6 +36,7 @@ verify() {
 import importlib, sys
 mods = ["rclpy", "rclpy.serialization", "sensor_msgs.msg", "geometry_msgs.msg", "nav_msgs.msg",
         "visualization_msgs.msg", "diagnostic_msgs.msg", "std_srvs.srv", "tf2_msgs.msg",
+        "nav2_msgs.msg", "nav2_msgs.srv",
         "torch", "numpy", "cv2", "safetensors", "yaml", "tqdm", "matplotlib", "rosbags",
         "vizdoom", "pybullet", "pytest", "hypothesis", "dmn_localizer"]
 missing = []
@@ -43,8 +50,9 @@ if missing:
     sys.exit(1)
 import torch, rclpy  # noqa: E401
 from tf2_msgs.msg import TFMessage
+from nav2_msgs.msg import ParticleCloud
 print(f"[setup] verified: python {sys.version.split()[0]}, torch {torch.__version__}, "
-      f"rclpy + tf2_msgs ({TFMessage.__name__}) import, {len(mods)} modules OK")
+      f"rclpy + {TFMessage.__name__}, {ParticleCloud.__name__} import, {len(mods)} modules OK")
 PY
 }
 
@@ -75,13 +83,20 @@ say "installing pinned requirements (ros, build, runtime, dev)"
 quiet_pip install -r requirements/ros.txt -r requirements/build.txt \
   -r requirements/runtime.txt -r requirements/dev.txt
 
-if AMENT_PREFIX_PATH="$venv" "$venv/bin/python" -c "import tf2_msgs.msg" 2>/dev/null \
-   && [ $force -eq 0 ]; then
-  say "tf2_msgs already built into the venv"
-else
-  say "building tf2_msgs from interfaces/tf2_msgs into the venv"
-  bash scripts/build_tf2_msgs.sh "$venv"
-fi
+# interface packages no registry carries (interfaces/PKG), built once
+for pkg in tf2_msgs nav2_msgs; do
+  if AMENT_PREFIX_PATH="$venv" "$venv/bin/python" -c "import $pkg.msg" 2>/dev/null \
+     && [ $force -eq 0 ] && [ -f "$venv/.dmn_built_$pkg" ] \
+     && [ "$(cat "$venv/.dmn_built_$pkg")" = "$(interface_hash "$pkg")" ]; then
+    say "$pkg already built into the venv"
+  else
+    say "building $pkg from interfaces/$pkg into the venv"
+    t_pkg=$(date +%s)
+    bash scripts/build_interfaces.sh "$venv" "$pkg"
+    interface_hash "$pkg" > "$venv/.dmn_built_$pkg"
+    say "$pkg built in $(( $(date +%s) - t_pkg )) s"
+  fi
+done
 
 say "installing dmn_localizer in editable mode"
 quiet_pip install --no-deps --no-build-isolation -e .

@@ -13,14 +13,15 @@ from conftest import ros_test_env
 
 
 @contextlib.contextmanager
-def ros_context():
-    """An rclpy context on an isolated domain with localhost-only discovery."""
+def ros_context(args=None):
+    """An rclpy context on an isolated domain with localhost-only discovery; ``args``: the
+    context's command line (``['--ros-args', ...]``: parameter files, remaps)."""
     env = ros_test_env()
     saved = {k: os.environ.get(k) for k in ('ROS_AUTOMATIC_DISCOVERY_RANGE',
                                             'ROS_LOCALHOST_ONLY')}
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     context = rclpy.Context()
-    rclpy.init(context=context, domain_id=int(env['ROS_DOMAIN_ID']))
+    rclpy.init(args=args, context=context, domain_id=int(env['ROS_DOMAIN_ID']))
     try:
         yield context
     finally:

@@ -18,11 +18,12 @@ from dmn_localizer.geometry import compose, inverse, quaternion_to_yaw
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope='module', params=['mcap', 'sqlite3'])
+@pytest.fixture(scope='module', params=[('mcap', 9), ('sqlite3', 8)])
 def bags(request, tmp_path_factory):
     out = str(tmp_path_factory.mktemp('bag') / 'run')
-    return simulate_bag('mazes', 2, out, storage=request.param, image_size=32,
-                        mapping_frames=60, localization_frames=30)
+    storage, version = request.param
+    return simulate_bag('mazes', 2, out, storage=storage, image_size=32,
+                        mapping_frames=60, localization_frames=30, bag_version=version)
 
 
 def _read(path):
@@ -65,6 +66,56 @@ def test_bag_round_trip(bags):
     assert img.header.frame_id == 'camera_optical_frame'
     _, lmsgs = _read(bags['localization'][0])
     assert lmsgs[0][1] > stamps[-1]     # the localization run comes later
+
+
+def test_bag_for_humble(tmp_path):
+    """sqlite3, format 8: what Humble's rosbag2 (0.15, branch humble) needs to read a bag:
+    the metadata fields its decoder reads, with the QoS profiles a YAML string of integer
+    enums (format 9's list makes it fail with 'bad conversion'), and its sqlite3 queries.
+    Our reader reads the bag back."""
+    import sqlite3
+
+    import yaml
+
+    from dmn_localizer.bags.read import read_pairs
+    res = simulate_bag('mazes', 3, str(tmp_path / 'b'), storage='sqlite3', image_size=16,
+                       mapping_frames=12, localization_frames=4, bag_version=8)
+    path = Path(res['mapping'][0])
+    info = yaml.safe_load((path / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+    assert info['version'] == 8 and info['storage_identifier'] == 'sqlite3'
+    assert isinstance(info['duration']['nanoseconds'], int)
+    assert isinstance(info['starting_time']['nanoseconds_since_epoch'], int)
+    assert info['compression_format'] == info['compression_mode'] == ''
+    for f in info['files']:
+        assert {'path', 'starting_time', 'duration', 'message_count'} <= set(f)
+    assert [f['path'] for f in info['files']] == info['relative_file_paths']
+    humble_qos_keys = {'history', 'depth', 'reliability', 'durability', 'deadline', 'lifespan',
+                       'liveliness', 'liveliness_lease_duration',
+                       'avoid_ros_namespace_conventions'}
+    for t in info['topics_with_message_count']:
+        meta = t['topic_metadata']
+        assert {'name', 'type', 'serialization_format'} <= set(meta)
+        assert isinstance(meta['offered_qos_profiles'], str)
+        for q in yaml.safe_load(meta['offered_qos_profiles']):
+            assert set(q) == humble_qos_keys
+            assert all(isinstance(q[k], int) for k in ('history', 'reliability', 'durability'))
+    db = sqlite3.connect(path / info['relative_file_paths'][0])
+    try:
+        topics = db.execute('SELECT name, type, serialization_format, offered_qos_profiles '
+                            'FROM topics ORDER BY id').fetchall()
+        assert {t[0] for t in topics} >= {'/camera/image_raw', '/ground_truth/pose'}
+        (n,) = db.execute('SELECT COUNT(*) FROM (SELECT data, timestamp, topics.name, '
+                          'messages.id FROM messages JOIN topics ON messages.topic_id = '
+                          'topics.id)').fetchone()
+        assert n == info['message_count']
+    finally:
+        db.close()
+    pairs = read_pairs([str(path)], '/camera/image_raw', '/ground_truth/pose', image_size=16)
+    assert len(pairs.poses) == 12
+    np.testing.assert_allclose(pairs.poses[:, :2], res['mapping'][1][:, :2], atol=1e-5)
+    with pytest.raises(ValueError, match='format 7'):
+        simulate_bag('mazes', 3, str(tmp_path / 'c'), storage='sqlite3', image_size=16,
+                     mapping_frames=4, localization_frames=2, bag_version=7)
 
 
 def test_bag_messages_deserialize_in_rclpy(bags):
@@ -167,8 +218,9 @@ def _cli(*args):
 def test_cli_bags(tmp_path):
     r = _cli('simulate-bag', '--domain', 'mazes', '--seed', '1', '--out', str(tmp_path / 'b'),
              '--image-size', '16', '--mapping-frames', '40', '--localization-frames', '20',
-             '--storage', 'sqlite3')
+             '--storage', 'sqlite3', '--bag-version', '8')
     assert r.returncode == 0, r.stderr
+    assert 'rosbag2 format 8' in r.stdout
     assert (tmp_path / 'b' / 'mapping' / 'metadata.yaml').exists()
     r = _cli('dataset-from-bags', str(tmp_path / 'b' / 'mapping'),
              str(tmp_path / 'b' / 'localization'), '--image-topic', '/camera/image_raw',

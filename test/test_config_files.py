@@ -11,7 +11,7 @@ from dmn_localizer.util.resources import config_path
 @pytest.mark.parametrize('node,cls', [('mapper', MapperConfig), ('localizer', LocalizerConfig)])
 def test_yaml_matches_declared_parameters(node, cls):
     data = yaml.safe_load(config_path(f'{node}.yaml').read_text())
-    params = flatten(data[node]['ros__parameters'])
+    params = flatten(data[f'/**/{node}']['ros__parameters'])  # any namespace
     assert set(params) == {ros_name(f) for f in fields(cls)}
     for f in fields(cls):
         value = params[ros_name(f)]
@@ -31,12 +31,30 @@ def flatten(params, prefix=''):
     return out
 
 
-def test_rviz_config_shows_the_node_topics():
+def _rviz_topics(tree):
+    """Every topic name in an .rviz tree (displays and tools; ``Topic: {Value: NAME}``)."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            if k == 'Topic':
+                yield v['Value'] if isinstance(v, dict) else v
+            else:
+                yield from _rviz_topics(v)
+    elif isinstance(tree, list):
+        for v in tree:
+            yield from _rviz_topics(v)
+
+
+def test_rviz_config_shows_the_node_topics_relative():
+    """Relative names: RViz started in the robot's namespace (launch files) shows that robot's
+    topics, and its 2D Pose Estimate publishes where that robot's localizer listens."""
     rviz = yaml.safe_load(config_path('dmn_localizer.rviz').read_text())
-    displays = rviz['Visualization Manager']['Displays']
-    topics = {d['Topic']['Value'] for d in displays if 'Topic' in d}
-    assert {'/localizer/particles', '/amcl_pose', '/mapper/contexts',
-            '/localizer/particle_markers', '/camera/image_raw'} <= topics
+    topics = list(_rviz_topics(rviz))
+    assert {'localizer/particles', 'amcl_pose', 'mapper/contexts',
+            'localizer/particle_markers', 'camera/image_raw', 'initialpose'} <= set(topics)
+    assert [t for t in topics if t.startswith('/')] == []
+    tools = {t['Class']: t for t in rviz['Visualization Manager']['Tools']}
+    assert tools['rviz_default_plugins/SetInitialPose']['Topic']['Value'] == \
+        LocalizerConfig.initial_pose_topic
     assert rviz['Visualization Manager']['Global Options']['Fixed Frame'] == 'map'
 
 

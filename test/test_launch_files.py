@@ -1,13 +1,23 @@
-"""Launch files: real launch_testing where launch_ros imports (a ROS install); everywhere, a
-static check that they declare the documented arguments and start the right executables."""
+"""Launch files: real launch where launch_ros imports (a ROS install); everywhere, a static
+check that they declare the documented arguments and start the right executables, and their
+descriptions resolved for given arguments (test/launch_stub.py) down to the nodes' command
+lines, which real rclpy nodes then start from."""
 import ast
 import importlib.util
 from pathlib import Path
 
 import pytest
+import yaml
 
-LAUNCH = Path(__file__).resolve().parents[1] / 'launch'
-ARGS = {'map_file', 'model', 'params_file', 'use_sim_time', 'rviz', 'namespace', 'log_level'}
+from launch_stub import resolve_launch_file, ros_args
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH = REPO / 'launch'
+ARGS = {'map_file', 'model', 'params_file', 'use_sim_time', 'rviz', 'namespace', 'log_level',
+        'autostart', 'use_respawn'}
+NAV2_ARGS = {'namespace', 'map_file', 'map', 'model', 'localizer_params_file', 'use_sim_time',
+             'autostart', 'use_respawn', 'log_level'}
+TF_REMAPS = [('/tf', 'tf'), ('/tf_static', 'tf_static')]
 
 
 def _calls(tree, name):
@@ -41,3 +51,93 @@ def test_launch_description_builds(fname):
     desc = module.generate_launch_description()
     names = {a.name for a in desc.get_launch_arguments()}
     assert names == ARGS
+
+
+@pytest.mark.skipif(importlib.util.find_spec('launch_ros') is None,
+                    reason='launch_ros is not installable without a ROS distribution')
+def test_nav2_launch_description_builds():
+    spec = importlib.util.spec_from_file_location('launch_under_test',
+                                                  LAUNCH / 'nav2_localization.launch.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    names = {a.name for a in module.generate_launch_description().get_launch_arguments()}
+    assert names == NAV2_ARGS
+
+
+@pytest.mark.parametrize('fname,node,key,value', [
+    ('localize.launch.py', 'localizer', 'num_particles', 99),
+    ('mapping.launch.py', 'mapper', 'keyframe_min_distance', 0.75)])
+def test_namespaced_launch_resolves_params_and_remaps(tmp_path, fname, node, key, value):
+    """namespace:=robot1: the node, RViz (its tools' topics remapped into the namespace) and
+    tf are in /robot1, and a real node started from the resolved command line gets the
+    params file's values (its root key matches /robot1/<node>)."""
+    data = yaml.safe_load((REPO / 'config' / f'{node}.yaml').read_text())
+    (root,) = data
+    data[root]['ros__parameters'][key] = value
+    params = tmp_path / 'params.yaml'
+    params.write_text(yaml.safe_dump(data))
+    nodes = resolve_launch_file(LAUNCH / fname, {'namespace': 'robot1', 'rviz': 'true',
+                                                 'params_file': str(params),
+                                                 'use_respawn': 'true'}, REPO)
+    by_exe = {n['executable']: n for n in nodes}
+    assert set(by_exe) == {f'{node}_node', 'rviz2'}
+    ours, rviz = by_exe[f'{node}_node'], by_exe['rviz2']
+    assert (ours['namespace'], ours['name']) == ('/robot1', node)
+    assert ours['params_files'] == [str(params)] and ours['respawn'] is True
+    assert ours['params']['autostart'] is True and ours['params']['use_sim_time'] is False
+    assert ours['remappings'] == TF_REMAPS
+    assert rviz['namespace'] == '/robot1'
+    assert set(TF_REMAPS + [('/initialpose', 'initialpose'), ('/goal_pose', 'goal_pose')]) \
+        <= set(rviz['remappings'])
+    assert Path(rviz['arguments'][rviz['arguments'].index('-d') + 1]).is_file()
+    assert [n['namespace'] for n in resolve_launch_file(LAUNCH / fname, {}, REPO)] == ['/']
+
+    from inprocess import ros_context
+    if node == 'localizer':
+        from dmn_localizer.nodes.localizer_node import LocalizerNode as cls
+    else:
+        from dmn_localizer.nodes.mapper_node import MapperNode as cls
+    with ros_context(ros_args(ours)) as context:
+        n = cls(context=context)
+        try:
+            assert n.get_fully_qualified_name() == f'/robot1/{node}'
+            assert n.get_parameter(key).value == value
+            if node == 'localizer':
+                assert n.tf_pub.topic_name == '/robot1/tf'
+        finally:
+            n.destroy_node()
+
+
+def test_nav2_localization_launch():
+    """The drop-in for nav2's localization_launch.py: nav2's arguments, the localizer managed
+    by lifecycle_manager_localization (autostart there, not in the node; no bond), and the
+    map_server only when an occupancy grid is given."""
+    tree = ast.parse((LAUNCH / 'nav2_localization.launch.py').read_text())
+    assert {c.args[0].value for c in _calls(tree, 'DeclareLaunchArgument')} == NAV2_ARGS
+    for c in _calls(tree, 'DeclareLaunchArgument'):
+        assert any(k.arg == 'description' for k in c.keywords), c.args[0].value
+    nodes = resolve_launch_file(LAUNCH / 'nav2_localization.launch.py',
+                                {'namespace': 'robot1', 'map_file': 'm.dmnmap'}, REPO)
+    assert [(n['executable'], n['name'], n['namespace']) for n in nodes] == [
+        ('localizer_node', 'localizer', '/robot1'),
+        ('lifecycle_manager', 'lifecycle_manager_localization', '/robot1')]
+    localizer, manager = nodes
+    assert localizer['params']['autostart'] is False
+    assert localizer['params']['map_file'] == 'm.dmnmap'
+    assert localizer['params_files'] == [str(REPO / 'config' / 'localizer.yaml')]
+    assert localizer['remappings'] == TF_REMAPS
+    assert manager['params'] == {'use_sim_time': False, 'autostart': True,
+                                 'node_names': ['localizer'], 'bond_timeout': 0.0}
+    nodes = resolve_launch_file(LAUNCH / 'nav2_localization.launch.py',
+                                {'map': 'grid.yaml', 'autostart': 'false'}, REPO)
+    by_name = {n['name']: n for n in nodes}
+    assert set(by_name) == {'map_server', 'localizer', 'lifecycle_manager_localization'}
+    assert by_name['map_server']['params']['yaml_filename'] == 'grid.yaml'
+    manager = by_name['lifecycle_manager_localization']['params']
+    assert manager['node_names'] == ['map_server', 'localizer']
+    assert manager['autostart'] is False
+
+
+def test_launch_stub_refuses_undeclared_arguments():
+    with pytest.raises(KeyError, match='not declared'):
+        resolve_launch_file(LAUNCH / 'localize.launch.py', {'namespce': 'robot1'}, REPO)

@@ -19,7 +19,7 @@ PYTHON_LIBS = {
     'hypothesis': ('python3-hypothesis', 'hypothesis'), 'evo': (None, 'evo'),
 }
 # ROS packages available in the venv without a wheel of their own name
-ROS_BUILT_LOCALLY = {'tf2_msgs'}
+ROS_BUILT_LOCALLY = {'tf2_msgs', 'nav2_msgs'}  # interfaces/
 ROS_ONLY_ON_A_ROS_INSTALL = {'launch', 'launch_ros', 'launch_testing', 'launch_testing_ros',
                              'ament_index_python'}
 
@@ -114,3 +114,18 @@ def test_every_requirement_is_pinned():
             line = line.split('#')[0].strip()
             assert not line or re.match(r'^[A-Za-z0-9_.-]+==[0-9][^ ]*$', line), \
                 f'{f.name}: unpinned requirement {line!r}'
+
+
+def test_ros_install_requirements_cover_the_pip_only_libraries():
+    """On a ROS install rosdep brings what has a key; ros-install.txt and ros-sim.txt must
+    bring the rest, with the same torch as the pip-only setup, numpy held below 2 (the
+    distribution's messages are compiled against numpy 1.x)."""
+    ros = requirement_names('ros-install.txt', 'ros-sim.txt')
+    pip_only = {pip for key, pip in PYTHON_LIBS.values() if key is None}
+    assert pip_only <= ros, pip_only - ros
+    torch = [line for f in ('runtime.txt', 'ros-install.txt')
+             for line in (REPO / 'requirements' / f).read_text().splitlines()
+             if line.startswith('torch==')]
+    assert len(torch) == 2 and torch[0] == torch[1], torch
+    constraints = (REPO / 'requirements' / 'constraints-ros.txt').read_text()
+    assert re.search(r'^numpy==1\.', constraints, re.M)

@@ -18,6 +18,10 @@ Topics (frames per REP-105; world frame = ``map``):
 
 All messages of one step share its stamp (``rate_hz`` steps a second); the bag's receive
 timestamps equal the header stamps.
+
+Storage and format: mcap or sqlite3, rosbag2 format 9 (Jazzy, Kilted) or 8 (QoS profiles stored
+as a YAML string, the way Humble's reader expects them; format 9 stores a list, which Humble
+rejects). For Humble's ``ros2 bag``: sqlite3 (its default storage) and format 8.
 """
 import logging
 import os
@@ -43,18 +47,24 @@ TOPICS = {'/camera/image_raw': M.IMAGE, '/camera/camera_info': M.CAMERA_INFO,
           '/ground_truth/pose': M.POSE_STAMPED}
 
 
-def write_run(path, world, poses, start_ns, rate_hz, rng, storage='mcap', teleports=()):
+BAG_VERSIONS = (8, 9)   # what rosbags writes
+
+
+def write_run(path, world, poses, start_ns, rate_hz, rng, storage='mcap', teleports=(),
+              version=9):
     """Write one run (true poses (N, 3) in the world frame) to the bag directory ``path``.
 
     At the frame indices in ``teleports`` the robot was carried (kidnapped): its odometry
     sees no motion into that frame. Returns the number of frames written.
     """
     plugin = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}[storage]
+    if version not in BAG_VERSIONS:
+        raise ValueError(f'rosbag2 format {version}: expected one of {BAG_VERSIONS}')
     dt_ns = int(round(1e9 / rate_hz))
     cam = world.camera
     cam_height = cam.height_m or 0.5
     images = world.render(poses)
-    with atomic_directory(path) as tmp, Writer(tmp, version=9, storage_plugin=plugin) as w:
+    with atomic_directory(path) as tmp, Writer(tmp, version=version, storage_plugin=plugin) as w:
         conns = {t: w.add_connection(t, ty, typestore=M.TYPESTORE,
                                      offered_qos_profiles=[M.qos(1, True) if t == '/tf_static'
                                                            else M.qos(10)])
@@ -98,7 +108,7 @@ def _far_pose(candidates, pose, min_m, rng):
 
 def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frames=800,
                  localization_frames=150, rate_hz=4.0, step_m=0.5, kidnap_at=None,
-                 kidnap_min_m=10.0):
+                 kidnap_min_m=10.0, bag_version=9):
     """Write ``out/mapping`` and ``out/localization`` for world ``seed`` of ``domain``.
 
     ``kidnap_at``: the localization run's frame at which the robot is teleported (its
@@ -130,7 +140,8 @@ def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frame
                         start=_far_pose(mapped, poses[-1], kidnap_min_m, rng))])
             path = os.path.join(out, run)
             write_run(path, world, poses, start, rate_hz, rng, storage,
-                      teleports=(kidnap_at,) if run == 'localization' and kidnap_at else ())
+                      teleports=(kidnap_at,) if run == 'localization' and kidnap_at else (),
+                      version=bag_version)
             result[run] = (path, poses, start)
             log.info('wrote %s: %d frames', path, n)
             start += int((n / rate_hz + LOCALIZATION_DELAY_S) * 1e9)

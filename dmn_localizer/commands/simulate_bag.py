@@ -15,7 +15,11 @@ def add_arguments(parser):
     parser.add_argument('--seed', type=int, default=0, help='world seed')
     parser.add_argument('--out', required=True,
                         help='output directory (gets OUT/mapping and OUT/localization)')
-    parser.add_argument('--storage', default='mcap', choices=('mcap', 'sqlite3'))
+    parser.add_argument('--storage', default='mcap', choices=('mcap', 'sqlite3'),
+                        help='rosbag2 storage (Humble reads sqlite3 by default)')
+    parser.add_argument('--bag-version', type=int, default=9, choices=(8, 9),
+                        help='rosbag2 format: 9 (Jazzy, Kilted) or 8 (also Humble, with '
+                        '--storage sqlite3)')
     parser.add_argument('--image-size', type=int, default=64, help='square image side (px)')
     parser.add_argument('--mapping-frames', type=int, default=800)
     parser.add_argument('--localization-frames', type=int, default=150)
@@ -45,7 +49,9 @@ def run(args):
     res = simulate_bag(args.domain, args.seed, args.out, storage=args.storage,
                        image_size=args.image_size, mapping_frames=args.mapping_frames,
                        localization_frames=args.localization_frames, rate_hz=args.rate,
-                       step_m=args.step, kidnap_at=args.kidnap_at)
+                       step_m=args.step, kidnap_at=args.kidnap_at,
+                       bag_version=args.bag_version)
     for name, (path, poses, _) in res.items():
-        print(f'{name}: {path} ({len(poses)} frames, {args.storage})')
+        print(f'{name}: {path} ({len(poses)} frames, {args.storage}, rosbag2 format '
+              f'{args.bag_version})')
     return 0

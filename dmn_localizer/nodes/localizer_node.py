@@ -51,6 +51,7 @@ from dmn_localizer.nodes.common import (LATCHED, RELIABLE, camera_offset, check_
 from dmn_localizer.nodes.conversions import (checked_stamp_to_sec, pose_to_xyyaw,
                                              poses_to_pose_array, sec_to_stamp, xyyaw_to_pose)
 from dmn_localizer.nodes.lifecycle import ManagedNode
+from dmn_localizer.nodes.particle_cloud import ParticleCloudPublisher
 from dmn_localizer.util.device import select_device
 from dmn_localizer.util.resources import default_model_path
 
@@ -127,6 +128,8 @@ class LocalizerNode(ManagedNode):
             PoseArray, '~/particles', RELIABLE))
         self.markers_pub = self.owned(self.create_lifecycle_publisher(
             MarkerArray, '~/particle_markers', RELIABLE))
+        self.particle_cloud = ParticleCloudPublisher(   # nav2_msgs/ParticleCloud, as AMCL
+            self.owned(ParticleCloudPublisher.create(self)))
         self.tf_pub = self.owned(self.create_lifecycle_publisher(TFMessage, '/tf', 100))
         self.diag_pub = self.owned(self.create_lifecycle_publisher(
             DiagnosticArray, '/diagnostics', 10))
@@ -419,6 +422,8 @@ class LocalizerNode(ManagedNode):
             self.particles_pub.publish(poses_to_pose_array(particles, cfg.global_frame_id,
                                                            msg.header.stamp))
             self.markers_pub.publish(self.weight_markers(particles, weights, msg.header.stamp))
+            self.particle_cloud.publish(particles, weights, cfg.global_frame_id,
+                                        msg.header.stamp)
         self.publish_tf(stamp, mean)
 
     def pose_msg(self, mean, cov, stamp):

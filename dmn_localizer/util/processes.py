@@ -52,6 +52,9 @@ def node_command(module, node_name, params_file, args):
     cmd = [sys.executable, '-m', module, '--ros-args', '-r', f'__node:={node_name}',
            '--params-file', str(params_file), '--log-level', args.log_level,
            '-p', f'use_sim_time:={"true" if args.use_sim_time else "false"}']
+    # as the launch files: a namespaced robot has its own <ns>/tf (params files use the
+    # wildcard key /**/<node>, so they apply under any namespace)
+    cmd += ['-r', '/tf:=tf', '-r', '/tf_static:=tf_static']
     if args.namespace:
         cmd += ['-r', f'__ns:=/{args.namespace.strip("/")}']
     if args.map_file:
