@@ -396,8 +396,10 @@ def train_view_pairs(cfg: ViewPairConfig, out_dir, progress=True):
     mcfg = cfg.model_config(train.hfov_deg)
     if cfg.init_from:
         model = load_model(cfg.init_from, device=device, architecture='aligned')
-        # the camera is the data's, not the source model's: only the network must agree
-        if dataclasses.replace(model.config, hfov_deg=mcfg.hfov_deg) != mcfg:
+        # the camera is the data's, not the source model's, and the context pooling is the
+        # run's: only the network must agree
+        if dataclasses.replace(model.config, hfov_deg=mcfg.hfov_deg,
+                               context_pooling=mcfg.context_pooling) != mcfg:
             raise UserError(f'{cfg.init_from}: its config differs from the run\'s model '
                             f'({model.config} != {mcfg})')
         model.config = mcfg
