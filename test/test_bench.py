@@ -18,7 +18,8 @@ from dmn_localizer.config import LocalizerConfig
 from dmn_localizer.localization.localizer import Localizer, PAIRS_PER_CHUNK
 from dmn_localizer.mapping.view_map import ViewMap
 from dmn_localizer.model.config import DMNConfig
-from dmn_localizer.model.dmn import DMN, images_to_tensor
+from dmn_localizer.model.dmn import DMN
+from dmn_localizer.model.preprocess import images_to_tensor
 
 torch.set_num_threads(1)
 CPU = torch.device('cpu')

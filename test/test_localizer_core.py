@@ -12,7 +12,8 @@ from dmn_localizer.localization.localizer import Localizer
 from dmn_localizer.localization.odometry import OdometryBuffer
 from dmn_localizer.mapping.view_map import ViewMap
 from dmn_localizer.model.config import DMNConfig
-from dmn_localizer.model.dmn import DMN, images_to_tensor
+from dmn_localizer.model.dmn import DMN
+from dmn_localizer.model.preprocess import images_to_tensor
 from dmn_localizer.util.device import select_device
 
 

@@ -10,7 +10,8 @@ from std_srvs.srv import Trigger
 from conftest import start_python, stop_process
 from dmn_localizer.mapping.view_map import ViewMap
 from dmn_localizer.model.config import DMNConfig
-from dmn_localizer.model.dmn import DMN, images_to_tensor
+from dmn_localizer.model.dmn import DMN
+from dmn_localizer.model.preprocess import images_to_tensor
 from dmn_localizer.model.io import load_model, save_model
 from dmn_localizer.nodes.common import LATCHED
 from dmn_localizer.nodes.conversions import xyyaw_to_pose

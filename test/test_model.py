@@ -113,7 +113,7 @@ def test_nearest_contexts_equal_a_map_of_just_those():
     """``log_likelihood_nearest``: each particle's log-likelihood equals the one computed on a
     map of only its M nearest contexts (x-y distance), for each map of a batch; with M >= Nc
     it is the all-contexts log-likelihood."""
-    from dmn_localizer.model.dmn import log_likelihood_nearest, nearest_context_index
+    from dmn_localizer.model.nearest import log_likelihood_nearest, nearest_context_index
     torch.manual_seed(2)
     model = DMN(DMNConfig(image_size=16)).eval()
     with torch.no_grad():

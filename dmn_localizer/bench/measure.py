@@ -132,7 +132,7 @@ class _Update:
 
     def __init__(self, cfg: BenchConfig, model, inputs, dev):
         import torch
-        from dmn_localizer.model.dmn import images_to_tensor
+        from dmn_localizer.model.preprocess import images_to_tensor
         self.torch, self.dev, self.cfg, self.model = torch, dev, cfg, model
         ctx_images, ctx_poses, query, particles = inputs
         self.query = query

@@ -293,7 +293,7 @@ def likelihood_map(model, episode, n_contexts, resolution_m=1.0, n_yaw=8, t=0, d
 
     Returns (grid (G, G) with row 0 at y near 0, extent (x0, x1, y0, y1)).
     """
-    from dmn_localizer.model.dmn import images_to_tensor
+    from dmn_localizer.model.preprocess import images_to_tensor
     size = float(episode.world_size)
     g = int(round(size / resolution_m))
     c = (torch.arange(g, dtype=torch.float32) + 0.5) * resolution_m

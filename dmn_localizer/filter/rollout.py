@@ -11,7 +11,8 @@ import torch
 from dmn_localizer.filter import (FilterConfig, normalize_log_weights, ParticleFilter,
                                   sample_gaussian, weighted_mean)
 from dmn_localizer.geometry import compose, relative, wrap_angle
-from dmn_localizer.model.dmn import images_to_tensor, log_likelihood_nearest
+from dmn_localizer.model.nearest import log_likelihood_nearest
+from dmn_localizer.model.preprocess import images_to_tensor
 
 
 @dataclass
@@ -227,7 +228,7 @@ def rollout(model, batch, particles, filter_config: FilterConfig, generator, *,
     (:func:`pose_contrast_loss`, candidate poses drawn from ``generator``) when its spec is
     given. Resampling happens after each update but the last (per
     ``filter_config``). ``nearest_contexts`` M > 0: each particle attends only to its M
-    nearest contexts (:func:`~dmn_localizer.model.dmn.log_likelihood_nearest`, as the
+    nearest contexts (:func:`~dmn_localizer.model.nearest.log_likelihood_nearest`, as the
     localizer on large maps).
 
     A regression model (``model.regresses_pose``) has no filter: this returns

@@ -43,7 +43,8 @@ from dmn_localizer.filter.particle_filter import (effective_sample_size, normali
                                                   systematic_resample, transition,
                                                   weighted_mean, covariance)
 from dmn_localizer.geometry import compose
-from dmn_localizer.model.dmn import images_to_tensor, nearest_context_index
+from dmn_localizer.model.nearest import nearest_context_index
+from dmn_localizer.model.preprocess import images_to_tensor
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ The paper's learned baselines (latent image map, latent vector map, regression) 
 from dmn_localizer.model.baselines import (build_model, count_parameters, LatentImageMap,
                                            LatentVectorMap, PoseRegression)
 from dmn_localizer.model.config import DMNConfig
-from dmn_localizer.model.dmn import DMN, MapState, QueryState, images_to_tensor
+from dmn_localizer.model.dmn import DMN, MapState, QueryState
+from dmn_localizer.model.preprocess import images_to_tensor
 from dmn_localizer.model.io import load_model, save_model
 
 __all__ = ['build_model', 'count_parameters', 'DMN', 'DMNConfig', 'images_to_tensor',

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from dmn_localizer.geometry import relative
 from dmn_localizer.model.column_warp import MIN_FORWARD_M, sample_columns, warp_columns
 from dmn_localizer.model.config import DMNConfig
-from dmn_localizer.model.dmn import check_images
+from dmn_localizer.model.preprocess import check_images
 
 COLUMN_HIDDEN = 16
 HEAD_HIDDEN = 64

@@ -40,9 +40,11 @@ import torch.nn.functional as F
 
 from dmn_localizer.model.aligned import AlignedModel
 from dmn_localizer.model.config import DMNConfig
-from dmn_localizer.model.dmn import (_conv, _stack, check_images, CNN6_DIM,
-                                     constant_channel_maps, DMN, EMBED_DIM, FC_DIM, FEAT4_DIM,
-                                     FEAT5_DIM, init_weights, KEY_DIM, pose_coords, TRUNK)
+from dmn_localizer.model.dmn import (CNN6_DIM, DMN, EMBED_DIM, FC_DIM, FEAT4_DIM, FEAT5_DIM,
+                                     KEY_DIM)
+from dmn_localizer.model.layers import (constant_channel_maps, conv_layer, conv_stack,
+                                        init_weights, pose_coords, TRUNK)
+from dmn_localizer.model.preprocess import check_images
 
 IMAGE_MAP_DIM = 96    # D of the latent image map (the channels of the DMN's attended map)
 VECTOR_MAP_DIM = 256  # length of the latent vector map (and of the query vector)
@@ -143,15 +145,15 @@ class LatentImageMap(_LatentMap):
 
     def __init__(self, config: DMNConfig = None):
         super().__init__(config)
-        self.context_trunk = _stack(TRUNK, 3)
-        self.cnn1_head = _stack([(EMBED_DIM, 3, 1, True)], 64)
-        self.context_net = _stack([(128, 3, 1, True), (IMAGE_MAP_DIM, 3, 1, True)],
-                                  EMBED_DIM + 4)
-        self.query_trunk = _stack(TRUNK, 3)
-        self.cnn5_head = _stack(CNN5_HEAD, 64)
-        self.cnn6a = _conv(IMAGE_MAP_DIM + FEAT5_DIM + 4, CNN6_DIM, 3, 1)
+        self.context_trunk = conv_stack(TRUNK, 3)
+        self.cnn1_head = conv_stack([(EMBED_DIM, 3, 1, True)], 64)
+        self.context_net = conv_stack([(128, 3, 1, True), (IMAGE_MAP_DIM, 3, 1, True)],
+                                      EMBED_DIM + 4)
+        self.query_trunk = conv_stack(TRUNK, 3)
+        self.cnn5_head = conv_stack(CNN5_HEAD, 64)
+        self.cnn6a = conv_layer(IMAGE_MAP_DIM + FEAT5_DIM + 4, CNN6_DIM, 3, 1)
         self.cnn6a.is_relu = True
-        self.cnn6_rest = _stack([(CNN6_DIM, 3, 1, True), (CNN6_DIM, 3, 1, True)], CNN6_DIM)
+        self.cnn6_rest = conv_stack([(CNN6_DIM, 3, 1, True), (CNN6_DIM, 3, 1, True)], CNN6_DIM)
         self.fc1a = nn.Linear(CNN6_DIM * self.h * self.w, FC_DIM)
         self.fc1a.is_relu = True
         self.fc1b = nn.Linear(FC_DIM, 1)
@@ -234,12 +236,12 @@ class LatentVectorMap(_LatentMap):
     def __init__(self, config: DMNConfig = None):
         super().__init__(config)
         flat = 64 * self.h * self.w
-        self.context_trunk = _stack(TRUNK, 3)
-        self.cnn1_head = _stack([(EMBED_DIM, 3, 1, True)], 64)
-        self.context_conv = _stack([(64, 3, 1, True)], EMBED_DIM + 4)
+        self.context_trunk = conv_stack(TRUNK, 3)
+        self.cnn1_head = conv_stack([(EMBED_DIM, 3, 1, True)], 64)
+        self.context_conv = conv_stack([(64, 3, 1, True)], EMBED_DIM + 4)
         self.context_fc = nn.Linear(flat, VECTOR_MAP_DIM)
-        self.query_trunk = _stack(TRUNK, 3)
-        self.cnn5_head = _stack(CNN5_HEAD, 64)
+        self.query_trunk = conv_stack(TRUNK, 3)
+        self.cnn5_head = conv_stack(CNN5_HEAD, 64)
         self.query_fc = nn.Linear(flat, VECTOR_MAP_DIM)
         self.fc1a = nn.Linear(2 * VECTOR_MAP_DIM + 4, FC_DIM)
         self.fc1b = nn.Linear(FC_DIM, FC_DIM)

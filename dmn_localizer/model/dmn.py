@@ -2,7 +2,7 @@
 
 Letters: B batch, N contexts, K particles, H x W images (``h = H/4``, ``w = W/4``), channels
 first. Poses are metric ``(x, y, yaw)`` (:mod:`dmn_localizer.geometry`); images enter as float
-in [-1, 1] (:func:`images_to_tensor`).
+in [-1, 1] (:func:`~dmn_localizer.model.preprocess.images_to_tensor`).
 
 Networks (filters-kernel-stride-activation; 3x3 stride-1 layers zero-pad by 1 so they keep the
 size, 2x2 stride-2 layers do not pad and halve it):
@@ -39,18 +39,18 @@ Speed: everything that does not depend on the particle is computed once per cont
 :meth:`DMN.reference_log_likelihood` is the literal, per-particle formulation used by the tests.
 """
 from dataclasses import dataclass
-import logging
 import math
 
-import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
 
 from dmn_localizer.geometry import relative
 from dmn_localizer.model.config import DMNConfig
-
-logger = logging.getLogger(__name__)
+from dmn_localizer.model.layers import (constant_channel_maps, conv_layer, conv_stack,
+                                        full_precision, hwc_rows, hwc_view, init_weights,
+                                        pose_coords, TRUNK)
+from dmn_localizer.model.preprocess import check_images
 
 EMBED_DIM = 64   # D of the view embedding
 KEY_DIM = 32     # channels of view and query keys
@@ -60,90 +60,7 @@ CNN6_DIM = 64
 FC_DIM = 512
 
 
-def images_to_tensor(images, device=None):
-    """uint8 images ``(..., H, W, 3)`` (numpy or torch) -> float ``(..., 3, H, W)`` in [-1, 1]."""
-    x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images,
-                        device=device)
-    if x.dtype != torch.uint8:
-        raise ValueError(f'images must be uint8, got {x.dtype}')
-    return x.movedim(-1, -3).float().div(127.5).sub(1.0)
-
-
-def _conv(cin, cout, k, s):
-    return nn.Conv2d(cin, cout, k, stride=s, padding=1 if k == 3 else 0)
-
-
-def _stack(specs, cin):
-    """A conv stack from ``(filters, kernel, stride, relu)`` specs."""
-    layers = []
-    for cout, k, s, relu in specs:
-        conv = _conv(cin, cout, k, s)
-        conv.is_relu = relu
-        layers.append(conv)
-        if relu:
-            layers.append(nn.ReLU())
-        cin = cout
-    return nn.Sequential(*layers)
-
-
-TRUNK = [(32, 2, 2, True), (32, 3, 1, True), (64, 2, 2, True)]
-
-
-def init_weights(module, last_layer, last_layer_scale):
-    """He init for relu layers (``is_relu``, the default), unit gain for linear ones, zero
-    biases; ``last_layer``'s weight then scaled by ``last_layer_scale``."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            relu = getattr(m, 'is_relu', True)
-            nn.init.kaiming_normal_(m.weight, nonlinearity='relu' if relu else 'linear')
-            nn.init.zeros_(m.bias)
-    with torch.no_grad():
-        last_layer.weight.mul_(last_layer_scale)
-
-
-def check_images(images, size, name):
-    """ValueError unless ``images`` is (..., 3, size, size)."""
-    if images.shape[-3:] != (3, size, size):
-        raise ValueError(f'{name} must be (..., 3, {size}, {size}) float in [-1, 1], got '
-                         f'{tuple(images.shape)}')
-
-
-def constant_channel_maps(weight, h, w):
-    """The conv (3x3, zero padding 1, no bias) of an h x w map that is 1 in one input channel
-    and 0 elsewhere, for each input channel of ``weight`` (C, J, 3, 3): (J, C, h, w). Exact
-    border-aware maps for tiled (spatially constant) input channels."""
-    J = weight.shape[1]
-    ones = torch.eye(J, dtype=weight.dtype, device=weight.device)[:, :, None, None]
-    return F.conv2d(ones.expand(J, J, h, w), weight, padding=1)
-
-
-def pose_coords(poses, scale):
-    """Metric poses (..., 3) -> (x/L, y/L, sin yaw, cos yaw) (..., 4) with L = ``scale``."""
-    return torch.stack([poses[..., 0] / scale, poses[..., 1] / scale,
-                        torch.sin(poses[..., 2]), torch.cos(poses[..., 2])], dim=-1)
-
-
 HEAD_CHUNK = 256   # particles per block at inference (attention + convolutions; cache-sized)
-
-
-def full_precision(device):
-    """A context in which autocast is off, for the attention: under bf16 autocast the
-    attention stays in the map's fp32. It is memory-bound, so bf16 saves it little, while
-    autocast's casts of the (particles, contexts, P) activations and its bf16 matrix-vector
-    products cost more than that (with the cached bf16 FC1 kernel, an update at K = 256 and
-    16 contexts took 19.1 instead of 22.3 ms on a Zen 4 CPU); the convolutions after it still
-    run in bf16."""
-    return torch.autocast(device.type, enabled=False)
-
-
-def _hwc_rows(x):
-    """(M, C, h, w) -> (M, h*w*C): each map flattened in (row, column, channel) order."""
-    return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)
-
-
-def _hwc_view(rows, channels, h, w):
-    """(M, h*w*C) rows from :func:`_hwc_rows` -> (M, C, h, w), a channels-last view (no copy)."""
-    return rows.view(-1, h, w, channels).permute(0, 3, 1, 2)
 
 
 @dataclass
@@ -183,36 +100,6 @@ class QueryState:
                                                  self.feat6, self.features)))
 
 
-NEAREST_SEARCH_CHUNK = 4096   # particles whose distances to every context are computed at once
-
-
-def nearest_context_index(context_poses, particles, m):
-    """The ``m`` contexts nearest to each particle in x-y distance (a brute-force spatial
-    index, in chunks of :data:`NEAREST_SEARCH_CHUNK` particles so the (k, N) distance matrix
-    stays bounded): context_poses (N, 3), particles (K, 3) -> indices (K, m) long."""
-    ctx_xy = context_poses[:, :2]
-    return torch.cat([torch.cdist(part[:, :2], ctx_xy).topk(m, largest=False).indices
-                      for part in particles.split(NEAREST_SEARCH_CHUNK)])
-
-
-def log_likelihood_nearest(model, map_state, query, particles, m, chunk=None):
-    """Log-likelihoods (B, K) of ``model`` (a :class:`DMN`) when each particle attends only to
-    its ``m`` nearest contexts (:func:`nearest_context_index`), as the localizer runs on large
-    maps; with ``m`` <= 0 or a map of at most ``m`` contexts, ``model.log_likelihood`` over
-    all of them (``chunk`` as there; with ``m`` <= 0 any observation model serves, the
-    paper's baselines included). B maps and queries, particles (B, K, 3)."""
-    # m first: the baselines' map states have no poses
-    if m <= 0 or map_state.poses.shape[1] <= m:
-        return model.log_likelihood(map_state, query, particles, chunk=chunk)
-    out = []
-    for b in range(particles.shape[0]):
-        one = map_state.select(b)
-        index = nearest_context_index(one.poses[0], particles[b], m)
-        out.append(model.log_likelihood_selected(one, query.select(b), particles[b:b + 1],
-                                                 index))
-    return torch.cat(out)
-
-
 class DMN(nn.Module):
     """Differentiable Mapping Network observation model ``l(Q, s, m)`` (see module docstring)."""
 
@@ -221,22 +108,23 @@ class DMN(nn.Module):
         self.config = config = config or DMNConfig()
         self.h = self.w = config.image_size // 4
         share = config.query_trunk_sharing
-        self.context_trunk = _stack(TRUNK, 3)
-        self.query_trunk = self.context_trunk if share == 'cnn1' else _stack(TRUNK, 3)
+        self.context_trunk = conv_stack(TRUNK, 3)
+        self.query_trunk = self.context_trunk if share == 'cnn1' else conv_stack(TRUNK, 3)
         self.key_trunk = (self.query_trunk if share in ('cnn1', 'cnn3')
-                          else _stack(TRUNK, 3))
-        self.cnn1_head = _stack([(EMBED_DIM, 3, 1, True)], 64)
-        self.cnn2a = _conv(EMBED_DIM + (4 if config.egocentric else 8), 64, 3, 1)
+                          else conv_stack(TRUNK, 3))
+        self.cnn1_head = conv_stack([(EMBED_DIM, 3, 1, True)], 64)
+        self.cnn2a = conv_layer(EMBED_DIM + (4 if config.egocentric else 8), 64, 3, 1)
         self.cnn2a.is_relu = True
-        self.cnn2b = _conv(64, KEY_DIM, 3, 1)
+        self.cnn2b = conv_layer(64, KEY_DIM, 3, 1)
         self.cnn2b.is_relu = False
-        self.cnn3_head = _stack([(32, 3, 1, True), (64, 3, 1, True), (KEY_DIM, 3, 1, False)], 64)
-        self.cnn4 = _stack([(128, 3, 1, True), (FEAT4_DIM, 3, 1, True)], EMBED_DIM)
-        self.cnn5_head = _stack([(64, 3, 1, True), (128, 3, 1, True), (FEAT5_DIM, 3, 1, True)],
-                                64)
-        self.cnn6a = _conv(FEAT4_DIM + KEY_DIM + FEAT5_DIM, CNN6_DIM, 3, 1)
+        self.cnn3_head = conv_stack([(32, 3, 1, True), (64, 3, 1, True),
+                                     (KEY_DIM, 3, 1, False)], 64)
+        self.cnn4 = conv_stack([(128, 3, 1, True), (FEAT4_DIM, 3, 1, True)], EMBED_DIM)
+        self.cnn5_head = conv_stack([(64, 3, 1, True), (128, 3, 1, True),
+                                     (FEAT5_DIM, 3, 1, True)], 64)
+        self.cnn6a = conv_layer(FEAT4_DIM + KEY_DIM + FEAT5_DIM, CNN6_DIM, 3, 1)
         self.cnn6a.is_relu = True
-        self.cnn6_rest = _stack([(CNN6_DIM, 3, 1, True), (CNN6_DIM, 3, 1, True)], CNN6_DIM)
+        self.cnn6_rest = conv_stack([(CNN6_DIM, 3, 1, True), (CNN6_DIM, 3, 1, True)], CNN6_DIM)
         self.fc1a = nn.Linear(CNN6_DIM * self.h * self.w, FC_DIM)
         self.fc1a.is_relu = True
         self.fc1b = nn.Linear(FC_DIM, 1)
@@ -357,15 +245,15 @@ class DMN(nn.Module):
         h, w = self.h, self.w
         w6_key = self.cnn6a.weight[:, FEAT4_DIM:FEAT4_DIM + KEY_DIM]
         if torch.is_grad_enabled():
-            vkey = F.conv2d(_hwc_view(r_sum, EMBED_DIM, h, w), self.cnn2b.weight, padding=1) \
+            vkey = F.conv2d(hwc_view(r_sum, EMBED_DIM, h, w), self.cnn2b.weight, padding=1) \
                 + lam_sum.view(-1, 1, 1, 1) * self.cnn2b.bias[:, None, None]
-            x = F.conv2d(vkey, w6_key, padding=1) + _hwc_view(f6, CNN6_DIM, h, w) + q6
+            x = F.conv2d(vkey, w6_key, padding=1) + hwc_view(f6, CNN6_DIM, h, w) + q6
             return self._head(x)
         # inference: the same sums in place, the key bias through CNN6's first conv once
         # (conv(v + l b) = conv(v) + l conv(b), b tiled, zero padding: a border-aware map)
-        x = F.conv2d(F.conv2d(_hwc_view(r_sum, EMBED_DIM, h, w), self.cnn2b.weight, padding=1),
+        x = F.conv2d(F.conv2d(hwc_view(r_sum, EMBED_DIM, h, w), self.cnn2b.weight, padding=1),
                      w6_key, padding=1)
-        f6 = _hwc_view(f6, CNN6_DIM, h, w)
+        f6 = hwc_view(f6, CNN6_DIM, h, w)
         if x.dtype != f6.dtype:  # autocast: sum in the wider type, as out of place
             x = x.to(torch.promote_types(x.dtype, f6.dtype))
         x.addcmul_(lam_sum.view(-1, 1, 1, 1).to(x.dtype), self._key_bias_map(x.dtype))
@@ -406,14 +294,14 @@ class DMN(nn.Module):
         emb = embeddings.flatten(0, 1)
         w2a = self.cnn2a.weight                                   # (64, 64 + 4 or 8, 3, 3)
         # bias once; (BN, P) in (row, column, channel) order, see MapState
-        key_pre = _hwc_rows(F.conv2d(emb, w2a[:, :EMBED_DIM], self.cnn2a.bias, padding=1))
+        key_pre = hwc_rows(F.conv2d(emb, w2a[:, :EMBED_DIM], self.cnn2a.bias, padding=1))
         # maps[j] = conv of a map that is 1 in coordinate channel j (0 elsewhere): (4|8, P)
-        maps = _hwc_rows(constant_channel_maps(w2a[:, EMBED_DIM:], self.h, self.w))
+        maps = hwc_rows(constant_channel_maps(w2a[:, EMBED_DIM:], self.h, self.w))
         coord_maps = maps[-4:]                        # the per-particle coordinate channels
         if not self.config.egocentric:   # the context's own map-frame viewpoint, per context
             ctx = self._pose_coords(context_poses.to(emb.dtype)).reshape(B * N, 4)
             key_pre = key_pre + torch.matmul(ctx, maps[:4])
-        feat6 = _hwc_rows(F.conv2d(self.cnn4(emb), self.cnn6a.weight[:, :FEAT4_DIM], padding=1))
+        feat6 = hwc_rows(F.conv2d(self.cnn4(emb), self.cnn6a.weight[:, :FEAT4_DIM], padding=1))
         return MapState(context_poses.to(emb.dtype), embeddings,
                         key_pre.reshape(B, N, -1), coord_maps.contiguous(),
                         feat6.reshape(B, N, -1))
@@ -422,7 +310,7 @@ class DMN(nn.Module):
         """Encode B query images once: (B, 3, H, W) float in [-1, 1] -> :class:`QueryState`."""
         self._check_images(query_images, 'query_images')
         key = self.query_key(query_images)                                # (B, 32, h, w)
-        adj = _hwc_rows(F.conv_transpose2d(key, self.cnn2b.weight, padding=1))  # (B, P)
+        adj = hwc_rows(F.conv_transpose2d(key, self.cnn2b.weight, padding=1))  # (B, P)
         kb = (key.sum(dim=(2, 3)) * self.cnn2b.bias).sum(-1)              # (B,)
         feat = self.query_features(query_images)                          # (B, 64, h, w)
         f6 = F.conv2d(feat, self.cnn6a.weight[:, FEAT4_DIM + KEY_DIM:], self.cnn6a.bias,

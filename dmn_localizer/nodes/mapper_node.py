@@ -104,7 +104,7 @@ class MapperNode(ManagedNode):
         if self.model is None:
             return None
         import torch
-        from dmn_localizer.model.dmn import images_to_tensor
+        from dmn_localizer.model.preprocess import images_to_tensor
         with torch.no_grad():
             return self.model.embed(images_to_tensor(rgb[None], self.device))[0].cpu().numpy()
 

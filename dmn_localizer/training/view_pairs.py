@@ -49,7 +49,7 @@ from dmn_localizer.geometry import compose, relative, wrap_angle
 from dmn_localizer.model.aligned import AlignedMapState, AlignedQueryState
 from dmn_localizer.model.column_warp import view_overlap
 from dmn_localizer.model.config import DMNConfig
-from dmn_localizer.model.dmn import images_to_tensor
+from dmn_localizer.model.preprocess import images_to_tensor
 from dmn_localizer.model.io import atomic_write_json, load_model, save_model
 from dmn_localizer.filter.rollout import dense_loss
 from dmn_localizer.training.view_worlds import load_view_worlds
