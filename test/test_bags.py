@@ -67,6 +67,21 @@ def test_bag_round_trip(bags):
     assert lmsgs[0][1] > stamps[-1]     # the localization run comes later
 
 
+def test_bag_files_have_their_final_names(bags):
+    """The data file is named after the bag directory (as metadata.yaml says), not after the
+    temporary directory it was written in: a user listing the bag sees it."""
+    import yaml
+    for run in ('mapping', 'localization'):
+        path = Path(bags[run][0])
+        names = sorted(os.listdir(path))
+        meta = yaml.safe_load((path / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+        assert names == sorted(['metadata.yaml', *meta['relative_file_paths']])
+        assert all(n.startswith(path.name) for n in meta['relative_file_paths']), names
+        assert not [n for n in os.listdir(path.parent) if 'partial' in n]
+        _, msgs = _read(path)
+        assert len(msgs) > 0
+
+
 def test_bag_messages_deserialize_in_rclpy(bags):
     from rclpy.serialization import deserialize_message
     from nav_msgs.msg import Odometry
