@@ -27,7 +27,8 @@ FRAMES = 6
 DOCUMENTED = ['ape_rmse_m', 'rpe_rmse_m', 'success_rate', 'success_rate_tight',
               'time_to_converge_s', 'final_error_m', 'final_yaw_error_deg', 'frames_per_s',
               'nees_mean', 'share_inside_2sigma', 'particles', 'map_contexts', 'model_id',
-              'device', 'frames', 'updates']
+              'device', 'frames', 'updates', 'success_rate_chance', 'success_rate_tight_chance',
+              'converged_share_final']
 MAY_BE_NULL = {'time_to_converge_s', 'median_error_after_convergence_m'}
 TIMING = {'frames_per_s', 'latency_mean_s', 'latency_max_s'}
 OUTPUTS = ['metrics.json', 'estimate.tum', 'groundtruth.tum', 'trajectory.png', 'errors.png']
@@ -84,6 +85,53 @@ def test_offline_end_to_end(offline):
     # TUM: one line per update, 8 columns
     rows = np.loadtxt(out / 'estimate.tum')
     assert rows.shape == (written['updates'], 8)
+
+
+def _track(errors, step_s=1.0):
+    """A track along the x axis whose estimates are ``errors`` metres off in y."""
+    from dmn_localizer.replay import offline as core
+    n = len(errors)
+    truth = [np.array([float(i), 0.0, 0.0]) for i in range(n)]
+    return core.Track(stamps=[i * step_s for i in range(n)],
+                      estimates=[t + np.array([0.0, e, 0.0]) for t, e in zip(truth, errors)],
+                      covariances=[np.eye(3)] * n, truth=truth, frames=n)
+
+
+def test_convergence_is_when_the_error_stays_low_to_the_end():
+    """A run that converged and diverged later has not converged; one that converged for good
+    converged when the error dropped below 2 m for the last time."""
+    from dmn_localizer.replay.offline import compute_metrics
+    diverged = compute_metrics(_track([9, 9, 1, 1, 1, 1, 1, 1, 9, 9, 9, 9]))
+    assert diverged['time_to_converge_s'] is None
+    assert diverged['median_error_after_convergence_m'] is None
+    assert diverged['converged_share_final'] == 0.0
+    again = compute_metrics(_track([9, 1, 1, 1, 1, 1, 9, 9, 1, 1, 1, 1]))
+    assert again['time_to_converge_s'] == 8.0
+    assert again['converged_share_final'] == 1.0
+    late = compute_metrics(_track([9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 1, 9, 1, 1, 1, 9]))
+    assert late['time_to_converge_s'] is None
+    assert late['converged_share_final'] == 0.75     # the last quarter: 3 of 4 within 2 m
+    at_once = compute_metrics(_track([1.0, 1.9, 0.5]))
+    assert at_once['time_to_converge_s'] == 0.0 and at_once['converged_share_final'] == 1.0
+    # the threshold counts strictly, like the success rate: an error of 2 m is not converged
+    assert compute_metrics(_track([1.0, 2.0]))['time_to_converge_s'] is None
+
+
+def test_chance_level_beside_every_success_rate():
+    """The chance levels are the success rates of an estimate at a random mapped pose: the
+    share of map contexts within each threshold of the truth (strictly, tie-safe)."""
+    from dmn_localizer.replay.offline import compute_metrics
+    track = _track([0.0, 0.0])                       # truth at (0, 0) and (1, 0)
+    edge = 1.0 + math.sqrt(80.0)                     # exactly the threshold from (1, 0)
+    map_xy = np.array([[0.0, 0.0], [0.0, 1.5], [5.0, 0.0], [edge, 0.0], [30.0, 0.0]])
+    m = compute_metrics(track, map_xy=map_xy)
+    # within sqrt(80) = 8.94 m of (0, 0): 3; of (1, 0): 3 (the edge context is not strictly)
+    assert m['success_rate_chance'] == pytest.approx((3 + 3) / 10)
+    # within 2 m: (0,0): 2 ((0,0), (0,1.5)); (1,0): 2 (hypot(1, 1.5) = 1.80)
+    assert m['success_rate_tight_chance'] == pytest.approx(4 / 10)
+    assert m['success_rate'] == 1.0
+    no_map = compute_metrics(track)
+    assert no_map['success_rate_chance'] is None and no_map['success_rate_tight_chance'] is None
 
 
 def test_same_seed_same_metrics(data, offline):

@@ -95,7 +95,7 @@ def replay(args, quiet=False):
         extra = {'precision': cfg.precision, 'nearest_contexts': cfg.nearest_contexts,
                  'recovery_injections': loc.health.injections,
                  'recovery_global_reinits': loc.health.global_reinits}
-    metrics = core.compute_metrics(track)
+    metrics = core.compute_metrics(track, map_xy=view_map.poses[:, :2])
     metrics.update(mode=args.mode, particles=k, map_contexts=len(view_map),
                    model_id=getattr(model, 'model_id', ''), device=str(device), **extra)
     layout = None

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 TIGHT_M = 2.0             # a threshold a robot would care about
 CHI2_2DOF_95 = 5.991      # 2-sigma-equivalent ellipse for a 2-D Gaussian
+FINAL_SHARE = 0.25        # converged_share_final: the last quarter of the updates
 
 
 @dataclass
@@ -224,8 +225,26 @@ def _evo_trajectory(stamps, poses):
                             timestamps=np.asarray(stamps, np.float64))
 
 
-def compute_metrics(track, converge_m=TIGHT_M, converge_updates=5):
-    """Metrics of a track (keys documented in README 'Replay')."""
+def converged_from(err_xy, converge_m=TIGHT_M):
+    """Index of the first update from which every x-y error is below ``converge_m`` to the
+    end of the run, or None when the last one is not (a run that converged and diverged
+    later has not converged)."""
+    above = np.flatnonzero(~(np.asarray(err_xy) < converge_m))
+    start = 0 if len(above) == 0 else int(above[-1]) + 1
+    return None if start >= len(err_xy) else start
+
+
+def chance_rate(truth_xy, map_xy, threshold_m):
+    """Share of map context positions ``map_xy`` (N, 2) within ``threshold_m`` (strictly, as
+    the success rate counts) of each true position ``truth_xy`` (T, 2), averaged over T: the
+    success rate of an estimate drawn at a random mapped pose."""
+    d = np.hypot(*(np.asarray(truth_xy)[:, None, :2] - np.asarray(map_xy)[None, :, :2]).T)
+    return float(np.mean(d < threshold_m))
+
+
+def compute_metrics(track, converge_m=TIGHT_M, map_xy=None, final_share=FINAL_SHARE):
+    """Metrics of a track (keys documented in README 'Replay'); ``map_xy`` (N, 2): the map's
+    context positions, for the chance levels of the success rates (None: null)."""
     from evo.core import metrics as evo_metrics
 
     from dmn_localizer.evaluation.protocol import SUCCESS_M  # the paper's x-y threshold
@@ -244,14 +263,13 @@ def compute_metrics(track, converge_m=TIGHT_M, converge_updates=5):
                               delta_unit=evo_metrics.Unit.frames, all_pairs=False)
         rpe.process_data((ref, traj))
         rpe_rmse = float(rpe.get_statistic(evo_metrics.StatisticsType.rmse))
-    # converged: error below converge_m for converge_updates updates in a row (or to the end)
-    converged_at = None
-    below = err_xy < converge_m
-    for i in range(len(below)):
-        window = below[i:i + converge_updates]
-        if window.all() and (len(window) == converge_updates or i + len(window) == len(below)):
-            converged_at = i
-            break
+    converged_at = converged_from(err_xy, converge_m)
+    final = err_xy[-max(1, math.ceil(final_share * len(err_xy))):]
+    chance = {}
+    for key, threshold in (('success_rate_chance', SUCCESS_M),
+                           ('success_rate_tight_chance', TIGHT_M)):
+        chance[key] = (None if map_xy is None or len(map_xy) == 0
+                       else chance_rate(gt[:, :2], map_xy, threshold))
     # covariance consistency on x-y
     nees = []
     for e, c in zip(est[:, :2] - gt[:, :2], np.asarray(track.covariances)[:, :2, :2]):
@@ -265,9 +283,11 @@ def compute_metrics(track, converge_m=TIGHT_M, converge_updates=5):
         'rpe_rmse_m': rpe_rmse,
         'success_rate': float(np.mean(err_xy < SUCCESS_M)),
         'success_rate_tight': float(np.mean(err_xy < TIGHT_M)),
+        **chance,
         'success_threshold_m': SUCCESS_M, 'tight_threshold_m': TIGHT_M,
         'time_to_converge_s': (None if converged_at is None
                                else float(stamps[converged_at] - stamps[0])),
+        'converged_share_final': float(np.mean(final < converge_m)),
         'final_error_m': float(err_xy[-1]), 'final_yaw_error_deg': math.degrees(err_yaw[-1]),
         'median_error_after_convergence_m': (None if converged_at is None else
                                              float(np.median(err_xy[converged_at:]))),
