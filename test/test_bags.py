@@ -82,6 +82,63 @@ def test_bag_files_have_their_final_names(bags):
         assert len(msgs) > 0
 
 
+def test_camera_mounting_from_tf_static(tmp_path):
+    """A camera mounted off the base (in /tf_static): dataset and map poses are the camera's,
+    replay's stream carries the mounting for the localizer; a bag without /tf_static has
+    none."""
+    from dmn_localizer.bags.read import read_pairs
+    from dmn_localizer.replay.offline import build_map, read_stream, Topics
+    mount = np.array([0.3, -0.2, 1.2])
+    runs = simulate_bag('mazes', 4, tmp_path / 'm', image_size=16, mapping_frames=30,
+                        localization_frames=4, base_from_camera=mount)
+    pairs = read_pairs([runs['mapping'][0]], '/camera/image_raw', '/ground_truth/pose', 16)
+    camera = compose(runs['mapping'][1].astype(float), mount)
+    assert np.allclose(pairs.poses[:, :2], camera[:, :2], atol=1e-4)
+    assert np.allclose(np.cos(pairs.poses[:, 2] - camera[:, 2]), 1.0, atol=1e-6)
+    view_map = build_map(runs['mapping'][0], Topics(), 16)
+    d = np.hypot(*(view_map.poses[:, None, :2] - camera[None, :, :2]).T)
+    assert d.min(axis=0).max() < 1e-4          # every context sits at a camera pose
+    stream = read_stream(runs['localization'][0], Topics(), 16)
+    assert np.allclose(stream.base_from_camera, mount, atol=1e-6)
+    # the truth stays the base's: the localizer estimates the base
+    assert np.allclose(stream.truth[:, :2], runs['localization'][1][:, :2], atol=1e-4)
+    from rosbags.rosbag2 import Writer
+    bare = tmp_path / 'bare'
+    with Writer(bare, version=9) as w:
+        ci = w.add_connection('/camera/image_raw', M.IMAGE, typestore=M.TYPESTORE)
+        for i in range(3):
+            img = M.image_msg(10**18 + i, 'cam', np.zeros((4, 4, 3), np.uint8))
+            w.write(ci, 10**18 + i, M.TYPESTORE.serialize_cdr(img, M.IMAGE))
+    from dmn_localizer.bags.read import camera_mounting, open_bag
+    reader = open_bag(bare)
+    try:
+        assert camera_mounting(reader, '/camera/image_raw') is None
+    finally:
+        reader.close()
+
+
+def test_simulate_bag_split(tmp_path):
+    """simulate-bag records a test world unless told otherwise, and says which."""
+    r = _cli('simulate-bag', '--out', str(tmp_path / 'a'), '--image-size', '16',
+             '--mapping-frames', '4', '--localization-frames', '2')
+    assert r.returncode == 0, r.stderr
+    assert 'mazes test world 1100000' in r.stdout
+    r = _cli('simulate-bag', '--out', str(tmp_path / 'b'), '--image-size', '16', '--split',
+             'val', '--seed', '2', '--mapping-frames', '4', '--localization-frames', '2')
+    assert r.returncode == 0, r.stderr
+    assert 'mazes val world 1000002' in r.stdout
+    want = simulate_bag('mazes', 1_000_002, tmp_path / 'c', image_size=16, mapping_frames=4,
+                        localization_frames=2)['mapping'][1]
+    _, msgs = _read(tmp_path / 'b' / 'mapping')
+    gt = [M.TYPESTORE.deserialize_cdr(d, ty) for tp, _, ty, d in msgs
+          if tp == '/ground_truth/pose']
+    assert np.allclose([(m.pose.position.x, m.pose.position.y) for m in gt], want[:, :2],
+                       atol=1e-5)
+    r = _cli('simulate-bag', '--out', str(tmp_path / 'd'), '--split', 'val', '--seed',
+             '100000')
+    assert r.returncode == 2 and '--seed must be within 0..99999' in r.stderr
+
+
 def test_bag_messages_deserialize_in_rclpy(bags):
     from rclpy.serialization import deserialize_message
     from nav_msgs.msg import Odometry

@@ -42,17 +42,20 @@ TOPICS = {'/camera/image_raw': M.IMAGE, '/camera/camera_info': M.CAMERA_INFO,
           '/ground_truth/pose': M.POSE_STAMPED}
 
 
-def write_run(path, world, poses, start_ns, rate_hz, rng, storage='mcap', teleports=()):
-    """Write one run (true poses (N, 3) in the world frame) to the bag directory ``path``.
+def write_run(path, world, poses, start_ns, rate_hz, rng, storage='mcap', teleports=(),
+              base_from_camera=(0.0, 0.0, 0.0)):
+    """Write one run (true base poses (N, 3) in the world frame) to the bag directory ``path``.
 
     At the frame indices in ``teleports`` the robot was carried (kidnapped): its odometry
-    sees no motion into that frame. Returns the number of frames written.
+    sees no motion into that frame. The camera sits at ``base_from_camera`` (x, y, yaw) on the
+    base (rendered there, and in ``/tf_static``). Returns the number of frames written.
     """
     plugin = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}[storage]
     dt_ns = int(round(1e9 / rate_hz))
     cam = world.camera
     cam_height = cam.height_m or 0.5
-    images = world.render(poses)
+    mount = np.asarray(base_from_camera, np.float64)
+    images = world.render(compose(poses.astype(np.float64), mount).astype(poses.dtype))
     with atomic_directory(path) as tmp, Writer(tmp, version=9, storage_plugin=plugin) as w:
         conns = {t: w.add_connection(t, ty, typestore=M.TYPESTORE,
                                      offered_qos_profiles=[M.qos(1, True) if t == '/tf_static'
@@ -63,7 +66,8 @@ def write_run(path, world, poses, start_ns, rate_hz, rng, storage='mcap', telepo
             w.write(conns[topic], ns, M.TYPESTORE.serialize_cdr(msg, TOPICS[topic]))
 
         put('/tf_static', start_ns, M.tf_message([
-            M.transform(start_ns, 'base_link', 'camera_link', (0.0, 0.0, cam_height)),
+            M.transform(start_ns, 'base_link', 'camera_link', (mount[0], mount[1], cam_height),
+                        M.yaw_to_quaternion(float(mount[2]))),
             M.transform(start_ns, 'camera_link', 'camera_optical_frame', quat=M.OPTICAL_QUAT)]))
         odom = np.zeros(3)
         for i, pose in enumerate(poses.astype(np.float64)):
@@ -97,12 +101,12 @@ def _far_pose(candidates, pose, min_m, rng):
 
 def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frames=800,
                  localization_frames=150, rate_hz=4.0, step_m=0.5, kidnap_at=None,
-                 kidnap_min_m=10.0):
+                 kidnap_min_m=10.0, base_from_camera=(0.0, 0.0, 0.0)):
     """Write ``out/mapping`` and ``out/localization`` for world ``seed`` of ``domain``.
 
     ``kidnap_at``: the localization run's frame at which the robot is teleported (its
     odometry sees nothing) to a mapped place at least ``kidnap_min_m`` away: the
-    kidnapped-robot test.
+    kidnapped-robot test. ``base_from_camera``: where the camera sits on the robot.
 
     Returns a dict run -> (bag path, true poses (N, 3) float32, first stamp ns).
     """
@@ -129,7 +133,8 @@ def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frame
                         start=_far_pose(mapped, poses[-1], kidnap_min_m, rng))])
             path = os.path.join(out, run)
             write_run(path, world, poses, start, rate_hz, rng, storage,
-                      teleports=(kidnap_at,) if run == 'localization' and kidnap_at else ())
+                      teleports=(kidnap_at,) if run == 'localization' and kidnap_at else (),
+                      base_from_camera=base_from_camera)
             result[run] = (path, poses, start)
             log.info('wrote %s: %d frames', path, n)
             start += int((n / rate_hz + LOCALIZATION_DELAY_S) * 1e9)

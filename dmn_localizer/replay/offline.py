@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from dmn_localizer.bags import messages as M
-from dmn_localizer.bags.read import (decode_image, IMAGE_TYPES, open_bag, POSE_TYPES,
-                                     read_pairs)
+from dmn_localizer.bags.read import (BASE_FRAME, camera_mounting, decode_image, IMAGE_TYPES,
+                                     open_bag, POSE_TYPES, read_pairs)
+from dmn_localizer.data.dataset import TRACKING_SIGMA
 from dmn_localizer.errors import UserError
 from dmn_localizer.geometry import quaternion_to_yaw, wrap_angle
 from dmn_localizer.images import resize_square
@@ -40,7 +41,8 @@ class Topics:
 
 
 def build_map(bag, topics, image_size, min_distance=2.0, min_angle=0.5, max_contexts=None):
-    """The mapper's keyframe selection over a mapping bag's (image, true pose) pairs."""
+    """The mapper's keyframe selection over a mapping bag's (image, true camera pose) pairs
+    (the camera mounting from its ``/tf_static``, as the mapper's ``camera_offset_*``)."""
     pairs = read_pairs([str(bag)], topics.image, topics.truth, image_size)
     vm = ViewMap()
     for img, pose in zip(pairs.images, pairs.poses):
@@ -65,6 +67,7 @@ class Stream:
     counts: dict = field(default_factory=dict)
     image_type: str = M.IMAGE      # message type of the image topic (raw or compressed)
     odom_type: str = M.ODOMETRY    # message type of the odometry topic
+    base_from_camera: np.ndarray = None   # the camera mounting from /tf_static (None: none)
 
 
 def _check_topics(bag, conns, topics):
@@ -96,6 +99,7 @@ def read_stream(bag, topics, image_size):
     reader = open_bag(bag)
     data = {'image': ([], []), 'odom': ([], []), 'truth': ([], [])}
     counts = {'bad_messages': 0}
+    base_frame = BASE_FRAME
     try:
         conns = {c.topic: c for c in reader.connections}
         _check_topics(bag, conns, topics)
@@ -117,6 +121,9 @@ def read_stream(bag, topics, image_size):
                     continue
                 value = resize_square(img, image_size)
             else:
+                if conn.topic == topics.odom and conn.msgtype == M.ODOMETRY \
+                        and msg.child_frame_id:
+                    base_frame = msg.child_frame_id
                 p = msg.pose if conn.msgtype == M.POSE_STAMPED else msg.pose.pose
                 q = p.orientation
                 value = np.array([p.position.x, p.position.y,
@@ -127,6 +134,7 @@ def read_stream(bag, topics, image_size):
             for kind in kinds[conn.topic]:
                 data[kind][0].append(stamp)
                 data[kind][1].append(value)
+        mounting = camera_mounting(reader, topics.image, base_frame, where=bag)
     finally:
         reader.close()
     arr = {k: (np.asarray(s), np.asarray(v)) for k, (s, v) in data.items()}
@@ -136,7 +144,7 @@ def read_stream(bag, topics, image_size):
             raise UserError(f'{bag}: no usable {k} messages')
     return Stream(arr['image'][0], arr['image'][1].astype(np.uint8), *arr['odom'],
                   *arr['truth'], counts=counts, image_type=conns[topics.image].msgtype,
-                  odom_type=conns[topics.odom].msgtype)
+                  odom_type=conns[topics.odom].msgtype, base_from_camera=mounting)
 
 
 @dataclass
@@ -160,28 +168,30 @@ def truth_buffer(stream):
     return truth
 
 
-def initial_belief(stream, mode, truth=None):
-    """None for 'global' (uniform); for 'tracking' (mean (3,), std (3,)): a Gaussian of 6 m /
-    30 deg around the first true pose, its mean drawn from that Gaussian (seeded)."""
+def initial_belief(stream, mode, truth=None, sigma=TRACKING_SIGMA):
+    """None for 'global' (uniform); for 'tracking' (mean (3,), std (3,)): a Gaussian of std
+    ``sigma`` (m, m, rad; default the paper's 6 m / 30 deg) around the first true pose, its
+    mean drawn from that Gaussian (seeded)."""
     if mode == 'global':
         return None
     if mode != 'tracking':
         raise UserError(f"mode must be 'global' or 'tracking', not {mode!r}")
     truth = truth_buffer(stream) if truth is None else truth
     rng = np.random.default_rng(0)
-    std = np.array([6.0, 6.0, math.radians(30)])
+    std = np.asarray(sigma, np.float64)
     first = truth.pose_at(stream.image_stamps[0])
     if first is None:
         raise UserError('tracking mode needs ground truth at the first image')
     return first + rng.normal(size=3) * std, std
 
 
-def localize(localizer, stream, mode='global', snapshot_every=10, progress=False):
-    """Run the filter over the stream. mode 'global' (uniform) or 'tracking' (Gaussian 6 m /
-    30 deg around the first true pose, the paper's tracking setting)."""
+def localize(localizer, stream, mode='global', snapshot_every=10, progress=False,
+             sigma=TRACKING_SIGMA):
+    """Run the filter over the stream. mode 'global' (uniform) or 'tracking' (Gaussian of std
+    ``sigma`` around the first true pose; default the paper's tracking setting)."""
     odom = OdometryBuffer(max_age_s=1e9)
     truth = truth_buffer(stream)
-    belief = initial_belief(stream, mode, truth)
+    belief = initial_belief(stream, mode, truth, sigma)
     if belief is None:
         localizer.init_global()
     else:
