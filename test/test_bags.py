@@ -204,6 +204,89 @@ def test_dataset_from_bags_reproduces_poses(bags, tmp_path):
     assert ep.domain == 'bags' and ep.query_images.shape == (8, 16, 16, 3)
 
 
+@pytest.fixture(scope='module')
+def two_worlds(tmp_path_factory):
+    """The mapping and localization runs of two different test mazes, in folders w1, w2."""
+    root = tmp_path_factory.mktemp('worlds')
+    for name, seed in (('w1', 1_100_001), ('w2', 1_100_002)):
+        simulate_bag('mazes', seed, root / name, image_size=32, mapping_frames=300,
+                     localization_frames=150)
+    return root
+
+
+def _area_sources(out, worlds):
+    """For each area of the dataset at ``out``: the set of worlds its images come from."""
+    from dmn_localizer.bags.read import read_pairs
+    known = {}
+    for name, folder in worlds.items():
+        pairs = read_pairs([str(folder / 'mapping'), str(folder / 'localization')],
+                           '/camera/image_raw', '/ground_truth/pose', 16)
+        for img in pairs.images:
+            known.setdefault(img.tobytes(), set()).add(name)
+    ds = open_dataset(out)
+    sources = []
+    for si in range(len(ds.manifest['shards'])):
+        a = ds.load_shard(si)
+        for w in range(len(a['world_seeds'])):
+            traj = a['traj_images'][w]
+            imgs = np.concatenate([a['context_images'][w], traj.reshape((-1,) + traj.shape[2:])])
+            sources.append(set().union(*(known[i.tobytes()] for i in imgs)))
+    return ds.manifest, sources
+
+
+def test_dataset_from_bags_keeps_worlds_apart(two_worlds, tmp_path, caplog):
+    """Bags of two worlds that both say frame 'map': each folder (or --group) is its own
+    world, and no area holds views of both. Grouping the two worlds' bags together by
+    hand gets a warning (their images differ where their poses agree); a group of one
+    world's runs does not."""
+    from dmn_localizer.commands.dataset_from_bags import parse_groups
+    worlds = {'w1': two_worlds / 'w1', 'w2': two_worlds / 'w2'}
+    kw = dict(image_size=16, contexts=16, trajectories=2, trajectory_length=8)
+    groups = parse_groups([str(worlds['w1'])], [f'w2={worlds["w2"] / "mapping"},'
+                                                f'{worlds["w2"] / "localization"}'])
+    assert list(groups) == ['w1', 'w2'] and all(len(b) == 2 for b in groups.values())
+    with caplog.at_level('WARNING'):
+        m = build_from_bags(groups, '/camera/image_raw', '/ground_truth/pose',
+                            str(tmp_path / 'd'), **kw)
+    assert 'different places' not in caplog.text
+    manifest, sources = _area_sources(tmp_path / 'd', worlds)
+    assert [g['name'] for g in m['groups']] == ['w1', 'w2']
+    assert all(g['areas'] > 0 and not g['suspected_mixing'] for g in m['groups'])
+    assert sum(g['areas'] for g in m['groups']) == m['n_worlds'] == len(sources)
+    for g in m['groups']:      # the areas of a group hold its own views only
+        for area in range(g['first_area'], g['first_area'] + g['areas']):
+            assert sources[area] == {g['name']}, (area, sources[area])
+    caplog.clear()
+    with caplog.at_level('WARNING'):
+        m = build_from_bags({'both': [str(worlds['w1'] / 'mapping'),
+                                      str(worlds['w2'] / 'mapping')]}, '/camera/image_raw',
+                            '/ground_truth/pose', str(tmp_path / 'mixed'), **kw)
+    assert 'look like different places' in caplog.text
+    assert m['groups'][0]['suspected_mixing']
+
+
+def test_dataset_from_bags_refuses_frames_mixed_in_a_group(tmp_path):
+    from rosbags.rosbag2 import Writer
+    from dmn_localizer.errors import UserError
+    for name, frame in (('a', 'map'), ('b', 'world')):
+        with Writer(tmp_path / name, version=9) as w:
+            ci = w.add_connection('/img', M.IMAGE, typestore=M.TYPESTORE)
+            cp = w.add_connection('/pose', M.POSE_STAMPED, typestore=M.TYPESTORE)
+            for i in range(20):
+                ns = 10**18 + i * 10**8
+                w.write(ci, ns, M.TYPESTORE.serialize_cdr(
+                    M.image_msg(ns, 'cam', np.zeros((8, 8, 3), np.uint8)), M.IMAGE))
+                w.write(cp, ns, M.TYPESTORE.serialize_cdr(
+                    M.pose_stamped_msg(ns, frame, (i * 0.3, 1.0, 0.0)), M.POSE_STAMPED))
+    kw = dict(image_size=8, contexts=8, trajectories=1, trajectory_length=4)
+    with pytest.raises(UserError, match='frames map, world'):
+        build_from_bags({'g': [str(tmp_path / 'a'), str(tmp_path / 'b')]}, '/img', '/pose',
+                        str(tmp_path / 'd'), **kw)
+    m = build_from_bags([str(tmp_path / 'a'), str(tmp_path / 'b')], '/img', '/pose',
+                        str(tmp_path / 'e'), **kw)
+    assert [g['frame_id'] for g in m['groups']] == ['map', 'world']
+
+
 def test_dataset_from_bags_counts_bad_messages(tmp_path):
     from rosbags.rosbag2 import Writer
     bag = tmp_path / 'bad'
@@ -242,18 +325,21 @@ def test_cli_bags(tmp_path):
              '--storage', 'sqlite3')
     assert r.returncode == 0, r.stderr
     assert (tmp_path / 'b' / 'mapping' / 'metadata.yaml').exists()
-    r = _cli('dataset-from-bags', str(tmp_path / 'b' / 'mapping'),
-             str(tmp_path / 'b' / 'localization'), '--image-topic', '/camera/image_raw',
+    r = _cli('dataset-from-bags', str(tmp_path / 'b'), '--image-topic', '/camera/image_raw',
              '--pose-topic', '/ground_truth/pose', '--out', str(tmp_path / 'd'),
              '--contexts', '8', '--trajectory-length', '5')
     assert r.returncode == 0, r.stderr
-    assert 'areas' in r.stdout
+    assert 'areas' in r.stdout and '1 groups' in r.stdout     # both bags: one folder
     for bad in (['simulate-bag', '--out', str(tmp_path / 'b')],          # exists
                 ['simulate-bag', '--out', str(tmp_path / 'c'), '--image-size', '2'],
                 ['dataset-from-bags', str(tmp_path / 'nope'), '--image-topic', 'a',
                  '--pose-topic', 'b', '--out', str(tmp_path / 'e')],
                 ['dataset-from-bags', str(tmp_path / 'b' / 'mapping'), '--image-topic',
-                 '/nope', '--pose-topic', '/ground_truth/pose', '--out', str(tmp_path / 'f')]):
+                 '/nope', '--pose-topic', '/ground_truth/pose', '--out', str(tmp_path / 'f')],
+                ['dataset-from-bags', '--group', 'x', '--image-topic', 'a', '--pose-topic',
+                 'b', '--out', str(tmp_path / 'g')],
+                ['dataset-from-bags', '--image-topic', 'a', '--pose-topic', 'b', '--out',
+                 str(tmp_path / 'h')]):
         r = _cli(*bad)
         assert r.returncode == 2, (bad, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1

@@ -42,6 +42,7 @@ class Pairs:
     stamps: np.ndarray
     bag: np.ndarray
     counts: dict = field(default_factory=dict)
+    frame_ids: tuple = ()    # the pose messages' frames (one, when the bags share a frame)
 
 
 def open_bag(path):
@@ -205,4 +206,5 @@ def read_pairs(paths, image_topic, pose_topic, image_size, max_dt_s=0.05):
     return Pairs(images=np.asarray(out_img, np.uint8).reshape(-1, s, s, 3)[order],
                  poses=np.asarray(out_pose, np.float64).reshape(-1, 3)[order],
                  stamps=np.asarray(out_stamp, np.int64)[order],
-                 bag=np.asarray(out_bag, np.int32)[order], counts=counts)
+                 bag=np.asarray(out_bag, np.int32)[order], counts=counts,
+                 frame_ids=tuple(sorted(frame_ids)))
