@@ -162,10 +162,13 @@ def check_arguments(args):
         raise UserError('--init-spread is for --mode tracking (global starts uniform)')
     if spread is not None and not (0 < spread[0] <= 100 and 0 < spread[1] <= 180):
         raise UserError('--init-spread M DEG: M within (0, 100] m, DEG within (0, 180]')
+    from dmn_localizer.config import field_specs, LocalizerConfig
+    ranges = {name: rng for name, _, _, rng in field_specs(LocalizerConfig)}
     for flag in ('update_min_d', 'update_min_a'):
-        value = getattr(args, flag, None)
-        if value is not None and not 0 <= value < 100:
-            raise UserError(f'--{flag.replace("_", "-")} must be within [0, 100)')
+        value, (lo, hi) = getattr(args, flag, None), ranges[flag]
+        if value is not None and not lo <= value <= hi:
+            raise UserError(f'--{flag.replace("_", "-")} must be within [{lo}, {hi}] (the '
+                            "node's range)")
     for flag, path in (('--bag', args.bag), ('--map-bag', args.map_bag), ('--map', args.map)):
         if path is not None and not Path(path).exists():
             raise UserError(f'{flag} {path}: no such file or directory')
