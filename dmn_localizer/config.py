@@ -105,6 +105,10 @@ class LocalizerConfig:
                                   '(0 = all), so the update cost does not grow with the map; '
                                   'best near the context count the model was trained with',
                                   0, 100000)
+    max_context_distance: float = param(5.0, 'A particle whose camera is farther than this from '
+                                        'every map context has no view to be compared with: it '
+                                        "scores as the update's least-matching context pose "
+                                        'instead of by the model (m, 0 = off)', 0.0, 1000.0)
     # particle filter (AMCL names where they exist)
     num_particles: int = param(256, 'Particles when tracking from an initial pose', 1, 1000000)
     global_num_particles: int = param(2048, 'Particles for global localization', 1, 1000000)

@@ -118,6 +118,78 @@ def test_bag_for_humble(tmp_path):
                      mapping_frames=4, localization_frames=2, bag_version=7)
 
 
+def test_bag_files_have_their_final_names(bags):
+    """The data file is named after the bag directory (as metadata.yaml says), not after the
+    temporary directory it was written in: a user listing the bag sees it."""
+    import yaml
+    for run in ('mapping', 'localization'):
+        path = Path(bags[run][0])
+        names = sorted(os.listdir(path))
+        meta = yaml.safe_load((path / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+        assert names == sorted(['metadata.yaml', *meta['relative_file_paths']])
+        assert all(n.startswith(path.name) for n in meta['relative_file_paths']), names
+        assert not [n for n in os.listdir(path.parent) if 'partial' in n]
+        _, msgs = _read(path)
+        assert len(msgs) > 0
+
+
+def test_camera_mounting_from_tf_static(tmp_path):
+    """A camera mounted off the base (in /tf_static): dataset and map poses are the camera's,
+    replay's stream carries the mounting for the localizer; a bag without /tf_static has
+    none."""
+    from dmn_localizer.bags.read import read_pairs
+    from dmn_localizer.replay.offline import build_map, read_stream, Topics
+    mount = np.array([0.3, -0.2, 1.2])
+    runs = simulate_bag('mazes', 4, tmp_path / 'm', image_size=16, mapping_frames=30,
+                        localization_frames=4, base_from_camera=mount)
+    pairs = read_pairs([runs['mapping'][0]], '/camera/image_raw', '/ground_truth/pose', 16)
+    camera = compose(runs['mapping'][1].astype(float), mount)
+    assert np.allclose(pairs.poses[:, :2], camera[:, :2], atol=1e-4)
+    assert np.allclose(np.cos(pairs.poses[:, 2] - camera[:, 2]), 1.0, atol=1e-6)
+    view_map = build_map(runs['mapping'][0], Topics(), 16)
+    d = np.hypot(*(view_map.poses[:, None, :2] - camera[None, :, :2]).T)
+    assert d.min(axis=0).max() < 1e-4          # every context sits at a camera pose
+    stream = read_stream(runs['localization'][0], Topics(), 16)
+    assert np.allclose(stream.base_from_camera, mount, atol=1e-6)
+    # the truth stays the base's: the localizer estimates the base
+    assert np.allclose(stream.truth[:, :2], runs['localization'][1][:, :2], atol=1e-4)
+    from rosbags.rosbag2 import Writer
+    bare = tmp_path / 'bare'
+    with Writer(bare, version=9) as w:
+        ci = w.add_connection('/camera/image_raw', M.IMAGE, typestore=M.TYPESTORE)
+        for i in range(3):
+            img = M.image_msg(10**18 + i, 'cam', np.zeros((4, 4, 3), np.uint8))
+            w.write(ci, 10**18 + i, M.TYPESTORE.serialize_cdr(img, M.IMAGE))
+    from dmn_localizer.bags.read import camera_mounting, open_bag
+    reader = open_bag(bare)
+    try:
+        assert camera_mounting(reader, '/camera/image_raw') is None
+    finally:
+        reader.close()
+
+
+def test_simulate_bag_split(tmp_path):
+    """simulate-bag records a test world unless told otherwise, and says which."""
+    r = _cli('simulate-bag', '--out', str(tmp_path / 'a'), '--image-size', '16',
+             '--mapping-frames', '4', '--localization-frames', '2')
+    assert r.returncode == 0, r.stderr
+    assert 'mazes test world 1100000' in r.stdout
+    r = _cli('simulate-bag', '--out', str(tmp_path / 'b'), '--image-size', '16', '--split',
+             'val', '--seed', '2', '--mapping-frames', '4', '--localization-frames', '2')
+    assert r.returncode == 0, r.stderr
+    assert 'mazes val world 1000002' in r.stdout
+    want = simulate_bag('mazes', 1_000_002, tmp_path / 'c', image_size=16, mapping_frames=4,
+                        localization_frames=2)['mapping'][1]
+    _, msgs = _read(tmp_path / 'b' / 'mapping')
+    gt = [M.TYPESTORE.deserialize_cdr(d, ty) for tp, _, ty, d in msgs
+          if tp == '/ground_truth/pose']
+    assert np.allclose([(m.pose.position.x, m.pose.position.y) for m in gt], want[:, :2],
+                       atol=1e-5)
+    r = _cli('simulate-bag', '--out', str(tmp_path / 'd'), '--split', 'val', '--seed',
+             '100000')
+    assert r.returncode == 2 and '--seed must be within 0..99999' in r.stderr
+
+
 def test_bag_messages_deserialize_in_rclpy(bags):
     from rclpy.serialization import deserialize_message
     from nav_msgs.msg import Odometry
@@ -183,6 +255,89 @@ def test_dataset_from_bags_reproduces_poses(bags, tmp_path):
     assert ep.domain == 'bags' and ep.query_images.shape == (8, 16, 16, 3)
 
 
+@pytest.fixture(scope='module')
+def two_worlds(tmp_path_factory):
+    """The mapping and localization runs of two different test mazes, in folders w1, w2."""
+    root = tmp_path_factory.mktemp('worlds')
+    for name, seed in (('w1', 1_100_001), ('w2', 1_100_002)):
+        simulate_bag('mazes', seed, root / name, image_size=32, mapping_frames=300,
+                     localization_frames=150)
+    return root
+
+
+def _area_sources(out, worlds):
+    """For each area of the dataset at ``out``: the set of worlds its images come from."""
+    from dmn_localizer.bags.read import read_pairs
+    known = {}
+    for name, folder in worlds.items():
+        pairs = read_pairs([str(folder / 'mapping'), str(folder / 'localization')],
+                           '/camera/image_raw', '/ground_truth/pose', 16)
+        for img in pairs.images:
+            known.setdefault(img.tobytes(), set()).add(name)
+    ds = open_dataset(out)
+    sources = []
+    for si in range(len(ds.manifest['shards'])):
+        a = ds.load_shard(si)
+        for w in range(len(a['world_seeds'])):
+            traj = a['traj_images'][w]
+            imgs = np.concatenate([a['context_images'][w], traj.reshape((-1,) + traj.shape[2:])])
+            sources.append(set().union(*(known[i.tobytes()] for i in imgs)))
+    return ds.manifest, sources
+
+
+def test_dataset_from_bags_keeps_worlds_apart(two_worlds, tmp_path, caplog):
+    """Bags of two worlds that both say frame 'map': each folder (or --group) is its own
+    world, and no area holds views of both. Grouping the two worlds' bags together by
+    hand gets a warning (their images differ where their poses agree); a group of one
+    world's runs does not."""
+    from dmn_localizer.commands.dataset_from_bags import parse_groups
+    worlds = {'w1': two_worlds / 'w1', 'w2': two_worlds / 'w2'}
+    kw = dict(image_size=16, contexts=16, trajectories=2, trajectory_length=8)
+    groups = parse_groups([str(worlds['w1'])], [f'w2={worlds["w2"] / "mapping"},'
+                                                f'{worlds["w2"] / "localization"}'])
+    assert list(groups) == ['w1', 'w2'] and all(len(b) == 2 for b in groups.values())
+    with caplog.at_level('WARNING'):
+        m = build_from_bags(groups, '/camera/image_raw', '/ground_truth/pose',
+                            str(tmp_path / 'd'), **kw)
+    assert 'different places' not in caplog.text
+    manifest, sources = _area_sources(tmp_path / 'd', worlds)
+    assert [g['name'] for g in m['groups']] == ['w1', 'w2']
+    assert all(g['areas'] > 0 and not g['suspected_mixing'] for g in m['groups'])
+    assert sum(g['areas'] for g in m['groups']) == m['n_worlds'] == len(sources)
+    for g in m['groups']:      # the areas of a group hold its own views only
+        for area in range(g['first_area'], g['first_area'] + g['areas']):
+            assert sources[area] == {g['name']}, (area, sources[area])
+    caplog.clear()
+    with caplog.at_level('WARNING'):
+        m = build_from_bags({'both': [str(worlds['w1'] / 'mapping'),
+                                      str(worlds['w2'] / 'mapping')]}, '/camera/image_raw',
+                            '/ground_truth/pose', str(tmp_path / 'mixed'), **kw)
+    assert 'look like different places' in caplog.text
+    assert m['groups'][0]['suspected_mixing']
+
+
+def test_dataset_from_bags_refuses_frames_mixed_in_a_group(tmp_path):
+    from rosbags.rosbag2 import Writer
+    from dmn_localizer.errors import UserError
+    for name, frame in (('a', 'map'), ('b', 'world')):
+        with Writer(tmp_path / name, version=9) as w:
+            ci = w.add_connection('/img', M.IMAGE, typestore=M.TYPESTORE)
+            cp = w.add_connection('/pose', M.POSE_STAMPED, typestore=M.TYPESTORE)
+            for i in range(20):
+                ns = 10**18 + i * 10**8
+                w.write(ci, ns, M.TYPESTORE.serialize_cdr(
+                    M.image_msg(ns, 'cam', np.zeros((8, 8, 3), np.uint8)), M.IMAGE))
+                w.write(cp, ns, M.TYPESTORE.serialize_cdr(
+                    M.pose_stamped_msg(ns, frame, (i * 0.3, 1.0, 0.0)), M.POSE_STAMPED))
+    kw = dict(image_size=8, contexts=8, trajectories=1, trajectory_length=4)
+    with pytest.raises(UserError, match='frames map, world'):
+        build_from_bags({'g': [str(tmp_path / 'a'), str(tmp_path / 'b')]}, '/img', '/pose',
+                        str(tmp_path / 'd'), **kw)
+    m = build_from_bags([str(tmp_path / 'a'), str(tmp_path / 'b')], '/img', '/pose',
+                        str(tmp_path / 'e'), **kw)
+    assert [g['frame_id'] for g in m['groups']] == ['map', 'world']
+
+
 def test_dataset_from_bags_counts_bad_messages(tmp_path):
     from rosbags.rosbag2 import Writer
     bag = tmp_path / 'bad'
@@ -222,18 +377,21 @@ def test_cli_bags(tmp_path):
     assert r.returncode == 0, r.stderr
     assert 'rosbag2 format 8' in r.stdout
     assert (tmp_path / 'b' / 'mapping' / 'metadata.yaml').exists()
-    r = _cli('dataset-from-bags', str(tmp_path / 'b' / 'mapping'),
-             str(tmp_path / 'b' / 'localization'), '--image-topic', '/camera/image_raw',
+    r = _cli('dataset-from-bags', str(tmp_path / 'b'), '--image-topic', '/camera/image_raw',
              '--pose-topic', '/ground_truth/pose', '--out', str(tmp_path / 'd'),
              '--contexts', '8', '--trajectory-length', '5')
     assert r.returncode == 0, r.stderr
-    assert 'areas' in r.stdout
+    assert 'areas' in r.stdout and '1 groups' in r.stdout     # both bags: one folder
     for bad in (['simulate-bag', '--out', str(tmp_path / 'b')],          # exists
                 ['simulate-bag', '--out', str(tmp_path / 'c'), '--image-size', '2'],
                 ['dataset-from-bags', str(tmp_path / 'nope'), '--image-topic', 'a',
                  '--pose-topic', 'b', '--out', str(tmp_path / 'e')],
                 ['dataset-from-bags', str(tmp_path / 'b' / 'mapping'), '--image-topic',
-                 '/nope', '--pose-topic', '/ground_truth/pose', '--out', str(tmp_path / 'f')]):
+                 '/nope', '--pose-topic', '/ground_truth/pose', '--out', str(tmp_path / 'f')],
+                ['dataset-from-bags', '--group', 'x', '--image-topic', 'a', '--pose-topic',
+                 'b', '--out', str(tmp_path / 'g')],
+                ['dataset-from-bags', '--image-topic', 'a', '--pose-topic', 'b', '--out',
+                 str(tmp_path / 'h')]):
         r = _cli(*bad)
         assert r.returncode == 2, (bad, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1

@@ -43,6 +43,36 @@ def test_manifest_and_shards(maze_ds):
     assert np.all(origin == 0)
 
 
+def test_several_folders_open_as_one(maze_ds, tmp_path):
+    """open_dataset([A, B]) streams the worlds of both folders (each shard read from its own
+    folder), across different context pool and trajectory sizes; image sizes must agree."""
+    from dmn_localizer.bags.simulate import simulate_bag
+    from dmn_localizer.data.from_bags import build_from_bags
+    runs = simulate_bag('mazes', 6, tmp_path / 'bags', image_size=16, mapping_frames=80,
+                        localization_frames=2)
+    bags = str(tmp_path / 'from_bags')
+    build_from_bags([runs['mapping'][0]], '/camera/image_raw', '/ground_truth/pose', bags,
+                    image_size=16, contexts=20, trajectories=2, trajectory_length=6)
+    a, b = open_dataset(maze_ds), open_dataset(bags)
+    both = open_dataset([maze_ds, bags])
+    assert both.n_worlds == a.n_worlds + b.n_worlds
+    assert both.manifest['contexts_per_world'] == 20 and both.manifest['domain'] == 'mixed'
+    assert both.manifest['trajectory_length'] == 6 and both.manifest['sources'] == [maze_ds,
+                                                                                    bags]
+    eps = list(both.iter_episodes(4, 5, seed=0))
+    assert sorted(e.domain for e in eps) == ['mixed'] * both.n_worlds
+    images = {e.context_images.tobytes()[:4096] for e in eps}
+    assert len(images) == both.n_worlds
+    shards = [both.load_shard(i) for i in range(len(both.manifest['shards']))]
+    assert shards[0]['context_images'].shape[1] == a.manifest['contexts_per_world']
+    assert shards[-1]['context_images'].shape[1] == 20
+    assert open_dataset([maze_ds]).manifest == a.manifest
+    other = str(tmp_path / 'size8')
+    build_dataset('mazes', 'val', 1, other, image_size=8, workers=1, progress=False)
+    with pytest.raises(UserError, match='image_size 8'):
+        open_dataset([maze_ds, other])
+
+
 def test_dataset_is_deterministic(maze_ds, tmp_path):
     ds = open_dataset(maze_ds)
     seeds = ds.world_seeds()

@@ -133,9 +133,9 @@ def test_nearest_contexts_path(tiny_model):
     with torch.no_grad():
         q = tiny_model.encode_query(images_to_tensor(img[None]))
         plain = tiny_model.log_likelihood(loc.map_state, q, loc.particles)
-        torch.testing.assert_close(loc.log_likelihood(q, loc.particles), plain)
+        torch.testing.assert_close(loc.model_log_likelihood(q, loc.particles), plain)
         loc.config.nearest_contexts = 2
-        near = loc.log_likelihood(q, loc.particles)
+        near = loc.model_log_likelihood(q, loc.particles)
         p = loc.particles[:, :1]
         d = np.hypot(*(loc.map_state.poses[0, :, :2] - p[0, 0, :2]).numpy().T)
         keep = torch.as_tensor(np.argsort(d)[:2])

@@ -27,7 +27,8 @@ FRAMES = 6
 DOCUMENTED = ['ape_rmse_m', 'rpe_rmse_m', 'success_rate', 'success_rate_tight',
               'time_to_converge_s', 'final_error_m', 'final_yaw_error_deg', 'frames_per_s',
               'nees_mean', 'share_inside_2sigma', 'particles', 'map_contexts', 'model_id',
-              'device', 'frames', 'updates']
+              'device', 'frames', 'updates', 'success_rate_chance', 'success_rate_tight_chance',
+              'converged_share_final']
 MAY_BE_NULL = {'time_to_converge_s', 'median_error_after_convergence_m'}
 TIMING = {'frames_per_s', 'latency_mean_s', 'latency_max_s'}
 OUTPUTS = ['metrics.json', 'estimate.tum', 'groundtruth.tum', 'trajectory.png', 'errors.png']
@@ -69,7 +70,10 @@ def test_offline_end_to_end(offline):
     assert [p.name for p in pngs] == ['trajectory.png', 'errors.png']
     assert not [p for p in os.listdir(out) if p.endswith('.tmp')]
     written = json.loads((out / 'metrics.json').read_text())
-    assert written == pytest.approx(metrics, nan_ok=True)
+    assert set(written) == set(metrics)
+    for key, value in metrics.items():
+        assert written[key] == (value if isinstance(value, list) else
+                                pytest.approx(value, nan_ok=True)), key
     for key in DOCUMENTED:
         assert key in written, key
     for key, value in written.items():
@@ -84,6 +88,74 @@ def test_offline_end_to_end(offline):
     # TUM: one line per update, 8 columns
     rows = np.loadtxt(out / 'estimate.tum')
     assert rows.shape == (written['updates'], 8)
+
+
+def _track(errors, step_s=1.0):
+    """A track along the x axis whose estimates are ``errors`` metres off in y."""
+    from dmn_localizer.replay import offline as core
+    n = len(errors)
+    truth = [np.array([float(i), 0.0, 0.0]) for i in range(n)]
+    return core.Track(stamps=[i * step_s for i in range(n)],
+                      estimates=[t + np.array([0.0, e, 0.0]) for t, e in zip(truth, errors)],
+                      covariances=[np.eye(3)] * n, truth=truth, frames=n)
+
+
+def test_convergence_is_when_the_error_stays_low_to_the_end():
+    """A run that converged and diverged later has not converged; one that converged for good
+    converged when the error dropped below 2 m for the last time."""
+    from dmn_localizer.replay.offline import compute_metrics
+    diverged = compute_metrics(_track([9, 9, 1, 1, 1, 1, 1, 1, 9, 9, 9, 9]))
+    assert diverged['time_to_converge_s'] is None
+    assert diverged['median_error_after_convergence_m'] is None
+    assert diverged['converged_share_final'] == 0.0
+    again = compute_metrics(_track([9, 1, 1, 1, 1, 1, 9, 9, 1, 1, 1, 1]))
+    assert again['time_to_converge_s'] == 8.0
+    assert again['converged_share_final'] == 1.0
+    late = compute_metrics(_track([9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 1, 9, 1, 1, 1, 9]))
+    assert late['time_to_converge_s'] is None
+    assert late['converged_share_final'] == 0.75     # the last quarter: 3 of 4 within 2 m
+    at_once = compute_metrics(_track([1.0, 1.9, 0.5]))
+    assert at_once['time_to_converge_s'] == 0.0 and at_once['converged_share_final'] == 1.0
+    # the threshold counts strictly, like the success rate: an error of 2 m is not converged
+    assert compute_metrics(_track([1.0, 2.0]))['time_to_converge_s'] is None
+
+
+def test_chance_level_beside_every_success_rate():
+    """The chance levels are the success rates of an estimate at a random mapped pose: the
+    share of map contexts within each threshold of the truth (strictly, tie-safe)."""
+    from dmn_localizer.replay.offline import compute_metrics
+    track = _track([0.0, 0.0])                       # truth at (0, 0) and (1, 0)
+    edge = 1.0 + math.sqrt(80.0)                     # exactly the threshold from (1, 0)
+    map_xy = np.array([[0.0, 0.0], [0.0, 1.5], [5.0, 0.0], [edge, 0.0], [30.0, 0.0]])
+    m = compute_metrics(track, map_xy=map_xy)
+    # within sqrt(80) = 8.94 m of (0, 0): 3; of (1, 0): 3 (the edge context is not strictly)
+    assert m['success_rate_chance'] == pytest.approx((3 + 3) / 10)
+    # within 2 m: (0,0): 2 ((0,0), (0,1.5)); (1,0): 2 (hypot(1, 1.5) = 1.80)
+    assert m['success_rate_tight_chance'] == pytest.approx(4 / 10)
+    assert m['success_rate'] == 1.0
+    no_map = compute_metrics(track)
+    assert no_map['success_rate_chance'] is None and no_map['success_rate_tight_chance'] is None
+
+
+def test_camera_mounting_and_tracking_spread(data, offline, tmp_path):
+    """Replay reads the camera mounting from /tf_static and gives it to the localizer (none
+    on the plain bags: the camera sits at the base); --init-spread sets the tracking start."""
+    import dmn_localizer.replay.offline as core
+    assert offline[1]['base_from_camera'] == [0.0, 0.0, 0.0]
+    assert 'init_spread' not in offline[1]
+    mount = (0.2, 0.1, 0.5)
+    runs = simulate_bag('mazes', 3, tmp_path / 'mounted', image_size=32, mapping_frames=60,
+                        localization_frames=FRAMES, base_from_camera=mount)
+    metrics, _ = replay(replay_args(data, tmp_path / 'out', bag=runs['localization'][0],
+                                    map_bag=runs['mapping'][0], mode='tracking',
+                                    init_spread=[0.5, 5.0]), quiet=True)
+    assert metrics['base_from_camera'] == pytest.approx(mount, abs=1e-6)
+    assert metrics['init_spread'] == pytest.approx([0.5, 5.0])
+    stream = core.read_stream(runs['localization'][0], core.Topics(), 32)
+    mean, std = core.initial_belief(stream, 'tracking', sigma=(0.5, 0.5, math.radians(5)))
+    assert np.allclose(std, (0.5, 0.5, math.radians(5)))
+    assert math.hypot(*(mean[:2] - runs['localization'][1][0, :2])) < 2.5
+    assert np.allclose(core.initial_belief(stream, 'tracking')[1], (6, 6, math.radians(30)))
 
 
 def test_same_seed_same_metrics(data, offline):
@@ -249,6 +321,8 @@ def test_bad_arguments_one_line_exit_2(data, tmp_path):
         ('--nearest-contexts is for offline', [*base, *out, '--live', '--nearest-contexts',
                                                '4']),
         ('--nearest-contexts must be', [*base, *out, '--nearest-contexts', '-1']),
+        ('--init-spread is for --mode tracking', [*base, *out, '--init-spread', '1', '10']),
+        ('--update-min-d must be', [*base, *out, '--update-min-d', '-1']),
         ('required: --out', base),
         ('takes nav_msgs/msg/Odometry', [*base, *out, '--live', '--odom-topic',
                                          '/ground_truth/pose']),

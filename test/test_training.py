@@ -258,6 +258,26 @@ def test_warm_start_from_the_command_line(tiny_data, tmp_path, capsys):
     assert 'init_from model config differs' in err and len(err.splitlines()) == 1
 
 
+def test_train_on_several_folders(tiny_data, tmp_path):
+    """``train --train-data A --train-data B`` trains on both folders (no hand-written merge):
+    the resolved config lists them and the run finishes."""
+    import yaml
+    from dmn_localizer.cli import main
+    train(_cfg(tiny_data, max_steps=0), tmp_path / 'a', progress=False)
+    cfg = tmp_path / 'a' / 'config.yaml'
+    second = str(tmp_path / 'second')
+    from dmn_localizer.data.build import build_dataset
+    build_dataset('mazes', 'train', 2, second, image_size=16, seed=50, workers=1,
+                  progress=False)
+    folders = [str(tiny_data / 'train'), second]
+    assert main(['train', '--config', str(cfg), '--max-steps', '3', '--no-progress', '--out',
+                 str(tmp_path / 'b'), '--train-data', folders[0], '--train-data',
+                 folders[1]]) == 0
+    assert yaml.safe_load((tmp_path / 'b' / 'config.yaml').read_text())['train_data'] == folders
+    assert open_dataset(folders).n_worlds == 6
+    assert (tmp_path / 'b' / 'final.safetensors').exists()
+
+
 def test_config_files(tmp_path):
     from pathlib import Path
     repo = Path(__file__).resolve().parents[1]

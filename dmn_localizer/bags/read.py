@@ -6,6 +6,10 @@ Images: ``sensor_msgs/msg/Image`` (rgb8, bgr8, rgba8, bgra8, mono8) or
 paired with the pose of the nearest header stamp in the same bag, within ``max_dt_s``. Bad
 messages (undecodable, wrong size, unknown encoding, non-finite pose) and images without a pose
 are counted, never fatal.
+
+The camera mounting comes from ``/tf_static`` when the bag has it (:func:`camera_mounting`):
+the planar pose of the images' frame in the robot base frame, so that poses of the base
+become poses of the camera, as the mapper's ``camera_offset_*`` parameters do.
 """
 import logging
 import math
@@ -17,12 +21,14 @@ import numpy as np
 
 from dmn_localizer.bags import messages as M
 from dmn_localizer.errors import UserError
-from dmn_localizer.geometry import quaternion_to_yaw
+from dmn_localizer.geometry import compose, quaternion_to_yaw
 from dmn_localizer.images import ImageError, compressed_to_rgb, raw_to_rgb, resize_square
 
 log = logging.getLogger(__name__)
 
 POSE_TYPES = (M.POSE_STAMPED, M.POSE_COV_STAMPED, M.ODOMETRY)
+TF_STATIC = '/tf_static'
+BASE_FRAME = 'base_link'   # the robot base frame of REP-105 (Odometry says its own)
 IMAGE_TYPES = (M.IMAGE, M.COMPRESSED_IMAGE)
 
 
@@ -36,6 +42,7 @@ class Pairs:
     stamps: np.ndarray
     bag: np.ndarray
     counts: dict = field(default_factory=dict)
+    frame_ids: tuple = ()    # the pose messages' frames (one, when the bags share a frame)
 
 
 def open_bag(path):
@@ -69,8 +76,67 @@ def _pose_of(msg, msgtype):
     return pose if all(math.isfinite(v) for v in pose) else None
 
 
+def _rotation(x, y, z, w):
+    """3x3 rotation matrix of a unit quaternion."""
+    n = math.sqrt(x * x + y * y + z * z + w * w) or 1.0
+    x, y, z, w = x / n, y / n, z / n, w / n
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
+def camera_mounting(reader, image_topic, base_frame=BASE_FRAME, where=''):
+    """``base_from_camera`` (x, y, yaw) of an opened bag from its ``/tf_static`` chain from
+    ``base_frame`` to the frame of the first image on ``image_topic``, or None when the bag has
+    no ``/tf_static`` (a warning when it has one that does not link the two frames).
+
+    The camera looks along the frame's z axis if the frame is an optical frame (REP-103:
+    ``*_optical*``, z forward), else along its x axis; yaw is that direction's heading in the
+    base frame, x and y the frame's origin (the height is dropped).
+    """
+    conns = {c.topic: c for c in reader.connections}
+    if TF_STATIC not in conns or conns[TF_STATIC].msgtype != M.TF or image_topic not in conns:
+        return None
+    parent = {}   # child frame -> (parent frame, 4x4 parent_from_child)
+    frame = None
+    for conn, _, data in reader.messages(connections=[conns[TF_STATIC], conns[image_topic]]):
+        try:
+            msg = reader.deserialize(data, conn.msgtype)
+        except Exception:
+            continue
+        if conn.topic == image_topic:
+            frame = msg.header.frame_id.lstrip('/')
+            break
+        for t in msg.transforms:
+            m = np.eye(4)
+            r, p = t.transform.rotation, t.transform.translation
+            m[:3, :3] = _rotation(r.x, r.y, r.z, r.w)
+            m[:3, 3] = (p.x, p.y, p.z)
+            parent[t.child_frame_id.lstrip('/')] = (t.header.frame_id.lstrip('/'), m)
+    if frame is None:
+        return None
+    base_from_frame, f, hops = np.eye(4), frame, 0
+    while f != base_frame:
+        hops += 1
+        if f not in parent or hops > len(parent):   # not linked, or a cycle
+            log.warning('%s/tf_static has no chain from %s to the image frame %s: the camera '
+                        'is taken to sit at the base', where, base_frame, frame)
+            return None
+        f, m = parent[f]
+        base_from_frame = m @ base_from_frame
+    forward = base_from_frame[:3, 2 if 'optical' in frame else 0]
+    if math.hypot(forward[0], forward[1]) < 1e-6:
+        log.warning('%s: the camera %s looks straight up or down; taken to sit at the base',
+                    where, frame)
+        return None
+    x, y = base_from_frame[:2, 3]
+    return np.array([x, y, math.atan2(forward[1], forward[0])])
+
+
 def read_pairs(paths, image_topic, pose_topic, image_size, max_dt_s=0.05):
-    """Pairs from bags ``paths`` (see the module docstring); images resized to ``image_size``."""
+    """Pairs from bags ``paths`` (see the module docstring); images resized to ``image_size``;
+    poses are the camera's (the pose topic's base poses composed with each bag's camera
+    mounting from ``/tf_static``, when it has one)."""
     counts = dict(images=0, poses=0, bad_images=0, bad_poses=0, images_without_pose=0)
     out_img, out_pose, out_stamp, out_bag = [], [], [], []
     frame_ids = set()
@@ -86,6 +152,7 @@ def read_pairs(paths, image_topic, pose_topic, image_size, max_dt_s=0.05):
                     raise UserError(f'{path}: {topic} is {conns[topic].msgtype}, expected one '
                                     f'of {", ".join(kinds)}')
             pose_stamps, poses, raw = [], [], []
+            base_frame = BASE_FRAME
             for conn, t, data in reader.messages(connections=[conns[image_topic],
                                                               conns[pose_topic]]):
                 kind = 'image' if conn.topic == image_topic else 'pose'
@@ -102,15 +169,20 @@ def read_pairs(paths, image_topic, pose_topic, image_size, max_dt_s=0.05):
                         counts['bad_poses'] += 1
                         continue
                     frame_ids.add(msg.header.frame_id)
+                    if conn.msgtype == M.ODOMETRY and msg.child_frame_id:
+                        base_frame = msg.child_frame_id
                     pose_stamps.append(ns)
                     poses.append(p)
                 else:
                     raw.append((ns, msg, conn.msgtype))
+            mounting = camera_mounting(reader, image_topic, base_frame, where=path)
         finally:
             reader.close()
         order = np.argsort(pose_stamps, kind='stable')
         ps = np.asarray(pose_stamps, np.int64)[order]
         pv = np.asarray(poses, np.float64).reshape(-1, 3)[order]
+        if mounting is not None:
+            pv = compose(pv, mounting)
         for ns, msg, msgtype in raw:
             img = decode_image(msg, msgtype)
             if img is None:
@@ -134,4 +206,5 @@ def read_pairs(paths, image_topic, pose_topic, image_size, max_dt_s=0.05):
     return Pairs(images=np.asarray(out_img, np.uint8).reshape(-1, s, s, 3)[order],
                  poses=np.asarray(out_pose, np.float64).reshape(-1, 3)[order],
                  stamps=np.asarray(out_stamp, np.int64)[order],
-                 bag=np.asarray(out_bag, np.int32)[order], counts=counts)
+                 bag=np.asarray(out_bag, np.int32)[order], counts=counts,
+                 frame_ids=tuple(sorted(frame_ids)))

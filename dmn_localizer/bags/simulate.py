@@ -51,11 +51,12 @@ BAG_VERSIONS = (8, 9)   # what rosbags writes
 
 
 def write_run(path, world, poses, start_ns, rate_hz, rng, storage='mcap', teleports=(),
-              version=9):
-    """Write one run (true poses (N, 3) in the world frame) to the bag directory ``path``.
+              version=9, base_from_camera=(0.0, 0.0, 0.0)):
+    """Write one run (true base poses (N, 3) in the world frame) to the bag directory ``path``.
 
     At the frame indices in ``teleports`` the robot was carried (kidnapped): its odometry
-    sees no motion into that frame. Returns the number of frames written.
+    sees no motion into that frame. The camera sits at ``base_from_camera`` (x, y, yaw) on the
+    base (rendered there, and in ``/tf_static``). Returns the number of frames written.
     """
     plugin = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}[storage]
     if version not in BAG_VERSIONS:
@@ -63,7 +64,8 @@ def write_run(path, world, poses, start_ns, rate_hz, rng, storage='mcap', telepo
     dt_ns = int(round(1e9 / rate_hz))
     cam = world.camera
     cam_height = cam.height_m or 0.5
-    images = world.render(poses)
+    mount = np.asarray(base_from_camera, np.float64)
+    images = world.render(compose(poses.astype(np.float64), mount).astype(poses.dtype))
     with atomic_directory(path) as tmp, Writer(tmp, version=version, storage_plugin=plugin) as w:
         conns = {t: w.add_connection(t, ty, typestore=M.TYPESTORE,
                                      offered_qos_profiles=[M.qos(1, True) if t == '/tf_static'
@@ -74,7 +76,8 @@ def write_run(path, world, poses, start_ns, rate_hz, rng, storage='mcap', telepo
             w.write(conns[topic], ns, M.TYPESTORE.serialize_cdr(msg, TOPICS[topic]))
 
         put('/tf_static', start_ns, M.tf_message([
-            M.transform(start_ns, 'base_link', 'camera_link', (0.0, 0.0, cam_height)),
+            M.transform(start_ns, 'base_link', 'camera_link', (mount[0], mount[1], cam_height),
+                        M.yaw_to_quaternion(float(mount[2]))),
             M.transform(start_ns, 'camera_link', 'camera_optical_frame', quat=M.OPTICAL_QUAT)]))
         odom = np.zeros(3)
         for i, pose in enumerate(poses.astype(np.float64)):
@@ -108,12 +111,12 @@ def _far_pose(candidates, pose, min_m, rng):
 
 def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frames=800,
                  localization_frames=150, rate_hz=4.0, step_m=0.5, kidnap_at=None,
-                 kidnap_min_m=10.0, bag_version=9):
+                 kidnap_min_m=10.0, bag_version=9, base_from_camera=(0.0, 0.0, 0.0)):
     """Write ``out/mapping`` and ``out/localization`` for world ``seed`` of ``domain``.
 
     ``kidnap_at``: the localization run's frame at which the robot is teleported (its
     odometry sees nothing) to a mapped place at least ``kidnap_min_m`` away: the
-    kidnapped-robot test.
+    kidnapped-robot test. ``base_from_camera``: where the camera sits on the robot.
 
     Returns a dict run -> (bag path, true poses (N, 3) float32, first stamp ns).
     """
@@ -141,7 +144,7 @@ def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frame
             path = os.path.join(out, run)
             write_run(path, world, poses, start, rate_hz, rng, storage,
                       teleports=(kidnap_at,) if run == 'localization' and kidnap_at else (),
-                      version=bag_version)
+                      version=bag_version, base_from_camera=base_from_camera)
             result[run] = (path, poses, start)
             log.info('wrote %s: %d frames', path, n)
             start += int((n / rate_hz + LOCALIZATION_DELAY_S) * 1e9)

@@ -1,6 +1,8 @@
 """``dmn-localizer dataset-from-bags``: recorded bags (images + poses) -> episode dataset.
 
-See :mod:`dmn_localizer.data.from_bags` for the area sampling recipe.
+See :mod:`dmn_localizer.data.from_bags` for the area sampling recipe and the groups: each
+positional BAG is one group (a folder of bags: its bags together), ``--group NAME=BAG,BAG``
+puts bags that share one map frame together; no area mixes two groups.
 """
 import os
 
@@ -10,7 +12,12 @@ HELP = 'Turn recorded bags (images + ground-truth poses) into an episode dataset
 
 
 def add_arguments(parser):
-    parser.add_argument('bags', nargs='+', metavar='BAG', help='rosbag2 directories')
+    parser.add_argument('bags', nargs='*', metavar='BAG',
+                        help='rosbag2 directories, each its own world (its own map frame); a '
+                        'folder of bags (e.g. simulate-bag\'s OUT) is one world')
+    parser.add_argument('--group', action='append', default=[], metavar='NAME=BAG[,BAG...]',
+                        help='bags recorded in one map frame (the mapping and localization runs '
+                        'of one place); repeat for each place. Areas never mix two groups')
     parser.add_argument('--image-topic', required=True)
     parser.add_argument('--pose-topic', required=True,
                         help='PoseStamped, PoseWithCovarianceStamped or Odometry')
@@ -31,10 +38,30 @@ def add_arguments(parser):
     parser.add_argument('--seed', type=int, default=0)
 
 
+def parse_groups(bags, group_args):
+    """``{name: [bag, ...]}`` of the positional bags (one group each) and ``--group``
+    arguments; UserError for a malformed group, a name given twice or a missing bag."""
+    from dmn_localizer.data.from_bags import bag_groups
+    groups = bag_groups(bags)
+    for spec in group_args:
+        name, sep, paths = spec.partition('=')
+        paths = [p for p in paths.split(',') if p]
+        if not sep or not name or not paths:
+            raise UserError(f'--group {spec}: expected NAME=BAG[,BAG...]')
+        if name in groups:
+            raise UserError(f'--group {name}: this group name is given twice')
+        groups.update(bag_groups({name: paths}))
+    if not groups:
+        raise UserError('no bags: give BAG arguments or --group NAME=BAG[,BAG...]')
+    for paths in groups.values():
+        for b in paths:
+            if not os.path.exists(b):
+                raise UserError(f'{b}: no such bag')
+    return groups
+
+
 def run(args):
-    for b in args.bags:
-        if not os.path.exists(b):
-            raise UserError(f'{b}: no such bag')
+    groups = parse_groups(args.bags, args.group)
     if not 8 <= args.image_size <= 512:
         raise UserError(f'--image-size must be within 8..512, got {args.image_size}')
     if min(args.contexts, args.trajectories, args.trajectory_length, args.frame_stride) < 1:
@@ -45,7 +72,7 @@ def run(args):
     if os.path.isdir(args.out) and os.listdir(args.out):
         raise UserError(f'{args.out}: not empty')
     from dmn_localizer.data.from_bags import build_from_bags
-    m = build_from_bags(args.bags, args.image_topic, args.pose_topic, args.out,
+    m = build_from_bags(groups, args.image_topic, args.pose_topic, args.out,
                         image_size=args.image_size, contexts=args.contexts,
                         trajectories=args.trajectories,
                         trajectory_length=args.trajectory_length,
@@ -55,5 +82,9 @@ def run(args):
     c = m['counts']
     print(f'{c["images"]} images, {c["poses"]} poses -> {c["pairs"]} pairs; bad images '
           f'{c["bad_images"]}, bad poses {c["bad_poses"]}, images without pose '
-          f'{c["images_without_pose"]}; {c["areas"]} areas -> {args.out}')
+          f'{c["images_without_pose"]}; {c["groups"]} groups, {c["areas"]} areas -> {args.out}')
+    for g in m['groups']:
+        print(f'  {g["name"]}: {len(g["bags"])} bags, {g["pairs"]} pairs, {g["areas"]} areas'
+              + (' (bags that look like different places: see the warning)'
+                 if g['suspected_mixing'] else ''))
     return 0

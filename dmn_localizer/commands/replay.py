@@ -2,6 +2,7 @@
 the same core the node uses (or, with ``--live``, through the real localizer node over DDS),
 and write metrics.json, TUM trajectories and PNG plots."""
 import json
+import math
 from pathlib import Path
 
 from dmn_localizer.errors import UserError
@@ -17,6 +18,10 @@ def add_arguments(parser):
     parser.add_argument('--model', type=Path, help='model weights (default: shipped mazes)')
     parser.add_argument('--out', required=True, type=Path, help='output directory')
     parser.add_argument('--mode', choices=['global', 'tracking'], default='global')
+    parser.add_argument('--init-spread', type=float, nargs=2, default=None, metavar=('M', 'DEG'),
+                        help='tracking mode: std of the initial Gaussian around the first true '
+                        'pose, x-y (m) and yaw (deg); its mean is drawn from it (default 6 30, '
+                        'the paper\'s)')
     parser.add_argument('--particles', type=int, default=None,
                         help='particles (default: 2048 global, 256 tracking)')
     parser.add_argument('--seed', type=int, default=0)
@@ -31,6 +36,13 @@ def add_arguments(parser):
     parser.add_argument('--precision', default='fp32', choices=('fp32', 'bf16'),
                         help="observation model arithmetic (offline replay; the node's "
                         "'precision' parameter)")
+    parser.add_argument('--update-min-d', type=float, default=None, metavar='M',
+                        help="update the filter after this much translation, as the node does "
+                        "(its 'update_min_d' parameter, default 0.25 m): frames closer "
+                        "together only accumulate odometry, whatever the frame rate")
+    parser.add_argument('--update-min-a', type=float, default=None, metavar='RAD',
+                        help="or after this much rotation (the node's 'update_min_a', default "
+                        "0.2 rad)")
     parser.add_argument('--nearest-contexts', type=int, default=None, metavar='M',
                         help="each particle attends to its M nearest map contexts, 0: to all "
                         "(offline replay; the node's 'nearest_contexts' parameter, default 8)")
@@ -72,37 +84,64 @@ def replay(args, quiet=False):
         raise UserError('the map is empty')
     check_map_image_size(view_map, size, args.map or args.map_bag)
     k = args.particles or (2048 if args.mode == 'global' else 256)
+    sigma = tracking_sigma(args)
     nearest = getattr(args, 'nearest_contexts', None)
-    cfg = LocalizerConfig(num_particles=k, global_num_particles=k, update_min_d=0.0,
-                          precision=getattr(args, 'precision', 'fp32'),
-                          update_min_a=0.0, force_update_when_still=True,
+    cfg = LocalizerConfig(num_particles=k, global_num_particles=k,
+                          precision=getattr(args, 'precision', 'fp32'), **update_policy(args),
                           **({} if nearest is None else {'nearest_contexts': nearest}))
     try:
         device = select_device(args.device)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     stream = core.read_stream(args.bag, topics, size)
+    mounting = (0.0, 0.0, 0.0) if stream.base_from_camera is None else stream.base_from_camera
     extra = {}
     if getattr(args, 'live', False):
         from dmn_localizer.replay.live import localize_live
         track, extra = localize_live(
             view_map, stream, args.bag, args.model or default_model_path(), args.out, topics,
-            args.mode, k, size, args.rate or 1.0, args.device, args.ros_domain_id, quiet=quiet)
+            args.mode, k, size, args.rate or 1.0, args.device, args.ros_domain_id, quiet=quiet,
+            policy=update_policy(args), sigma=sigma)
     else:
-        loc = Localizer(model, cfg, device, seed=args.seed)
+        loc = Localizer(model, cfg, device, seed=args.seed, base_from_camera=mounting)
         loc.set_map(view_map)
-        track = core.localize(loc, stream, args.mode, progress=not quiet)
+        track = core.localize(loc, stream, args.mode, progress=not quiet, sigma=sigma)
         extra = {'precision': cfg.precision, 'nearest_contexts': cfg.nearest_contexts,
                  'recovery_injections': loc.health.injections,
                  'recovery_global_reinits': loc.health.global_reinits}
-    metrics = core.compute_metrics(track)
+    metrics = core.compute_metrics(track, map_xy=view_map.poses[:, :2])
     metrics.update(mode=args.mode, particles=k, map_contexts=len(view_map),
+                   base_from_camera=[float(v) for v in mounting],
+                   update_min_d=cfg.update_min_d, update_min_a=cfg.update_min_a,
+                   **({'init_spread': [float(sigma[0]), math.degrees(sigma[2])]}
+                      if args.mode == 'tracking' else {}),
                    model_id=getattr(model, 'model_id', ''), device=str(device), **extra)
     layout = None
     if args.world:
         layout = world_layout(args.world)
     pngs = core.write_outputs(track, metrics, args.out, view_map=view_map, layout=layout)
     return metrics, pngs
+
+
+def tracking_sigma(args):
+    """The tracking start's std (m, m, rad) from ``--init-spread M DEG`` (default the
+    paper's)."""
+    from dmn_localizer.data.dataset import TRACKING_SIGMA
+    spread = getattr(args, 'init_spread', None)
+    if spread is None:
+        return TRACKING_SIGMA
+    return (float(spread[0]), float(spread[0]), math.radians(spread[1]))
+
+
+def update_policy(args):
+    """The node's update policy (``update_min_d``, ``update_min_a``: its defaults unless
+    given), which offline and live replay both follow."""
+    from dmn_localizer.config import LocalizerConfig
+    policy = {}
+    for name in ('update_min_d', 'update_min_a'):
+        value = getattr(args, name, None)
+        policy[name] = getattr(LocalizerConfig, name) if value is None else value
+    return policy
 
 
 def check_arguments(args):
@@ -118,6 +157,18 @@ def check_arguments(args):
                         'its own nearest_contexts parameter)')
     if nearest is not None and nearest < 0:
         raise UserError('--nearest-contexts must be >= 0 (0: all contexts)')
+    spread = getattr(args, 'init_spread', None)
+    if spread is not None and args.mode != 'tracking':
+        raise UserError('--init-spread is for --mode tracking (global starts uniform)')
+    if spread is not None and not (0 < spread[0] <= 100 and 0 < spread[1] <= 180):
+        raise UserError('--init-spread M DEG: M within (0, 100] m, DEG within (0, 180]')
+    from dmn_localizer.config import field_specs, LocalizerConfig
+    ranges = {name: rng for name, _, _, rng in field_specs(LocalizerConfig)}
+    for flag in ('update_min_d', 'update_min_a'):
+        value, (lo, hi) = getattr(args, flag, None), ranges[flag]
+        if value is not None and not lo <= value <= hi:
+            raise UserError(f'--{flag.replace("_", "-")} must be within [{lo}, {hi}] (the '
+                            "node's range)")
     for flag, path in (('--bag', args.bag), ('--map-bag', args.map_bag), ('--map', args.map)):
         if path is not None and not Path(path).exists():
             raise UserError(f'{flag} {path}: no such file or directory')

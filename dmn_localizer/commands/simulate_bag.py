@@ -12,7 +12,12 @@ HELP = 'Record a mapping and a localization run through a simulated world as ros
 
 def add_arguments(parser):
     parser.add_argument('--domain', default='mazes', choices=('mazes', 'rooms'))
-    parser.add_argument('--seed', type=int, default=0, help='world seed')
+    parser.add_argument('--split', default='test', choices=('train', 'val', 'test'),
+                        help='the split whose worlds to record (default test: never seen in '
+                        'training, so a stand-in for your own recordings)')
+    parser.add_argument('--seed', type=int, default=0,
+                        help="world index within the split: the world seed is the split's "
+                        'first seed + SEED (train 0, val 1000000, test 1100000), as for simulate')
     parser.add_argument('--out', required=True,
                         help='output directory (gets OUT/mapping and OUT/localization)')
     parser.add_argument('--storage', default='mcap', choices=('mcap', 'sqlite3'),
@@ -33,8 +38,11 @@ def add_arguments(parser):
 def run(args):
     if not 8 <= args.image_size <= 512:
         raise UserError(f'--image-size must be within 8..512, got {args.image_size}')
-    if args.seed < 0:
-        raise UserError(f'--seed must be >= 0, got {args.seed}')
+    from dmn_localizer.data.dataset import SPLIT_SEEDS
+    lo, hi = SPLIT_SEEDS[args.split]
+    if not 0 <= args.seed < hi - lo:
+        raise UserError(f'--seed must be within 0..{hi - lo - 1} for --split {args.split}, '
+                        f'got {args.seed}')
     if args.mapping_frames < 2 or args.localization_frames < 2:
         raise UserError('--mapping-frames and --localization-frames must be >= 2')
     if args.kidnap_at is not None and not 1 <= args.kidnap_at < args.localization_frames:
@@ -46,7 +54,10 @@ def run(args):
             raise UserError(f'{os.path.join(args.out, run_name)}: exists (bags are never '
                             'overwritten)')
     from dmn_localizer.bags.simulate import simulate_bag
-    res = simulate_bag(args.domain, args.seed, args.out, storage=args.storage,
+    world = lo + args.seed
+    print(f'world: {args.domain} {args.split} world {world} (replay --world '
+          f'{args.domain}:{world} draws its layout)')
+    res = simulate_bag(args.domain, world, args.out, storage=args.storage,
                        image_size=args.image_size, mapping_frames=args.mapping_frames,
                        localization_frames=args.localization_frames, rate_hz=args.rate,
                        step_m=args.step, kidnap_at=args.kidnap_at,

@@ -22,8 +22,11 @@ def add_arguments(parser):
     parser.add_argument('--device', help="override device ('cpu', 'cuda', 'auto')")
     parser.add_argument('--threads', type=int,
                         help='override threads (torch CPU threads; 1 is faster on a busy machine)')
-    parser.add_argument('--train-data', help='override train_data')
-    parser.add_argument('--val-data', help='override val_data')
+    parser.add_argument('--train-data', action='append', metavar='DIR',
+                        help='override train_data; repeat to train on several dataset folders '
+                        'at once (e.g. simulated worlds plus dataset-from-bags output)')
+    parser.add_argument('--val-data', action='append', metavar='DIR',
+                        help='override val_data; repeat to combine folders')
     parser.add_argument('--init-from', metavar='MODEL',
                         help='override init_from: start from this model\'s weights (same '
                              'architecture; a fresh optimizer)')
@@ -32,7 +35,13 @@ def add_arguments(parser):
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
 
 
+def _folders(value):
+    """A repeated --train-data/--val-data: one folder as a string, several as a list."""
+    return value[0] if value and len(value) == 1 else value
+
+
 def run(args):
+    args.train_data, args.val_data = _folders(args.train_data), _folders(args.val_data)
     from dmn_localizer.training.view_pairs import is_view_pair_config
     if is_view_pair_config(args.config):
         return _run_view_pairs(args)

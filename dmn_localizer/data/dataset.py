@@ -25,6 +25,10 @@ Reading streams shard by shard; at most one shard is in memory.
 
 Splits come from disjoint world-seed ranges (:data:`SPLIT_SEEDS`), so test worlds are never
 seen in training.
+
+Several dataset directories open as one (``open_dataset([DIR, DIR, ...])``): their shards are
+read in turn, each from its own directory; they must share the image and world size, and
+may differ in context pool and trajectory sizes (episodes use at most the smallest).
 """
 import json
 import logging
@@ -152,7 +156,7 @@ class Dataset:
         return int(self.manifest['n_worlds'])
 
     def _shard_path(self, shard):
-        return os.path.join(self.path, shard['file'])
+        return os.path.join(shard.get('dir', self.path), shard['file'])
 
     def load_shard(self, index):
         """All arrays of shard ``index`` as a dict (checked against the manifest)."""
@@ -165,7 +169,7 @@ class Dataset:
             raise FileFormatError(path, f'missing array {exc}') from None
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise FileFormatError(path, f'unreadable shard ({exc})') from None
-        m, w = self.manifest, int(shard['worlds'])
+        m, w = dict(self.manifest, **shard.get('sizes', {})), int(shard['worlds'])
         s, kc = int(m['image_size']), int(m['contexts_per_world'])
         r, length = int(m['trajectories_per_world']), int(m['trajectory_length'])
         want = {'world_seeds': (w,), 'context_images': (w, kc, s, s, 3),
@@ -234,8 +238,19 @@ class Dataset:
                 return
 
 
+SIZE_KEYS = ('contexts_per_world', 'trajectories_per_world', 'trajectory_length')
+"""Manifest sizes that may differ between combined datasets (kept per shard)."""
+
+
 def open_dataset(path):
-    """Open the dataset directory ``path``; raises FileFormatError/UserError when invalid."""
+    """Open the dataset directory ``path``, or several as one (a list of directories, see the
+    module docstring); raises FileFormatError/UserError when invalid."""
+    if isinstance(path, (list, tuple)):
+        if not path:
+            raise UserError('no dataset directory given')
+        if len(path) > 1:
+            return _combined([open_dataset(p) for p in path])
+        path = path[0]
     path = os.fspath(path)
     mpath = os.path.join(path, MANIFEST)
     if not os.path.isdir(path):
@@ -264,6 +279,26 @@ def open_dataset(path):
         raise FileFormatError(mpath, f'shards hold {total} worlds, n_worlds says '
                                      f'{manifest["n_worlds"]}')
     return Dataset(path, manifest)
+
+
+def _combined(datasets):
+    """One Dataset reading the shards of ``datasets`` in turn (each from its directory)."""
+    first = datasets[0].manifest
+    for ds in datasets[1:]:
+        for key in ('image_size', 'world_size_m'):
+            if ds.manifest[key] != first[key]:
+                raise UserError(f'{ds.path}: {key} {ds.manifest[key]}, but {datasets[0].path} '
+                                f'has {first[key]}: datasets combine only at one {key}')
+    shards = [dict(shard, dir=ds.path, sizes={k: ds.manifest[k] for k in SIZE_KEYS})
+              for ds in datasets for shard in ds.manifest['shards']]
+    manifest = dict(first, shards=shards, n_worlds=sum(ds.n_worlds for ds in datasets),
+                    sources=[ds.path for ds in datasets],
+                    **{k: min(int(ds.manifest[k]) for ds in datasets) for k in SIZE_KEYS})
+    for key in ('domain', 'split', 'camera'):
+        values = [ds.manifest[key] for ds in datasets]
+        if any(v != values[0] for v in values):
+            manifest[key] = None if key == 'camera' else 'mixed'
+    return Dataset(os.pathsep.join(ds.path for ds in datasets), manifest)
 
 
 __all__ = ['open_dataset', 'Dataset', 'episode_belief', 'InitialBelief', 'make_odometry',

@@ -8,8 +8,17 @@ area's corner is stored in the shard's ``origins``), its context pool is a rando
 pairs and its trajectories are random windows of consecutive frames (same bag, no time gap
 above ``max_gap_s``, every ``frame_stride``-th frame). Overlapping areas share pairs, as in the
 paper. Layouts are unknown: stored as all-free 1 m grids.
+
+Bags are read in **groups**: the bags of one group share one map frame (the mapping and
+localization runs of one place, or the runs of one SLAM map); each group is tiled on its own,
+so no area ever holds views of two groups. All bags of a group must give their poses in one
+frame (else a one-line error), and where two bags of a group pass the same poses their images
+must look alike: when they differ as much as unrelated views do (:func:`mixing_ratio`), the
+bags are most likely different places in frames that happen to share a name, and a warning
+says so.
 """
 import logging
+import math
 import os
 import time
 
@@ -25,6 +34,75 @@ from dmn_localizer.geometry import WORLD_SIZE_M
 log = logging.getLogger(__name__)
 
 AREAS_PER_SHARD = 50
+MIXING_RATIO = 0.7   # near-pose views this close (relative to unrelated ones) to unrelated
+NEAR_M, NEAR_RAD = 0.5, math.radians(15.0)   # "the same pose" for the mixing check
+
+
+def _bags_in(folder):
+    """The bags (sub-folders with a metadata.yaml) of a folder that is not a bag itself."""
+    if not os.path.isdir(folder) or os.path.isfile(os.path.join(folder, 'metadata.yaml')):
+        return []
+    return sorted(os.path.join(folder, d) for d in os.listdir(folder)
+                  if os.path.isfile(os.path.join(folder, d, 'metadata.yaml')))
+
+
+def bag_groups(groups):
+    """``{name: [bag, ...]}`` of a list of bags (one group each, named after the bag) or of a
+    mapping ``{name: [bag, ...]}``; a folder that is not a bag stands for the bags in it."""
+    if not isinstance(groups, dict):
+        named = {}
+        for bag in groups:
+            base = name = os.path.basename(os.path.normpath(str(bag)))
+            k = 1
+            while name in named:
+                k += 1
+                name = f'{base}-{k}'
+            named[name] = [bag]
+        groups = named
+    out = {}
+    for name, bags in groups.items():
+        paths = []
+        for bag in bags:
+            bag = str(bag)
+            paths += _bags_in(bag) or [bag]
+        out[str(name)] = paths
+    return out
+
+
+def _image_difference(a, b):
+    """Mean absolute difference (N,) of image pairs (N, S, S, 3) uint8 after removing each
+    image's mean brightness, in [0, 1]."""
+    a = a.astype(np.float32).mean(-1) / 255.0
+    b = b.astype(np.float32).mean(-1) / 255.0
+    a -= a.mean((1, 2), keepdims=True)
+    b -= b.mean((1, 2), keepdims=True)
+    return np.abs(a - b).mean((1, 2))
+
+
+def mixing_ratio(pairs, i, j, max_pairs=200, seed=0):
+    """How different the images of bags ``i`` and ``j`` of ``pairs`` are where they pass the
+    same pose (within NEAR_M, NEAR_RAD), relative to unrelated images of the two bags (median
+    image difference, :func:`_image_difference`): about 0 for one place, about 1 for two
+    places at overlapping coordinates. None when they share fewer than 10 poses."""
+    from dmn_localizer.geometry import wrap_angle
+    a, b = np.flatnonzero(pairs.bag == i), np.flatnonzero(pairs.bag == j)
+    pa, pb = pairs.poses[a], pairs.poses[b]
+    near = []
+    for k in range(0, len(b), 256):   # blocks keep the distance matrix small
+        blk = pb[k:k + 256]
+        d = np.hypot(*(blk[:, None, :2] - pa[None, :, :2]).T).T
+        d[np.abs(wrap_angle(blk[:, None, 2] - pa[None, :, 2])) > NEAR_RAD] = np.inf
+        best = d.argmin(1)
+        ok = d[np.arange(len(blk)), best] < NEAR_M
+        near += list(zip(a[best[ok]], b[k:k + 256][ok]))
+    if len(near) < 10:
+        return None
+    rng = np.random.default_rng(seed)
+    near = np.asarray(near)[rng.permutation(len(near))[:max_pairs]]
+    rand = np.stack([rng.choice(a, len(near)), rng.choice(b, len(near))], 1)
+    d_near = np.median(_image_difference(pairs.images[near[:, 0]], pairs.images[near[:, 1]]))
+    d_rand = np.median(_image_difference(pairs.images[rand[:, 0]], pairs.images[rand[:, 1]]))
+    return float(d_near / max(d_rand, 1e-6))
 
 
 def _windows(pairs, inside, length, stride, max_gap_ns):
@@ -46,16 +124,9 @@ def _windows(pairs, inside, length, stride, max_gap_ns):
     return np.asarray(out, np.int64).reshape(-1, length)
 
 
-def build_from_bags(paths, image_topic, pose_topic, out, image_size=32, contexts=32,
-                    trajectories=4, trajectory_length=10, area_stride_m=20.0, min_pairs=None,
-                    frame_stride=1, max_dt_s=0.05, max_gap_s=2.0, seed=0, split='train'):
-    """Write a dataset from bags ``paths`` into ``out``; returns the manifest (with counts)."""
-    min_pairs = contexts if min_pairs is None else max(int(min_pairs), contexts)
-    t0 = time.monotonic()
-    pairs = read_pairs(paths, image_topic, pose_topic, image_size, max_dt_s)
-    counts = dict(pairs.counts)
-    if len(pairs.poses) == 0:
-        raise UserError(f'no image-pose pairs in the bags (counts: {counts})')
+def _group_areas(pairs, contexts, min_pairs, trajectory_length, area_stride_m, frame_stride,
+                 max_gap_s):
+    """(origin (2,), in-area pair indices, windows) of each area of one group's pairs."""
     xy = pairs.poses[:, :2]
     lo = np.floor((xy.min(0) - WORLD_SIZE_M) / area_stride_m).astype(int) + 1
     hi = np.floor(xy.max(0) / area_stride_m).astype(int)
@@ -69,7 +140,65 @@ def build_from_bags(paths, image_topic, pose_topic, out, image_size=32, contexts
             win = _windows(pairs, inside, trajectory_length, frame_stride, max_gap_s * 1e9)
             if len(win):
                 areas.append((o, np.flatnonzero(inside), win))
+    return areas
+
+
+def read_group(name, paths, image_topic, pose_topic, image_size, max_dt_s):
+    """The image-pose pairs of one group; UserError when its bags give poses in several
+    frames, a warning when two of them look like different places (:func:`mixing_ratio`)."""
+    pairs = read_pairs(paths, image_topic, pose_topic, image_size, max_dt_s)
+    if len(pairs.frame_ids) > 1:
+        raise UserError(f'group {name}: its bags give poses in the frames '
+                        f'{", ".join(pairs.frame_ids)}; a group shares one map frame (give '
+                        'each frame its own group)')
+    suspects = []
+    for i in range(len(paths)):
+        for j in range(i + 1, len(paths)):
+            r = mixing_ratio(pairs, i, j)
+            if r is not None and r > MIXING_RATIO:
+                suspects.append((paths[i], paths[j], r))
+                log.warning('group %s: %s and %s look like different places at the same '
+                            'poses (images as different as unrelated views: %.2f); give them '
+                            'their own groups if they are', name, paths[i], paths[j], r)
+    return pairs, suspects
+
+
+def build_from_bags(groups, image_topic, pose_topic, out, image_size=32, contexts=32,
+                    trajectories=4, trajectory_length=10, area_stride_m=20.0, min_pairs=None,
+                    frame_stride=1, max_dt_s=0.05, max_gap_s=2.0, seed=0, split='train'):
+    """Write a dataset from bags into ``out``; returns the manifest (with counts).
+
+    groups: ``{name: [bag, ...]}`` (the bags of one map frame each) or a list of bags (one
+    group each), see :func:`bag_groups`. Areas are tiled per group, so none mixes two; the
+    manifest's ``groups`` lists each group's bags, pairs and areas (``first_area`` ..
+    ``first_area + areas - 1`` are its world indices).
+    """
+    min_pairs = contexts if min_pairs is None else max(int(min_pairs), contexts)
+    t0 = time.monotonic()
+    groups = bag_groups(groups)
+    counts, areas, group_info, paths = {}, [], [], []
+    for name, bags in groups.items():
+        pairs, suspects = read_group(name, bags, image_topic, pose_topic, image_size, max_dt_s)
+        for k, v in pairs.counts.items():
+            counts[k] = counts.get(k, 0) + v
+        found = (_group_areas(pairs, contexts, min_pairs, trajectory_length, area_stride_m,
+                              frame_stride, max_gap_s) if len(pairs.poses) else [])
+        group_info.append(dict(name=name, bags=[os.path.abspath(p) for p in bags],
+                               frame_id=(pairs.frame_ids or [None])[0],
+                               pairs=int(len(pairs.poses)), first_area=len(areas),
+                               areas=len(found),
+                               suspected_mixing=[[os.path.abspath(a), os.path.abspath(b),
+                                                  round(r, 3)] for a, b, r in suspects]))
+        if not found:
+            log.warning('group %s: no 40 m x 40 m area holds %d image-pose pairs and a run of '
+                        '%d frames (%d pairs)', name, min_pairs, trajectory_length,
+                        len(pairs.poses))
+        areas += [(o, inside, win, pairs) for o, inside, win in found]
+        paths += bags
     counts['areas'] = len(areas)
+    counts['groups'] = len(groups)
+    if counts.get('pairs', 0) == 0:
+        raise UserError(f'no image-pose pairs in the bags (counts: {counts})')
     if not areas:
         raise UserError(f'no 40 m x 40 m area holds {min_pairs} image-pose pairs and a run of '
                         f'{trajectory_length} frames (counts: {counts})')
@@ -78,7 +207,7 @@ def build_from_bags(paths, image_topic, pose_topic, out, image_size=32, contexts
     for k, start in enumerate(range(0, len(areas), AREAS_PER_SHARD)):
         chunk = areas[start:start + AREAS_PER_SHARD]
         ci, cp, ti, tp = [], [], [], []
-        for a, (o, inside, win) in enumerate(chunk, start=start):
+        for a, (o, inside, win, pairs) in enumerate(chunk, start=start):
             rng = np.random.default_rng([int(seed), a])
             c = np.sort(rng.choice(inside, contexts, replace=False))
             w = win[rng.choice(len(win), trajectories, replace=len(win) < trajectories)]
@@ -96,14 +225,15 @@ def build_from_bags(paths, image_topic, pose_topic, out, image_size=32, contexts
             world_seeds=np.asarray(seeds, np.int64), context_images=np.stack(ci),
             context_poses=np.stack(cp).astype(np.float32), traj_images=np.stack(ti),
             traj_poses=np.stack(tp).astype(np.float32), layouts=layouts, layout_sizes=sizes,
-            layout_resolution_m=res, origins=np.stack([o for o, _, _ in chunk])))
+            layout_resolution_m=res, origins=np.stack([o for o, _, _, _ in chunk])))
         shards.append(dict(file=name, worlds=len(chunk), world_seeds=seeds))
     seconds = time.monotonic() - t0
     manifest = dict(
         format=FORMAT, format_version=FORMAT_VERSION, generator='dmn_localizer.data.from_bags',
         generator_version=f'{__version__}+bags1', domain='bags', split=split,
         sources=[os.path.abspath(p) for p in paths], image_topic=image_topic,
-        pose_topic=pose_topic, area_stride_m=area_stride_m, min_pairs=min_pairs,
+        pose_topic=pose_topic, groups=group_info, area_stride_m=area_stride_m,
+        min_pairs=min_pairs,
         frame_stride=frame_stride, seed=seed, n_worlds=len(areas), image_size=int(image_size),
         world_size_m=WORLD_SIZE_M, contexts_per_world=contexts,
         trajectories_per_world=trajectories, trajectory_length=trajectory_length,

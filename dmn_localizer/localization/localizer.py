@@ -25,6 +25,16 @@ re-initialises globally (which resets the count). Weights stay in log space (per
 offsets of 1e4 nats are fine); an update whose log-likelihoods are all non-finite keeps the
 weights and counts as collapsed.
 
+Outside the map (``max_context_distance``). A particle whose camera is farther than
+``max_context_distance`` from every map context has no view the model could compare the
+image with; the model's score there is an extrapolation (the DMN never saw such poses in
+training) and could pull the belief outside the mapped area, even behind its walls. Such a
+particle is not scored by the model: it gets the update's *no-evidence floor*, the lowest
+log-likelihood of the map's own context poses (at most :data:`FLOOR_CONTEXTS` of them, evenly
+spread), so it never outscores a mapped pose whose view matches, and when every particle is
+outside the weights stay as they are. Near a context the model's scores are unchanged. Random
+reference poses of the health check that are outside do not count in the belief score.
+
 The health check can run after the estimate is out (``update(..., defer_health=True)``, then
 :meth:`Localizer.check_health`): the node publishes the pose first, so the reference poses'
 scoring (a quarter of the work at K = 256) is not in the image-to-pose latency. The reference
@@ -56,6 +66,10 @@ logger = logging.getLogger(__name__)
 PAIRS_PER_CHUNK = 512
 PRECISIONS = ('fp32', 'bf16')
 
+
+# Context poses scored for the no-evidence floor (see the module docstring), evenly spread
+# over the map: a bounded cost per update, and only when some particle is outside the map.
+FLOOR_CONTEXTS = 64
 
 # An egomotion larger than this between two images is broken odometry, not motion (m).
 MAX_MOTION_M = 1000.0
@@ -103,6 +117,8 @@ class Localizer:
         self.chunk = chunk
         self.map_state = None
         self.map_size = 0
+        self.context_poses = None     # (N, 3) map context poses, for the outside test
+        self._floor = None            # (query, no-evidence floor) of the last query
         self.bounds = None            # (x0, y0, size) of the global-localization region
         self.particles = None         # (1, K, 3) map_from_base
         self.log_weights = None       # (1, K)
@@ -121,8 +137,10 @@ class Localizer:
     def set_map(self, view_map, margin=2.0):
         """Embed the map's contexts once (or reuse the embeddings the mapper stored with the
         same model); the global region is their bounding square + margin."""
+        self._floor = None
         if len(view_map) == 0:
             self.map_state, self.map_size, self.bounds = None, 0, None
+            self.context_poses = None
             self.particles = self.log_weights = self._pending_health = None
             return
         poses = torch.as_tensor(view_map.poses, dtype=torch.float32, device=self.device)[None]
@@ -134,6 +152,7 @@ class Localizer:
             imgs = images_to_tensor(view_map.images[None], self.device)
             self.map_state = self.model.build_map(imgs, poses)
         self.map_size = len(view_map)
+        self.context_poses = poses[0]
         lo = view_map.poses[:, :2].min(0) - margin
         hi = view_map.poses[:, :2].max(0) + margin
         size = float(max(hi - lo))
@@ -232,7 +251,7 @@ class Localizer:
         ll = torch.where(torch.isfinite(ll), ll, torch.full_like(ll, -math.inf))
         ref_ll = None
         if reference is not None and not defer_health:
-            ll, ref_ll = ll[:, :k], ll[0, k:]
+            ll, ref_ll = ll[:, :k], self._without_outside(reference, ll[0, k:])
         resampled = False
         belief = None  # the belief's log mean likelihood; None: no usable evidence
         if bool(torch.isfinite(ll).any()):
@@ -265,6 +284,7 @@ class Localizer:
             if ref_ll is None:
                 with self._autocast():
                     ref_ll = self.log_likelihood(query, reference).float()[0]
+                ref_ll = self._without_outside(reference, ref_ll)
             score = self._belief_score(belief, ref_ll)
         report.belief_score = score
         report.collapsed, report.recovery = self._check_health(score)
@@ -320,7 +340,52 @@ class Localizer:
         return True, ''
 
     def log_likelihood(self, query, cam):
-        """DMN log-likelihoods (1, K) of camera poses ``cam`` (1, K, 3) for an encoded query.
+        """Log-likelihoods (1, K) of camera poses ``cam`` (1, K, 3) for an encoded query: the
+        model's (:meth:`model_log_likelihood`) for poses within ``max_context_distance`` of a
+        map context, the no-evidence floor (:meth:`no_evidence_floor`) for the others."""
+        outside = self.outside(cam)
+        if outside is None or not bool(outside.any()):
+            return self.model_log_likelihood(query, cam)
+        ll = torch.empty(cam.shape[:2], device=cam.device)
+        ll[0, outside] = self.no_evidence_floor(query)
+        inside = ~outside
+        if bool(inside.any()):
+            ll[0, inside] = self.model_log_likelihood(query, cam[:, inside]).float()[0]
+        return ll
+
+    def outside(self, cam):
+        """(K,) bool: camera poses ``cam`` (1, K, 3) farther than ``max_context_distance``
+        from every map context; None when the test is off."""
+        r = self.config.max_context_distance
+        if r <= 0 or self.context_poses is None:
+            return None
+        near = nearest_context_index(self.context_poses, cam[0], 1)[:, 0]
+        d = torch.linalg.vector_norm(cam[0, :, :2] - self.context_poses[near, :2], dim=-1)
+        return d > r
+
+    def no_evidence_floor(self, query):
+        """The lowest model log-likelihood of the map's context poses (at most
+        :data:`FLOOR_CONTEXTS`, evenly spread) for this query: a pose outside the map scores
+        as the least-matching mapped view. Computed once per query."""
+        if self._floor is not None and self._floor[0] is query:
+            return self._floor[1]
+        n = self.map_size
+        pick = torch.linspace(0, n - 1, min(n, FLOOR_CONTEXTS)).round().long()
+        ll = self.model_log_likelihood(query, self.context_poses[pick][None]).float()[0]
+        ll = ll[torch.isfinite(ll)]
+        floor = float(ll.min()) if ll.numel() else -math.inf
+        self._floor = (query, floor)
+        return floor
+
+    def _without_outside(self, reference, ref_ll):
+        """Reference log-likelihoods with the outside poses' set to NaN (not counted)."""
+        outside = self.outside(reference)
+        if outside is None:
+            return ref_ll
+        return torch.where(outside, torch.full_like(ref_ll, math.nan), ref_ll)
+
+    def model_log_likelihood(self, query, cam):
+        """The model's log-likelihoods (1, K) of camera poses ``cam`` (1, K, 3).
 
         With more than ``nearest_contexts`` contexts in the map, each particle attends only to
         its M nearest contexts (x-y distance): the per-particle cost no longer grows with the

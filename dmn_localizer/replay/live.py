@@ -83,22 +83,27 @@ def check_types(types, topics):
                         f'node takes {M.IMAGE} or {M.COMPRESSED_IMAGE}')
 
 
-def node_params(k, size, topics, image_type, device):
-    """Parameter overrides that make the node update on every image, like offline replay,
-    and neither start from nor save a last pose."""
+def node_params(k, size, topics, image_type, device, policy=None, base_from_camera=None):
+    """Parameter overrides for the replay: particles, inputs, the update policy
+    (``{'update_min_d': m, 'update_min_a': rad}``; None: the node's parameters file) and the
+    camera mounting (x, y, yaw; None: the parameters file's); the node neither starts from nor
+    saves a last pose."""
     image_topic, transport = topics.image, 'raw'
     if image_type == M.COMPRESSED_IMAGE:
         transport = 'compressed'
-    return [f'num_particles:={k}', f'global_num_particles:={k}', 'update_min_d:=0.0',
-            'update_min_a:=0.0', 'force_update_when_still:=true', f'image_size:={size}',
+    return [f'num_particles:={k}', f'global_num_particles:={k}', f'image_size:={size}',
             f'image_topic:={image_topic}', f'image_transport:={transport}',
             f'odom_topic:={topics.odom}', f'device:={device}',
-            'always_reset_initial_pose:=true', 'save_pose_rate:=0.0']
+            'always_reset_initial_pose:=true', 'save_pose_rate:=0.0',
+            *(f'{name}:={float(value)}' for name, value in (policy or {}).items()),
+            *(f'camera_offset_{name}:={float(value)}' for name, value in
+              zip(('x', 'y', 'yaw'), () if base_from_camera is None else base_from_camera))]
 
 
 def localize_live(view_map, stream, bag, model_path, out, topics, mode='global', particles=2048,
                   image_size=32, rate=1.0, device='auto', domain_id=None,
-                  startup_timeout=180.0, settle=10.0, quiet=False):
+                  startup_timeout=180.0, settle=10.0, quiet=False, policy=None,
+                  sigma=core.TRACKING_SIGMA):
     """Run the node over ``bag``; returns (Track, extra metrics). Writes OUT/map.dmnmap and,
     when the node has stopped, OUT/node.log (its console output)."""
     from dmn_localizer.util.resources import config_path
@@ -113,11 +118,12 @@ def localize_live(view_map, stream, bag, model_path, out, topics, mode='global',
     (out / 'metrics.json').unlink(missing_ok=True)
     map_file = (out / 'map.dmnmap').resolve()
     view_map.save(map_file)
-    belief = core.initial_belief(stream, mode)
+    belief = core.initial_belief(stream, mode, sigma=sigma)
     node_args = argparse.Namespace(
         map_file=str(map_file), model=str(Path(model_path).resolve()), namespace='',
         use_sim_time=False, log_level='info',
-        param=node_params(particles, image_size, topics, stream.image_type, device))
+        param=node_params(particles, image_size, topics, stream.image_type, device, policy,
+                          stream.base_from_camera))
     node_cmd = node_command('dmn_localizer.nodes.localizer_node', 'localizer',
                             config_path('localizer.yaml'), node_args)
     env = child_env(domain_id)

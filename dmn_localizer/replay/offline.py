@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from dmn_localizer.bags import messages as M
-from dmn_localizer.bags.read import (decode_image, IMAGE_TYPES, open_bag, POSE_TYPES,
-                                     read_pairs)
+from dmn_localizer.bags.read import (BASE_FRAME, camera_mounting, decode_image, IMAGE_TYPES,
+                                     open_bag, POSE_TYPES, read_pairs)
+from dmn_localizer.data.dataset import TRACKING_SIGMA
 from dmn_localizer.errors import UserError
 from dmn_localizer.geometry import quaternion_to_yaw, wrap_angle
 from dmn_localizer.images import resize_square
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 TIGHT_M = 2.0             # a threshold a robot would care about
 CHI2_2DOF_95 = 5.991      # 2-sigma-equivalent ellipse for a 2-D Gaussian
+FINAL_SHARE = 0.25        # converged_share_final: the last quarter of the updates
 
 
 @dataclass
@@ -39,7 +41,8 @@ class Topics:
 
 
 def build_map(bag, topics, image_size, min_distance=2.0, min_angle=0.5, max_contexts=None):
-    """The mapper's keyframe selection over a mapping bag's (image, true pose) pairs."""
+    """The mapper's keyframe selection over a mapping bag's (image, true camera pose) pairs
+    (the camera mounting from its ``/tf_static``, as the mapper's ``camera_offset_*``)."""
     pairs = read_pairs([str(bag)], topics.image, topics.truth, image_size)
     vm = ViewMap()
     for img, pose in zip(pairs.images, pairs.poses):
@@ -64,6 +67,7 @@ class Stream:
     counts: dict = field(default_factory=dict)
     image_type: str = M.IMAGE      # message type of the image topic (raw or compressed)
     odom_type: str = M.ODOMETRY    # message type of the odometry topic
+    base_from_camera: np.ndarray = None   # the camera mounting from /tf_static (None: none)
 
 
 def _check_topics(bag, conns, topics):
@@ -95,6 +99,7 @@ def read_stream(bag, topics, image_size):
     reader = open_bag(bag)
     data = {'image': ([], []), 'odom': ([], []), 'truth': ([], [])}
     counts = {'bad_messages': 0}
+    base_frame = BASE_FRAME
     try:
         conns = {c.topic: c for c in reader.connections}
         _check_topics(bag, conns, topics)
@@ -116,6 +121,9 @@ def read_stream(bag, topics, image_size):
                     continue
                 value = resize_square(img, image_size)
             else:
+                if conn.topic == topics.odom and conn.msgtype == M.ODOMETRY \
+                        and msg.child_frame_id:
+                    base_frame = msg.child_frame_id
                 p = msg.pose if conn.msgtype == M.POSE_STAMPED else msg.pose.pose
                 q = p.orientation
                 value = np.array([p.position.x, p.position.y,
@@ -126,6 +134,7 @@ def read_stream(bag, topics, image_size):
             for kind in kinds[conn.topic]:
                 data[kind][0].append(stamp)
                 data[kind][1].append(value)
+        mounting = camera_mounting(reader, topics.image, base_frame, where=bag)
     finally:
         reader.close()
     arr = {k: (np.asarray(s), np.asarray(v)) for k, (s, v) in data.items()}
@@ -135,7 +144,7 @@ def read_stream(bag, topics, image_size):
             raise UserError(f'{bag}: no usable {k} messages')
     return Stream(arr['image'][0], arr['image'][1].astype(np.uint8), *arr['odom'],
                   *arr['truth'], counts=counts, image_type=conns[topics.image].msgtype,
-                  odom_type=conns[topics.odom].msgtype)
+                  odom_type=conns[topics.odom].msgtype, base_from_camera=mounting)
 
 
 @dataclass
@@ -159,28 +168,30 @@ def truth_buffer(stream):
     return truth
 
 
-def initial_belief(stream, mode, truth=None):
-    """None for 'global' (uniform); for 'tracking' (mean (3,), std (3,)): a Gaussian of 6 m /
-    30 deg around the first true pose, its mean drawn from that Gaussian (seeded)."""
+def initial_belief(stream, mode, truth=None, sigma=TRACKING_SIGMA):
+    """None for 'global' (uniform); for 'tracking' (mean (3,), std (3,)): a Gaussian of std
+    ``sigma`` (m, m, rad; default the paper's 6 m / 30 deg) around the first true pose, its
+    mean drawn from that Gaussian (seeded)."""
     if mode == 'global':
         return None
     if mode != 'tracking':
         raise UserError(f"mode must be 'global' or 'tracking', not {mode!r}")
     truth = truth_buffer(stream) if truth is None else truth
     rng = np.random.default_rng(0)
-    std = np.array([6.0, 6.0, math.radians(30)])
+    std = np.asarray(sigma, np.float64)
     first = truth.pose_at(stream.image_stamps[0])
     if first is None:
         raise UserError('tracking mode needs ground truth at the first image')
     return first + rng.normal(size=3) * std, std
 
 
-def localize(localizer, stream, mode='global', snapshot_every=10, progress=False):
-    """Run the filter over the stream. mode 'global' (uniform) or 'tracking' (Gaussian 6 m /
-    30 deg around the first true pose, the paper's tracking setting)."""
+def localize(localizer, stream, mode='global', snapshot_every=10, progress=False,
+             sigma=TRACKING_SIGMA):
+    """Run the filter over the stream. mode 'global' (uniform) or 'tracking' (Gaussian of std
+    ``sigma`` around the first true pose; default the paper's tracking setting)."""
     odom = OdometryBuffer(max_age_s=1e9)
     truth = truth_buffer(stream)
-    belief = initial_belief(stream, mode, truth)
+    belief = initial_belief(stream, mode, truth, sigma)
     if belief is None:
         localizer.init_global()
     else:
@@ -224,8 +235,26 @@ def _evo_trajectory(stamps, poses):
                             timestamps=np.asarray(stamps, np.float64))
 
 
-def compute_metrics(track, converge_m=TIGHT_M, converge_updates=5):
-    """Metrics of a track (keys documented in README 'Replay')."""
+def converged_from(err_xy, converge_m=TIGHT_M):
+    """Index of the first update from which every x-y error is below ``converge_m`` to the
+    end of the run, or None when the last one is not (a run that converged and diverged
+    later has not converged)."""
+    above = np.flatnonzero(~(np.asarray(err_xy) < converge_m))
+    start = 0 if len(above) == 0 else int(above[-1]) + 1
+    return None if start >= len(err_xy) else start
+
+
+def chance_rate(truth_xy, map_xy, threshold_m):
+    """Share of map context positions ``map_xy`` (N, 2) within ``threshold_m`` (strictly, as
+    the success rate counts) of each true position ``truth_xy`` (T, 2), averaged over T: the
+    success rate of an estimate drawn at a random mapped pose."""
+    d = np.hypot(*(np.asarray(truth_xy)[:, None, :2] - np.asarray(map_xy)[None, :, :2]).T)
+    return float(np.mean(d < threshold_m))
+
+
+def compute_metrics(track, converge_m=TIGHT_M, map_xy=None, final_share=FINAL_SHARE):
+    """Metrics of a track (keys documented in README 'Replay'); ``map_xy`` (N, 2): the map's
+    context positions, for the chance levels of the success rates (None: null)."""
     from evo.core import metrics as evo_metrics
 
     from dmn_localizer.evaluation.protocol import SUCCESS_M  # the paper's x-y threshold
@@ -244,14 +273,13 @@ def compute_metrics(track, converge_m=TIGHT_M, converge_updates=5):
                               delta_unit=evo_metrics.Unit.frames, all_pairs=False)
         rpe.process_data((ref, traj))
         rpe_rmse = float(rpe.get_statistic(evo_metrics.StatisticsType.rmse))
-    # converged: error below converge_m for converge_updates updates in a row (or to the end)
-    converged_at = None
-    below = err_xy < converge_m
-    for i in range(len(below)):
-        window = below[i:i + converge_updates]
-        if window.all() and (len(window) == converge_updates or i + len(window) == len(below)):
-            converged_at = i
-            break
+    converged_at = converged_from(err_xy, converge_m)
+    final = err_xy[-max(1, math.ceil(final_share * len(err_xy))):]
+    chance = {}
+    for key, threshold in (('success_rate_chance', SUCCESS_M),
+                           ('success_rate_tight_chance', TIGHT_M)):
+        chance[key] = (None if map_xy is None or len(map_xy) == 0
+                       else chance_rate(gt[:, :2], map_xy, threshold))
     # covariance consistency on x-y
     nees = []
     for e, c in zip(est[:, :2] - gt[:, :2], np.asarray(track.covariances)[:, :2, :2]):
@@ -265,9 +293,11 @@ def compute_metrics(track, converge_m=TIGHT_M, converge_updates=5):
         'rpe_rmse_m': rpe_rmse,
         'success_rate': float(np.mean(err_xy < SUCCESS_M)),
         'success_rate_tight': float(np.mean(err_xy < TIGHT_M)),
+        **chance,
         'success_threshold_m': SUCCESS_M, 'tight_threshold_m': TIGHT_M,
         'time_to_converge_s': (None if converged_at is None
                                else float(stamps[converged_at] - stamps[0])),
+        'converged_share_final': float(np.mean(final < converge_m)),
         'final_error_m': float(err_xy[-1]), 'final_yaw_error_deg': math.degrees(err_yaw[-1]),
         'median_error_after_convergence_m': (None if converged_at is None else
                                              float(np.median(err_xy[converged_at:]))),

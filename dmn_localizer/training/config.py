@@ -11,7 +11,8 @@ BELIEFS = ('tracking', 'global')
 
 @dataclass
 class TrainConfig:
-    # --- data: dataset folders written by `dmn-localizer simulate` (relative to the cwd)
+    # --- data: dataset folders written by `dmn-localizer simulate` or `dataset-from-bags`
+    # (relative to the cwd); a list of folders trains (validates) on all of them
     train_data: str = 'data/mazes/train'
     val_data: str = 'data/mazes/val'
     # contexts requested per episode from the dataset; each batch picks N of them

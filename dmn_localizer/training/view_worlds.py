@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dmn_localizer.data.column_depth import column_depths
-from dmn_localizer.data.dataset import open_dataset
+from dmn_localizer.data.dataset import open_dataset, SIZE_KEYS
 from dmn_localizer.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -37,10 +37,14 @@ class ViewWorlds:
 
 
 def load_view_worlds(path, columns, max_worlds=None, progress=True):
-    """Every world of the dataset at ``path`` (at most ``max_worlds``) with the true depth of
-    ``columns`` columns per view."""
+    """Every world of the dataset at ``path`` (a directory or a list of them; at most
+    ``max_worlds``) with the true depth of ``columns`` columns per view."""
     ds = open_dataset(path)
     m = ds.manifest
+    sizes = {tuple(int(shard.get('sizes', m)[k]) for k in SIZE_KEYS) for shard in m['shards']}
+    if len(sizes) > 1:
+        raise UserError(f'{ds.path}: the view_pairs recipe combines datasets of one '
+                        f'{"/".join(SIZE_KEYS)} only; these have {sorted(sizes)}')
     camera = m.get('camera') or {}
     if 'hfov_deg' not in camera:
         raise UserError(f'{path}: the manifest records no camera field of view')

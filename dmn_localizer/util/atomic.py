@@ -34,14 +34,18 @@ def atomic_path(path):
 
 @contextlib.contextmanager
 def atomic_directory(path):
-    """Yield a temporary directory path (not yet created) beside ``path``; on success it is
-    renamed to ``path`` (which must not exist), on failure removed: an interrupted writer of a
-    multi-file output (a rosbag2 bag) leaves nothing at ``path``."""
+    """Yield a temporary directory path (not yet created) with the same name as ``path``,
+    inside a hidden folder beside it; on success it is renamed to ``path`` (which must not
+    exist), on failure removed: an interrupted writer of a multi-file output (a rosbag2 bag)
+    leaves nothing at ``path``. Writers that name their files after the directory (rosbag2:
+    ``NAME/NAME_0.mcap``, referenced by ``metadata.yaml``) see the final name."""
     import shutil
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f'.{path.name}.{os.getpid()}.partial'
-    shutil.rmtree(tmp, ignore_errors=True)
+    holder = path.parent / f'.{path.name}.{os.getpid()}.partial'
+    shutil.rmtree(holder, ignore_errors=True)
+    holder.mkdir()
+    tmp = holder / path.name
     try:
         yield tmp
         for root, _, files in os.walk(tmp):
@@ -51,7 +55,7 @@ def atomic_directory(path):
         os.rename(tmp, path)
         _fsync_dir(path.parent)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(holder, ignore_errors=True)
 
 
 def _fsync_dir(directory):
