@@ -84,6 +84,10 @@ class LocalizerConfig:
     # inputs
     image_topic: str = param('camera/image_raw', 'Camera topic')
     image_transport: str = param('raw', "'raw' (sensor_msgs/Image) or 'compressed'")
+    camera_info_topic: str = param('camera/camera_info', 'sensor_msgs/CameraInfo topic: its '
+                                   'field of view is given to models that use the camera '
+                                   'geometry (aligned); a model trained with another camera '
+                                   'gets one warning')
     odom_topic: str = param('odom', 'nav_msgs/Odometry topic giving odom -> base')
     initial_pose_topic: str = param('initialpose', 'Initial pose (RViz 2D Pose Estimate)')
     camera_offset_x: float = param(0.0, 'Camera position in base frame, x (m)', -10.0, 10.0)

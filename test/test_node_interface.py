@@ -333,3 +333,42 @@ def test_last_pose_kept_across_restarts(ros_env, ros_peer, model_and_map, world,
 
     k, _ = run('always_reset_initial_pose:=true')
     assert k == 300
+
+
+def test_camera_info_reaches_the_model(context, files, tmp_path):
+    """camera_info's field of view is given to an aligned model; a DMN trained with another
+    camera gets one warning (issue 22: intrinsics from camera_info reach the model)."""
+    import math
+
+    import torch
+    from sensor_msgs.msg import CameraInfo
+
+    from dmn_localizer.model import build_model, DMNConfig, save_model
+
+    def info(width, hfov_deg):
+        fx = width / 2 / math.tan(math.radians(hfov_deg) / 2)
+        c = width / 2
+        return CameraInfo(width=width, height=width, k=[fx, 0.0, c, 0.0, fx, c, 0.0, 0.0, 1.0])
+    torch.manual_seed(0)
+    save_model(build_model(DMNConfig(architecture='aligned', hfov_deg=90.0)),
+               tmp_path / 'aligned.safetensors')
+    save_model(build_model(DMNConfig()), tmp_path / 'dmn.safetensors',
+               metadata={'train_data': {'domain': 'mazes'}})
+    node = localizer(context, files, model=str(tmp_path / 'aligned.safetensors'))
+    try:
+        on_info = subscription_callback(node, CameraInfo)
+        on_info(info(64, 60.0))
+        assert node.localizer.model.hfov_deg == pytest.approx(60.0)
+        on_info(CameraInfo(width=64))   # no intrinsics (fx 0): rejected
+        assert node.localizer.model.hfov_deg == pytest.approx(60.0)
+        assert len(node.log.messages('warning', 'must be positive')) == 1
+    finally:
+        node.destroy_node()
+    node = localizer(context, files, model=str(tmp_path / 'dmn.safetensors'))
+    try:
+        on_info = subscription_callback(node, CameraInfo)
+        for _ in range(3):
+            on_info(info(640, 60.0))
+        assert len(node.log.messages('warning', 'trained with 90.0 deg')) == 1
+    finally:
+        node.destroy_node()

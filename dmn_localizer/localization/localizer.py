@@ -53,7 +53,8 @@ from dmn_localizer.filter.particle_filter import (effective_sample_size, normali
                                                   systematic_resample, transition,
                                                   weighted_mean, covariance)
 from dmn_localizer.geometry import compose
-from dmn_localizer.model.nearest import nearest_context_index
+from dmn_localizer.localization.camera import apply_camera, hfov_from_intrinsics
+from dmn_localizer.model.nearest import log_likelihood_nearest, nearest_context_index
 from dmn_localizer.model.preprocess import images_to_tensor
 
 logger = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ class Localizer:
                                'camera geometry', model.config.architecture)
             else:
                 model.set_camera(config.camera_hfov_deg)
+        self.camera_hfov_deg = None   # the camera's, once camera intrinsics were given
         self.generator = torch.Generator().manual_seed(seed)
         self.base_from_camera = torch.tensor(base_from_camera, dtype=torch.float32)
         self.chunk = chunk
@@ -391,15 +393,23 @@ class Localizer:
         its M nearest contexts (x-y distance): the per-particle cost no longer grows with the
         map, and the attention sees as many contexts as in training.
         """
-        m = self.config.nearest_contexts
-        ms = self.map_state
         # the map size is the localizer's own count: the map state may be any observation
         # model's (the tests' synthetic models keep an opaque one)
-        if m <= 0 or self.map_size <= m:  # every particle attends to every context
-            chunk = max(1, self.chunk // self.map_size)
-            return self.model.log_likelihood(ms, query, cam, chunk=chunk)
-        index = nearest_context_index(ms.poses[0], cam[0], m)                 # (K, M)
-        return self.model.log_likelihood_selected(ms, query, cam, index)
+        return log_likelihood_nearest(self.model, self.map_state, query, cam,
+                                      self.config.nearest_contexts,
+                                      chunk=max(1, self.chunk // self.map_size),
+                                      n_contexts=self.map_size)
+
+    def set_camera_intrinsics(self, width, fx):
+        """The camera's intrinsics (image width and focal length, pixels, e.g. from
+        ``camera_info``): a model that uses the camera geometry is told its field of view
+        (unless ``camera_hfov_deg`` sets it), a model trained with another camera is reported.
+        Returns a one-line warning or None; ValueError for intrinsics that are not positive."""
+        hfov = hfov_from_intrinsics(width, fx)
+        if self.camera_hfov_deg is not None and abs(hfov - self.camera_hfov_deg) < 1e-6:
+            return None
+        self.camera_hfov_deg = hfov
+        return apply_camera(self.model, hfov, self.config.camera_hfov_deg)[1]
 
     def _predict(self, delta):
         d = float(math.hypot(delta[0], delta[1]))

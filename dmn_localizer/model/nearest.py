@@ -15,14 +15,15 @@ def nearest_context_index(context_poses, particles, m):
                       for part in particles.split(NEAREST_SEARCH_CHUNK)])
 
 
-def log_likelihood_nearest(model, map_state, query, particles, m, chunk=None):
+def log_likelihood_nearest(model, map_state, query, particles, m, chunk=None, n_contexts=None):
     """Log-likelihoods (B, K) of ``model`` (a :class:`DMN`) when each particle attends only to
     its ``m`` nearest contexts (:func:`nearest_context_index`), as the localizer runs on large
     maps; with ``m`` <= 0 or a map of at most ``m`` contexts, ``model.log_likelihood`` over
     all of them (``chunk`` as there; with ``m`` <= 0 any observation model serves, the
-    paper's baselines included). B maps and queries, particles (B, K, 3)."""
+    paper's baselines included). B maps and queries, particles (B, K, 3). ``n_contexts``: the
+    map's context count when the caller knows it (a map state need not expose poses)."""
     # m first: the baselines' map states have no poses
-    if m <= 0 or map_state.poses.shape[1] <= m:
+    if m <= 0 or (n_contexts if n_contexts is not None else map_state.poses.shape[1]) <= m:
         return model.log_likelihood(map_state, query, particles, chunk=chunk)
     out = []
     for b in range(particles.shape[0]):

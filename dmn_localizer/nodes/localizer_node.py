@@ -34,6 +34,8 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import (PoseArray, PoseWithCovarianceStamped, TransformStamped)
 from nav_msgs.msg import Odometry
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo
 from std_srvs.srv import Empty, Trigger
 from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import Marker, MarkerArray
@@ -137,6 +139,8 @@ class LocalizerNode(ManagedNode):
         self.owned(subscribe_images(self, cfg.image_topic, cfg.image_transport, cfg.image_size,
                                     self.on_image, frame_id=cfg.camera_frame_id))
         self.owned(self.create_subscription(Odometry, cfg.odom_topic, self.on_odom, RELIABLE))
+        self.owned(self.create_subscription(CameraInfo, cfg.camera_info_topic,
+                                            self.on_camera_info, qos_profile_sensor_data))
         self.owned(self.create_subscription(PoseWithCovarianceStamped, cfg.initial_pose_topic,
                                             self.on_initial_pose, RELIABLE))
         # AMCL's services (relative names). AMCL's set_initial_pose (nav2_msgs/SetInitialPose)
@@ -279,6 +283,17 @@ class LocalizerNode(ManagedNode):
         return response
 
     # ------------------------------------------------------------------ inputs
+    def on_camera_info(self, msg):
+        if not self.active or self.localizer is None:
+            return
+        try:
+            message = self.localizer.set_camera_intrinsics(msg.width, msg.k[0])
+        except ValueError as exc:
+            warn(self, f'{self.config.camera_info_topic}: {exc}', throttle_duration_sec=30.0)
+            return
+        if message:
+            self.get_logger().warning(message)
+
     def on_odom(self, msg):
         if not self.active:
             return
