@@ -340,3 +340,17 @@ def test_bad_arguments_one_line_exit_2(data, tmp_path):
         assert expected in stderr, (expected, stderr)
         assert 'Traceback' not in stderr
     assert not (tmp_path / 'out').exists()
+
+
+def test_camera_info_of_the_bag_reaches_the_model(data, tmp_path):
+    """The bag's camera_info (the simulated 90 deg camera) is what an aligned model trained
+    for a 75 deg camera is told."""
+    import dmn_localizer.replay.offline as core
+    from dmn_localizer.model import build_model
+    stream = core.read_stream(data[2], core.Topics(), 32)
+    assert stream.camera_intrinsics == (32, pytest.approx(16.0))    # 90 deg at 32 px
+    torch.manual_seed(0)
+    model = tmp_path / 'aligned.safetensors'
+    save_model(build_model(DMNConfig(architecture='aligned', hfov_deg=75.0)), model)
+    metrics, _ = replay(replay_args(data, tmp_path / 'out', model=model), quiet=True)
+    assert metrics['camera_hfov_deg'] == pytest.approx(90.0)

@@ -85,6 +85,22 @@ def _rotation(x, y, z, w):
                      [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
 
 
+def camera_intrinsics(reader, image_topic):
+    """``(width, fx)`` of the first ``sensor_msgs/CameraInfo`` beside ``image_topic`` (the
+    ``camera_info`` topic of the same namespace, as image_transport pairs them), or None when
+    the bag has none or it is unreadable."""
+    info_topic = image_topic.rsplit('/', 1)[0] + '/camera_info'
+    conns = [c for c in reader.connections
+             if c.topic == info_topic and c.msgtype == M.CAMERA_INFO]
+    for conn, _, data in reader.messages(connections=conns):
+        try:
+            msg = reader.deserialize(data, conn.msgtype)
+            return int(msg.width), float(msg.k[0])
+        except Exception:
+            return None
+    return None
+
+
 def camera_mounting(reader, image_topic, base_frame=BASE_FRAME, where=''):
     """``base_from_camera`` (x, y, yaw) of an opened bag from its ``/tf_static`` chain from
     ``base_frame`` to the frame of the first image on ``image_topic``, or None when the bag has

@@ -2,10 +2,13 @@
 the same core the node uses (or, with ``--live``, through the real localizer node over DDS),
 and write metrics.json, TUM trajectories and PNG plots."""
 import json
+import logging
 import math
 from pathlib import Path
 
 from dmn_localizer.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 HELP = 'Localize over a bag (map from another bag or a map file) and score it.'
 
@@ -104,6 +107,13 @@ def replay(args, quiet=False):
             policy=update_policy(args), sigma=sigma)
     else:
         loc = Localizer(model, cfg, device, seed=args.seed, base_from_camera=mounting)
+        if stream.camera_intrinsics is not None:
+            try:
+                warning = loc.set_camera_intrinsics(*stream.camera_intrinsics)
+            except ValueError as exc:
+                warning = f'{args.bag}: {exc}'
+            if warning:
+                logger.warning(warning)
         loc.set_map(view_map)
         track = core.localize(loc, stream, args.mode, progress=not quiet, sigma=sigma)
         extra = {'precision': cfg.precision, 'nearest_contexts': cfg.nearest_contexts,
@@ -112,6 +122,8 @@ def replay(args, quiet=False):
     metrics = core.compute_metrics(track, map_xy=view_map.poses[:, :2])
     metrics.update(mode=args.mode, particles=k, map_contexts=len(view_map),
                    base_from_camera=[float(v) for v in mounting],
+                   **({'camera_hfov_deg': model.hfov_deg} if hasattr(model, 'hfov_deg')
+                      else {}),
                    update_min_d=cfg.update_min_d, update_min_a=cfg.update_min_a,
                    **({'init_spread': [float(sigma[0]), math.degrees(sigma[2])]}
                       if args.mode == 'tracking' else {}),

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from dmn_localizer.bags import messages as M
-from dmn_localizer.bags.read import (BASE_FRAME, camera_mounting, decode_image, IMAGE_TYPES,
-                                     open_bag, POSE_TYPES, read_pairs)
+from dmn_localizer.bags.read import (BASE_FRAME, camera_intrinsics, camera_mounting,
+                                     decode_image, IMAGE_TYPES, open_bag, POSE_TYPES,
+                                     read_pairs)
 from dmn_localizer.data.dataset import TRACKING_SIGMA
 from dmn_localizer.errors import UserError
 from dmn_localizer.geometry import quaternion_to_yaw, wrap_angle
@@ -68,6 +69,7 @@ class Stream:
     image_type: str = M.IMAGE      # message type of the image topic (raw or compressed)
     odom_type: str = M.ODOMETRY    # message type of the odometry topic
     base_from_camera: np.ndarray = None   # the camera mounting from /tf_static (None: none)
+    camera_intrinsics: tuple = None       # (width, fx) from camera_info (None: none)
 
 
 def _check_topics(bag, conns, topics):
@@ -135,6 +137,7 @@ def read_stream(bag, topics, image_size):
                 data[kind][0].append(stamp)
                 data[kind][1].append(value)
         mounting = camera_mounting(reader, topics.image, base_frame, where=bag)
+        intrinsics = camera_intrinsics(reader, topics.image)
     finally:
         reader.close()
     arr = {k: (np.asarray(s), np.asarray(v)) for k, (s, v) in data.items()}
@@ -144,7 +147,8 @@ def read_stream(bag, topics, image_size):
             raise UserError(f'{bag}: no usable {k} messages')
     return Stream(arr['image'][0], arr['image'][1].astype(np.uint8), *arr['odom'],
                   *arr['truth'], counts=counts, image_type=conns[topics.image].msgtype,
-                  odom_type=conns[topics.odom].msgtype, base_from_camera=mounting)
+                  odom_type=conns[topics.odom].msgtype, base_from_camera=mounting,
+                  camera_intrinsics=intrinsics)
 
 
 @dataclass
