@@ -249,7 +249,7 @@ def test_tiny_training_lowers_the_loss(tiny_data, architecture):
     p0 = initial_particles(b, 8, torch.Generator().manual_seed(0), init_std=(6.0, 30.0))
     model = _model(architecture)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    fcfg = FilterConfig(resample='soft', soft_alpha=0.5, resample_ess_fraction=1.0)
+    fcfg = FilterConfig(resample='soft', soft_alpha=0.5, resample_ess_ratio=1.0)
     dense = None if architecture == 'regression' else (3.0, 0.5)
 
     def loss():

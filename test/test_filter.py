@@ -96,7 +96,7 @@ def test_transition_and_sampling():
 
 def test_particle_filter_class():
     g = torch.Generator().manual_seed(0)
-    pf = ParticleFilter(FilterConfig(resample='systematic', resample_ess_fraction=0.5),
+    pf = ParticleFilter(FilterConfig(resample='systematic', resample_ess_ratio=0.5),
                         sample_uniform(2, 100, 40.0, g), generator=g)
     assert torch.allclose(pf.ess(), torch.tensor([100.0, 100.0]))
     ll = torch.zeros(2, 100)

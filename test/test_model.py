@@ -226,7 +226,7 @@ def test_gradients_reach_every_parameter_through_soft_resampling():
     ci, cp, qi, _ = _inputs(B, N, K, 16)
     truth = torch.tensor([[10.0, 10.0, 0.1], [30.0, 5.0, -2.0]])
     g = torch.Generator().manual_seed(0)
-    pf = ParticleFilter(FilterConfig(resample='soft', soft_alpha=0.5, resample_ess_fraction=1.0),
+    pf = ParticleFilter(FilterConfig(resample='soft', soft_alpha=0.5, resample_ess_ratio=1.0),
                         truth[:, None] + torch.randn(B, K, 3, generator=g), generator=g)
     m = model.build_map(ci, cp)
     loss = 0

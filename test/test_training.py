@@ -171,7 +171,7 @@ def test_tiny_training_lowers_loss(tiny_data):
     p0 = initial_particles(b, 8, g, init_std=(6.0, 30.0))
     model = DMN(DMNConfig(image_size=16))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    fcfg = FilterConfig(resample='soft', soft_alpha=0.5, resample_ess_fraction=1.0)
+    fcfg = FilterConfig(resample='soft', soft_alpha=0.5, resample_ess_ratio=1.0)
 
     def loss_at(seed):
         r = rollout(model, b, p0, fcfg, torch.Generator().manual_seed(seed),

@@ -114,7 +114,7 @@ class EvalConfig:
     tracking_perturb_mean: bool = True
     success_m: float = SUCCESS_M
     transition_std: tuple = (0.5, 0.5, 5.0)   # metres, metres, degrees per step
-    resample_ess_fraction: float = 0.5
+    resample_ess_ratio: float = 0.5
     seed: int = 0
     # B * K * N particle-context pairs evaluated at once: small chunks stay in cache (on 2
     # CPU cores 512 was ~1.6x faster than 8192 at K = 2048)
@@ -141,7 +141,7 @@ def load_episodes(dataset, n, n_contexts, steps, seed):
 def _filter_config(cfg):
     s = cfg.transition_std
     return FilterConfig(transition_std=(s[0], s[1], math.radians(s[2])), resample='systematic',
-                        resample_ess_fraction=cfg.resample_ess_fraction)
+                        resample_ess_ratio=cfg.resample_ess_ratio)
 
 
 def _initial(batch, mode, k, cfg, gen):

@@ -23,13 +23,17 @@ class FilterConfig:
     # Std of the noise added to the egomotion of each particle per step (in the frame of the
     # previous pose): metres along x, metres along y, radians of yaw.
     transition_std: tuple = (0.5, 0.5, math.radians(5.0))
+    # Noise that grows with the motion (the localizer's odometry model): x and y std of
+    # motion_noise[0] per metre travelled, yaw std of motion_noise[1] per radian turned plus
+    # metre travelled; combined with transition_std as independent noise (root sum square).
+    motion_noise: tuple = (0.0, 0.0)
     # 'systematic' (inference: low variance, no gradient), 'soft' (training: PF-net soft
     # resampling, gradients flow through the weights), 'none'.
     resample: str = 'systematic'
     # Soft resampling mixes the weights with a uniform: q = alpha w + (1 - alpha) / K.
     soft_alpha: float = 0.5
     # Resample only when ESS < this fraction of K (1.0: every step; 0: never).
-    resample_ess_fraction: float = 0.5
+    resample_ess_ratio: float = 0.5
 
     def __post_init__(self):
         if self.resample not in RESAMPLE_MODES:
@@ -39,6 +43,9 @@ class FilterConfig:
         self.transition_std = tuple(float(s) for s in self.transition_std)
         if len(self.transition_std) != 3 or min(self.transition_std) < 0:
             raise ValueError('transition_std must be three non-negative numbers')
+        self.motion_noise = tuple(float(s) for s in self.motion_noise)
+        if len(self.motion_noise) != 2 or min(self.motion_noise) < 0:
+            raise ValueError('motion_noise must be two non-negative numbers')
 
 
 def normalize_log_weights(log_w):
@@ -119,11 +126,24 @@ def soft_resample(particles, log_w, alpha, generator=None):
     return new, normalize_log_weights(new_lw)
 
 
+def motion_std(odometry, transition_std, motion_noise):
+    """The transition noise std (B, 3) on (dx, dy, dyaw) for egomotion ``odometry`` (B, 3):
+    the fixed ``transition_std`` and the motion-proportional ``motion_noise`` (see
+    :class:`FilterConfig`), root sum square."""
+    d = torch.linalg.vector_norm(odometry[:, :2], dim=-1)
+    grow = torch.stack([motion_noise[0] * d, motion_noise[0] * d,
+                        motion_noise[1] * (odometry[:, 2].abs() + d)], -1)
+    return torch.sqrt(odometry.new_tensor(transition_std) ** 2 + grow ** 2)
+
+
 def transition(particles, odometry, std, generator=None):
     """Move particles by the egomotion plus noise: particles (B, K, 3), odometry (B, 3) = new
-    pose in the frame of the previous one; std (3,) per-step noise on (dx, dy, dyaw)."""
+    pose in the frame of the previous one; std (3,) or (B, 3) per-step noise on (dx, dy,
+    dyaw)."""
     noise = torch.randn(particles.shape, generator=generator, device='cpu')
-    noise = noise.to(particles.device, particles.dtype) * particles.new_tensor(std)
+    std = torch.as_tensor(std, dtype=particles.dtype, device=particles.device)
+    std = std[:, None, :] if std.dim() == 2 else std
+    noise = noise.to(particles.device, particles.dtype) * std
     return compose(particles, odometry[:, None, :].to(particles.dtype) + noise)
 
 
@@ -166,9 +186,12 @@ class ParticleFilter:
         return self.particles.shape[1]
 
     def predict(self, odometry):
-        """Apply egomotion (B, 3) with the configured noise."""
-        self.particles = transition(self.particles, odometry, self.config.transition_std,
-                                    self.generator)
+        """Apply egomotion (B, 3) with the configured noise (:func:`motion_std`)."""
+        c = self.config
+        std = (c.transition_std if not any(c.motion_noise)
+               else motion_std(odometry.to(self.particles.dtype), c.transition_std,
+                               c.motion_noise))
+        self.particles = transition(self.particles, odometry, std, self.generator)
 
     def update(self, log_likelihood):
         """log w <- log w + log-likelihood (B, K), normalised."""
@@ -187,19 +210,20 @@ class ParticleFilter:
         return effective_sample_size(self.log_weights)
 
     def resample(self, force=False):
-        """Resample per ``config.resample`` when ESS < resample_ess_fraction * K (or force).
+        """Resample per ``config.resample`` when ESS < resample_ess_ratio * K (or force).
 
-        Filters of the batch that do not need it keep their particles.
+        Filters of the batch that do not need it keep their particles. Returns whether any
+        filter resampled.
         """
         mode = self.config.resample
         if mode == 'none':
-            return
+            return False
         K = self.num_particles
-        need = (self.ess() < self.config.resample_ess_fraction * K)
-        if force or self.config.resample_ess_fraction >= 1.0:
+        need = (self.ess() < self.config.resample_ess_ratio * K)
+        if force or self.config.resample_ess_ratio >= 1.0:
             need = torch.ones_like(need)
         if not bool(need.any()):
-            return
+            return False
         if mode == 'systematic':
             p, lw = systematic_resample(self.particles, self.log_weights, self.generator)
         else:
@@ -208,3 +232,4 @@ class ParticleFilter:
         m = need[:, None]
         self.particles = torch.where(m[..., None], p, self.particles)
         self.log_weights = torch.where(m, lw, self.log_weights)
+        return True

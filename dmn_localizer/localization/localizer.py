@@ -48,10 +48,10 @@ import numpy as np
 import torch
 
 from dmn_localizer.config import LocalizerConfig
-from dmn_localizer.filter.particle_filter import (effective_sample_size, normalize_log_weights,
-                                                  sample_gaussian, sample_uniform,
-                                                  systematic_resample, transition,
-                                                  weighted_mean, covariance)
+from dmn_localizer.filter.particle_filter import (covariance, effective_sample_size,
+                                                  FilterConfig, normalize_log_weights,
+                                                  ParticleFilter, sample_gaussian,
+                                                  sample_uniform, weighted_mean)
 from dmn_localizer.geometry import compose
 from dmn_localizer.localization.camera import apply_camera, hfov_from_intrinsics
 from dmn_localizer.model.nearest import log_likelihood_nearest, nearest_context_index
@@ -122,8 +122,7 @@ class Localizer:
         self.context_poses = None     # (N, 3) map context poses, for the outside test
         self._floor = None            # (query, no-evidence floor) of the last query
         self.bounds = None            # (x0, y0, size) of the global-localization region
-        self.particles = None         # (1, K, 3) map_from_base
-        self.log_weights = None       # (1, K)
+        self.filter = None            # the ParticleFilter (B = 1) of map_from_base poses
         self.pending = np.zeros(3)    # odometry accumulated since the last update
         self.force_next = True        # the first image after (re)initialisation is used
         self.last_stamp = None        # stamp of the last image consumed by :meth:`step`
@@ -143,7 +142,7 @@ class Localizer:
         if len(view_map) == 0:
             self.map_state, self.map_size, self.bounds = None, 0, None
             self.context_poses = None
-            self.particles = self.log_weights = self._pending_health = None
+            self.filter = self._pending_health = None
             return
         poses = torch.as_tensor(view_map.poses, dtype=torch.float32, device=self.device)[None]
         model_id = getattr(self.model, 'model_id', None)
@@ -178,9 +177,8 @@ class Localizer:
         self._set(sample_gaussian(mean, [float(s) for s in std], k, self.generator))
 
     def _set(self, particles):
-        self.particles = particles.to(self.device)
-        self.log_weights = torch.full(particles.shape[:2], -math.log(particles.shape[1]),
-                                      device=self.device)
+        self.filter = ParticleFilter(self.filter_config(), particles.to(self.device),
+                                     generator=self.generator)
         self.pending[:] = 0.0
         self.force_next = True
         self.health.collapsed = 0
@@ -258,11 +256,9 @@ class Localizer:
         belief = None  # the belief's log mean likelihood; None: no usable evidence
         if bool(torch.isfinite(ll).any()):
             belief = torch.logsumexp(self.log_weights + ll, -1)[0]
-            self.log_weights = normalize_log_weights(self.log_weights + ll)
-            if self.ess() < self.config.resample_ess_ratio * k:
-                self.particles, self.log_weights = systematic_resample(
-                    self.particles, self.log_weights, self.generator)
-                resampled = True
+            self.filter.update(ll)
+            self.filter.config = self.filter_config()
+            resampled = self.filter.resample()
         report = UpdateReport(True, self.ess(), resampled, float(ll.max()))
         self._pending_health = (report, belief, reference, ref_ll, query)
         if not defer_health:
@@ -411,13 +407,37 @@ class Localizer:
         self.camera_hfov_deg = hfov
         return apply_camera(self.model, hfov, self.config.camera_hfov_deg)[1]
 
-    def _predict(self, delta):
-        d = float(math.hypot(delta[0], delta[1]))
+    def filter_config(self):
+        """The particle filter's settings from the localizer's (read at every use: parameters
+        may change at run time): noise proportional to the motion, systematic resampling
+        when ESS < resample_ess_ratio * K."""
         c = self.config
-        std = (c.motion_noise_xy * d, c.motion_noise_xy * d,
-               c.motion_noise_yaw * (abs(float(delta[2])) + d))
-        odo = torch.as_tensor(delta, dtype=torch.float32, device=self.device)[None]
-        self.particles = transition(self.particles, odo, std, self.generator)
+        return FilterConfig(transition_std=(0.0, 0.0, 0.0),
+                            motion_noise=(c.motion_noise_xy, c.motion_noise_yaw),
+                            resample='systematic', resample_ess_ratio=c.resample_ess_ratio)
+
+    @property
+    def particles(self):
+        """(1, K, 3) map_from_base poses (None before a belief is set)."""
+        return None if self.filter is None else self.filter.particles
+
+    @particles.setter
+    def particles(self, value):
+        self.filter.particles = value
+
+    @property
+    def log_weights(self):
+        """(1, K) normalised log-weights (None before a belief is set)."""
+        return None if self.filter is None else self.filter.log_weights
+
+    @log_weights.setter
+    def log_weights(self, value):
+        self.filter.log_weights = value
+
+    def _predict(self, delta):
+        self.filter.config = self.filter_config()
+        self.filter.predict(torch.as_tensor(delta, dtype=torch.float32,
+                                            device=self.device)[None])
 
     def _inject_random(self, share):
         """Replace a share of the particles by uniform ones (recovery from a wrong belief)."""

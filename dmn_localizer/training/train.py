@@ -124,7 +124,7 @@ def schedule(cfg: TrainConfig, step):
 def _filter_config(cfg):
     s = cfg.transition_std
     return FilterConfig(transition_std=(s[0], s[1], math.radians(s[2])), resample='soft',
-                        soft_alpha=cfg.soft_alpha, resample_ess_fraction=1.0)
+                        soft_alpha=cfg.soft_alpha, resample_ess_ratio=1.0)
 
 
 def _dense_kernel(cfg):
