@@ -25,6 +25,7 @@ COMMANDS = {
     'simulate-bag': 'simulate_bag',
     'dataset-from-bags': 'dataset_from_bags',
     'train': 'train',
+    'finetune': 'finetune',
     'eval': 'evaluate',
     'bench': 'bench',
     'replay': 'replay',

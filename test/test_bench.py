@@ -36,6 +36,8 @@ def model():
 
 
 def _localizer(model, ctx_images, ctx_poses, m, chunk=1024):
+    """A localizer whose model scoring path (model_log_likelihood, as the bench times it) the
+    tests compare; its outside-the-map rule is test_outside_map.py's."""
     loc = Localizer(model, LocalizerConfig(nearest_contexts=m), 'cpu', chunk=chunk)
     loc.set_map(ViewMap(images=ctx_images, poses=ctx_poses))
     return loc
@@ -46,9 +48,9 @@ def test_nearest_m_equals_all_contexts_when_m_covers_the_map(model):
     ci, cp, q, p = make_inputs(16, 5, 9, seed=1)
     query = model.encode_query(images_to_tensor(q[None]))
     cam = torch.as_tensor(p)[None]
-    full = _localizer(model, ci, cp, 0).log_likelihood(query, cam)
+    full = _localizer(model, ci, cp, 0).model_log_likelihood(query, cam)
     for m in (5, 8):
-        near = _localizer(model, ci, cp, m, chunk=4).log_likelihood(query, cam)
+        near = _localizer(model, ci, cp, m, chunk=4).model_log_likelihood(query, cam)
         assert (near - full).abs().max().item() < 1e-5
 
 
@@ -59,7 +61,7 @@ def test_nearest_m_equals_reference_on_the_selected_contexts(model):
     loc = _localizer(model, ci, cp, m, chunk=6)     # 2 particles per chunk: chunk edges too
     query = model.encode_query(images_to_tensor(q[None]))
     cam = torch.as_tensor(p)[None]
-    near = loc.log_likelihood(query, cam)[0]
+    near = loc.model_log_likelihood(query, cam)[0]
     qi = images_to_tensor(q[None])
     for j in range(k):
         d = np.hypot(cp[:, 0] - p[j, 0], cp[:, 1] - p[j, 1])
@@ -70,7 +72,7 @@ def test_nearest_m_equals_reference_on_the_selected_contexts(model):
             qi, cam[:, j:j + 1])
         assert abs(near[j].item() - ref.item()) < 1e-4
     # and they differ from attending to all contexts (the selection matters)
-    full = _localizer(model, ci, cp, 0).log_likelihood(query, cam)[0]
+    full = _localizer(model, ci, cp, 0).model_log_likelihood(query, cam)[0]
     assert (near - full).abs().max().item() > 1e-3
 
 

@@ -74,8 +74,8 @@ ORACLE_COLLAPSE_SCORE = 0.85
 
 
 def make(oracle=None, **overrides):
-    # the oracle scores every pose; the map's four corner contexts only set the global
-    # region, so the outside-the-map floor (max_context_distance) is off
+    # the oracle scores every pose, and its map's four corner markers are not views: the
+    # outside-the-map floor (max_context_distance) would cover most of the square
     cfg = LocalizerConfig(**{'num_particles': 256, 'global_num_particles': 2048,
                              'health_samples': 64, 'collapse_score': ORACLE_COLLAPSE_SCORE,
                              'max_context_distance': 0.0, **overrides})

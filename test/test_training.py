@@ -278,6 +278,19 @@ def test_train_on_several_folders(tiny_data, tmp_path):
     assert (tmp_path / 'b' / 'final.safetensors').exists()
 
 
+def test_time_budget_ends_the_run_with_a_validation(tiny_data, tmp_path):
+    """max_minutes stops training (well before max_steps) with a last validation, and the
+    best and final models are written."""
+    import csv
+    s = train(_cfg(tiny_data, max_steps=10**6, val_every=10**6, max_minutes=0.002),
+              tmp_path / 'a', progress=False)
+    assert 0 < s['steps'] < 10**6
+    with open(tmp_path / 'a' / 'val_log.csv', newline='') as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r['step']) for r in rows] == [0, s['steps']]
+    assert (tmp_path / 'a' / 'final.safetensors').exists()
+
+
 def test_config_files(tmp_path):
     from pathlib import Path
     repo = Path(__file__).resolve().parents[1]

@@ -173,7 +173,9 @@ class _Update:
                                                     particles[:, i:i + self.chunk])
                 for i in range(0, particles.shape[1], self.chunk)], dim=1)
         q = self.model.encode_query(self.images_to_tensor(self.query[None], self.dev))
-        return self.loc.log_likelihood(q, particles)
+        # the model's scoring: the outside-the-map rule would skip the bench's random
+        # particles far from its contexts and time less work
+        return self.loc.model_log_likelihood(q, particles)
 
     def timed(self, fn, *a):
         self.sync()

@@ -31,7 +31,7 @@ def add_arguments(parser):
                         help='override init_from: start from this model\'s weights (same '
                              'architecture; a fresh optimizer)')
     parser.add_argument('--max-minutes', type=float,
-                        help='view_pairs recipe: stop after this many minutes (0: no limit)')
+                        help='stop after this many minutes of training (0: no limit)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
 
 
@@ -50,7 +50,8 @@ def run(args):
                                    ('threads', args.threads),
                                    ('train_data', args.train_data),
                                    ('val_data', args.val_data),
-                                   ('init_from', args.init_from)) if v is not None}
+                                   ('init_from', args.init_from),
+                                   ('max_minutes', args.max_minutes)) if v is not None}
     cfg = load_train_config(args.config, overrides)
     if cfg.max_steps < 0:
         raise UserError('--max-steps must be >= 0')

@@ -189,14 +189,15 @@ def build_from_bags(groups, image_topic, pose_topic, out, image_size=32, context
                                areas=len(found),
                                suspected_mixing=[[os.path.abspath(a), os.path.abspath(b),
                                                   round(r, 3)] for a, b, r in suspects]))
-        if not found:
-            log.warning('group %s: no 40 m x 40 m area holds %d image-pose pairs and a run of '
-                        '%d frames (%d pairs)', name, min_pairs, trajectory_length,
-                        len(pairs.poses))
         areas += [(o, inside, win, pairs) for o, inside, win in found]
         paths += bags
     counts['areas'] = len(areas)
     counts['groups'] = len(groups)
+    for g in group_info if areas else ():   # (no area at all is an error below)
+        if not g['areas']:
+            log.warning('group %s: no 40 m x 40 m area holds %d image-pose pairs and a run of '
+                        '%d frames (%d pairs)', g['name'], min_pairs, trajectory_length,
+                        g['pairs'])
     if counts.get('pairs', 0) == 0:
         raise UserError(f'no image-pose pairs in the bags (counts: {counts})')
     if not areas:

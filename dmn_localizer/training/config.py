@@ -96,6 +96,8 @@ class TrainConfig:
     val_contexts: int = 4
     val_init_std: tuple = (6.0, 30.0)            # paper protocol: one-step tracking
     patience: int = 20                           # validations without improvement -> stop
+    max_minutes: float = 0.0                     # stop after this much training (0: no limit);
+    #                                              a validation and checkpoint end the run
     log_every: int = 50
 
     def __post_init__(self):

@@ -518,7 +518,9 @@ def _train(cfg: TrainConfig, out_dir, resume, train_dataset, val_dataset, progre
                               'samples_per_s': f'{window_n / max(now - window_t, 1e-9):.4g}',
                               'elapsed_s': f'{now - t0:.1f}'})
             window_t, window_n = now, 0
-        if step % cfg.val_every == 0 or step == cfg.max_steps:
+        out_of_time = group.broadcast_flag(
+            cfg.max_minutes > 0 and time.monotonic() - t0 >= 60.0 * cfg.max_minutes)
+        if step % cfg.val_every == 0 or step == cfg.max_steps or out_of_time:
             if group.main:
                 run_validation()
                 _save_checkpoint(out, model, opt, step, best, bad, rng, gen, stream, cfg)
@@ -527,6 +529,9 @@ def _train(cfg: TrainConfig, out_dir, resume, train_dataset, val_dataset, progre
                             bad)
                 stopped_early = True
                 break
+        if out_of_time:
+            logger.info('time budget of %g min reached at step %d', cfg.max_minutes, step)
+            break
     if bar is not None:
         bar.close()
     if not group.main:

@@ -1,0 +1,63 @@
+"""``dmn-localizer finetune``: from a user's recordings to a model for their places.
+
+Thin wrapper over :func:`dmn_localizer.training.finetune.finetune` (see it for the outputs).
+"""
+import os
+
+from dmn_localizer.errors import UserError
+
+HELP = ('Fine-tune the model on your own recordings (image + pose bags of several places) '
+        'for a time budget; writes the model and a card comparing it with the zero-shot one.')
+
+
+def add_arguments(parser):
+    parser.add_argument('bags', nargs='*', metavar='BAG',
+                        help='rosbag2 directories, each its own place (a folder of bags: one '
+                        'place)')
+    parser.add_argument('--group', action='append', default=[], metavar='NAME=BAG[,BAG...]',
+                        help='bags recorded in one map frame (one place); repeat per place')
+    parser.add_argument('--image-topic', required=True)
+    parser.add_argument('--pose-topic', required=True,
+                        help='PoseStamped, PoseWithCovarianceStamped or Odometry')
+    parser.add_argument('--out', required=True, help='output directory (new or empty)')
+    parser.add_argument('--from', dest='model', metavar='MODEL',
+                        help='model to start from (default: the shipped DMN)')
+    parser.add_argument('--minutes', type=float, default=60.0,
+                        help='training time budget (default 60)')
+    parser.add_argument('--val-share', type=float, default=0.25,
+                        help='share of the places kept apart for validation (at least one)')
+    parser.add_argument('--episodes', type=int, default=64,
+                        help='validation episodes of the zero-shot and fine-tuned evaluation')
+    parser.add_argument('--max-steps', type=int, help='stop after this many steps as well')
+    parser.add_argument('--threads', type=int, help='torch CPU threads')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+
+
+def run(args):
+    from dmn_localizer.commands.dataset_from_bags import parse_groups
+    groups = parse_groups(args.bags, args.group)
+    if not args.minutes > 0:
+        raise UserError('--minutes must be > 0')
+    if not 0 < args.val_share < 1:
+        raise UserError('--val-share must be within (0, 1)')
+    if args.episodes < 2 or (args.max_steps is not None and args.max_steps < 0):
+        raise UserError('--episodes must be >= 2 and --max-steps >= 0')
+    if args.model is not None and not os.path.exists(args.model) \
+            and not os.path.exists(args.model + '.safetensors'):
+        raise UserError(f'--from {args.model}: no such model')
+    if os.path.isdir(args.out) and os.listdir(args.out):
+        raise UserError(f'{args.out}: not empty')
+    from dmn_localizer.training.finetune import finetune
+    card = finetune(groups, args.image_topic, args.pose_topic, args.out, args.model,
+                    minutes=args.minutes, val_share=args.val_share, episodes=args.episodes,
+                    seed=args.seed, max_steps=args.max_steps, threads=args.threads,
+                    progress=not args.no_progress)
+    z, f = card['zero_shot'], card['fine_tuned']
+    print(f"{card['steps']} steps in {card['wall_time_s'] / 60:.1f} min on "
+          f"{card['data']['train']['pairs']} pairs; held-out places "
+          f"{', '.join(card['val_places'])}: global success@5 {100 * z['success@5']:.1f}% -> "
+          f"{100 * f['success@5']:.1f}%, tracking rmse@5 {z['rmse@5']:.2f} -> "
+          f"{f['rmse@5']:.2f} m; {args.out}/model, card.md")
+    print(f"try it: {card['replay_command']}")
+    return 0

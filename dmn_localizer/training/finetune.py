@@ -1,0 +1,205 @@
+"""Fine-tune a DMN on a user's recordings: bags -> dataset -> training -> a model and a card.
+
+The recordings come in groups, one per place (see :mod:`dmn_localizer.data.from_bags`);
+whole places are kept apart for validation (``val_share`` of the groups, at least one), so no
+validation view is a neighbour of a training view. Both shares become datasets
+(``OUT/data/train``, ``OUT/data/val``), the model is evaluated on the validation places before
+(zero-shot) and after training with the paper's protocol (global success@5, tracking rmse@5,
+and the same with the query images of other episodes: the wrong-image twins, which show
+whether the images are used), and trained with its own recipe (the model card's training
+config; a time budget ``minutes``) in ``OUT/run``. ``OUT/model`` is the best validated model
+(also after Ctrl-C: the best one so far), ``OUT/card.json`` and ``OUT/card.md`` hold the
+figures side by side, the data counts, the wall time and the replay command to try it, and
+``OUT/curve.png`` the validation loss over training.
+"""
+import csv
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dmn_localizer.errors import UserError
+from dmn_localizer.util.atomic import write_bytes, write_json, write_text
+
+log = logging.getLogger(__name__)
+
+EVAL_KEYS = ('success@5', 'success@5_shuffled_query', 'rmse@5', 'rmse@5_shuffled_query')
+
+
+def split_groups(groups, val_share, seed=0):
+    """(train groups, validation groups): ``val_share`` of the places (at least one, at most
+    all but one), drawn with ``seed``; UserError for fewer than two places."""
+    names = sorted(groups)
+    if len(names) < 2:
+        raise UserError('finetune keeps whole places apart for validation: record at least two '
+                        'places (give each its own BAG folder or --group)')
+    n_val = min(len(names) - 1, max(1, int(round(val_share * len(names)))))
+    val = set(np.random.default_rng(seed).choice(names, n_val, replace=False).tolist())
+    return ({n: groups[n] for n in names if n not in val},
+            {n: groups[n] for n in names if n in val})
+
+
+def _dataset(groups, which, out, image_topic, pose_topic, image_size, data_kw):
+    from dmn_localizer.data.from_bags import build_from_bags
+    try:
+        return build_from_bags(groups, image_topic, pose_topic, str(out), image_size=image_size,
+                               split='train' if which == 'training' else 'val', **data_kw)
+    except UserError as exc:
+        raise UserError(f'the {which} places ({", ".join(groups)}) cannot be used: {exc}; '
+                        'record longer runs through each place (each 40 m x 40 m area needs '
+                        'its context views plus runs of consecutive pose-paired frames)') from None
+
+
+def _evaluate(model, data, episodes, seed, particles=None):
+    from dmn_localizer.data.dataset import open_dataset
+    from dmn_localizer.evaluation.protocol import EvalConfig, evaluate, load_episodes
+    cfg = EvalConfig(seed=seed, **({} if particles is None else
+                                   dict(k_global=particles[0], k_tracking=particles[1])))
+    eps = load_episodes(open_dataset(data), episodes, cfg.contexts, cfg.steps, seed)
+    r = evaluate(model, eps, ['dmn'], cfg)['dmn']
+    return dict({k: r[k] for k in EVAL_KEYS}, episodes=len(eps))
+
+
+def _copy_model(src, dst):
+    """Copy a saved model (weights + card) atomically."""
+    from dmn_localizer.model.io import model_paths
+    for a, b in zip(model_paths(src), model_paths(dst)):
+        write_bytes(b, Path(a).read_bytes())
+
+
+def _validation_rows(run):
+    path = Path(run) / 'val_log.csv'
+    if not path.exists():
+        return []
+    with open(path, newline='') as f:
+        return list(csv.DictReader(f))
+
+
+def _curve(rows, path):
+    from dmn_localizer.util.figures import figure, save_png
+    fig = figure(figsize=(6, 3.5))
+    ax = fig.add_subplot(111)
+    steps = [int(r['step']) for r in rows]
+    ax.plot(steps, [float(r['val_mse']) for r in rows], 'o-', label='validation loss')
+    ax.set_xlabel('training step')
+    ax.set_ylabel('validation MSE (held-out places)')
+    ax.legend()
+    return save_png(fig, path)
+
+
+def _card_markdown(card):
+    z, f = card['zero_shot'], card.get('fine_tuned') or {}
+    lines = ['# Fine-tuned model', '',
+             f"From `{card['from_model']}` on {card['data']['train']['pairs']} pose-paired "
+             f"images of {len(card['train_places'])} places; validation on other places "
+             f"({', '.join(card['val_places'])}; {z['episodes']} episodes). Wall time "
+             f"{card['wall_time_s'] / 60:.1f} min, {card['steps']} steps"
+             + (' (interrupted)' if card['interrupted'] else '') + '.', '',
+             '| on the held-out places | zero-shot | fine-tuned |', '|---|---|---|']
+    for key, name, pct in (('success@5', 'global success@5', True),
+                           ('success@5_shuffled_query', '... with wrong images', True),
+                           ('rmse@5', 'tracking rmse@5 (m)', False),
+                           ('rmse@5_shuffled_query', '... with wrong images (m)', False)):
+        fmt = (lambda v: f'{100 * v:.1f}%') if pct else (lambda v: f'{v:.2f}')
+        lines.append(f'| {name} | {fmt(z[key])} | '
+                     f'{fmt(f[key]) if key in f else "-"} |')
+    lines += ['', 'Try it:', '', '```', card['replay_command'], '```', '']
+    return '\n'.join(lines)
+
+
+def finetune(groups, image_topic, pose_topic, out, model_path=None, minutes=60.0,
+             val_share=0.25, episodes=64, seed=0, max_steps=None, val_every=None,
+             threads=None, progress=True, data_kw=None, eval_particles=None):
+    """Fine-tune (see the module docstring); returns the card dict.
+
+    groups: as :func:`~dmn_localizer.data.from_bags.bag_groups`; model_path: the model to
+    start from (default: the shipped one); data_kw: options of
+    :func:`~dmn_localizer.data.from_bags.build_from_bags`; max_steps, val_every, threads:
+    overrides of the model's training config; eval_particles: (K global, K tracking) of the
+    evaluations (default the protocol's 2048, 256).
+    """
+    from dmn_localizer.data.from_bags import bag_groups
+    from dmn_localizer.model.io import load_model
+    from dmn_localizer.training import train
+    from dmn_localizer.training.config import TrainConfig
+    from dmn_localizer.util.resources import default_model_path
+    t0 = time.monotonic()
+    out = Path(out)
+    model_path = str(model_path or default_model_path())
+    model = load_model(model_path, architecture='dmn')
+    base = dict(_card_metadata(model_path).get('train_config') or {})
+    if not base:
+        raise UserError(f'{model_path}: its card has no training config to fine-tune with')
+    train_groups, val_groups = split_groups(bag_groups(groups), val_share, seed)
+    size = int(model.config.image_size)
+    data_kw = dict(data_kw or {})
+    data = {which: _dataset(g, which, out / 'data' / name, image_topic, pose_topic, size,
+                            data_kw)
+            for which, name, g in (('training', 'train', train_groups),
+                                   ('validation', 'val', val_groups))}
+    log.info('zero-shot evaluation on the validation places')
+    zero = _evaluate(model, out / 'data' / 'val', episodes, seed, eval_particles)
+    pool = int(data['training']['contexts_per_world'])
+    over = dict(train_data=str(out / 'data' / 'train'), val_data=str(out / 'data' / 'val'),
+                init_from=model_path, max_minutes=float(minutes), seed=seed,
+                val_episodes=min(int(base.get('val_episodes', 128)), episodes),
+                context_pool=min(int(base.get('context_pool', 16)), pool),
+                max_steps=int(max_steps if max_steps is not None else 10**9))
+    over['contexts'] = [min(int(c), over['context_pool']) for c in base.get('contexts', (4, 8))]
+    over['val_contexts'] = min(int(base.get('val_contexts', 4)), over['context_pool'])
+    if val_every:
+        over['val_every'] = int(val_every)
+    if threads:
+        over['threads'] = int(threads)
+    try:
+        cfg = TrainConfig.from_dict(dict(base, **over))
+    except (TypeError, ValueError) as exc:
+        raise UserError(f'{model_path}: its training config does not fit ({exc})') from None
+    card = dict(from_model=model_path, train_places=sorted(train_groups),
+                val_places=sorted(val_groups), minutes=float(minutes),
+                data={name: dict(data[which]['counts'], areas=data[which]['n_worlds'])
+                      for which, name in (('training', 'train'), ('validation', 'val'))},
+                zero_shot=zero, fine_tuned=None, steps=0, interrupted=False,
+                eval_particles=list(eval_particles or (2048, 256)),
+                replay_command=(f'dmn-localizer replay --model {out / "model.safetensors"} '
+                                '--map-bag MAPPING_BAG --bag LOCALIZATION_BAG --out results'))
+    summary = None
+    try:
+        summary = train(cfg, out / 'run', progress=progress)
+    except KeyboardInterrupt:
+        card['interrupted'] = True
+        _finish(card, out, t0)
+        raise
+    card['steps'] = int(summary['steps'])
+    log.info('evaluation of the fine-tuned model on the validation places')
+    card['fine_tuned'] = _evaluate(load_model(summary['best']), out / 'data' / 'val',
+                                   episodes, seed, eval_particles)
+    return _finish(card, out, t0)
+
+
+def _card_metadata(path):
+    import json
+    from dmn_localizer.model.io import model_paths
+    return json.loads(model_paths(path)[1].read_text()).get('metadata') or {}
+
+
+def _finish(card, out, t0):
+    """Copy the best model so far to OUT/model, write the curve and the card; returns it."""
+    from dmn_localizer.model.io import model_paths
+    best = out / 'run' / 'best'
+    if model_paths(best)[0].exists():
+        _copy_model(best, out / 'model')
+    rows = _validation_rows(out / 'run')
+    if rows:
+        _curve(rows, out / 'curve.png')
+        card['validation'] = {'zero_shot': rows[0], 'best': min(
+            rows, key=lambda r: float(r['val_mse']))}
+        card['steps'] = card['steps'] or int(rows[-1]['step'])
+    card['wall_time_s'] = round(time.monotonic() - t0, 1)
+    card = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in card.items()}
+    write_text(out / 'card.md', _card_markdown(card))
+    write_json(out / 'card.json', card)
+    return card

@@ -1,0 +1,105 @@
+"""``dmn-localizer finetune`` on tiny real bags of three test mazes: a model and a card whose
+figures come from the held-out place, Ctrl-C leaves a loadable model, unusable data gets a
+one-line refusal."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from dmn_localizer.bags.simulate import simulate_bag
+from dmn_localizer.data.dataset import open_dataset, SPLIT_SEEDS
+from dmn_localizer.model.io import load_model
+from dmn_localizer.training.finetune import finetune
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOPICS = ('/camera/image_raw', '/ground_truth/pose')
+SMALL = dict(minutes=2.0, max_steps=2, val_every=1, episodes=3, threads=1, progress=False,
+             eval_particles=(64, 32),
+             data_kw=dict(contexts=16, trajectories=2, trajectory_length=6))
+
+
+@pytest.fixture(scope='module')
+def places(tmp_path_factory):
+    root = tmp_path_factory.mktemp('places')
+    for i in (1, 2, 3):
+        simulate_bag('mazes', SPLIT_SEEDS['test'][0] + i, root / f'place{i}', image_size=32,
+                     mapping_frames=200, localization_frames=40)
+    return root
+
+
+def test_finetune_end_to_end(places, tmp_path):
+    out = tmp_path / 'ft'
+    card = finetune([places / f'place{i}' for i in (1, 2, 3)], *TOPICS, out, **SMALL)
+    assert len(card['val_places']) == 1 and len(card['train_places']) == 2
+    val = open_dataset(out / 'data' / 'val')
+    train = open_dataset(out / 'data' / 'train')
+    held_out = card['val_places'][0]
+    # the validation data is the held-out place's, the training data the others'
+    assert {g['name'] for g in val.manifest['groups']} == {held_out}
+    assert held_out not in {g['name'] for g in train.manifest['groups']}
+    assert all(held_out not in s for s in train.manifest['sources'])
+    for key in ('zero_shot', 'fine_tuned'):
+        figures = card[key]
+        assert figures['episodes'] == min(3, val.n_worlds)
+        assert 0 <= figures['success@5'] <= 1 and figures['rmse@5'] > 0
+        assert 'success@5_shuffled_query' in figures
+    assert card['steps'] == 2 and not card['interrupted']
+    assert card['data']['train']['pairs'] > card['data']['val']['pairs'] > 0
+    model = load_model(out / 'model')
+    assert model.config.image_size == 32
+    written = json.loads((out / 'card.json').read_text())
+    assert written['zero_shot'] == card['zero_shot']
+    text = (out / 'card.md').read_text()
+    assert 'zero-shot' in text and 'fine-tuned' in text and 'dmn-localizer replay' in text
+    assert (out / 'curve.png').stat().st_size > 0
+
+
+def test_ctrl_c_leaves_a_loadable_model(places, tmp_path):
+    """Ctrl-C during training: KeyboardInterrupt goes on, OUT/model is the best model so far
+    and the card says the run was interrupted."""
+    out = tmp_path / 'ft'
+    done = threading.Event()
+
+    def interrupt_when_training():
+        while not done.is_set():
+            if (out / 'run' / 'checkpoint' / 'state.pt').exists():
+                time.sleep(0.5)
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.05)
+    watcher = threading.Thread(target=interrupt_when_training, daemon=True)
+    watcher.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            finetune([places / f'place{i}' for i in (1, 2, 3)], *TOPICS, out,
+                     **dict(SMALL, max_steps=10**6, minutes=10.0, val_every=10**6))
+    finally:
+        done.set()
+        watcher.join()
+    assert load_model(out / 'model').config.image_size == 32
+    assert json.loads((out / 'card.json').read_text())['interrupted'] is True
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, '-m', 'dmn_localizer', 'finetune', *map(str, args)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_unusable_data_is_refused_in_one_line(places, tmp_path):
+    tiny = tmp_path / 'tiny'
+    for i in (1, 2):
+        simulate_bag('mazes', SPLIT_SEEDS['test'][0] + i, tiny / f'p{i}', image_size=16,
+                     mapping_frames=8, localization_frames=2)
+    base = ['--image-topic', TOPICS[0], '--pose-topic', TOPICS[1], '--no-progress']
+    for expected, args in (
+            ('record at least two places', [places / 'place1', '--out', tmp_path / 'a']),
+            ('cannot be used', [tiny / 'p1', tiny / 'p2', '--out', tmp_path / 'b']),
+            ('--minutes must be > 0', [tiny / 'p1', '--minutes', '0', '--out', tmp_path / 'c'])):
+        r = _cli(*args, *base)
+        assert r.returncode == 2, (expected, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and expected in r.stderr, r.stderr
