@@ -11,7 +11,7 @@ from dmn_localizer.bags.simulate import simulate_bag
 from dmn_localizer.config import LocalizerConfig
 from dmn_localizer.data.dataset import SPLIT_SEEDS
 from dmn_localizer.localization.localizer import Localizer
-from dmn_localizer.model.dmn import images_to_tensor
+from dmn_localizer.model.preprocess import images_to_tensor
 from dmn_localizer.model.io import load_model
 from dmn_localizer.replay.offline import build_map, read_stream, Topics
 from dmn_localizer.util.resources import default_model_path
