@@ -10,7 +10,8 @@ from dmn_localizer.bags.simulate import simulate_bag, write_run
 from dmn_localizer.data.dataset import SPLIT_SEEDS
 from dmn_localizer.geometry import wrap_angle
 from dmn_localizer.sim.trajectories import random_trajectory
-from dmn_localizer.sim.world import domain_rng, make_world
+from dmn_localizer.sim.spec import domain_rng
+from dmn_localizer.sim.world import make_world
 
 WORLD = SPLIT_SEEDS['test'][0] + 7          # the demo's test maze
 RATE_HZ, STEP_M = 4.0, 0.5                   # simulate-bag's defaults
