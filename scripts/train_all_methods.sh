@@ -10,7 +10,7 @@
 # its checkpoint. EPISODES: held-out test episodes for the table (default 100). THREADS=N
 # (environment) overrides the configs' torch threads: on a busy 2-core machine, 1 thread per
 # process avoids the stalls of more threads than free cores.
-# Needs data/<domain>/{train,val,test} (see README, "Simulated data").
+# Needs data/<domain>/{train,val,test} (see docs/training.md, "Data").
 #
 # Environment, all optional:
 #   DOMAIN=rooms        train on data/rooms/{train,val} and fill the table on the rooms test

@@ -23,7 +23,7 @@ from dmn_localizer.model.io import save_model
 
 PARTICLES = 32
 FRAMES = 6
-# metrics.json keys documented in README "Replay and demo"
+# metrics.json keys documented in docs/cli.md "metrics.json keys"
 DOCUMENTED = ['ape_rmse_m', 'rpe_rmse_m', 'success_rate', 'success_rate_tight',
               'time_to_converge_s', 'final_error_m', 'final_yaw_error_deg', 'frames_per_s',
               'nees_mean', 'share_inside_2sigma', 'particles', 'map_contexts', 'model_id',

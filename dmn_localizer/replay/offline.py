@@ -257,7 +257,7 @@ def chance_rate(truth_xy, map_xy, threshold_m):
 
 
 def compute_metrics(track, converge_m=TIGHT_M, map_xy=None, final_share=FINAL_SHARE):
-    """Metrics of a track (keys documented in README 'Replay'); ``map_xy`` (N, 2): the map's
+    """Metrics of a track (keys documented in docs/cli.md); ``map_xy`` (N, 2): the map's
     context positions, for the chance levels of the success rates (None: null)."""
     from evo.core import metrics as evo_metrics
 
