@@ -135,8 +135,8 @@ class LocalizerConfig:
                                   'start from at the next activation or restart (Hz, <= 0 = '
                                   'never)', -1.0, 100.0)
     pose_file: str = param('', 'Where the last pose is saved (YAML, written atomically); '
-                           'empty = $ROS_HOME/dmn_localizer/<node>_pose.yaml, ROS_HOME '
-                           'defaulting to ~/.ros')
+                           'empty = $ROS_HOME/dmn_localizer/<namespace>_<node>_pose.yaml, '
+                           'ROS_HOME defaulting to ~/.ros')
     initial_sigma_xy: float = param(1.0, 'x-y sigma of initial_pose.*, and of an initialpose '
                                     'message whose covariance is zero (m)', 0.0, 100.0)
     initial_sigma_yaw: float = param(0.3, 'Yaw sigma of initial_pose.*, and of an '
