@@ -73,10 +73,10 @@ class RosPeer:
             self.executor.spin_once(timeout_sec=0.05)
         return predicate()
 
-    def call(self, srv_type, name, timeout=20.0):
+    def call(self, srv_type, name, timeout=20.0, request=None):
         client = self.node.create_client(srv_type, name)
         assert self.spin_until(client.service_is_ready, timeout), f'{name} not available'
-        future = client.call_async(srv_type.Request())
+        future = client.call_async(srv_type.Request() if request is None else request)
         assert self.spin_until(future.done, timeout), f'{name} did not answer'
         return future.result()
 

@@ -157,6 +157,18 @@ def test_localizer_node_outputs(ros_env, ros_peer, model_and_map, world):
         robot.step()
         assert ros_peer.spin_until(lambda: clouds, 20)
         assert len(clouds[-1].poses) == 300
+        # nav2's set_initial_pose service (nav2_msgs/SetInitialPose) re-seeds as the topic does
+        from nav2_msgs.srv import SetInitialPose
+        truth = compose(MAP_FROM_ODOM, robot.odom_at(robot.t))
+        init.pose.pose = xyyaw_to_pose(truth)
+        ros_peer.call(SetInitialPose, 'set_initial_pose',
+                      request=SetInitialPose.Request(pose=init))
+        clouds.clear()
+        robot.step()
+        assert ros_peer.spin_until(lambda: clouds, 20)
+        assert len(clouds[-1].poses) == 100
+        est = pose_to_xyyaw(poses[-1].pose.pose)
+        assert math.hypot(*(est[:2] - truth[:2])) < 1.0
     finally:
         out, err = stop_process(node)
     assert node.returncode == 0, err[-3000:]

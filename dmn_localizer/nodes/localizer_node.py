@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import (PoseArray, PoseWithCovarianceStamped, TransformStamped)
+from nav2_msgs.srv import SetInitialPose
 from nav_msgs.msg import Odometry
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo
@@ -143,8 +144,9 @@ class LocalizerNode(ManagedNode):
                                             self.on_camera_info, qos_profile_sensor_data))
         self.owned(self.create_subscription(PoseWithCovarianceStamped, cfg.initial_pose_topic,
                                             self.on_initial_pose, RELIABLE))
-        # AMCL's services (relative names). AMCL's set_initial_pose (nav2_msgs/SetInitialPose)
-        # belongs here too, calling on_initial_pose, once nav2_msgs is a dependency.
+        # AMCL's services (relative names)
+        self.owned(self.create_service(SetInitialPose, 'set_initial_pose',
+                                       self.on_set_initial_pose))
         self.owned(self.create_service(Empty, 'reinitialize_global_localization',
                                        self.on_reinit_global))
         self.owned(self.create_service(Empty, 'request_nomotion_update',
@@ -407,6 +409,11 @@ class LocalizerNode(ManagedNode):
         self.localizer.init_gaussian(mean, std)
         self.get_logger().info(f'initial pose ({mean[0]:.2f}, {mean[1]:.2f}, '
                                f'{math.degrees(mean[2]):.0f} deg), sigma {np.round(std, 2)}')
+
+    def on_set_initial_pose(self, request, response):
+        """nav2_msgs/SetInitialPose: as a message on the initial pose topic."""
+        self.on_initial_pose(request.pose)
+        return response
 
     def on_reinit_global(self, request, response):
         if self.localizer.map_state is None:
