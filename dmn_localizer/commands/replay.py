@@ -158,6 +158,7 @@ def update_policy(args):
 
 def check_arguments(args):
     """Cheap checks before anything heavy is loaded (one-line errors, exit status 2)."""
+    from dmn_localizer.model.io import model_paths
     if args.particles is not None and args.particles < 1:
         raise UserError('--particles must be >= 1')
     if getattr(args, 'live', False) and getattr(args, 'precision', 'fp32') != 'fp32':
@@ -184,8 +185,9 @@ def check_arguments(args):
     for flag, path in (('--bag', args.bag), ('--map-bag', args.map_bag), ('--map', args.map)):
         if path is not None and not Path(path).exists():
             raise UserError(f'{flag} {path}: no such file or directory')
-    if args.model is not None and not Path(args.model).is_file():
-        raise UserError(f'--model {args.model}: no such file')
+    if args.model is not None and not model_paths(args.model)[0].is_file():
+        raise UserError(f'--model {args.model}: no such file (a model is NAME.safetensors + '
+                        'NAME.json; NAME alone is enough)')
     live = getattr(args, 'live', False)
     rate = getattr(args, 'rate', None)
     if rate is not None and not live:
