@@ -92,9 +92,10 @@ def test_localizer_node_outputs(ros_env, ros_peer, model_and_map, world):
                          '-p', 'global_num_particles:=300', '-p', 'update_min_d:=0.1',
                          '--log-level', 'debug'],
                         ros_env)
-    poses, clouds, tfs = [], [], []
+    poses, clouds, tfs, contexts = [], [], [], []
     n = ros_peer.node
     n.create_subscription(PoseWithCovarianceStamped, 'amcl_pose', poses.append, LATCHED)
+    n.create_subscription(PoseArray, 'localizer/contexts', contexts.append, LATCHED)
     n.create_subscription(PoseArray, 'localizer/particles', clouds.append, 10)
     n.create_subscription(TFMessage, '/tf', tfs.append, 100)
     robot = Robot(ros_peer, world)
@@ -106,6 +107,10 @@ def test_localizer_node_outputs(ros_env, ros_peer, model_and_map, world):
             raise AssertionError((len(poses), len(clouds), len(tfs), stop_process(node)[1]))
         # global localization: uniform belief with global_num_particles
         assert len(clouds[-1].poses) == 300 and clouds[-1].header.frame_id == 'map'
+        # the map's contexts, latched, for RViz (as the mapper's)
+        from dmn_localizer.mapping.view_map import ViewMap
+        assert ros_peer.spin_until(lambda: contexts, 10)
+        assert len(contexts[-1].poses) == len(ViewMap.load(map_file)) > 0
         est = poses[-1]
         assert est.header.frame_id == 'map'
         cov = np.array(est.pose.covariance).reshape(6, 6)

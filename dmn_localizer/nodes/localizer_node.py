@@ -131,6 +131,8 @@ class LocalizerNode(ManagedNode):
             PoseArray, '~/particles', RELIABLE))
         self.markers_pub = self.owned(self.create_lifecycle_publisher(
             MarkerArray, '~/particle_markers', RELIABLE))
+        self.contexts_pub = self.owned(self.create_lifecycle_publisher(   # the map, for RViz
+            PoseArray, '~/contexts', LATCHED))
         self.particle_cloud = ParticleCloudPublisher(   # nav2_msgs/ParticleCloud, as AMCL
             self.owned(ParticleCloudPublisher.create(self)))
         self.tf_pub = self.owned(self.create_lifecycle_publisher(TFMessage, '/tf', 100))
@@ -159,12 +161,13 @@ class LocalizerNode(ManagedNode):
 
     def teardown(self):
         """cleanup: drop the model, filter and map (setup makes them again)."""
-        self.localizer = self.odom = self.waiting_image = None
+        self.localizer = self.odom = self.waiting_image = self.map_poses = None
 
     def activated(self):
         """The belief at activation, as AMCL: initial_pose.* when set_initial_pose, else an
         initialpose received while inactive, else (first activation after configure, unless
         always_reset_initial_pose) the saved last pose, else global localization."""
+        self.publish_contexts()
         cfg = self.config
         msg, self.initial_pose_on_inactive = self.initial_pose_on_inactive, None
         if cfg.set_initial_pose:
@@ -270,9 +273,17 @@ class LocalizerNode(ManagedNode):
                  f'{self.config.global_frame_id!r}; using it as {self.config.global_frame_id!r}')
         self.localizer.set_map(view_map)
         self.localizer.init_global()
+        self.map_poses = view_map.poses
+        self.publish_contexts()
         self.waiting_image = None
         self.map_status = f'{len(view_map)} contexts from {path}'
         return True, f'loaded {self.map_status}; global localization started'
+
+    def publish_contexts(self):
+        """The map's context viewpoints on ~/contexts (latched; only while active)."""
+        if self.active and getattr(self, 'map_poses', None) is not None:
+            self.contexts_pub.publish(poses_to_pose_array(
+                self.map_poses, self.config.global_frame_id, self.get_clock().now().to_msg()))
 
     def on_load_map(self, request, response):
         path = self.get_parameter('map_file').value
