@@ -118,7 +118,8 @@ def replay(args, quiet=False):
         track = core.localize(loc, stream, args.mode, progress=not quiet, sigma=sigma)
         extra = {'precision': cfg.precision, 'nearest_contexts': cfg.nearest_contexts,
                  'recovery_injections': loc.health.injections,
-                 'recovery_global_reinits': loc.health.global_reinits}
+                 'recovery_global_reinits': loc.health.global_reinits,
+                 'unreliable_updates': loc.health.unreliable_total}
     metrics = core.compute_metrics(track, map_xy=view_map.poses[:, :2])
     metrics.update(mode=args.mode, particles=k, map_contexts=len(view_map),
                    base_from_camera=[float(v) for v in mounting],

@@ -86,6 +86,7 @@ class UpdateReport:
     belief_score: float = float('nan')  # in [0, 1], see the module docstring
     collapsed: bool = False
     recovery: str = ''               # '', 'inject' or 'global'
+    unreliable: bool = False         # no view of the map matches (see Health.unreliable)
 
 
 @dataclass
@@ -97,6 +98,10 @@ class Health:
     injections: int = 0
     global_reinits: int = 0
     last_recovery: str = ''
+    weak_evidence: int = 0           # +1 per update whose best score < min_evidence, -1 else
+    unreliable: bool = False         # weak_evidence >= collapse_updates: the estimate is not
+    #                                  backed by any matching view (covariance covers the map)
+    unreliable_total: int = 0
 
 
 class Localizer:
@@ -260,6 +265,7 @@ class Localizer:
             self.filter.config = self.filter_config()
             resampled = self.filter.resample()
         report = UpdateReport(True, self.ess(), resampled, float(ll.max()))
+        report.unreliable = self._check_evidence(report.max_log_likelihood)
         self._pending_health = (report, belief, reference, ref_ll, query)
         if not defer_health:
             self.check_health()
@@ -287,6 +293,21 @@ class Localizer:
         report.belief_score = score
         report.collapsed, report.recovery = self._check_health(score)
         return report
+
+    def _check_evidence(self, best):
+        """Whether the images still match a view of the map: the best particle's score
+        against ``min_evidence`` (models whose scores are log-likelihood ratios only)."""
+        h, c = self.health, self.config
+        if c.min_evidence <= 0 or getattr(self.model, 'set_camera', None) is None:
+            return False
+        # +1 per weak, -1 per matching update (capped), as the collapse count: one chance
+        # match on a foreign map does not clear it, a few matching updates do
+        weak = not best >= c.min_evidence
+        h.weak_evidence = (min(h.weak_evidence + 1, 2 * c.collapse_updates) if weak
+                           else max(h.weak_evidence - 1, 0))
+        h.unreliable = h.weak_evidence >= c.collapse_updates
+        h.unreliable_total += int(h.unreliable)
+        return h.unreliable
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16,
@@ -458,8 +479,12 @@ class Localizer:
     def estimate(self):
         """(mean (3,), covariance (3, 3)) of map_from_base, numpy float64."""
         mean = weighted_mean(self.particles, self.log_weights)[0]
-        cov = covariance(self.particles, self.log_weights)[0]
-        return mean.double().cpu().numpy(), cov.double().cpu().numpy()
+        cov = covariance(self.particles, self.log_weights)[0].double().cpu().numpy()
+        if self.health.unreliable and self.bounds is not None:
+            # not backed by any matching view: the spread of a pose anywhere on the map
+            size = self.bounds[2]
+            cov = cov + np.diag([size ** 2 / 12.0, size ** 2 / 12.0, math.pi ** 2 / 3.0])
+        return mean.double().cpu().numpy(), cov
 
     def particle_array(self):
         """(particles (K, 3), normalised weights (K,)) as numpy."""

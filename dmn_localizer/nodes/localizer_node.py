@@ -520,6 +520,10 @@ class LocalizerNode(ManagedNode):
         if h.collapsed:
             problems.append((DiagnosticStatus.WARN, f'likelihood collapsed (count {h.collapsed}, '
                              f'belief score {h.belief_score:.2f}): recovering'))
+        if h.unreliable:
+            problems.append((DiagnosticStatus.WARN, 'lost: no view of the map matches the '
+                             f'images (best score below min_evidence {cfg.min_evidence:g} in '
+                             f'{h.weak_evidence} recent updates); covariance covers the map'))
         if loc.map_state is not None and not self.updates and not problems:
             problems.append((DiagnosticStatus.WARN, 'waiting for images/odometry'))
         problems.sort(key=lambda p: -level_rank(p[0]))  # stable: ERROR first
@@ -545,7 +549,8 @@ class LocalizerNode(ManagedNode):
                   'belief_score': round(h.belief_score, 3),
                   'collapsed_updates': h.collapsed, 'collapsed_total': h.collapsed_total,
                   'recovery_injections': h.injections,
-                  'recovery_global_reinits': h.global_reinits}
+                  'recovery_global_reinits': h.global_reinits,
+                  'unreliable': h.unreliable, 'unreliable_updates_total': h.unreliable_total}
         return level, message, values
 
     def publish_diagnostics(self):
