@@ -243,6 +243,7 @@ class Localizer:
                 or self.moved_enough()):
             return UpdateReport(False)
         self.force_next = False
+        self.filter.config = self.filter_config()   # parameters may have changed at run time
         self._predict(self.pending)
         self.pending[:] = 0.0
         cam = compose(self.particles, self.base_from_camera.to(self.device))
@@ -252,17 +253,17 @@ class Localizer:
             cam = torch.cat([cam, reference], dim=1)
         with self._autocast():
             query = self.model.encode_query(images_to_tensor(image[None], self.device))
-            ll = self.log_likelihood(query, cam).float()
+            ll, outside = self._scores(query, cam)
+            ll = ll.float()
         ll = torch.where(torch.isfinite(ll), ll, torch.full_like(ll, -math.inf))
         ref_ll = None
         if reference is not None and not defer_health:
-            ll, ref_ll = ll[:, :k], self._without_outside(reference, ll[0, k:])
+            ll, ref_ll = ll[:, :k], self._without_outside(ll[0, k:], outside, k)
         resampled = False
         belief = None  # the belief's log mean likelihood; None: no usable evidence
         if bool(torch.isfinite(ll).any()):
             belief = torch.logsumexp(self.log_weights + ll, -1)[0]
             self.filter.update(ll)
-            self.filter.config = self.filter_config()
             resampled = self.filter.resample()
         report = UpdateReport(True, self.ess(), resampled, float(ll.max()))
         report.unreliable = self._check_evidence(report.max_log_likelihood)
@@ -287,8 +288,8 @@ class Localizer:
         else:
             if ref_ll is None:
                 with self._autocast():
-                    ref_ll = self.log_likelihood(query, reference).float()[0]
-                ref_ll = self._without_outside(reference, ref_ll)
+                    ref_ll, outside = self._scores(query, reference)
+                ref_ll = self._without_outside(ref_ll.float()[0], outside)
             score = self._belief_score(belief, ref_ll)
         report.belief_score = score
         report.collapsed, report.recovery = self._check_health(score)
@@ -360,27 +361,34 @@ class Localizer:
 
     def log_likelihood(self, query, cam):
         """Log-likelihoods (1, K) of camera poses ``cam`` (1, K, 3) for an encoded query: the
-        model's (:meth:`model_log_likelihood`) for poses within ``max_context_distance`` of a
-        map context, the no-evidence floor (:meth:`no_evidence_floor`) for the others."""
-        outside = self.outside(cam)
+        model's for poses within ``max_context_distance`` of a map context, the no-evidence
+        floor (:meth:`no_evidence_floor`) for the others."""
+        return self._scores(query, cam)[0]
+
+    def _scores(self, query, cam):
+        """(:meth:`log_likelihood` (1, K), the outside mask (K,) or None when the test is
+        off). One nearest-context search serves both the outside test and the model's
+        nearest-context scoring."""
+        c = self.config
+        selected = 0 < c.nearest_contexts < self.map_size
+        index = outside = None
+        if selected or (c.max_context_distance > 0 and self.context_poses is not None):
+            index = nearest_context_index(self.context_poses, cam[0],
+                                          c.nearest_contexts if selected else 1)  # nearest first
+        if c.max_context_distance > 0 and index is not None:
+            d = torch.linalg.vector_norm(cam[0, :, :2] - self.context_poses[index[:, 0], :2],
+                                         dim=-1)
+            outside = d > c.max_context_distance
+        index = index if selected else None
         if outside is None or not bool(outside.any()):
-            return self.model_log_likelihood(query, cam)
+            return self._model_scores(query, cam, index), outside
         ll = torch.empty(cam.shape[:2], device=cam.device)
         ll[0, outside] = self.no_evidence_floor(query)
         inside = ~outside
         if bool(inside.any()):
-            ll[0, inside] = self.model_log_likelihood(query, cam[:, inside]).float()[0]
-        return ll
-
-    def outside(self, cam):
-        """(K,) bool: camera poses ``cam`` (1, K, 3) farther than ``max_context_distance``
-        from every map context; None when the test is off."""
-        r = self.config.max_context_distance
-        if r <= 0 or self.context_poses is None:
-            return None
-        near = nearest_context_index(self.context_poses, cam[0], 1)[:, 0]
-        d = torch.linalg.vector_norm(cam[0, :, :2] - self.context_poses[near, :2], dim=-1)
-        return d > r
+            ll[0, inside] = self._model_scores(
+                query, cam[:, inside], None if index is None else index[inside]).float()[0]
+        return ll, outside
 
     def no_evidence_floor(self, query):
         """The lowest model log-likelihood of the map's context poses (at most
@@ -396,12 +404,13 @@ class Localizer:
         self._floor = (query, floor)
         return floor
 
-    def _without_outside(self, reference, ref_ll):
-        """Reference log-likelihoods with the outside poses' set to NaN (not counted)."""
-        outside = self.outside(reference)
+    @staticmethod
+    def _without_outside(ref_ll, outside, start=0):
+        """Reference log-likelihoods with the outside poses' (``outside[start:]``) set to NaN
+        (not counted)."""
         if outside is None:
             return ref_ll
-        return torch.where(outside, torch.full_like(ref_ll, math.nan), ref_ll)
+        return torch.where(outside[start:], torch.full_like(ref_ll, math.nan), ref_ll)
 
     def model_log_likelihood(self, query, cam):
         """The model's log-likelihoods (1, K) of camera poses ``cam`` (1, K, 3).
@@ -416,6 +425,15 @@ class Localizer:
                                       self.config.nearest_contexts,
                                       chunk=max(1, self.chunk // self.map_size),
                                       n_contexts=self.map_size)
+
+    def _model_scores(self, query, cam, index):
+        """The model's log-likelihoods of ``cam`` with each pose's nearest contexts ``index``
+        (K, M) already found, or over every context when None (as :meth:`model_log_likelihood`
+        would choose)."""
+        if index is None:
+            return self.model.log_likelihood(self.map_state, query, cam,
+                                             chunk=max(1, self.chunk // self.map_size))
+        return self.model.log_likelihood_selected(self.map_state, query, cam, index)
 
     def set_camera_intrinsics(self, width, fx):
         """The camera's intrinsics (image width and focal length, pixels, e.g. from
@@ -456,7 +474,6 @@ class Localizer:
         self.filter.log_weights = value
 
     def _predict(self, delta):
-        self.filter.config = self.filter_config()
         self.filter.predict(torch.as_tensor(delta, dtype=torch.float32,
                                             device=self.device)[None])
 
