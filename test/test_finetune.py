@@ -103,3 +103,23 @@ def test_unusable_data_is_refused_in_one_line(places, tmp_path):
         r = _cli(*args, *base)
         assert r.returncode == 2, (expected, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and expected in r.stderr, r.stderr
+
+
+def test_finetune_aligned_model_reports_pose_ranking(places, tmp_path):
+    """An aligned model fine-tunes by the view-pair recipe on bags (no true depths: overlaps
+    from its predicted ones); the card adds the tie-safe candidate top-1 and its twin."""
+    out = tmp_path / 'ft_aligned'
+    card = finetune([places / f'place{i}' for i in (1, 2, 3)], *TOPICS, out,
+                    model_path=os.path.join(REPO, 'models', 'aligned_mazes'), **SMALL)
+    assert card['architecture'] == 'aligned' and card['steps'] == 2
+    val = open_dataset(out / 'data' / 'val')
+    # the bags' camera_info reached the dataset
+    assert abs(val.manifest['camera']['hfov_deg'] - 90.0) < 0.5
+    for key in ('zero_shot', 'fine_tuned'):
+        figures = card[key]
+        assert 0 <= figures['pose_top1'] <= 1 and 0 <= figures['pose_top1_wrong'] <= 1
+        assert figures['pose_queries'] > 0 and 'success@5' in figures
+    model = load_model(out / 'model')
+    assert model.config.architecture == 'aligned'
+    text = (out / 'card.md').read_text()
+    assert 'top-1 of 64 candidates' in text and (out / 'curve.png').stat().st_size > 0

@@ -22,6 +22,7 @@ import numpy as np
 from dmn_localizer.bags import messages as M
 from dmn_localizer.errors import UserError
 from dmn_localizer.geometry import compose, quaternion_to_yaw
+from dmn_localizer.localization.camera import hfov_from_intrinsics
 from dmn_localizer.images import ImageError, compressed_to_rgb, raw_to_rgb, resize_square
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ class Pairs:
     bag: np.ndarray
     counts: dict = field(default_factory=dict)
     frame_ids: tuple = ()    # the pose messages' frames (one, when the bags share a frame)
+    # horizontal fields of view (deg) of the bags' camera_info, one per bag that has one
+    hfov_deg: tuple = ()
 
 
 def open_bag(path):
@@ -156,6 +159,7 @@ def read_pairs(paths, image_topic, pose_topic, image_size, max_dt_s=0.05):
     counts = dict(images=0, poses=0, bad_images=0, bad_poses=0, images_without_pose=0)
     out_img, out_pose, out_stamp, out_bag = [], [], [], []
     frame_ids = set()
+    hfovs = []
     for bi, path in enumerate(paths):
         reader = open_bag(path)
         try:
@@ -192,6 +196,12 @@ def read_pairs(paths, image_topic, pose_topic, image_size, max_dt_s=0.05):
                 else:
                     raw.append((ns, msg, conn.msgtype))
             mounting = camera_mounting(reader, image_topic, base_frame, where=path)
+            intrinsics = camera_intrinsics(reader, image_topic)
+            if intrinsics is not None:
+                try:
+                    hfovs.append(hfov_from_intrinsics(*intrinsics))
+                except ValueError as exc:
+                    log.warning('%s: %s; its field of view is unknown', path, exc)
         finally:
             reader.close()
         order = np.argsort(pose_stamps, kind='stable')
@@ -223,4 +233,4 @@ def read_pairs(paths, image_topic, pose_topic, image_size, max_dt_s=0.05):
                  poses=np.asarray(out_pose, np.float64).reshape(-1, 3)[order],
                  stamps=np.asarray(out_stamp, np.int64)[order],
                  bag=np.asarray(out_bag, np.int32)[order], counts=counts,
-                 frame_ids=tuple(sorted(frame_ids)))
+                 frame_ids=tuple(sorted(frame_ids)), hfov_deg=tuple(hfovs))

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 AREAS_PER_SHARD = 50
 MIXING_RATIO = 0.7   # near-pose views this close (relative to unrelated ones) to unrelated
+HFOV_TOLERANCE_DEG = 1.0   # camera_info fields of view closer than this count as one camera
 NEAR_M, NEAR_RAD = 0.5, math.radians(15.0)   # "the same pose" for the mixing check
 
 
@@ -165,22 +166,25 @@ def read_group(name, paths, image_topic, pose_topic, image_size, max_dt_s):
 
 def build_from_bags(groups, image_topic, pose_topic, out, image_size=32, contexts=32,
                     trajectories=4, trajectory_length=10, area_stride_m=20.0, min_pairs=None,
-                    frame_stride=1, max_dt_s=0.05, max_gap_s=2.0, seed=0, split='train'):
+                    frame_stride=1, max_dt_s=0.05, max_gap_s=2.0, seed=0, split='train',
+                    default_hfov_deg=None):
     """Write a dataset from bags into ``out``; returns the manifest (with counts).
 
     groups: ``{name: [bag, ...]}`` (the bags of one map frame each) or a list of bags (one
     group each), see :func:`bag_groups`. Areas are tiled per group, so none mixes two; the
     manifest's ``groups`` lists each group's bags, pairs and areas (``first_area`` ..
-    ``first_area + areas - 1`` are its world indices).
+    ``first_area + areas - 1`` are its world indices). The manifest's camera field of view
+    comes from the bags' ``camera_info``, else ``default_hfov_deg`` (with a warning), else none.
     """
     min_pairs = contexts if min_pairs is None else max(int(min_pairs), contexts)
     t0 = time.monotonic()
     groups = bag_groups(groups)
-    counts, areas, group_info, paths = {}, [], [], []
+    counts, areas, group_info, paths, hfovs = {}, [], [], [], []
     for name, bags in groups.items():
         pairs, suspects = read_group(name, bags, image_topic, pose_topic, image_size, max_dt_s)
         for k, v in pairs.counts.items():
             counts[k] = counts.get(k, 0) + v
+        hfovs += list(pairs.hfov_deg)
         found = (_group_areas(pairs, contexts, min_pairs, trajectory_length, area_stride_m,
                               frame_stride, max_gap_s) if len(pairs.poses) else [])
         group_info.append(dict(name=name, bags=[os.path.abspath(p) for p in bags],
@@ -203,6 +207,18 @@ def build_from_bags(groups, image_topic, pose_topic, out, image_size=32, context
     if not areas:
         raise UserError(f'no 40 m x 40 m area holds {min_pairs} image-pose pairs and a run of '
                         f'{trajectory_length} frames (counts: {counts})')
+    camera = None
+    if hfovs:
+        if max(hfovs) - min(hfovs) > HFOV_TOLERANCE_DEG:
+            log.warning('the bags\' camera_info give fields of view from %.1f to %.1f deg; '
+                        'the dataset records none (record one camera per dataset)',
+                        min(hfovs), max(hfovs))
+        else:
+            camera = dict(hfov_deg=float(np.mean(hfovs)))
+    elif default_hfov_deg is not None:
+        log.warning('the bags have no camera_info beside %s: assuming a %.1f deg field of view',
+                    image_topic, default_hfov_deg)
+        camera = dict(hfov_deg=float(default_hfov_deg))
     os.makedirs(out, exist_ok=True)
     shards = []
     for k, start in enumerate(range(0, len(areas), AREAS_PER_SHARD)):
@@ -238,7 +254,7 @@ def build_from_bags(groups, image_topic, pose_topic, out, image_size=32, context
         frame_stride=frame_stride, seed=seed, n_worlds=len(areas), image_size=int(image_size),
         world_size_m=WORLD_SIZE_M, contexts_per_world=contexts,
         trajectories_per_world=trajectories, trajectory_length=trajectory_length,
-        n_images=len(areas) * (contexts + trajectories * trajectory_length), camera=None,
+        n_images=len(areas) * (contexts + trajectories * trajectory_length), camera=camera,
         counts=counts, shards=shards, stats=dict(seconds=round(seconds, 3)),
         created=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
     write_manifest(out, manifest)

@@ -6,11 +6,15 @@ validation view is a neighbour of a training view. Both shares become datasets
 (``OUT/data/train``, ``OUT/data/val``), the model is evaluated on the validation places before
 (zero-shot) and after training with the paper's protocol (global success@5, tracking rmse@5,
 and the same with the query images of other episodes: the wrong-image twins, which show
-whether the images are used), and trained with its own recipe (the model card's training
-config; a time budget ``minutes``) in ``OUT/run``. ``OUT/model`` is the best validated model
-(also after Ctrl-C: the best one so far), ``OUT/card.json`` and ``OUT/card.md`` hold the
-figures side by side, the data counts, the wall time and the replay command to try it, and
-``OUT/curve.png`` the validation loss over training.
+whether the images are used), and trained for a time budget ``minutes`` in ``OUT/run``: a DMN
+with its own recipe (the model card's training config), an aligned model with the view-pair
+recipe at fine-tuning settings (:data:`ALIGNED_FINETUNE`; which views overlap is judged on the
+starting model's predicted depths, as bags carry no true ones). For aligned models the card
+also holds the tie-safe top-1 of the true pose among 64 candidates and its wrong-image twin.
+``OUT/model`` is the best validated model (also after Ctrl-C: the best one so far),
+``OUT/card.json`` and ``OUT/card.md`` hold the figures side by side, the data counts, the wall
+time and the replay command to try it, and ``OUT/curve.png`` the validation curve over training
+(the validation loss of a DMN, the candidate top-1 and its twin of an aligned model).
 """
 import csv
 import logging
@@ -26,6 +30,12 @@ from dmn_localizer.util.atomic import write_bytes, write_json, write_text
 log = logging.getLogger(__name__)
 
 EVAL_KEYS = ('success@5', 'success@5_shuffled_query', 'rmse@5', 'rmse@5_shuffled_query')
+ARCHITECTURES = ('dmn', 'aligned')
+# the view-pair recipe's settings for fine-tuning an aligned model (the second stage of
+# config/train_mazes_aligned_attention.yaml: fine kernel, low learning rate; no true depths)
+ALIGNED_FINETUNE = dict(kernel_start=(0.5, 8.0), kernel_end=(0.5, 8.0), curriculum_steps=1,
+                        lr=3e-4, lr_end=3e-5, true_depth_steps=0, eval_every=0,
+                        eval_episodes=0, val_every=250, threads=1)
 
 
 def split_groups(groups, val_share, seed=0):
@@ -58,8 +68,43 @@ def _evaluate(model, data, episodes, seed, particles=None):
     cfg = EvalConfig(seed=seed, **({} if particles is None else
                                    dict(k_global=particles[0], k_tracking=particles[1])))
     eps = load_episodes(open_dataset(data), episodes, cfg.contexts, cfg.steps, seed)
-    r = evaluate(model, eps, ['dmn'], cfg)['dmn']
+    method = model.config.architecture
+    r = evaluate({method: model}, eps, [method], cfg)[method]
     return dict({k: r[k] for k in EVAL_KEYS}, episodes=len(eps))
+
+
+def _view_pair_config(model, model_path, train_data, val_data, minutes, seed, max_steps,
+                      val_every, threads, pool):
+    """The view-pair recipe that fine-tunes the aligned ``model`` (:data:`ALIGNED_FINETUNE`)."""
+    import dataclasses
+    from dmn_localizer.training.view_pairs import ViewPairConfig
+    net = {k: v for k, v in dataclasses.asdict(model.config).items()
+           if k not in ('architecture', 'hfov_deg')}
+    over = dict(ALIGNED_FINETUNE, train_data=str(train_data), val_data=str(val_data),
+                model=net, init_from=str(model_path), seed=seed, max_minutes=float(minutes),
+                max_steps=int(max_steps if max_steps is not None else 10**9),
+                contexts=min(4, int(pool)))
+    if val_every:
+        over['val_every'] = int(val_every)
+    if threads:
+        over['threads'] = int(threads)
+    return ViewPairConfig(**over)
+
+
+def _pose_ranking(model, data, cfg):
+    """Tie-safe top-1 of the true pose among candidates, and its wrong-image twin, on the
+    view-pair recipe's validation queries of ``data`` (the same ones its training logs)."""
+    import torch
+    from dmn_localizer.training.view_pairs import pose_ranking, validation_set
+    from dmn_localizer.training.view_worlds import load_view_worlds, predict_overlap_depth
+    device = torch.device('cpu')
+    worlds = load_view_worlds(str(data), model.config.image_size // 2, progress=False)
+    predict_overlap_depth(worlds, model, device)
+    vset = validation_set(worlds, cfg.val_queries, cfg.seed + 1, cfg.min_overlap)
+    top1, err_m, err_deg = pose_ranking(model, worlds, vset, device)
+    wrong, _, _ = pose_ranking(model, worlds, vset, device, wrong_query=True)
+    return dict(pose_top1=top1, pose_top1_wrong=wrong, pose_queries=len(vset['world']),
+                top_error_m=round(err_m, 3), top_error_deg=round(err_deg, 2))
 
 
 def _copy_model(src, dst):
@@ -69,8 +114,8 @@ def _copy_model(src, dst):
         write_bytes(b, Path(a).read_bytes())
 
 
-def _validation_rows(run):
-    path = Path(run) / 'val_log.csv'
+def _validation_rows(run, name='val_log.csv'):
+    path = Path(run) / name
     if not path.exists():
         return []
     with open(path, newline='') as f:
@@ -98,11 +143,15 @@ def _card_markdown(card):
              f"{card['wall_time_s'] / 60:.1f} min, {card['steps']} steps"
              + (' (interrupted)' if card['interrupted'] else '') + '.', '',
              '| on the held-out places | zero-shot | fine-tuned |', '|---|---|---|']
-    for key, name, pct in (('success@5', 'global success@5', True),
+    for key, name, pct in (('pose_top1', 'true pose top-1 of 64 candidates (tie-safe)', True),
+                           ('pose_top1_wrong', '... with wrong images', True),
+                           ('success@5', 'global success@5', True),
                            ('success@5_shuffled_query', '... with wrong images', True),
                            ('rmse@5', 'tracking rmse@5 (m)', False),
                            ('rmse@5_shuffled_query', '... with wrong images (m)', False)):
         fmt = (lambda v: f'{100 * v:.1f}%') if pct else (lambda v: f'{v:.2f}')
+        if key not in z:
+            continue
         lines.append(f'| {name} | {fmt(z[key])} | '
                      f'{fmt(f[key]) if key in f else "-"} |')
     lines += ['', 'Try it:', '', '```', card['replay_command'], '```', '']
@@ -122,27 +171,72 @@ def finetune(groups, image_topic, pose_topic, out, model_path=None, minutes=60.0
     """
     from dmn_localizer.data.from_bags import bag_groups
     from dmn_localizer.model.io import load_model
-    from dmn_localizer.training import train
-    from dmn_localizer.training.config import TrainConfig
     from dmn_localizer.util.resources import default_model_path
     t0 = time.monotonic()
     out = Path(out)
     model_path = str(model_path or default_model_path())
-    model = load_model(model_path, architecture='dmn')
+    model = load_model(model_path, architecture=ARCHITECTURES)
+    aligned = model.config.architecture == 'aligned'
     base = dict(_card_metadata(model_path).get('train_config') or {})
-    if not base:
+    if not base and not aligned:
         raise UserError(f'{model_path}: its card has no training config to fine-tune with')
     train_groups, val_groups = split_groups(bag_groups(groups), val_share, seed)
     size = int(model.config.image_size)
     data_kw = dict(data_kw or {})
+    data_kw.setdefault('default_hfov_deg', float(model.config.hfov_deg))
     data = {which: _dataset(g, which, out / 'data' / name, image_topic, pose_topic, size,
                             data_kw)
             for which, name, g in (('training', 'train', train_groups),
                                    ('validation', 'val', val_groups))}
+    train_data, val_data = out / 'data' / 'train', out / 'data' / 'val'
     log.info('zero-shot evaluation on the validation places')
-    zero = _evaluate(model, out / 'data' / 'val', episodes, seed, eval_particles)
+    zero = _evaluate(model, val_data, episodes, seed, eval_particles)
     pool = int(data['training']['contexts_per_world'])
-    over = dict(train_data=str(out / 'data' / 'train'), val_data=str(out / 'data' / 'val'),
+    if aligned:
+        cfg = _view_pair_config(model, model_path, train_data, val_data, minutes, seed,
+                                max_steps, val_every, threads, pool)
+        zero.update(_pose_ranking(model, val_data, cfg))
+    else:
+        cfg = _train_config(base, model_path, train_data, val_data, minutes, seed, max_steps,
+                            val_every, threads, episodes, pool)
+    card = dict(from_model=model_path, architecture=model.config.architecture,
+                train_places=sorted(train_groups),
+                val_places=sorted(val_groups), minutes=float(minutes),
+                data={name: dict(data[which]['counts'], areas=data[which]['n_worlds'])
+                      for which, name in (('training', 'train'), ('validation', 'val'))},
+                zero_shot=zero, fine_tuned=None, steps=0, interrupted=False,
+                eval_particles=list(eval_particles or (2048, 256)),
+                replay_command=(f'dmn-localizer replay --model {out / "model.safetensors"} '
+                                '--map-bag MAPPING_BAG --bag LOCALIZATION_BAG --out results'))
+    try:
+        if aligned:
+            from dmn_localizer.training.view_pairs import train_view_pairs
+            summary = train_view_pairs(cfg, out / 'run', progress=progress)
+            best = out / 'run' / 'best'
+            # the view-pair loop writes its model on Ctrl-C and returns
+            card['interrupted'] = bool(summary.get('interrupted'))
+        else:
+            from dmn_localizer.training import train
+            summary = train(cfg, out / 'run', progress=progress)
+            best = summary['best']
+    except KeyboardInterrupt:
+        card['interrupted'] = True
+        _finish(card, out, t0)
+        raise
+    card['steps'] = int(summary['steps'])
+    log.info('evaluation of the fine-tuned model on the validation places')
+    tuned = load_model(best)
+    card['fine_tuned'] = _evaluate(tuned, val_data, episodes, seed, eval_particles)
+    if aligned:
+        card['fine_tuned'].update(_pose_ranking(tuned, val_data, cfg))
+    return _finish(card, out, t0)
+
+
+def _train_config(base, model_path, train_data, val_data, minutes, seed, max_steps, val_every,
+                  threads, episodes, pool):
+    """The DMN's own recipe (its card's training config) pointed at the user's data."""
+    from dmn_localizer.training.config import TrainConfig
+    over = dict(train_data=str(train_data), val_data=str(val_data),
                 init_from=model_path, max_minutes=float(minutes), seed=seed,
                 val_episodes=min(int(base.get('val_episodes', 128)), episodes),
                 context_pool=min(int(base.get('context_pool', 16)), pool),
@@ -154,29 +248,9 @@ def finetune(groups, image_topic, pose_topic, out, model_path=None, minutes=60.0
     if threads:
         over['threads'] = int(threads)
     try:
-        cfg = TrainConfig.from_dict(dict(base, **over))
+        return TrainConfig.from_dict(dict(base, **over))
     except (TypeError, ValueError) as exc:
         raise UserError(f'{model_path}: its training config does not fit ({exc})') from None
-    card = dict(from_model=model_path, train_places=sorted(train_groups),
-                val_places=sorted(val_groups), minutes=float(minutes),
-                data={name: dict(data[which]['counts'], areas=data[which]['n_worlds'])
-                      for which, name in (('training', 'train'), ('validation', 'val'))},
-                zero_shot=zero, fine_tuned=None, steps=0, interrupted=False,
-                eval_particles=list(eval_particles or (2048, 256)),
-                replay_command=(f'dmn-localizer replay --model {out / "model.safetensors"} '
-                                '--map-bag MAPPING_BAG --bag LOCALIZATION_BAG --out results'))
-    summary = None
-    try:
-        summary = train(cfg, out / 'run', progress=progress)
-    except KeyboardInterrupt:
-        card['interrupted'] = True
-        _finish(card, out, t0)
-        raise
-    card['steps'] = int(summary['steps'])
-    log.info('evaluation of the fine-tuned model on the validation places')
-    card['fine_tuned'] = _evaluate(load_model(summary['best']), out / 'data' / 'val',
-                                   episodes, seed, eval_particles)
-    return _finish(card, out, t0)
 
 
 def _card_metadata(path):
@@ -192,6 +266,13 @@ def _finish(card, out, t0):
     if model_paths(best)[0].exists():
         _copy_model(best, out / 'model')
     rows = _validation_rows(out / 'run')
+    pair_rows = _validation_rows(out / 'run', 'log.csv')
+    if pair_rows and (out / 'run' / 'curve.png').exists():
+        # the view-pair recipe's own curve: tie-safe top-1 and its twin against wall time
+        write_bytes(out / 'curve.png', (out / 'run' / 'curve.png').read_bytes())
+        card['validation'] = {'best': max(pair_rows, key=lambda r: float(r['pose_top1'])),
+                              'last': pair_rows[-1]}
+        card['steps'] = card['steps'] or int(pair_rows[-1]['step'])
     if rows:
         _curve(rows, out / 'curve.png')
         card['validation'] = {'zero_shot': rows[0], 'best': min(

@@ -52,7 +52,7 @@ from dmn_localizer.model.config import DMNConfig
 from dmn_localizer.model.preprocess import images_to_tensor
 from dmn_localizer.model.io import atomic_write_json, load_model, save_model
 from dmn_localizer.filter.rollout import dense_loss
-from dmn_localizer.training.view_worlds import load_view_worlds
+from dmn_localizer.training.view_worlds import load_view_worlds, predict_overlap_depth
 from dmn_localizer.util.device import select_device
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ def _gaussian(poses, std_m, std_rad, n, rng):
 def _overlaps(worlds, w, q, ctx):
     """Overlap share (B, C) of query view q (B,) with views ctx (B, C) of worlds w (B,)."""
     P = torch.as_tensor(worlds.poses, dtype=torch.float32)
-    D = torch.as_tensor(worlds.depth, dtype=torch.float32)
+    D = torch.as_tensor(worlds.overlap_depth, dtype=torch.float32)
     cols = D.shape[-1]
     qp, qd = P[w, q][:, None], D[w, q][:, None]
     cp, cd = P[w[:, None], ctx], D[w[:, None], ctx]
@@ -409,6 +409,8 @@ def train_view_pairs(cfg: ViewPairConfig, out_dir, progress=True):
         model = build_model(mcfg).to(device)
     with open(out / 'config.yaml', 'w', encoding='utf-8') as f:
         yaml.safe_dump(asdict(cfg), f, sort_keys=False)
+    for worlds in (train, val):
+        predict_overlap_depth(worlds, model, device)
     vset = validation_set(val, cfg.val_queries, cfg.seed + 1, cfg.min_overlap)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     rows, best, best_key = [], None, None
@@ -441,6 +443,7 @@ def train_view_pairs(cfg: ViewPairConfig, out_dir, progress=True):
     model.train()
     bar = tqdm(total=cfg.max_steps, desc='view pairs', unit='step', disable=not progress)
     step, loss_avg, derr_avg = 0, 0.0, 0.0
+    interrupted = False
     try:
         while step < cfg.max_steps:
             if cfg.max_minutes and time.perf_counter() - start > 60 * cfg.max_minutes:
@@ -470,6 +473,7 @@ def train_view_pairs(cfg: ViewPairConfig, out_dir, progress=True):
                     best_key, best = key, row
                     save_model(model, out / 'best', metadata=meta)
     except KeyboardInterrupt:
+        interrupted = True
         log.warning('interrupted at step %d: writing the final model', step)
     bar.close()
     row, meta = validate(step, loss_avg, derr_avg, cfg.eval_episodes > 0)
@@ -478,7 +482,8 @@ def train_view_pairs(cfg: ViewPairConfig, out_dir, progress=True):
     if best_key is None or key >= best_key:
         best = row
         save_model(model, out / 'best', metadata=meta)
-    summary = dict(steps=step, minutes=row['minutes'], final=row, best=best)
+    summary = dict(steps=step, minutes=row['minutes'], final=row, best=best,
+                   interrupted=interrupted)
     atomic_write_json(out / 'summary.json', summary)
     return summary
 

@@ -6,17 +6,20 @@ trajectories of ``L`` steps; here they are one list of ``V = Kc + R * L`` views 
 first ``Kc`` being the context pool. The true depth of every view's columns is ray-cast on the
 world's stored layout (:func:`~dmn_localizer.data.column_depth.column_depths`). A dataset
 without layouts (built from bags) has no depth: ``depth`` is NaN there and the depth loss skips
-it.
+it; which views overlap is then judged on the column depths a model predicts
+(:func:`predict_overlap_depth`), kept apart in ``overlap_depth`` so they never supervise.
 """
 from dataclasses import dataclass
 import logging
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from dmn_localizer.data.column_depth import column_depths
 from dmn_localizer.data.dataset import open_dataset, SIZE_KEYS
 from dmn_localizer.errors import UserError
+from dmn_localizer.model.preprocess import images_to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,13 @@ class ViewWorlds:
     hfov_deg: float
     world_size: float
     domain: str
+    # the depths that decide which views overlap: ``depth``, with the unknown ones filled by
+    # :func:`predict_overlap_depth`
+    overlap_depth: np.ndarray = None
+
+    def __post_init__(self):
+        if self.overlap_depth is None:
+            self.overlap_depth = self.depth
 
     @property
     def n_worlds(self):
@@ -85,4 +95,27 @@ def load_view_worlds(path, columns, max_worlds=None, progress=True):
                       str(m['domain']))
 
 
-__all__ = ['load_view_worlds', 'ViewWorlds']
+@torch.no_grad()
+def predict_overlap_depth(worlds, model, device, batch=256):
+    """Fill the views of ``worlds`` whose true depths are unknown (NaN) in ``overlap_depth``
+    with ``model``'s predicted column depths; returns how many views it filled."""
+    unknown = ~np.isfinite(worlds.depth).all(-1)                       # (W, V)
+    if not unknown.any():
+        return 0
+    w, v = np.nonzero(unknown)
+    filled = worlds.depth.copy()
+    was_training = model.training
+    model.eval()
+    for i in range(0, len(w), batch):
+        sl = slice(i, i + batch)
+        images = images_to_tensor(worlds.images[w[sl], v[sl]], device)
+        _, depth, _ = model.encode_columns(images)
+        filled[w[sl], v[sl]] = depth.float().cpu().numpy()
+    model.train(was_training)
+    worlds.overlap_depth = filled
+    log.info('%d views without true depths: their overlaps use the model\'s predicted depths',
+             len(w))
+    return len(w)
+
+
+__all__ = ['load_view_worlds', 'predict_overlap_depth', 'ViewWorlds']
