@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dmn_localizer.errors import FileFormatError, UserError
+from dmn_localizer.util.errors import FileFormatError, UserError
 from dmn_localizer.evaluation import EvalConfig, run_method
 from dmn_localizer.evaluation.protocol import model_mismatch
 from dmn_localizer.filter import FilterConfig

@@ -63,7 +63,7 @@ def test_training_configs_resolve_and_bases_merge(tmp_path):
     key) and a cycle is one clear error."""
     from pathlib import Path
 
-    from dmn_localizer.errors import FileFormatError
+    from dmn_localizer.util.errors import FileFormatError
     from dmn_localizer.training import load_train_config
     from dmn_localizer.training.view_pairs import is_view_pair_config, load_view_pair_config
     repo = Path(__file__).resolve().parents[1]

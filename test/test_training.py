@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dmn_localizer.errors import FileFormatError, UserError
+from dmn_localizer.util.errors import FileFormatError, UserError
 from dmn_localizer.filter import FilterConfig
 from dmn_localizer.filter.rollout import (attention_loss, dense_loss, initial_particles,
                                           make_batch, pose_contrast_loss, pose_loss,

@@ -14,7 +14,7 @@ File format (``.dmnmap``, a safetensors file; loading never executes code):
 
 Loading parses the safetensors header itself (length, JSON, offsets within the file) before
 handing the bytes to safetensors, and checks format, version, checksum and shapes: any
-problem is one :class:`~dmn_localizer.errors.FileFormatError` naming the file and the problem.
+problem is one :class:`~dmn_localizer.util.errors.FileFormatError` naming the file and the problem.
 Saving is atomic (temporary file, fsync, rename): a crash leaves the previous file.
 
 A map serves the models whose ``image_size`` equals its images' side:
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dmn_localizer.errors import FileFormatError, UserError
+from dmn_localizer.util.errors import FileFormatError, UserError
 from dmn_localizer.util.atomic import atomic_path
 from dmn_localizer.util.safetensors_file import read_header
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dmn_localizer.errors import UserError
+from dmn_localizer.util.errors import UserError
 from dmn_localizer.util.atomic import write_bytes, write_json, write_text
 
 log = logging.getLogger(__name__)

@@ -44,7 +44,7 @@ import time
 import numpy as np
 import torch
 
-from dmn_localizer.errors import FileFormatError, UserError
+from dmn_localizer.util.errors import FileFormatError, UserError
 from dmn_localizer.filter import FilterConfig
 from dmn_localizer.model.baselines import build_model
 from dmn_localizer.model.config import DMNConfig

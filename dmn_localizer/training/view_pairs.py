@@ -44,7 +44,7 @@ import yaml
 from tqdm import tqdm
 
 from dmn_localizer.config import strict_from_dict
-from dmn_localizer.errors import UserError
+from dmn_localizer.util.errors import UserError
 from dmn_localizer.geometry import compose, relative, wrap_angle
 from dmn_localizer.model.aligned import AlignedMapState, AlignedQueryState
 from dmn_localizer.model.column_warp import view_overlap

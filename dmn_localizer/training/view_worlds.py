@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from dmn_localizer.data.column_depth import column_depths
 from dmn_localizer.data.dataset import open_dataset, SIZE_KEYS
-from dmn_localizer.errors import UserError
+from dmn_localizer.util.errors import UserError
 
 log = logging.getLogger(__name__)
 
