@@ -13,7 +13,7 @@ from dmn_localizer.filter.rollout import (attention_loss, dense_loss, initial_pa
                                           PoseContrast, rollout)
 from dmn_localizer.model import DMN, DMNConfig, load_model
 from dmn_localizer.training import load_train_config, train, TrainConfig
-from dmn_localizer.training.train import open_dataset
+from dmn_localizer.data.dataset import open_dataset
 
 torch.set_num_threads(1)
 
