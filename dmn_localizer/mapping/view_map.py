@@ -14,7 +14,7 @@ File format (``.dmnmap``, a safetensors file; loading never executes code):
 
 Loading parses the safetensors header itself (length, JSON, offsets within the file) before
 handing the bytes to safetensors, and checks format, version, checksum and shapes: any
-problem is one :class:`~dmn_localizer.util.errors.FileFormatError` naming the file and the problem.
+problem is one :class:`~dmn_localizer.errors.FileFormatError` naming the file and the problem.
 Saving is atomic (temporary file, fsync, rename): a crash leaves the previous file.
 
 A map serves the models whose ``image_size`` equals its images' side:
