@@ -5,7 +5,7 @@ Each subcommand lives in its own module under :mod:`dmn_localizer.commands` and 
 only when their subcommand runs, so ``dmn-localizer --help`` is fast and a missing optional
 dependency of one stage never breaks another.
 
-Errors: bad arguments and :class:`~dmn_localizer.errors.UserError` give one line on stderr and
+Errors: bad arguments and :class:`~dmn_localizer.util.errors.UserError` give one line on stderr and
 exit status 2; Ctrl-C exits 130; an unexpected exception prints one line (the traceback only
 with ``--debug``) and exits 1.
 """
@@ -16,7 +16,7 @@ import os
 import sys
 
 from dmn_localizer import __version__
-from dmn_localizer.errors import UserError
+from dmn_localizer.util.errors import UserError
 from dmn_localizer.util.allocator import keep_freed_memory
 
 # subcommand -> module under dmn_localizer.commands

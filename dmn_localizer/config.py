@@ -25,79 +25,114 @@ RENAMED_PARAMETERS = {'map_frame': 'global_frame_id', 'odom_frame': 'odom_frame_
                       'base_frame': 'base_frame_id', 'camera_frame': 'camera_frame_id'}
 
 
+def _spec(default, description, lo=None, hi=None):
+    return {'default': default, 'description': description, 'lo': lo, 'hi': hi}
+
+
+# The parameters both nodes declare, each defined once here (default, description, range);
+# a node's dataclass takes its field from ``shared(name)``. The frames and the map file mean
+# something else to each node, so there the default is shared and each node describes its use.
+SHARED_PARAMETERS = {
+    # frames (REP-105)
+    'global_frame_id': _spec('map', None),
+    'base_frame_id': _spec('base_link', None),
+    'camera_frame_id': _spec('camera_optical_frame', "Frame of the camera images (their header "
+                             'frame_id, usually an optical frame); images in another frame are '
+                             'used, with one warning'),
+    'autostart': _spec(True, 'Configure and activate at start (a plain node); false: wait for '
+                       'a lifecycle manager (nav2_lifecycle_manager) to configure and activate '
+                       'it'),
+    # inputs
+    'image_topic': _spec('camera/image_raw', 'Camera topic (relative, so namespaces work)'),
+    'image_transport': _spec('raw', "Image message type: 'raw' (sensor_msgs/Image) or "
+                             "'compressed' (sensor_msgs/CompressedImage on TOPIC/compressed)"),
+    'camera_offset_x': _spec(0.0, 'Camera position in base frame, x (m)', -10.0, 10.0),
+    'camera_offset_y': _spec(0.0, 'Camera position in base frame, y (m)', -10.0, 10.0),
+    'camera_offset_yaw': _spec(0.0, 'Camera heading in base frame (rad)', -3.1416, 3.1416),
+    # model and map
+    'model': _spec('', 'Model weights (.safetensors); empty = the shipped mazes model'),
+    'map_file': _spec('', None),
+    'image_size': _spec(32, 'Images are resized to this square size for the model', 8, 512),
+    'device': _spec('auto', "Torch device: 'auto', 'cpu' or 'cuda'"),
+}
+
+
+def shared(name, description=None):
+    """The field of the shared parameter ``name`` (:data:`SHARED_PARAMETERS`); ``description``
+    only where the node describes its own use of it (the entry has none)."""
+    spec = SHARED_PARAMETERS[name]
+    if (description is None) == (spec['description'] is None):
+        raise TypeError(f'shared parameter {name}: give a description if and only if '
+                        'SHARED_PARAMETERS has none')
+    meta = param(spec['default'], description or spec['description'], spec['lo'],
+                 spec['hi']).metadata
+    return field(default=spec['default'], metadata={**meta, 'shared': name})
+
+
 @dataclass
 class MapperConfig:
     # frames (REP-105)
-    global_frame_id: str = param('map', 'Frame of the map the context poses are expressed in; '
-                                 'poses in another frame are ignored')
-    base_frame_id: str = param('base_link', 'Robot base frame, whose pose the pose source '
-                               'gives; odometry with another child_frame_id is used, with '
-                               'one warning')
-    camera_frame_id: str = param('camera_optical_frame', "Frame of the camera images (their "
-                                 'header frame_id, usually an optical frame); images in '
-                                 'another frame are used, with one warning')
-    autostart: bool = param(True, 'Configure and activate at start (a plain node); false: '
-                            'wait for a lifecycle manager (nav2_lifecycle_manager) to '
-                            'configure and activate it')
+    global_frame_id: str = shared('global_frame_id', 'Frame of the map the context poses are '
+                                  'expressed in; poses in another frame are ignored')
+    base_frame_id: str = shared('base_frame_id', 'Robot base frame, whose pose the pose source '
+                                'gives; odometry with another child_frame_id is used, with one '
+                                'warning')
+    camera_frame_id: str = shared('camera_frame_id')
+    autostart: bool = shared('autostart')
     # inputs
-    image_topic: str = param('camera/image_raw', 'Camera topic (relative, so namespaces work)')
-    image_transport: str = param('raw', "Image message type: 'raw' (sensor_msgs/Image) or "
-                                 "'compressed' (sensor_msgs/CompressedImage on TOPIC/compressed)")
+    image_topic: str = shared('image_topic')
+    image_transport: str = shared('image_transport')
     pose_topic: str = param('ground_truth/pose', 'Pose source topic giving base poses in the map')
     pose_type: str = param('pose_stamped', "Pose message type: 'pose_stamped', "
                            "'pose_with_covariance_stamped' or 'odometry'")
     sync_tolerance_s: float = param(0.05, 'Max stamp difference when pairing an image with a '
                                     'pose, seconds', 0.0, 10.0)
-    camera_offset_x: float = param(0.0, 'Camera position in base frame, x (m)', -10.0, 10.0)
-    camera_offset_y: float = param(0.0, 'Camera position in base frame, y (m)', -10.0, 10.0)
-    camera_offset_yaw: float = param(0.0, 'Camera heading in base frame (rad)', -3.1416, 3.1416)
+    camera_offset_x: float = shared('camera_offset_x')
+    camera_offset_y: float = shared('camera_offset_y')
+    camera_offset_yaw: float = shared('camera_offset_yaw')
     # keyframe selection
     keyframe_min_distance: float = param(2.0, 'Add a context when the camera moved this far '
                                          'from the nearest context (m)', 0.0, 1000.0)
     keyframe_min_angle: float = param(0.5, 'Or turned this much relative to it (rad)',
                                       0.0, 3.1416)
     # model and map
-    model: str = param('', 'Model weights (.safetensors); empty = the shipped mazes model')
-    map_file: str = param('', 'Map file to start from (empty = start with an empty map)')
+    model: str = shared('model')
+    map_file: str = shared('map_file', 'Map file to start from (empty = start with an empty '
+                           'map)')
     save_path: str = param('dmn_map.dmnmap', 'Where ~/save_map writes the map')
-    image_size: int = param(32, 'Images are resized to this square size before embedding',
-                            8, 512)
-    device: str = param('auto', "Torch device: 'auto', 'cpu' or 'cuda'")
+    image_size: int = shared('image_size')
+    device: str = shared('device')
 
 
 @dataclass
 class LocalizerConfig:
     # frames (REP-105)
-    global_frame_id: str = param('map', 'Global frame of the estimate, the map and '
-                                 'initialpose')
+    global_frame_id: str = shared('global_frame_id', 'Global frame of the estimate, the map '
+                                  'and initialpose')
     odom_frame_id: str = param('odom', 'Odometry frame: the TF published is global_frame_id '
                                '-> odom_frame_id; odometry in another frame is used, with one '
                                'warning')
-    base_frame_id: str = param('base_link', 'Robot base frame: odometry with another '
-                               'child_frame_id is used, with one warning')
-    camera_frame_id: str = param('camera_optical_frame', "Frame of the camera images (their "
-                                 'header frame_id, usually an optical frame); images in '
-                                 'another frame are used, with one warning')
-    autostart: bool = param(True, 'Configure and activate at start (a plain node); false: '
-                            'wait for a lifecycle manager (nav2_lifecycle_manager) to '
-                            'configure and activate it')
+    base_frame_id: str = shared('base_frame_id', 'Robot base frame: odometry with another '
+                                'child_frame_id is used, with one warning')
+    camera_frame_id: str = shared('camera_frame_id')
+    autostart: bool = shared('autostart')
     # inputs
-    image_topic: str = param('camera/image_raw', 'Camera topic')
-    image_transport: str = param('raw', "'raw' (sensor_msgs/Image) or 'compressed'")
+    image_topic: str = shared('image_topic')
+    image_transport: str = shared('image_transport')
     camera_info_topic: str = param('camera/camera_info', 'sensor_msgs/CameraInfo topic: its '
                                    'field of view is given to models that use the camera '
                                    'geometry (aligned); a model trained with another camera '
                                    'gets one warning')
     odom_topic: str = param('odom', 'nav_msgs/Odometry topic giving odom -> base')
     initial_pose_topic: str = param('initialpose', 'Initial pose (RViz 2D Pose Estimate)')
-    camera_offset_x: float = param(0.0, 'Camera position in base frame, x (m)', -10.0, 10.0)
-    camera_offset_y: float = param(0.0, 'Camera position in base frame, y (m)', -10.0, 10.0)
-    camera_offset_yaw: float = param(0.0, 'Camera heading in base frame (rad)', -3.1416, 3.1416)
+    camera_offset_x: float = shared('camera_offset_x')
+    camera_offset_y: float = shared('camera_offset_y')
+    camera_offset_yaw: float = shared('camera_offset_yaw')
     # model and map
-    model: str = param('', 'Model weights (.safetensors); empty = the shipped mazes model')
-    map_file: str = param('', 'Map file written by the mapper (~/save_map)')
-    image_size: int = param(32, 'Images are resized to this square size', 8, 512)
-    device: str = param('auto', "Torch device: 'auto', 'cpu' or 'cuda'")
+    model: str = shared('model')
+    map_file: str = shared('map_file', 'Map file written by the mapper (~/save_map)')
+    image_size: int = shared('image_size')
+    device: str = shared('device')
     camera_hfov_deg: float = param(0.0, "The camera's horizontal field of view (degrees) for "
                                    'models that use the camera geometry (architecture '
                                    "aligned); 0 = the model's training camera", 0.0, 179.0)

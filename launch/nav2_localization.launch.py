@@ -12,73 +12,53 @@ apply (Python nodes are not components). The lifecycle manager drives the nodes 
 gets ``autostart: false``) with ``bond_timeout: 0.0``: rclpy has no bond, so the manager does
 not wait for a heartbeat from the localizer. The map_server (nav2_map_server) starts and is
 managed only when ``map`` names an occupancy grid, which costmaps and planners need; the
-localizer itself uses only its ``.dmnmap``.
+localizer itself uses only its ``.dmnmap``. The arguments and the localizer node they share
+with localize.launch.py are defined once (:mod:`dmn_localizer.nodes.launch_parts`).
 """
-import os
-
-from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, GroupAction
+from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition, UnlessCondition
 from launch.substitutions import LaunchConfiguration, PythonExpression
-from launch_ros.actions import Node, PushRosNamespace
-from launch_ros.parameter_descriptions import ParameterValue
+from launch_ros.actions import Node
 
-TF_REMAPS = [('/tf', 'tf'), ('/tf_static', 'tf_static')]  # <ns>/tf, as nav2
+from dmn_localizer.nodes.launch_parts import (declare, declare_parameter, declare_params_file,
+                                              dmn_node, in_namespace, launch_bool,
+                                              log_arguments, respawn_options, TF_REMAPS)
 
 
 def generate_launch_description():
-    share = get_package_share_directory('dmn_localizer')
     occupancy_map = LaunchConfiguration('map')
-    use_sim_time = ParameterValue(LaunchConfiguration('use_sim_time'), value_type=bool)
-    autostart = ParameterValue(LaunchConfiguration('autostart'), value_type=bool)
-    log_args = ['--ros-args', '--log-level', LaunchConfiguration('log_level')]
-    respawn = {'respawn': LaunchConfiguration('use_respawn'), 'respawn_delay': 2.0}
+    use_sim_time = launch_bool('use_sim_time')
     with_map = PythonExpression(["'", occupancy_map, "' != ''"])
 
     def lifecycle_manager(node_names, condition):
         return Node(package='nav2_lifecycle_manager', executable='lifecycle_manager',
                     name='lifecycle_manager_localization', output='screen',
-                    condition=condition, arguments=log_args,
-                    parameters=[{'use_sim_time': use_sim_time, 'autostart': autostart,
+                    condition=condition, arguments=log_arguments(),
+                    parameters=[{'use_sim_time': use_sim_time,
+                                 'autostart': launch_bool('autostart'),
                                  'node_names': node_names, 'bond_timeout': 0.0}])
 
     return LaunchDescription([
-        DeclareLaunchArgument('namespace', default_value='',
-                              description='Top-level namespace'),
-        DeclareLaunchArgument('map_file', default_value='',
-                              description='dmn_localizer map (.dmnmap, from the mapper)'),
+        declare('namespace'),
+        declare_parameter('localizer', 'map_file'),
         DeclareLaunchArgument('map', default_value='',
                               description='Occupancy grid YAML for nav2_map_server (empty: no '
                                           'map_server)'),
-        DeclareLaunchArgument('model', default_value='',
-                              description='Model weights (.safetensors); empty = shipped model'),
-        DeclareLaunchArgument('localizer_params_file',
-                              default_value=os.path.join(share, 'config', 'localizer.yaml'),
-                              description='Parameter YAML for the localizer (root key '
-                                          '/**/localizer:)'),
-        DeclareLaunchArgument('use_sim_time', default_value='false',
-                              description='Use simulation (Gazebo) clock if true'),
-        DeclareLaunchArgument('autostart', default_value='true',
-                              description='Lifecycle manager configures and activates the '
-                                          'nodes at start'),
-        DeclareLaunchArgument('use_respawn', default_value='false',
-                              description='Respawn a node that crashes'),
-        DeclareLaunchArgument('log_level', default_value='info', description='Log level'),
-        GroupAction([
-            PushRosNamespace(LaunchConfiguration('namespace')),
+        declare_parameter('localizer', 'model'),
+        declare_params_file('localizer', 'localizer_params_file'),
+        declare('use_sim_time'),
+        declare_parameter('localizer', 'autostart', 'The lifecycle manager configures and '
+                          'activates the nodes at start'),
+        declare('use_respawn'),
+        declare('log_level'),
+        in_namespace(
             Node(package='nav2_map_server', executable='map_server', name='map_server',
-                 output='screen', condition=IfCondition(with_map), arguments=log_args,
+                 output='screen', condition=IfCondition(with_map), arguments=log_arguments(),
                  parameters=[{'use_sim_time': use_sim_time, 'yaml_filename': occupancy_map}],
-                 remappings=TF_REMAPS, **respawn),
-            Node(package='dmn_localizer', executable='localizer_node', name='localizer',
-                 output='screen', arguments=log_args,
-                 parameters=[LaunchConfiguration('localizer_params_file'),
-                             {'use_sim_time': use_sim_time, 'autostart': False,
-                              'map_file': LaunchConfiguration('map_file'),
-                              'model': LaunchConfiguration('model')}],
-                 remappings=TF_REMAPS, **respawn),
+                 remappings=TF_REMAPS, **respawn_options()),
+            # the lifecycle manager drives the localizer: no autostart in the node
+            dmn_node('localizer', 'localizer_params_file', autostart=False),
             lifecycle_manager(['map_server', 'localizer'], IfCondition(with_map)),
-            lifecycle_manager(['localizer'], UnlessCondition(with_map)),
-        ]),
+            lifecycle_manager(['localizer'], UnlessCondition(with_map))),
     ])

@@ -22,7 +22,9 @@ from dmn_localizer.evaluation.protocol import load_episodes
 from dmn_localizer.model.io import load_model
 from dmn_localizer.training.config import load_train_config
 from dmn_localizer.filter.rollout import make_batch, pose_contrast_loss
-from dmn_localizer.training.train import _pose_contrast, build_validation, open_dataset
+from dmn_localizer.data.dataset import open_dataset
+from dmn_localizer.training.losses import pose_contrast
+from dmn_localizer.training.validation import build_validation
 
 BATCH = 16
 
@@ -41,7 +43,7 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = load_train_config(args.config)
-    spec = _pose_contrast(cfg)
+    spec = pose_contrast(cfg)
     model = load_model(args.model)
     model.train()
     episodes = load_episodes(open_dataset(cfg.train_data), args.episodes, 16, 1, seed=123)

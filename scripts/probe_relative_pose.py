@@ -21,7 +21,7 @@ from dmn_localizer.filter import sample_gaussian
 from dmn_localizer.geometry import relative
 from dmn_localizer.model.io import load_model
 from dmn_localizer.filter.rollout import make_batch
-from dmn_localizer.training.train import open_dataset
+from dmn_localizer.data.dataset import open_dataset
 
 CANDIDATES = 64
 OFFSET_STD = (2.0, 2.0, math.radians(20.0))

@@ -11,7 +11,9 @@ Unknown API (anything our files do not use) raises, so a launch file that starts
 of launch is noticed here instead of silently resolved wrong.
 """
 import ast
+import importlib
 import importlib.util
+from pathlib import Path
 import sys
 import types
 from unittest import mock
@@ -111,11 +113,19 @@ def _modules():
 
 
 def load_description(path, share_dir):
-    """``generate_launch_description()`` of ``path`` built with the stand-in API;
+    """``generate_launch_description()`` of ``path`` built with the stand-in API (also where
+    the package's launch helpers, :mod:`dmn_localizer.nodes.launch_parts`, use it);
     ``get_package_share_directory('dmn_localizer')`` answers ``share_dir`` (the repository
     has the installed share layout: config/, launch/)."""
     tree = ast.parse(path.read_text())
-    used = {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+    # the launch file's own modules (dmn_localizer.nodes.launch_parts), imported before the
+    # stand-ins are in place: they import launch inside their functions, so at call time
+    helpers = sorted({n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                      and n.module and n.module.split('.')[0] == 'dmn_localizer'})
+    trees = [tree] + [ast.parse(Path(importlib.import_module(m).__file__).read_text())
+                      for m in helpers]
+    used = {(n.module, a.name) for t in trees for n in ast.walk(t)
+            if isinstance(n, ast.ImportFrom)
             and n.module and n.module.split('.')[0] in ('launch', 'launch_ros')
             for a in n.names}
     mods = _modules()

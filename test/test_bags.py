@@ -318,7 +318,7 @@ def test_dataset_from_bags_keeps_worlds_apart(two_worlds, tmp_path, caplog):
 
 def test_dataset_from_bags_refuses_frames_mixed_in_a_group(tmp_path):
     from rosbags.rosbag2 import Writer
-    from dmn_localizer.errors import UserError
+    from dmn_localizer.util.errors import UserError
     for name, frame in (('a', 'map'), ('b', 'world')):
         with Writer(tmp_path / name, version=9) as w:
             ci = w.add_connection('/img', M.IMAGE, typestore=M.TYPESTORE)

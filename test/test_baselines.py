@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dmn_localizer.errors import FileFormatError, UserError
+from dmn_localizer.util.errors import FileFormatError, UserError
 from dmn_localizer.evaluation import EvalConfig, run_method
 from dmn_localizer.evaluation.protocol import model_mismatch
 from dmn_localizer.filter import FilterConfig
@@ -18,7 +18,7 @@ from dmn_localizer.model import (build_model, count_parameters, DMN, DMNConfig,
                                  save_model)
 from dmn_localizer.training import load_train_config, train, TrainConfig
 from dmn_localizer.filter.rollout import initial_particles, make_batch, rollout
-from dmn_localizer.training.train import open_dataset
+from dmn_localizer.data.dataset import open_dataset
 
 torch.set_num_threads(1)
 

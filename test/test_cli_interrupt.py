@@ -87,7 +87,7 @@ def test_dataset_from_bags(inputs, tmp_path):
 
 
 def test_train_keeps_a_loadable_checkpoint(inputs, tmp_path):
-    from dmn_localizer.training.train import _load_checkpoint
+    from dmn_localizer.training.checkpoint import load_checkpoint
     cfg = tmp_path / 'train.yaml'
     cfg.write_text(yaml.safe_dump(dict(
         train_data=str(inputs / 'train'), val_data=str(inputs / 'val'), context_pool=6,
@@ -99,7 +99,7 @@ def test_train_keeps_a_loadable_checkpoint(inputs, tmp_path):
     interrupt(['train', '--config', cfg, '--out', out, '--no-progress'], state.exists, 'train',
               settle=2.0)
     assert not leftovers(out)
-    model, saved = _load_checkpoint(out, 'cpu')   # resumable: complete and consistent
+    model, saved = load_checkpoint(out, 'cpu')   # resumable: complete and consistent
     assert saved['step'] >= 0 and model.model_id
 
 

@@ -4,7 +4,7 @@ from dataclasses import fields
 import pytest
 import yaml
 
-from dmn_localizer.config import LocalizerConfig, MapperConfig, ros_name
+from dmn_localizer.config import LocalizerConfig, MapperConfig, ros_name, SHARED_PARAMETERS
 from dmn_localizer.util.resources import config_path
 
 
@@ -17,6 +17,34 @@ def test_yaml_matches_declared_parameters(node, cls):
         value = params[ros_name(f)]
         assert value == f.default and type(value) is type(f.default), f.name
         assert f.metadata['description']
+
+
+def test_yaml_comments_are_the_descriptions():
+    """Each parameter's comment line in config/*.yaml is its description (and range)."""
+    for node, cls in (('mapper', MapperConfig), ('localizer', LocalizerConfig)):
+        text = config_path(f'{node}.yaml').read_text()
+        for f in fields(cls):
+            rng = f.metadata.get('range')
+            comment = f.metadata['description'] + (f' [{rng[0]}, {rng[1]}]' if rng else '')
+            assert f'# {comment}\n' in text, (node, f.name)
+
+
+def test_shared_parameters_have_one_definition():
+    """A parameter both nodes declare comes from config.SHARED_PARAMETERS in both: the same
+    default, range and type (and description, unless the nodes use it differently)."""
+    by_name = {cls: {f.name: f for f in fields(cls)} for cls in (MapperConfig, LocalizerConfig)}
+    common = set(by_name[MapperConfig]) & set(by_name[LocalizerConfig])
+    assert common == set(SHARED_PARAMETERS)
+    for name, spec in SHARED_PARAMETERS.items():
+        m, loc = by_name[MapperConfig][name], by_name[LocalizerConfig][name]
+        for f in (m, loc):
+            assert f.metadata['shared'] == name
+            assert f.default == spec['default'] and f.type == m.type
+            assert f.metadata.get('range') == (None if spec['lo'] is None
+                                               else (spec['lo'], spec['hi']))
+        if spec['description'] is not None:
+            assert m.metadata['description'] == loc.metadata['description'] \
+                == spec['description']
 
 
 def flatten(params, prefix=''):
@@ -63,7 +91,7 @@ def test_training_configs_resolve_and_bases_merge(tmp_path):
     key) and a cycle is one clear error."""
     from pathlib import Path
 
-    from dmn_localizer.errors import FileFormatError
+    from dmn_localizer.util.errors import FileFormatError
     from dmn_localizer.training import load_train_config
     from dmn_localizer.training.view_pairs import is_view_pair_config, load_view_pair_config
     repo = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ import pytest
 from dmn_localizer.data.build import build_dataset, render_worlds
 from dmn_localizer.data.dataset import (SPLIT_SEEDS, episode_belief, make_odometry,
                                         open_dataset)
-from dmn_localizer.errors import FileFormatError, UserError
+from dmn_localizer.util.errors import FileFormatError, UserError
 from dmn_localizer.geometry import compose
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

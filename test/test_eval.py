@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dmn_localizer.errors import UserError
+from dmn_localizer.util.errors import UserError
 from dmn_localizer.evaluation import (EvalConfig, evaluate, likelihood_map, load_episodes,
                                       markdown_table, METHODS, run_method, summarise)
 from dmn_localizer.model import build_model, DMN, DMNConfig, save_model

@@ -3,13 +3,15 @@ check that they declare the documented arguments and start the right executables
 descriptions resolved for given arguments (test/launch_stub.py) down to the nodes' command
 lines, which real rclpy nodes then start from."""
 import ast
+from dataclasses import fields
 import importlib.util
 from pathlib import Path
 
 import pytest
 import yaml
 
-from launch_stub import resolve_launch_file, ros_args
+import launch_stub
+from launch_stub import load_description, resolve_launch_file, ros_args
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / 'launch'
@@ -25,20 +27,68 @@ def _calls(tree, name):
             and getattr(n.func, 'id', getattr(n.func, 'attr', None)) == name]
 
 
+def _entities(entities):
+    """Every entity of a launch description, groups flattened."""
+    for e in entities:
+        if isinstance(e, launch_stub.GroupAction):
+            yield from _entities(e.args[0])
+        else:
+            yield e
+
+
+def _declarations(fname):
+    desc = load_description(LAUNCH / fname, REPO)
+    return {a.args[0]: a.kwargs for a in desc.get_launch_arguments()}
+
+
 @pytest.mark.parametrize('fname,executable', [('localize.launch.py', 'localizer_node'),
                                               ('mapping.launch.py', 'mapper_node')])
 def test_launch_file_declares_arguments(fname, executable):
-    tree = ast.parse((LAUNCH / fname).read_text())
-    declared = {c.args[0].value for c in _calls(tree, 'DeclareLaunchArgument')}
-    assert declared == ARGS
-    for c in _calls(tree, 'DeclareLaunchArgument'):
-        assert any(k.arg == 'description' for k in c.keywords), c.args[0].value
-    executables = {k.value.value for c in _calls(tree, 'Node') for k in c.keywords
-                   if k.arg == 'executable'}
-    assert executables == {executable, 'rviz2'}
+    declared = _declarations(fname)
+    assert set(declared) == ARGS
+    for name, kwargs in declared.items():
+        assert kwargs.get('description'), name
+    nodes = [e for e in _entities(load_description(LAUNCH / fname, REPO).args[0])
+             if isinstance(e, launch_stub.Node)]
+    assert {n.kwargs['executable'] for n in nodes} == {executable, 'rviz2'}
     # every node (RViz too) reads the namespaced robot's tf, not the global /tf
-    for c in _calls(tree, 'Node'):
-        assert any(k.arg == 'remappings' for k in c.keywords), ast.unparse(c)[:80]
+    for n in nodes:
+        assert 'remappings' in n.kwargs, n.kwargs['executable']
+
+
+def test_launch_files_share_one_definition():
+    """The arguments and nodes the launch files share are defined once, in
+    dmn_localizer/nodes/launch_parts.py: the files declare no shared argument and build no
+    mapper, localizer or RViz node themselves; the shared arguments are declared alike in all
+    three, those that set a node parameter with the parameter's description, and the
+    localizer node of localize.launch.py is nav2_localization.launch.py's but for autostart."""
+    from dmn_localizer.config import LocalizerConfig, MapperConfig
+    for fname in ('localize.launch.py', 'mapping.launch.py', 'nav2_localization.launch.py'):
+        tree = ast.parse((LAUNCH / fname).read_text())
+        assert {c.args[0].value for c in _calls(tree, 'DeclareLaunchArgument')} <= {'map'}
+        built = {k.value.value for c in _calls(tree, 'Node') for k in c.keywords
+                 if k.arg == 'executable' and isinstance(k.value, ast.Constant)}
+        assert not built & {'localizer_node', 'mapper_node', 'rviz2'}, fname
+    files = {f: _declarations(f) for f in ('localize.launch.py', 'mapping.launch.py',
+                                           'nav2_localization.launch.py')}
+    for name in ARGS & NAV2_ARGS - {'autostart'}:
+        assert len({repr(sorted(d[name].items())) for d in files.values()
+                    if name in d}) == (2 if name == 'map_file' else 1), name
+    for fname, cls in (('localize.launch.py', LocalizerConfig),
+                       ('mapping.launch.py', MapperConfig)):
+        params = {f.name: f for f in fields(cls)}
+        for name in ('map_file', 'model', 'autostart'):
+            assert files[fname][name]['description'] == params[name].metadata['description']
+            default = params[name].default
+            assert files[fname][name]['default_value'] == \
+                (str(default).lower() if isinstance(default, bool) else default)
+    local = resolve_launch_file(LAUNCH / 'localize.launch.py', {'map_file': 'm.dmnmap'}, REPO)
+    nav2 = resolve_launch_file(LAUNCH / 'nav2_localization.launch.py',
+                               {'map_file': 'm.dmnmap'}, REPO)
+    (a,) = [n for n in local if n['executable'] == 'localizer_node']
+    (b,) = [n for n in nav2 if n['executable'] == 'localizer_node']
+    assert (a['params'].pop('autostart'), b['params'].pop('autostart')) == (True, False)
+    assert a == b
 
 
 @pytest.mark.skipif(importlib.util.find_spec('launch_ros') is None,
@@ -112,10 +162,10 @@ def test_nav2_localization_launch():
     """The drop-in for nav2's localization_launch.py: nav2's arguments, the localizer managed
     by lifecycle_manager_localization (autostart there, not in the node; no bond), and the
     map_server only when an occupancy grid is given."""
-    tree = ast.parse((LAUNCH / 'nav2_localization.launch.py').read_text())
-    assert {c.args[0].value for c in _calls(tree, 'DeclareLaunchArgument')} == NAV2_ARGS
-    for c in _calls(tree, 'DeclareLaunchArgument'):
-        assert any(k.arg == 'description' for k in c.keywords), c.args[0].value
+    declared = _declarations('nav2_localization.launch.py')
+    assert set(declared) == NAV2_ARGS
+    for name, kwargs in declared.items():
+        assert kwargs.get('description'), name
     nodes = resolve_launch_file(LAUNCH / 'nav2_localization.launch.py',
                                 {'namespace': 'robot1', 'map_file': 'm.dmnmap'}, REPO)
     assert [(n['executable'], n['name'], n['namespace']) for n in nodes] == [

@@ -5,7 +5,7 @@ import pickle
 import pytest
 import torch
 
-from dmn_localizer.errors import FileFormatError, UserError
+from dmn_localizer.util.errors import FileFormatError, UserError
 from dmn_localizer.model import DMN, DMNConfig, load_model, save_model
 
 

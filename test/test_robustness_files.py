@@ -16,7 +16,7 @@ import torch
 from safetensors.numpy import save_file
 
 from conftest import REPO
-from dmn_localizer.errors import FileFormatError
+from dmn_localizer.util.errors import FileFormatError
 from dmn_localizer.mapping.view_map import FORMAT, ViewMap, tensors_digest
 from dmn_localizer.model.config import DMNConfig
 from dmn_localizer.model.dmn import DMN

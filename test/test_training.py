@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from dmn_localizer.errors import FileFormatError, UserError
+from dmn_localizer.util.errors import FileFormatError, UserError
 from dmn_localizer.filter import FilterConfig
 from dmn_localizer.filter.rollout import (attention_loss, dense_loss, initial_particles,
                                           make_batch, pose_contrast_loss, pose_loss,
                                           PoseContrast, rollout)
 from dmn_localizer.model import DMN, DMNConfig, load_model
 from dmn_localizer.training import load_train_config, train, TrainConfig
-from dmn_localizer.training.train import open_dataset
+from dmn_localizer.data.dataset import open_dataset
 
 torch.set_num_threads(1)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from dmn_localizer.bags import messages as M
-from dmn_localizer.errors import UserError
+from dmn_localizer.util.errors import UserError
 from dmn_localizer.geometry import compose, quaternion_to_yaw
 from dmn_localizer.localization.camera import hfov_from_intrinsics
 from dmn_localizer.images import ImageError, compressed_to_rgb, raw_to_rgb, resize_square

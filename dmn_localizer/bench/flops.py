@@ -25,7 +25,7 @@ import math
 class FlopModel:
     """Analytic FLOP counts (2 x MACs of conv/matmul/linear) for one image size.
 
-    Layer shapes follow :mod:`dmn_localizer.model.dmn`; see the module docstring for the
+    Layer shapes follow :mod:`dmn_localizer.model.dmn_networks`; see the module docstring for the
     formulas. All methods return Python ints.
     """
 

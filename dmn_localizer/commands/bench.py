@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from dmn_localizer.errors import UserError
+from dmn_localizer.util.errors import UserError
 
 HELP = 'Benchmark observation-update speed, FLOP rate and memory (reference vs fast path).'
 

@@ -6,7 +6,7 @@ puts bags that share one map frame together; no area mixes two groups.
 """
 import os
 
-from dmn_localizer.errors import UserError
+from dmn_localizer.util.errors import UserError
 
 HELP = 'Turn recorded bags (images + ground-truth poses) into an episode dataset.'
 

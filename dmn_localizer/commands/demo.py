@@ -10,7 +10,7 @@ import shutil
 import time
 from pathlib import Path
 
-from dmn_localizer.errors import UserError
+from dmn_localizer.util.errors import UserError
 
 HELP = 'Map and globally localize in an unseen simulated maze; print a summary and plots.'
 

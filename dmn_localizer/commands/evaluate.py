@@ -5,7 +5,7 @@ Thin wrapper over :func:`dmn_localizer.evaluation.run.run_evaluation`.
 import logging
 from pathlib import Path
 
-from dmn_localizer.errors import UserError
+from dmn_localizer.util.errors import UserError
 
 HELP = 'Evaluate a DMN and baselines on held-out worlds (paper protocol).'
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ Thin wrapper over :func:`dmn_localizer.training.finetune.finetune` (see it for t
 """
 import os
 
-from dmn_localizer.errors import UserError
+from dmn_localizer.util.errors import UserError
 
 HELP = ('Fine-tune the model on your own recordings (image + pose bags of several places) '
         'for a time budget; writes the model and a card comparing it with the zero-shot one.')

@@ -6,7 +6,7 @@ import logging
 import math
 from pathlib import Path
 
-from dmn_localizer.errors import UserError
+from dmn_localizer.util.errors import UserError
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import signal
 import time
 from pathlib import Path
 
-from dmn_localizer.errors import UserError
+from dmn_localizer.util.errors import UserError
 from dmn_localizer.util.processes import node_command, start_child, stop_children
 from dmn_localizer.util.resources import config_path
 

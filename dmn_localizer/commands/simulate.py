@@ -7,7 +7,7 @@ import glob
 import logging
 import os
 
-from dmn_localizer.errors import UserError
+from dmn_localizer.util.errors import UserError
 
 HELP = 'Render simulated worlds into a sharded episode dataset.'
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ Writes two rosbag2 bags, ``OUT/mapping`` and ``OUT/localization`` (see
 """
 import os
 
-from dmn_localizer.errors import UserError
+from dmn_localizer.util.errors import UserError
 
 HELP = 'Record a mapping and a localization run through a simulated world as rosbag2 bags.'
 

@@ -5,7 +5,7 @@ Thin wrapper over :func:`dmn_localizer.training.train` (see it for outputs and r
 import logging
 from pathlib import Path
 
-from dmn_localizer.errors import UserError
+from dmn_localizer.util.errors import UserError
 
 HELP = ('Train an observation model: a DMN end to end through the particle filter, or the '
         'aligned model on view pairs (recipe: view_pairs in the config).')

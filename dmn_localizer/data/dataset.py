@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dmn_localizer.data.episode import Episode
-from dmn_localizer.errors import FileFormatError, UserError
+from dmn_localizer.util.errors import FileFormatError, UserError
 from dmn_localizer.geometry import WORLD_SIZE_M, relative, wrap_angle
 from dmn_localizer.util.atomic import atomic_path, write_json
 

@@ -28,7 +28,7 @@ from dmn_localizer import __version__
 from dmn_localizer.bags.read import read_pairs
 from dmn_localizer.data.dataset import (FORMAT, FORMAT_VERSION, pack_layouts, write_manifest,
                                         write_shard)
-from dmn_localizer.errors import UserError
+from dmn_localizer.util.errors import UserError
 from dmn_localizer.geometry import WORLD_SIZE_M
 
 log = logging.getLogger(__name__)

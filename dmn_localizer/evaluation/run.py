@@ -2,7 +2,7 @@
 import logging
 from pathlib import Path
 
-from dmn_localizer.errors import UserError
+from dmn_localizer.util.errors import UserError
 from dmn_localizer.evaluation import plots
 from dmn_localizer.evaluation.protocol import (EvalConfig, evaluate,
                                                likelihood_map, load_episodes, markdown_table,

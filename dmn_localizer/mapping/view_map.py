@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dmn_localizer.errors import FileFormatError, UserError
+from dmn_localizer.util.errors import FileFormatError, UserError
 from dmn_localizer.util.atomic import atomic_path
 from dmn_localizer.util.safetensors_file import read_header
 

@@ -40,8 +40,9 @@ import torch.nn.functional as F
 
 from dmn_localizer.model.aligned import AlignedModel
 from dmn_localizer.model.config import DMNConfig
-from dmn_localizer.model.dmn import (CNN6_DIM, DMN, EMBED_DIM, FC_DIM, FEAT4_DIM, FEAT5_DIM,
-                                     KEY_DIM)
+from dmn_localizer.model.dmn import DMN
+from dmn_localizer.model.dmn_networks import (CNN6_DIM, EMBED_DIM, FC_DIM, FEAT4_DIM, FEAT5_DIM,
+                                              KEY_DIM)
 from dmn_localizer.model.layers import (constant_channel_maps, conv_layer, conv_stack,
                                         init_weights, pose_coords, TRUNK)
 from dmn_localizer.model.preprocess import check_images

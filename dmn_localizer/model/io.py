@@ -11,7 +11,7 @@ code) and ``NAME.json``::
 FileFormatError naming the card.
 
 ``model_id`` is derived from the weight bytes, so a card paired with other weights is detected.
-Every problem reading either file raises :class:`~dmn_localizer.errors.FileFormatError` naming
+Every problem reading either file raises :class:`~dmn_localizer.util.errors.FileFormatError` naming
 the file. Writes are atomic (temp file + fsync + ``os.replace``).
 """
 import hashlib
@@ -19,7 +19,7 @@ import json
 import logging
 from pathlib import Path
 
-from dmn_localizer.errors import FileFormatError, UserError
+from dmn_localizer.util.errors import FileFormatError, UserError
 from dmn_localizer.model.config import DMNConfig
 from dmn_localizer.model.baselines import build_model
 from dmn_localizer.util.atomic import write_bytes as atomic_write_bytes

@@ -11,7 +11,7 @@ from rclpy.qos import (DurabilityPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
 from sensor_msgs.msg import CompressedImage, Image
 
-from dmn_localizer.errors import UserError
+from dmn_localizer.util.errors import UserError
 from dmn_localizer.images import resize_square
 from dmn_localizer.nodes.conversions import (checked_stamp_to_sec, compressed_msg_to_rgb,
                                              image_to_rgb, pose_to_xyyaw)

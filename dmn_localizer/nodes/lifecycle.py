@@ -12,7 +12,7 @@ from rclpy.service import Service
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 
-from dmn_localizer.errors import UserError
+from dmn_localizer.util.errors import UserError
 from dmn_localizer.nodes.parameters import declare_config, on_parameter_changes, read_config
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE

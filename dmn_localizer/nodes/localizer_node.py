@@ -42,7 +42,7 @@ from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import Marker, MarkerArray
 
 from dmn_localizer.config import LocalizerConfig
-from dmn_localizer.errors import FileFormatError, UserError
+from dmn_localizer.util.errors import FileFormatError, UserError
 from dmn_localizer.geometry import compose, inverse, yaw_to_quaternion
 from dmn_localizer.localization.localizer import Localizer
 from dmn_localizer.localization.odometry import OdometryBuffer

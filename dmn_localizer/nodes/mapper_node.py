@@ -17,7 +17,7 @@ from pathlib import Path
 from std_srvs.srv import Trigger
 
 from dmn_localizer.config import MapperConfig
-from dmn_localizer.errors import UserError
+from dmn_localizer.util.errors import UserError
 from dmn_localizer.geometry import compose
 from dmn_localizer.localization.sync import StampPairer
 from dmn_localizer.mapping.keyframes import is_new_keyframe

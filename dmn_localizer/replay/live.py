@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from dmn_localizer.bags import messages as M
-from dmn_localizer.errors import UserError
+from dmn_localizer.util.errors import UserError
 from dmn_localizer.replay import offline as core
 from dmn_localizer.util.atomic import atomic_path
 from dmn_localizer.util.processes import node_command, start_child, stop_children

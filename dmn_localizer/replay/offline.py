@@ -19,7 +19,7 @@ from dmn_localizer.bags.read import (BASE_FRAME, camera_intrinsics, camera_mount
                                      decode_image, IMAGE_TYPES, open_bag, POSE_TYPES,
                                      read_pairs)
 from dmn_localizer.data.dataset import TRACKING_SIGMA
-from dmn_localizer.errors import UserError
+from dmn_localizer.util.errors import UserError
 from dmn_localizer.geometry import quaternion_to_yaw, wrap_angle
 from dmn_localizer.images import resize_square
 from dmn_localizer.localization.odometry import OdometryBuffer

@@ -3,7 +3,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dmn_localizer.config import strict_from_dict
-from dmn_localizer.errors import FileFormatError, UserError
+from dmn_localizer.util.errors import FileFormatError, UserError
 from dmn_localizer.model.config import DMNConfig, LATENT_MAPS
 
 BELIEFS = ('tracking', 'global')

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dmn_localizer.errors import UserError
+from dmn_localizer.util.errors import UserError
 from dmn_localizer.util.atomic import write_bytes, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def _pose_ranking(model, data, cfg):
     view-pair recipe's validation queries of ``data`` (the same ones its training logs)."""
     import torch
     from dmn_localizer.training.view_pairs import pose_ranking, validation_set
-    from dmn_localizer.training.view_worlds import load_view_worlds, predict_overlap_depth
+    from dmn_localizer.training.view_pairs.worlds import load_view_worlds, predict_overlap_depth
     device = torch.device('cpu')
     worlds = load_view_worlds(str(data), model.config.image_size // 2, progress=False)
     predict_overlap_depth(worlds, model, device)

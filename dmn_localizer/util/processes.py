@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from dmn_localizer.errors import UserError
+from dmn_localizer.util.errors import UserError
 
 PR_SET_PDEATHSIG = 1
 

@@ -4,7 +4,7 @@ naming the file and the problem. Reading safetensors never executes code."""
 import json
 import struct
 
-from dmn_localizer.errors import FileFormatError
+from dmn_localizer.util.errors import FileFormatError
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 _DTYPE_BYTES = {'F64': 8, 'F32': 4, 'F16': 2, 'BF16': 2, 'I64': 8, 'I32': 4, 'I16': 2,

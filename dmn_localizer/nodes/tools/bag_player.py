@@ -168,7 +168,7 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(rclpy.utilities.remove_ros_args(sys.argv if argv is None else argv)[1:])
     from dmn_localizer.bags.read import open_bag
-    from dmn_localizer.errors import UserError
+    from dmn_localizer.util.errors import UserError
     try:
         reader = open_bag(args.bag)
     except UserError as exc:

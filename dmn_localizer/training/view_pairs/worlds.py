@@ -18,8 +18,8 @@ from tqdm import tqdm
 
 from dmn_localizer.data.column_depth import column_depths
 from dmn_localizer.data.dataset import open_dataset, SIZE_KEYS
-from dmn_localizer.errors import UserError
 from dmn_localizer.model.preprocess import images_to_tensor
+from dmn_localizer.util.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,92 @@
+"""The view-pair recipe's training config (``recipe: view_pairs`` in a training YAML)."""
+from dataclasses import dataclass, field
+
+import yaml
+
+from dmn_localizer.config import strict_from_dict
+from dmn_localizer.model.config import DMNConfig
+from dmn_localizer.util.errors import UserError
+
+RECIPE = 'view_pairs'
+
+
+@dataclass
+class ViewPairConfig:
+    recipe: str = RECIPE
+    train_data: str = 'data/mazes/train'
+    val_data: str = 'data/mazes/val'
+    model: dict = field(default_factory=dict)   # DMNConfig fields; architecture 'aligned'
+    init_from: str = None        # start from this model's weights (same config)
+    seed: int = 0
+    batch_size: int = 32
+    contexts: int = 4
+    candidates: int = 64
+    overlap_prob: float = 0.6
+    min_overlap: float = 0.3
+    near_std: tuple = (0.75, 10.0)      # metres, degrees
+    far_std: tuple = (2.5, 30.0)
+    kernel_start: tuple = (1.5, 20.0)
+    kernel_end: tuple = (0.5, 8.0)
+    curriculum_steps: int = 2000
+    depth_weight: float = 1.0
+    # the coarse term: the same cross-entropy over ``coarse_candidates`` poses spread over the
+    # world's free space (jittered poses of its views, random yaw, plus a few near the truth)
+    # against a wide kernel (metres, degrees): where in the world, from what the views share
+    coarse_weight: float = 1.0
+    coarse_candidates: int = 64
+    coarse_kernel: tuple = (4.0, 90.0)
+    # the warp uses the true column depths (where known) in a share of the batches that falls
+    # linearly from 1 at step 0 to 0 at this step: the comparison learns on correct warps
+    # while the depth head is still poor, and on the predicted depths it will see at run time
+    true_depth_steps: int = 2000
+    lr: float = 1e-3
+    lr_end: float = 1e-4
+    grad_clip: float = 10.0
+    max_steps: int = 8000
+    max_minutes: float = 0.0     # wall-clock budget; 0: none
+    threads: int = 2
+    device: str = 'auto'
+    max_train_worlds: int = 0    # 0: all
+    val_every: int = 250
+    val_queries: int = 256
+    eval_every: int = 2000
+    eval_episodes: int = 100
+
+    def __post_init__(self):
+        for name in ('near_std', 'far_std', 'kernel_start', 'kernel_end', 'coarse_kernel'):
+            setattr(self, name, tuple(float(x) for x in getattr(self, name)))
+        if self.recipe != RECIPE:
+            raise ValueError(f'recipe must be {RECIPE!r}, got {self.recipe!r}')
+        if self.candidates < 32:
+            raise ValueError('candidates must be >= 32')
+        if self.contexts < 1 or self.batch_size < 2:
+            raise ValueError('contexts must be >= 1 and batch_size >= 2')
+
+    def model_config(self, hfov_deg):
+        d = {'architecture': 'aligned', 'hfov_deg': hfov_deg, **self.model}
+        if d['architecture'] != 'aligned':
+            raise ValueError("the view_pairs recipe trains architecture 'aligned' only")
+        return DMNConfig.from_dict(d)
+
+
+def load_view_pair_config(path, overrides=None):
+    try:
+        with open(path, encoding='utf-8') as f:
+            d = yaml.safe_load(f) or {}
+    except OSError as exc:
+        raise UserError(f'{path}: {exc.strerror}') from None
+    d.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return strict_from_dict(ViewPairConfig, d, 'view_pairs config')
+    except (TypeError, ValueError) as exc:
+        raise UserError(f'{path}: {exc}') from None
+
+
+def is_view_pair_config(path):
+    """Whether the training YAML at ``path`` asks for this recipe (``recipe: view_pairs``)."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            d = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(d, dict) and d.get('recipe') == RECIPE
