@@ -1,9 +1,9 @@
 """Offline bag replay: build a map from a mapping bag, localize over a query bag, score it.
 
-Pure core (rosbags + torch + numpy; no rclpy). The same
-:class:`~dmn_localizer.localization.localizer.Localizer` the node uses consumes the bag's images
-and odometry in stamp order, so offline results equal what the node computes from the same
-messages. Metrics use ``evo``.
+Pure core (rosbags + torch + numpy; no rclpy). The bag's images and odometry go in stamp
+order through the node's feed loop (:class:`~dmn_localizer.localization.tracker.Tracker`
+around the same :class:`~dmn_localizer.localization.localizer.Localizer`), so offline results
+equal what the node computes from the same messages. Metrics use ``evo``.
 """
 import json
 import logging
@@ -23,6 +23,7 @@ from dmn_localizer.errors import UserError
 from dmn_localizer.geometry import quaternion_to_yaw, wrap_angle
 from dmn_localizer.images import resize_square
 from dmn_localizer.localization.odometry import OdometryBuffer
+from dmn_localizer.localization.tracker import Tracker
 from dmn_localizer.mapping.keyframes import is_new_keyframe
 from dmn_localizer.mapping.view_map import ViewMap
 from dmn_localizer.util.atomic import atomic_path, remove_temp_files, write_text
@@ -189,11 +190,26 @@ def initial_belief(stream, mode, truth=None, sigma=TRACKING_SIGMA):
     return first + rng.normal(size=3) * std, std
 
 
+def events(stream):
+    """The stream's odometry samples and images in stamp order, as ``(kind, stamp, value)``,
+    kind 'odom' or 'image'; odometry first at equal stamps (within 1 ns)."""
+    j = 0
+    for stamp, image in zip(stream.image_stamps, stream.images):
+        while j < len(stream.odom_stamps) and stream.odom_stamps[j] <= stamp + 1e-9:
+            yield 'odom', stream.odom_stamps[j], stream.odom[j]
+            j += 1
+        yield 'image', stamp, image
+    for j in range(j, len(stream.odom_stamps)):
+        yield 'odom', stream.odom_stamps[j], stream.odom[j]
+
+
 def localize(localizer, stream, mode='global', snapshot_every=10, progress=False,
              sigma=TRACKING_SIGMA):
-    """Run the filter over the stream. mode 'global' (uniform) or 'tracking' (Gaussian of std
-    ``sigma`` around the first true pose; default the paper's tracking setting)."""
-    odom = OdometryBuffer(max_age_s=1e9)
+    """Run the filter over the stream: its events through the node's feed loop
+    (:class:`~dmn_localizer.localization.tracker.Tracker`). mode 'global' (uniform) or
+    'tracking' (Gaussian of std ``sigma`` around the first true pose; default the paper's
+    tracking setting). The track holds the estimate after each update's health check."""
+    tracker = Tracker(localizer, OdometryBuffer(max_age_s=1e9))
     truth = truth_buffer(stream)
     belief = initial_belief(stream, mode, truth, sigma)
     if belief is None:
@@ -201,31 +217,34 @@ def localize(localizer, stream, mode='global', snapshot_every=10, progress=False
     else:
         localizer.init_gaussian(*belief)
     track = Track()
-    j = 0
     t0 = time.perf_counter()
-    frames = range(len(stream.image_stamps))
+    bar = None
     if progress:
         from tqdm import tqdm
-        frames = tqdm(frames, desc='localizing', unit='frame')
-    for i in frames:
-        stamp = stream.image_stamps[i]
-        while j < len(stream.odom_stamps) and stream.odom_stamps[j] <= stamp + 1e-9:
-            odom.add(stream.odom_stamps[j], stream.odom[j])
-            j += 1
-        report = localizer.step(stamp, stream.images[i], odom)
-        track.frames += 1
+        bar = tqdm(total=len(stream.image_stamps), desc='localizing', unit='frame')
+    for kind, stamp, value in events(stream):
+        if kind == 'odom':
+            outcome = tracker.add_odometry(stamp, value)
+        else:
+            track.frames += 1
+            outcome = tracker.add_image(stamp, value)
+            if bar is not None:
+                bar.update()
+        report = outcome.report
         if report is not None and report.recovery:
             track.recoveries.append((len(track.stamps), report.recovery))
-        gt = truth.pose_at(stamp)
-        if report is None or not report.updated or gt is None:
+        gt = None if not outcome.updated else truth.pose_at(outcome.stamp)
+        if gt is None:
             continue
         mean, cov = localizer.estimate()
-        track.stamps.append(float(stamp))
+        track.stamps.append(float(outcome.stamp))
         track.estimates.append(mean)
         track.covariances.append(cov)
         track.truth.append(gt)
         if snapshot_every and (len(track.stamps) - 1) % snapshot_every == 0:
-            track.snapshots.append((float(stamp), *localizer.particle_array()))
+            track.snapshots.append((float(outcome.stamp), *localizer.particle_array()))
+    if bar is not None:
+        bar.close()
     track.seconds = time.perf_counter() - t0
     return track
 
