@@ -25,6 +25,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Optional
 
+import torch
+
 from dmn_localizer.localization.health import UpdateReport
 from dmn_localizer.localization.odometry import OdometryBuffer
 
@@ -74,10 +76,17 @@ class Tracker:
         self.skipped = 0               # no odometry around the stamp
         self.updates = 0
         self.update_seconds = deque(maxlen=100)
-        self.last_report = None        # of the last update
         self.odometry_samples = 0
         self.last_odometry_time = None  # time.monotonic() of the last odometry sample
         self.last_reset = None         # (time.monotonic(), why) of the last time-base reset
+
+    def configure(self, config, base_from_camera):
+        """A new :class:`~dmn_localizer.config.LocalizerConfig` (runtime parameter changes)
+        and camera mounting (x, y, yaw), used from the next event on."""
+        self.localizer.config = config
+        self.localizer.base_from_camera = torch.as_tensor(base_from_camera, dtype=torch.float32)
+        self.odometry.max_jump = config.odom_jump_threshold
+        self.odometry.max_speed = config.odom_max_speed
 
     def clear(self):
         """Forget the waiting image (a new map or belief makes it stale)."""
@@ -129,5 +138,4 @@ class Tracker:
         if report.updated:
             self.updates += 1
             self.update_seconds.append(seconds)
-            self.last_report = report
         return Outcome(stamp, report, seconds)

@@ -147,3 +147,13 @@ class ViewMap:
         return cls(images=images, poses=poses.astype(np.float64),
                    frame_id=str(meta.get('frame_id', 'map')),
                    model_id=str(meta.get('model_id', '')), embeddings=emb)
+
+
+def load_localization_map(path, image_size):
+    """:meth:`ViewMap.load`, refusing a map without contexts or whose images are not
+    ``image_size`` (UserError naming ``path``)."""
+    view_map = ViewMap.load(path)
+    if len(view_map) == 0:
+        raise FileFormatError(path, 'the map has no contexts')
+    check_map_image_size(view_map, image_size, path)
+    return view_map
