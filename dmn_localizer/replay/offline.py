@@ -16,15 +16,14 @@ import numpy as np
 
 from dmn_localizer.bags import messages as M
 from dmn_localizer.bags.read import (BASE_FRAME, camera_intrinsics, camera_mounting,
-                                     decode_image, IMAGE_TYPES, open_bag, POSE_TYPES,
-                                     read_pairs)
+                                     decode_image, IMAGE_TYPES, open_bag, POSE_TYPES)
 from dmn_localizer.data.dataset import TRACKING_SIGMA
 from dmn_localizer.errors import UserError
 from dmn_localizer.geometry import quaternion_to_yaw, wrap_angle
 from dmn_localizer.images import resize_square
 from dmn_localizer.localization.odometry import OdometryBuffer
 from dmn_localizer.localization.tracker import Tracker
-from dmn_localizer.mapping.keyframes import is_new_keyframe
+from dmn_localizer.mapping.builder import MapBuilder
 from dmn_localizer.mapping.view_map import ViewMap
 from dmn_localizer.util.atomic import atomic_path, remove_temp_files, write_text
 
@@ -40,21 +39,6 @@ class Topics:
     image: str = '/camera/image_raw'
     odom: str = '/odom'
     truth: str = '/ground_truth/pose'
-
-
-def build_map(bag, topics, image_size, min_distance=2.0, min_angle=0.5, max_contexts=None):
-    """The mapper's keyframe selection over a mapping bag's (image, true camera pose) pairs
-    (the camera mounting from its ``/tf_static``, as the mapper's ``camera_offset_*``)."""
-    pairs = read_pairs([str(bag)], topics.image, topics.truth, image_size)
-    vm = ViewMap()
-    for img, pose in zip(pairs.images, pairs.poses):
-        if is_new_keyframe(pose, vm.poses, min_distance, min_angle):
-            vm.add(img, pose)
-            if max_contexts and len(vm) >= max_contexts:
-                break
-    logger.info('map from %s: %d contexts out of %d pairs (%s)', bag, len(vm),
-                len(pairs.poses), pairs.counts)
-    return vm
 
 
 @dataclass
@@ -73,10 +57,11 @@ class Stream:
     camera_intrinsics: tuple = None       # (width, fx) from camera_info (None: none)
 
 
-def _check_topics(bag, conns, topics):
-    """UserError unless the bag has the three topics with usable message types."""
-    wanted = ((topics.image, IMAGE_TYPES), (topics.odom, POSE_TYPES),
-              (topics.truth, POSE_TYPES))
+def _check_topics(bag, conns, topics, wanted=None):
+    """UserError unless the bag has the ``wanted`` [(topic, message types)] (default: the
+    three topics of a query bag) with usable message types."""
+    wanted = wanted or ((topics.image, IMAGE_TYPES), (topics.odom, POSE_TYPES),
+                        (topics.truth, POSE_TYPES))
     missing = [t for t, _ in wanted if t not in conns]
     if missing:
         raise UserError(f'{bag}: no topic {", ".join(missing)} (topics: '
@@ -98,45 +83,54 @@ def check_bag(bag, topics):
         reader.close()
 
 
-def read_stream(bag, topics, image_size):
-    reader = open_bag(bag)
-    data = {'image': ([], []), 'odom': ([], []), 'truth': ([], [])}
+def _read_messages(reader, conns, wanted, image_size, base_topic):
+    """The messages of ``wanted`` [(topic, kind)] in bag order: ({kind: (stamps, values)},
+    counts, base frame). Images are decoded and resized to ``image_size``, the other kinds
+    are planar poses (x, y, yaw); the base frame is the ``child_frame_id`` of Odometry on
+    ``base_topic`` (else ``base_link``). Bad messages are counted and skipped."""
+    data = {kind: ([], []) for _, kind in wanted}
     counts = {'bad_messages': 0}
     base_frame = BASE_FRAME
+    kinds = {}   # topic -> kinds it feeds (odometry and truth may share a topic)
+    for topic, kind in wanted:
+        kinds.setdefault(topic, []).append(kind)
+    for conn, t, raw in reader.messages(connections=[conns[t] for t in kinds]):
+        try:
+            msg = reader.deserialize(raw, conn.msgtype)
+        except Exception:
+            counts['bad_messages'] += 1
+            continue
+        stamp = (M.stamp_ns(msg.header.stamp) or t) * 1e-9
+        if conn.msgtype in IMAGE_TYPES:
+            img = decode_image(msg, conn.msgtype)
+            if img is None:
+                counts['bad_messages'] += 1
+                continue
+            value = resize_square(img, image_size)
+        else:
+            if conn.topic == base_topic and conn.msgtype == M.ODOMETRY and msg.child_frame_id:
+                base_frame = msg.child_frame_id
+            p = msg.pose if conn.msgtype == M.POSE_STAMPED else msg.pose.pose
+            q = p.orientation
+            value = np.array([p.position.x, p.position.y,
+                              quaternion_to_yaw(q.x, q.y, q.z, q.w)])
+            if not np.isfinite(value).all():
+                counts['bad_messages'] += 1
+                continue
+        for kind in kinds[conn.topic]:
+            data[kind][0].append(stamp)
+            data[kind][1].append(value)
+    return data, counts, base_frame
+
+
+def read_stream(bag, topics, image_size):
+    reader = open_bag(bag)
     try:
         conns = {c.topic: c for c in reader.connections}
         _check_topics(bag, conns, topics)
-        kinds = {}   # topic -> kinds it feeds (odometry and truth may share a topic)
-        for topic, kind in ((topics.image, 'image'), (topics.odom, 'odom'),
-                            (topics.truth, 'truth')):
-            kinds.setdefault(topic, []).append(kind)
-        for conn, t, raw in reader.messages(connections=[conns[t] for t in kinds]):
-            try:
-                msg = reader.deserialize(raw, conn.msgtype)
-            except Exception:
-                counts['bad_messages'] += 1
-                continue
-            stamp = (M.stamp_ns(msg.header.stamp) or t) * 1e-9
-            if conn.topic == topics.image:
-                img = decode_image(msg, conn.msgtype)
-                if img is None:
-                    counts['bad_messages'] += 1
-                    continue
-                value = resize_square(img, image_size)
-            else:
-                if conn.topic == topics.odom and conn.msgtype == M.ODOMETRY \
-                        and msg.child_frame_id:
-                    base_frame = msg.child_frame_id
-                p = msg.pose if conn.msgtype == M.POSE_STAMPED else msg.pose.pose
-                q = p.orientation
-                value = np.array([p.position.x, p.position.y,
-                                  quaternion_to_yaw(q.x, q.y, q.z, q.w)])
-                if not np.isfinite(value).all():
-                    counts['bad_messages'] += 1
-                    continue
-            for kind in kinds[conn.topic]:
-                data[kind][0].append(stamp)
-                data[kind][1].append(value)
+        data, counts, base_frame = _read_messages(
+            reader, conns, [(topics.image, 'image'), (topics.odom, 'odom'),
+                            (topics.truth, 'truth')], image_size, topics.odom)
         mounting = camera_mounting(reader, topics.image, base_frame, where=bag)
         intrinsics = camera_intrinsics(reader, topics.image)
     finally:
@@ -150,6 +144,38 @@ def read_stream(bag, topics, image_size):
                   *arr['truth'], counts=counts, image_type=conns[topics.image].msgtype,
                   odom_type=conns[topics.odom].msgtype, base_from_camera=mounting,
                   camera_intrinsics=intrinsics)
+
+
+def build_map(bag, topics, image_size, min_distance=2.0, min_angle=0.5, max_contexts=None,
+              sync_tolerance_s=0.05):
+    """The mapper's pipeline (:class:`~dmn_localizer.mapping.builder.MapBuilder`: pairing by
+    stamp, keyframe selection) over a mapping bag's images and true poses in stamp order (the
+    camera mounting from its ``/tf_static``, as the mapper's ``camera_offset_*``), without
+    embeddings."""
+    reader = open_bag(bag)
+    try:
+        conns = {c.topic: c for c in reader.connections}
+        _check_topics(bag, conns, topics, ((topics.image, IMAGE_TYPES),
+                                           (topics.truth, POSE_TYPES)))
+        data, counts, base_frame = _read_messages(
+            reader, conns, [(topics.image, 'image'), (topics.truth, 'pose')], image_size,
+            topics.truth)
+        mounting = camera_mounting(reader, topics.image, base_frame, where=bag)
+    finally:
+        reader.close()
+    builder = MapBuilder(ViewMap(), base_from_camera=mounting, min_distance=min_distance,
+                         min_angle=min_angle, sync_tolerance_s=sync_tolerance_s)
+    events = sorted([(stamp, 0, pose) for stamp, pose in zip(*data['pose'])]
+                    + [(stamp, 1, image) for stamp, image in zip(*data['image'])],
+                    key=lambda e: e[:2])    # a pose before an image of the same stamp
+    for stamp, is_image, value in events:
+        (builder.add_image if is_image else builder.add_pose)(stamp, value)
+        if max_contexts and len(builder.view_map) >= max_contexts:
+            break
+    counts.update(images=len(data['image'][0]), poses=len(data['pose'][0]),
+                  unpaired_images=builder.pairer.dropped)
+    logger.info('map from %s: %d contexts (%s)', bag, len(builder.view_map), counts)
+    return builder.view_map
 
 
 @dataclass
