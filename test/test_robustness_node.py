@@ -295,6 +295,8 @@ def test_no_map_then_load_map_service(context, files):
     node = localizer(context, files, map_file='')
     level, message, _ = health(node)
     assert level == ERROR and 'no map' in message and 'load_map' in message
+    subscription_callback(node, PoseWithCovarianceStamped)(initial_pose())
+    assert node.log.messages('warning', 'initial pose ignored: no map loaded')
     drv = Driver(node)
     for _ in range(3):
         drv.step()

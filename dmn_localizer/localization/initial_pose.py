@@ -7,6 +7,10 @@ import numpy as np
 XYYAW = [0, 1, 5]  # x, y, yaw in the 6x6 (x, y, z, roll, pitch, yaw) covariance layout
 
 
+class NoMapError(Exception):
+    """An initial pose without a map to place it on."""
+
+
 def covariance_xyyaw(covariance):
     """The (x, y, yaw) 3x3 block of a row-major 6x6 pose covariance; ValueError (the reason)
     unless it is finite, symmetric and positive semi-definite."""
@@ -26,11 +30,11 @@ def initial_std(mean, covariance, bounds, default_std):
     the 6x6 pose ``covariance`` on a map whose global region is ``bounds`` (x0, y0, size; None
     without a map): zero deviations take ``default_std`` (sigma_xy, sigma_yaw), the others are
     clamped to the map size and pi. ValueError (the reason) for a covariance that is not
-    usable (:func:`covariance_xyyaw`) or a mean far outside the map; LookupError without a
-    map."""
+    usable (:func:`covariance_xyyaw`) or a mean far outside the map; :class:`NoMapError`
+    without a map."""
     cov = covariance_xyyaw(covariance)
     if bounds is None:
-        raise LookupError('no map loaded')
+        raise NoMapError('no map loaded')
     x0, y0, size = bounds
     if not (x0 - size <= mean[0] <= x0 + 2 * size and y0 - size <= mean[1] <= y0 + 2 * size):
         raise ValueError(f'({mean[0]:.4g}, {mean[1]:.4g}) is far outside the map')

@@ -41,7 +41,7 @@ from visualization_msgs.msg import MarkerArray
 from dmn_localizer.config import LocalizerConfig
 from dmn_localizer.errors import UserError
 from dmn_localizer.localization.diagnostics import localizer_status
-from dmn_localizer.localization.initial_pose import initial_std
+from dmn_localizer.localization.initial_pose import initial_std, NoMapError
 from dmn_localizer.localization.localizer import Localizer
 from dmn_localizer.localization.tracker import Tracker
 from dmn_localizer.mapping.view_map import check_model_image_size, load_localization_map
@@ -310,7 +310,7 @@ class LocalizerNode(ManagedNode):
             mean = pose_to_xyyaw(msg.pose.pose)
             std = initial_std(mean, msg.pose.covariance, self.localizer.bounds,
                               (self.config.initial_sigma_xy, self.config.initial_sigma_yaw))
-        except LookupError as exc:
+        except NoMapError as exc:
             warn(self, f'initial pose ignored: {exc}')
             return
         except ValueError as exc:
