@@ -78,7 +78,7 @@ def test_frame_ids_checked_with_one_warning(context, files):
             image = rgb_msg(np.zeros((32, 32, 3), np.uint8), 100.0 + 0.5 * i)
             image.header.frame_id = 'front_camera'
             on_image(image)
-        assert len(node.odom) == 4 and node.updates >= 1   # used
+        assert len(node.tracker.odometry) == 4 and node.tracker.updates >= 1   # used
         for text in ("odometry in frame 'wheel_odom', expected odom_frame_id 'odom'",
                      "odometry child in frame 'base_footprint', expected base_frame_id "
                      "'base_link'",

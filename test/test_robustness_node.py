@@ -103,13 +103,13 @@ def test_bad_images_skipped_with_one_warning_per_topic(context, files):
             cb(msg)
     warnings = node.log.messages('warning', 'camera/image_raw: frame skipped')
     assert len(warnings) == 1 and "unsupported image encoding '32FC1'" in warnings[0]
-    assert node.images_received == 0
+    assert node.tracker.images == 0
     # a throttled warning of another kind is not silenced by the image one
     bad_odom = odom_msg(100.0, [0.0, 0.0, 0.0])
     bad_odom.pose.pose.position.x = math.nan
     subscription_callback(node, Odometry)(bad_odom)
     assert node.log.messages('warning', 'odometry rejected: pose has non-finite values')
-    assert len(node.odom) == 0
+    assert len(node.tracker.odometry) == 0
     # any size and a supported encoding: resized to image_size and used
     seen = []
     step = node.localizer.step
@@ -122,8 +122,8 @@ def test_bad_images_skipped_with_one_warning_per_topic(context, files):
     drv.odom()
     drv.odom(t=100.5)
     cb(rgb_msg(np.zeros((48, 64, 3), np.uint8), 100.2, 'bgr8'))
-    assert node.images_received == 1 and seen == [(32, 32, 3)]
-    assert node.updates == 1 and node.pose_pub.msgs
+    assert node.tracker.images == 1 and seen == [(32, 32, 3)]
+    assert node.tracker.updates == 1 and node.pose_pub.msgs
     node.destroy_node()
 
 
@@ -136,14 +136,14 @@ def test_undecodable_compressed_images_skipped(context, files):
     assert len(warnings) == 1 and 'could not be decoded' in warnings[0]
     ok, jpeg = cv2.imencode('.jpg', np.full((50, 70, 3), 128, np.uint8))
     cb(stamp(CompressedImage(format='jpeg', data=jpeg.tobytes()), 100.0))
-    assert node.images_received == 1
+    assert node.tracker.images == 1
     # a small PNG declaring 30000 x 30000 pixels is refused before decoding (2.7 GB, ~1 min)
     bomb = png_bomb(30000, 30000)
     with pytest.raises(ImageError, match='declares 30000x30000 pixels'):
         compressed_to_rgb(bomb, 'png')
     t0 = time.monotonic()
     cb(stamp(CompressedImage(format='png', data=bomb), 100.0))
-    assert time.monotonic() - t0 < 1.0 and node.images_received == 1
+    assert time.monotonic() - t0 < 1.0 and node.tracker.images == 1
     node.destroy_node()
 
 
@@ -163,18 +163,18 @@ def test_time_going_backwards_resets_the_time_base(context, files):
     drv = Driver(node)
     for _ in range(4):
         drv.step()
-    before = node.updates
+    before = node.tracker.updates
     assert before >= 2 and node.localizer.last_stamp is not None
     drv.t = 50.0  # bag loop / simulator reset
     drv.odom()
     assert node.log.messages('warning', 'odometry time went backwards')
-    assert node.localizer.last_stamp is None and node.odom.time_resets == 1
+    assert node.localizer.last_stamp is None and node.tracker.odometry.time_resets == 1
     level, message, values = health(node)
     assert level == WARN and 'time base reset' in message
     assert values['odometry_time_resets'] == 1
     for _ in range(4):
         drv.step()
-    assert node.updates > before  # it keeps localizing on the new time base
+    assert node.tracker.updates > before  # it keeps localizing on the new time base
     node.destroy_node()
 
 
@@ -186,7 +186,7 @@ def test_odometry_jump_flagged_and_not_applied(context, files):
     particles = node.localizer.particles.clone()
     drv.x += 5.0  # wheel odometry glitch: 5 m in 0.25 s
     drv.odom()
-    assert node.odom.jumps == 1 and node.localizer.last_stamp is None
+    assert node.tracker.odometry.jumps == 1 and node.localizer.last_stamp is None
     level, message, values = health(node)
     assert level == WARN and 'odometry jumped 5' in message and values['odometry_jumps'] == 1
     drv.odom(t=drv.t + 0.25, x=drv.x + 0.1)
@@ -194,10 +194,10 @@ def test_odometry_jump_flagged_and_not_applied(context, files):
     assert torch.equal(node.localizer.particles, particles)  # the 5 m were not applied
     drv.t += 0.5
     drv.x += 0.2
-    before = node.updates
+    before = node.tracker.updates
     for _ in range(3):
         drv.step()
-    assert node.updates > before
+    assert node.tracker.updates > before
     node.destroy_node()
 
 
@@ -210,7 +210,7 @@ def test_missing_odometry_warns_in_diagnostics(context, files):
     level, message, values = health(node)
     assert level == WARN and 'no odometry received' in message
     assert values['images_received'] == 3 and values['dropped_images'] == 2
-    assert node.updates == 0 and not node.pose_pub.msgs
+    assert node.tracker.updates == 0 and not node.pose_pub.msgs
     drv.odom()
     time.sleep(0.3)
     level, message, _ = health(node)
@@ -295,6 +295,8 @@ def test_no_map_then_load_map_service(context, files):
     node = localizer(context, files, map_file='')
     level, message, _ = health(node)
     assert level == ERROR and 'no map' in message and 'load_map' in message
+    subscription_callback(node, PoseWithCovarianceStamped)(initial_pose())
+    assert node.log.messages('warning', 'initial pose ignored: no map loaded')
     drv = Driver(node)
     for _ in range(3):
         drv.step()
@@ -318,7 +320,7 @@ def test_no_map_then_load_map_service(context, files):
     assert response.success and 'global localization started' in response.message
     for _ in range(3):
         drv.step()
-    assert node.updates >= 1 and node.pose_pub.msgs and node.tf_pub.msgs
+    assert node.tracker.updates >= 1 and node.pose_pub.msgs and node.tf_pub.msgs
     assert health(node)[0] < ERROR
     # a bad map later: refused, the good one stays
     node.set_parameters([Parameter('map_file', value=str(files / 'garbage.dmnmap'))])

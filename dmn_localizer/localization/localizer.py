@@ -4,45 +4,23 @@ Pure torch/numpy (the ROS node is a thin adapter around this). State: K particle
 robot *base* pose ``map_from_base`` (x, y, yaw); the DMN scores the *camera* pose of each
 particle, ``map_from_base * base_from_camera``. Updates follow AMCL's semantics: odometry
 accumulates, and the filter moves and weighs particles only once the robot has moved more than
-``update_min_d`` or turned more than ``update_min_a`` (or when an update is forced).
+``update_min_d`` or turned more than ``update_min_a`` (or when an update is forced). Weights
+stay in log space (per-image offsets of 1e4 nats are fine).
 
-Filter health (kidnapped robot, wrong initial pose). The DMN log-likelihood is unnormalised
-and its offset and scale change from image to image, so neither its raw value nor the ESS (low
-in a healthy, converged filter too) says whether the belief is wrong. Each update therefore
-also scores ``health_samples`` random poses of the map region and computes the *belief score*:
-the share of those random poses whose log-likelihood is below the belief's log mean likelihood
-``log sum_k w_k L_k`` (the weights before the update, as in AMCL's w_avg). It is rank-based,
-so any per-image offset or scale cancels, and it lies in [0, 1]: about 1 when some particles
-explain the image better than nearly every random pose (healthy tracking, and a uniform belief
-whose best particles are near the truth), about 0.5 or less when the particles do no better
-than random poses (kidnapped robot, wrong initial pose). An update has *collapsed* when the
-score is below ``collapse_score``. A *collapse count* adds one per collapsed update and takes
-one back per healthy update (never below 0), so a lost filter, whose score is only mostly
-low, still builds up evidence while a healthy one with an occasional low score does not. From
-a count of ``collapse_updates`` on, ``recovery_alpha`` of the particles are redrawn uniformly
-at each collapsed update (random injection); at ``global_reinit_updates`` the filter
-re-initialises globally (which resets the count). Weights stay in log space (per-image
-offsets of 1e4 nats are fine); an update whose log-likelihoods are all non-finite keeps the
-weights and counts as collapsed.
-
-Outside the map (``max_context_distance``). A particle whose camera is farther than
-``max_context_distance`` from every map context has no view the model could compare the
-image with; the model's score there is an extrapolation (the DMN never saw such poses in
-training) and could pull the belief outside the mapped area, even behind its walls. Such a
-particle is not scored by the model: it gets the update's *no-evidence floor*, the lowest
-log-likelihood of the map's own context poses (at most :data:`FLOOR_CONTEXTS` of them, evenly
-spread), so it never outscores a mapped pose whose view matches, and when every particle is
-outside the weights stay as they are. Near a context the model's scores are unchanged. Random
-reference poses of the health check that are outside do not count in the belief score.
+Scoring, and particles outside the map: :mod:`dmn_localizer.localization.scoring`. Filter
+health (the belief score, the collapse count, random injection and global re-initialisation,
+the evidence check): :mod:`dmn_localizer.localization.health`; here the reference poses are
+drawn and scored and the recovery applied.
 
 The health check can run after the estimate is out (``update(..., defer_health=True)``, then
 :meth:`Localizer.check_health`): the node publishes the pose first, so the reference poses'
 scoring (a quarter of the work at K = 256) is not in the image-to-pose latency. The reference
-poses are drawn at the update either way, so a deferred check gives the same results.
+poses are drawn at the update either way, so a deferred check gives the same results. The
+order of images, odometry and health checks is kept by
+:class:`~dmn_localizer.localization.tracker.Tracker`.
 """
 import logging
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -54,57 +32,23 @@ from dmn_localizer.filter.particle_filter import (covariance, effective_sample_s
                                                   sample_uniform, weighted_mean)
 from dmn_localizer.geometry import compose
 from dmn_localizer.localization.camera import apply_camera, hfov_from_intrinsics
-from dmn_localizer.model.nearest import log_likelihood_nearest, nearest_context_index
+from dmn_localizer.localization.health import (belief_score, Health, record_evidence,
+                                               record_score, UpdateReport)
+from dmn_localizer.localization.scoring import (FLOOR_CONTEXTS, MapScoring,  # noqa: F401
+                                                PAIRS_PER_CHUNK)
 from dmn_localizer.model.preprocess import images_to_tensor
 
 logger = logging.getLogger(__name__)
 
-# default (particle, context) pairs whose attention is computed at once (the ``chunk``
-# argument): small enough to stay in cache, and bounded memory whatever the map size.
-# Measured at Nc = 4 (128 particles a call): 512 pairs take K=2048 from 321 to 220 ms and
-# K=8192 from 1,465 to 1,119 ms against 1024. (The convolutions after the attention run in
-# blocks of dmn.HEAD_CHUNK particles.)
-PAIRS_PER_CHUNK = 512
 PRECISIONS = ('fp32', 'bf16')
-
-
-# Context poses scored for the no-evidence floor (see the module docstring), evenly spread
-# over the map: a bounded cost per update, and only when some particle is outside the map.
-FLOOR_CONTEXTS = 64
 
 # An egomotion larger than this between two images is broken odometry, not motion (m).
 MAX_MOTION_M = 1000.0
 
-
-@dataclass
-class UpdateReport:
-    """What one observation update did (for diagnostics)."""
-    updated: bool
-    ess: float = float('nan')
-    resampled: bool = False
-    max_log_likelihood: float = float('nan')
-    belief_score: float = float('nan')  # in [0, 1], see the module docstring
-    collapsed: bool = False
-    recovery: str = ''               # '', 'inject' or 'global'
-    unreliable: bool = False         # no view of the map matches (see Health.unreliable)
+__all__ = ['Health', 'Localizer', 'MAX_MOTION_M', 'PAIRS_PER_CHUNK', 'UpdateReport']
 
 
-@dataclass
-class Health:
-    """Likelihood-collapse monitor state and counters (see the module docstring)."""
-    belief_score: float = float('nan')  # of the last update
-    collapsed: int = 0               # collapse count: +1 per collapsed, -1 per healthy update
-    collapsed_total: int = 0
-    injections: int = 0
-    global_reinits: int = 0
-    last_recovery: str = ''
-    weak_evidence: int = 0           # +1 per update whose best score < min_evidence, -1 else
-    unreliable: bool = False         # weak_evidence >= collapse_updates: the estimate is not
-    #                                  backed by any matching view (covariance covers the map)
-    unreliable_total: int = 0
-
-
-class Localizer:
+class Localizer(MapScoring):
     def __init__(self, model, config: LocalizerConfig, device='cpu', seed=0,
                  base_from_camera=(0.0, 0.0, 0.0), chunk=PAIRS_PER_CHUNK):
         self.model = model.eval().to(device)
@@ -296,19 +240,11 @@ class Localizer:
         return report
 
     def _check_evidence(self, best):
-        """Whether the images still match a view of the map: the best particle's score
-        against ``min_evidence`` (models whose scores are log-likelihood ratios only)."""
-        h, c = self.health, self.config
-        if c.min_evidence <= 0 or getattr(self.model, 'set_camera', None) is None:
+        """Whether the images still match a view of the map (:func:`health.record_evidence`;
+        models whose scores are log-likelihood ratios only)."""
+        if self.config.min_evidence <= 0 or getattr(self.model, 'set_camera', None) is None:
             return False
-        # +1 per weak, -1 per matching update (capped), as the collapse count: one chance
-        # match on a foreign map does not clear it, a few matching updates do
-        weak = not best >= c.min_evidence
-        h.weak_evidence = (min(h.weak_evidence + 1, 2 * c.collapse_updates) if weak
-                           else max(h.weak_evidence - 1, 0))
-        h.unreliable = h.weak_evidence >= c.collapse_updates
-        h.unreliable_total += int(h.unreliable)
-        return h.unreliable
+        return record_evidence(self.health, self.config, best)
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16,
@@ -323,117 +259,17 @@ class Localizer:
         ref = sample_uniform(1, m, size, self.generator, origin=(x0, y0)).to(self.device)
         return compose(ref, self.base_from_camera.to(self.device))
 
-    @staticmethod
-    def _belief_score(belief, ref_ll):
-        """Share of the random reference poses whose log-likelihood ``ref_ll`` is below
-        ``belief``, the belief's log mean likelihood (prior weights); NaN when no reference is
-        finite."""
-        ref_ll = ref_ll[torch.isfinite(ref_ll)]
-        if ref_ll.numel() == 0:
-            return math.nan
-        return float((ref_ll < belief).float().mean())
+    _belief_score = staticmethod(belief_score)
 
     def _check_health(self, score):
         """Update the collapse monitor with one update's belief score and apply the recovery
         it calls for. Returns (collapsed, recovery)."""
-        h, c = self.health, self.config
-        h.belief_score = score
-        if math.isnan(score):
-            return False, ''
-        if score >= c.collapse_score:
-            h.collapsed = max(0, h.collapsed - 1)
-            return False, ''
-        h.collapsed += 1
-        h.collapsed_total += 1
-        if c.global_reinit_updates and h.collapsed >= c.global_reinit_updates:
-            logger.warning('likelihood collapsed (count %d, belief score %.2f): global '
-                           're-initialisation', h.collapsed, score)
+        collapsed, recovery = record_score(self.health, self.config, score)
+        if recovery == 'global':
             self.init_global()
-            h.global_reinits += 1
-            h.last_recovery = 'global'
-            return True, 'global'
-        if h.collapsed >= c.collapse_updates and c.recovery_alpha > 0.0:
-            self._inject_random(c.recovery_alpha)
-            h.injections += 1
-            h.last_recovery = 'inject'
-            return True, 'inject'
-        return True, ''
-
-    def log_likelihood(self, query, cam):
-        """Log-likelihoods (1, K) of camera poses ``cam`` (1, K, 3) for an encoded query: the
-        model's for poses within ``max_context_distance`` of a map context, the no-evidence
-        floor (:meth:`no_evidence_floor`) for the others."""
-        return self._scores(query, cam)[0]
-
-    def _scores(self, query, cam):
-        """(:meth:`log_likelihood` (1, K), the outside mask (K,) or None when the test is
-        off). One nearest-context search serves both the outside test and the model's
-        nearest-context scoring."""
-        c = self.config
-        selected = 0 < c.nearest_contexts < self.map_size
-        index = outside = None
-        if selected or (c.max_context_distance > 0 and self.context_poses is not None):
-            index = nearest_context_index(self.context_poses, cam[0],
-                                          c.nearest_contexts if selected else 1)  # nearest first
-        if c.max_context_distance > 0 and index is not None:
-            d = torch.linalg.vector_norm(cam[0, :, :2] - self.context_poses[index[:, 0], :2],
-                                         dim=-1)
-            outside = d > c.max_context_distance
-        index = index if selected else None
-        if outside is None or not bool(outside.any()):
-            return self._model_scores(query, cam, index), outside
-        ll = torch.empty(cam.shape[:2], device=cam.device)
-        ll[0, outside] = self.no_evidence_floor(query)
-        inside = ~outside
-        if bool(inside.any()):
-            ll[0, inside] = self._model_scores(
-                query, cam[:, inside], None if index is None else index[inside]).float()[0]
-        return ll, outside
-
-    def no_evidence_floor(self, query):
-        """The lowest model log-likelihood of the map's context poses (at most
-        :data:`FLOOR_CONTEXTS`, evenly spread) for this query: a pose outside the map scores
-        as the least-matching mapped view. Computed once per query."""
-        if self._floor is not None and self._floor[0] is query:
-            return self._floor[1]
-        n = self.map_size
-        pick = torch.linspace(0, n - 1, min(n, FLOOR_CONTEXTS)).round().long()
-        ll = self.model_log_likelihood(query, self.context_poses[pick][None]).float()[0]
-        ll = ll[torch.isfinite(ll)]
-        floor = float(ll.min()) if ll.numel() else -math.inf
-        self._floor = (query, floor)
-        return floor
-
-    @staticmethod
-    def _without_outside(ref_ll, outside, start=0):
-        """Reference log-likelihoods with the outside poses' (``outside[start:]``) set to NaN
-        (not counted)."""
-        if outside is None:
-            return ref_ll
-        return torch.where(outside[start:], torch.full_like(ref_ll, math.nan), ref_ll)
-
-    def model_log_likelihood(self, query, cam):
-        """The model's log-likelihoods (1, K) of camera poses ``cam`` (1, K, 3).
-
-        With more than ``nearest_contexts`` contexts in the map, each particle attends only to
-        its M nearest contexts (x-y distance): the per-particle cost no longer grows with the
-        map, and the attention sees as many contexts as in training.
-        """
-        # the map size is the localizer's own count: the map state may be any observation
-        # model's (the tests' synthetic models keep an opaque one)
-        return log_likelihood_nearest(self.model, self.map_state, query, cam,
-                                      self.config.nearest_contexts,
-                                      chunk=max(1, self.chunk // self.map_size),
-                                      n_contexts=self.map_size)
-
-    def _model_scores(self, query, cam, index):
-        """The model's log-likelihoods of ``cam`` with each pose's nearest contexts ``index``
-        (K, M) already found, or over every context when None (as :meth:`model_log_likelihood`
-        would choose)."""
-        if index is None:
-            return self.model.log_likelihood(self.map_state, query, cam,
-                                             chunk=max(1, self.chunk // self.map_size))
-        return self.model.log_likelihood_selected(self.map_state, query, cam, index)
+        elif recovery == 'inject':
+            self._inject_random(self.config.recovery_alpha)
+        return collapsed, recovery
 
     def set_camera_intrinsics(self, width, fx):
         """The camera's intrinsics (image width and focal length, pixels, e.g. from

@@ -14,7 +14,7 @@ File format (``.dmnmap``, a safetensors file; loading never executes code):
 
 Loading parses the safetensors header itself (length, JSON, offsets within the file) before
 handing the bytes to safetensors, and checks format, version, checksum and shapes: any
-problem is one :class:`~dmn_localizer.errors.FileFormatError` naming the file and the problem.
+problem is one :class:`~dmn_localizer.util.errors.FileFormatError` naming the file and the problem.
 Saving is atomic (temporary file, fsync, rename): a crash leaves the previous file.
 
 A map serves the models whose ``image_size`` equals its images' side:
@@ -147,3 +147,13 @@ class ViewMap:
         return cls(images=images, poses=poses.astype(np.float64),
                    frame_id=str(meta.get('frame_id', 'map')),
                    model_id=str(meta.get('model_id', '')), embeddings=emb)
+
+
+def load_localization_map(path, image_size):
+    """:meth:`ViewMap.load`, refusing a map without contexts or whose images are not
+    ``image_size`` (UserError naming ``path``)."""
+    view_map = ViewMap.load(path)
+    if len(view_map) == 0:
+        raise FileFormatError(path, 'the map has no contexts')
+    check_map_image_size(view_map, image_size, path)
+    return view_map

@@ -15,9 +15,9 @@ wrong frame or with a non-finite or not positive semi-definite covariance). With
 map (none given, missing, corrupt or empty file) the node keeps running, publishes nothing and
 reports the reason in diagnostics (ERROR) until ``~/load_map`` succeeds. Odometry time going
 backwards or jumping more than ``odom_jump_threshold`` restarts the odometry time base;
-missing odometry is a diagnostics WARN. All filter math, including the likelihood-collapse
-monitor and recovery, is in :mod:`dmn_localizer.localization.localizer`; this file converts
-messages and keeps time.
+missing odometry is a diagnostics WARN. Time and order are the feed loop's
+(:class:`~dmn_localizer.localization.tracker.Tracker`, which offline replay runs too), all
+filter math is in :mod:`dmn_localizer.localization`; this file converts messages and publishes.
 
 A lifecycle node (:mod:`dmn_localizer.nodes.lifecycle`): inputs are used and outputs
 published only while active; ``autostart`` (default) configures and activates it at start.
@@ -25,36 +25,34 @@ published only while active; ``autostart`` (default) configures and activates it
 import dataclasses
 import math
 import sys
-import time
-from collections import deque
 from pathlib import Path
 
 import numpy as np
-import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import (PoseArray, PoseWithCovarianceStamped, TransformStamped)
+from geometry_msgs.msg import PoseArray, PoseWithCovarianceStamped
 from nav2_msgs.srv import SetInitialPose
 from nav_msgs.msg import Odometry
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo
 from std_srvs.srv import Empty, Trigger
 from tf2_msgs.msg import TFMessage
-from visualization_msgs.msg import Marker, MarkerArray
+from visualization_msgs.msg import MarkerArray
 
 from dmn_localizer.config import LocalizerConfig
-from dmn_localizer.util.errors import FileFormatError, UserError
-from dmn_localizer.geometry import compose, inverse, yaw_to_quaternion
+from dmn_localizer.util.errors import UserError
+from dmn_localizer.localization.diagnostics import localizer_status
+from dmn_localizer.localization.initial_pose import initial_std, NoMapError
 from dmn_localizer.localization.localizer import Localizer
-from dmn_localizer.localization.odometry import OdometryBuffer
-from dmn_localizer.localization.saved_pose import default_pose_file, load_pose, save_pose
-from dmn_localizer.mapping.view_map import (check_map_image_size, check_model_image_size,
-                                            ViewMap)
+from dmn_localizer.localization.tracker import Tracker
+from dmn_localizer.mapping.view_map import check_model_image_size, load_localization_map
 from dmn_localizer.nodes.common import (LATCHED, RELIABLE, camera_offset, check_frame,
                                         run_node, subscribe_images, warn)
 from dmn_localizer.nodes.conversions import (checked_stamp_to_sec, pose_to_xyyaw,
-                                             poses_to_pose_array, sec_to_stamp, xyyaw_to_pose)
+                                             poses_to_pose_array, sec_to_stamp)
+from dmn_localizer.nodes.last_pose import LastPose
 from dmn_localizer.nodes.lifecycle import ManagedNode
 from dmn_localizer.nodes.particle_cloud import ParticleCloudPublisher
+from dmn_localizer.nodes.pose_messages import map_to_odom, pose_with_covariance, weight_markers
 from dmn_localizer.util.device import select_device
 from dmn_localizer.util.resources import default_model_path
 
@@ -62,6 +60,10 @@ from dmn_localizer.util.resources import default_model_path
 def level_rank(level):
     """DiagnosticStatus levels are bytes (b'\\x00'..) in rclpy: their integer value."""
     return level[0] if isinstance(level, bytes) else int(level)
+
+
+# diagnostics levels (OK, WARN, ERROR: 0, 1, 2) as DiagnosticStatus's
+LEVELS = (DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR)
 
 
 # Config fields a set_parameters request applies at once; the others (frames, topics, model,
@@ -103,22 +105,11 @@ class LocalizerNode(ManagedNode):
         except ValueError as exc:
             raise UserError(str(exc)) from None
         self.device_name = str(device)
-        self.odom = OdometryBuffer(max_jump_m=cfg.odom_jump_threshold,
-                                   max_speed=cfg.odom_max_speed)
-        self.waiting_image = None  # (stamp, rgb) until odometry covers its stamp
-        self.images_received = 0
-        self.dropped_images = 0    # waiting images replaced by newer ones before odometry came
-        self.skipped_images = 0    # no odometry around the stamp
-        self.updates = 0
-        self.update_times = deque(maxlen=100)
-        self.last_report = None
-        self.odom_received = 0
-        self.last_odom_time = None   # time.monotonic() of the last odometry message
-        self.last_odom_reset = None  # (time.monotonic(), reason)
+        # time and order of the inputs; publish_step puts each image's result out
+        self.tracker = Tracker(self.localizer, publish=self.publish_step)
         self.initial_pose_on_inactive = None
         self.started = False         # activated since configure
-        self.pose_unsaved = False    # an estimate newer than the saved pose
-        self.save_timer = None
+        self.last_pose = LastPose(self)
         self.map_status = 'no map_file given: set the map_file parameter and call ~/load_map'
         if cfg.map_file:
             ok, message = self.load_map(cfg.map_file)
@@ -156,13 +147,13 @@ class LocalizerNode(ManagedNode):
                                        self.on_nomotion_update))
         self.owned(self.create_service(Trigger, '~/load_map', self.on_load_map))
         self.owned(self.create_timer(1.0, self.publish_diagnostics))
-        self.schedule_pose_saving()
+        self.last_pose.schedule()
         self.get_logger().info(f'model {self.model_file} on {self.device_name}; '
                                f'{self.map_status}')
 
     def teardown(self):
         """cleanup: drop the model, filter and map (setup makes them again)."""
-        self.localizer = self.odom = self.waiting_image = self.map_poses = None
+        self.localizer = self.tracker = self.map_poses = None
 
     def activated(self):
         """The belief at activation, as AMCL: initial_pose.* when set_initial_pose, else an
@@ -175,82 +166,30 @@ class LocalizerNode(ManagedNode):
             cov = np.diag([cfg.initial_sigma_xy ** 2, cfg.initial_sigma_xy ** 2,
                            cfg.initial_sigma_yaw ** 2])
             msg = self.pose_msg([cfg.initial_pose_x, cfg.initial_pose_y, cfg.initial_pose_yaw],
-                                cov, self.get_clock().now().to_msg())
+                                cov)
         elif msg is None and not self.started and not cfg.always_reset_initial_pose:
-            msg = self.saved_pose_msg()
+            saved = self.last_pose.load()
+            msg = None if saved is None else self.pose_msg(*saved)
         self.started = True
         if msg is not None:
             self.on_initial_pose(msg)
 
     def deactivating(self):
-        self.save_last_pose()
+        self.last_pose.save()
 
     def destroy_node(self):
         """Also at exit (Ctrl-C): the newest estimate is saved."""
         if self.configured:
-            self.save_last_pose()
+            self.last_pose.save()
         super().destroy_node()
-
-    # ------------------------------------------------------------------ last pose
-    def pose_file(self):
-        if self.config.pose_file:
-            return Path(self.config.pose_file)
-        return default_pose_file(f'{self.get_namespace().rstrip("/")}/{self.get_name()}')
-
-    def saved_pose_msg(self):
-        """The saved last pose as an initial pose message, or None (no usable file)."""
-        path = self.pose_file()
-        if not path.is_file():
-            return None
-        try:
-            frame_id, mean, cov = load_pose(path)
-        except (OSError, ValueError) as exc:
-            warn(self, f'saved pose not used: {exc}')
-            return None
-        if frame_id != self.config.global_frame_id:
-            warn(self, f'saved pose not used: {path} is in frame {frame_id!r}, not '
-                 f'{self.config.global_frame_id!r}')
-            return None
-        self.get_logger().info(f'starting from the last pose, saved in {path}')
-        return self.pose_msg(mean, cov, self.get_clock().now().to_msg())
-
-    def schedule_pose_saving(self):
-        """(Re)start the timer that saves the estimate every 1 / save_pose_rate seconds."""
-        if self.save_timer is not None:
-            self.destroy_timer(self.save_timer)
-            self._entities.remove(self.save_timer)
-            self.save_timer = None
-        if self.config.save_pose_rate > 0:
-            self.save_timer = self.owned(self.create_timer(1.0 / self.config.save_pose_rate,
-                                                           self.save_last_pose))
-
-    def save_last_pose(self):
-        """Save the estimate if it changed since the last save (one warning per minute when
-        the file cannot be written)."""
-        if not self.pose_unsaved or self.config.save_pose_rate <= 0 \
-                or self.localizer is None or not self.localizer.ready:
-            return
-        mean, cov = self.localizer.estimate()
-        if not (np.isfinite(mean).all() and np.isfinite(cov).all()):
-            return
-        try:
-            save_pose(self.pose_file(), self.config.global_frame_id, mean, cov)
-        except OSError as exc:
-            warn(self, f'last pose not saved: {exc}', throttle_duration_sec=60.0)
-            return
-        self.pose_unsaved = False
 
     def apply_parameters(self, changes):
         """Runtime parameter changes (``RUNTIME_PARAMETERS``): the filter reads its config at
         each use, so replacing it applies them from the next image on."""
         self.config = dataclasses.replace(self.config, **changes)
-        self.localizer.config = self.config
-        self.localizer.base_from_camera = torch.as_tensor(camera_offset(self.config),
-                                                          dtype=torch.float32)
-        self.odom.max_jump = self.config.odom_jump_threshold
-        self.odom.max_speed = self.config.odom_max_speed
+        self.tracker.configure(self.config, camera_offset(self.config))
         if 'save_pose_rate' in changes:
-            self.schedule_pose_saving()
+            self.last_pose.schedule()
         self.get_logger().info('parameters set: ' + ', '.join(
             f'{k} = {v!r}' for k, v in changes.items()))
 
@@ -260,10 +199,7 @@ class LocalizerNode(ManagedNode):
         failure (missing, unreadable, corrupt, empty or wrong image size) the current map,
         if any, stays and the message says why."""
         try:
-            view_map = ViewMap.load(path)
-            if len(view_map) == 0:
-                raise FileFormatError(path, 'the map has no contexts')
-            check_map_image_size(view_map, self.config.image_size, path)
+            view_map = load_localization_map(path, self.config.image_size)
         except UserError as exc:
             message = f'map not loaded: {exc}'
             if self.localizer.map_state is None:
@@ -276,7 +212,7 @@ class LocalizerNode(ManagedNode):
         self.localizer.init_global()
         self.map_poses = view_map.poses
         self.publish_contexts()
-        self.waiting_image = None
+        self.tracker.clear()
         self.map_status = f'{len(view_map)} contexts from {path}'
         return True, f'loaded {self.map_status}; global localization started'
 
@@ -322,58 +258,38 @@ class LocalizerNode(ManagedNode):
                     self.config.odom_frame_id, 'odom_frame_id')
         check_frame(self, f'{self.config.odom_topic}: odometry child', msg.child_frame_id,
                     self.config.base_frame_id, 'base_frame_id')
-        self.odom_received += 1
-        self.last_odom_time = time.monotonic()
-        if self.odom.add(stamp, odom_from_base):
-            self.last_odom_reset = (self.last_odom_time, self.odom.last_reset)
-            warn(self, f'odometry {self.odom.last_reset}: time base reset',
-                 throttle_duration_sec=1.0)
-            self.localizer.reset_time()
-            if self.waiting_image is not None:
-                self.dropped_images += 1
-                self.waiting_image = None
-        if self.waiting_image is not None and self.odom.latest_stamp >= self.waiting_image[0]:
-            stamp, rgb = self.waiting_image
-            self.waiting_image = None
-            self.process_image(stamp, rgb)
+        self.report(self.tracker.add_odometry(stamp, odom_from_base))
 
     def on_image(self, stamp, rgb):
-        """Images often arrive before the odometry that covers their stamp: the newest one
-        waits for it (older waiting images are dropped, to stay real time)."""
+        """Images often arrive before the odometry that covers their stamp: the tracker keeps
+        the newest one until it comes (older waiting images are dropped, to stay real time)."""
         if not self.active:
             return
-        self.get_logger().debug(f'image {stamp:.3f}, odometry up to {self.odom.latest_stamp}')
-        self.images_received += 1
-        if not self.localizer.ready:
-            return
-        latest = self.odom.latest_stamp
-        if latest is None or latest < stamp:
-            if self.waiting_image is not None:
-                self.dropped_images += 1
-            self.waiting_image = (stamp, rgb)
-            return
-        self.process_image(stamp, rgb)
+        self.get_logger().debug(f'image {stamp:.3f}, odometry up to '
+                                f'{self.tracker.odometry.latest_stamp}')
+        self.report(self.tracker.add_image(stamp, rgb))
 
-    def process_image(self, stamp, rgb):
-        """One image through the filter. The pose goes out before the filter's health check
+    def publish_step(self, stamp, report):
+        """The tracker's callback for each image through the filter, before its health check
         (scoring random reference poses), so that work is not in the image-to-pose latency."""
-        t0 = time.perf_counter()
-        report = self.localizer.step(stamp, rgb, self.odom, defer_health=True)
-        if report is None:
-            self.skipped_images += 1
+        if report.updated:
+            self.publish_estimate(stamp)
+        else:
+            self.publish_tf(stamp)
+
+    def report(self, outcome):
+        """Warnings for what an input did (a :class:`~dmn_localizer.localization.tracker.
+        Outcome`): a time-base reset, a frame without odometry, a recovery."""
+        if outcome.reset:
+            warn(self, f'odometry {outcome.reset}: time base reset', throttle_duration_sec=1.0)
+        if outcome.skipped:
             warn(self, 'no odometry around the image stamp: frame skipped',
                  throttle_duration_sec=5.0)
+        if not outcome.updated:
             return
-        if not report.updated:
-            self.publish_tf(stamp)
-            return
-        self.publish_estimate(stamp)
-        self.localizer.check_health()
-        self.get_logger().debug(f'image {stamp:.3f}: updated, '
-                                f'{1e3 * (time.perf_counter() - t0):.0f} ms')
-        self.update_times.append(time.perf_counter() - t0)
-        self.updates += 1
-        self.last_report = report
+        report = outcome.report
+        self.get_logger().debug(f'image {outcome.stamp:.3f}: updated, '
+                                f'{1e3 * outcome.seconds:.0f} ms')
         if report.recovery == 'global':
             warn(self, f'likelihood collapsed (belief score {report.belief_score:.2f}): global '
                  're-initialisation')
@@ -392,32 +308,14 @@ class LocalizerNode(ManagedNode):
             return
         try:
             mean = pose_to_xyyaw(msg.pose.pose)
+            std = initial_std(mean, msg.pose.covariance, self.localizer.bounds,
+                              (self.config.initial_sigma_xy, self.config.initial_sigma_yaw))
+        except NoMapError as exc:
+            warn(self, f'initial pose ignored: {exc}')
+            return
         except ValueError as exc:
             warn(self, f'initial pose rejected: {exc}')
             return
-        cov = np.asarray(msg.pose.covariance, np.float64).reshape(6, 6)
-        idx = [0, 1, 5]  # x, y, yaw
-        sub = cov[np.ix_(idx, idx)]
-        if not np.isfinite(cov).all():
-            warn(self, 'initial pose rejected: covariance not finite')
-            return
-        scale = max(float(np.abs(sub).max()), 1e-300)
-        if not np.allclose(sub, sub.T, rtol=1e-6, atol=1e-9 * scale) \
-                or float(np.linalg.eigvalsh((sub + sub.T) / 2).min()) < -1e-9 * scale:
-            warn(self, 'initial pose rejected: covariance (x, y, yaw) is not symmetric '
-                 'positive semi-definite')
-            return
-        if self.localizer.map_state is None:
-            warn(self, 'initial pose ignored: no map loaded')
-            return
-        x0, y0, size = self.localizer.bounds
-        if not (x0 - size <= mean[0] <= x0 + 2 * size and y0 - size <= mean[1] <= y0 + 2 * size):
-            warn(self, f'initial pose rejected: ({mean[0]:.4g}, {mean[1]:.4g}) is far outside '
-                 'the map')
-            return
-        std = np.sqrt(np.maximum(np.diag(sub), 0.0))
-        std[:2] = np.where(std[:2] > 0, np.minimum(std[:2], size), self.config.initial_sigma_xy)
-        std[2] = min(std[2], math.pi) if std[2] > 0 else self.config.initial_sigma_yaw
         self.localizer.init_gaussian(mean, std)
         self.get_logger().info(f'initial pose ({mean[0]:.2f}, {mean[1]:.2f}, '
                                f'{math.degrees(mean[2]):.0f} deg), sigma {np.round(std, 2)}')
@@ -439,37 +337,29 @@ class LocalizerNode(ManagedNode):
         return response
 
     # ------------------------------------------------------------------ outputs
-    def stamp_msg(self, stamp_s):
-        return sec_to_stamp(stamp_s)
-
     def publish_estimate(self, stamp):
         cfg = self.config
         mean, cov = self.localizer.estimate()
         if not (np.isfinite(mean).all() and np.isfinite(cov).all()):
             warn(self, 'estimate not finite: not published', throttle_duration_sec=5.0)
             return
-        msg = self.pose_msg(mean, cov, self.stamp_msg(stamp))
+        msg = self.pose_msg(mean, cov, sec_to_stamp(stamp))
         self.pose_pub.publish(msg)
-        self.pose_unsaved = True
+        self.last_pose.unsaved = True
         if cfg.publish_particles:
             particles, weights = self.localizer.particle_array()
             self.particles_pub.publish(poses_to_pose_array(particles, cfg.global_frame_id,
                                                            msg.header.stamp))
-            self.markers_pub.publish(self.weight_markers(particles, weights, msg.header.stamp))
+            self.markers_pub.publish(weight_markers(particles, weights, cfg.global_frame_id,
+                                                    msg.header.stamp))
             self.particle_cloud.publish(particles, weights, cfg.global_frame_id,
                                         msg.header.stamp)
         self.publish_tf(stamp, mean)
 
-    def pose_msg(self, mean, cov, stamp):
-        """PoseWithCovarianceStamped in global_frame_id from (x, y, yaw) and its 3x3 cov."""
-        msg = PoseWithCovarianceStamped()
-        msg.header.frame_id, msg.header.stamp = self.config.global_frame_id, stamp
-        msg.pose.pose = xyyaw_to_pose(mean)
-        c = np.zeros((6, 6))
-        idx = [0, 1, 5]  # x, y, yaw in the 6x6 (x, y, z, roll, pitch, yaw) layout
-        c[np.ix_(idx, idx)] = cov
-        msg.pose.covariance = c.flatten().tolist()
-        return msg
+    def pose_msg(self, mean, cov, stamp=None):
+        """PoseWithCovarianceStamped in global_frame_id (stamped now unless ``stamp``)."""
+        return pose_with_covariance(mean, cov, self.config.global_frame_id,
+                                    self.get_clock().now().to_msg() if stamp is None else stamp)
 
     def publish_tf(self, stamp, map_from_base=None):
         """map -> odom such that map -> odom -> base equals the estimate at the image stamp."""
@@ -477,82 +367,19 @@ class LocalizerNode(ManagedNode):
             return
         if map_from_base is None:
             map_from_base = self.localizer.estimate()[0]
-        odom_from_base = self.odom.pose_at(stamp)
+        odom_from_base = self.tracker.odometry.pose_at(stamp)
         if odom_from_base is None:
             return
-        map_from_odom = compose(map_from_base, inverse(odom_from_base))
-        t = TransformStamped()
-        t.header.frame_id = self.config.global_frame_id
-        t.child_frame_id = self.config.odom_frame_id
-        t.header.stamp = self.stamp_msg(stamp + self.config.transform_tolerance)
-        t.transform.translation.x, t.transform.translation.y = map(float, map_from_odom[:2])
-        q = yaw_to_quaternion(float(map_from_odom[2]))
-        (t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z,
-         t.transform.rotation.w) = q
-        self.tf_pub.publish(TFMessage(transforms=[t]))
-
-    def weight_markers(self, particles, weights, stamp):
-        m = Marker(type=Marker.POINTS, action=Marker.ADD, ns='particles', id=0)
-        m.header.frame_id, m.header.stamp = self.config.global_frame_id, stamp
-        m.scale.x = m.scale.y = 0.15
-        rel = weights / max(float(weights.max()), 1e-12)
-        from geometry_msgs.msg import Point
-        from std_msgs.msg import ColorRGBA
-        m.points = [Point(x=float(p[0]), y=float(p[1])) for p in particles]
-        m.colors = [ColorRGBA(r=float(r), g=0.2, b=float(1.0 - r), a=0.9) for r in rel]
-        return MarkerArray(markers=[m])
+        cfg = self.config
+        self.tf_pub.publish(map_to_odom(map_from_base, odom_from_base, cfg.global_frame_id,
+                                        cfg.odom_frame_id,
+                                        sec_to_stamp(stamp + cfg.transform_tolerance)))
 
     def health(self):
         """(level, message, values) of the node and filter state for /diagnostics."""
-        loc, cfg = self.localizer, self.config
-        now = time.monotonic()
-        h = loc.health
-        odom_age = None if self.last_odom_time is None else now - self.last_odom_time
-        problems = []  # (level, text), most severe first after sorting
-        if loc.map_state is None:
-            problems.append((DiagnosticStatus.ERROR, f'no map: {self.map_status}'))
-        if odom_age is None:
-            problems.append((DiagnosticStatus.WARN, 'no odometry received'))
-        elif odom_age > cfg.odom_timeout:
-            problems.append((DiagnosticStatus.WARN, f'no odometry for {odom_age:.1f} s'))
-        if self.last_odom_reset is not None and now - self.last_odom_reset[0] < 10.0:
-            problems.append((DiagnosticStatus.WARN,
-                             f'odometry {self.last_odom_reset[1]}: time base reset'))
-        if h.collapsed:
-            problems.append((DiagnosticStatus.WARN, f'likelihood collapsed (count {h.collapsed}, '
-                             f'belief score {h.belief_score:.2f}): recovering'))
-        if h.unreliable:
-            problems.append((DiagnosticStatus.WARN, 'lost: no view of the map matches the '
-                             f'images (best score below min_evidence {cfg.min_evidence:g} in '
-                             f'{h.weak_evidence} recent updates); covariance covers the map'))
-        if loc.map_state is not None and not self.updates and not problems:
-            problems.append((DiagnosticStatus.WARN, 'waiting for images/odometry'))
-        problems.sort(key=lambda p: -level_rank(p[0]))  # stable: ERROR first
-        level = problems[0][0] if problems else DiagnosticStatus.OK
-        message = '; '.join(p[1] for p in problems) if problems else 'localizing'
-        spread = float('nan')
-        if loc.ready:
-            cov = loc.estimate()[1]
-            spread = math.sqrt(max(cov[0, 0] + cov[1, 1], 0.0))
-        recent = list(self.update_times)[-20:]
-        values = {'map': self.map_status, 'map_contexts': loc.map_size,
-                  'device': self.device_name,
-                  'particles': loc.particles.shape[1] if loc.ready else 0,
-                  'ess': round(loc.ess(), 1), 'spread_xy_m': round(spread, 3),
-                  'images_received': self.images_received, 'updates': self.updates,
-                  'dropped_images': self.dropped_images, 'skipped_images': self.skipped_images,
-                  'update_ms_mean': round(1e3 * float(np.mean(recent)), 2) if recent else 0.0,
-                  'update_ms_max': round(1e3 * float(np.max(recent)), 2) if recent else 0.0,
-                  'odometry_received': self.odom_received,
-                  'odometry_age_s': round(odom_age, 2) if odom_age is not None else -1.0,
-                  'odometry_time_resets': self.odom.time_resets,
-                  'odometry_jumps': self.odom.jumps,
-                  'belief_score': round(h.belief_score, 3),
-                  'collapsed_updates': h.collapsed, 'collapsed_total': h.collapsed_total,
-                  'recovery_injections': h.injections,
-                  'recovery_global_reinits': h.global_reinits,
-                  'unreliable': h.unreliable, 'unreliable_updates_total': h.unreliable_total}
-        return level, message, values
+        level, message, values = localizer_status(self.tracker, self.config, self.map_status,
+                                                  self.device_name)
+        return LEVELS[level], message, values
 
     def publish_diagnostics(self):
         level, message, values = self.health()

@@ -1,9 +1,11 @@
 """mapper_node: builds the view-embedding map from camera images and poses.
 
-Subscribes to images (raw or compressed) and a pose source, pairs them by stamp, applies the
-camera offset, keeps keyframes (camera moved/turned enough since the nearest context), embeds
-each new context with the model's CNN1 (stored in the map with the model id, so a localizer
-running the same model skips that work) and publishes the context viewpoints (latched).
+Subscribes to images (raw or compressed) and a pose source and feeds them to
+:class:`~dmn_localizer.mapping.builder.MapBuilder` (the pipeline offline replay runs too): it
+pairs them by stamp, applies the camera offset, keeps keyframes (camera moved/turned enough
+since the nearest context) and embeds each new context with the model's CNN1 (stored in the
+map with the model id, so a localizer running the same model skips that work). The node
+publishes the context viewpoints (latched).
 Services: ``~/save_map`` (std_srvs/Trigger, atomic write to ``save_path``) and ``~/clear_map``
 (std_srvs/Trigger).
 
@@ -18,9 +20,7 @@ from std_srvs.srv import Trigger
 
 from dmn_localizer.config import MapperConfig
 from dmn_localizer.util.errors import UserError
-from dmn_localizer.geometry import compose
-from dmn_localizer.localization.sync import StampPairer
-from dmn_localizer.mapping.keyframes import is_new_keyframe
+from dmn_localizer.mapping.builder import MapBuilder, model_embedder
 from dmn_localizer.mapping.view_map import check_map_image_size, check_model_image_size, ViewMap
 from dmn_localizer.nodes.common import (LATCHED, camera_offset, subscribe_images,
                                         subscribe_poses, run_node, warn)
@@ -51,8 +51,8 @@ class MapperNode(ManagedNode):
             if self.view_map.model_id != self.model_id:
                 self.view_map.embeddings = None  # another model's: the localizer re-embeds
                 self.view_map.model_id = self.model_id
-        self.base_from_camera = camera_offset(cfg)
-        self.pairer = StampPairer(cfg.sync_tolerance_s)
+        self.builder = MapBuilder(self.view_map, model_embedder(self.model, self.device))
+        self.configure_builder()
         # the contexts appear only while active; images and poses are used only while active
         self.contexts_pub = self.owned(self.create_lifecycle_publisher(PoseArray, '~/contexts',
                                                                        LATCHED))
@@ -65,7 +65,7 @@ class MapperNode(ManagedNode):
 
     def teardown(self):
         """cleanup: the map not saved is dropped, as the model."""
-        self.model = self.view_map = self.pairer = None
+        self.model = self.view_map = self.builder = None
 
     def activated(self):
         self.publish_contexts()
@@ -73,10 +73,14 @@ class MapperNode(ManagedNode):
     def apply_parameters(self, changes):
         """Runtime parameter changes (``RUNTIME_PARAMETERS``), used from the next image on."""
         self.config = dataclasses.replace(self.config, **changes)
-        self.base_from_camera = camera_offset(self.config)
-        self.pairer.tolerance = self.config.sync_tolerance_s
+        self.configure_builder()
         self.get_logger().info('parameters set: ' + ', '.join(
             f'{k} = {v!r}' for k, v in changes.items()))
+
+    def configure_builder(self):
+        cfg = self.config
+        self.builder.configure(camera_offset(cfg), cfg.keyframe_min_distance,
+                               cfg.keyframe_min_angle, cfg.sync_tolerance_s)
 
     def load_model(self, cfg):
         """The DMN whose CNN1 embeds each new context (the localizer reuses the embeddings
@@ -88,7 +92,7 @@ class MapperNode(ManagedNode):
         if not path.is_file():
             warn(self, f'no model at {path}: the map stores images only (the localizer embeds '
                  'them at load)')
-            self.model_id = ''
+            self.model_id, self.device = '', None
             return None
         try:
             device = select_device(cfg.device)
@@ -100,19 +104,9 @@ class MapperNode(ManagedNode):
         self.device = device
         return model
 
-    def embed(self, rgb):
-        if self.model is None:
-            return None
-        import torch
-        from dmn_localizer.model.preprocess import images_to_tensor
-        with torch.no_grad():
-            return self.model.embed(images_to_tensor(rgb[None], self.device))[0].cpu().numpy()
-
     def on_image(self, stamp, rgb):
-        if not self.active:
-            return
-        for pair in self.pairer.add_image(stamp, rgb):
-            self.add_pair(*pair)
+        if self.active and self.builder.add_image(stamp, rgb):
+            self.publish_contexts()
 
     def on_pose(self, stamp, frame_id, map_from_base):
         if not self.active:
@@ -121,15 +115,7 @@ class MapperNode(ManagedNode):
             warn(self, f'pose in frame {frame_id!r}, expected {self.config.global_frame_id!r}: '
                  'ignored', throttle_duration_sec=5.0)
             return
-        for pair in self.pairer.add_pose(stamp, map_from_base):
-            self.add_pair(*pair)
-
-    def add_pair(self, stamp, rgb, map_from_base):
-        map_from_camera = compose(map_from_base, self.base_from_camera)
-        cfg = self.config
-        if is_new_keyframe(map_from_camera, self.view_map.poses, cfg.keyframe_min_distance,
-                           cfg.keyframe_min_angle):
-            self.view_map.add(rgb, map_from_camera, self.embed(rgb))
+        if self.builder.add_pose(stamp, map_from_base):
             self.publish_contexts()
 
     def publish_contexts(self):

@@ -1,9 +1,9 @@
 """Offline bag replay: build a map from a mapping bag, localize over a query bag, score it.
 
-Pure core (rosbags + torch + numpy; no rclpy). The same
-:class:`~dmn_localizer.localization.localizer.Localizer` the node uses consumes the bag's images
-and odometry in stamp order, so offline results equal what the node computes from the same
-messages. Metrics use ``evo``.
+Pure core (rosbags + torch + numpy; no rclpy). The bag's images and odometry go in stamp
+order through the node's feed loop (:class:`~dmn_localizer.localization.tracker.Tracker`
+around the same :class:`~dmn_localizer.localization.localizer.Localizer`), so offline results
+equal what the node computes from the same messages. Metrics use ``evo``.
 """
 import json
 import logging
@@ -16,14 +16,14 @@ import numpy as np
 
 from dmn_localizer.bags import messages as M
 from dmn_localizer.bags.read import (BASE_FRAME, camera_intrinsics, camera_mounting,
-                                     decode_image, IMAGE_TYPES, open_bag, POSE_TYPES,
-                                     read_pairs)
+                                     decode_image, IMAGE_TYPES, open_bag, POSE_TYPES)
 from dmn_localizer.data.dataset import TRACKING_SIGMA
 from dmn_localizer.util.errors import UserError
 from dmn_localizer.geometry import quaternion_to_yaw, wrap_angle
 from dmn_localizer.images import resize_square
 from dmn_localizer.localization.odometry import OdometryBuffer
-from dmn_localizer.mapping.keyframes import is_new_keyframe
+from dmn_localizer.localization.tracker import Tracker
+from dmn_localizer.mapping.builder import MapBuilder
 from dmn_localizer.mapping.view_map import ViewMap
 from dmn_localizer.util.atomic import atomic_path, remove_temp_files, write_text
 
@@ -39,21 +39,6 @@ class Topics:
     image: str = '/camera/image_raw'
     odom: str = '/odom'
     truth: str = '/ground_truth/pose'
-
-
-def build_map(bag, topics, image_size, min_distance=2.0, min_angle=0.5, max_contexts=None):
-    """The mapper's keyframe selection over a mapping bag's (image, true camera pose) pairs
-    (the camera mounting from its ``/tf_static``, as the mapper's ``camera_offset_*``)."""
-    pairs = read_pairs([str(bag)], topics.image, topics.truth, image_size)
-    vm = ViewMap()
-    for img, pose in zip(pairs.images, pairs.poses):
-        if is_new_keyframe(pose, vm.poses, min_distance, min_angle):
-            vm.add(img, pose)
-            if max_contexts and len(vm) >= max_contexts:
-                break
-    logger.info('map from %s: %d contexts out of %d pairs (%s)', bag, len(vm),
-                len(pairs.poses), pairs.counts)
-    return vm
 
 
 @dataclass
@@ -72,10 +57,11 @@ class Stream:
     camera_intrinsics: tuple = None       # (width, fx) from camera_info (None: none)
 
 
-def _check_topics(bag, conns, topics):
-    """UserError unless the bag has the three topics with usable message types."""
-    wanted = ((topics.image, IMAGE_TYPES), (topics.odom, POSE_TYPES),
-              (topics.truth, POSE_TYPES))
+def _check_topics(bag, conns, topics, wanted=None):
+    """UserError unless the bag has the ``wanted`` [(topic, message types)] (default: the
+    three topics of a query bag) with usable message types."""
+    wanted = wanted or ((topics.image, IMAGE_TYPES), (topics.odom, POSE_TYPES),
+                        (topics.truth, POSE_TYPES))
     missing = [t for t, _ in wanted if t not in conns]
     if missing:
         raise UserError(f'{bag}: no topic {", ".join(missing)} (topics: '
@@ -97,45 +83,54 @@ def check_bag(bag, topics):
         reader.close()
 
 
-def read_stream(bag, topics, image_size):
-    reader = open_bag(bag)
-    data = {'image': ([], []), 'odom': ([], []), 'truth': ([], [])}
+def _read_messages(reader, conns, wanted, image_size, base_topic):
+    """The messages of ``wanted`` [(topic, kind)] in bag order: ({kind: (stamps, values)},
+    counts, base frame). Images are decoded and resized to ``image_size``, the other kinds
+    are planar poses (x, y, yaw); the base frame is the ``child_frame_id`` of Odometry on
+    ``base_topic`` (else ``base_link``). Bad messages are counted and skipped."""
+    data = {kind: ([], []) for _, kind in wanted}
     counts = {'bad_messages': 0}
     base_frame = BASE_FRAME
+    kinds = {}   # topic -> kinds it feeds (odometry and truth may share a topic)
+    for topic, kind in wanted:
+        kinds.setdefault(topic, []).append(kind)
+    for conn, t, raw in reader.messages(connections=[conns[t] for t in kinds]):
+        try:
+            msg = reader.deserialize(raw, conn.msgtype)
+        except Exception:
+            counts['bad_messages'] += 1
+            continue
+        stamp = (M.stamp_ns(msg.header.stamp) or t) * 1e-9
+        if conn.msgtype in IMAGE_TYPES:
+            img = decode_image(msg, conn.msgtype)
+            if img is None:
+                counts['bad_messages'] += 1
+                continue
+            value = resize_square(img, image_size)
+        else:
+            if conn.topic == base_topic and conn.msgtype == M.ODOMETRY and msg.child_frame_id:
+                base_frame = msg.child_frame_id
+            p = msg.pose if conn.msgtype == M.POSE_STAMPED else msg.pose.pose
+            q = p.orientation
+            value = np.array([p.position.x, p.position.y,
+                              quaternion_to_yaw(q.x, q.y, q.z, q.w)])
+            if not np.isfinite(value).all():
+                counts['bad_messages'] += 1
+                continue
+        for kind in kinds[conn.topic]:
+            data[kind][0].append(stamp)
+            data[kind][1].append(value)
+    return data, counts, base_frame
+
+
+def read_stream(bag, topics, image_size):
+    reader = open_bag(bag)
     try:
         conns = {c.topic: c for c in reader.connections}
         _check_topics(bag, conns, topics)
-        kinds = {}   # topic -> kinds it feeds (odometry and truth may share a topic)
-        for topic, kind in ((topics.image, 'image'), (topics.odom, 'odom'),
-                            (topics.truth, 'truth')):
-            kinds.setdefault(topic, []).append(kind)
-        for conn, t, raw in reader.messages(connections=[conns[t] for t in kinds]):
-            try:
-                msg = reader.deserialize(raw, conn.msgtype)
-            except Exception:
-                counts['bad_messages'] += 1
-                continue
-            stamp = (M.stamp_ns(msg.header.stamp) or t) * 1e-9
-            if conn.topic == topics.image:
-                img = decode_image(msg, conn.msgtype)
-                if img is None:
-                    counts['bad_messages'] += 1
-                    continue
-                value = resize_square(img, image_size)
-            else:
-                if conn.topic == topics.odom and conn.msgtype == M.ODOMETRY \
-                        and msg.child_frame_id:
-                    base_frame = msg.child_frame_id
-                p = msg.pose if conn.msgtype == M.POSE_STAMPED else msg.pose.pose
-                q = p.orientation
-                value = np.array([p.position.x, p.position.y,
-                                  quaternion_to_yaw(q.x, q.y, q.z, q.w)])
-                if not np.isfinite(value).all():
-                    counts['bad_messages'] += 1
-                    continue
-            for kind in kinds[conn.topic]:
-                data[kind][0].append(stamp)
-                data[kind][1].append(value)
+        data, counts, base_frame = _read_messages(
+            reader, conns, [(topics.image, 'image'), (topics.odom, 'odom'),
+                            (topics.truth, 'truth')], image_size, topics.odom)
         mounting = camera_mounting(reader, topics.image, base_frame, where=bag)
         intrinsics = camera_intrinsics(reader, topics.image)
     finally:
@@ -149,6 +144,38 @@ def read_stream(bag, topics, image_size):
                   *arr['truth'], counts=counts, image_type=conns[topics.image].msgtype,
                   odom_type=conns[topics.odom].msgtype, base_from_camera=mounting,
                   camera_intrinsics=intrinsics)
+
+
+def build_map(bag, topics, image_size, min_distance=2.0, min_angle=0.5, max_contexts=None,
+              sync_tolerance_s=0.05):
+    """The mapper's pipeline (:class:`~dmn_localizer.mapping.builder.MapBuilder`: pairing by
+    stamp, keyframe selection) over a mapping bag's images and true poses in stamp order (the
+    camera mounting from its ``/tf_static``, as the mapper's ``camera_offset_*``), without
+    embeddings."""
+    reader = open_bag(bag)
+    try:
+        conns = {c.topic: c for c in reader.connections}
+        _check_topics(bag, conns, topics, ((topics.image, IMAGE_TYPES),
+                                           (topics.truth, POSE_TYPES)))
+        data, counts, base_frame = _read_messages(
+            reader, conns, [(topics.image, 'image'), (topics.truth, 'pose')], image_size,
+            topics.truth)
+        mounting = camera_mounting(reader, topics.image, base_frame, where=bag)
+    finally:
+        reader.close()
+    builder = MapBuilder(ViewMap(), base_from_camera=mounting, min_distance=min_distance,
+                         min_angle=min_angle, sync_tolerance_s=sync_tolerance_s)
+    events = sorted([(stamp, 0, pose) for stamp, pose in zip(*data['pose'])]
+                    + [(stamp, 1, image) for stamp, image in zip(*data['image'])],
+                    key=lambda e: e[:2])    # a pose before an image of the same stamp
+    for stamp, is_image, value in events:
+        (builder.add_image if is_image else builder.add_pose)(stamp, value)
+        if max_contexts and len(builder.view_map) >= max_contexts:
+            break
+    counts.update(images=len(data['image'][0]), poses=len(data['pose'][0]),
+                  unpaired_images=builder.pairer.dropped)
+    logger.info('map from %s: %d contexts (%s)', bag, len(builder.view_map), counts)
+    return builder.view_map
 
 
 @dataclass
@@ -189,11 +216,26 @@ def initial_belief(stream, mode, truth=None, sigma=TRACKING_SIGMA):
     return first + rng.normal(size=3) * std, std
 
 
+def events(stream):
+    """The stream's odometry samples and images in stamp order, as ``(kind, stamp, value)``,
+    kind 'odom' or 'image'; odometry first at equal stamps (within 1 ns)."""
+    j = 0
+    for stamp, image in zip(stream.image_stamps, stream.images):
+        while j < len(stream.odom_stamps) and stream.odom_stamps[j] <= stamp + 1e-9:
+            yield 'odom', stream.odom_stamps[j], stream.odom[j]
+            j += 1
+        yield 'image', stamp, image
+    for j in range(j, len(stream.odom_stamps)):
+        yield 'odom', stream.odom_stamps[j], stream.odom[j]
+
+
 def localize(localizer, stream, mode='global', snapshot_every=10, progress=False,
              sigma=TRACKING_SIGMA):
-    """Run the filter over the stream. mode 'global' (uniform) or 'tracking' (Gaussian of std
-    ``sigma`` around the first true pose; default the paper's tracking setting)."""
-    odom = OdometryBuffer(max_age_s=1e9)
+    """Run the filter over the stream: its events through the node's feed loop
+    (:class:`~dmn_localizer.localization.tracker.Tracker`). mode 'global' (uniform) or
+    'tracking' (Gaussian of std ``sigma`` around the first true pose; default the paper's
+    tracking setting). The track holds the estimate after each update's health check."""
+    tracker = Tracker(localizer, OdometryBuffer(max_age_s=1e9))
     truth = truth_buffer(stream)
     belief = initial_belief(stream, mode, truth, sigma)
     if belief is None:
@@ -201,31 +243,34 @@ def localize(localizer, stream, mode='global', snapshot_every=10, progress=False
     else:
         localizer.init_gaussian(*belief)
     track = Track()
-    j = 0
     t0 = time.perf_counter()
-    frames = range(len(stream.image_stamps))
+    bar = None
     if progress:
         from tqdm import tqdm
-        frames = tqdm(frames, desc='localizing', unit='frame')
-    for i in frames:
-        stamp = stream.image_stamps[i]
-        while j < len(stream.odom_stamps) and stream.odom_stamps[j] <= stamp + 1e-9:
-            odom.add(stream.odom_stamps[j], stream.odom[j])
-            j += 1
-        report = localizer.step(stamp, stream.images[i], odom)
-        track.frames += 1
+        bar = tqdm(total=len(stream.image_stamps), desc='localizing', unit='frame')
+    for kind, stamp, value in events(stream):
+        if kind == 'odom':
+            outcome = tracker.add_odometry(stamp, value)
+        else:
+            track.frames += 1
+            outcome = tracker.add_image(stamp, value)
+            if bar is not None:
+                bar.update()
+        report = outcome.report
         if report is not None and report.recovery:
             track.recoveries.append((len(track.stamps), report.recovery))
-        gt = truth.pose_at(stamp)
-        if report is None or not report.updated or gt is None:
+        gt = None if not outcome.updated else truth.pose_at(outcome.stamp)
+        if gt is None:
             continue
         mean, cov = localizer.estimate()
-        track.stamps.append(float(stamp))
+        track.stamps.append(float(outcome.stamp))
         track.estimates.append(mean)
         track.covariances.append(cov)
         track.truth.append(gt)
         if snapshot_every and (len(track.stamps) - 1) % snapshot_every == 0:
-            track.snapshots.append((float(stamp), *localizer.particle_array()))
+            track.snapshots.append((float(outcome.stamp), *localizer.particle_array()))
+    if bar is not None:
+        bar.close()
     track.seconds = time.perf_counter() - t0
     return track
 
