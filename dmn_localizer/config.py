@@ -200,11 +200,11 @@ class LocalizerConfig:
                                        'globally (0 = never)', 0, 100000)
     min_evidence: float = param(3.5, 'For models whose scores are log-likelihood ratios '
                                 'against a view that tells nothing (architecture aligned): '
-                                'when the best particle scores below this for '
-                                'collapse_updates updates in a row, no view of the map matches '
-                                'the images: the estimate is flagged unreliable in '
-                                '/diagnostics and its published covariance covers the map '
-                                '(0 = off; ignored for the DMN, whose scores have no scale)',
+                                "when the belief's log mean likelihood ratio stays below this "
+                                'for collapse_updates updates, no view of the map backs the '
+                                'estimate: it is flagged unreliable in /diagnostics and its '
+                                'published covariance covers the map (0 = off; ignored for the '
+                                'DMN, whose scores have no scale)',
                                 0.0, 1000.0)
     # input health
     odom_jump_threshold: float = param(1.0, 'Odometry moving more than this plus '

@@ -1,6 +1,7 @@
 """Never confidently wrong: localizing against the map of another world (the images match no
-view), the shipped aligned model's scores stay below min_evidence, the localizer flags the
-estimate unreliable and its covariance covers the map; against the right map it does not."""
+view), the belief's evidence (its log mean likelihood ratio under the shipped aligned model)
+stays below min_evidence, the localizer flags the estimate unreliable and its covariance covers
+the error; against the right map it does not."""
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import dmn_localizer.replay.offline as core
 from dmn_localizer.bags.simulate import simulate_bag
 from dmn_localizer.config import LocalizerConfig
+from dmn_localizer.localization.health import anywhere_on_map
 from dmn_localizer.localization.localizer import Localizer
 from dmn_localizer.model import load_model
 
@@ -43,8 +45,31 @@ def _run(query, mapping):
 
 
 def test_a_foreign_map_is_flagged_and_covered(worlds):
-    flagged, inside, loc = _run(worlds[0], worlds[1])
-    assert flagged > 0.5 and inside > 0.6, (flagged, inside)
-    assert loc.estimate()[1][0, 0] >= loc.bounds[2] ** 2 / 12   # covers the map
-    flagged, _, _ = _run(worlds[0], worlds[0])
-    assert flagged < 0.2, flagged
+    for query, mapping in ((0, 1), (1, 0)):
+        flagged, inside, loc = _run(worlds[query], worlds[mapping])
+        # (the first collapse_updates updates cannot be flagged yet)
+        assert flagged > 0.8 and inside > 0.8, (query, mapping, flagged, inside)
+        assert loc.estimate()[1][0, 0] >= loc.bounds[2] ** 2 / 12   # covers the map
+    for query in (0, 1):
+        flagged, _, _ = _run(worlds[query], worlds[query])
+        assert flagged < 0.1, (query, flagged)
+
+
+def test_the_lost_covariance_covers_the_map_from_the_published_mean():
+    bounds = (-3.0, 5.0, 20.0)                       # x0, y0, size
+    centre = np.array([7.0, 15.0, 0.0])
+    at_centre = anywhere_on_map(bounds, centre)
+    assert np.allclose(at_centre[:2, :2], np.eye(2) * 20.0 ** 2 / 12)
+    # a mean off the centre: exactly the second moment of poses uniform on the map about it
+    mean = np.array([-1.0, 6.0, 0.3])
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 20.0, size=(200_000, 2)) + [-3.0, 5.0]
+    d = xy - mean[:2]
+    assert np.allclose(anywhere_on_map(bounds, mean)[:2, :2], d.T @ d / len(d), rtol=0.02)
+    # so poses anywhere on the map fall inside its 2-sigma ellipse far more often than with
+    # the region's variance alone
+    inv = np.linalg.inv(anywhere_on_map(bounds, mean)[:2, :2])
+    inv_centred = np.linalg.inv(at_centre[:2, :2])
+    inside = np.mean(np.einsum('ni,ij,nj->n', d, inv, d) <= 6.18)
+    inside_centred = np.mean(np.einsum('ni,ij,nj->n', d, inv_centred, d) <= 6.18)
+    assert inside > 0.95 > inside_centred, (inside, inside_centred)

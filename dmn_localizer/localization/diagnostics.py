@@ -37,9 +37,9 @@ def localizer_status(tracker, config, map_status, device_name, now=None):
         problems.append((WARN, f'likelihood collapsed (count {h.collapsed}, '
                          f'belief score {h.belief_score:.2f}): recovering'))
     if h.unreliable:
-        problems.append((WARN, 'lost: no view of the map matches the images (best score '
-                         f'below min_evidence {cfg.min_evidence:g} in {h.weak_evidence} '
-                         'recent updates); covariance covers the map'))
+        problems.append((WARN, 'lost: no view of the map matches the images (evidence '
+                         f'{h.evidence:.2f} below min_evidence {cfg.min_evidence:g} in '
+                         f'{h.weak_evidence} recent updates); covariance covers the map'))
     if loc.map_state is not None and not tracker.updates and not problems:
         problems.append((WARN, 'waiting for images/odometry'))
     problems.sort(key=lambda p: -p[0])  # stable: ERROR first
@@ -60,7 +60,7 @@ def localizer_status(tracker, config, map_status, device_name, now=None):
               'odometry_received': tracker.odometry_samples,
               'odometry_age_s': round(odom_age, 2) if odom_age is not None else -1.0,
               'odometry_time_resets': odom.time_resets, 'odometry_jumps': odom.jumps,
-              'belief_score': round(h.belief_score, 3),
+              'belief_score': round(h.belief_score, 3), 'evidence': round(h.evidence, 3),
               'collapsed_updates': h.collapsed, 'collapsed_total': h.collapsed_total,
               'recovery_injections': h.injections,
               'recovery_global_reinits': h.global_reinits,

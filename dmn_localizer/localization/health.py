@@ -1,4 +1,4 @@
-"""Filter health: the likelihood-collapse monitor and the evidence check (pure Python).
+"""Filter health: the likelihood-collapse monitor and the evidence check (numpy, no torch).
 
 Kidnapped robot, wrong initial pose. The DMN log-likelihood is unnormalised and its offset and
 scale change from image to image, so neither its raw value nor the ESS (low in a healthy,
@@ -18,15 +18,21 @@ at each collapsed update (random injection); at ``global_reinit_updates`` the fi
 re-initialises globally (which resets the count). An update whose log-likelihoods are all
 non-finite keeps the weights and counts as collapsed.
 
-Evidence (``min_evidence``, models whose scores are log-likelihood ratios only): when the best
-particle's score stays below it, no view of the map matches the images and the estimate is
-flagged *unreliable* (the localizer's covariance then covers the map).
+Evidence (``min_evidence``, models whose scores are log-likelihood ratios only): the belief's
+log mean likelihood ratio (prior weights: how much better the poses the filter believes in
+explain the image than a view that tells nothing). When it stays below ``min_evidence``, the
+belief is not backed by a view of the map that matches the images and the estimate is flagged
+*unreliable* (the localizer's covariance then covers the map). The belief's mean, not the best
+particle's score: with thousands of particles against hundreds of views, the best of them
+matches a foreign image by chance.
 
 This module keeps the counters and decides; :class:`~dmn_localizer.localization.localizer.
 Localizer` draws and scores the reference poses and applies the recovery decided here.
 """
 import logging
 import math
+
+import numpy as np
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +47,7 @@ class UpdateReport:
     ess: float = float('nan')
     resampled: bool = False
     max_log_likelihood: float = float('nan')
+    evidence: float = float('nan')      # the belief's log mean likelihood (ratio), see above
     belief_score: float = float('nan')  # in [0, 1], see the module docstring
     collapsed: bool = False
     recovery: str = ''               # '', 'inject' or 'global'
@@ -56,7 +63,8 @@ class Health:
     injections: int = 0
     global_reinits: int = 0
     last_recovery: str = ''
-    weak_evidence: int = 0           # +1 per update whose best score < min_evidence, -1 else
+    evidence: float = float('nan')   # of the last update (see UpdateReport.evidence)
+    weak_evidence: int = 0           # +1 per update whose evidence < min_evidence, -1 else
     unreliable: bool = False         # weak_evidence >= collapse_updates: the estimate is not
     #                                  backed by any matching view (covariance covers the map)
     unreliable_total: int = 0
@@ -98,15 +106,30 @@ def record_score(health, config, score):
     return True, ''
 
 
-def record_evidence(health, config, best):
-    """Whether the images still match a view of the map: the best particle's score ``best``
-    against ``min_evidence``, counted as the collapse count is (+1 per weak, -1 per matching
-    update, capped): one chance match on a foreign map does not clear it, a few matching
-    updates do. Returns :attr:`Health.unreliable`."""
+def record_evidence(health, config, evidence):
+    """Whether the images still match a view of the map: the belief's log mean likelihood
+    ratio ``evidence`` against ``min_evidence``, counted as the collapse count is (+1 per weak,
+    -1 per matching update, capped): one chance match on a foreign map does not clear it, a few
+    matching updates do. Returns :attr:`Health.unreliable`."""
     h, c = health, config
-    weak = not best >= c.min_evidence
+    h.evidence = float(evidence)
+    weak = not evidence >= c.min_evidence
     h.weak_evidence = (min(h.weak_evidence + 1, 2 * c.collapse_updates) if weak
                        else max(h.weak_evidence - 1, 0))
     h.unreliable = h.weak_evidence >= c.collapse_updates
     h.unreliable_total += int(h.unreliable)
     return h.unreliable
+
+
+def anywhere_on_map(bounds, mean):
+    """The covariance (3, 3) an unreliable estimate adds: the second moment, about the published
+    ``mean`` (x, y, yaw), of a pose anywhere in the map's region ``bounds`` (x0, y0, size; a
+    square) with any heading. Uniform there, it is the region's variance plus the offset of the
+    mean from the region's centre, so a mean far from the centre gets the larger spread it
+    needs to cover the far side."""
+    x0, y0, size = (float(v) for v in bounds)
+    offset = np.array([x0 + size / 2.0 - mean[0], y0 + size / 2.0 - mean[1]])
+    cov = np.zeros((3, 3))
+    cov[:2, :2] = np.eye(2) * size ** 2 / 12.0 + np.outer(offset, offset)
+    cov[2, 2] = math.pi ** 2 / 3.0
+    return cov

@@ -32,8 +32,8 @@ from dmn_localizer.filter.particle_filter import (covariance, effective_sample_s
                                                   sample_uniform, weighted_mean)
 from dmn_localizer.geometry import compose
 from dmn_localizer.localization.camera import apply_camera, hfov_from_intrinsics
-from dmn_localizer.localization.health import (belief_score, Health, record_evidence,
-                                               record_score, UpdateReport)
+from dmn_localizer.localization.health import (anywhere_on_map, belief_score, Health,
+                                               record_evidence, record_score, UpdateReport)
 from dmn_localizer.localization.scoring import (FLOOR_CONTEXTS, MapScoring,  # noqa: F401
                                                 PAIRS_PER_CHUNK)
 from dmn_localizer.model.preprocess import images_to_tensor
@@ -209,8 +209,9 @@ class Localizer(MapScoring):
             belief = torch.logsumexp(self.log_weights + ll, -1)[0]
             self.filter.update(ll)
             resampled = self.filter.resample()
-        report = UpdateReport(True, self.ess(), resampled, float(ll.max()))
-        report.unreliable = self._check_evidence(report.max_log_likelihood)
+        report = UpdateReport(True, self.ess(), resampled, float(ll.max()),
+                              evidence=-math.inf if belief is None else float(belief))
+        report.unreliable = self._check_evidence(report.evidence)
         self._pending_health = (report, belief, reference, ref_ll, query)
         if not defer_health:
             self.check_health()
@@ -239,12 +240,12 @@ class Localizer(MapScoring):
         report.collapsed, report.recovery = self._check_health(score)
         return report
 
-    def _check_evidence(self, best):
+    def _check_evidence(self, evidence):
         """Whether the images still match a view of the map (:func:`health.record_evidence`;
         models whose scores are log-likelihood ratios only)."""
         if self.config.min_evidence <= 0 or getattr(self.model, 'set_camera', None) is None:
             return False
-        return record_evidence(self.health, self.config, best)
+        return record_evidence(self.health, self.config, evidence)
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16,
@@ -333,11 +334,10 @@ class Localizer(MapScoring):
         """(mean (3,), covariance (3, 3)) of map_from_base, numpy float64."""
         mean = weighted_mean(self.particles, self.log_weights)[0]
         cov = covariance(self.particles, self.log_weights)[0].double().cpu().numpy()
+        mean = mean.double().cpu().numpy()
         if self.health.unreliable and self.bounds is not None:
-            # not backed by any matching view: the spread of a pose anywhere on the map
-            size = self.bounds[2]
-            cov = cov + np.diag([size ** 2 / 12.0, size ** 2 / 12.0, math.pi ** 2 / 3.0])
-        return mean.double().cpu().numpy(), cov
+            cov = cov + anywhere_on_map(self.bounds, mean)
+        return mean, cov
 
     def particle_array(self):
         """(particles (K, 3), normalised weights (K,)) as numpy."""
