@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dmn_localizer.training.logs import UNBOUNDED_STEPS
 from dmn_localizer.util.errors import UserError
 from dmn_localizer.util.atomic import write_bytes, write_json, write_text
 
@@ -82,7 +83,7 @@ def _view_pair_config(model, model_path, train_data, val_data, minutes, seed, ma
            if k not in ('architecture', 'hfov_deg')}
     over = dict(ALIGNED_FINETUNE, train_data=str(train_data), val_data=str(val_data),
                 model=net, init_from=str(model_path), seed=seed, max_minutes=float(minutes),
-                max_steps=int(max_steps if max_steps is not None else 10**9),
+                max_steps=int(max_steps if max_steps is not None else UNBOUNDED_STEPS),
                 contexts=min(4, int(pool)))
     if val_every:
         over['val_every'] = int(val_every)
@@ -240,7 +241,7 @@ def _train_config(base, model_path, train_data, val_data, minutes, seed, max_ste
                 init_from=model_path, max_minutes=float(minutes), seed=seed,
                 val_episodes=min(int(base.get('val_episodes', 128)), episodes),
                 context_pool=min(int(base.get('context_pool', 16)), pool),
-                max_steps=int(max_steps if max_steps is not None else 10**9))
+                max_steps=int(max_steps if max_steps is not None else UNBOUNDED_STEPS))
     over['contexts'] = [min(int(c), over['context_pool']) for c in base.get('contexts', (4, 8))]
     over['val_contexts'] = min(int(base.get('val_contexts', 4)), over['context_pool'])
     if val_every:

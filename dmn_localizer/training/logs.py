@@ -69,3 +69,12 @@ def write_resolved_config(out, cfg, world):
         f'# the resolved training config of this run ({world} process'
         f'{"es" if world > 1 else ""}); `dmn-localizer train --config` takes it\n'
         + yaml.safe_dump(json.loads(json.dumps(cfg.to_dict())), sort_keys=False)).encode())
+
+
+# a step limit this large means "no step limit" (a run bounded by its time budget)
+UNBOUNDED_STEPS = 10 ** 8
+
+
+def bar_total(max_steps):
+    """The progress bar's total: ``max_steps``, or None (no ETA) for a run bounded by time."""
+    return None if max_steps >= UNBOUNDED_STEPS else max_steps

@@ -33,7 +33,8 @@ from dmn_localizer.training import checkpoint
 from dmn_localizer.training.batches import draw_step, EpisodeStream
 from dmn_localizer.training.config import TrainConfig
 from dmn_localizer.training.distributed import Distributed, TrainStep
-from dmn_localizer.training.logs import CsvLog, TRAIN_FIELDS, train_row, write_resolved_config
+from dmn_localizer.training.logs import (bar_total, CsvLog, TRAIN_FIELDS, train_row,
+                                         write_resolved_config)
 from dmn_localizer.training.losses import filter_config, rollout_options, training_loss
 from dmn_localizer.training.validation import build_validation, validate
 from dmn_localizer.util.device import select_device
@@ -113,7 +114,7 @@ def _train(cfg: TrainConfig, out_dir, resume, train_dataset, val_dataset, progre
         save_checkpoint()
     try:
         from tqdm import tqdm
-        bar = tqdm(total=cfg.max_steps, initial=step, disable=not progress, unit='step',
+        bar = tqdm(total=bar_total(cfg.max_steps), initial=step, disable=not progress, unit='step',
                    dynamic_ncols=True)
     except ImportError:  # pragma: no cover
         bar = None

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from dmn_localizer.model.config import DMNConfig
 from dmn_localizer.model.io import atomic_write_json, load_model, save_model
+from dmn_localizer.training.logs import bar_total
 from dmn_localizer.training.view_pairs.config import RECIPE, ViewPairConfig
 from dmn_localizer.training.view_pairs.loss import training_loss
 from dmn_localizer.training.view_pairs.sampling import sample_batch
@@ -138,7 +139,8 @@ def train_view_pairs(cfg: ViewPairConfig, out_dir, progress=True):
         return row, meta
 
     model.train()
-    bar = tqdm(total=cfg.max_steps, desc='view pairs', unit='step', disable=not progress)
+    bar = tqdm(total=bar_total(cfg.max_steps), desc='view pairs', unit='step',
+               disable=not progress)
     step, loss_avg, derr_avg = 0, 0.0, 0.0
     interrupted = False
     try:
@@ -161,7 +163,9 @@ def train_view_pairs(cfg: ViewPairConfig, out_dir, progress=True):
             loss_avg = k * loss_avg + (1 - k) * ce.item()
             derr_avg = k * derr_avg + (1 - k) * derr.item()
             bar.update(1)
-            bar.set_postfix(ce=f'{loss_avg:.3f}', depth=f'{derr_avg:.3f}')
+            bar.set_postfix(ce=f'{loss_avg:.3f}', depth=f'{derr_avg:.3f}',
+                            **({'minutes': f'{(time.perf_counter() - start) / 60:.1f}'
+                                           f'/{cfg.max_minutes:g}'} if cfg.max_minutes else {}))
             if step % cfg.val_every == 0:
                 protocol = cfg.eval_every > 0 and step % cfg.eval_every == 0
                 row, meta = validate(step, loss_avg, derr_avg, protocol)
