@@ -77,7 +77,9 @@ class LocalizerConfig:
                                'child_frame_id is used, with one warning')
     camera_frame_id: str = param('camera_optical_frame', "Frame of the camera images (their "
                                  'header frame_id, usually an optical frame); images in '
-                                 'another frame are used, with one warning')
+                                 'another frame are used, with one warning. The camera '
+                                 'mounting is looked up in TF from base_frame_id to the '
+                                 "images' frame (this one before the first image)")
     autostart: bool = param(True, 'Configure and activate at start (a plain node); false: '
                             'wait for a lifecycle manager (nav2_lifecycle_manager) to '
                             'configure and activate it')
@@ -88,11 +90,20 @@ class LocalizerConfig:
                                    'field of view is given to models that use the camera '
                                    'geometry (aligned); a model trained with another camera '
                                    'gets one warning')
-    odom_topic: str = param('odom', 'nav_msgs/Odometry topic giving odom -> base')
+    odom_source: str = param('tf', "Where odometry (odom_frame_id -> base_frame_id) comes "
+                             "from: 'tf' (as AMCL: each new odom -> base transform on /tf, "
+                             "through any chain of frames) or 'topic' (nav_msgs/Odometry on "
+                             'odom_topic)')
+    odom_topic: str = param('odom', "nav_msgs/Odometry topic giving odom -> base (odom_source "
+                            "'topic')")
     initial_pose_topic: str = param('initialpose', 'Initial pose (RViz 2D Pose Estimate)')
-    camera_offset_x: float = param(0.0, 'Camera position in base frame, x (m)', -10.0, 10.0)
-    camera_offset_y: float = param(0.0, 'Camera position in base frame, y (m)', -10.0, 10.0)
-    camera_offset_yaw: float = param(0.0, 'Camera heading in base frame (rad)', -3.1416, 3.1416)
+    camera_offset_x: float = param(0.0, 'Camera position in base frame, x (m); used when TF '
+                                   "has no base_frame_id -> camera frame (/tf_static)",
+                                   -10.0, 10.0)
+    camera_offset_y: float = param(0.0, 'Camera position in base frame, y (m); used when TF '
+                                   'has no base_frame_id -> camera frame', -10.0, 10.0)
+    camera_offset_yaw: float = param(0.0, 'Camera heading in base frame (rad); used when TF '
+                                     'has no base_frame_id -> camera frame', -3.1416, 3.1416)
     # model and map
     model: str = param('', 'Model weights (.safetensors); empty = the shipped mazes model')
     map_file: str = param('', 'Map file written by the mapper (~/save_map)')

@@ -55,6 +55,7 @@ from dmn_localizer.nodes.conversions import (checked_stamp_to_sec, pose_to_xyyaw
                                              poses_to_pose_array, sec_to_stamp, xyyaw_to_pose)
 from dmn_localizer.nodes.lifecycle import ManagedNode
 from dmn_localizer.nodes.particle_cloud import ParticleCloudPublisher
+from dmn_localizer.nodes.tf_listener import TfInputs
 from dmn_localizer.util.device import select_device
 from dmn_localizer.util.resources import default_model_path
 
@@ -106,6 +107,7 @@ class LocalizerNode(ManagedNode):
         self.odom = OdometryBuffer(max_jump_m=cfg.odom_jump_threshold,
                                    max_speed=cfg.odom_max_speed)
         self.waiting_image = None  # (stamp, rgb) until odometry covers its stamp
+        self.image_frame = None    # the last image's header frame_id
         self.images_received = 0
         self.dropped_images = 0    # waiting images replaced by newer ones before odometry came
         self.skipped_images = 0    # no odometry around the stamp
@@ -141,8 +143,19 @@ class LocalizerNode(ManagedNode):
             DiagnosticArray, '/diagnostics', 10))
         # inputs are processed only while active (see the callbacks)
         self.owned(subscribe_images(self, cfg.image_topic, cfg.image_transport, cfg.image_size,
-                                    self.on_image, frame_id=cfg.camera_frame_id))
-        self.owned(self.create_subscription(Odometry, cfg.odom_topic, self.on_odom, RELIABLE))
+                                    self.on_image, frame_id=cfg.camera_frame_id,
+                                    frame_callback=self.on_image_frame))
+        # TF: the camera mounting; and odometry (odom -> base) with odom_source tf, as AMCL
+        if cfg.odom_source not in ('tf', 'topic'):
+            raise UserError(f"odom_source must be 'tf' or 'topic', not {cfg.odom_source!r}")
+        self.tf_inputs = TfInputs(self, cfg.odom_frame_id, cfg.base_frame_id,
+                                  cfg.camera_frame_id, on_odometry=self.on_tf_odometry
+                                  if cfg.odom_source == 'tf' else None)
+        for sub in self.tf_inputs.subscriptions:
+            self.owned(sub)
+        if cfg.odom_source == 'topic':
+            self.owned(self.create_subscription(Odometry, cfg.odom_topic, self.on_odom,
+                                                RELIABLE))
         self.owned(self.create_subscription(CameraInfo, cfg.camera_info_topic,
                                             self.on_camera_info, qos_profile_sensor_data))
         self.owned(self.create_subscription(PoseWithCovarianceStamped, cfg.initial_pose_topic,
@@ -245,7 +258,7 @@ class LocalizerNode(ManagedNode):
         each use, so replacing it applies them from the next image on."""
         self.config = dataclasses.replace(self.config, **changes)
         self.localizer.config = self.config
-        self.localizer.base_from_camera = torch.as_tensor(camera_offset(self.config),
+        self.localizer.base_from_camera = torch.as_tensor(self.base_from_camera(),
                                                           dtype=torch.float32)
         self.odom.max_jump = self.config.odom_jump_threshold
         self.odom.max_speed = self.config.odom_max_speed
@@ -322,6 +335,16 @@ class LocalizerNode(ManagedNode):
                     self.config.odom_frame_id, 'odom_frame_id')
         check_frame(self, f'{self.config.odom_topic}: odometry child', msg.child_frame_id,
                     self.config.base_frame_id, 'base_frame_id')
+        self.add_odometry(stamp, odom_from_base)
+
+    def on_tf_odometry(self, stamp, odom_from_base):
+        """odom_source tf: each new odom -> base transform (tf_listener.TfInputs)."""
+        if self.active:
+            self.add_odometry(stamp, odom_from_base)
+
+    def add_odometry(self, stamp, odom_from_base):
+        """One odometry sample ``odom_from_base`` (x, y, yaw) at ``stamp`` (s), from the
+        odometry topic or TF; a waiting image that it covers goes through the filter."""
         self.odom_received += 1
         self.last_odom_time = time.monotonic()
         if self.odom.add(stamp, odom_from_base):
@@ -336,6 +359,19 @@ class LocalizerNode(ManagedNode):
             stamp, rgb = self.waiting_image
             self.waiting_image = None
             self.process_image(stamp, rgb)
+
+    def base_from_camera(self):
+        """The camera mounting (x, y, yaw): base_frame_id -> the images' frame from TF when TF
+        has it, else the camera_offset_* parameters."""
+        pose = self.tf_inputs.camera_mounting(self.image_frame)
+        return camera_offset(self.config) if pose is None else pose
+
+    def on_image_frame(self, frame_id):
+        """Each image's frame: the filter scores the camera mounted where TF says."""
+        self.image_frame = frame_id
+        if self.localizer is not None:
+            self.localizer.base_from_camera = torch.as_tensor(self.base_from_camera(),
+                                                              dtype=torch.float32)
 
     def on_image(self, stamp, rgb):
         """Images often arrive before the odometry that covers their stamp: the newest one
