@@ -5,9 +5,12 @@ In-process: real node objects whose subscription callbacks get real messages (as
 robustness tests); over DDS: the node as a process, with a peer publishing /tf_static, /tf and
 images."""
 import math
+import os
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from geometry_msgs.msg import PoseWithCovarianceStamped, TransformStamped
 from nav_msgs.msg import Odometry
 from tf2_msgs.msg import TFMessage
@@ -260,3 +263,55 @@ def test_localizer_over_dds_with_tf_odometry_and_static_mounting(ros_env, ros_pe
     assert 'camera mounting from TF base_link -> camera_optical_frame: x 0.250 m, ' \
         'y -0.050 m, yaw 0.000 rad' in err, err[-3000:]
     assert 'camera_offset_* used' not in err and 'no odometry from TF' not in err
+
+
+frames = st.sampled_from(['odom', 'base_link', 'base_footprint', 'camera_optical_frame',
+                          'camera_link', 'map', '', '/odom', 'x'])
+wild = st.one_of(st.floats(-5.0, 5.0), st.floats(allow_nan=True, allow_infinity=True))
+stamps = st.one_of(st.floats(99.0, 104.0), st.just(-1.0), st.just(1e12))
+
+
+@st.composite
+def transforms(draw):
+    t = draw(stamps)
+    msg = transform(draw(frames), draw(frames), 0.0,
+                    [draw(wild) for _ in range(3)], [draw(wild) for _ in range(4)])
+    if t >= 0:
+        msg.header.stamp.sec, msg.header.stamp.nanosec = int(t), int((t % 1) * 1e9)
+    else:
+        msg.header.stamp.nanosec = 2_000_000_000
+    return msg
+
+
+tf_ops = st.lists(st.one_of(
+    st.tuples(st.sampled_from(['/tf', '/tf_static']), st.lists(transforms(), max_size=4)),
+    st.tuples(st.just('image'), st.floats(99.0, 104.0), frames)), max_size=25)
+
+
+@settings(max_examples=int(os.environ.get('DMN_FUZZ_EXAMPLES', '30')), deadline=None,
+          derandomize=not os.environ.get('DMN_FUZZ_RANDOM'),
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(ops=tf_ops)
+def test_fuzz_tf_callbacks(context, files, ops):
+    """Random /tf and /tf_static messages (wild values, frames, stamps) between images: no
+    exception escapes a callback and everything published stays finite."""
+    node = localizer(context, files, update_min_d=0.0, force_update_when_still=True)
+    try:
+        cb, on_image = tf_callbacks(node), image_callback(node)
+        good = [planar('odom', 'base_link', 99.0 + 0.25 * i, odom_at(99.0 + 0.25 * i))
+                for i in range(21)]
+        cb['/tf'](TFMessage(transforms=good[:4]))
+        rng = np.random.default_rng(0)
+        for i, (kind, arg, *rest) in enumerate(ops):
+            if kind == 'image':
+                img = rgb_msg(rng.integers(0, 255, (32, 32, 3)), arg)
+                img.header.frame_id = rest[0]
+                on_image(img)
+            else:
+                cb[kind](TFMessage(transforms=arg + good[4 + i % 17:5 + i % 17]))
+        for m in node.pose_pub.msgs:
+            assert np.isfinite(pose_to_xyyaw(m.pose.pose)).all()
+            assert np.isfinite(m.pose.covariance).all()
+        assert np.isfinite(node.localizer.base_from_camera.numpy()).all()
+    finally:
+        node.destroy_node()

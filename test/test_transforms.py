@@ -60,6 +60,11 @@ def test_bad_transforms_rejected():
         Transform.make((math.nan, 0, 0), (0, 0, 0, 1))
     with pytest.raises(ValueError, match='zero'):
         Transform.make((0, 0, 0), (0, 0, 0, 0))
+    np.testing.assert_allclose(Transform.make((0, 0, 0), (0, 0, 1e300, 1e300)).rotation,
+                               [0, 0, 0.5 ** 0.5, 0.5 ** 0.5])   # no overflow
+    with pytest.raises(ValueError, match='not finite'):   # composed out of range
+        planar_pose(Transform.make((1e308, 0, 0), (0, 0, 0, 1))
+                    @ Transform.make((1e308, 0, 0), (0, 0, 0, 1)))
     # not normalised: normalised, as tf2
     np.testing.assert_allclose(Transform.make((0, 0, 0), (0, 0, 0, 2)).rotation, [0, 0, 0, 1])
     buf = TransformBuffer()

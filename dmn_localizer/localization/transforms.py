@@ -100,6 +100,7 @@ class Transform:
         q = np.asarray(rotation, np.float64).reshape(4)
         if not (np.isfinite(t).all() and np.isfinite(q).all()):
             raise ValueError('transform not finite')
+        q = q / max(float(np.abs(q).max()), 1e-300)   # no overflow in the norm
         n = float(np.linalg.norm(q))
         if n < 1e-9:
             raise ValueError('rotation quaternion is zero')
@@ -140,10 +141,13 @@ def planar_pose(transform, forward_axis=0):
     dropped) and the heading in that plane of b's axis ``forward_axis`` (0: x, 2: z). ValueError
     when that axis is (nearly) vertical, so that it has no heading."""
     f = rotation_matrix(transform.rotation)[:, forward_axis]
-    if math.hypot(f[0], f[1]) < 1e-6:
+    if not (math.hypot(f[0], f[1]) >= 1e-6):
         raise ValueError(f"its {'xyz'[forward_axis]} axis is vertical: no heading")
-    return np.array([float(transform.translation[0]), float(transform.translation[1]),
+    pose = np.array([float(transform.translation[0]), float(transform.translation[1]),
                      math.atan2(f[1], f[0])])
+    if not np.isfinite(pose).all():
+        raise ValueError('not finite')
+    return pose
 
 
 OPTICAL_SUFFIXES = ('_optical', '_optical_frame')
