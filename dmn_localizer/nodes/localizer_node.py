@@ -1,7 +1,9 @@
 """localizer_node: DMN particle-filter localization, with nav2 AMCL's ROS interface.
 
-Subscribes: camera (raw or compressed, sensor-data QoS), ``odom`` (nav_msgs/Odometry),
-``initialpose`` (PoseWithCovarianceStamped in the map frame). Publishes: ``amcl_pose``
+Subscribes: camera (raw or compressed, sensor-data QoS), ``/tf`` and ``/tf_static`` (odometry
+``odom -> base`` as AMCL, and the camera mounting: :mod:`dmn_localizer.nodes.tf_listener`), or
+``odom`` (nav_msgs/Odometry) with ``odom_source: topic``, ``initialpose``
+(PoseWithCovarianceStamped in the map frame). Publishes: ``amcl_pose``
 (PoseWithCovarianceStamped, reliable and transient local as AMCL's), ``~/particles``
 (PoseArray), ``~/particle_markers`` (MarkerArray coloured by weight), TF ``map -> odom``
 (future-dated by ``transform_tolerance``) and ``/diagnostics``. Services, relative as AMCL's:
