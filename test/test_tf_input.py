@@ -202,6 +202,7 @@ def test_bad_tf_is_skipped_with_a_warning(context, files):
         assert len(node.log.messages('warning', '/tf: transform')) == 1
         assert len(node.log.messages('warning', '/tf_static: transform')) == 1
         assert node.odom_received == 0
+        assert 'no odometry received (TF odom -> base_link)' in node.health()[1]
         node.tf_inputs.started -= 60.0   # past the start grace period
         cb['/tf'](TFMessage(transforms=[transform('odom', 'base_footprint', 100.0)]))
         cb['/tf'](TFMessage(transforms=[transform('odom', 'base_footprint', 100.1)]))

@@ -550,7 +550,9 @@ class LocalizerNode(ManagedNode):
         if loc.map_state is None:
             problems.append((DiagnosticStatus.ERROR, f'no map: {self.map_status}'))
         if odom_age is None:
-            problems.append((DiagnosticStatus.WARN, 'no odometry received'))
+            problems.append((DiagnosticStatus.WARN, 'no odometry received' + (
+                f' (TF {cfg.odom_frame_id} -> {cfg.base_frame_id})'
+                if cfg.odom_source == 'tf' else f' ({cfg.odom_topic})')))
         elif odom_age > cfg.odom_timeout:
             problems.append((DiagnosticStatus.WARN, f'no odometry for {odom_age:.1f} s'))
         if self.last_odom_reset is not None and now - self.last_odom_reset[0] < 10.0:
