@@ -183,6 +183,12 @@ def test_camera_mounting_from_tf_static(context, files):
             n.destroy_node()
 
 
+def test_odom_source_is_tf_or_topic(context, files):
+    from dmn_localizer.errors import UserError
+    with pytest.raises(UserError, match="odom_source must be 'tf' or 'topic', not 'wheels'"):
+        localizer(context, files, odom_source='wheels')
+
+
 def test_bad_tf_is_skipped_with_a_warning(context, files):
     """Non-finite or zero-rotation transforms, bad stamps, frames named after themselves:
     skipped with one throttled warning per topic, never an exception; no chain from odom to

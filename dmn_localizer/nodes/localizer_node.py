@@ -95,6 +95,8 @@ class LocalizerNode(ManagedNode):
     def setup(self):
         """configure: model, filter, map, publishers, subscriptions, services, timers."""
         cfg = self.config
+        if cfg.odom_source not in ('tf', 'topic'):
+            raise UserError(f"odom_source must be 'tf' or 'topic', not {cfg.odom_source!r}")
         try:
             device = select_device(cfg.device)
         except ValueError as exc:
@@ -148,8 +150,6 @@ class LocalizerNode(ManagedNode):
                                     self.on_image, frame_id=cfg.camera_frame_id,
                                     frame_callback=self.on_image_frame))
         # TF: the camera mounting; and odometry (odom -> base) with odom_source tf, as AMCL
-        if cfg.odom_source not in ('tf', 'topic'):
-            raise UserError(f"odom_source must be 'tf' or 'topic', not {cfg.odom_source!r}")
         self.tf_inputs = TfInputs(self, cfg.odom_frame_id, cfg.base_frame_id,
                                   cfg.camera_frame_id, on_odometry=self.on_tf_odometry
                                   if cfg.odom_source == 'tf' else None)
