@@ -35,7 +35,9 @@ class MapperConfig:
                                'one warning')
     camera_frame_id: str = param('camera_optical_frame', "Frame of the camera images (their "
                                  'header frame_id, usually an optical frame); images in '
-                                 'another frame are used, with one warning')
+                                 'another frame are used, with one warning. The camera '
+                                 'mounting is looked up in TF from base_frame_id to the '
+                                 "images' frame (this one before the first image)")
     autostart: bool = param(True, 'Configure and activate at start (a plain node); false: '
                             'wait for a lifecycle manager (nav2_lifecycle_manager) to '
                             'configure and activate it')
@@ -48,9 +50,13 @@ class MapperConfig:
                            "'pose_with_covariance_stamped' or 'odometry'")
     sync_tolerance_s: float = param(0.05, 'Max stamp difference when pairing an image with a '
                                     'pose, seconds', 0.0, 10.0)
-    camera_offset_x: float = param(0.0, 'Camera position in base frame, x (m)', -10.0, 10.0)
-    camera_offset_y: float = param(0.0, 'Camera position in base frame, y (m)', -10.0, 10.0)
-    camera_offset_yaw: float = param(0.0, 'Camera heading in base frame (rad)', -3.1416, 3.1416)
+    camera_offset_x: float = param(0.0, 'Camera position in base frame, x (m); used when TF '
+                                   "has no base_frame_id -> camera frame (/tf_static)",
+                                   -10.0, 10.0)
+    camera_offset_y: float = param(0.0, 'Camera position in base frame, y (m); used when TF '
+                                   'has no base_frame_id -> camera frame', -10.0, 10.0)
+    camera_offset_yaw: float = param(0.0, 'Camera heading in base frame (rad); used when TF '
+                                     'has no base_frame_id -> camera frame', -3.1416, 3.1416)
     # keyframe selection
     keyframe_min_distance: float = param(2.0, 'Add a context when the camera moved this far '
                                          'from the nearest context (m)', 0.0, 1000.0)

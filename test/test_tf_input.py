@@ -322,3 +322,49 @@ def test_fuzz_tf_callbacks(context, files, ops):
         assert np.isfinite(node.localizer.base_from_camera.numpy()).all()
     finally:
         node.destroy_node()
+
+
+def test_mapper_takes_the_camera_mounting_from_tf_static(context, files):
+    """The mapper stores camera poses with the localizer's mounting: from /tf_static when TF
+    has it (the same poses as with those camera_offset_*), else camera_offset_* (one
+    warning)."""
+    from geometry_msgs.msg import PoseStamped
+
+    from dmn_localizer.nodes.mapper_node import MapperNode
+
+    def run(with_tf, **params):
+        node = make_node(MapperNode, context, model=str(files / 'tiny.safetensors'),
+                         keyframe_min_distance=0.5, **params)
+        try:
+            if with_tf:
+                q = (-0.5, 0.5, -0.5, 0.5)   # optical frame of a camera looking along base x
+                from dmn_localizer.localization.transforms import quaternion_multiply
+                yaw = xyyaw_to_pose(MOUNT).orientation
+                tf_callbacks(node)['/tf_static'](TFMessage(transforms=[transform(
+                    'base_link', 'camera_optical_frame', 0.0, (MOUNT[0], MOUNT[1], 0.4),
+                    quaternion_multiply((yaw.x, yaw.y, yaw.z, yaw.w), q))]))
+            on_pose = subscription_callback(node, PoseStamped)
+            on_image = image_callback(node)
+            rng = np.random.default_rng(0)
+            for i in range(4):
+                t = 100.0 + i
+                msg = stamp(PoseStamped(), t)
+                msg.header.frame_id = 'map'
+                msg.pose = xyyaw_to_pose(odom_at(t) * 4)
+                on_pose(msg)
+                img = rgb_msg(rng.integers(0, 255, (32, 32, 3)), t)
+                img.header.frame_id = 'camera_optical_frame'
+                on_image(img)
+            return node.view_map.poses.copy(), node.log
+        finally:
+            node.destroy_node()
+    base = np.array([odom_at(100.0 + i) * 4 for i in range(4)])
+    by_tf, log = run(True)
+    by_offset, _ = run(False, camera_offset_x=MOUNT[0], camera_offset_y=MOUNT[1],
+                       camera_offset_yaw=MOUNT[2])
+    plain, plain_log = run(False)
+    assert len(by_tf) == 4
+    np.testing.assert_allclose(by_tf, compose(base, np.array(MOUNT)), atol=1e-6)
+    np.testing.assert_allclose(by_tf, by_offset, atol=1e-6)
+    np.testing.assert_allclose(plain, base, atol=1e-9)
+    assert len(plain_log.messages('warning', 'camera mounting: TF has no usable')) == 1

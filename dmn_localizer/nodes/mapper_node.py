@@ -1,9 +1,11 @@
 """mapper_node: builds the view-embedding map from camera images and poses.
 
 Subscribes to images (raw or compressed) and a pose source, pairs them by stamp, applies the
-camera offset, keeps keyframes (camera moved/turned enough since the nearest context), embeds
-each new context with the model's CNN1 (stored in the map with the model id, so a localizer
-running the same model skips that work) and publishes the context viewpoints (latched).
+camera mounting (``base_frame_id ->`` the images' frame from TF, as the localizer; else
+``camera_offset_*``), keeps keyframes (camera moved/turned enough since the nearest context),
+embeds each new context with the model's CNN1 (stored in the map with the model id, so a
+localizer running the same model skips that work) and publishes the context viewpoints
+(latched).
 Services: ``~/save_map`` (std_srvs/Trigger, atomic write to ``save_path``) and ``~/clear_map``
 (std_srvs/Trigger).
 
@@ -26,6 +28,7 @@ from dmn_localizer.nodes.common import (LATCHED, camera_offset, subscribe_images
                                         subscribe_poses, run_node, warn)
 from dmn_localizer.nodes.conversions import poses_to_pose_array
 from dmn_localizer.nodes.lifecycle import ManagedNode
+from dmn_localizer.nodes.tf_listener import TfInputs
 from geometry_msgs.msg import PoseArray
 
 
@@ -51,13 +54,19 @@ class MapperNode(ManagedNode):
             if self.view_map.model_id != self.model_id:
                 self.view_map.embeddings = None  # another model's: the localizer re-embeds
                 self.view_map.model_id = self.model_id
+        self.image_frame = None   # the last image's header frame_id
+        # the camera mounting from TF (/tf_static), as the localizer reads it
+        self.tf_inputs = TfInputs(self, None, cfg.base_frame_id, cfg.camera_frame_id)
+        for sub in self.tf_inputs.subscriptions:
+            self.owned(sub)
         self.base_from_camera = camera_offset(cfg)
         self.pairer = StampPairer(cfg.sync_tolerance_s)
         # the contexts appear only while active; images and poses are used only while active
         self.contexts_pub = self.owned(self.create_lifecycle_publisher(PoseArray, '~/contexts',
                                                                        LATCHED))
         self.owned(subscribe_images(self, cfg.image_topic, cfg.image_transport, cfg.image_size,
-                                    self.on_image, frame_id=cfg.camera_frame_id))
+                                    self.on_image, frame_id=cfg.camera_frame_id,
+                                    frame_callback=self.on_image_frame))
         self.owned(subscribe_poses(self, cfg.pose_topic, cfg.pose_type, self.on_pose,
                                    child_frame_id=cfg.base_frame_id))
         self.owned(self.create_service(Trigger, '~/save_map', self.on_save_map))
@@ -73,7 +82,7 @@ class MapperNode(ManagedNode):
     def apply_parameters(self, changes):
         """Runtime parameter changes (``RUNTIME_PARAMETERS``), used from the next image on."""
         self.config = dataclasses.replace(self.config, **changes)
-        self.base_from_camera = camera_offset(self.config)
+        self.base_from_camera = self.camera_mounting()
         self.pairer.tolerance = self.config.sync_tolerance_s
         self.get_logger().info('parameters set: ' + ', '.join(
             f'{k} = {v!r}' for k, v in changes.items()))
@@ -107,6 +116,16 @@ class MapperNode(ManagedNode):
         from dmn_localizer.model.preprocess import images_to_tensor
         with torch.no_grad():
             return self.model.embed(images_to_tensor(rgb[None], self.device))[0].cpu().numpy()
+
+    def camera_mounting(self):
+        """base_from_camera (x, y, yaw): base_frame_id -> the images' frame from TF when TF
+        has it, else the camera_offset_* parameters (the localizer's rule)."""
+        pose = self.tf_inputs.camera_mounting(self.image_frame)
+        return camera_offset(self.config) if pose is None else pose
+
+    def on_image_frame(self, frame_id):
+        self.image_frame = frame_id
+        self.base_from_camera = self.camera_mounting()
 
     def on_image(self, stamp, rgb):
         if not self.active:
