@@ -6,7 +6,8 @@ into a :class:`~dmn_localizer.localization.transforms.TransformBuffer`.
   transforms). The names are absolute, as tf2_ros's; the launch files and ``dmn-localizer run``
   remap them to ``tf`` / ``tf_static`` (``<namespace>/tf``), as nav2 does.
 - :class:`TfInputs` gives the localizer odometry samples ``(stamp, odom_from_base)`` from TF
-  (``odom_source: tf``, AMCL's way) and the camera's mounting ``base_from_camera`` (x, y, yaw).
+  (``odom_source: tf``, AMCL's way), and the localizer and the mapper the camera's mounting
+  ``base_from_camera`` (x, y, yaw).
 
 Bad transforms (non-finite, zero quaternion, empty or equal frames, invalid stamps) are
 skipped with a throttled warning; a missing chain is a throttled warning, never an error.
