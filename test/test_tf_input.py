@@ -151,6 +151,7 @@ def test_camera_mounting_from_tf_static(context, files):
     by_offset = localizer(context, files, odom_source='topic', camera_offset_x=MOUNT[0],
                           camera_offset_y=MOUNT[1], camera_offset_yaw=MOUNT[2])
     none = localizer(context, files, odom_source='topic')
+    none.tf_inputs.started -= 60.0   # past the start grace period: the fallback is warned
     try:
         tilted = xyyaw_to_pose(MOUNT).orientation
         # camera_link pitched 0.3 rad down (rotation about its y axis) and 0.4 m up
@@ -172,6 +173,7 @@ def test_camera_mounting_from_tf_static(context, files):
         assert len(est_tf) >= 6
         np.testing.assert_allclose(est_tf, est_offset, atol=1e-5)
         assert not np.allclose(est_none, est_tf, atol=1e-3)
+        assert not by_offset.log.messages('warning')   # TF may still come: no warning yet
         warned = none.log.messages('warning', 'camera mounting')
         assert len(warned) == 1 and "TF has no usable base_link -> camera_optical_frame " \
             "(frame 'base_link' does not exist" in warned[0]
@@ -332,9 +334,11 @@ def test_mapper_takes_the_camera_mounting_from_tf_static(context, files):
 
     from dmn_localizer.nodes.mapper_node import MapperNode
 
-    def run(with_tf, **params):
+    def run(with_tf, grace=True, **params):
         node = make_node(MapperNode, context, model=str(files / 'tiny.safetensors'),
                          keyframe_min_distance=0.5, **params)
+        if not grace:
+            node.tf_inputs.started -= 60.0
         try:
             if with_tf:
                 q = (-0.5, 0.5, -0.5, 0.5)   # optical frame of a camera looking along base x
@@ -362,7 +366,7 @@ def test_mapper_takes_the_camera_mounting_from_tf_static(context, files):
     by_tf, log = run(True)
     by_offset, _ = run(False, camera_offset_x=MOUNT[0], camera_offset_y=MOUNT[1],
                        camera_offset_yaw=MOUNT[2])
-    plain, plain_log = run(False)
+    plain, plain_log = run(False, grace=False)
     assert len(by_tf) == 4
     np.testing.assert_allclose(by_tf, compose(base, np.array(MOUNT)), atol=1e-6)
     np.testing.assert_allclose(by_tf, by_offset, atol=1e-6)

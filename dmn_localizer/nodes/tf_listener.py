@@ -30,7 +30,7 @@ TF_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
 TF_STATIC_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
                            reliability=ReliabilityPolicy.RELIABLE,
                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
-START_GRACE_S = 3.0   # no "no odometry from TF" warning in the first seconds after start
+START_GRACE_S = 3.0   # no "not in TF" warnings in the first seconds (TF still arriving)
 
 
 def transform_from_msg(t):
@@ -105,13 +105,16 @@ class TfInputs:
 
     def camera_mounting(self, frame_id=None):
         """``base_from_camera`` (x, y, yaw) of the frame ``frame_id`` (empty or None: the
-        configured camera frame) from TF at the latest time, or None (one warning per frame)
-        when TF has no chain from the base to it or the camera looks straight up or down."""
+        configured camera frame) from TF at the latest time, or None (one warning per frame,
+        after the first seconds) when TF has no chain from the base to it or the camera looks
+        straight up or down."""
         frame = frame_id or self.camera_frame
         try:
             base_from_camera = self.buffer.lookup(self.base_frame, frame)
             pose = camera_planar_pose(base_from_camera, frame)
         except ValueError as exc:   # TransformError included
+            if time.monotonic() - self.started < START_GRACE_S:
+                return None
             warn(self.node, f'camera mounting: TF has no usable {self.base_frame} -> {frame} '
                  f'({exc}): camera_offset_* used (warned once)',
                  throttle_duration_sec=float('inf'), key=('tf', 'mounting', frame))
