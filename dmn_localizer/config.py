@@ -38,7 +38,9 @@ SHARED_PARAMETERS = {
     'base_frame_id': _spec('base_link', None),
     'camera_frame_id': _spec('camera_optical_frame', "Frame of the camera images (their header "
                              'frame_id, usually an optical frame); images in another frame are '
-                             'used, with one warning'),
+                             'used, with one warning. The camera mounting is looked up in TF '
+                             "from base_frame_id to the images' frame (this one before the "
+                             'first image)'),
     'autostart': _spec(True, 'Configure and activate at start (a plain node); false: wait for '
                        'a lifecycle manager (nav2_lifecycle_manager) to configure and activate '
                        'it'),
@@ -46,9 +48,12 @@ SHARED_PARAMETERS = {
     'image_topic': _spec('camera/image_raw', 'Camera topic (relative, so namespaces work)'),
     'image_transport': _spec('raw', "Image message type: 'raw' (sensor_msgs/Image) or "
                              "'compressed' (sensor_msgs/CompressedImage on TOPIC/compressed)"),
-    'camera_offset_x': _spec(0.0, 'Camera position in base frame, x (m)', -10.0, 10.0),
-    'camera_offset_y': _spec(0.0, 'Camera position in base frame, y (m)', -10.0, 10.0),
-    'camera_offset_yaw': _spec(0.0, 'Camera heading in base frame (rad)', -3.1416, 3.1416),
+    'camera_offset_x': _spec(0.0, 'Camera position in base frame, x (m); used when TF has no '
+                             'base_frame_id -> camera frame (/tf_static)', -10.0, 10.0),
+    'camera_offset_y': _spec(0.0, 'Camera position in base frame, y (m); used when TF has no '
+                             'base_frame_id -> camera frame', -10.0, 10.0),
+    'camera_offset_yaw': _spec(0.0, 'Camera heading in base frame (rad); used when TF has no '
+                               'base_frame_id -> camera frame', -3.1416, 3.1416),
     # model and map
     'model': _spec('', 'Model weights (.safetensors); empty = the shipped mazes model'),
     'map_file': _spec('', None),
@@ -123,7 +128,12 @@ class LocalizerConfig:
                                    'field of view is given to models that use the camera '
                                    'geometry (aligned); a model trained with another camera '
                                    'gets one warning')
-    odom_topic: str = param('odom', 'nav_msgs/Odometry topic giving odom -> base')
+    odom_source: str = param('tf', "Where odometry (odom_frame_id -> base_frame_id) comes "
+                             "from: 'tf' (as AMCL: each new odom -> base transform on /tf, "
+                             "through any chain of frames) or 'topic' (nav_msgs/Odometry on "
+                             'odom_topic)')
+    odom_topic: str = param('odom', "nav_msgs/Odometry topic giving odom -> base (odom_source "
+                            "'topic')")
     initial_pose_topic: str = param('initialpose', 'Initial pose (RViz 2D Pose Estimate)')
     camera_offset_x: float = shared('camera_offset_x')
     camera_offset_y: float = shared('camera_offset_y')

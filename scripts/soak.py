@@ -147,7 +147,8 @@ def main(argv=None):
                 '-p', f'global_num_particles:={args.global_particles}',
                 '-p', f'health_samples:={args.health_samples}', '-p', 'update_min_d:=0.0',
                 '-p', 'update_min_a:=0.0', '-p', 'force_update_when_still:=true',
-                '-p', 'always_reset_initial_pose:=true', '-p', 'save_pose_rate:=0.0']
+                '-p', 'always_reset_initial_pose:=true', '-p', 'save_pose_rate:=0.0',
+                '-p', 'odom_source:=topic']
     node = subprocess.Popen(node_cmd, cwd=REPO, stderr=subprocess.PIPE, text=True)
 
     rclpy.init()

@@ -164,7 +164,8 @@ def test_fuzz_localizer_callbacks(context, files, ops, odom_jump):
     node = make_node(LocalizerNode, context, model=str(files / 'tiny.safetensors'),
                      map_file=str(files / 'map.dmnmap'), num_particles=8,
                      global_num_particles=16, health_samples=4, update_min_d=0.0,
-                     odom_jump_threshold=odom_jump, force_update_when_still=True)
+                     odom_jump_threshold=odom_jump, force_update_when_still=True,
+                     odom_source='topic')
     tee_publishers(node, ['pose_pub', 'particles_pub', 'markers_pub', 'tf_pub', 'diag_pub'])
     on_odom = subscription_callback(node, Odometry)
     on_image = image_callback(node)

@@ -154,6 +154,9 @@ def test_namespaced_launch_resolves_params_and_remaps(tmp_path, fname, node, key
             assert n.get_parameter(key).value == value
             if node == 'localizer':
                 assert n.tf_pub.topic_name == '/robot1/tf'
+                # TF in: the same remaps as nav2's (and as TF out)
+                assert sorted(s.topic_name for s in n.tf_inputs.subscriptions) == \
+                    ['/robot1/tf', '/robot1/tf_static']
         finally:
             n.destroy_node()
 

@@ -48,19 +48,40 @@ def model_and_map(tmp_path, world):
 
 
 class Robot:
-    """Publishes odometry and camera images as a robot driving in +x of its odom frame."""
+    """Publishes odometry and camera images as a robot driving in +x of its odom frame; the
+    odometry as nav_msgs/Odometry on ``odom`` or (``odom_via='tf'``) as odom -> base_link on
+    /tf, as a robot's odometry node does for AMCL."""
 
-    def __init__(self, peer, world):
+    def __init__(self, peer, world, odom_via='topic'):
         self.peer, self.world = peer, world
         self.img_pub = peer.node.create_publisher(Image, 'camera/image_raw',
                                                   qos_profile_sensor_data)
-        self.odom_pub = peer.node.create_publisher(Odometry, 'odom', 10)
+        if odom_via == 'tf':
+            from dmn_localizer.nodes.tf_listener import TF_QOS
+            self.odom_pub = peer.node.create_publisher(TFMessage, '/tf', TF_QOS)
+        else:
+            self.odom_pub = peer.node.create_publisher(Odometry, 'odom', 10)
+        self.odom_via = odom_via
         self.t = 1000.0
 
     def wait_for_node(self):
         assert self.peer.spin_until(lambda: self.img_pub.get_subscription_count() > 0
                                     and self.odom_pub.get_subscription_count() > 0, 60)
         self.peer.spin_until(lambda: False, 0.5)
+
+    def odom_msg(self, t):
+        if self.odom_via == 'tf':
+            from geometry_msgs.msg import TransformStamped
+            tf = TransformStamped(child_frame_id='base_link')
+            tf.header.frame_id, tf.header.stamp = 'odom', self.stamp(t)
+            p = xyyaw_to_pose(self.odom_at(t))
+            tf.transform.translation.x, tf.transform.translation.y = p.position.x, p.position.y
+            tf.transform.rotation = p.orientation
+            return TFMessage(transforms=[tf])
+        odom = Odometry(child_frame_id='base_link')
+        odom.header.frame_id, odom.header.stamp = 'odom', self.stamp(t)
+        odom.pose.pose = xyyaw_to_pose(self.odom_at(t))
+        return odom
 
     def odom_at(self, t):
         return np.array([0.4 * (t - 1000.0), 0.0, 0.0])
@@ -72,10 +93,7 @@ class Robot:
 
     def step(self):
         for t in (self.t, self.t + 0.25):
-            odom = Odometry(child_frame_id='base_link')
-            odom.header.frame_id, odom.header.stamp = 'odom', self.stamp(t)
-            odom.pose.pose = xyyaw_to_pose(self.odom_at(t))
-            self.odom_pub.publish(odom)
+            self.odom_pub.publish(self.odom_msg(t))
         pose = compose(MAP_FROM_ODOM, self.odom_at(self.t))
         rgb = self.world.render(pose[None])[0]
         img = Image(height=32, width=32, encoding='rgb8', step=96, data=rgb.tobytes())
@@ -90,7 +108,7 @@ def test_localizer_node_outputs(ros_env, ros_peer, model_and_map, world):
     node = start_python(['-m', 'dmn_localizer', 'run', 'localize', '--map-file', str(map_file),
                          '--model', str(model_file), '-p', 'num_particles:=100',
                          '-p', 'global_num_particles:=300', '-p', 'update_min_d:=0.1',
-                         '--log-level', 'debug'],
+                         '-p', 'odom_source:=topic', '--log-level', 'debug'],
                         ros_env)
     poses, clouds, tfs, contexts = [], [], [], []
     n = ros_peer.node

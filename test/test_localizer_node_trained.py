@@ -63,7 +63,8 @@ def test_converges_near_the_truth(ros_env, ros_peer, scene, transport):
     map_file, truth, images = scene
     node = start_python(['-m', 'dmn_localizer', 'run', 'localize', '--map-file', str(map_file),
                          '-p', 'global_num_particles:=2048', '-p', 'update_min_d:=0.0',
-                         '-p', f'image_transport:={transport}'], ros_env)
+                         '-p', f'image_transport:={transport}', '-p', 'odom_source:=topic'],
+                        ros_env)
     n = ros_peer.node
     poses, tfs = [], []
     n.create_subscription(PoseWithCovarianceStamped, 'amcl_pose', poses.append, LATCHED)

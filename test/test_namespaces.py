@@ -43,5 +43,9 @@ def test_params_file_applies_under_a_namespace(tmp_path, setup, node, key, value
             assert n.get_fully_qualified_name() == f'/robot1/{node}'
             assert n.get_parameter(key).value == value
             assert getattr(n.config, key) == value
+            if node == 'localizer':   # TF in and out under the namespace, as nav2's
+                assert n.tf_pub.topic_name == '/robot1/tf'
+                assert sorted(s.topic_name for s in n.tf_inputs.subscriptions) == \
+                    ['/robot1/tf', '/robot1/tf_static']
         finally:
             n.destroy_node()

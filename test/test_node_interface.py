@@ -43,7 +43,8 @@ def context():
 
 def localizer(context, files, **params):
     p = dict(num_particles=16, global_num_particles=32, health_samples=8,
-             model=str(files / 'tiny.safetensors'), map_file=str(files / 'map.dmnmap'))
+             model=str(files / 'tiny.safetensors'), map_file=str(files / 'map.dmnmap'),
+             odom_source='topic')
     p.update(params)
     return make_node(LocalizerNode, context, **p)
 
@@ -136,8 +137,8 @@ def test_runtime_parameters_apply_or_are_refused(ros_env, ros_peer, model_and_ma
     model_file, map_file = model_and_map
     node = start_python(['-m', 'dmn_localizer', 'run', 'localize', '--map-file', str(map_file),
                          '--model', str(model_file), '-p', 'num_particles:=100',
-                         '-p', 'global_num_particles:=300', '-p', 'update_min_d:=0.1'],
-                        ros_env)
+                         '-p', 'global_num_particles:=300', '-p', 'update_min_d:=0.1',
+                         '-p', 'odom_source:=topic'], ros_env)
     poses, tfs = [], []
     n = ros_peer.node
     n.create_subscription(PoseWithCovarianceStamped, POSE_TOPIC, poses.append, LATCHED)
@@ -205,7 +206,7 @@ def test_lifecycle_transitions_as_nav2_lifecycle_manager(ros_env, ros_peer, mode
     node = start_python(['-m', 'dmn_localizer', 'run', 'localize', '--map-file', str(map_file),
                          '--model', str(model_file), '-p', 'num_particles:=100',
                          '-p', 'global_num_particles:=300', '-p', 'update_min_d:=0.1',
-                         '-p', 'autostart:=false'], ros_env)
+                         '-p', 'autostart:=false', '-p', 'odom_source:=topic'], ros_env)
     poses, tfs, diags = [], [], []
     n = ros_peer.node
     n.create_subscription(PoseWithCovarianceStamped, POSE_TOPIC, poses.append, LATCHED)
@@ -305,7 +306,8 @@ def test_last_pose_kept_across_restarts(ros_env, ros_peer, model_and_map, world,
         clouds.clear()
         args = ['-m', 'dmn_localizer', 'run', 'localize', '--map-file', str(map_file),
                 '--model', str(model_file), '-p', 'num_particles:=100',
-                '-p', 'global_num_particles:=300', '-p', 'update_min_d:=0.1']
+                '-p', 'global_num_particles:=300', '-p', 'update_min_d:=0.1',
+                '-p', 'odom_source:=topic']
         for p in params:
             args += ['-p', p]
         node = start_python(args, ros_env)

@@ -62,7 +62,7 @@ def test_best_effort_subscriber_receives_the_cloud(ros_env, ros_peer, model_and_
     model_file, map_file = model_and_map
     node = start_python(['-m', 'dmn_localizer', 'run', 'localize', '--map-file', str(map_file),
                          '--model', str(model_file), '-p', 'global_num_particles:=300',
-                         '-p', 'update_min_d:=0.1'], ros_env)
+                         '-p', 'update_min_d:=0.1', '-p', 'odom_source:=topic'], ros_env)
     clouds, arrays = [], []
     n = ros_peer.node
     n.create_subscription(ParticleCloud, 'particle_cloud', clouds.append,

@@ -46,7 +46,8 @@ def context():
 
 
 def localizer(context, files, **params):
-    p = dict(SMALL, model=str(files / 'tiny.safetensors'), map_file=str(files / 'map.dmnmap'))
+    p = dict(SMALL, model=str(files / 'tiny.safetensors'), map_file=str(files / 'map.dmnmap'),
+             odom_source='topic')
     p.update(params)
     node = make_node(LocalizerNode, context, **p)
     tee_publishers(node, OUTPUTS)

@@ -24,6 +24,8 @@ from dmn_localizer.util.errors import UserError
 from dmn_localizer.geometry import compose, quaternion_to_yaw
 from dmn_localizer.localization.camera import hfov_from_intrinsics
 from dmn_localizer.images import ImageError, compressed_to_rgb, raw_to_rgb, resize_square
+from dmn_localizer.localization.transforms import (Transform, TransformBuffer, TransformError,
+                                                   camera_planar_pose)
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +81,6 @@ def _pose_of(msg, msgtype):
     return pose if all(math.isfinite(v) for v in pose) else None
 
 
-def _rotation(x, y, z, w):
-    """3x3 rotation matrix of a unit quaternion."""
-    n = math.sqrt(x * x + y * y + z * z + w * w) or 1.0
-    x, y, z, w = x / n, y / n, z / n, w / n
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
-
-
 def camera_intrinsics(reader, image_topic):
     """``(width, fx)`` of the first ``sensor_msgs/CameraInfo`` beside ``image_topic`` (the
     ``camera_info`` topic of the same namespace, as image_transport pairs them), or None when
@@ -109,14 +102,14 @@ def camera_mounting(reader, image_topic, base_frame=BASE_FRAME, where=''):
     ``base_frame`` to the frame of the first image on ``image_topic``, or None when the bag has
     no ``/tf_static`` (a warning when it has one that does not link the two frames).
 
-    The camera looks along the frame's z axis if the frame is an optical frame (REP-103:
-    ``*_optical*``, z forward), else along its x axis; yaw is that direction's heading in the
-    base frame, x and y the frame's origin (the height is dropped).
+    The same rule as the localizer node's (:func:`~dmn_localizer.localization.transforms.
+    camera_planar_pose`): x and y the frame's origin (the height is dropped), yaw the heading of
+    the camera's optical axis: z for an optical frame (REP-103), x for a body frame.
     """
     conns = {c.topic: c for c in reader.connections}
     if TF_STATIC not in conns or conns[TF_STATIC].msgtype != M.TF or image_topic not in conns:
         return None
-    parent = {}   # child frame -> (parent frame, 4x4 parent_from_child)
+    buffer = TransformBuffer()
     frame = None
     for conn, _, data in reader.messages(connections=[conns[TF_STATIC], conns[image_topic]]):
         try:
@@ -127,29 +120,27 @@ def camera_mounting(reader, image_topic, base_frame=BASE_FRAME, where=''):
             frame = msg.header.frame_id.lstrip('/')
             break
         for t in msg.transforms:
-            m = np.eye(4)
             r, p = t.transform.rotation, t.transform.translation
-            m[:3, :3] = _rotation(r.x, r.y, r.z, r.w)
-            m[:3, 3] = (p.x, p.y, p.z)
-            parent[t.child_frame_id.lstrip('/')] = (t.header.frame_id.lstrip('/'), m)
+            try:
+                buffer.set_transform(t.header.frame_id, t.child_frame_id, 0.0,
+                                     Transform.make((p.x, p.y, p.z), (r.x, r.y, r.z, r.w)),
+                                     static=True)
+            except ValueError:
+                continue
     if frame is None:
         return None
-    base_from_frame, f, hops = np.eye(4), frame, 0
-    while f != base_frame:
-        hops += 1
-        if f not in parent or hops > len(parent):   # not linked, or a cycle
-            log.warning('%s/tf_static has no chain from %s to the image frame %s: the camera '
-                        'is taken to sit at the base', where, base_frame, frame)
-            return None
-        f, m = parent[f]
-        base_from_frame = m @ base_from_frame
-    forward = base_from_frame[:3, 2 if 'optical' in frame else 0]
-    if math.hypot(forward[0], forward[1]) < 1e-6:
+    try:
+        base_from_frame = buffer.lookup(base_frame, frame)
+    except TransformError:
+        log.warning('%s/tf_static has no chain from %s to the image frame %s: the camera '
+                    'is taken to sit at the base', where, base_frame, frame)
+        return None
+    try:
+        return camera_planar_pose(base_from_frame, frame)
+    except ValueError:
         log.warning('%s: the camera %s looks straight up or down; taken to sit at the base',
                     where, frame)
         return None
-    x, y = base_from_frame[:2, 3]
-    return np.array([x, y, math.atan2(forward[1], forward[0])])
 
 
 def read_pairs(paths, image_topic, pose_topic, image_size, max_dt_s=0.05):

@@ -28,7 +28,9 @@ def localizer_status(tracker, config, map_status, device_name, now=None):
     if loc.map_state is None:
         problems.append((ERROR, f'no map: {map_status}'))
     if odom_age is None:
-        problems.append((WARN, 'no odometry received'))
+        problems.append((WARN, 'no odometry received' + (
+            f' (TF {cfg.odom_frame_id} -> {cfg.base_frame_id})' if cfg.odom_source == 'tf'
+            else f' ({cfg.odom_topic})')))
     elif odom_age > cfg.odom_timeout:
         problems.append((WARN, f'no odometry for {odom_age:.1f} s'))
     if tracker.last_reset is not None and now - tracker.last_reset[0] < RESET_REPORTED_S:

@@ -26,11 +26,13 @@ POSE_TYPES = {'pose_stamped': (PoseStamped, lambda m: m.pose),
               'odometry': (Odometry, lambda m: m.pose.pose)}
 
 
-def subscribe_images(node, topic, transport, image_size, callback, frame_id=None):
+def subscribe_images(node, topic, transport, image_size, callback, frame_id=None,
+                     frame_callback=None):
     """Subscribe to raw or compressed images with sensor-data QoS; ``callback(stamp_s, rgb)``
     gets (image_size, image_size, 3) uint8 RGB. Bad frames are skipped with a throttled
     warning naming the topic and the reason. Images whose header names a frame other than
-    ``frame_id`` (if given) are used, with one warning."""
+    ``frame_id`` (if given) are used, with one warning. ``frame_callback(frame_id)``, if
+    given, gets each usable image's header frame_id before ``callback`` runs."""
     if transport not in ('raw', 'compressed'):
         raise UserError(f"image_transport must be 'raw' or 'compressed', not {transport!r}")
     cls, decode = (Image, image_to_rgb) if transport == 'raw' else \
@@ -47,6 +49,8 @@ def subscribe_images(node, topic, transport, image_size, callback, frame_id=None
                  key=('image', topic))
             return
         check_frame(node, f'{topic}: image', msg.header.frame_id, frame_id, 'camera_frame_id')
+        if frame_callback is not None:
+            frame_callback(msg.header.frame_id)
         callback(stamp, rgb)
     return node.create_subscription(cls, topic, on_image, qos_profile_sensor_data)
 

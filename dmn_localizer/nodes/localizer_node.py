@@ -1,7 +1,9 @@
 """localizer_node: DMN particle-filter localization, with nav2 AMCL's ROS interface.
 
-Subscribes: camera (raw or compressed, sensor-data QoS), ``odom`` (nav_msgs/Odometry),
-``initialpose`` (PoseWithCovarianceStamped in the map frame). Publishes: ``amcl_pose``
+Subscribes: camera (raw or compressed, sensor-data QoS), ``/tf`` and ``/tf_static`` (odometry
+``odom -> base`` as AMCL, and the camera mounting: :mod:`dmn_localizer.nodes.tf_listener`), or
+``odom`` (nav_msgs/Odometry) with ``odom_source: topic``, ``initialpose``
+(PoseWithCovarianceStamped in the map frame). Publishes: ``amcl_pose``
 (PoseWithCovarianceStamped, reliable and transient local as AMCL's), ``~/particles``
 (PoseArray), ``~/particle_markers`` (MarkerArray coloured by weight), TF ``map -> odom``
 (future-dated by ``transform_tolerance``) and ``/diagnostics``. Services, relative as AMCL's:
@@ -53,6 +55,7 @@ from dmn_localizer.nodes.last_pose import LastPose
 from dmn_localizer.nodes.lifecycle import ManagedNode
 from dmn_localizer.nodes.particle_cloud import ParticleCloudPublisher
 from dmn_localizer.nodes.pose_messages import map_to_odom, pose_with_covariance, weight_markers
+from dmn_localizer.nodes.tf_listener import TfInputs
 from dmn_localizer.util.device import select_device
 from dmn_localizer.util.resources import default_model_path
 
@@ -94,6 +97,8 @@ class LocalizerNode(ManagedNode):
     def setup(self):
         """configure: model, filter, map, publishers, subscriptions, services, timers."""
         cfg = self.config
+        if cfg.odom_source not in ('tf', 'topic'):
+            raise UserError(f"odom_source must be 'tf' or 'topic', not {cfg.odom_source!r}")
         try:
             device = select_device(cfg.device)
         except ValueError as exc:
@@ -107,6 +112,7 @@ class LocalizerNode(ManagedNode):
         self.device_name = str(device)
         # time and order of the inputs; publish_step puts each image's result out
         self.tracker = Tracker(self.localizer, publish=self.publish_step)
+        self.image_frame = None    # the last image's header frame_id
         self.initial_pose_on_inactive = None
         self.started = False         # activated since configure
         self.last_pose = LastPose(self)
@@ -132,8 +138,17 @@ class LocalizerNode(ManagedNode):
             DiagnosticArray, '/diagnostics', 10))
         # inputs are processed only while active (see the callbacks)
         self.owned(subscribe_images(self, cfg.image_topic, cfg.image_transport, cfg.image_size,
-                                    self.on_image, frame_id=cfg.camera_frame_id))
-        self.owned(self.create_subscription(Odometry, cfg.odom_topic, self.on_odom, RELIABLE))
+                                    self.on_image, frame_id=cfg.camera_frame_id,
+                                    frame_callback=self.on_image_frame))
+        # TF: the camera mounting; and odometry (odom -> base) with odom_source tf, as AMCL
+        self.tf_inputs = TfInputs(self, cfg.odom_frame_id, cfg.base_frame_id,
+                                  cfg.camera_frame_id, on_odometry=self.on_tf_odometry
+                                  if cfg.odom_source == 'tf' else None)
+        for sub in self.tf_inputs.subscriptions:
+            self.owned(sub)
+        if cfg.odom_source == 'topic':
+            self.owned(self.create_subscription(Odometry, cfg.odom_topic, self.on_odom,
+                                                RELIABLE))
         self.owned(self.create_subscription(CameraInfo, cfg.camera_info_topic,
                                             self.on_camera_info, qos_profile_sensor_data))
         self.owned(self.create_subscription(PoseWithCovarianceStamped, cfg.initial_pose_topic,
@@ -187,7 +202,7 @@ class LocalizerNode(ManagedNode):
         """Runtime parameter changes (``RUNTIME_PARAMETERS``): the filter reads its config at
         each use, so replacing it applies them from the next image on."""
         self.config = dataclasses.replace(self.config, **changes)
-        self.tracker.configure(self.config, camera_offset(self.config))
+        self.tracker.configure(self.config, self.base_from_camera())
         if 'save_pose_rate' in changes:
             self.last_pose.schedule()
         self.get_logger().info('parameters set: ' + ', '.join(
@@ -259,6 +274,23 @@ class LocalizerNode(ManagedNode):
         check_frame(self, f'{self.config.odom_topic}: odometry child', msg.child_frame_id,
                     self.config.base_frame_id, 'base_frame_id')
         self.report(self.tracker.add_odometry(stamp, odom_from_base))
+
+    def on_tf_odometry(self, stamp, odom_from_base):
+        """odom_source tf: each new odom -> base transform (tf_listener.TfInputs)."""
+        if self.active:
+            self.report(self.tracker.add_odometry(stamp, odom_from_base))
+
+    def base_from_camera(self):
+        """The camera mounting (x, y, yaw): base_frame_id -> the images' frame from TF when TF
+        has it, else the camera_offset_* parameters."""
+        pose = self.tf_inputs.camera_mounting(self.image_frame)
+        return camera_offset(self.config) if pose is None else pose
+
+    def on_image_frame(self, frame_id):
+        """Each image's frame: the filter scores the camera mounted where TF says."""
+        self.image_frame = frame_id
+        if getattr(self, 'tracker', None) is not None:
+            self.tracker.configure(self.config, self.base_from_camera())
 
     def on_image(self, stamp, rgb):
         """Images often arrive before the odometry that covers their stamp: the tracker keeps

@@ -2,7 +2,8 @@
 
 Subscribes to images (raw or compressed) and a pose source and feeds them to
 :class:`~dmn_localizer.mapping.builder.MapBuilder` (the pipeline offline replay runs too): it
-pairs them by stamp, applies the camera offset, keeps keyframes (camera moved/turned enough
+pairs them by stamp, applies the camera mounting (``base_frame_id ->`` the images' frame from
+TF, as the localizer; else ``camera_offset_*``), keeps keyframes (camera moved/turned enough
 since the nearest context) and embeds each new context with the model's CNN1 (stored in the
 map with the model id, so a localizer running the same model skips that work). The node
 publishes the context viewpoints (latched).
@@ -26,6 +27,7 @@ from dmn_localizer.nodes.common import (LATCHED, camera_offset, subscribe_images
                                         subscribe_poses, run_node, warn)
 from dmn_localizer.nodes.conversions import poses_to_pose_array
 from dmn_localizer.nodes.lifecycle import ManagedNode
+from dmn_localizer.nodes.tf_listener import TfInputs
 from geometry_msgs.msg import PoseArray
 
 
@@ -51,13 +53,19 @@ class MapperNode(ManagedNode):
             if self.view_map.model_id != self.model_id:
                 self.view_map.embeddings = None  # another model's: the localizer re-embeds
                 self.view_map.model_id = self.model_id
+        self.image_frame = None   # the last image's header frame_id
+        # the camera mounting from TF (/tf_static), as the localizer reads it
+        self.tf_inputs = TfInputs(self, None, cfg.base_frame_id, cfg.camera_frame_id)
+        for sub in self.tf_inputs.subscriptions:
+            self.owned(sub)
         self.builder = MapBuilder(self.view_map, model_embedder(self.model, self.device))
         self.configure_builder()
         # the contexts appear only while active; images and poses are used only while active
         self.contexts_pub = self.owned(self.create_lifecycle_publisher(PoseArray, '~/contexts',
                                                                        LATCHED))
         self.owned(subscribe_images(self, cfg.image_topic, cfg.image_transport, cfg.image_size,
-                                    self.on_image, frame_id=cfg.camera_frame_id))
+                                    self.on_image, frame_id=cfg.camera_frame_id,
+                                    frame_callback=self.on_image_frame))
         self.owned(subscribe_poses(self, cfg.pose_topic, cfg.pose_type, self.on_pose,
                                    child_frame_id=cfg.base_frame_id))
         self.owned(self.create_service(Trigger, '~/save_map', self.on_save_map))
@@ -79,7 +87,7 @@ class MapperNode(ManagedNode):
 
     def configure_builder(self):
         cfg = self.config
-        self.builder.configure(camera_offset(cfg), cfg.keyframe_min_distance,
+        self.builder.configure(self.camera_mounting(), cfg.keyframe_min_distance,
                                cfg.keyframe_min_angle, cfg.sync_tolerance_s)
 
     def load_model(self, cfg):
@@ -103,6 +111,16 @@ class MapperNode(ManagedNode):
         self.model_id = model.model_id
         self.device = device
         return model
+
+    def camera_mounting(self):
+        """base_from_camera (x, y, yaw): base_frame_id -> the images' frame from TF when TF
+        has it, else the camera_offset_* parameters (the localizer's rule)."""
+        pose = self.tf_inputs.camera_mounting(self.image_frame)
+        return camera_offset(self.config) if pose is None else pose
+
+    def on_image_frame(self, frame_id):
+        self.image_frame = frame_id
+        self.configure_builder()
 
     def on_image(self, stamp, rgb):
         if self.active and self.builder.add_image(stamp, rgb):

@@ -93,7 +93,7 @@ def node_params(k, size, topics, image_type, device, policy=None, base_from_came
         transport = 'compressed'
     return [f'num_particles:={k}', f'global_num_particles:={k}', f'image_size:={size}',
             f'image_topic:={image_topic}', f'image_transport:={transport}',
-            f'odom_topic:={topics.odom}', f'device:={device}',
+            'odom_source:=topic', f'odom_topic:={topics.odom}', f'device:={device}',
             'always_reset_initial_pose:=true', 'save_pose_rate:=0.0',
             *(f'{name}:={float(value)}' for name, value in (policy or {}).items()),
             *(f'camera_offset_{name}:={float(value)}' for name, value in

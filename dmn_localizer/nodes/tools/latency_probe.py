@@ -60,7 +60,7 @@ def measure(model_path, particles, frames=40, warmup=5, rate_hz=4.0, contexts=16
                '-p', 'update_min_d:=0.0', '-p', 'update_min_a:=0.0',
                '-p', 'force_update_when_still:=true', '-p', 'publish_particles:=false',
                '-p', f'precision:={precision}', '-p', 'always_reset_initial_pose:=true',
-               '-p', 'save_pose_rate:=0.0']
+               '-p', 'save_pose_rate:=0.0', '-p', 'odom_source:=topic']
         node = start_child(cmd, env=_env(domain_id), stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, text=True)
         context = rclpy.Context()
