@@ -135,7 +135,8 @@ def test_tf_and_topic_odometry_give_the_same_estimate(context, files):
         by_off = drive(off, via_tf(off, footprint_to_base=(0.2, 0.0, 0.0)))
         assert len(by_topic) >= 6 and np.ptp(by_topic[:, 0]) > 0.01   # updates that moved
         np.testing.assert_allclose(by_tf, by_topic, atol=1e-6)
-        assert tf.odom_received == topic.odom_received == 16 and tf.updates == topic.updates
+        assert tf.tracker.odometry_samples == topic.tracker.odometry_samples == 16
+        assert tf.tracker.updates == topic.tracker.updates
         assert not np.allclose(by_off[:len(by_topic)], by_topic, atol=1e-3)
         assert not tf.log.messages('warning', 'odometry')
     finally:
