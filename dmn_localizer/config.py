@@ -250,3 +250,21 @@ def strict_from_dict(config_cls, d, what):
     if unknown:
         raise ValueError(f'unknown {what} keys {sorted(unknown)}; valid: {sorted(names)}')
     return config_cls(**d)
+
+
+# Config fields a set_parameters request applies at once; the others (frames, topics, model,
+# device, image size, precision, camera field of view) are read at configure.
+MAPPER_RUNTIME_PARAMETERS = frozenset({
+    'sync_tolerance_s', 'camera_offset_x', 'camera_offset_y', 'camera_offset_yaw',
+    'keyframe_min_distance', 'keyframe_min_angle', 'save_path'})
+LOCALIZER_RUNTIME_PARAMETERS = frozenset({
+    'camera_offset_x', 'camera_offset_y', 'camera_offset_yaw', 'map_file', 'nearest_contexts',
+    'num_particles', 'global_num_particles', 'initial_sigma_xy', 'initial_sigma_yaw',
+    'motion_noise_xy', 'motion_noise_yaw', 'update_min_d', 'update_min_a',
+    'force_update_when_still', 'resample_ess_ratio', 'health_samples', 'collapse_score',
+    'collapse_updates', 'recovery_alpha', 'global_reinit_updates', 'min_evidence',
+    'max_context_distance', 'odom_jump_threshold',
+    'odom_max_speed', 'odom_timeout', 'transform_tolerance', 'tf_broadcast',
+    'publish_particles', 'set_initial_pose', 'initial_pose_x', 'initial_pose_y',
+    'initial_pose_z', 'initial_pose_yaw', 'always_reset_initial_pose', 'save_pose_rate',
+    'pose_file'})

@@ -24,7 +24,8 @@ from inprocess import (image_callback, make_node, rgb_msg, ros_context, stamp,
 from dmn_localizer.images import ImageError, compressed_to_rgb
 from dmn_localizer.mapping.view_map import ViewMap
 from dmn_localizer.nodes.conversions import xyyaw_to_pose
-from dmn_localizer.nodes.localizer_node import LocalizerNode, level_rank
+from dmn_localizer.nodes.conversions import level_rank
+from dmn_localizer.nodes.localizer_node import LocalizerNode
 
 SMALL = dict(num_particles=16, global_num_particles=32, health_samples=8, update_min_d=0.1)
 OUTPUTS = ['pose_pub', 'particles_pub', 'markers_pub', 'tf_pub', 'diag_pub']

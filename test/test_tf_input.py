@@ -187,7 +187,7 @@ def test_camera_mounting_from_tf_static(context, files):
 
 
 def test_odom_source_is_tf_or_topic(context, files):
-    from dmn_localizer.errors import UserError
+    from dmn_localizer.util.errors import UserError
     with pytest.raises(UserError, match="odom_source must be 'tf' or 'topic', not 'wheels'"):
         localizer(context, files, odom_source='wheels')
 

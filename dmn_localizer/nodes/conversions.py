@@ -7,6 +7,7 @@ Images are read with plain numpy from ``msg.data`` and ``msg.step`` (exact) thro
 import math
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Pose, PoseArray, Quaternion
 
 from dmn_localizer.geometry import quaternion_to_yaw, yaw_to_quaternion
@@ -68,4 +69,21 @@ def poses_to_pose_array(poses, frame_id, stamp):
     msg.header.frame_id = frame_id
     msg.header.stamp = stamp
     msg.poses = [xyyaw_to_pose(p) for p in poses]
+    return msg
+
+
+def level_rank(level):
+    """DiagnosticStatus levels are bytes (b'\\x00'..) in rclpy: their integer value."""
+    return level[0] if isinstance(level, bytes) else int(level)
+
+
+def diagnostic_array(name, level, message, values, stamp):
+    """A DiagnosticArray of one status: ``level`` 0, 1, 2 (OK, WARN, ERROR), a one-line
+    ``message`` and ``values`` (a dict, stringified)."""
+    levels = (DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR)
+    status = DiagnosticStatus(name=name, hardware_id='dmn_localizer', level=levels[level],
+                              message=message)
+    status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+    msg = DiagnosticArray(status=[status])
+    msg.header.stamp = stamp
     return msg

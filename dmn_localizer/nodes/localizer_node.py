@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseArray, PoseWithCovarianceStamped
 from nav2_msgs.srv import SetInitialPose
 from nav_msgs.msg import Odometry
@@ -40,7 +40,7 @@ from std_srvs.srv import Empty, Trigger
 from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import MarkerArray
 
-from dmn_localizer.config import LocalizerConfig
+from dmn_localizer.config import LOCALIZER_RUNTIME_PARAMETERS, LocalizerConfig
 from dmn_localizer.util.errors import UserError
 from dmn_localizer.localization.diagnostics import localizer_status
 from dmn_localizer.localization.initial_pose import initial_std, NoMapError
@@ -49,7 +49,7 @@ from dmn_localizer.localization.tracker import Tracker
 from dmn_localizer.mapping.view_map import check_model_image_size, load_localization_map
 from dmn_localizer.nodes.common import (LATCHED, RELIABLE, camera_offset, check_frame,
                                         run_node, subscribe_images, warn)
-from dmn_localizer.nodes.conversions import (checked_stamp_to_sec, pose_to_xyyaw,
+from dmn_localizer.nodes.conversions import (checked_stamp_to_sec, diagnostic_array, pose_to_xyyaw,
                                              poses_to_pose_array, sec_to_stamp)
 from dmn_localizer.nodes.last_pose import LastPose
 from dmn_localizer.nodes.lifecycle import ManagedNode
@@ -60,30 +60,6 @@ from dmn_localizer.util.device import select_device
 from dmn_localizer.util.resources import default_model_path
 
 
-def level_rank(level):
-    """DiagnosticStatus levels are bytes (b'\\x00'..) in rclpy: their integer value."""
-    return level[0] if isinstance(level, bytes) else int(level)
-
-
-# diagnostics levels (OK, WARN, ERROR: 0, 1, 2) as DiagnosticStatus's
-LEVELS = (DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR)
-
-
-# Config fields a set_parameters request applies at once; the others (frames, topics, model,
-# device, image size, precision, camera field of view) are read at configure.
-RUNTIME_PARAMETERS = frozenset({
-    'camera_offset_x', 'camera_offset_y', 'camera_offset_yaw', 'map_file', 'nearest_contexts',
-    'num_particles', 'global_num_particles', 'initial_sigma_xy', 'initial_sigma_yaw',
-    'motion_noise_xy', 'motion_noise_yaw', 'update_min_d', 'update_min_a',
-    'force_update_when_still', 'resample_ess_ratio', 'health_samples', 'collapse_score',
-    'collapse_updates', 'recovery_alpha', 'global_reinit_updates', 'min_evidence',
-    'max_context_distance', 'odom_jump_threshold',
-    'odom_max_speed', 'odom_timeout', 'transform_tolerance', 'tf_broadcast',
-    'publish_particles', 'set_initial_pose', 'initial_pose_x', 'initial_pose_y',
-    'initial_pose_z', 'initial_pose_yaw', 'always_reset_initial_pose', 'save_pose_rate',
-    'pose_file'})
-
-
 def load_model_file(path):
     from dmn_localizer.model.io import load_model, LOCALIZER_ARCHITECTURES
     path = Path(path) if path else default_model_path()
@@ -92,7 +68,7 @@ def load_model_file(path):
 
 class LocalizerNode(ManagedNode):
     def __init__(self, **kwargs):
-        super().__init__('localizer', LocalizerConfig, RUNTIME_PARAMETERS, **kwargs)
+        super().__init__('localizer', LocalizerConfig, LOCALIZER_RUNTIME_PARAMETERS, **kwargs)
 
     def setup(self):
         """configure: model, filter, map, publishers, subscriptions, services, timers."""
@@ -199,8 +175,8 @@ class LocalizerNode(ManagedNode):
         super().destroy_node()
 
     def apply_parameters(self, changes):
-        """Runtime parameter changes (``RUNTIME_PARAMETERS``): the filter reads its config at
-        each use, so replacing it applies them from the next image on."""
+        """Runtime parameter changes (``config.LOCALIZER_RUNTIME_PARAMETERS``): the filter
+        reads its config at each use, so replacing it applies them from the next image on."""
         self.config = dataclasses.replace(self.config, **changes)
         self.tracker.configure(self.config, self.base_from_camera())
         if 'save_pose_rate' in changes:
@@ -409,18 +385,11 @@ class LocalizerNode(ManagedNode):
 
     def health(self):
         """(level, message, values) of the node and filter state for /diagnostics."""
-        level, message, values = localizer_status(self.tracker, self.config, self.map_status,
-                                                  self.device_name)
-        return LEVELS[level], message, values
+        return localizer_status(self.tracker, self.config, self.map_status, self.device_name)
 
     def publish_diagnostics(self):
-        level, message, values = self.health()
-        status = DiagnosticStatus(name=f'{self.get_name()}: filter', hardware_id='dmn_localizer',
-                                  level=level, message=message)
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(msg)
+        self.diag_pub.publish(diagnostic_array(f'{self.get_name()}: filter', *self.health(),
+                                               self.get_clock().now().to_msg()))
 
 
 def main(args=None):

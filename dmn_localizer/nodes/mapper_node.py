@@ -19,7 +19,7 @@ from pathlib import Path
 
 from std_srvs.srv import Trigger
 
-from dmn_localizer.config import MapperConfig
+from dmn_localizer.config import MAPPER_RUNTIME_PARAMETERS, MapperConfig
 from dmn_localizer.util.errors import UserError
 from dmn_localizer.mapping.builder import MapBuilder, model_embedder
 from dmn_localizer.mapping.view_map import check_map_image_size, check_model_image_size, ViewMap
@@ -31,15 +31,9 @@ from dmn_localizer.nodes.tf_listener import TfInputs
 from geometry_msgs.msg import PoseArray
 
 
-# Config fields a set_parameters request applies at once; the others are read at configure.
-RUNTIME_PARAMETERS = frozenset({'sync_tolerance_s', 'camera_offset_x', 'camera_offset_y',
-                                'camera_offset_yaw', 'keyframe_min_distance',
-                                'keyframe_min_angle', 'save_path'})
-
-
 class MapperNode(ManagedNode):
     def __init__(self, **kwargs):
-        super().__init__('mapper', MapperConfig, RUNTIME_PARAMETERS, **kwargs)
+        super().__init__('mapper', MapperConfig, MAPPER_RUNTIME_PARAMETERS, **kwargs)
 
     def setup(self):
         """configure: model, the map to start from, publisher, subscriptions, services."""
@@ -79,7 +73,8 @@ class MapperNode(ManagedNode):
         self.publish_contexts()
 
     def apply_parameters(self, changes):
-        """Runtime parameter changes (``RUNTIME_PARAMETERS``), used from the next image on."""
+        """Runtime parameter changes (``config.MAPPER_RUNTIME_PARAMETERS``), used from the
+        next image on."""
         self.config = dataclasses.replace(self.config, **changes)
         self.configure_builder()
         self.get_logger().info('parameters set: ' + ', '.join(
