@@ -166,7 +166,8 @@ def test_node_and_replay_compute_the_same_estimates(bag_data, recovery):
         node = make_node(LocalizerNode, context, model=str(root / 'tiny.safetensors'),
                          map_file=str(root / 'map.dmnmap'), num_particles=particles,
                          global_num_particles=particles, device='cpu', save_pose_rate=0.0,
-                         pose_file=str(root / 'no_pose.yaml'), **health)
+                         pose_file=str(root / 'no_pose.yaml'), odom_source='topic',
+                         **health)
         tee_publishers(node, ['pose_pub'])
         recoveries = []
         publish_step = node.tracker.publish

@@ -167,12 +167,22 @@ def is_optical_frame(base_from_camera, frame_id=''):
     return bool(abs(rotation_matrix(base_from_camera.rotation)[2, 1]) > VERTICAL_COS)
 
 
+# a camera mounted farther from the base than this is a broken transform (camera_offset_*'s
+# range)
+MAX_MOUNTING_M = 10.0
+
+
 def camera_planar_pose(base_from_camera, frame_id=''):
     """The camera's planar pose in the base frame ``(x, y, yaw)``, as the model takes it: its
     position and the heading of its optical axis projected on the base's x-y plane (the z axis
     of an optical frame, the x axis of a body frame: :func:`is_optical_frame`). ValueError
-    when the camera looks straight up or down."""
-    return planar_pose(base_from_camera, 2 if is_optical_frame(base_from_camera, frame_id) else 0)
+    when the camera looks straight up or down or sits more than ``MAX_MOUNTING_M`` from the
+    base."""
+    pose = planar_pose(base_from_camera, 2 if is_optical_frame(base_from_camera, frame_id) else 0)
+    if not np.abs(pose[:2]).max() <= MAX_MOUNTING_M:
+        raise ValueError(f'the camera sits {np.abs(pose[:2]).max():.3g} m from the base '
+                         f'(more than {MAX_MOUNTING_M:g} m)')
+    return pose
 
 
 # ----------------------------------------------------------------------- the buffer
@@ -363,6 +373,8 @@ class TfOdometry:
         self.buffer, self.odom_frame, self.base_frame = buffer, odom_frame, base_frame
         self.last_stamp = None
         self._epochs = None
+        self.skipped = 0          # samples without a planar pose (see new_samples)
+        self.last_skipped = ''    # why the last one was skipped
 
     def new_samples(self):
         """The new samples (a list, maybe empty); TransformError when TF has no chain from
@@ -381,8 +393,13 @@ class TfOdometry:
         if after is None or after < lo:
             after = math.nextafter(lo, -math.inf)   # lo included
         candidates = sorted({s for f in edges for s in buf.stamps(f, after) if s <= hi})
-        samples = [(s, planar_pose(buf.lookup(self.odom_frame, self.base_frame, s)))
-                   for s in candidates]
-        if samples:
-            self.last_stamp = samples[-1][0]
+        samples = []
+        for s in candidates:
+            try:
+                samples.append((s, planar_pose(buf.lookup(self.odom_frame, self.base_frame, s))))
+            except ValueError as exc:   # a base turned on its side: no odometry at s
+                self.skipped += 1
+                self.last_skipped = f'{self.odom_frame} -> {self.base_frame} at {s:.3f} s: {exc}'
+        if candidates:
+            self.last_stamp = candidates[-1]
         return samples

@@ -19,8 +19,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from tf2_msgs.msg import TFMessage
 
 from dmn_localizer.localization.transforms import (TfOdometry, Transform, TransformBuffer,
-                                                   TransformError, camera_planar_pose,
-                                                   is_optical_frame)
+                                                   camera_planar_pose, is_optical_frame)
 from dmn_localizer.nodes.common import warn
 from dmn_localizer.nodes.conversions import checked_stamp_to_sec
 
@@ -93,13 +92,18 @@ class TfInputs:
         return self.listener.subscriptions
 
     def feed_odometry(self):
+        skipped = self.odometry.skipped
         try:
             samples = self.odometry.new_samples()
-        except TransformError as exc:
+        except ValueError as exc:   # TransformError included
             if time.monotonic() - self.started > START_GRACE_S:
                 warn(self.node, f'odom_source tf: no odometry from TF: {exc}',
                      throttle_duration_sec=10.0, key=('tf', 'odometry'))
             return
+        if self.odometry.skipped > skipped:
+            warn(self.node, f'odom_source tf: odometry sample skipped: '
+                 f'{self.odometry.last_skipped}', throttle_duration_sec=10.0,
+                 key=('tf', 'odometry sample'))
         for stamp, odom_from_base in samples:
             self.on_odometry(stamp, odom_from_base)
 
