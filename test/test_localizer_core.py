@@ -164,3 +164,17 @@ def test_bf16_precision_close_to_fp32(nearest):
     assert 0.5 * np.abs(weights['fp32'] - weights['bf16']).sum() < 0.02  # total variation
     with pytest.raises(ValueError, match='precision'):
         make_localizer(model, precision='fp16')
+
+
+def test_rate_monitor_counts_the_window_and_restarts_when_time_goes_back():
+    from dmn_localizer.localization.rates import RateMonitor
+    m = RateMonitor(window_s=5.0)
+    assert m.rate(0.0) == 0.0
+    for i in range(11):
+        m.tick(100.0 + 0.5 * i)                   # 2 Hz for 5 s
+    assert m.rate(105.0) == pytest.approx(2.0)
+    assert m.rate(108.0) == pytest.approx(2.0)    # the last 4 events still in the window
+    assert m.rate(120.0) == 0.0                   # none in the window
+    m.tick(130.0)
+    m.tick(10.0)                                  # a looped bag: the window starts again
+    assert len(m.times) == 1 and m.rate(10.0) == 0.0

@@ -14,6 +14,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from nav_msgs.msg import Odometry
 from rcl_interfaces.srv import SetParameters
+from rosgraph_msgs.msg import Clock
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
@@ -23,8 +24,7 @@ from inprocess import (image_callback, make_node, rgb_msg, ros_context, stamp,
                        subscription_callback, tee_publishers, write_tiny_model_and_map)
 from dmn_localizer.images import ImageError, compressed_to_rgb
 from dmn_localizer.mapping.view_map import ViewMap
-from dmn_localizer.nodes.conversions import xyyaw_to_pose
-from dmn_localizer.nodes.conversions import level_rank
+from dmn_localizer.nodes.conversions import level_rank, xyyaw_to_pose
 from dmn_localizer.nodes.localizer_node import LocalizerNode
 
 SMALL = dict(num_particles=16, global_num_particles=32, health_samples=8, update_min_d=0.1)
@@ -382,3 +382,37 @@ def test_mapper_bad_map_file_exits_with_one_line(ros_env, files):
     lines = [line for line in err.splitlines() if line.strip()]
     assert lines == [f'mapper_node: error: {bad}: not a map file, or truncated (bad header '
                      'length)'], err[-2000:]
+
+
+def test_diagnostics_run_on_the_ros_clock_with_input_rates(context, files):
+    """Under use_sim_time, the odometry age and the input rates are sim time (the /clock
+    topic), not wall time: 10 Hz odometry over 2 sim seconds fed in a few wall milliseconds
+    reads 10 Hz; 3 sim seconds without odometry is a timeout; the camera rate, with a map
+    loaded and no image, is a WARN of its own status, as diagnostic_updater's tasks."""
+    node = localizer(context, files, use_sim_time=True, odom_timeout=1.0)
+    set_clock = subscription_callback(node, Clock)
+
+    def at(t):
+        set_clock(Clock(clock=stamp(Odometry(), t).header.stamp))
+    on_odom = subscription_callback(node, Odometry)
+    t0 = time.monotonic()
+    for i in range(21):
+        at(500.0 + 0.1 * i)
+        on_odom(odom_msg(500.0 + 0.1 * i, [0.01 * i, 0.0, 0.0]))
+    assert time.monotonic() - t0 < 1.5            # far less wall time than the 2 sim seconds
+    level, message, values = health(node)
+    assert values['odometry_age_s'] == pytest.approx(0.0, abs=1e-6)
+    assert 'no odometry' not in message
+    node.publish_diagnostics()
+    statuses = {s.name.split(': ', 1)[1]: s for s in node.diag_pub.msgs[-1].status}
+    assert list(statuses) == ['filter', 'camera frequency', 'odometry frequency']
+    assert all(s.hardware_id == 'dmn_localizer' for s in statuses.values())
+    odom = {kv.key: kv.value for kv in statuses['odometry frequency'].values}
+    assert float(odom['actual_frequency_hz']) == pytest.approx(10.0, rel=1e-3)
+    assert statuses['odometry frequency'].level == DiagnosticStatus.OK
+    assert statuses['camera frequency'].level == DiagnosticStatus.WARN   # a map, no images
+    at(505.0)                                       # 3 sim seconds later, no odometry
+    level, message, values = health(node)
+    assert values['odometry_age_s'] == pytest.approx(3.0, abs=1e-6)
+    assert level == WARN and 'no odometry for 3.0 s' in message
+    node.destroy_node()

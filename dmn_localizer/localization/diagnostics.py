@@ -1,11 +1,14 @@
 """What the localizer's diagnostics say: a level, a one-line message and the values (pure).
 
-The node publishes it on ``/diagnostics`` every second
-(:meth:`~dmn_localizer.nodes.localizer_node.LocalizerNode.publish_diagnostics`); the levels
-are ``diagnostic_msgs/DiagnosticStatus``'s (OK 0, WARN 1, ERROR 2).
+The node publishes them on ``/diagnostics`` every second, as ``diagnostic_updater`` does (one
+status per task, named ``NODE: task``, hardware id ``dmn_localizer``;
+:meth:`~dmn_localizer.nodes.localizer_node.LocalizerNode.publish_diagnostics`): the filter
+(:func:`localizer_status`) and the arrival rates of the camera images and the odometry
+(:func:`input_rates`, as its frequency status). Times are the tracker's clock: the node's ROS
+clock, so under ``use_sim_time`` ages and rates are in sim time. The levels are
+``diagnostic_msgs/DiagnosticStatus``'s (OK 0, WARN 1, ERROR 2).
 """
 import math
-import time
 
 import numpy as np
 
@@ -18,9 +21,9 @@ RESET_REPORTED_S = 10.0
 def localizer_status(tracker, config, map_status, device_name, now=None):
     """(level, message, values) of a :class:`~dmn_localizer.localization.tracker.Tracker`'s
     inputs and filter: no map (ERROR), odometry missing, late or reset, likelihood collapse,
-    no matching view (WARN); ``now``: a ``time.monotonic()`` (default the current one)."""
+    no matching view (WARN); ``now``: the tracker's clock (default its current time)."""
     loc, cfg, odom = tracker.localizer, config, tracker.odometry
-    now = time.monotonic() if now is None else now
+    now = tracker.clock() if now is None else now
     h = loc.health
     last = tracker.last_odometry_time
     odom_age = None if last is None else now - last
@@ -68,3 +71,26 @@ def localizer_status(tracker, config, map_status, device_name, now=None):
               'recovery_global_reinits': h.global_reinits,
               'unreliable': h.unreliable, 'unreliable_updates_total': h.unreliable_total}
     return level, message, values
+
+
+def input_rates(tracker, now=None):
+    """The arrival rates of the camera images and the odometry, as diagnostic_updater's
+    frequency status: ``[(task, level, message, values)]``, WARN when none arrived in the
+    window (once the localizer has a map: before, nothing is expected to flow)."""
+    now = tracker.clock() if now is None else now
+    expected = tracker.localizer.map_state is not None
+    out = []
+    for task, monitor, total in (('camera frequency', tracker.image_rate, tracker.images),
+                                 ('odometry frequency', tracker.odometry_rate,
+                                  tracker.odometry_samples)):
+        rate = monitor.rate(now)
+        events = len(monitor.times)
+        if events >= 2:
+            level, message = OK, f'{rate:.1f} Hz'
+        else:
+            level = WARN if expected else OK
+            message = f'no events in the last {monitor.window_s:g} s'
+        out.append((task, level, message, {
+            'events_in_window': events, 'events_since_startup': total,
+            'window_s': monitor.window_s, 'actual_frequency_hz': round(rate, 2)}))
+    return out

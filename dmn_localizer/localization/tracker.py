@@ -29,6 +29,7 @@ import torch
 
 from dmn_localizer.localization.health import UpdateReport
 from dmn_localizer.localization.odometry import OdometryBuffer
+from dmn_localizer.localization.rates import RateMonitor
 
 
 @dataclass
@@ -64,10 +65,14 @@ class Tracker:
     """The feed loop of one localizer (see the module docstring). ``odometry``: the
     :class:`OdometryBuffer` to fill (default :func:`odometry_buffer` of the localizer's
     config); ``publish(stamp, report)``: called for each image the filter consumed, before
-    its health check."""
+    its health check; ``clock()``: the time (s) of arrivals, for the odometry age and the input
+    rates (default ``time.monotonic``; the node gives its ROS clock, so sim time counts)."""
 
-    def __init__(self, localizer, odometry=None, publish=None):
+    def __init__(self, localizer, odometry=None, publish=None, clock=time.monotonic):
         self.localizer = localizer
+        self.clock = clock
+        self.image_rate = RateMonitor()       # arrivals of images and odometry samples
+        self.odometry_rate = RateMonitor()
         self.odometry = odometry_buffer(localizer.config) if odometry is None else odometry
         self.publish = publish
         self.waiting = None            # (stamp, rgb) until odometry covers its stamp
@@ -77,8 +82,8 @@ class Tracker:
         self.updates = 0
         self.update_seconds = deque(maxlen=100)
         self.odometry_samples = 0
-        self.last_odometry_time = None  # time.monotonic() of the last odometry sample
-        self.last_reset = None         # (time.monotonic(), why) of the last time-base reset
+        self.last_odometry_time = None  # clock() at the last odometry sample
+        self.last_reset = None         # (clock(), why) of the last time-base reset
 
     def configure(self, config, base_from_camera):
         """A new :class:`~dmn_localizer.config.LocalizerConfig` (runtime parameter changes)
@@ -96,7 +101,8 @@ class Tracker:
         """One odometry sample: ``odom_from_base`` (x, y, yaw) at ``stamp`` (s). Sends the
         waiting image through the filter once the odometry covers its stamp."""
         self.odometry_samples += 1
-        self.last_odometry_time = time.monotonic()
+        self.last_odometry_time = self.clock()
+        self.odometry_rate.tick(self.last_odometry_time)
         if self.odometry.add(stamp, odom_from_base):
             reason = self.odometry.last_reset
             self.last_reset = (self.last_odometry_time, reason)
@@ -114,6 +120,7 @@ class Tracker:
         """One camera image (H, W, 3) uint8 RGB at the model's image size, taken at ``stamp``
         (s): through the filter now if the odometry covers its stamp, else it waits."""
         self.images += 1
+        self.image_rate.tick(self.clock())
         if not self.localizer.ready:
             return Outcome()
         latest = self.odometry.latest_stamp

@@ -77,13 +77,16 @@ def level_rank(level):
     return level[0] if isinstance(level, bytes) else int(level)
 
 
-def diagnostic_array(name, level, message, values, stamp):
-    """A DiagnosticArray of one status: ``level`` 0, 1, 2 (OK, WARN, ERROR), a one-line
-    ``message`` and ``values`` (a dict, stringified)."""
+def diagnostic_array(statuses, stamp):
+    """A DiagnosticArray of ``statuses`` ``[(name, level, message, values)]``: ``level`` 0, 1, 2
+    (OK, WARN, ERROR), a one-line ``message``, ``values`` a dict (stringified); hardware id
+    ``dmn_localizer``, as diagnostic_updater sets one per node."""
     levels = (DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR)
-    status = DiagnosticStatus(name=name, hardware_id='dmn_localizer', level=levels[level],
-                              message=message)
-    status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-    msg = DiagnosticArray(status=[status])
+    msg = DiagnosticArray()
+    for name, level, message, values in statuses:
+        status = DiagnosticStatus(name=name, hardware_id='dmn_localizer', level=levels[level],
+                                  message=message)
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        msg.status.append(status)
     msg.header.stamp = stamp
     return msg

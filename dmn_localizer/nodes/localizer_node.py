@@ -1,25 +1,20 @@
 """localizer_node: DMN particle-filter localization, with nav2 AMCL's ROS interface.
 
 Subscribes: camera (raw or compressed, sensor-data QoS), ``/tf`` and ``/tf_static`` (odometry
-``odom -> base`` as AMCL, and the camera mounting: :mod:`dmn_localizer.nodes.tf_listener`), or
-``odom`` (nav_msgs/Odometry) with ``odom_source: topic``, ``initialpose``
-(PoseWithCovarianceStamped in the map frame). Publishes: ``amcl_pose``
-(PoseWithCovarianceStamped, reliable and transient local as AMCL's), ``~/particles``
-(PoseArray), ``~/particle_markers`` (MarkerArray coloured by weight), TF ``map -> odom``
-(future-dated by ``transform_tolerance``) and ``/diagnostics``. Services, relative as AMCL's:
-``reinitialize_global_localization`` and ``request_nomotion_update`` (std_srvs/Empty); and
-``~/load_map`` (std_srvs/Trigger: load the map named by the ``map_file`` parameter, which may
-be changed at run time).
+``odom -> base`` as AMCL, and the camera mounting: :mod:`dmn_localizer.nodes.tf_listener`) or
+``odom`` (``odom_source: topic``), ``initialpose``. Publishes: ``amcl_pose`` (reliable,
+transient local, as AMCL's), ``~/particles``, ``~/particle_markers``, TF ``map -> odom``
+(future-dated by ``transform_tolerance``) and ``/diagnostics`` (the filter, the camera and
+odometry rates). Services, relative as AMCL's: ``reinitialize_global_localization``,
+``request_nomotion_update``, ``set_initial_pose``; and ``~/load_map`` (load ``map_file``).
 
-Robustness: bad input is rejected with a throttled warning and never stops the node (images
-with unsupported encodings or bad data, non-finite poses, invalid stamps, /initialpose in the
-wrong frame or with a non-finite or not positive semi-definite covariance). Without a usable
-map (none given, missing, corrupt or empty file) the node keeps running, publishes nothing and
-reports the reason in diagnostics (ERROR) until ``~/load_map`` succeeds. Odometry time going
-backwards or jumping more than ``odom_jump_threshold`` restarts the odometry time base;
-missing odometry is a diagnostics WARN. Time and order are the feed loop's
-(:class:`~dmn_localizer.localization.tracker.Tracker`, which offline replay runs too), all
-filter math is in :mod:`dmn_localizer.localization`; this file converts messages and publishes.
+Robustness: bad input (bad images, non-finite poses, invalid stamps, a bad /initialpose) is
+rejected with a throttled warning and never stops the node. Without a usable map the node
+keeps running, publishes nothing and reports why in diagnostics (ERROR) until ``~/load_map``
+succeeds. Odometry going backwards or jumping restarts its time base; missing odometry is a
+diagnostics WARN. Time and order are the feed loop's (:class:`~dmn_localizer.localization.
+tracker.Tracker`, which offline replay runs too), the filter math is in
+:mod:`dmn_localizer.localization`; this file converts messages and publishes.
 
 A lifecycle node (:mod:`dmn_localizer.nodes.lifecycle`): inputs are used and outputs
 published only while active; ``autostart`` (default) configures and activates it at start.
@@ -42,7 +37,7 @@ from visualization_msgs.msg import MarkerArray
 
 from dmn_localizer.config import LOCALIZER_RUNTIME_PARAMETERS, LocalizerConfig
 from dmn_localizer.util.errors import UserError
-from dmn_localizer.localization.diagnostics import localizer_status
+from dmn_localizer.localization.diagnostics import input_rates, localizer_status
 from dmn_localizer.localization.initial_pose import initial_std, NoMapError
 from dmn_localizer.localization.localizer import Localizer
 from dmn_localizer.localization.tracker import Tracker
@@ -87,7 +82,8 @@ class LocalizerNode(ManagedNode):
             raise UserError(str(exc)) from None
         self.device_name = str(device)
         # time and order of the inputs; publish_step puts each image's result out
-        self.tracker = Tracker(self.localizer, publish=self.publish_step)
+        self.tracker = Tracker(self.localizer, publish=self.publish_step,
+                               clock=lambda: self.get_clock().now().nanoseconds * 1e-9)
         self.image_frame = None    # the last image's header frame_id
         self.initial_pose_on_inactive = None
         self.started = False         # activated since configure
@@ -388,8 +384,11 @@ class LocalizerNode(ManagedNode):
         return localizer_status(self.tracker, self.config, self.map_status, self.device_name)
 
     def publish_diagnostics(self):
-        self.diag_pub.publish(diagnostic_array(f'{self.get_name()}: filter', *self.health(),
-                                               self.get_clock().now().to_msg()))
+        """The filter's status and the input rates, as diagnostic_updater's tasks."""
+        name = self.get_name()
+        statuses = [(f'{name}: filter', *self.health())] + [
+            (f'{name}: {task}', *rest) for task, *rest in input_rates(self.tracker)]
+        self.diag_pub.publish(diagnostic_array(statuses, self.get_clock().now().to_msg()))
 
 
 def main(args=None):
