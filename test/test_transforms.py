@@ -7,8 +7,9 @@ import pytest
 
 from dmn_localizer.geometry import compose, inverse, wrap_angle
 from dmn_localizer.localization.odometry import OdometryBuffer
+from dmn_localizer.localization.tf_odometry import TfOdometry
 from dmn_localizer.localization.transforms import (ConnectivityError, ExtrapolationError,
-                                                   TfOdometry, Transform, TransformBuffer,
+                                                   Transform, TransformBuffer,
                                                    TransformError, UnknownFrameError,
                                                    camera_planar_pose, is_optical_frame,
                                                    planar_pose, rotation_matrix, slerp)

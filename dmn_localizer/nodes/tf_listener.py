@@ -18,7 +18,8 @@ import numpy as np
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from tf2_msgs.msg import TFMessage
 
-from dmn_localizer.localization.transforms import (TfOdometry, Transform, TransformBuffer,
+from dmn_localizer.localization.tf_odometry import TfOdometry
+from dmn_localizer.localization.transforms import (Transform, TransformBuffer,
                                                    camera_planar_pose, is_optical_frame)
 from dmn_localizer.nodes.common import warn
 from dmn_localizer.nodes.conversions import checked_stamp_to_sec
@@ -72,7 +73,7 @@ class TfInputs:
     """The localizer's inputs from TF.
 
     ``on_odometry(stamp, odom_from_base)``, if given, receives each new ``odom_frame ->
-    base_frame`` sample (:class:`~dmn_localizer.localization.transforms.TfOdometry`), in time
+    base_frame`` sample (:class:`~dmn_localizer.localization.tf_odometry.TfOdometry`), in time
     order, as the odometry topic's callback would. :meth:`camera_mounting` gives
     ``base_frame -> camera frame`` as a planar pose, or None when TF has no such chain."""
 
