@@ -3,6 +3,7 @@
 Both renderers are ideal pinhole cameras without distortion. The rendered frame may be resized
 anisotropically to the square output image, so ``fx`` and ``fy`` may differ.
 """
+import functools
 import math
 from dataclasses import asdict, dataclass
 
@@ -54,6 +55,7 @@ def camera_from_fov(width, height, hfov_deg, vfov_deg=None, height_m=0.0):
                        cx=width / 2.0, cy=height / 2.0, height_m=float(height_m))
 
 
+@functools.lru_cache(maxsize=16)
 def _area_weights(n_in, lo, hi, n_out):
     """(n_out, n_in) weights averaging input pixels ``[i, i + 1)`` over the output pixels'
     equal parts of the window ``[lo, hi)`` (fractional edges: by overlap)."""
@@ -78,5 +80,6 @@ def centre_crop_resize(image, fraction, width, height):
     mx, my = w * (1.0 - fraction) / 2.0, h * (1.0 - fraction) / 2.0
     wx = _area_weights(w, mx, w - mx, int(width))
     wy = _area_weights(h, my, h - my, int(height))
-    out = np.einsum('yh,hwc,xw->yxc', wy, image.astype(np.float64), wx)
+    rows = (wy @ image.reshape(h, -1).astype(np.float64)).reshape(-1, w, image.shape[2])
+    out = np.matmul(wx, rows)                                       # (out h, out w, C)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
