@@ -95,6 +95,23 @@ def test_maze_crop_is_the_centre_of_the_native_view():
             assert corr['60 deg'].mean() > c.mean() + 0.1, (name, corr)
 
 
+def test_room_camera_is_the_centre_of_the_native_view():
+    """pybullet renders the asked field of view: the 60 deg image is the centre of the 75 deg
+    view (square pixels: the same share of width and height), not another part of it."""
+    share = {deg: math.tan(math.radians(deg)) / math.tan(math.radians(37.5))
+             for deg in (30, 25, 35)}
+    with make_world('rooms', 3, 128) as w75, make_world('rooms', 3, 64, hfov_deg=60) as w60:
+        poses = w75.sample_free_poses(np.random.default_rng(0), 6)
+        wide, narrow = w75.render(poses), w60.render(poses)
+    small = [cv2.resize(im, (32, 32), interpolation=cv2.INTER_AREA) for im in narrow]
+    corr = {deg: np.array([_corr(cv2.resize(_centre(w, f, f), (32, 32),
+                                            interpolation=cv2.INTER_AREA), s)
+                           for w, s in zip(wide, small)])
+            for deg, f in share.items()}
+    assert corr[30].min() > 0.95, corr
+    assert corr[30].mean() > max(corr[25].mean(), corr[35].mean()) + 0.05, corr
+
+
 def test_native_field_of_view_asked_for_is_the_default_camera():
     """--hfov-deg 90 on a maze at 64 px: the default images and camera (no crop)."""
     with make_world('mazes', 5, 64) as a, make_world('mazes', 5, 64, hfov_deg=90) as b:
