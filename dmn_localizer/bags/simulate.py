@@ -111,19 +111,22 @@ def _far_pose(candidates, pose, min_m, rng):
 
 def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frames=800,
                  localization_frames=150, rate_hz=4.0, step_m=0.5, kidnap_at=None,
-                 kidnap_min_m=10.0, bag_version=9, base_from_camera=(0.0, 0.0, 0.0)):
+                 kidnap_min_m=10.0, bag_version=9, base_from_camera=(0.0, 0.0, 0.0),
+                 hfov_deg=None):
     """Write ``out/mapping`` and ``out/localization`` for world ``seed`` of ``domain``.
 
     ``kidnap_at``: the localization run's frame at which the robot is teleported (its
     odometry sees nothing) to a mapped place at least ``kidnap_min_m`` away: the
     kidnapped-robot test. ``base_from_camera``: where the camera sits on the robot.
+    ``hfov_deg``: another camera's horizontal field of view (default: the world's own camera;
+    mazes: only narrower, a centre crop); ``/camera/camera_info`` states its intrinsics.
 
     Returns a dict run -> (bag path, true poses (N, 3) float32, first stamp ns).
     """
     os.makedirs(out, exist_ok=True)
     rng = domain_rng(domain, seed, 2)
     result = {}
-    with make_world(domain, seed, image_size) as world:
+    with make_world(domain, seed, image_size, hfov_deg=hfov_deg) as world:
         start = START_NS
         for run, n in zip(RUNS, (mapping_frames, localization_frames)):
             # the mapping run explores (covers the world); the localization run wanders off

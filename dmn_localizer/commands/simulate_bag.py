@@ -3,6 +3,7 @@
 Writes two rosbag2 bags, ``OUT/mapping`` and ``OUT/localization`` (see
 :mod:`dmn_localizer.bags.simulate` for topics and frames).
 """
+import math
 import os
 
 from dmn_localizer.util.errors import UserError
@@ -26,6 +27,12 @@ def add_arguments(parser):
                         help='rosbag2 format: 9 (Jazzy, Kilted) or 8 (also Humble, with '
                         '--storage sqlite3)')
     parser.add_argument('--image-size', type=int, default=64, help='square image side (px)')
+    parser.add_argument('--hfov-deg', type=float, metavar='DEG',
+                        help="another camera's horizontal field of view (default: the world's "
+                        'own camera, mazes 90, rooms 75); rooms render it (square pixels), '
+                        'mazes only a narrower one: the centre crop of the 90 deg view that '
+                        'spans it (rendered at a resolution where the crop is at least '
+                        '--image-size)')
     parser.add_argument('--mapping-frames', type=int, default=800)
     parser.add_argument('--localization-frames', type=int, default=150)
     parser.add_argument('--rate', type=float, default=4.0, help='frames per second')
@@ -33,6 +40,18 @@ def add_arguments(parser):
     parser.add_argument('--kidnap-at', type=int, metavar='FRAME',
                         help='teleport the robot at this localization frame to a mapped place '
                         '>= 10 m away, unseen by its odometry (kidnapped-robot test)')
+
+
+def _check_hfov(domain, hfov_deg, image_size):
+    """UserError (one line) for a field of view the domain's camera cannot give."""
+    if not (math.isfinite(hfov_deg) and 1.0 <= hfov_deg < 180.0):
+        raise UserError(f'--hfov-deg must be within [1, 180), got {hfov_deg:g}')
+    if domain == 'mazes':
+        from dmn_localizer.sim.mazes import crop_resolution
+        try:
+            crop_resolution(image_size, hfov_deg)
+        except ValueError as exc:
+            raise UserError(f'--hfov-deg: {exc}') from None
 
 
 def run(args):
@@ -49,6 +68,8 @@ def run(args):
         raise UserError(f'--kidnap-at must be within 1..{args.localization_frames - 1}')
     if args.rate <= 0 or not 0 < args.step <= 5:
         raise UserError('--rate must be > 0 and --step within (0, 5] m')
+    if args.hfov_deg is not None:
+        _check_hfov(args.domain, args.hfov_deg, args.image_size)
     for run_name in ('mapping', 'localization'):
         if os.path.exists(os.path.join(args.out, run_name)):
             raise UserError(f'{os.path.join(args.out, run_name)}: exists (bags are never '
@@ -61,7 +82,7 @@ def run(args):
                        image_size=args.image_size, mapping_frames=args.mapping_frames,
                        localization_frames=args.localization_frames, rate_hz=args.rate,
                        step_m=args.step, kidnap_at=args.kidnap_at,
-                       bag_version=args.bag_version)
+                       bag_version=args.bag_version, hfov_deg=args.hfov_deg)
     for name, (path, poses, _) in res.items():
         print(f'{name}: {path} ({len(poses)} frames, {args.storage}, rosbag2 format '
               f'{args.bag_version})')

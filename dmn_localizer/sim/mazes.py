@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from dmn_localizer.geometry import WORLD_SIZE_M
-from dmn_localizer.sim.camera import camera_from_fov
+from dmn_localizer.sim.camera import camera_from_fov, centre_crop_resize
 from dmn_localizer.sim.spec import domain_rng, WorldSpec
 from dmn_localizer.util.atomic import write_bytes
 
@@ -34,6 +34,10 @@ VIEW_HEIGHT_UNITS = 41     # Doom player's eye height
 MAX_MAPS_PER_WAD = 50
 HFOV_DEG = 90.0            # Doom's horizontal field of view at 4:3
 NATIVE_W, NATIVE_H = 160, 120
+# ViZDoom's 4:3 screen resolutions (the field of view is HFOV_DEG at each), small to large
+SCREEN_RESOLUTIONS = ((160, 120), (200, 150), (256, 192), (320, 240), (400, 300), (512, 384),
+                      (640, 480), (800, 600), (1024, 768), (1280, 960), (1400, 1050),
+                      (1600, 1200))
 
 WALL_TEXTURES = ('STARTAN2', 'BRICK1', 'BROWN1', 'CEMENT1', 'COMPBLUE', 'GRAY1', 'MARBLE1',
                  'METAL', 'ROCK1', 'STONE2', 'TEKWALL4', 'WOOD1', 'BROWNGRN', 'SP_ROCK1',
@@ -201,20 +205,55 @@ def write_wad(path, texts):
                 + b''.join(directory))
 
 
+def crop_fraction(hfov_deg):
+    """The share of the native frame's width (and height) that spans ``hfov_deg`` (a pinhole
+    centre crop); ValueError unless ``0 < hfov_deg <= HFOV_DEG``."""
+    if not (math.isfinite(hfov_deg) and 0.0 < hfov_deg <= HFOV_DEG):
+        raise ValueError(f'field of view {hfov_deg:g} deg: mazes render ViZDoom\'s fixed '
+                         f'{HFOV_DEG:g} deg view, so only a narrower one (a centre crop) is '
+                         'possible')
+    return math.tan(math.radians(hfov_deg) / 2.0) / math.tan(math.radians(HFOV_DEG) / 2.0)
+
+
+def crop_resolution(image_size, hfov_deg):
+    """The smallest ViZDoom screen resolution ``(W, H)`` whose centre crop spanning
+    ``hfov_deg`` is at least ``image_size`` pixels wide and high (never upsampled);
+    ValueError where none is (or the field of view is wider than the native one)."""
+    f = crop_fraction(hfov_deg)
+    for w, h in SCREEN_RESOLUTIONS:
+        if min(w, h) * f >= image_size:
+            return w, h
+    w, h = SCREEN_RESOLUTIONS[-1]
+    raise ValueError(f'field of view {hfov_deg:g} deg at {image_size} px: the centre crop of '
+                     f'the largest ViZDoom screen ({w}x{h}) is only {int(h * f)} px high')
+
+
 class MazeRenderer:
     """ViZDoom renderer of up to :data:`MAX_MAPS_PER_WAD` maze specs in one game process.
 
     ``select(i)`` loads map i (~5 ms), ``render(poses (P, 3)) -> (P, S, S, 3) uint8``.
+
+    ``hfov_deg`` (default: the native :data:`HFOV_DEG`, the whole 160x120 frame resized):
+    another, narrower camera; the frame is rendered at :func:`crop_resolution` and its centre
+    crop spanning ``hfov_deg`` (and the same share of the height: the 4:3 frame zoomed) is
+    resized to the image. ``camera`` states the intrinsics of the images either way.
     """
 
-    def __init__(self, specs, image_size=32, tmpdir=None, depth=False):
+    def __init__(self, specs, image_size=32, tmpdir=None, depth=False, hfov_deg=None):
         import vizdoom as vzd
         if not 1 <= len(specs) <= MAX_MAPS_PER_WAD:
             raise ValueError(f'1..{MAX_MAPS_PER_WAD} mazes per renderer, got {len(specs)}')
         self.specs = list(specs)
         self.image_size = int(image_size)
-        self.camera = camera_from_fov(self.image_size, self.image_size, HFOV_DEG,
-                                      vfov_deg=math.degrees(2 * math.atan(0.75)),
+        if hfov_deg is None:
+            self._crop, screen, hfov = None, (NATIVE_W, NATIVE_H), HFOV_DEG
+        else:
+            hfov = float(hfov_deg)
+            screen = crop_resolution(self.image_size, hfov)
+            self._crop = crop_fraction(hfov)
+        # the 4:3 frame's vertical field of view, zoomed like the horizontal one
+        vfov = math.degrees(2 * math.atan(0.75 * (self._crop or 1.0)))
+        self.camera = camera_from_fov(self.image_size, self.image_size, hfov, vfov_deg=vfov,
                                       height_m=VIEW_HEIGHT_UNITS / _units_per_m(specs[0]))
         self._dir = tempfile.mkdtemp(prefix='dmn_maze_', dir=tmpdir)
         wad = os.path.join(self._dir, 'mazes.wad')
@@ -224,7 +263,7 @@ class MazeRenderer:
         game.set_doom_scenario_path(wad)
         game.set_doom_config_path(os.path.join(self._dir, '_vizdoom.ini'))
         game.set_doom_map('MAP01')
-        game.set_screen_resolution(vzd.ScreenResolution.RES_160X120)
+        game.set_screen_resolution(getattr(vzd.ScreenResolution, 'RES_%dX%d' % screen))
         game.set_screen_format(vzd.ScreenFormat.RGB24)
         for setter in ('hud', 'minimal_hud', 'crosshair', 'weapon', 'decals', 'particles',
                        'effects_sprites', 'messages', 'corpses', 'screen_flashes'):
@@ -270,11 +309,15 @@ class MazeRenderer:
         s = self.image_size
         out = np.empty((len(poses), s, s, 3), dtype=np.uint8)
         for i, state in enumerate(self._states(poses)):
-            out[i] = cv2.resize(state.screen_buffer, (s, s), interpolation=cv2.INTER_AREA)
+            if self._crop in (None, 1.0):
+                out[i] = cv2.resize(state.screen_buffer, (s, s), interpolation=cv2.INTER_AREA)
+            else:
+                out[i] = centre_crop_resize(state.screen_buffer, self._crop, s, s)
         return out
 
     def render_depth(self, poses):
-        """Native depth buffers ``(P, 120, 160)`` uint8 (needs ``depth=True``; for tests)."""
+        """Screen depth buffers ``(P, 120, 160)`` uint8 (the screen resolution: 160x120 unless
+        ``hfov_deg`` asked for more; needs ``depth=True``; for tests)."""
         return np.stack([st.depth_buffer.copy() for st in self._states(poses)])
 
     def read_pose(self):

@@ -90,20 +90,25 @@ def generate_room(seed):
 
 class RoomRenderer:
     """pybullet TinyRenderer of room specs: ``select(i)`` builds room i (0.05-0.2 s),
-    ``render(poses (P, 3)) -> (P, S, S, 3) uint8``."""
+    ``render(poses (P, 3)) -> (P, S, S, 3) uint8``; ``hfov_deg`` (default :data:`FOV_DEG`): the
+    camera's field of view, horizontal = vertical (square pixels on the square image)."""
 
-    def __init__(self, specs, image_size=32):
+    def __init__(self, specs, image_size=32, hfov_deg=None):
         import pybullet as p
         import pybullet_data
         self._p = p
         self._data = pybullet_data.getDataPath()
         self.specs = list(specs)
         self.image_size = int(image_size)
-        self.camera = camera_from_fov(self.image_size, self.image_size, FOV_DEG,
-                                      vfov_deg=FOV_DEG, height_m=CAMERA_HEIGHT_M)
+        fov = FOV_DEG if hfov_deg is None else float(hfov_deg)
+        if not 0.0 < fov < 180.0:
+            raise ValueError(f'field of view {fov:g} deg: must be within (0, 180)')
+        self.camera = camera_from_fov(self.image_size, self.image_size, fov,
+                                      vfov_deg=fov, height_m=CAMERA_HEIGHT_M)
         self._client = p.connect(p.DIRECT)
         self._dir = tempfile.mkdtemp(prefix='dmn_room_')
-        self._proj = p.computeProjectionMatrixFOV(FOV_DEG, 1.0, 0.02, 20.0)
+        # pybullet's fov is the vertical one; aspect 1: the horizontal one is the same
+        self._proj = p.computeProjectionMatrixFOV(fov, 1.0, 0.02, 20.0)
         self._current = None
         self.select(0)
 

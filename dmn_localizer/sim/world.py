@@ -26,13 +26,14 @@ def generate_spec(domain, seed):
     raise ValueError(f'unknown domain {domain!r}; valid: {", ".join(DOMAINS)}')
 
 
-def make_renderer(domain, specs, image_size=32, tmpdir=None):
+def make_renderer(domain, specs, image_size=32, tmpdir=None, hfov_deg=None):
     """A renderer for the worlds ``specs`` (all of ``domain``): ``select(i)`` picks world i,
-    ``render(poses (P,3)) -> (P,H,W,3) uint8``, ``camera``, ``close()``."""
+    ``render(poses (P,3)) -> (P,H,W,3) uint8``, ``camera``, ``close()``. ``hfov_deg``: another
+    camera's horizontal field of view (default: the domain's own; mazes: only narrower)."""
     if domain == 'mazes':
-        return MazeRenderer(specs, image_size=image_size, tmpdir=tmpdir)
+        return MazeRenderer(specs, image_size=image_size, tmpdir=tmpdir, hfov_deg=hfov_deg)
     if domain == 'rooms':
-        return RoomRenderer(specs, image_size=image_size)
+        return RoomRenderer(specs, image_size=image_size, hfov_deg=hfov_deg)
     raise ValueError(f'unknown domain {domain!r}; valid: {", ".join(DOMAINS)}')
 
 
@@ -80,9 +81,10 @@ class World:
         self.close()
 
 
-def make_world(domain, seed, image_size=32):
-    """World ``seed`` of ``domain`` ('mazes' or 'rooms') rendering ``image_size``^2 RGB images."""
+def make_world(domain, seed, image_size=32, hfov_deg=None):
+    """World ``seed`` of ``domain`` ('mazes' or 'rooms') rendering ``image_size``^2 RGB images
+    (with a camera of ``hfov_deg`` horizontal field of view; default: the domain's own)."""
     if domain not in DOMAINS:
         raise ValueError(f'unknown domain {domain!r}; valid: {", ".join(DOMAINS)}')
     spec = generate_spec(domain, seed)
-    return World(spec, make_renderer(domain, [spec], image_size))
+    return World(spec, make_renderer(domain, [spec], image_size, hfov_deg=hfov_deg))
