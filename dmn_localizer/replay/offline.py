@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from dmn_localizer.bags import messages as M
 from dmn_localizer.bags.read import (BASE_FRAME, camera_intrinsics, camera_mounting,
@@ -244,33 +245,29 @@ def localize(localizer, stream, mode='global', snapshot_every=10, progress=False
         localizer.init_gaussian(*belief)
     track = Track()
     t0 = time.perf_counter()
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(stream.image_stamps), desc='localizing', unit='frame')
-    for kind, stamp, value in events(stream):
-        if kind == 'odom':
-            outcome = tracker.add_odometry(stamp, value)
-        else:
-            track.frames += 1
-            outcome = tracker.add_image(stamp, value)
-            if bar is not None:
+    # closed before an exception leaves (a Ctrl-C's message is the last line printed)
+    with tqdm(total=len(stream.image_stamps), desc='localizing', unit='frame',
+              disable=not progress) as bar:
+        for kind, stamp, value in events(stream):
+            if kind == 'odom':
+                outcome = tracker.add_odometry(stamp, value)
+            else:
+                track.frames += 1
+                outcome = tracker.add_image(stamp, value)
                 bar.update()
-        report = outcome.report
-        if report is not None and report.recovery:
-            track.recoveries.append((len(track.stamps), report.recovery))
-        gt = None if not outcome.updated else truth.pose_at(outcome.stamp)
-        if gt is None:
-            continue
-        mean, cov = localizer.estimate()
-        track.stamps.append(float(outcome.stamp))
-        track.estimates.append(mean)
-        track.covariances.append(cov)
-        track.truth.append(gt)
-        if snapshot_every and (len(track.stamps) - 1) % snapshot_every == 0:
-            track.snapshots.append((float(outcome.stamp), *localizer.particle_array()))
-    if bar is not None:
-        bar.close()
+            report = outcome.report
+            if report is not None and report.recovery:
+                track.recoveries.append((len(track.stamps), report.recovery))
+            gt = None if not outcome.updated else truth.pose_at(outcome.stamp)
+            if gt is None:
+                continue
+            mean, cov = localizer.estimate()
+            track.stamps.append(float(outcome.stamp))
+            track.estimates.append(mean)
+            track.covariances.append(cov)
+            track.truth.append(gt)
+            if snapshot_every and (len(track.stamps) - 1) % snapshot_every == 0:
+                track.snapshots.append((float(outcome.stamp), *localizer.particle_array()))
     track.seconds = time.perf_counter() - t0
     return track
 
