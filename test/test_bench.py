@@ -1,4 +1,4 @@
-"""The benchmark (issue 6): what it times computes the same log-likelihoods on every path, its
+"""The benchmark: what it times computes the same log-likelihoods on every path, its
 FLOP model matches torch's counter, its memory probe sees torch allocations, extrapolated rows
 are labelled, and ``dmn-localizer bench`` writes the documented JSON. Never timing."""
 import json

@@ -1,4 +1,4 @@
-"""Ctrl-C (SIGINT) during every long-running subcommand (issue 9): exit status 130, one line
+"""Ctrl-C (SIGINT) during every long-running subcommand: exit status 130, one line
 on stderr, no traceback, no temporary or half-written output left behind, and the outputs
 that exist are complete. (``simulate`` is covered in test_dataset.py, ``replay`` in
 test_replay.py.) Each test interrupts a real process in the middle of its work."""

@@ -1,4 +1,4 @@
-"""Kidnapped robot (issue 9) with the shipped model: a simulated bag whose robot is carried to
+"""Kidnapped robot with the shipped model: a simulated bag whose robot is carried to
 a mapped place >= 10 m away mid-run, its odometry seeing nothing, replayed offline through the
 localizer with default health settings. It must track before the teleport, detect it (a
 recovery fires) and be back within the paper's success radius (8.94 m) within a bounded number

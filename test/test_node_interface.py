@@ -1,4 +1,4 @@
-"""The nodes' nav2 AMCL-compatible interface (issue 21): AMCL's parameter names, parameters
+"""The nodes' nav2 AMCL-compatible interface: AMCL's parameter names, parameters
 that apply at run time, frame checks, lifecycle transitions, the initial pose and the last
 pose kept across restarts. In-process tests build the node object in the test process and
 call its callbacks; the DDS tests drive a node process from another one."""
@@ -339,7 +339,7 @@ def test_last_pose_kept_across_restarts(ros_env, ros_peer, model_and_map, world,
 
 def test_camera_info_reaches_the_model(context, files, tmp_path):
     """camera_info's field of view is given to an aligned model; a DMN trained with another
-    camera gets one warning (issue 22: intrinsics from camera_info reach the model)."""
+    camera gets one warning."""
     import math
 
     import torch

@@ -1,4 +1,4 @@
-"""simulate-bag --hfov-deg: bags recorded with another camera (issue 22). Real rendering, small:
+"""simulate-bag --hfov-deg: bags recorded with another camera. Real rendering, small:
 camera_info states the recorded images' field of view, the maze crop has the right geometry,
 and a maze camera wider than ViZDoom's is refused."""
 import math

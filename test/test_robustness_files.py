@@ -1,4 +1,4 @@
-"""Map files (issue 9): every kind of damage is one FileFormatError naming the file and the
+"""Map files: every kind of damage is one FileFormatError naming the file and the
 problem; loading never runs code; a process SIGKILLed while saving leaves the previous map
 intact and loadable. (Model files: test_model_io.py.)"""
 import json

@@ -1,4 +1,4 @@
-"""Filter health (issue 9): likelihood collapse -> random injection -> global
+"""Filter health: likelihood collapse -> random injection -> global
 re-initialisation, tested with a synthetic observation model (no trained model needed), plus
 odometry-buffer checks. The kidnapped-robot test with the shipped model and a simulated bag
 is test_kidnapped_bag.py.

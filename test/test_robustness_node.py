@@ -1,4 +1,4 @@
-"""localizer_node input robustness (issue 9), in-process: the node object is built in the test
+"""localizer_node input robustness, in-process: the node object is built in the test
 process and its callbacks are called directly; plus one real process over DDS for a bad
 map_file at start and the ~/load_map service.
 

@@ -1,4 +1,4 @@
-"""Data-parallel training under torchrun (issue 5): 2 CPU processes (gloo) with batch 2 each
+"""Data-parallel training under torchrun: 2 CPU processes (gloo) with batch 2 each
 give the same weights as 1 process with batch 4 (the global batch), only rank 0 writes, and
 resume works. Real processes, real collectives on localhost."""
 import csv

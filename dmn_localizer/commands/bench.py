@@ -11,7 +11,7 @@ from dmn_localizer.util.errors import UserError
 
 HELP = 'Benchmark observation-update speed, FLOP rate and memory (reference vs fast path).'
 
-# issue 7's latency target for the node (image in -> pose out)
+# the node's latency target (image in -> pose out): p95 at K = 256 particles
 NODE_TARGET_K = 256
 NODE_TARGET_P95_MS = 50.0
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def node_latency(model, args):
 
 
 def node_latency_line(row):
-    """One line of stdout for a node-latency row, with issue 7's target checked at K=256."""
+    """One line of stdout for a node-latency row, with the latency target checked at K=256."""
     line = (f"node latency K={row['K']:5d} Nc={row['Nc']} {row['precision']}: "
             f"p50 {row['p50_ms']:.1f} ms, p95 {row['p95_ms']:.1f} ms "
             f"({row['received']}/{row['frames']} poses)")
