@@ -146,6 +146,12 @@ class LocalizerConfig:
     camera_hfov_deg: float = param(0.0, "The camera's horizontal field of view (degrees) for "
                                    'models that use the camera geometry (architecture '
                                    "aligned); 0 = the model's training camera", 0.0, 179.0)
+    context_pooling: str = param('overlap_attention', 'How an aligned model combines the '
+                                 "contexts a particle attends to: 'overlap_attention' (weighted "
+                                 'by view overlap: on a dense map a place seen from many views '
+                                 "counts once), 'sum' (each context adds its evidence, as on "
+                                 "the paper's 4 sparse contexts) or 'model' (as the model was "
+                                 'trained, its card); ignored for the DMN')
     precision: str = param('fp32', "Observation model arithmetic: 'fp32', or 'bf16' (bf16 "
                            'autocast for the convolutions, attention in fp32: faster where '
                            'the CPU or GPU has bf16 instructions, log-likelihoods close to '

@@ -268,3 +268,35 @@ def test_localizer_runs_an_aligned_model_with_the_configured_camera(maze_data):
         assert torch.isfinite(loc.log_weights).all()
     mean, cov = loc.estimate()
     assert np.isfinite(np.asarray(mean)).all() and np.isfinite(np.asarray(cov)).all()
+
+
+def test_the_localizer_chooses_how_an_aligned_model_combines_contexts():
+    """context_pooling: overlap attention by default (dense maps), 'model' keeps the card's,
+    an unknown name is refused; a DMN is left as it is."""
+    from dmn_localizer.config import LocalizerConfig
+    from dmn_localizer.localization.localizer import Localizer
+    from dmn_localizer.mapping.view_map import ViewMap
+    from dmn_localizer.model.preprocess import images_to_tensor
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
+    poses = np.array([[0.0, 0.0, 0.0], [0.1, 0.0, 0.0], [0.0, 0.1, 0.1], [4.0, 1.0, 2.0],
+                      [4.1, 1.0, 2.0], [8.0, 3.0, -1.0]])
+    query = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    particles = torch.tensor([[[0.2, 0.1, 0.0], [4.0, 1.2, 1.9], [7.5, 3.0, -1.0]]])
+    scores = {}
+    for pooling in ('overlap_attention', 'sum', 'model'):
+        model = _model(image_size=32, feature_dim=16)      # seeded: the same weights, 'sum'
+        loc = Localizer(model, LocalizerConfig(context_pooling=pooling, nearest_contexts=4))
+        loc.set_map(ViewMap(images=images, poses=poses))
+        assert model.config.context_pooling == ('sum' if pooling == 'model' else pooling)
+        with torch.no_grad():
+            q = model.encode_query(images_to_tensor(query[None]))
+            scores[pooling] = loc.model_log_likelihood(q, particles)
+    assert torch.equal(scores['sum'], scores['model'])
+    assert not torch.allclose(scores['overlap_attention'], scores['sum'])
+    assert LocalizerConfig().context_pooling == 'overlap_attention'
+    with pytest.raises(ValueError, match='context_pooling'):
+        Localizer(_model(image_size=32, feature_dim=16), LocalizerConfig(context_pooling='max'))
+    dmn = build_model(DMNConfig(image_size=32))
+    Localizer(dmn, LocalizerConfig(context_pooling='overlap_attention'))
+    assert dmn.config.context_pooling == 'sum'

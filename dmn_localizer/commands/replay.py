@@ -39,6 +39,10 @@ def add_arguments(parser):
     parser.add_argument('--precision', default='fp32', choices=('fp32', 'bf16'),
                         help="observation model arithmetic (offline replay; the node's "
                         "'precision' parameter)")
+    parser.add_argument('--context-pooling', default='overlap_attention',
+                        choices=('overlap_attention', 'sum', 'model'),
+                        help="how an aligned model combines a particle's contexts (the node's "
+                        "'context_pooling' parameter)")
     parser.add_argument('--update-min-d', type=float, default=None, metavar='M',
                         help="update the filter after this much translation, as the node does "
                         "(its 'update_min_d' parameter, default 0.25 m): frames closer "
@@ -91,6 +95,7 @@ def replay(args, quiet=False):
     nearest = getattr(args, 'nearest_contexts', None)
     cfg = LocalizerConfig(num_particles=k, global_num_particles=k,
                           precision=getattr(args, 'precision', 'fp32'), **update_policy(args),
+                          context_pooling=getattr(args, 'context_pooling', 'overlap_attention'),
                           **({} if nearest is None else {'nearest_contexts': nearest}))
     try:
         device = select_device(args.device)
@@ -117,6 +122,7 @@ def replay(args, quiet=False):
         loc.set_map(view_map)
         track = core.localize(loc, stream, args.mode, progress=not quiet, sigma=sigma)
         extra = {'precision': cfg.precision, 'nearest_contexts': cfg.nearest_contexts,
+                 'context_pooling': getattr(model.config, 'context_pooling', None),
                  'recovery_injections': loc.health.injections,
                  'recovery_global_reinits': loc.health.global_reinits,
                  'unreliable_updates': loc.health.unreliable_total}

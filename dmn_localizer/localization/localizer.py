@@ -19,6 +19,7 @@ poses are drawn at the update either way, so a deferred check gives the same res
 order of images, odometry and health checks is kept by
 :class:`~dmn_localizer.localization.tracker.Tracker`.
 """
+import dataclasses
 import logging
 import math
 
@@ -41,6 +42,7 @@ from dmn_localizer.model.preprocess import images_to_tensor
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ('fp32', 'bf16')
+CONTEXT_POOLING_CHOICES = ('overlap_attention', 'sum', 'model')
 
 # An egomotion larger than this between two images is broken odometry, not motion (m).
 MAX_MOTION_M = 1000.0
@@ -62,6 +64,7 @@ class Localizer(MapScoring):
                                'camera geometry', model.config.architecture)
             else:
                 model.set_camera(config.camera_hfov_deg)
+        self._apply_context_pooling(config.context_pooling)
         self.camera_hfov_deg = None   # the camera's, once camera intrinsics were given
         self.generator = torch.Generator().manual_seed(seed)
         self.base_from_camera = torch.tensor(base_from_camera, dtype=torch.float32)
@@ -271,6 +274,14 @@ class Localizer(MapScoring):
         elif recovery == 'inject':
             self._inject_random(self.config.recovery_alpha)
         return collapsed, recovery
+
+    def _apply_context_pooling(self, pooling):
+        """An aligned model combines the contexts by ``pooling`` ('model': its own)."""
+        if pooling not in CONTEXT_POOLING_CHOICES:
+            raise ValueError(f'context_pooling must be one of {", ".join(CONTEXT_POOLING_CHOICES)}'
+                             f', not {pooling!r}')
+        if pooling != 'model' and self.model.config.architecture == 'aligned':
+            self.model.config = dataclasses.replace(self.model.config, context_pooling=pooling)
 
     def set_camera_intrinsics(self, width, fx):
         """The camera's intrinsics (image width and focal length, pixels, e.g. from
