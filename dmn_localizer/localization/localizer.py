@@ -19,7 +19,6 @@ poses are drawn at the update either way, so a deferred check gives the same res
 order of images, odometry and health checks is kept by
 :class:`~dmn_localizer.localization.tracker.Tracker`.
 """
-import dataclasses
 import logging
 import math
 
@@ -276,13 +275,13 @@ class Localizer(MapScoring):
         return collapsed, recovery
 
     def _apply_context_pooling(self, pooling):
-        """An aligned model combines the contexts by ``pooling`` ('model': its own)."""
+        """Models that combine contexts in several ways (aligned) use ``pooling``; 'model':
+        their own (the card's)."""
         if pooling not in CONTEXT_POOLING_CHOICES:
             raise ValueError(f'context_pooling must be one of {", ".join(CONTEXT_POOLING_CHOICES)}'
                              f', not {pooling!r}')
-        config = getattr(self.model, 'config', None)   # (test doubles may have none)
-        if pooling != 'model' and getattr(config, 'architecture', None) == 'aligned':
-            self.model.config = dataclasses.replace(self.model.config, context_pooling=pooling)
+        if pooling != 'model' and hasattr(self.model, 'set_context_pooling'):
+            self.model.set_context_pooling(pooling)
 
     def set_camera_intrinsics(self, width, fx):
         """The camera's intrinsics (image width and focal length, pixels, e.g. from

@@ -37,7 +37,7 @@ together) does not change a log-likelihood.
 Cost per particle and context: J column warps, two scalar gathers and a 3-16-16 MLP per column,
 then one small MLP: no image-sized tensor per particle.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import math
 
 import torch
@@ -144,6 +144,11 @@ class AlignedModel(nn.Module):
         if not 1.0 <= float(hfov_deg) < 180.0:
             raise ValueError(f'hfov_deg must be within [1, 180), got {hfov_deg}')
         self.hfov_deg = float(hfov_deg)
+
+    def set_context_pooling(self, pooling):
+        """Combine the contexts by ``pooling`` (:data:`~dmn_localizer.model.config.
+        CONTEXT_POOLINGS`) from now on: how dense the map is decides which suits it."""
+        self.config = replace(self.config, context_pooling=pooling)
 
     # ------------------------------------------------------------------ images
     def encode_columns(self, images):
