@@ -92,16 +92,25 @@ def _view_pair_config(model, model_path, train_data, val_data, minutes, seed, ma
     return ViewPairConfig(**over)
 
 
-def _pose_ranking(model, data, cfg):
-    """Tie-safe top-1 of the true pose among candidates, and its wrong-image twin, on the
-    view-pair recipe's validation queries of ``data`` (the same ones its training logs)."""
+def _ranking_queries(model, data, cfg):
+    """The view-pair recipe's validation queries of ``data``, as its training picks and logs
+    them (overlaps judged on ``model``'s predicted depths): (worlds, query set). Both the
+    starting and the fine-tuned model are ranked on these same queries."""
     import torch
-    from dmn_localizer.training.view_pairs import pose_ranking, validation_set
+    from dmn_localizer.training.view_pairs import validation_set
     from dmn_localizer.training.view_pairs.worlds import load_view_worlds, predict_overlap_depth
-    device = torch.device('cpu')
     worlds = load_view_worlds(str(data), model.config.image_size // 2, progress=False)
-    predict_overlap_depth(worlds, model, device)
-    vset = validation_set(worlds, cfg.val_queries, cfg.seed + 1, cfg.min_overlap)
+    predict_overlap_depth(worlds, model, torch.device('cpu'))
+    return worlds, validation_set(worlds, cfg.val_queries, cfg.seed + 1, cfg.min_overlap)
+
+
+def _pose_ranking(model, queries):
+    """Tie-safe top-1 of the true pose among candidates, and its wrong-image twin, on
+    ``queries`` (:func:`_ranking_queries`)."""
+    import torch
+    from dmn_localizer.training.view_pairs import pose_ranking
+    device = torch.device('cpu')
+    worlds, vset = queries
     top1, err_m, err_deg = pose_ranking(model, worlds, vset, device)
     wrong, _, _ = pose_ranking(model, worlds, vset, device, wrong_query=True)
     return dict(pose_top1=top1, pose_top1_wrong=wrong, pose_queries=len(vset['world']),
@@ -196,7 +205,8 @@ def finetune(groups, image_topic, pose_topic, out, model_path=None, minutes=60.0
     if aligned:
         cfg = _view_pair_config(model, model_path, train_data, val_data, minutes, seed,
                                 max_steps, val_every, threads, pool)
-        zero.update(_pose_ranking(model, val_data, cfg))
+        queries = _ranking_queries(model, val_data, cfg)
+        zero.update(_pose_ranking(model, queries))
     else:
         cfg = _train_config(base, model_path, train_data, val_data, minutes, seed, max_steps,
                             val_every, threads, episodes, pool)
@@ -229,7 +239,7 @@ def finetune(groups, image_topic, pose_topic, out, model_path=None, minutes=60.0
     tuned = load_model(best)
     card['fine_tuned'] = _evaluate(tuned, val_data, episodes, seed, eval_particles)
     if aligned:
-        card['fine_tuned'].update(_pose_ranking(tuned, val_data, cfg))
+        card['fine_tuned'].update(_pose_ranking(tuned, queries))
     return _finish(card, out, t0)
 
 
