@@ -24,7 +24,8 @@ from inprocess import (image_callback, make_node, rgb_msg, ros_context, stamp,
                        subscription_callback, tee_publishers, write_tiny_model_and_map)
 from dmn_localizer.images import ImageError, compressed_to_rgb
 from dmn_localizer.mapping.view_map import ViewMap
-from dmn_localizer.nodes.conversions import level_rank, xyyaw_to_pose
+from dmn_localizer.localization.diagnostics import ERROR, WARN
+from dmn_localizer.nodes.conversions import xyyaw_to_pose
 from dmn_localizer.nodes.localizer_node import LocalizerNode
 
 SMALL = dict(num_particles=16, global_num_particles=32, health_samples=8, update_min_d=0.1)
@@ -84,11 +85,7 @@ class Driver:
 
 
 def health(node):
-    level, message, values = node.health()
-    return level_rank(level), message, values
-
-
-WARN, ERROR = level_rank(DiagnosticStatus.WARN), level_rank(DiagnosticStatus.ERROR)
+    return node.health()     # (level: OK 0, WARN 1, ERROR 2, message, values)
 
 
 def test_bad_images_skipped_with_one_warning_per_topic(context, files):

@@ -72,11 +72,6 @@ def poses_to_pose_array(poses, frame_id, stamp):
     return msg
 
 
-def level_rank(level):
-    """DiagnosticStatus levels are bytes (b'\\x00'..) in rclpy: their integer value."""
-    return level[0] if isinstance(level, bytes) else int(level)
-
-
 def diagnostic_array(statuses, stamp):
     """A DiagnosticArray of ``statuses`` ``[(name, level, message, values)]``: ``level`` 0, 1, 2
     (OK, WARN, ERROR), a one-line ``message``, ``values`` a dict (stringified); hardware id
