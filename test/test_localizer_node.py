@@ -103,6 +103,18 @@ class Robot:
         self.peer.spin_until(lambda: False, 0.1)
 
 
+def map_from_odom_at(tfs, stamp_s):
+    """The planar ``map -> odom`` (x, y, yaw) of the last of the TFMessages ``tfs`` stamped
+    ``stamp_s``, or None."""
+    found = [t for m in tfs for t in m.transforms
+             if t.header.frame_id == 'map' and t.child_frame_id == 'odom'
+             and abs(t.header.stamp.sec + t.header.stamp.nanosec * 1e-9 - stamp_s) < 1e-6]
+    if not found:
+        return None
+    p, q = found[-1].transform.translation, found[-1].transform.rotation
+    return np.array([p.x, p.y, quaternion_to_yaw(q.x, q.y, q.z, q.w)])
+
+
 def test_localizer_node_outputs(ros_env, ros_peer, model_and_map, world):
     model_file, map_file = model_and_map
     node = start_python(['-m', 'dmn_localizer', 'run', 'localize', '--map-file', str(map_file),
@@ -136,18 +148,10 @@ def test_localizer_node_outputs(ros_env, ros_peer, model_and_map, world):
         # map -> odom composed with odom -> base (at the estimate's stamp) = the estimate
         t_est = est.header.stamp.sec + est.header.stamp.nanosec * 1e-9
 
-        def map_to_odom():
-            return [t for m in tfs for t in m.transforms
-                    if t.header.frame_id == 'map' and t.child_frame_id == 'odom'
-                    and abs(t.header.stamp.sec + t.header.stamp.nanosec * 1e-9
-                            - (t_est + 1.0)) < 1e-6]
         # future-dated by transform_tolerance (default 1.0 s, AMCL's) relative to the image stamp
-        assert ros_peer.spin_until(map_to_odom, 10), [m.transforms[0].header.stamp for m in tfs]
-        tf = map_to_odom()[-1]
-        q = tf.transform.rotation
-        map_from_odom = np.array([tf.transform.translation.x, tf.transform.translation.y,
-                                  quaternion_to_yaw(q.x, q.y, q.z, q.w)])
-        composed = compose(map_from_odom, robot.odom_at(t_est))
+        assert ros_peer.spin_until(lambda: map_from_odom_at(tfs, t_est + 1.0) is not None, 10), \
+            [m.transforms[0].header.stamp for m in tfs]
+        composed = compose(map_from_odom_at(tfs, t_est + 1.0), robot.odom_at(t_est))
         np.testing.assert_allclose(composed, pose_to_xyyaw(est.pose.pose), atol=1e-4)
 
         # /initialpose in the wrong frame: rejected; in the map frame: re-seeds a tracking set

@@ -19,7 +19,7 @@ import test_localizer_node
 from conftest import start_python, stop_process
 from inprocess import (image_callback, make_node, rgb_msg, ros_context, stamp,
                        subscription_callback, tee_publishers, write_tiny_model_and_map)
-from dmn_localizer.geometry import compose, quaternion_to_yaw
+from dmn_localizer.geometry import compose
 from dmn_localizer.nodes.common import LATCHED
 from dmn_localizer.nodes.conversions import pose_to_xyyaw, xyyaw_to_pose
 from dmn_localizer.nodes.localizer_node import LocalizerNode
@@ -255,18 +255,10 @@ def test_localizer_over_dds_with_tf_odometry_and_static_mounting(ros_env, ros_pe
             raise AssertionError((len(poses), stop_process(node)[1][-3000:]))
         est = poses[-1]
         t_est = est.header.stamp.sec + est.header.stamp.nanosec * 1e-9
-
-        def map_to_odom():
-            return [t for m in tfs for t in m.transforms
-                    if t.header.frame_id == 'map' and t.child_frame_id == 'odom'
-                    and abs(t.header.stamp.sec + t.header.stamp.nanosec * 1e-9
-                            - (t_est + 1.0)) < 1e-6]
-        assert ros_peer.spin_until(map_to_odom, 10)
-        tf = map_to_odom()[-1]
-        q = tf.transform.rotation
-        map_from_odom = np.array([tf.transform.translation.x, tf.transform.translation.y,
-                                  quaternion_to_yaw(q.x, q.y, q.z, q.w)])
-        np.testing.assert_allclose(compose(map_from_odom, robot.odom_at(t_est)),
+        map_from_odom_at = test_localizer_node.map_from_odom_at
+        assert ros_peer.spin_until(lambda: map_from_odom_at(tfs, t_est + 1.0) is not None, 10)
+        np.testing.assert_allclose(compose(map_from_odom_at(tfs, t_est + 1.0),
+                                           robot.odom_at(t_est)),
                                    pose_to_xyyaw(est.pose.pose), atol=1e-4)
     finally:
         out, err = stop_process(node)
