@@ -30,12 +30,12 @@ from dmn_localizer.data.dataset import (FORMAT, FORMAT_VERSION, pack_layouts, wr
                                         write_shard)
 from dmn_localizer.util.errors import UserError
 from dmn_localizer.geometry import WORLD_SIZE_M
+from dmn_localizer.localization.camera import HFOV_TOLERANCE_DEG
 
 log = logging.getLogger(__name__)
 
 AREAS_PER_SHARD = 50
 MIXING_RATIO = 0.7   # near-pose views this close (relative to unrelated ones) to unrelated
-HFOV_TOLERANCE_DEG = 1.0   # camera_info fields of view closer than this count as one camera
 NEAR_M, NEAR_RAD = 0.5, math.radians(15.0)   # "the same pose" for the mixing check
 
 
