@@ -112,6 +112,34 @@ def test_streaming_episodes(maze_ds):
         next(ds.iter_episodes(1000, 5, seed=0))
 
 
+def test_random_queries_are_views_apart_from_the_contexts(maze_ds):
+    """queries='random' (the paper's sampling): T views of the world's pool, none of them a
+    context, in random order, with the odometry between them; 'trajectory' is unchanged."""
+    ds = open_dataset(maze_ds)
+    shards = [ds.load_shard(i) for i in range(len(ds.manifest['shards']))]
+    pools = {int(s): p for a in shards for s, p in zip(a['world_seeds'], a['context_poses'])}
+    eps = list(ds.iter_episodes(4, 5, seed=2, queries='random', odometry_noise=None))
+    assert len(eps) == 3
+    steps = []
+    for ep in eps:
+        pool = pools[ep.world_seed]
+        rows = [int(np.where((pool == q).all(1))[0][0]) for q in ep.query_poses]
+        ctx = [int(np.where((pool == c).all(1))[0][0]) for c in ep.context_poses]
+        assert len(set(rows)) == 5 and not set(rows) & set(ctx)
+        pose = ep.query_poses[0].astype(np.float64)
+        for t in range(1, 5):
+            pose = compose(pose, ep.odometry[t].astype(np.float64))
+            assert np.allclose(pose[:2], ep.query_poses[t, :2], atol=1e-3)
+        steps.extend(np.hypot(*np.diff(ep.query_poses[:, :2], axis=0).T))
+    trajectory = list(ds.iter_episodes(4, 5, seed=2, odometry_noise=None))
+    walked = [np.hypot(*np.diff(e.query_poses[:, :2], axis=0).T).max() for e in trajectory]
+    assert np.median(steps) > 2 * max(walked)        # random views lie far apart
+    with pytest.raises(ValueError, match='queries'):
+        next(ds.iter_episodes(4, 5, seed=0, queries='shuffled'))
+    with pytest.raises(ValueError, match='n_contexts \\+ steps'):
+        next(ds.iter_episodes(ds.manifest['contexts_per_world'], 5, seed=0, queries='random'))
+
+
 def test_odometry_composes_to_true_trajectory(maze_ds):
     ds = open_dataset(maze_ds)
     for ep in ds.iter_episodes(4, 16, seed=1, odometry_noise=None):

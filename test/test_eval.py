@@ -125,6 +125,14 @@ def test_eval_cli_writes_json_and_plots(test_data, tmp_path, capsys):
                '--methods', 'uninformed,closest_context', '--k-global', '16', '--steps', '2',
                '--threads', '1'])
     assert rc == 0
+    # the paper's query sampling: other query views, so other closest contexts
+    out3 = tmp_path / 'res_random.json'
+    rc = main(['eval', '--domain', 'mazes', '--data', str(test_data), '--episodes', '3',
+               '--methods', 'closest_context', '--steps', '2', '--queries', 'random',
+               '--json', str(out3), '--threads', '1'])
+    assert rc == 0
+    assert json.loads(out3.read_text())['closest_context']['rmse@2'] != pytest.approx(
+        res['closest_context']['rmse@2'])
     assert main(['eval', '--data', str(test_data), '--methods', 'dmn', '--episodes', '1',
                  '--threads', '1']) == 2
 

@@ -30,6 +30,10 @@ def add_arguments(parser):
                         'contexts, as the localizer does on large maps (default 0: to all '
                         'Nc, the paper\'s protocol)')
     parser.add_argument('--steps', type=int, default=5, help='T')
+    parser.add_argument('--queries', default='trajectory', choices=('trajectory', 'random'),
+                        help="the T query views: 'trajectory' (consecutive steps of a driven "
+                             "trajectory) or 'random' (random views of the world in random "
+                             "order, as the paper samples them)")
     parser.add_argument('--k-global', type=int, default=2048)
     parser.add_argument('--k-tracking', type=int, default=256)
     parser.add_argument('--seed', type=int, default=0)
@@ -79,7 +83,7 @@ def run(args):
     cfg = EvalConfig(contexts=args.contexts, steps=args.steps, k_global=args.k_global,
                      k_tracking=args.k_tracking, seed=args.seed,
                      diagnostic=not args.no_diagnostic,
-                     nearest_contexts=args.nearest_contexts)
+                     nearest_contexts=args.nearest_contexts, queries=args.queries)
     results, table = run_evaluation(model_path=args.model, data=data, episodes=args.episodes,
                                     methods=methods, json_out=args.json, cfg=cfg,
                                     plots_dir=plots_dir, sweep_episodes=args.sweep_episodes,

@@ -67,6 +67,10 @@ _MANIFEST_KEYS = ('format', 'format_version', 'generator_version', 'domain', 'sp
                   'trajectory_length', 'n_worlds', 'shards', 'camera')
 
 
+QUERY_ORDERS = ('trajectory', 'random')
+"""How an episode's T query views are drawn (see :meth:`Dataset.iter_episodes`)."""
+
+
 def write_manifest(directory, manifest):
     write_json(os.path.join(directory, MANIFEST), manifest, indent=1)
 
@@ -197,13 +201,19 @@ class Dataset:
         raise KeyError(f'no world {world_seed} in {self.path}')
 
     def iter_episodes(self, n_contexts, steps, seed, shuffle=True, loop=False,
-                      odometry_noise=DEFAULT_ODOMETRY_NOISE):
+                      odometry_noise=DEFAULT_ODOMETRY_NOISE, queries='trajectory'):
         """Stream episodes, one per world per pass, deterministic for ``seed``.
 
         n_contexts: int, or ``(lo, hi)`` inclusive range drawn per episode; steps: T query
         steps (<= trajectory_length); shuffle: shard and world order random per pass (else file
         order); loop: repeat passes forever; odometry_noise: std (dx, dy, dyaw) or None.
+        queries: ``'trajectory'`` (a T-step window of a driven trajectory) or ``'random'`` (the
+        paper's Section V-A: T further views of the world's pool, disjoint from the contexts,
+        in random order; the odometry is the relative pose between them).
         """
+        if queries not in QUERY_ORDERS:
+            raise ValueError(f'queries must be one of {", ".join(QUERY_ORDERS)}, '
+                             f'got {queries!r}')
         m = self.manifest
         lo, hi = (n_contexts, n_contexts) if np.isscalar(n_contexts) else n_contexts
         lo, hi = int(lo), int(hi)
@@ -212,6 +222,9 @@ class Dataset:
                              f'got {n_contexts}')
         if not 1 <= int(steps) <= int(m['trajectory_length']):
             raise ValueError(f'steps must be within 1..{m["trajectory_length"]}, got {steps}')
+        if queries == 'random' and hi + int(steps) > int(m['contexts_per_world']):
+            raise ValueError(f'random queries need n_contexts + steps <= '
+                             f'{m["contexts_per_world"]} views per world, got {hi} + {steps}')
         rng = np.random.default_rng(seed)
         domain, size = m['domain'], float(m['world_size_m'])
         while True:
@@ -221,14 +234,22 @@ class Dataset:
                 w = len(a['world_seeds'])
                 for wi in (rng.permutation(w) if shuffle else range(w)):
                     nc = int(rng.integers(lo, hi + 1))
-                    ci = np.sort(rng.choice(a['context_poses'].shape[1], nc, replace=False))
-                    ri = int(rng.integers(a['traj_poses'].shape[1]))
-                    t0 = int(rng.integers(a['traj_poses'].shape[2] - steps + 1))
-                    q = a['traj_poses'][wi, ri, t0:t0 + steps]
+                    if queries == 'random':
+                        drawn = rng.choice(a['context_poses'].shape[1], nc + steps,
+                                           replace=False)
+                        ci, qi = np.sort(drawn[:nc]), drawn[nc:]
+                        q = a['context_poses'][wi, qi]
+                        q_images = a['context_images'][wi, qi]
+                    else:
+                        ci = np.sort(rng.choice(a['context_poses'].shape[1], nc, replace=False))
+                        ri = int(rng.integers(a['traj_poses'].shape[1]))
+                        t0 = int(rng.integers(a['traj_poses'].shape[2] - steps + 1))
+                        q = a['traj_poses'][wi, ri, t0:t0 + steps]
+                        q_images = a['traj_images'][wi, ri, t0:t0 + steps]
                     yield Episode(
                         context_images=a['context_images'][wi, ci],
                         context_poses=a['context_poses'][wi, ci],
-                        query_images=a['traj_images'][wi, ri, t0:t0 + steps],
+                        query_images=q_images,
                         query_poses=q,
                         odometry=make_odometry(q, rng, odometry_noise),
                         world_size=size, domain=domain,

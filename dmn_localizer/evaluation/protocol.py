@@ -123,12 +123,17 @@ class EvalConfig:
     # 0: every particle attends to all Nc contexts (the paper). M > 0: the DMN methods attend
     # only to each particle's M nearest contexts, as the localizer does on large maps
     nearest_contexts: int = 0
+    # 'trajectory': T consecutive steps of a driven trajectory; 'random': T random views of
+    # the world in random order (the paper's Section V-A)
+    queries: str = 'trajectory'
 
 
-def load_episodes(dataset, n, n_contexts, steps, seed):
-    """The first ``n`` episodes of a dataset for a seeded, shuffled pass (one per world)."""
+def load_episodes(dataset, n, n_contexts, steps, seed, queries='trajectory'):
+    """The first ``n`` episodes of a dataset for a seeded, shuffled pass (one per world);
+    ``queries`` as :meth:`~dmn_localizer.data.dataset.Dataset.iter_episodes`."""
     out = []
-    for ep in dataset.iter_episodes(n_contexts, steps, seed=seed, shuffle=True, loop=False):
+    for ep in dataset.iter_episodes(n_contexts, steps, seed=seed, shuffle=True, loop=False,
+                                    queries=queries):
         out.append(ep)
         if len(out) >= n:
             break

@@ -53,7 +53,7 @@ def run_evaluation(*, model_path, data, episodes, methods=METHODS, json_out=None
     # without plots, so the table does not depend on --no-plots
     pool = max([cfg.contexts] + list(sweep_ncs))
     pool = min(pool, int(ds.manifest['contexts_per_world']))
-    eps = load_episodes(ds, episodes, pool, cfg.steps, cfg.seed)
+    eps = load_episodes(ds, episodes, pool, cfg.steps, cfg.seed, queries=cfg.queries)
     if not eps:
         raise UserError(f'{data}: no episodes')
     if json_out:
