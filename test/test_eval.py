@@ -214,3 +214,23 @@ def test_unknown_method_is_user_error(test_data):
 
 def _model():
     return DMN(DMNConfig(image_size=16))
+
+
+def test_eval_context_pooling_overrides_the_card(test_data, tmp_path):
+    """--context-pooling decides how aligned models combine contexts, whatever their card
+    says; 'model' keeps the card's."""
+    from dmn_localizer.cli import main
+    torch.manual_seed(1)
+    save_model(build_model(DMNConfig(architecture='aligned', image_size=16,
+                                     context_pooling='sum')), tmp_path / 'al')
+    results = {}
+    for pooling in ('model', 'sum', 'overlap_attention'):
+        out = tmp_path / f'{pooling}.json'
+        assert main(['eval', '--domain', 'mazes', '--data', str(test_data), '--episodes', '3',
+                     '--methods', 'aligned', '--method-model', f'aligned={tmp_path / "al"}',
+                     '--k-global', '64', '--k-tracking', '32', '--steps', '2', '--no-plots',
+                     '--no-diagnostic', '--threads', '1', '--context-pooling', pooling,
+                     '--json', str(out)]) == 0
+        results[pooling] = json.loads(out.read_text())['aligned']
+    assert results['model'] == results['sum']
+    assert results['overlap_attention']['rmse@2'] != pytest.approx(results['sum']['rmse@2'])

@@ -34,6 +34,10 @@ def add_arguments(parser):
                         help="the T query views: 'trajectory' (consecutive steps of a driven "
                              "trajectory) or 'random' (random views of the world in random "
                              "order, as the paper samples them)")
+    parser.add_argument('--context-pooling', default='model',
+                        choices=('model', 'sum', 'overlap_attention'),
+                        help="how aligned models combine a particle's contexts: 'model' (as "
+                             "the model card says), 'sum' or 'overlap_attention'")
     parser.add_argument('--k-global', type=int, default=2048)
     parser.add_argument('--k-tracking', type=int, default=256)
     parser.add_argument('--seed', type=int, default=0)
@@ -88,7 +92,9 @@ def run(args):
                                     methods=methods, json_out=args.json, cfg=cfg,
                                     plots_dir=plots_dir, sweep_episodes=args.sweep_episodes,
                                     heatmaps=args.heatmaps, device=device,
-                                    method_models=method_models)
+                                    method_models=method_models,
+                                    context_pooling=None if args.context_pooling == 'model'
+                                    else args.context_pooling)
     print(table)
     if args.json:
         print(f'wrote {args.json}')

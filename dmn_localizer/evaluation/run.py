@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 def run_evaluation(*, model_path, data, episodes, methods=METHODS, json_out=None,
                    cfg: EvalConfig = None, plots_dir=None, sweep_episodes=50,
                    sweep_ks=(64, 256, 1024, 2048), sweep_ncs=(1, 2, 4, 8, 16), heatmaps=3,
-                   device='cpu', method_models=None):
+                   device='cpu', method_models=None, context_pooling=None):
     """Evaluate; writes ``json_out`` and PNGs in ``plots_dir`` (when given); returns
     ``(results, table)``. ``results`` maps method -> metrics; sweeps under ``"sweeps"`` are
     written to ``plots_dir/sweeps.json``, not into the results.
@@ -24,7 +24,8 @@ def run_evaluation(*, model_path, data, episodes, methods=METHODS, json_out=None
     ``json_out`` is removed first and written last: when it exists, the run completed (an
     interrupted run leaves none). ``method_models`` maps the ablation and baseline methods
     (``dmn_no_attention``, ``latent_image``, ...) to their model files; ``dmn`` uses
-    ``model_path``."""
+    ``model_path``. ``context_pooling`` (``'sum'`` | ``'overlap_attention'``): how the aligned
+    models combine a particle's contexts, instead of their cards' choice."""
     from dmn_localizer.data.dataset import open_dataset
     from dmn_localizer.model.io import load_model
     cfg = cfg or EvalConfig()
@@ -45,6 +46,8 @@ def run_evaluation(*, model_path, data, episodes, methods=METHODS, json_out=None
         reason = model_mismatch(method, models[method].config)
         if reason:
             raise UserError(f'{path}: {reason}')
+        if context_pooling and hasattr(models[method], 'set_context_pooling'):
+            models[method].set_context_pooling(context_pooling)
     model = models.get('dmn')
     if plots_dir and model is None and model_path is not None:
         model = load_model(model_path, device=device, architecture='dmn')
