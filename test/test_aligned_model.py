@@ -247,6 +247,58 @@ def test_tiny_training_learns_to_compare_views(maze_data, tmp_path):
     assert model.card['metadata']['steps'] == 240
 
 
+def test_end_to_end_term_reaches_the_model_through_the_filter(maze_data):
+    """The end-to-end term's gradient flows through every filter step into the network:
+    fitting one fixed batch of random-query episodes lowers its dense loss (the transition
+    noise and resampling stay random), and every parameter that scores gets a gradient."""
+    from dmn_localizer.training.view_pairs import ViewPairConfig
+    from dmn_localizer.training.view_pairs.filter_term import FilterTerm
+    torch.manual_seed(0)
+    cfg = ViewPairConfig(train_data=str(maze_data / 'train'), rollout_weight=1.0,
+                         rollout_batch=4, rollout_steps=3, rollout_particles=32,
+                         rollout_kernel=(2.0, 30.0))
+    model = build_model(DMNConfig(architecture='aligned', image_size=32)).train()
+    term = FilterTerm(cfg, 'cpu')
+    drawn = term.draw()
+    assert drawn[0].query_poses.shape[:2] == (4, 3)
+    first = term.loss(model, drawn)
+    first.backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
+    assert dead == [n for n in dead if n.startswith('depth_out')], dead
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(40):
+        opt.zero_grad()
+        term.loss(model, drawn).backward()
+        opt.step()
+    with torch.no_grad():
+        last = sum(term.loss(model, drawn).item() for _ in range(3)) / 3
+    assert last < first.item() - 0.3, (first.item(), last)
+
+
+def test_end_to_end_stage_streams_episodes_and_validates_on_random_queries(maze_data,
+                                                                           tmp_path):
+    """The end-to-end stage alone (candidate and depth terms off) through the recipe: the
+    training views are never loaded (episodes are streamed), the filter's loss is logged and
+    the protocol validation runs on random queries."""
+    from dmn_localizer.training.view_pairs import ViewPairConfig, train_view_pairs
+    cfg = ViewPairConfig(train_data=str(maze_data / 'train'), val_data=str(maze_data / 'val'),
+                         pair_weight=0.0, depth_weight=0.0, rollout_weight=1.0,
+                         rollout_batch=2, rollout_steps=2, rollout_particles=16,
+                         max_steps=20, val_every=10, val_queries=16, eval_every=0,
+                         eval_episodes=3, eval_queries='random', threads=2)
+    summary = train_view_pairs(cfg, tmp_path / 'run', progress=False)
+    import csv
+    rows = list(csv.DictReader(open(tmp_path / 'run' / 'log.csv')))
+    assert all(float(r['rollout_loss']) > 0 and float(r['loss']) == 0.0 for r in rows)
+    assert summary['final']['val_success'] != '' and summary['steps'] == 20
+    model = load_model(tmp_path / 'run' / 'best', architecture='aligned')
+    assert model.card['metadata']['train_worlds'] is None
+    with pytest.raises(ValueError, match='nothing to train'):
+        ViewPairConfig(pair_weight=0.0, depth_weight=0.0)
+    with pytest.raises(ValueError, match='rollout_queries'):
+        ViewPairConfig(rollout_queries='sideways')
+
+
 def test_localizer_runs_an_aligned_model_with_the_configured_camera(maze_data):
     """The localizer core with an aligned model: the camera parameter reaches the model,
     the nearest-context path scores every particle, the estimate is finite."""

@@ -18,16 +18,18 @@ from dmn_localizer.util.errors import UserError
 
 class EpisodeStream:
     """Endless, resumable stream of episodes: epoch e iterates the dataset shuffled with seed
-    ``seed + e``; the position is (epoch, episodes consumed in it)."""
+    ``seed + e``; the position is (epoch, episodes consumed in it). ``queries``: how an
+    episode's query views are drawn (:meth:`~dmn_localizer.data.dataset.Dataset.iter_episodes`)."""
 
-    def __init__(self, dataset, n_contexts, steps, seed):
+    def __init__(self, dataset, n_contexts, steps, seed, queries='trajectory'):
         self.dataset, self.n_contexts, self.steps, self.seed = dataset, n_contexts, steps, seed
+        self.queries = queries
         self.epoch, self.consumed, self._it = 0, 0, None
 
     def _open(self):
         self._it = iter(self.dataset.iter_episodes(self.n_contexts, self.steps,
                                                    seed=self.seed + self.epoch, shuffle=True,
-                                                   loop=False))
+                                                   loop=False, queries=self.queries))
 
     def take(self, n):
         out = []

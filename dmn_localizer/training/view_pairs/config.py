@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from dmn_localizer.config import strict_from_dict
+from dmn_localizer.data.dataset import QUERY_ORDERS
 from dmn_localizer.model.config import DMNConfig
 from dmn_localizer.util.errors import UserError
 
@@ -51,9 +52,32 @@ class ViewPairConfig:
     val_queries: int = 256
     eval_every: int = 2000
     eval_episodes: int = 100
+    # the query views of the protocol validation (``eval --queries``): 'trajectory' or
+    # 'random' (the paper's sampling)
+    eval_queries: str = 'trajectory'
+    # weight of the candidate terms (fine and coarse cross-entropy); 0 with depth_weight 0
+    # skips the candidate batches (an end-to-end stage)
+    pair_weight: float = 1.0
+    # the end-to-end term (0: off): the dense loss (cross-entropy of the filter's normalised
+    # weights against a ``rollout_kernel`` (metres, degrees) kernel about the truth, every
+    # step) of a particle filter run with soft resampling through ``rollout_steps`` query views
+    # of ``rollout_batch`` episodes of the training data (queries drawn as
+    # ``rollout_queries``), from ``rollout_particles`` particles: uniform over the world,
+    # ``rollout_near_truth`` of them near the first true pose and ``rollout_decoys`` of them
+    # decoys (its pose relative to its nearest context, re-anchored at the others). It trains
+    # the scores as the filter multiplies them, on the episodes the protocol measures.
+    rollout_weight: float = 0.0
+    rollout_batch: int = 8
+    rollout_steps: int = 5
+    rollout_particles: int = 64
+    rollout_kernel: tuple = (1.0, 15.0)
+    rollout_queries: str = 'random'
+    rollout_near_truth: float = 0.25
+    rollout_decoys: float = 0.25
 
     def __post_init__(self):
-        for name in ('near_std', 'far_std', 'kernel_start', 'kernel_end', 'coarse_kernel'):
+        for name in ('near_std', 'far_std', 'kernel_start', 'kernel_end', 'coarse_kernel',
+                     'rollout_kernel'):
             setattr(self, name, tuple(float(x) for x in getattr(self, name)))
         if self.recipe != RECIPE:
             raise ValueError(f'recipe must be {RECIPE!r}, got {self.recipe!r}')
@@ -61,6 +85,25 @@ class ViewPairConfig:
             raise ValueError('candidates must be >= 32')
         if self.contexts < 1 or self.batch_size < 2:
             raise ValueError('contexts must be >= 1 and batch_size >= 2')
+        for name in ('eval_queries', 'rollout_queries'):
+            if getattr(self, name) not in QUERY_ORDERS:
+                raise ValueError(f'{name} must be one of {", ".join(QUERY_ORDERS)}')
+        if self.pair_weight < 0 or self.rollout_weight < 0 or self.depth_weight < 0:
+            raise ValueError('pair_weight, rollout_weight and depth_weight must be >= 0')
+        if not (self.pair_weight or self.rollout_weight or self.depth_weight):
+            raise ValueError('pair_weight, rollout_weight and depth_weight are all 0: '
+                             'nothing to train')
+        if self.rollout_weight and (self.rollout_steps < 1 or self.rollout_particles < 2
+                                    or self.rollout_batch < 1):
+            raise ValueError('rollout_steps, rollout_batch must be >= 1 and '
+                             'rollout_particles >= 2')
+        if not 0 <= self.rollout_near_truth + self.rollout_decoys <= 1:
+            raise ValueError('rollout_near_truth + rollout_decoys must be in [0, 1]')
+
+    @property
+    def uses_pairs(self):
+        """Whether a step draws a candidate batch (the pair or the depth term is on)."""
+        return self.pair_weight > 0 or self.depth_weight > 0
 
     def model_config(self, hfov_deg):
         d = {'architecture': 'aligned', 'hfov_deg': hfov_deg, **self.model}

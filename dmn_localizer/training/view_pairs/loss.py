@@ -54,4 +54,4 @@ def training_loss(model, worlds, batch, kernel, cfg, device, true_depth=False):
             cand[:, K:], ll[:, K:], truth, cfg.coarse_kernel[0],
             math.radians(cfg.coarse_kernel[1])).mean()
     derr = _depth_error(depth, true)
-    return loss + cfg.depth_weight * derr, ce, derr
+    return cfg.pair_weight * loss + cfg.depth_weight * derr, ce, derr

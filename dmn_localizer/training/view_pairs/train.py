@@ -16,6 +16,7 @@ from dmn_localizer.model.config import DMNConfig
 from dmn_localizer.model.io import atomic_write_json, load_model, save_model
 from dmn_localizer.training.logs import bar_total
 from dmn_localizer.training.view_pairs.config import RECIPE, ViewPairConfig
+from dmn_localizer.training.view_pairs.filter_term import FilterTerm
 from dmn_localizer.training.view_pairs.loss import training_loss
 from dmn_localizer.training.view_pairs.sampling import sample_batch
 from dmn_localizer.training.view_pairs.validation import (pose_ranking, protocol_success,
@@ -64,15 +65,20 @@ def plot_curve(rows, path):
     ax[0].set_xlabel('wall time (min)')
     ax[0].set_ylabel('%')
     ax[0].legend(fontsize=8)
-    ax[1].plot(t, [float(r['depth_error']) for r in val], label='depth |log error|')
-    ax[1].plot(t, [float(r['loss']) for r in val], label='train cross-entropy')
+    if any(float(r['depth_error']) for r in val):
+        ax[1].plot(t, [float(r['depth_error']) for r in val], label='depth |log error|')
+    if any(float(r['loss']) for r in val):
+        ax[1].plot(t, [float(r['loss']) for r in val], label='train cross-entropy')
+    if any(r.get('rollout_loss') not in (None, '') for r in val):
+        ax[1].plot(t, [float(r['rollout_loss']) for r in val], label='train filter dense loss')
     ax[1].set_xlabel('wall time (min)')
     ax[1].legend(fontsize=8)
     save_png(fig, path, dpi=90)
 
 
 FIELDS = ['step', 'minutes', 'loss', 'depth_error', 'pose_top1', 'pose_top1_wrong',
-          'top_error_m', 'top_error_deg', 'val_success', 'val_success_wrong', 'val_rmse']
+          'top_error_m', 'top_error_deg', 'val_success', 'val_success_wrong', 'val_rmse',
+          'rollout_loss']
 
 
 def train_view_pairs(cfg: ViewPairConfig, out_dir, progress=True):
@@ -89,9 +95,11 @@ def train_view_pairs(cfg: ViewPairConfig, out_dir, progress=True):
     probe = DMNConfig(architecture='aligned', **{k: v for k, v in cfg.model.items()
                                                  if k != 'architecture'})
     columns = probe.image_size // 2
-    train = load_view_worlds(cfg.train_data, columns, cfg.max_train_worlds or None, progress)
+    # the candidate batches need the training views in memory; the end-to-end term streams
+    train = (load_view_worlds(cfg.train_data, columns, cfg.max_train_worlds or None, progress)
+             if cfg.uses_pairs else None)
     val = load_view_worlds(cfg.val_data, columns, None, progress)
-    mcfg = cfg.model_config(train.hfov_deg)
+    mcfg = cfg.model_config((train or val).hfov_deg)
     if cfg.init_from:
         model = load_model(cfg.init_from, device=device, architecture='aligned')
         # the camera is the data's, not the source model's, and the context pooling is the
@@ -108,24 +116,28 @@ def train_view_pairs(cfg: ViewPairConfig, out_dir, progress=True):
     with open(out / 'config.yaml', 'w', encoding='utf-8') as f:
         yaml.safe_dump(asdict(cfg), f, sort_keys=False)
     for worlds in (train, val):
-        predict_overlap_depth(worlds, model, device)
+        if worlds is not None:
+            predict_overlap_depth(worlds, model, device)
+    term = FilterTerm(cfg, device) if cfg.rollout_weight else None
     vset = validation_set(val, cfg.val_queries, cfg.seed + 1, cfg.min_overlap)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     rows, best, best_key = [], None, None
     start = time.perf_counter()
-    card = dict(recipe=RECIPE, train_data=cfg.train_data, train_worlds=train.n_worlds,
-                val_data=cfg.val_data)
+    card = dict(recipe=RECIPE, train_data=cfg.train_data,
+                train_worlds=train.n_worlds if train else None, val_data=cfg.val_data)
 
-    def validate(step, loss, derr, protocol):
+    def validate(step, loss, derr, protocol, rollout_loss):
         model.eval()
         top1, em, ed = pose_ranking(model, val, vset, device)
         top1w, _, _ = pose_ranking(model, val, vset, device, wrong_query=True)
         row = dict(step=step, minutes=round((time.perf_counter() - start) / 60, 3),
                    loss=round(loss, 5), depth_error=round(derr, 5), pose_top1=top1,
                    pose_top1_wrong=top1w, top_error_m=round(em, 3), top_error_deg=round(ed, 2),
-                   val_success='', val_success_wrong='', val_rmse='')
+                   val_success='', val_success_wrong='', val_rmse='',
+                   rollout_loss=round(rollout_loss, 5) if term else '')
         if protocol and cfg.eval_episodes > 0:
-            s, r, sw = protocol_success(model, cfg.val_data, cfg.eval_episodes, device)
+            s, r, sw = protocol_success(model, cfg.val_data, cfg.eval_episodes, device,
+                                        queries=cfg.eval_queries)
             row.update(val_success=s, val_success_wrong=sw, val_rmse=round(r, 3))
         model.train()
         rows.append(row)
@@ -141,7 +153,7 @@ def train_view_pairs(cfg: ViewPairConfig, out_dir, progress=True):
     model.train()
     bar = tqdm(total=bar_total(cfg.max_steps), desc='view pairs', unit='step',
                disable=not progress)
-    step, loss_avg, derr_avg = 0, 0.0, 0.0
+    step, loss_avg, derr_avg, roll_avg = 0, 0.0, 0.0, 0.0
     interrupted = False
     try:
         while step < cfg.max_steps:
@@ -150,10 +162,15 @@ def train_view_pairs(cfg: ViewPairConfig, out_dir, progress=True):
                 break
             for g in opt.param_groups:
                 g['lr'] = _lr(cfg, step, (time.perf_counter() - start) / 60)
-            batch = sample_batch(train, cfg, rng)
-            teach = rng.random() < 1.0 - step / max(1, cfg.true_depth_steps)
-            loss, ce, derr = training_loss(model, train, batch, _schedule(cfg, step), cfg,
-                                           device, true_depth=teach)
+            loss = ce = derr = roll = torch.zeros(())
+            if cfg.uses_pairs:
+                batch = sample_batch(train, cfg, rng)
+                teach = rng.random() < 1.0 - step / max(1, cfg.true_depth_steps)
+                loss, ce, derr = training_loss(model, train, batch, _schedule(cfg, step), cfg,
+                                               device, true_depth=teach)
+            if term is not None:
+                roll = term.loss(model)
+                loss = loss + cfg.rollout_weight * roll
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -162,13 +179,15 @@ def train_view_pairs(cfg: ViewPairConfig, out_dir, progress=True):
             k = 0.98 if step > 1 else 0.0
             loss_avg = k * loss_avg + (1 - k) * ce.item()
             derr_avg = k * derr_avg + (1 - k) * derr.item()
+            roll_avg = k * roll_avg + (1 - k) * roll.item()
             bar.update(1)
             bar.set_postfix(ce=f'{loss_avg:.3f}', depth=f'{derr_avg:.3f}',
+                            **({'filter': f'{roll_avg:.3f}'} if term else {}),
                             **({'minutes': f'{(time.perf_counter() - start) / 60:.1f}'
                                            f'/{cfg.max_minutes:g}'} if cfg.max_minutes else {}))
             if step % cfg.val_every == 0:
                 protocol = cfg.eval_every > 0 and step % cfg.eval_every == 0
-                row, meta = validate(step, loss_avg, derr_avg, protocol)
+                row, meta = validate(step, loss_avg, derr_avg, protocol, roll_avg)
                 key = (row['val_success'] if protocol else -1.0, row['pose_top1'])
                 if best_key is None or key >= best_key:
                     best_key, best = key, row
@@ -177,7 +196,7 @@ def train_view_pairs(cfg: ViewPairConfig, out_dir, progress=True):
         interrupted = True
         log.warning('interrupted at step %d: writing the final model', step)
     bar.close()
-    row, meta = validate(step, loss_avg, derr_avg, cfg.eval_episodes > 0)
+    row, meta = validate(step, loss_avg, derr_avg, cfg.eval_episodes > 0, roll_avg)
     save_model(model, out / 'final', metadata=meta)
     key = (row['val_success'] if row['val_success'] != '' else -1.0, row['pose_top1'])
     if best_key is None or key >= best_key:

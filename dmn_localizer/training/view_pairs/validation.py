@@ -70,13 +70,15 @@ def pose_ranking(model, worlds, vset, device, wrong_query=False, batch=64):
             float(torch.cat(err_deg).mean()))
 
 
-def protocol_success(model, val_data, episodes, device, seed=0):
-    """The paper protocol on ``episodes`` validation episodes: (global success@5,
-    tracking rmse@5, global success@5 with the query images shuffled)."""
+def protocol_success(model, val_data, episodes, device, seed=0, queries='trajectory'):
+    """The paper protocol on ``episodes`` validation episodes (query views drawn as
+    ``queries``): (global success@5, tracking rmse@5, global success@5 with the query images
+    shuffled)."""
     from dmn_localizer.data.dataset import open_dataset
     from dmn_localizer.evaluation.protocol import EvalConfig, load_episodes, run_method
-    cfg = EvalConfig(seed=seed)
-    eps = load_episodes(open_dataset(val_data), episodes, cfg.contexts, cfg.steps, cfg.seed)
+    cfg = EvalConfig(seed=seed, queries=queries)
+    eps = load_episodes(open_dataset(val_data), episodes, cfg.contexts, cfg.steps, cfg.seed,
+                        queries=queries)
     g = run_method('aligned', model, eps, 'global', cfg.k_global, cfg, device=device)
     t = run_method('aligned', model, eps, 'tracking', cfg.k_tracking, cfg, device=device)
     gs = run_method('aligned', model, eps, 'global', cfg.k_global, cfg, device=device,
