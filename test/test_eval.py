@@ -133,6 +133,11 @@ def test_eval_cli_writes_json_and_plots(test_data, tmp_path, capsys):
     assert rc == 0
     assert json.loads(out3.read_text())['closest_context']['rmse@2'] != pytest.approx(
         res['closest_context']['rmse@2'])
+    views = json.loads((test_data / 'manifest.json').read_text())['contexts_per_world']
+    assert main(['eval', '--domain', 'mazes', '--data', str(test_data), '--episodes', '1',
+                 '--methods', 'uninformed', '--queries', 'random', '--steps', '5',
+                 '--contexts', str(views - 2), '--threads', '1']) == 2
+    assert 'too few for' in capsys.readouterr().err
     assert main(['eval', '--data', str(test_data), '--methods', 'dmn', '--episodes', '1',
                  '--threads', '1']) == 2
 

@@ -55,7 +55,13 @@ def run_evaluation(*, model_path, data, episodes, methods=METHODS, json_out=None
     # each episode draws its Nc contexts from a pool big enough for the Nc sweep, with or
     # without plots, so the table does not depend on --no-plots
     pool = max([cfg.contexts] + list(sweep_ncs))
-    pool = min(pool, int(ds.manifest['contexts_per_world']))
+    views = int(ds.manifest['contexts_per_world'])
+    if cfg.queries == 'random':   # the query views come from the same pool
+        views -= cfg.steps
+        if views < cfg.contexts:
+            raise UserError(f'{data}: {views + cfg.steps} views per world, too few for '
+                            f'{cfg.contexts} contexts and {cfg.steps} random query views')
+    pool = min(pool, views)
     eps = load_episodes(ds, episodes, pool, cfg.steps, cfg.seed, queries=cfg.queries)
     if not eps:
         raise UserError(f'{data}: no episodes')
