@@ -55,7 +55,8 @@ SHARED_PARAMETERS = {
     'camera_offset_yaw': _spec(0.0, 'Camera heading in base frame (rad); used when TF has no '
                                'base_frame_id -> camera frame', -3.1416, 3.1416),
     # model and map
-    'model': _spec('', 'Model weights (.safetensors); empty = the shipped mazes model'),
+    'model': _spec('', 'Model weights (.safetensors); empty = the shipped mazes model '
+                   '(models/aligned_mazes)'),
     'map_file': _spec('', None),
     'image_size': _spec(32, 'Images are resized to this square size for the model', 8, 512),
     'device': _spec('auto', "Torch device: 'auto', 'cpu' or 'cuda'"),

@@ -33,8 +33,10 @@ def places(tmp_path_factory):
 
 
 def test_finetune_end_to_end(places, tmp_path):
+    """The paper's DMN (``--from models/dmn_mazes``) fine-tunes by its card's recipe."""
     out = tmp_path / 'ft'
-    card = finetune([places / f'place{i}' for i in (1, 2, 3)], *TOPICS, out, **SMALL)
+    card = finetune([places / f'place{i}' for i in (1, 2, 3)], *TOPICS, out,
+                    model_path=os.path.join(REPO, 'models', 'dmn_mazes'), **SMALL)
     assert len(card['val_places']) == 1 and len(card['train_places']) == 2
     val = open_dataset(out / 'data' / 'val')
     train = open_dataset(out / 'data' / 'train')
@@ -59,15 +61,18 @@ def test_finetune_end_to_end(places, tmp_path):
     assert (out / 'curve.png').stat().st_size > 0
 
 
-def test_ctrl_c_leaves_a_loadable_model(places, tmp_path):
+@pytest.mark.parametrize('start, trained, val_every', [
+    ('aligned_mazes', 'best.safetensors', 1),           # the default: view-pair loop
+    ('dmn_mazes', 'checkpoint/state.pt', 10**6)])       # the paper's DMN: its own loop
+def test_ctrl_c_leaves_a_loadable_model(places, tmp_path, start, trained, val_every):
     """Ctrl-C during training: KeyboardInterrupt goes on, OUT/model is the best model so far
-    and the card says the run was interrupted."""
+    and the card says the run was interrupted (both training loops)."""
     out = tmp_path / 'ft'
     done = threading.Event()
 
     def interrupt_when_training():
         while not done.is_set():
-            if (out / 'run' / 'checkpoint' / 'state.pt').exists():
+            if (out / 'run' / trained).exists():   # training has started
                 time.sleep(0.5)
                 os.kill(os.getpid(), signal.SIGINT)
                 return
@@ -77,7 +82,8 @@ def test_ctrl_c_leaves_a_loadable_model(places, tmp_path):
     try:
         with pytest.raises(KeyboardInterrupt):
             finetune([places / f'place{i}' for i in (1, 2, 3)], *TOPICS, out,
-                     **dict(SMALL, max_steps=10**6, minutes=10.0, val_every=10**6))
+                     model_path=os.path.join(REPO, 'models', start),
+                     **dict(SMALL, max_steps=10**6, minutes=10.0, val_every=val_every))
     finally:
         done.set()
         watcher.join()

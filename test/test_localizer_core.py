@@ -149,8 +149,8 @@ def test_nearest_contexts_path(tiny_model):
 def test_bf16_precision_close_to_fp32(nearest):
     """precision 'bf16' (autocast) gives weights close to fp32's; bad values are refused."""
     from dmn_localizer.model.io import load_model
-    from dmn_localizer.util.resources import default_model_path
-    model = load_model(default_model_path())      # the shipped weights: realistic values
+    from dmn_localizer.util.resources import dmn_model_path
+    model = load_model(dmn_model_path())      # the shipped weights: realistic values
     rng = np.random.default_rng(2)
     image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
     weights = {}

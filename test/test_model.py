@@ -80,9 +80,9 @@ def test_inference_path_equals_reference(weights):
     particle's selected contexts, and in a batch of two maps."""
     from dmn_localizer.model.dmn import HEAD_CHUNK
     from dmn_localizer.model.io import load_model
-    from dmn_localizer.util.resources import default_model_path
+    from dmn_localizer.util.resources import dmn_model_path
     if weights == 'shipped':
-        model = load_model(default_model_path())
+        model = load_model(dmn_model_path())
     else:
         torch.manual_seed(5)
         model = DMN(DMNConfig())
@@ -142,8 +142,8 @@ def test_bf16_autocast_keeps_the_attention_in_fp32():
     attention weights come out fp32 and within bf16's error of fp32's, on both paths, and the
     log-likelihoods stay close to fp32's."""
     from dmn_localizer.model.io import load_model
-    from dmn_localizer.util.resources import default_model_path
-    model = load_model(default_model_path()).eval()
+    from dmn_localizer.util.resources import dmn_model_path
+    model = load_model(dmn_model_path()).eval()
     K, N = 300, 5
     ci, cp, qi, p = _inputs(1, N, K, 32, seed=9)
     every = torch.arange(N).expand(K, N)

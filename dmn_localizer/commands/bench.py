@@ -53,14 +53,14 @@ def add_arguments(parser):
 def _resolve_model(name):
     """The model path to load, or None for a random init (the shipped model is absent)."""
     from dmn_localizer.model.io import model_paths
-    from dmn_localizer.util.resources import default_model_path
+    from dmn_localizer.util.resources import dmn_model_path
     if name:
         weights, card = model_paths(name)
         for p in (weights, card):
             if not p.is_file():
                 raise UserError(f'{p}: no such file (a model is NAME.safetensors + NAME.json)')
         return str(weights)
-    weights, card = model_paths(default_model_path())
+    weights, card = model_paths(dmn_model_path())
     if weights.is_file() and card.is_file():
         return str(weights)
     return None

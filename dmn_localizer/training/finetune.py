@@ -224,8 +224,10 @@ def finetune(groups, image_topic, pose_topic, out, model_path=None, minutes=60.0
             from dmn_localizer.training.view_pairs import train_view_pairs
             summary = train_view_pairs(cfg, out / 'run', progress=progress)
             best = out / 'run' / 'best'
-            # the view-pair loop writes its model on Ctrl-C and returns
-            card['interrupted'] = bool(summary.get('interrupted'))
+            # the view-pair loop writes its model on Ctrl-C and returns: go on as the DMN's
+            # loop does (the card of the best model so far, then the interrupt)
+            if summary.get('interrupted'):
+                raise KeyboardInterrupt
         else:
             from dmn_localizer.training import train
             summary = train(cfg, out / 'run', progress=progress)

@@ -30,9 +30,16 @@ def model_path(name):
     return share_dir() / 'models' / name
 
 
-DEFAULT_MODEL = 'dmn_mazes.safetensors'
+DEFAULT_MODEL = 'aligned_mazes.safetensors'
+DMN_MODEL = 'dmn_mazes.safetensors'
 
 
 def default_model_path():
-    """The shipped mazes model (models/dmn_mazes.safetensors + its .json card)."""
+    """The default model of the nodes, ``replay``, ``demo`` and ``finetune``: the shipped
+    aligned mazes model (models/aligned_mazes.safetensors + its .json card)."""
     return model_path(DEFAULT_MODEL)
+
+
+def dmn_model_path():
+    """The shipped DMN (the paper's model) trained on the mazes: ``bench``'s default."""
+    return model_path(DMN_MODEL)
