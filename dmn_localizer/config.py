@@ -201,6 +201,14 @@ class LocalizerConfig:
                                 0.0, 100.0)
     update_min_a: float = param(0.2, 'Rotation needed before a filter update (rad)', 0.0, 6.3)
     force_update_when_still: bool = param(False, 'Update on every image even when not moving')
+    evidence_min_d: float = param(0.5, 'Translation after which an image counts as an '
+                                  'independent observation (m): an update after less motion '
+                                  'weighs its likelihoods by the share moved (the larger of '
+                                  'the translation and rotation shares), so the evidence per '
+                                  'metre does not grow with the frame rate; forced updates '
+                                  'count fully; 0: every update counts fully', 0.0, 100.0)
+    evidence_min_a: float = param(0.5, 'Rotation after which an image counts as an independent '
+                                  'observation (rad), as evidence_min_d', 0.0, 6.3)
     resample_ess_ratio: float = param(0.5, 'Resample when ESS < ratio * particles', 0.0, 1.0)
     # filter health: likelihood collapse (kidnapped robot) -> recovery
     health_samples: int = param(64, 'Random poses scored per update as the reference of the '
@@ -268,7 +276,8 @@ LOCALIZER_RUNTIME_PARAMETERS = frozenset({
     'camera_offset_x', 'camera_offset_y', 'camera_offset_yaw', 'map_file', 'nearest_contexts',
     'num_particles', 'global_num_particles', 'initial_sigma_xy', 'initial_sigma_yaw',
     'motion_noise_xy', 'motion_noise_yaw', 'update_min_d', 'update_min_a',
-    'force_update_when_still', 'resample_ess_ratio', 'health_samples', 'collapse_score',
+    'force_update_when_still', 'evidence_min_d', 'evidence_min_a', 'resample_ess_ratio',
+    'health_samples', 'collapse_score',
     'collapse_updates', 'recovery_alpha', 'global_reinit_updates', 'min_evidence',
     'max_context_distance', 'odom_jump_threshold',
     'odom_max_speed', 'odom_timeout', 'transform_tolerance', 'tf_broadcast',

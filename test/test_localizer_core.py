@@ -77,6 +77,34 @@ def test_updates_follow_amcl_gating(tiny_model):
     assert not np.allclose(loc.particle_array()[1], before) or rep.resampled
 
 
+def test_close_updates_count_as_their_share_of_an_independent_view(tiny_model):
+    """An update after less motion than evidence_min_d / evidence_min_a changes the log-weights
+    by that share of the likelihoods (0.3 m of 0.5 m: 0.6; the larger of the two shares);
+    with the settings at 0 by all of them; a forced update counts fully."""
+    rng = np.random.default_rng(4)
+    images = rng.integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
+    changes = {}
+    for d, a in ((0.5, 0.5), (0.0, 0.0)):
+        loc = make_localizer(tiny_model, evidence_min_d=d, evidence_min_a=a, health_samples=0,
+                             motion_noise_xy=0.0, motion_noise_yaw=0.0, resample_ess_ratio=0.0)
+        loc.init_gaussian([5.0, 2.0, 0.0], [2.0, 2.0, 0.5])
+        assert loc.update(images[0]).updated           # the first image: forced
+        for motion, share in (([0.3, 0.0, 0.1], 0.6), ([0.1, 0.0, -0.4], 0.8)):
+            before = loc.log_weights.clone()
+            loc.add_motion(motion)
+            assert loc.evidence_share() == pytest.approx(share if d else 1.0)
+            assert loc.update(images[1]).updated
+            change = loc.log_weights - before
+            changes.setdefault(d, []).append(change - change[..., :1])
+        before = loc.log_weights.clone()
+        assert loc.update(images[2], force=True).updated   # no motion, forced: counts fully
+        change = loc.log_weights - before
+        changes[d].append(change - change[..., :1])
+    for got, full, share in zip(changes[0.5], changes[0.0], (0.6, 0.8, 1.0)):
+        assert full.abs().max() > 1e-3                     # the image moved the weights
+        torch.testing.assert_close(got, share * full, atol=1e-4, rtol=1e-4)
+
+
 def test_weights_depend_on_the_image(tiny_model):
     """Same particles, different query images -> different weights: the DMN is in the loop."""
     a, b = make_localizer(tiny_model), make_localizer(tiny_model)

@@ -5,7 +5,10 @@ robot *base* pose ``map_from_base`` (x, y, yaw); the DMN scores the *camera* pos
 particle, ``map_from_base * base_from_camera``. Updates follow AMCL's semantics: odometry
 accumulates, and the filter moves and weighs particles only once the robot has moved more than
 ``update_min_d`` or turned more than ``update_min_a`` (or when an update is forced). Weights
-stay in log space (per-image offsets of 1e4 nats are fine).
+stay in log space (per-image offsets of 1e4 nats are fine). Consecutive images less than
+``evidence_min_d`` / ``evidence_min_a`` apart see nearly the same view, so such an update's
+log-likelihoods are scaled by the share of that motion (:meth:`Localizer.evidence_share`): at a
+higher frame rate the filter updates more often but gains the same evidence per metre.
 
 Scoring, and particles outside the map: :mod:`dmn_localizer.localization.scoring`. Filter
 health (the belief score, the collapse count, random injection and global re-initialisation,
@@ -172,6 +175,17 @@ class Localizer(MapScoring):
         d = math.hypot(self.pending[0], self.pending[1])
         return d > self.config.update_min_d or abs(self.pending[2]) > self.config.update_min_a
 
+    def evidence_share(self):
+        """How much of an independent observation an image after the pending motion is, in
+        (0, 1]: the larger of translation / ``evidence_min_d`` and rotation /
+        ``evidence_min_a``, capped at 1 (a share of 0 in a setting turns its term off; both
+        0: 1)."""
+        c = self.config
+        shares = [abs(float(v)) / lim for v, lim in (
+            (math.hypot(self.pending[0], self.pending[1]), c.evidence_min_d),
+            (self.pending[2], c.evidence_min_a)) if lim > 0]
+        return min(1.0, max(shares)) if shares else 1.0
+
     @torch.no_grad()
     def update(self, image, force=False, defer_health=False):
         """Consume one camera image (H, W, 3) uint8 RGB at the model's image size.
@@ -185,9 +199,10 @@ class Localizer(MapScoring):
         self.check_health()
         if not self.ready:
             return UpdateReport(False)
-        if not (force or self.force_next or self.config.force_update_when_still
-                or self.moved_enough()):
+        forced = force or self.force_next or self.config.force_update_when_still
+        if not (forced or self.moved_enough()):
             return UpdateReport(False)
+        share = 1.0 if forced else self.evidence_share()
         self.force_next = False
         self.filter.config = self.filter_config()   # parameters may have changed at run time
         self._predict(self.pending)
@@ -209,7 +224,7 @@ class Localizer(MapScoring):
         belief = None  # the belief's log mean likelihood; None: no usable evidence
         if bool(torch.isfinite(ll).any()):
             belief = torch.logsumexp(self.log_weights + ll, -1)[0]
-            self.filter.update(ll)
+            self.filter.update(ll if share == 1.0 else ll * share)
             resampled = self.filter.resample()
         report = UpdateReport(True, self.ess(), resampled, float(ll.max()),
                               evidence=-math.inf if belief is None else float(belief))
