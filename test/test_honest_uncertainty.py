@@ -45,14 +45,18 @@ def _run(query, mapping):
 
 
 def test_a_foreign_map_is_flagged_and_covered(worlds):
+    """Measured (K = 1024, 40 updates each): flagged 95% / 92.5% on the foreign maps, truth
+    inside 2-sigma 100% / 95%; on the right maps flagged 0% / 12.5% (one stretch of 5 weak
+    updates in maze 7), inside 100% / 100%. (Before evidence_min_d, every update counting
+    fully: right maps flagged 0% / 2.5%, but inside only 50% in maze 7: overconfident.)"""
     for query, mapping in ((0, 1), (1, 0)):
         flagged, inside, loc = _run(worlds[query], worlds[mapping])
         # (the first collapse_updates updates cannot be flagged yet)
         assert flagged > 0.8 and inside > 0.8, (query, mapping, flagged, inside)
         assert loc.estimate()[1][0, 0] >= loc.bounds[2] ** 2 / 12   # covers the map
     for query in (0, 1):
-        flagged, _, _ = _run(worlds[query], worlds[query])
-        assert flagged < 0.1, (query, flagged)
+        flagged, inside, _ = _run(worlds[query], worlds[query])
+        assert flagged < 0.15 and inside > 0.8, (query, flagged, inside)
 
 
 def test_the_lost_covariance_covers_the_map_from_the_published_mean():
