@@ -1,6 +1,6 @@
 """Replay follows the node's update policy, so the estimate does not depend on the recording
 rate: one trajectory recorded at 4 Hz (0.5 m a frame, the simulated default) and at 20 Hz
-(0.1 m a frame) through a real maze, localized with the shipped model."""
+(0.1 m a frame) through a real maze, localized with the default model (models/aligned_mazes)."""
 import argparse
 
 import numpy as np
