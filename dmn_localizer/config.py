@@ -6,6 +6,7 @@ declare one ROS parameter per field from it (:mod:`dmn_localizer.nodes.parameter
 YAML files under ``config/`` give the defaults users edit. No rclpy here.
 """
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 
 def param(default, description, lo=None, hi=None, ros_name=None):
@@ -284,3 +285,73 @@ LOCALIZER_RUNTIME_PARAMETERS = frozenset({
     'publish_particles', 'set_initial_pose', 'initial_pose_x', 'initial_pose_y',
     'initial_pose_z', 'initial_pose_yaw', 'always_reset_initial_pose', 'save_pose_rate',
     'pose_file'})
+
+
+# Parameters a node takes besides its config fields (launch and rclpy's own).
+NODE_PARAMETERS = frozenset({'map_file', 'model', 'autostart', 'use_sim_time'})
+
+
+def _flatten(params, prefix=''):
+    """Nested YAML parameters -> {dotted name: value} (as rclpy reads a parameters file)."""
+    flat = {}
+    for key, value in params.items():
+        name = f'{prefix}{key}'
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + '.'))
+        else:
+            flat[name] = value
+    return flat
+
+
+def read_params_file(path, node, config_cls):
+    """What a ROS 2 parameters file gives the node named ``node``, as rclpy would read it for
+    the config dataclass ``config_cls``: {field name: value} from the ``ros__parameters`` of
+    ``/**`` (every node), then of ``node``, ``/**/node`` or ``/NS/node`` (nested or dotted
+    names; renamed parameters under their new names). Returns (values, warnings): parameters
+    the node does not declare are ignored by rclpy, so they are warnings here. ValueError
+    (one line) for a file that is not a parameters file or has no section for the node, and
+    for a value of the wrong type or out of range (the node refuses those too)."""
+    import yaml
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding='utf-8'))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f'{path}: cannot read it as YAML ({str(exc).splitlines()[0]})') from None
+    if not isinstance(data, dict):
+        raise ValueError(f'{path}: not a ROS 2 parameters file (a mapping of node names to '
+                         'ros__parameters)')
+    keys = [k for k in data if isinstance(k, str)
+            and (k == '/**' or k.rstrip('/').split('/')[-1] == node)]
+    if not keys:
+        raise ValueError(f'{path}: no parameters for node {node!r} (sections: '
+                         f'{", ".join(map(str, data)) or "none"})')
+    flat = {}
+    for key in sorted(keys, key=lambda k: k != '/**'):     # the node's own section wins
+        section = data[key]
+        params = section.get('ros__parameters') if isinstance(section, dict) else None
+        if not isinstance(params, dict):
+            raise ValueError(f'{path}: section {key!r} has no ros__parameters mapping')
+        flat.update(_flatten(params))
+    for old, new in RENAMED_PARAMETERS.items():
+        if old in flat:
+            value = flat.pop(old)
+            flat.setdefault(new, value)
+    by_name = {ros_name(f): f for f in fields(config_cls)}
+    values, warnings = {}, []
+    for name, value in flat.items():
+        f = by_name.get(name)
+        if f is None:
+            if name not in NODE_PARAMETERS and not name.startswith('qos_overrides.'):
+                warnings.append(f'{path}: parameter {name!r} is not one of the {node} node\'s: '
+                                'ignored (as the node ignores it)')
+            continue
+        expected = type(f.default)
+        if expected is float and type(value) is int:
+            raise ValueError(f'{path}: {name} is a floating-point parameter: write {value}.0 '
+                             '(the node refuses an integer)')
+        if type(value) is not expected:
+            raise ValueError(f'{path}: {name} must be {expected.__name__}, not {value!r}')
+        rng = f.metadata.get('range')
+        if rng is not None and not rng[0] <= value <= rng[1]:
+            raise ValueError(f'{path}: {name} = {value} is outside [{rng[0]}, {rng[1]}]')
+        values[f.name] = value
+    return values, warnings

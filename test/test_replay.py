@@ -304,10 +304,42 @@ def test_live_replay_ctrl_c(data, ros_env):
     assert not [pid for pid in children if _alive(pid)]
 
 
+def test_params_file_sets_the_filter(data, offline, tmp_path, caplog):
+    """--params-file: the node's YAML (nested names, '/**' and the node's own section) sets the
+    offline filter; command-line options win; a parameter the node does not declare is a
+    warning, as the node ignores it."""
+    from dmn_localizer.util.resources import config_path
+    text = config_path('localizer.yaml').read_text()
+    for old, new in (('update_min_d: 0.25', 'update_min_d: 2.0'),
+                     ('global_num_particles: 2048', 'global_num_particles: 48')):
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / 'my_localizer.yaml'
+    path.write_text(text + '/**:\n  ros__parameters:\n    update_min_a: 3.0\n'
+                    '    typo_parameter: 1.0\n')
+    with caplog.at_level('WARNING'):
+        metrics, _ = replay(replay_args(data, tmp_path / 'a', particles=None,
+                                        params_file=path), quiet=True)
+    assert "'typo_parameter' is not one of the localizer node's" in caplog.text
+    assert metrics['particles'] == 48 and metrics['update_min_d'] == 2.0
+    assert metrics['update_min_a'] == 0.2            # the node's own section wins over '/**'
+    assert metrics['params_file'] == str(path)
+    assert metrics['updates'] < offline[1]['updates']      # 0.5 m steps: every 4th frame
+    metrics, _ = replay(replay_args(data, tmp_path / 'b', particles=None, params_file=path,
+                                    update_min_d=0.25), quiet=True)
+    assert metrics['particles'] == 48 and metrics['update_min_d'] == 0.25
+    assert metrics['updates'] == offline[1]['updates']
+
+
 def test_bad_arguments_one_line_exit_2(data, tmp_path):
     root, map_bag, bag, model = data
     not_a_bag = tmp_path / 'notes.txt'
-    not_a_bag.write_text('hello')
+    not_a_bag.write_text('hello: [')
+
+    def params(line, node='localizer'):
+        path = tmp_path / f'params{len(list(tmp_path.glob("params*")))}.yaml'
+        path.write_text(f'/**/{node}:\n  ros__parameters:\n    {line}\n')
+        return path
     base = ['--map-bag', str(map_bag), '--bag', str(bag), '--model', str(model)]
     out = ['--out', str(tmp_path / 'out')]
     cases = [  # (expected on stderr, arguments)
@@ -324,6 +356,12 @@ def test_bad_arguments_one_line_exit_2(data, tmp_path):
         ('--init-spread is for --mode tracking', [*base, *out, '--init-spread', '1', '10']),
         ('--update-min-d must be', [*base, *out, '--update-min-d', '-1']),
         ('required: --out', base),
+        ('write 1.0', [*base, *out, '--params-file', str(params('update_min_d: 1'))]),
+        ('outside [0.0, 100.0]', [*base, *out, '--params-file',
+                                  str(params('update_min_d: -1.0'))]),
+        ("no parameters for node 'localizer'", [*base, *out, '--params-file',
+                                                str(params('x: 1', node='mapper'))]),
+        ('cannot read it as YAML', [*base, *out, '--params-file', str(not_a_bag)]),
         ('takes nav_msgs/msg/Odometry', [*base, *out, '--live', '--odom-topic',
                                          '/ground_truth/pose']),
         ('not a readable rosbag2 bag', ['--map-bag', str(not_a_bag), '--bag', str(bag),

@@ -1,6 +1,7 @@
 """``dmn-localizer replay``: build a map from a mapping bag, localize over a query bag with
 the same core the node uses (or, with ``--live``, through the real localizer node over DDS),
 and write metrics.json, TUM trajectories and PNG plots."""
+import dataclasses
 import json
 import logging
 import math
@@ -36,13 +37,17 @@ def add_arguments(parser):
     parser.add_argument('--world', default=None, metavar='DOMAIN:SEED',
                         help='simulated world the bags come from (draws its layout)')
     parser.add_argument('--device', default='auto')
-    parser.add_argument('--precision', default='fp32', choices=('fp32', 'bf16'),
+    parser.add_argument('--params-file', type=Path, default=None, metavar='YAML',
+                        help="the localizer node's ROS 2 parameters file (e.g. an edited copy "
+                        "of config/localizer.yaml): the filter runs with its values (default: "
+                        "the node's defaults); the options below, when given, win")
+    parser.add_argument('--precision', default=None, choices=('fp32', 'bf16'),
                         help="observation model arithmetic (offline replay; the node's "
-                        "'precision' parameter)")
-    parser.add_argument('--context-pooling', default='overlap_attention',
+                        "'precision' parameter, default fp32)")
+    parser.add_argument('--context-pooling', default=None,
                         choices=('overlap_attention', 'sum', 'model'),
                         help="how an aligned model combines a particle's contexts (the node's "
-                        "'context_pooling' parameter)")
+                        "'context_pooling' parameter, default overlap_attention)")
     parser.add_argument('--update-min-d', type=float, default=None, metavar='M',
                         help="update the filter after this much translation, as the node does "
                         "(its 'update_min_d' parameter, default 0.25 m): frames closer "
@@ -69,12 +74,12 @@ def replay(args, quiet=False):
     check_arguments(args)
     topics = core.Topics(args.image_topic, args.odom_topic, args.truth_topic)
     types = core.check_bag(args.bag, topics)   # before the slow steps: fail fast
+    base = node_config(args)
     if getattr(args, 'live', False):
         from dmn_localizer.replay.live import check_types
         check_types(types, topics)
     import torch
 
-    from dmn_localizer.config import LocalizerConfig
     from dmn_localizer.localization.localizer import Localizer
     from dmn_localizer.mapping.view_map import check_map_image_size, ViewMap
     from dmn_localizer.model.io import load_model, LOCALIZER_ARCHITECTURES
@@ -90,26 +95,30 @@ def replay(args, quiet=False):
     if len(view_map) == 0:
         raise UserError('the map is empty')
     check_map_image_size(view_map, size, args.map or args.map_bag)
-    k = args.particles or (2048 if args.mode == 'global' else 256)
+    k = args.particles or (base.global_num_particles if args.mode == 'global'
+                           else base.num_particles)
     sigma = tracking_sigma(args)
-    nearest = getattr(args, 'nearest_contexts', None)
-    cfg = LocalizerConfig(num_particles=k, global_num_particles=k,
-                          precision=getattr(args, 'precision', 'fp32'), **update_policy(args),
-                          context_pooling=getattr(args, 'context_pooling', 'overlap_attention'),
-                          **({} if nearest is None else {'nearest_contexts': nearest}))
+    given = {name: getattr(args, name, None)
+             for name in ('precision', 'context_pooling', 'nearest_contexts')}
+    cfg = dataclasses.replace(base, num_particles=k, global_num_particles=k,
+                              **update_policy(args, base),
+                              **{name: v for name, v in given.items() if v is not None})
     try:
         device = select_device(args.device)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     stream = core.read_stream(args.bag, topics, size)
-    mounting = (0.0, 0.0, 0.0) if stream.base_from_camera is None else stream.base_from_camera
+    mounting = stream.base_from_camera
+    if mounting is None:   # no /tf_static in the bag: the node's camera_offset_* parameters
+        mounting = (cfg.camera_offset_x, cfg.camera_offset_y, cfg.camera_offset_yaw)
     extra = {}
     if getattr(args, 'live', False):
         from dmn_localizer.replay.live import localize_live
         track, extra = localize_live(
             view_map, stream, args.bag, args.model or default_model_path(), args.out, topics,
             args.mode, k, size, args.rate or 1.0, args.device, args.ros_domain_id, quiet=quiet,
-            policy=update_policy(args), sigma=sigma)
+            policy=update_policy(args, base), sigma=sigma,
+            params_file=getattr(args, 'params_file', None))
     else:
         loc = Localizer(model, cfg, device, seed=args.seed, base_from_camera=mounting)
         if stream.camera_intrinsics is not None:
@@ -132,6 +141,8 @@ def replay(args, quiet=False):
                    **({'camera_hfov_deg': model.hfov_deg} if hasattr(model, 'hfov_deg')
                       else {}),
                    update_min_d=cfg.update_min_d, update_min_a=cfg.update_min_a,
+                   **({'params_file': str(args.params_file)}
+                      if getattr(args, 'params_file', None) else {}),
                    **({'init_spread': [float(sigma[0]), math.degrees(sigma[2])]}
                       if args.mode == 'tracking' else {}),
                    model_id=getattr(model, 'model_id', ''), device=str(device), **extra)
@@ -152,14 +163,32 @@ def tracking_sigma(args):
     return (float(spread[0]), float(spread[0]), math.radians(spread[1]))
 
 
-def update_policy(args):
-    """The node's update policy (``update_min_d``, ``update_min_a``: its defaults unless
+def node_config(args):
+    """The localizer node's config for this replay: its defaults, or the values of
+    ``--params-file`` (a warning per parameter the node would ignore)."""
+    from dmn_localizer.config import LocalizerConfig, read_params_file
+    path = getattr(args, 'params_file', None)
+    if path is None:
+        return LocalizerConfig()
+    try:
+        values, warnings = read_params_file(path, 'localizer', LocalizerConfig)
+    except ValueError as exc:
+        raise UserError(f'--params-file {exc}') from None
+    for warning in warnings:
+        logger.warning(warning)
+    return LocalizerConfig(**values)
+
+
+def update_policy(args, base=None):
+    """The node's update policy (``update_min_d``, ``update_min_a``: ``base``'s, a
+    :class:`~dmn_localizer.config.LocalizerConfig`, default the node's defaults, unless
     given), which offline and live replay both follow."""
     from dmn_localizer.config import LocalizerConfig
+    base = base or LocalizerConfig()
     policy = {}
     for name in ('update_min_d', 'update_min_a'):
         value = getattr(args, name, None)
-        policy[name] = getattr(LocalizerConfig, name) if value is None else value
+        policy[name] = getattr(base, name) if value is None else value
     return policy
 
 
@@ -168,7 +197,7 @@ def check_arguments(args):
     from dmn_localizer.model.io import model_paths
     if args.particles is not None and args.particles < 1:
         raise UserError('--particles must be >= 1')
-    if getattr(args, 'live', False) and getattr(args, 'precision', 'fp32') != 'fp32':
+    if getattr(args, 'live', False) and getattr(args, 'precision', None) not in (None, 'fp32'):
         raise UserError('--precision is for offline replay (--live runs the node with its own '
                         'precision parameter)')
     nearest = getattr(args, 'nearest_contexts', None)
@@ -189,7 +218,8 @@ def check_arguments(args):
         if value is not None and not lo <= value <= hi:
             raise UserError(f'--{flag.replace("_", "-")} must be within [{lo}, {hi}] (the '
                             "node's range)")
-    for flag, path in (('--bag', args.bag), ('--map-bag', args.map_bag), ('--map', args.map)):
+    for flag, path in (('--bag', args.bag), ('--map-bag', args.map_bag), ('--map', args.map),
+                       ('--params-file', getattr(args, 'params_file', None))):
         if path is not None and not Path(path).exists():
             raise UserError(f'{flag} {path}: no such file or directory')
     if args.model is not None and not model_paths(args.model)[0].is_file():

@@ -103,9 +103,10 @@ def node_params(k, size, topics, image_type, device, policy=None, base_from_came
 def localize_live(view_map, stream, bag, model_path, out, topics, mode='global', particles=2048,
                   image_size=32, rate=1.0, device='auto', domain_id=None,
                   startup_timeout=180.0, settle=10.0, quiet=False, policy=None,
-                  sigma=core.TRACKING_SIGMA):
-    """Run the node over ``bag``; returns (Track, extra metrics). Writes OUT/map.dmnmap and,
-    when the node has stopped, OUT/node.log (its console output)."""
+                  sigma=core.TRACKING_SIGMA, params_file=None):
+    """Run the node over ``bag`` with its parameters file ``params_file`` (default
+    config/localizer.yaml); returns (Track, extra metrics). Writes OUT/map.dmnmap and, when
+    the node has stopped, OUT/node.log (its console output)."""
     from dmn_localizer.util.resources import config_path
 
     if not rate > 0:
@@ -125,7 +126,8 @@ def localize_live(view_map, stream, bag, model_path, out, topics, mode='global',
         param=node_params(particles, image_size, topics, stream.image_type, device, policy,
                           stream.base_from_camera))
     node_cmd = node_command('dmn_localizer.nodes.localizer_node', 'localizer',
-                            config_path('localizer.yaml'), node_args)
+                            Path(params_file or config_path('localizer.yaml')).resolve(),
+                            node_args)
     env = child_env(domain_id)
     with tempfile.TemporaryDirectory(prefix='dmn_live_') as tmp:
         record, log_path = Path(tmp) / 'record.npz', Path(tmp) / 'node.log'
