@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# models/aligned_mazes and models/aligned_mazes_e2e from a clean checkout, in one command, as
+# their cards (models/README.md) state: the mazes data (when data/mazes/{train,val} are not
+# there yet), then the three training stages, each on one thread with the card's budget:
+#   1. view pairs, contexts summed             config/train_mazes_aligned.yaml            75 min
+#   2. overlap attention, from stage 1's best   config/train_mazes_aligned_attention.yaml  40 min
+#      -> OUT/aligned_mazes_attention/last is models/aligned_mazes
+#   3. end to end through the filter, from 2    config/train_mazes_aligned_filter.yaml     45 min
+#      -> OUT/aligned_filter/best is models/aligned_mazes_e2e
+# About 2 h 45 min on our 2-core CPU (the schedules follow the wall clock, so a faster machine
+# reaches more steps in the same minutes).
+#
+#   scripts/train_aligned_mazes.sh [OUT]        (default OUT: runs)
+#
+# A stage whose model exists in OUT is not trained again. QUICK=1 runs each stage for a few
+# steps only (the chain, the data and the checkpoints, in minutes; not a model to use).
+set -euo pipefail
+out=${1:-runs}
+py=${PYTHON:-.venv/bin/python}
+limits=(--max-minutes 75 --max-steps 100000)
+limits2=(--max-minutes 40)
+limits3=()
+if [ "${QUICK:-0}" = 1 ]; then
+    limits=(--max-steps 3) limits2=(--max-steps 3) limits3=(--max-steps 3)
+fi
+[ -f data/mazes/train/manifest.json ] ||
+    "$py" -m dmn_localizer simulate --domain mazes --split train --worlds 2000 --out data/mazes/train
+[ -f data/mazes/val/manifest.json ] ||
+    "$py" -m dmn_localizer simulate --domain mazes --split val --worlds 100 --out data/mazes/val
+
+stage() {  # stage NAME CONFIG [train options...]: train unless OUT/NAME/final exists
+    local name=$1 config=$2
+    shift 2
+    if [ -f "$out/$name/final.safetensors" ]; then
+        echo "[train_aligned_mazes] $out/$name: done before, kept"
+        return
+    fi
+    echo "[train_aligned_mazes] $name: $config"
+    "$py" -m dmn_localizer train --config "$config" --out "$out/$name" --threads 1 "$@"
+}
+stage aligned_mazes config/train_mazes_aligned.yaml "${limits[@]}"
+stage aligned_mazes_attention config/train_mazes_aligned_attention.yaml \
+    --init-from "$out/aligned_mazes/best" "${limits2[@]}"
+stage aligned_filter config/train_mazes_aligned_filter.yaml \
+    --init-from "$out/aligned_mazes_attention/last" "${limits3[@]}"
+echo "[train_aligned_mazes] aligned_mazes: $out/aligned_mazes_attention/last.safetensors;" \
+     "aligned_mazes_e2e: $out/aligned_filter/best.safetensors"
