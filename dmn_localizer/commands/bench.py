@@ -45,7 +45,8 @@ def add_arguments(parser):
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     parser.add_argument('--node-latency', action='store_true',
                         help='also time image-in to pose-out through a running localizer node '
-                        '(K = 256 and 2048; needs the ROS 2 Python packages)')
+                        "(K = 256 and 2048, with --model, else the nodes' default model "
+                        'models/aligned_mazes; needs the ROS 2 Python packages)')
     parser.add_argument('--node-frames', type=int, default=40,
                         help='images per node-latency measurement')
 
@@ -66,6 +67,14 @@ def _resolve_model(name):
     return None
 
 
+def _node_model(fallback):
+    """The model the nodes run by default (its path), else ``fallback``."""
+    from dmn_localizer.model.io import model_paths
+    from dmn_localizer.util.resources import default_model_path
+    weights, card = model_paths(default_model_path())
+    return str(weights) if weights.is_file() and card.is_file() else fallback
+
+
 def node_latency(model, args):
     """Image-in to pose-out latency through the real localizer node at K = 256 and 2048."""
     import tempfile
@@ -84,13 +93,17 @@ def node_latency(model, args):
         runs = [(32, 'fp32')] if args.quick else [(256, 'fp32'), (2048, 'fp32')]
         if args.options:
             runs.append((runs[0][0], 'bf16'))
-        return [measure(model, k, frames=min(args.node_frames, 5) if args.quick
+        rows = [measure(model, k, frames=min(args.node_frames, 5) if args.quick
                         else args.node_frames, precision=precision) for k, precision in runs]
+    for row in rows:
+        row['model'] = Path(model).stem
+    return rows
 
 
 def node_latency_line(row):
     """One line of stdout for a node-latency row, with the latency target checked at K=256."""
-    line = (f"node latency K={row['K']:5d} Nc={row['Nc']} {row['precision']}: "
+    line = (f"node latency ({row.get('model', '?')}) K={row['K']:5d} Nc={row['Nc']} "
+            f"{row['precision']}: "
             f"p50 {row['p50_ms']:.1f} ms, p95 {row['p95_ms']:.1f} ms "
             f"({row['received']}/{row['frames']} poses)")
     if row['K'] == NODE_TARGET_K:
@@ -142,7 +155,8 @@ def run(args):
                            ref_pairs=args.ref_pairs, fast_pairs=args.fast_pairs,
                            progress=not args.no_progress)
     if args.node_latency:
-        result['node_latency'] = node_latency(model, args)
+        result['node_latency'] = node_latency(model if args.model else _node_model(model),
+                                              args)
     write_json(out, result)
     print(format_table(result))
     for row in result.get('node_latency', []):
