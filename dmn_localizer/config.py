@@ -224,14 +224,15 @@ class LocalizerConfig:
                                   0.0, 1.0)
     global_reinit_updates: int = param(8, 'Collapse count at which the filter re-initialises '
                                        'globally (0 = never)', 0, 100000)
-    min_evidence: float = param(3.5, 'For models whose scores are log-likelihood ratios '
+    min_evidence: float = param(-1.0, 'For models whose scores are log-likelihood ratios '
                                 'against a view that tells nothing (architecture aligned): '
                                 "when the belief's log mean likelihood ratio stays below this "
                                 'for collapse_updates updates, no view of the map backs the '
                                 'estimate: it is flagged unreliable in /diagnostics and its '
-                                'published covariance covers the map (0 = off; ignored for the '
-                                'DMN, whose scores have no scale)',
-                                0.0, 1000.0)
+                                'published covariance covers the map (-1 = the value calibrated '
+                                "for the model, from its card, else 3.5; 0 = off; ignored for "
+                                'the DMN, whose scores have no scale)',
+                                -1.0, 1000.0)
     # input health
     odom_jump_threshold: float = param(1.0, 'Odometry moving more than this plus '
                                        'odom_max_speed * dt between two consecutive messages '

@@ -77,3 +77,30 @@ def test_the_lost_covariance_covers_the_map_from_the_published_mean():
     inside = np.mean(np.einsum('ni,ij,nj->n', d, inv, d) <= 6.18)
     inside_centred = np.mean(np.einsum('ni,ij,nj->n', d, inv_centred, d) <= 6.18)
     assert inside > 0.95 > inside_centred, (inside, inside_centred)
+
+
+def test_min_evidence_is_the_models_own_unless_set(tmp_path):
+    """min_evidence -1 (the default) takes the threshold calibrated for the model from its
+    card (aligned_mazes_e2e: 1.0), else 3.5; a value >= 0 is used as given (0: off)."""
+    import json
+    import shutil
+
+    from dmn_localizer.localization.localizer import DEFAULT_MIN_EVIDENCE
+    assert LocalizerConfig().min_evidence == -1.0
+    e2e = MODEL.parent / 'aligned_mazes_e2e'
+    assert Localizer(load_model(e2e), LocalizerConfig(), 'cpu').min_evidence == 1.0
+    assert Localizer(load_model(MODEL), LocalizerConfig(), 'cpu').min_evidence == 3.5
+    assert Localizer(load_model(e2e), LocalizerConfig(min_evidence=2.0), 'cpu').min_evidence \
+        == 2.0
+    # a card without a calibrated value: the default
+    for suffix in ('.safetensors', '.json'):
+        shutil.copy(e2e.with_suffix(suffix), tmp_path / f'plain{suffix}')
+    card = json.loads((tmp_path / 'plain.json').read_text())
+    del card['metadata']['min_evidence']
+    (tmp_path / 'plain.json').write_text(json.dumps(card))
+    plain = Localizer(load_model(tmp_path / 'plain'), LocalizerConfig(), 'cpu')
+    assert plain.min_evidence == DEFAULT_MIN_EVIDENCE
+    # the threshold in use decides: evidence 2.0 is weak for 3.5, not for the e2e card's 1.0
+    for model, weak in ((plain.model, True), (load_model(e2e), False)):
+        loc = Localizer(model, LocalizerConfig(collapse_updates=1), 'cpu')
+        assert loc._check_evidence(2.0) is weak

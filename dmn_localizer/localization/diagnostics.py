@@ -43,7 +43,7 @@ def localizer_status(tracker, config, map_status, device_name, now=None):
                          f'belief score {h.belief_score:.2f}): recovering'))
     if h.unreliable:
         problems.append((WARN, 'lost: no view of the map matches the images (evidence '
-                         f'{h.evidence:.2f} below min_evidence {cfg.min_evidence:g} in '
+                         f'{h.evidence:.2f} below min_evidence {loc.min_evidence:g} in '
                          f'{h.weak_evidence} recent updates); covariance covers the map'))
     if loc.map_state is not None and not tracker.updates and not problems:
         problems.append((WARN, 'waiting for images/odometry'))

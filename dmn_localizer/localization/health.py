@@ -106,14 +106,16 @@ def record_score(health, config, score):
     return True, ''
 
 
-def record_evidence(health, config, evidence):
+def record_evidence(health, config, evidence, min_evidence):
     """Whether the images still match a view of the map: the belief's log mean likelihood
-    ratio ``evidence`` against ``min_evidence``, counted as the collapse count is (+1 per weak,
+    ratio ``evidence`` against ``min_evidence`` (the threshold in use, see
+    :attr:`Localizer.min_evidence <dmn_localizer.localization.localizer.Localizer.min_evidence>`),
+    counted as the collapse count is (+1 per weak,
     -1 per matching update, capped): one chance match on a foreign map does not clear it, a few
     matching updates do. Returns :attr:`Health.unreliable`."""
     h, c = health, config
     h.evidence = float(evidence)
-    weak = not evidence >= c.min_evidence
+    weak = not evidence >= min_evidence
     h.weak_evidence = (min(h.weak_evidence + 1, 2 * c.collapse_updates) if weak
                        else max(h.weak_evidence - 1, 0))
     h.unreliable = h.weak_evidence >= c.collapse_updates

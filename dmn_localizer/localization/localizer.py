@@ -48,6 +48,9 @@ CONTEXT_POOLING_CHOICES = ('overlap_attention', 'sum', 'model')
 
 # An egomotion larger than this between two images is broken odometry, not motion (m).
 MAX_MOTION_M = 1000.0
+# The evidence threshold of a model whose card calibrates none (min_evidence -1): the value
+# that separates models/aligned_mazes' own maps from foreign ones (docs/performance.md).
+DEFAULT_MIN_EVIDENCE = 3.5
 
 __all__ = ['Health', 'Localizer', 'MAX_MOTION_M', 'PAIRS_PER_CHUNK', 'UpdateReport']
 
@@ -260,9 +263,21 @@ class Localizer(MapScoring):
     def _check_evidence(self, evidence):
         """Whether the images still match a view of the map (:func:`health.record_evidence`;
         models whose scores are log-likelihood ratios only)."""
-        if self.config.min_evidence <= 0 or getattr(self.model, 'set_camera', None) is None:
+        threshold = self.min_evidence
+        if threshold <= 0 or getattr(self.model, 'set_camera', None) is None:
             return False
-        return record_evidence(self.health, self.config, evidence)
+        return record_evidence(self.health, self.config, evidence, threshold)
+
+    @property
+    def min_evidence(self):
+        """The evidence threshold in use: the ``min_evidence`` parameter, or when it is
+        negative the value calibrated for the model (its card's ``metadata.min_evidence``),
+        else :data:`DEFAULT_MIN_EVIDENCE`."""
+        value = self.config.min_evidence
+        if value >= 0:
+            return value
+        meta = (getattr(self.model, 'card', None) or {}).get('metadata') or {}
+        return float(meta.get('min_evidence', DEFAULT_MIN_EVIDENCE))
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16,
