@@ -100,8 +100,8 @@ def replay(args, quiet=False):
     sigma = tracking_sigma(args)
     given = {name: getattr(args, name, None)
              for name in ('precision', 'context_pooling', 'nearest_contexts')}
-    cfg = dataclasses.replace(base, num_particles=k, global_num_particles=k,
-                              **update_policy(args, base),
+    policy = update_policy(args, base)
+    cfg = dataclasses.replace(base, num_particles=k, global_num_particles=k, **policy,
                               **{name: v for name, v in given.items() if v is not None})
     try:
         device = select_device(args.device)
@@ -117,7 +117,7 @@ def replay(args, quiet=False):
         track, extra = localize_live(
             view_map, stream, args.bag, args.model or default_model_path(), args.out, topics,
             args.mode, k, size, args.rate or 1.0, args.device, args.ros_domain_id, quiet=quiet,
-            policy=update_policy(args, base), sigma=sigma,
+            policy=policy, sigma=sigma,
             params_file=getattr(args, 'params_file', None))
     else:
         loc = Localizer(model, cfg, device, seed=args.seed, base_from_camera=mounting)
@@ -179,12 +179,9 @@ def node_config(args):
     return LocalizerConfig(**values)
 
 
-def update_policy(args, base=None):
-    """The node's update policy (``update_min_d``, ``update_min_a``: ``base``'s, a
-    :class:`~dmn_localizer.config.LocalizerConfig`, default the node's defaults, unless
-    given), which offline and live replay both follow."""
-    from dmn_localizer.config import LocalizerConfig
-    base = base or LocalizerConfig()
+def update_policy(args, base):
+    """The node's update policy (``update_min_d``, ``update_min_a``: ``base``'s, the
+    :func:`node_config`, unless given), which offline and live replay both follow."""
     policy = {}
     for name in ('update_min_d', 'update_min_a'):
         value = getattr(args, name, None)

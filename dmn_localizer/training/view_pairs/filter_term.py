@@ -13,13 +13,11 @@ import numpy as np
 import torch
 
 from dmn_localizer.data.dataset import open_dataset
-from dmn_localizer.filter import FilterConfig
 from dmn_localizer.filter.rollout import initial_particles, make_batch, rollout
 from dmn_localizer.training.batches import EpisodeStream
+from dmn_localizer.training.config import TrainConfig
+from dmn_localizer.training.losses import filter_config
 from dmn_localizer.training.view_pairs.config import ViewPairConfig
-
-SOFT_ALPHA = 0.5                       # soft resampling's mix with the uniform (PF-net)
-TRANSITION_STD = (0.5, 0.5, 5.0)       # metres, metres, degrees: the protocol's filter
 
 
 class FilterTerm:
@@ -33,10 +31,8 @@ class FilterTerm:
                                     queries=cfg.rollout_queries)
         self.rng = np.random.default_rng(cfg.seed + 104729)
         self.gen = torch.Generator().manual_seed(cfg.seed + 104729)
-        s = TRANSITION_STD
-        self.filter = FilterConfig(transition_std=(s[0], s[1], math.radians(s[2])),
-                                   resample='soft', soft_alpha=SOFT_ALPHA,
-                                   resample_ess_ratio=1.0)
+        # the DMN recipe's training filter (the protocol's transition noise, soft resampling)
+        self.filter = filter_config(TrainConfig())
 
     def draw(self):
         """The next batch of episodes and their initial particles."""
