@@ -198,6 +198,16 @@ class LocalizerConfig:
     motion_noise_xy: float = param(0.1, 'Transition noise, std per metre moved (m/m)', 0.0, 10.0)
     motion_noise_yaw: float = param(0.05, 'Transition noise, std per radian turned plus per '
                                     'metre moved (rad)', 0.0, 10.0)
+    motion_jump_share: float = param(0.0, 'Heavy tail of the transition: at each update this '
+                                     'share of the particles (times the evidence share, see '
+                                     'evidence_min_d) moves by extra noise of std '
+                                     'motion_jump_xy / motion_jump_yaw, so a cloud that settled '
+                                     'beside the true pose keeps searching around itself; '
+                                     'no jumps while the collapse or weak-evidence count is '
+                                     'positive. 0 = off (after a kidnapping the wider cloud '
+                                     'can settle on a look-alike place)', 0.0, 1.0)
+    motion_jump_xy: float = param(0.5, 'x and y std of a jump (m)', 0.0, 100.0)
+    motion_jump_yaw: float = param(0.17, 'Yaw std of a jump (rad)', 0.0, 3.2)
     update_min_d: float = param(0.25, 'Translation needed before a filter update (m)',
                                 0.0, 100.0)
     update_min_a: float = param(0.2, 'Rotation needed before a filter update (rad)', 0.0, 6.3)
@@ -277,7 +287,8 @@ MAPPER_RUNTIME_PARAMETERS = frozenset({
 LOCALIZER_RUNTIME_PARAMETERS = frozenset({
     'camera_offset_x', 'camera_offset_y', 'camera_offset_yaw', 'map_file', 'nearest_contexts',
     'num_particles', 'global_num_particles', 'initial_sigma_xy', 'initial_sigma_yaw',
-    'motion_noise_xy', 'motion_noise_yaw', 'update_min_d', 'update_min_a',
+    'motion_noise_xy', 'motion_noise_yaw', 'motion_jump_share', 'motion_jump_xy',
+    'motion_jump_yaw', 'update_min_d', 'update_min_a',
     'force_update_when_still', 'evidence_min_d', 'evidence_min_a', 'resample_ess_ratio',
     'health_samples', 'collapse_score',
     'collapse_updates', 'recovery_alpha', 'global_reinit_updates', 'min_evidence',

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dmn_localizer.filter import (
-    covariance, effective_sample_size, FilterConfig, normalize_log_weights, ParticleFilter,
+    covariance, effective_sample_size, FilterConfig, jump, normalize_log_weights, ParticleFilter,
     sample_gaussian, sample_uniform, soft_resample, systematic_resample, transition,
     weighted_mean)
 from dmn_localizer.geometry import compose
@@ -111,3 +111,41 @@ def test_particle_filter_class():
     assert pf.estimate().shape == (2, 3) and pf.covariance().shape == (2, 3, 3)
     with pytest.raises(ValueError):
         FilterConfig(resample='multinomial')
+
+
+def test_jump_moves_a_share_of_the_particles_by_its_noise():
+    g = torch.Generator().manual_seed(0)
+    p = torch.zeros(1, 40000, 3)
+    p[..., 2] = 3.0
+    out, moved = jump(p, 0.05, (1.0, 1.0, 0.3), g)
+    assert torch.equal(moved, (out != p).any(-1))
+    moved = moved[0]
+    assert abs(moved.float().mean().item() - 0.05) < 0.004
+    assert abs(out[0, moved, 0].std().item() - 1.0) < 0.06
+    yaw = torch.remainder(out[0, moved, 2] - 3.0 + math.pi, 2 * math.pi) - math.pi
+    assert abs(yaw.std().item() - 0.3) < 0.02
+    assert out[..., 2].abs().max() <= math.pi            # wrapped
+    assert torch.equal(jump(p, 0.0, (1.0, 1.0, 0.3), g)[0], p)
+    with pytest.raises(ValueError):
+        FilterConfig(jump_share=1.5)
+
+
+@pytest.mark.parametrize('share', [0.0, 0.05])
+def test_jumps_let_a_settled_cloud_reach_a_peak_beside_it(share):
+    """A cloud that settled 2 m beside a narrow likelihood peak (flat around the cloud: no
+    gradient to follow) stays there without jumps and reaches the peak with them."""
+    g = torch.Generator().manual_seed(0)
+    pf = ParticleFilter(FilterConfig(transition_std=(0.0, 0.0, 0.0), motion_noise=(0.1, 0.05),
+                                     jump_share=share, jump_std=(1.0, 1.0, 0.26)),
+                        sample_gaussian(torch.tensor([[2.0, 0.0, 0.0]]), (0.25, 0.25, 0.05),
+                                        2048, g), generator=g)
+    truth = torch.tensor([0.0, 0.0, 0.0])
+    step = torch.tensor([[0.5, 0.0, 0.0]])
+    for _ in range(20):
+        pf.predict(step)
+        truth = compose(truth, step[0])
+        d2 = ((pf.particles[0, :, :2] - truth[:2]) ** 2).sum(-1)
+        pf.update((3.0 * torch.exp(-d2 / (2 * 0.4 ** 2)))[None])
+        pf.resample()
+    error = torch.linalg.vector_norm(pf.estimate()[0, :2] - truth[:2]).item()
+    assert (error < 0.5) if share else (error > 1.5)

@@ -24,10 +24,19 @@ def worlds(tmp_path_factory):
                          mapping_frames=300, localization_frames=40) for seed in (3, 7)]
 
 
-def _run(query, mapping):
+@pytest.fixture(scope='module')
+def dense_worlds(tmp_path_factory):
+    """The same worlds mapped as densely as the demo's (800 mapping frames)."""
+    root = tmp_path_factory.mktemp('dense')
+    return [simulate_bag('mazes', 1_100_000 + seed, root / str(seed), image_size=32,
+                         localization_frames=40) for seed in (3, 7)]
+
+
+def _run(query, mapping, seed=0, **config):
     """(share of updates flagged unreliable, share with the truth inside the x-y 2-sigma
     ellipse, the localizer) for the localization run of ``query`` on the map of ``mapping``."""
-    loc = Localizer(load_model(MODEL), LocalizerConfig(global_num_particles=1024), 'cpu', seed=0)
+    loc = Localizer(load_model(MODEL), LocalizerConfig(global_num_particles=1024, **config),
+                    'cpu', seed=seed)
     loc.set_map(core.build_map(mapping['mapping'][0], core.Topics(), 32))
     flags, update = [], loc.update
 
@@ -57,6 +66,19 @@ def test_a_foreign_map_is_flagged_and_covered(worlds):
     for query in (0, 1):
         flagged, inside, _ = _run(worlds[query], worlds[query])
         assert flagged < 0.15 and inside > 0.8, (query, flagged, inside)
+
+
+def test_the_heavy_tail_keeps_a_converging_belief_honest(dense_worlds):
+    """On dense maps, while the belief converges (40 updates from a uniform one), the
+    transition's heavy tail (the option motion_jump_share, at 0.05) keeps the truth inside the
+    2-sigma ellipse more often than the odometry noise alone: measured, mazes 3 / 7 x seeds
+    0 / 1, 100, 42, 75, 80% (mean 74%) against 78, 20, 53, 50% (mean 50%) without it (settled
+    beside the true pose with a tight cloud)."""
+    inside = {}
+    for share in (0.0, 0.05):
+        inside[share] = np.mean([_run(world, world, seed, motion_jump_share=share)[1]
+                                 for world in dense_worlds for seed in (0, 1)])
+    assert inside[0.0] + 0.15 < inside[0.05], inside
 
 
 def test_the_lost_covariance_covers_the_map_from_the_published_mean():

@@ -86,7 +86,8 @@ def test_close_updates_count_as_their_share_of_an_independent_view(tiny_model):
     changes = {}
     for d, a in ((0.5, 0.5), (0.0, 0.0)):
         loc = make_localizer(tiny_model, evidence_min_d=d, evidence_min_a=a, health_samples=0,
-                             motion_noise_xy=0.0, motion_noise_yaw=0.0, resample_ess_ratio=0.0)
+                             motion_noise_xy=0.0, motion_noise_yaw=0.0, motion_jump_share=0.0,
+                             resample_ess_ratio=0.0)
         loc.init_gaussian([5.0, 2.0, 0.0], [2.0, 2.0, 0.5])
         assert loc.update(images[0]).updated           # the first image: forced
         for motion, share in (([0.3, 0.0, 0.1], 0.6), ([0.1, 0.0, -0.4], 0.8)):
@@ -103,6 +104,25 @@ def test_close_updates_count_as_their_share_of_an_independent_view(tiny_model):
     for got, full, share in zip(changes[0.5], changes[0.0], (0.6, 0.8, 1.0)):
         assert full.abs().max() > 1e-3                     # the image moved the weights
         torch.testing.assert_close(got, share * full, atol=1e-4, rtol=1e-4)
+
+
+def test_jumps_scale_with_the_evidence_share(tiny_model):
+    """motion_jump_* reach the filter; an update after 0.3 m (evidence_min_d 0.5 m) jumps 0.6
+    times as many particles as a full one (the jumps per metre do not grow with the frame
+    rate)."""
+    moved = {}
+    for d in (0.5, 0.3):
+        loc = make_localizer(tiny_model, num_particles=8000, motion_noise_xy=0.0,
+                             motion_noise_yaw=0.0, motion_jump_share=0.2, motion_jump_xy=1.0,
+                             motion_jump_yaw=0.3, health_samples=0, resample_ess_ratio=0.0)
+        loc.init_gaussian([5.0, 2.0, 0.0], [0.0, 0.0, 0.0])
+        loc.add_motion([d, 0.0, 0.0])
+        loc.force_next = False
+        assert loc.update(np.zeros((32, 32, 3), np.uint8)).updated
+        off = np.hypot(*(loc.particle_array()[0][:, :2] - [5.0 + d, 2.0]).T)
+        moved[d] = float((off > 1e-4).mean())
+    assert moved[0.5] == pytest.approx(0.2, abs=0.015)
+    assert moved[0.3] == pytest.approx(0.12, abs=0.015)
 
 
 def test_weights_depend_on_the_image(tiny_model):

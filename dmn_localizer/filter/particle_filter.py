@@ -34,6 +34,10 @@ class FilterConfig:
     soft_alpha: float = 0.5
     # Resample only when ESS < this fraction of K (1.0: every step; 0: never).
     resample_ess_ratio: float = 0.5
+    # The transition's heavy tail (:func:`jump`): at each prediction this share of the
+    # particles gets extra noise of std jump_std (metres, metres, radians). 0: off.
+    jump_share: float = 0.0
+    jump_std: tuple = (0.0, 0.0, 0.0)
 
     def __post_init__(self):
         if self.resample not in RESAMPLE_MODES:
@@ -46,6 +50,11 @@ class FilterConfig:
         self.motion_noise = tuple(float(s) for s in self.motion_noise)
         if len(self.motion_noise) != 2 or min(self.motion_noise) < 0:
             raise ValueError('motion_noise must be two non-negative numbers')
+        if not 0.0 <= self.jump_share <= 1.0:
+            raise ValueError('jump_share must be in [0, 1]')
+        self.jump_std = tuple(float(s) for s in self.jump_std)
+        if len(self.jump_std) != 3 or min(self.jump_std) < 0:
+            raise ValueError('jump_std must be three non-negative numbers')
 
 
 def normalize_log_weights(log_w):
@@ -147,6 +156,27 @@ def transition(particles, odometry, std, generator=None):
     return compose(particles, odometry[:, None, :].to(particles.dtype) + noise)
 
 
+def jump(particles, share, std, generator=None):
+    """The heavy tail of the transition: each particle (B, K, 3), with probability ``share``,
+    moves by extra Gaussian noise of std (3,) (metres, metres, radians; x-y in the map frame).
+    Returns (particles (B, K, 3), which moved (B, K) bool).
+
+    A filter whose cloud has settled a little beside the true pose (resampling leaves no
+    particle there) keeps a few particles searching around it, which the likelihood then
+    favours; the cost is a cloud slightly wider than the odometry noise alone makes it.
+    """
+    if share <= 0.0:
+        return particles, torch.zeros(particles.shape[:2], dtype=torch.bool,
+                                      device=particles.device)
+    B, K = particles.shape[:2]
+    moved = torch.rand(B, K, generator=generator, device='cpu') < share
+    noise = torch.randn(B, K, 3, generator=generator, device='cpu') * torch.tensor(std)
+    p = particles + noise.to(particles.device, particles.dtype)
+    p = torch.cat([p[..., :2], wrap_angle(p[..., 2:])], dim=-1)
+    moved = moved.to(particles.device)
+    return torch.where(moved[..., None], p, particles), moved
+
+
 def sample_uniform(batch, k, world_size, generator=None, device='cpu', origin=(0.0, 0.0)):
     """Uniform particles over ``origin + [0, world_size]^2 x [-pi, pi)``: (batch, k, 3)."""
     u = torch.rand(batch, k, 3, generator=generator, device='cpu', dtype=torch.float32)
@@ -185,13 +215,17 @@ class ParticleFilter:
     def num_particles(self):
         return self.particles.shape[1]
 
-    def predict(self, odometry):
-        """Apply egomotion (B, 3) with the configured noise (:func:`motion_std`)."""
+    def predict(self, odometry, jump_scale=1.0):
+        """Apply egomotion (B, 3) with the configured noise (:func:`motion_std`) and its heavy
+        tail (:func:`jump`, for ``config.jump_share * jump_scale`` of the particles)."""
         c = self.config
         std = (c.transition_std if not any(c.motion_noise)
                else motion_std(odometry.to(self.particles.dtype), c.transition_std,
                                c.motion_noise))
         self.particles = transition(self.particles, odometry, std, self.generator)
+        if c.jump_share > 0.0 and any(c.jump_std):
+            self.particles = jump(self.particles, min(1.0, c.jump_share * jump_scale),
+                                  c.jump_std, self.generator)[0]
 
     def update(self, log_likelihood):
         """log w <- log w + log-likelihood (B, K), normalised."""

@@ -8,7 +8,12 @@ accumulates, and the filter moves and weighs particles only once the robot has m
 stay in log space (per-image offsets of 1e4 nats are fine). Consecutive images less than
 ``evidence_min_d`` / ``evidence_min_a`` apart see nearly the same view, so such an update's
 log-likelihoods are scaled by the share of that motion (:meth:`Localizer.evidence_share`): at a
-higher frame rate the filter updates more often but gains the same evidence per metre.
+higher frame rate the filter updates more often but gains the same evidence per metre. As an
+option (``motion_jump_*``, off by default) the transition has a heavy tail
+(:func:`~dmn_localizer.filter.particle_filter.jump`, scaled by the same share): a cloud that
+settled beside the true pose keeps a few particles searching around it; it pauses while the
+collapse or weak-evidence count is positive (the images do not fit the belief: recovery by
+random injection, not local search).
 
 Scoring, and particles outside the map: :mod:`dmn_localizer.localization.scoring`. Filter
 health (the belief score, the collapse count, random injection and global re-initialisation,
@@ -208,7 +213,7 @@ class Localizer(MapScoring):
         share = 1.0 if forced else self.evidence_share()
         self.force_next = False
         self.filter.config = self.filter_config()   # parameters may have changed at run time
-        self._predict(self.pending)
+        self._predict(self.pending, share if self._belief_fits() else 0.0)
         self.pending[:] = 0.0
         cam = compose(self.particles, self.base_from_camera.to(self.device))
         k = cam.shape[1]
@@ -259,6 +264,13 @@ class Localizer(MapScoring):
         report.belief_score = score
         report.collapsed, report.recovery = self._check_health(score)
         return report
+
+    def _belief_fits(self):
+        """Whether the images fit the belief: neither the collapse count (belief score) nor
+        the weak-evidence count is positive. The transition's heavy tail searches only then;
+        after a mismatch (a kidnapping, a foreign map, the mapped area left behind) the random
+        injection searches, and jumps would let the cloud settle on a look-alike place."""
+        return self.health.collapsed == 0 and self.health.weak_evidence == 0
 
     def _check_evidence(self, evidence):
         """Whether the images still match a view of the map (:func:`health.record_evidence`;
@@ -327,11 +339,13 @@ class Localizer(MapScoring):
     def filter_config(self):
         """The particle filter's settings from the localizer's (read at every use: parameters
         may change at run time): noise proportional to the motion, systematic resampling
-        when ESS < resample_ess_ratio * K."""
+        when ESS < resample_ess_ratio * K, the transition's heavy tail (motion_jump_*)."""
         c = self.config
         return FilterConfig(transition_std=(0.0, 0.0, 0.0),
                             motion_noise=(c.motion_noise_xy, c.motion_noise_yaw),
-                            resample='systematic', resample_ess_ratio=c.resample_ess_ratio)
+                            resample='systematic', resample_ess_ratio=c.resample_ess_ratio,
+                            jump_share=c.motion_jump_share,
+                            jump_std=(c.motion_jump_xy, c.motion_jump_xy, c.motion_jump_yaw))
 
     @property
     def particles(self):
@@ -351,9 +365,11 @@ class Localizer(MapScoring):
     def log_weights(self, value):
         self.filter.log_weights = value
 
-    def _predict(self, delta):
+    def _predict(self, delta, share=1.0):
+        """Move the particles by ``delta``; the transition's heavy tail scales with the
+        update's evidence share (the jumps per metre do not grow with the frame rate)."""
         self.filter.predict(torch.as_tensor(delta, dtype=torch.float32,
-                                            device=self.device)[None])
+                                            device=self.device)[None], jump_scale=share)
 
     def _inject_random(self, share):
         """Replace a share of the particles by uniform ones (recovery from a wrong belief)."""
