@@ -72,12 +72,12 @@ def test_the_heavy_tail_keeps_a_converging_belief_honest(dense_worlds):
     """On dense maps, while the belief converges (40 updates from a uniform one), the
     transition's heavy tail (the option motion_jump_share, at 0.05) keeps the truth inside the
     2-sigma ellipse more often than the odometry noise alone: measured, mazes 3 / 7 x seeds
-    0 / 1, 100, 42, 75, 80% (mean 74%) against 78, 20, 53, 50% (mean 50%) without it (settled
-    beside the true pose with a tight cloud)."""
+    0-2, 100, 40, 30, 75, 80, 65% (mean 65%) against 78, 20, 20, 52, 50, 35% (mean 43%) without
+    it (settled beside the true pose with a tight cloud)."""
     inside = {}
     for share in (0.0, 0.05):
         inside[share] = np.mean([_run(world, world, seed, motion_jump_share=share)[1]
-                                 for world in dense_worlds for seed in (0, 1)])
+                                 for world in dense_worlds for seed in (0, 1, 2)])
     assert inside[0.0] + 0.15 < inside[0.05], inside
 
 
