@@ -61,18 +61,21 @@ def _resolve_model(name):
             if not p.is_file():
                 raise UserError(f'{p}: no such file (a model is NAME.safetensors + NAME.json)')
         return str(weights)
-    weights, card = model_paths(dmn_model_path())
-    if weights.is_file() and card.is_file():
-        return str(weights)
-    return None
+    return _shipped(dmn_model_path())
+
+
+def _shipped(path):
+    """The weights path of the shipped model ``path`` if its weights and card are there, else
+    None."""
+    from dmn_localizer.model.io import model_paths
+    weights, card = model_paths(path)
+    return str(weights) if weights.is_file() and card.is_file() else None
 
 
 def _node_model(fallback):
     """The model the nodes run by default (its path), else ``fallback``."""
-    from dmn_localizer.model.io import model_paths
     from dmn_localizer.util.resources import default_model_path
-    weights, card = model_paths(default_model_path())
-    return str(weights) if weights.is_file() and card.is_file() else fallback
+    return _shipped(default_model_path()) or fallback
 
 
 def node_latency(model, args):

@@ -159,22 +159,19 @@ def transition(particles, odometry, std, generator=None):
 def jump(particles, share, std, generator=None):
     """The heavy tail of the transition: each particle (B, K, 3), with probability ``share``,
     moves by extra Gaussian noise of std (3,) (metres, metres, radians; x-y in the map frame).
-    Returns (particles (B, K, 3), which moved (B, K) bool).
 
     A filter whose cloud has settled a little beside the true pose (resampling leaves no
     particle there) keeps a few particles searching around it, which the likelihood then
     favours; the cost is a cloud slightly wider than the odometry noise alone makes it.
     """
     if share <= 0.0:
-        return particles, torch.zeros(particles.shape[:2], dtype=torch.bool,
-                                      device=particles.device)
+        return particles
     B, K = particles.shape[:2]
     moved = torch.rand(B, K, generator=generator, device='cpu') < share
     noise = torch.randn(B, K, 3, generator=generator, device='cpu') * torch.tensor(std)
     p = particles + noise.to(particles.device, particles.dtype)
     p = torch.cat([p[..., :2], wrap_angle(p[..., 2:])], dim=-1)
-    moved = moved.to(particles.device)
-    return torch.where(moved[..., None], p, particles), moved
+    return torch.where(moved[..., None].to(particles.device), p, particles)
 
 
 def sample_uniform(batch, k, world_size, generator=None, device='cpu', origin=(0.0, 0.0)):
@@ -225,7 +222,7 @@ class ParticleFilter:
         self.particles = transition(self.particles, odometry, std, self.generator)
         if c.jump_share > 0.0 and any(c.jump_std):
             self.particles = jump(self.particles, min(1.0, c.jump_share * jump_scale),
-                                  c.jump_std, self.generator)[0]
+                                  c.jump_std, self.generator)
 
     def update(self, log_likelihood):
         """log w <- log w + log-likelihood (B, K), normalised."""
