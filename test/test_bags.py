@@ -260,7 +260,7 @@ def two_worlds(tmp_path_factory):
     """The mapping and localization runs of two different test mazes, in folders w1, w2."""
     root = tmp_path_factory.mktemp('worlds')
     for name, seed in (('w1', 1_100_001), ('w2', 1_100_002)):
-        simulate_bag('mazes', seed, root / name, image_size=32, mapping_frames=300,
+        simulate_bag('mazes', seed, root / name, image_size=32,
                      localization_frames=150)
     return root
 

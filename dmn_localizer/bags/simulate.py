@@ -42,6 +42,10 @@ START_NS = 1_700_000_000 * 1_000_000_000
 LOCALIZATION_DELAY_S = 600
 ODOM_NOISE = (0.02, 0.01, np.radians(1.0))   # per-step std of (dx, dy, dyaw), body frame
 RUNS = ('mapping', 'localization')
+MAPPING_MIN_FRAMES = 800
+MAPPING_SIGHT_M = 1.5
+"""The mapping run counts a place as seen when it passed within this distance (open rooms are
+covered in lanes about 3 m apart)."""
 TOPICS = {'/camera/image_raw': M.IMAGE, '/camera/camera_info': M.CAMERA_INFO,
           '/odom': M.ODOMETRY, '/tf': M.TF, '/tf_static': M.TF,
           '/ground_truth/pose': M.POSE_STAMPED}
@@ -109,11 +113,15 @@ def _far_pose(candidates, pose, min_m, rng):
     return candidates[rng.choice(far) if len(far) else int(np.argmax(dist))]
 
 
-def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frames=800,
+def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frames=None,
                  localization_frames=150, rate_hz=4.0, step_m=0.5, kidnap_at=None,
                  kidnap_min_m=10.0, bag_version=9, base_from_camera=(0.0, 0.0, 0.0),
                  hfov_deg=None):
     """Write ``out/mapping`` and ``out/localization`` for world ``seed`` of ``domain``.
+
+    ``mapping_frames``: the mapping run's length; None (default): until it has seen every
+    reachable part of the world (:data:`MAPPING_SIGHT_M`), at least :data:`MAPPING_MIN_FRAMES`
+    frames.
 
     ``kidnap_at``: the localization run's frame at which the robot is teleported (its
     odometry sees nothing) to a mapped place at least ``kidnap_min_m`` away: the
@@ -132,8 +140,9 @@ def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frame
             # the mapping run explores (covers the world); the localization run wanders off
             # from a place the mapping run passed, so it drives mostly through mapped parts
             if run == 'mapping':
-                poses = exploring_trajectory(world.spec, rng, n, step_m=step_m,
-                                             turn_sigma=np.radians(10.0))
+                poses = exploring_trajectory(world.spec, rng, n or MAPPING_MIN_FRAMES,
+                                             step_m=step_m, turn_sigma=np.radians(10.0),
+                                             sight_m=MAPPING_SIGHT_M, cover=n is None)
                 mapped = poses
             else:
                 poses = random_trajectory(world.spec, rng, kidnap_at or n, step_m=step_m,
@@ -149,6 +158,6 @@ def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frame
                       teleports=(kidnap_at,) if run == 'localization' and kidnap_at else (),
                       version=bag_version, base_from_camera=base_from_camera)
             result[run] = (path, poses, start)
-            log.info('wrote %s: %d frames', path, n)
-            start += int((n / rate_hz + LOCALIZATION_DELAY_S) * 1e9)
+            log.info('wrote %s: %d frames', path, len(poses))
+            start += int((len(poses) / rate_hz + LOCALIZATION_DELAY_S) * 1e9)
     return result

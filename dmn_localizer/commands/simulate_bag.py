@@ -33,7 +33,9 @@ def add_arguments(parser):
                         'mazes only a narrower one: the centre crop of the 90 deg view that '
                         'spans it (rendered at a resolution where the crop is at least '
                         '--image-size)')
-    parser.add_argument('--mapping-frames', type=int, default=800)
+    parser.add_argument('--mapping-frames', type=int, metavar='N',
+                        help='frames of the mapping run (default: until it has passed within '
+                        '1.5 m of every reachable place of the world, at least 800)')
     parser.add_argument('--localization-frames', type=int, default=150)
     parser.add_argument('--rate', type=float, default=4.0, help='frames per second')
     parser.add_argument('--step', type=float, default=0.5, help='metres driven per frame')
@@ -62,7 +64,8 @@ def run(args):
     if not 0 <= args.seed < hi - lo:
         raise UserError(f'--seed must be within 0..{hi - lo - 1} for --split {args.split}, '
                         f'got {args.seed}')
-    if args.mapping_frames < 2 or args.localization_frames < 2:
+    if (args.mapping_frames is not None and args.mapping_frames < 2) \
+            or args.localization_frames < 2:
         raise UserError('--mapping-frames and --localization-frames must be >= 2')
     if args.kidnap_at is not None and not 1 <= args.kidnap_at < args.localization_frames:
         raise UserError(f'--kidnap-at must be within 1..{args.localization_frames - 1}')

@@ -9,6 +9,7 @@ The camera looks along the direction of travel.
 import numpy as np
 
 from dmn_localizer.geometry import wrap_angle
+from dmn_localizer.sim.spec import FREE_RASTER_M
 
 
 def _segment_free(spec, a, b, spacing=0.1):
@@ -45,13 +46,64 @@ def random_trajectory(spec, rng, length, step_m=1.5, turn_sigma=np.radians(20.0)
     return np.asarray(poses, dtype=np.float32)
 
 
-def exploring_trajectory(spec, rng, length, step_m=0.5, turn_sigma=np.radians(10.0)):
+def _raster_route(spec, start, cell, max_points=None):
+    """Waypoints (list of (2,) arrays) of a collision-free route from ``start`` (x, y) to the
+    nearest reachable free point of layout ``cell`` (row, column): breadth-first over the
+    free-space raster (points ``clearance_m`` from anything), shortened to the fewest straight
+    segments that stay free. None when no point of the cell is reached within ``max_points``
+    raster points (default: no limit)."""
+    from collections import deque
+    ok = spec.distance_map >= spec.clearance_m
+    n = ok.shape[0]
+    res, r = spec.layout_resolution_m, FREE_RASTER_M
+    i0, j0 = (np.clip((np.asarray(start)[::-1] / r).astype(int), 0, n - 1))
+    lo = (np.asarray(cell) * res / r).astype(int)
+    hi = (np.asarray(cell) + 1) * res / r
+    prev = {(i0, j0): None}
+    queue = deque([(i0, j0)])
+    end = None
+    while queue and (max_points is None or len(prev) < max_points):
+        i, j = queue.popleft()
+        if lo[0] <= i < hi[0] and lo[1] <= j < hi[1] and ok[i, j]:
+            end = (i, j)
+            break
+        for di, dj in ((0, 1), (1, 0), (0, -1), (-1, 0)):
+            q = (i + di, j + dj)
+            if 0 <= q[0] < n and 0 <= q[1] < n and ok[q] and q not in prev:
+                prev[q] = (i, j)
+                queue.append(q)
+    if end is None:
+        return None
+    chain = []
+    while end is not None:
+        chain.append(np.array([(end[1] + 0.5) * r, (end[0] + 0.5) * r]))
+        end = prev[end]
+    chain = chain[::-1]
+    route, here, k = [], np.asarray(start, np.float64), 0
+    while k < len(chain) - 1:   # string pulling: the farthest raster point reachable straight
+        far = next((m for m in range(len(chain) - 1, k, -1)
+                    if _segment_free(spec, here, chain[m])), k + 1)
+        here, k = chain[far], far
+        route.append(here)
+    return route or [chain[-1]]
+
+
+def exploring_trajectory(spec, rng, length, step_m=0.5, turn_sigma=np.radians(10.0),
+                         sight_m=0.0, cover=False, max_length=None):
     """A coverage run for mapping: the robot repeatedly drives (breadth-first, along free
     layout cells) to the nearest cell it has not visited yet, so the run covers the world
-    instead of circling in one region. Steps that would hit an obstacle are replaced by the
-    nearest feasible heading, as in :func:`random_trajectory`.
+    instead of circling in one region. Where a decoration blocks the straight way to the next
+    cell, the robot drives around it (:func:`_raster_route`); a cell is given up only when no
+    free point of it can be reached.
 
-    Returns poses ``(length, 3)`` float32.
+    sight_m: reaching a cell also visits the free cells whose centres lie within this distance
+    (an open space is covered in lanes about ``2 * sight_m`` apart instead of cell by cell).
+    cover: go on past ``length`` until every reachable cell has been visited once (at most
+    ``max_length`` poses, default ``8 * length``); a run that covers the world in fewer than
+    ``length`` poses starts a new lap, as without ``cover``.
+
+
+    Returns poses ``(N, 3)`` float32: N = ``length``, or more with ``cover``.
     """
     from collections import deque
     free = ~np.asarray(spec.layout, bool)
@@ -88,9 +140,16 @@ def exploring_trajectory(spec, rng, length, step_m=0.5, turn_sigma=np.radians(10
     visited[cell(pos)] = True
     free[cell(pos)] = True
     max_turn = np.pi / 4
-    while len(poses) < length:
+    max_length = 8 * length if max_length is None else max_length
+    centres_xy = np.stack(np.meshgrid((np.arange(shape[1]) + 0.5) * res,
+                                      (np.arange(shape[0]) + 0.5) * res), -1)
+    lap_end = None   # the pose count when every reachable cell had been visited once
+    while len(poses) < length or (cover and lap_end is None and len(poses) < max_length):
         path = path_to_unvisited(cell(pos))
         if not path:  # every reachable cell seen: start a new lap
+            lap_end = len(poses) if lap_end is None else lap_end
+            if len(poses) >= length:
+                break
             visited[:] = False
             visited[cell(pos)] = True
             path = path_to_unvisited(cell(pos))
@@ -100,24 +159,34 @@ def exploring_trajectory(spec, rng, length, step_m=0.5, turn_sigma=np.radians(10
             goal = centre(c)
             d = (goal - pos) / max(np.hypot(*(goal - pos)), 1e-9)
             side = np.array([-d[1], d[0]]) * res  # sidestep decorations near walls
-            goal = next((goal + f * side for f in (0, .1, -.1, .2, -.2, .25, -.25, .3, -.3)
-                         if _segment_free(spec, pos, goal + f * side)), None)
-            if goal is None:
+            route = next(([goal + f * side] for f in (0, .1, -.1, .2, -.2, .25, -.25, .3, -.3)
+                          if _segment_free(spec, pos, goal + f * side)), None)
+            if route is None:   # around a decoration, on the free-space raster
+                route = _raster_route(spec, pos, c)
+            if route is None:
                 free[c] = False  # blocked: plan around it
                 break
-            heading = float(np.arctan2(goal[1] - pos[1], goal[0] - pos[0]))
-            turn = float(wrap_angle(heading - yaw))
-            for _ in range(int(abs(turn) // max_turn)):  # rotate in place, 45 deg a step
-                yaw = float(wrap_angle(yaw + np.sign(turn) * max_turn))
-                poses.append((pos[0], pos[1], yaw))
-            yaw = heading
-            n = max(1, int(round(np.hypot(*(goal - pos)) / step_m)))
-            for i in range(1, n + 1):
-                p = pos + (goal - pos) * i / n
-                poses.append((p[0], p[1], wrap_angle(yaw + rng.normal(0.0, turn_sigma / 4))))
-            pos = goal
+            for goal in route:
+                heading = float(np.arctan2(goal[1] - pos[1], goal[0] - pos[0]))
+                turn = float(wrap_angle(heading - yaw))
+                for _ in range(int(abs(turn) // max_turn)):  # rotate in place, 45 deg a step
+                    yaw = float(wrap_angle(yaw + np.sign(turn) * max_turn))
+                    poses.append((pos[0], pos[1], yaw))
+                yaw = heading
+                n = max(1, int(round(np.hypot(*(goal - pos)) / step_m)))
+                for i in range(1, n + 1):
+                    p = pos + (goal - pos) * i / n
+                    poses.append((p[0], p[1], wrap_angle(yaw + rng.normal(0.0, turn_sigma / 4))))
+                pos = goal
             visited[c] = True
-    poses = poses[:length]
+            if sight_m > 0:
+                visited[np.hypot(*(centres_xy - pos).transpose(2, 0, 1)) <= sight_m] = True
+                if visited[path[-1]]:   # seen from here: plan to the next unseen cell
+                    break
+    n = length
+    if cover:
+        n = min(max(length, len(poses) if lap_end is None else lap_end), max_length)
+    poses = poses[:n]
     while len(poses) < length:
         poses.append(poses[-1])
     return np.asarray(poses, dtype=np.float32)
