@@ -230,8 +230,9 @@ class LocalizerConfig:
     collapse_updates: int = param(3, 'Collapse count (+1 per collapsed, -1 per healthy update) '
                                   'from which random particles are injected', 1, 100000)
     recovery_alpha: float = param(0.1, 'Share of particles re-drawn uniformly at each '
-                                  'collapsed update from collapse_updates on (0 = off)',
-                                  0.0, 1.0)
+                                  'collapsed update from collapse_updates on, and at each '
+                                  'update while the estimate is lost (see min_evidence; '
+                                  '0 = off)', 0.0, 1.0)
     global_reinit_updates: int = param(8, 'Collapse count at which the filter re-initialises '
                                        'globally (0 = never)', 0, 100000)
     min_evidence: float = param(-1.0, 'For models whose scores are log-likelihood ratios '

@@ -106,6 +106,14 @@ def record_score(health, config, score):
     return True, ''
 
 
+def record_lost(health):
+    """The recovery for an update whose estimate is lost (no view of the map backs it, see
+    :func:`record_evidence`) while the collapse monitor calls for none: 'inject'."""
+    health.injections += 1
+    health.last_recovery = 'inject'
+    return 'inject'
+
+
 def record_evidence(health, config, evidence, min_evidence):
     """Whether the images still match a view of the map: the belief's log mean likelihood
     ratio ``evidence`` against ``min_evidence`` (the threshold in use, see

@@ -41,7 +41,8 @@ from dmn_localizer.filter.particle_filter import (covariance, effective_sample_s
 from dmn_localizer.geometry import compose
 from dmn_localizer.localization.camera import apply_camera, hfov_from_intrinsics
 from dmn_localizer.localization.health import (anywhere_on_map, belief_score, Health,
-                                               record_evidence, record_score, UpdateReport)
+                                               record_evidence, record_lost, record_score,
+                                               UpdateReport)
 from dmn_localizer.localization.scoring import (FLOOR_CONTEXTS, MapScoring,  # noqa: F401
                                                 PAIRS_PER_CHUNK)
 from dmn_localizer.model.preprocess import images_to_tensor
@@ -308,8 +309,13 @@ class Localizer(MapScoring):
 
     def _check_health(self, score):
         """Update the collapse monitor with one update's belief score and apply the recovery
-        it calls for. Returns (collapsed, recovery)."""
+        it calls for; while the estimate is lost (no view of the map backs it) and the monitor
+        calls for none, random particles are injected as for a collapse, so a belief settled
+        on a look-alike place (after a kidnapping) keeps searching. Returns (collapsed,
+        recovery)."""
         collapsed, recovery = record_score(self.health, self.config, score)
+        if not recovery and self.health.unreliable and self.config.recovery_alpha > 0.0:
+            recovery = record_lost(self.health)
         if recovery == 'global':
             self.init_global()
         elif recovery == 'inject':
