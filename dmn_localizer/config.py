@@ -231,7 +231,8 @@ class LocalizerConfig:
                                   'from which random particles are injected', 1, 100000)
     recovery_alpha: float = param(0.1, 'Share of particles re-drawn uniformly at each '
                                   'collapsed update from collapse_updates on, and at each '
-                                  'update while the estimate is lost (see min_evidence; '
+                                  'update while the estimate is lost (see min_evidence; not '
+                                  "with the fallback for a model whose card has no value; "
                                   '0 = off)', 0.0, 1.0)
     global_reinit_updates: int = param(8, 'Collapse count at which the filter re-initialises '
                                        'globally (0 = never)', 0, 100000)

@@ -99,7 +99,8 @@ def test_the_lost_covariance_covers_the_map_from_the_published_mean():
 
 def test_min_evidence_is_the_models_own_unless_set(tmp_path):
     """min_evidence -1 (the default) takes the threshold calibrated for the model from its
-    card (aligned_mazes_e2e: 1.0), else 3.5; a value >= 0 is used as given (0: off)."""
+    card (aligned_mazes_e2e: 1.0), else 3.5; a value >= 0 is used as given (0: off). The
+    search while lost (random particles) needs the card's value or a set one."""
     import json
     import shutil
 
@@ -118,6 +119,10 @@ def test_min_evidence_is_the_models_own_unless_set(tmp_path):
     (tmp_path / 'plain.json').write_text(json.dumps(card))
     plain = Localizer(load_model(tmp_path / 'plain'), LocalizerConfig(), 'cpu')
     assert plain.min_evidence == DEFAULT_MIN_EVIDENCE
+    # only a threshold chosen for the model (card or parameter) makes 'lost' search
+    assert not plain.min_evidence_fits_model
+    assert Localizer(load_model(e2e), LocalizerConfig(), 'cpu').min_evidence_fits_model
+    assert Localizer(plain.model, LocalizerConfig(min_evidence=3.5), 'cpu').min_evidence_fits_model
     # the threshold in use decides: evidence 2.0 is weak for 3.5, not for the e2e card's 1.0
     for model, weak in ((plain.model, True), (load_model(e2e), False)):
         loc = Localizer(model, LocalizerConfig(collapse_updates=1), 'cpu')

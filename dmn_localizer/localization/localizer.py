@@ -292,6 +292,15 @@ class Localizer(MapScoring):
         meta = (getattr(self.model, 'card', None) or {}).get('metadata') or {}
         return float(meta.get('min_evidence', DEFAULT_MIN_EVIDENCE))
 
+    @property
+    def min_evidence_fits_model(self):
+        """Whether :attr:`min_evidence` was chosen for this model: set as a parameter, or
+        calibrated for it (its card's value). The fallback for a card without one (a model
+        from ``finetune``, say) only flags: on its own maps it may call a good estimate lost,
+        and searching there would scatter it."""
+        meta = (getattr(self.model, 'card', None) or {}).get('metadata') or {}
+        return self.config.min_evidence >= 0 or 'min_evidence' in meta
+
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16,
                               enabled=self.config.precision == 'bf16')
@@ -311,10 +320,12 @@ class Localizer(MapScoring):
         """Update the collapse monitor with one update's belief score and apply the recovery
         it calls for; while the estimate is lost (no view of the map backs it) and the monitor
         calls for none, random particles are injected as for a collapse, so a belief settled
-        on a look-alike place (after a kidnapping) keeps searching. Returns (collapsed,
-        recovery)."""
+        on a look-alike place (after a kidnapping) keeps searching, provided the threshold
+        that says "lost" fits the model (:attr:`min_evidence_fits_model`). Returns
+        (collapsed, recovery)."""
         collapsed, recovery = record_score(self.health, self.config, score)
-        if not recovery and self.health.unreliable and self.config.recovery_alpha > 0.0:
+        if not recovery and self.health.unreliable and self.config.recovery_alpha > 0.0 \
+                and self.min_evidence_fits_model:
             recovery = record_lost(self.health)
         if recovery == 'global':
             self.init_global()
