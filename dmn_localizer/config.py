@@ -204,8 +204,7 @@ class LocalizerConfig:
                                      'motion_jump_xy / motion_jump_yaw, so a cloud that settled '
                                      'beside the true pose keeps searching around itself; '
                                      'no jumps while the collapse or weak-evidence count is '
-                                     'positive. 0 = off (after a kidnapping the wider cloud '
-                                     'can settle on a look-alike place)', 0.0, 1.0)
+                                     'positive. 0 = off', 0.0, 1.0)
     motion_jump_xy: float = param(0.5, 'x and y std of a jump (m)', 0.0, 100.0)
     motion_jump_yaw: float = param(0.17, 'Yaw std of a jump (rad)', 0.0, 3.2)
     update_min_d: float = param(0.25, 'Translation needed before a filter update (m)',

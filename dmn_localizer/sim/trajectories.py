@@ -46,12 +46,11 @@ def random_trajectory(spec, rng, length, step_m=1.5, turn_sigma=np.radians(20.0)
     return np.asarray(poses, dtype=np.float32)
 
 
-def _raster_route(spec, start, cell, max_points=None):
+def _raster_route(spec, start, cell):
     """Waypoints (list of (2,) arrays) of a collision-free route from ``start`` (x, y) to the
     nearest reachable free point of layout ``cell`` (row, column): breadth-first over the
-    free-space raster (points ``clearance_m`` from anything), shortened to the fewest straight
-    segments that stay free. None when no point of the cell is reached within ``max_points``
-    raster points (default: no limit)."""
+    free-space raster (points ``clearance_m`` from anything), then shortened greedily to
+    straight segments that stay free. None when no point of the cell can be reached."""
     from collections import deque
     ok = spec.distance_map >= spec.clearance_m
     n = ok.shape[0]
@@ -62,7 +61,7 @@ def _raster_route(spec, start, cell, max_points=None):
     prev = {(i0, j0): None}
     queue = deque([(i0, j0)])
     end = None
-    while queue and (max_points is None or len(prev) < max_points):
+    while queue:
         i, j = queue.popleft()
         if lo[0] <= i < hi[0] and lo[1] <= j < hi[1] and ok[i, j]:
             end = (i, j)
@@ -101,7 +100,6 @@ def exploring_trajectory(spec, rng, length, step_m=0.5, turn_sigma=np.radians(10
     cover: go on past ``length`` until every reachable cell has been visited once (at most
     ``max_length`` poses, default ``8 * length``); a run that covers the world in fewer than
     ``length`` poses starts a new lap, as without ``cover``.
-
 
     Returns poses ``(N, 3)`` float32: N = ``length``, or more with ``cover``.
     """
