@@ -80,11 +80,21 @@ def belief_score(belief, ref_ll):
     return float((ref_ll < belief).float().mean())
 
 
-def record_score(health, config, score):
+def record_score(health, config, score, search_when_lost=False):
     """Update the collapse monitor ``health`` with one update's belief score. Returns
     (collapsed, recovery): recovery '', 'inject' (redraw ``recovery_alpha`` of the particles)
-    or 'global' (re-initialise globally), for the caller to apply."""
-    h, c = health, config
+    or 'global' (re-initialise globally), for the caller to apply. With ``search_when_lost``
+    an update whose estimate is lost (:func:`record_evidence` said so before) injects too when
+    the collapse monitor calls for nothing, so a belief settled on a look-alike place keeps
+    searching."""
+    collapsed, recovery = _collapse_recovery(health, config, score)
+    if not recovery and search_when_lost and health.unreliable and config.recovery_alpha > 0.0:
+        recovery = _injection(health)
+    return collapsed, recovery
+
+
+def _collapse_recovery(h, c, score):
+    """(collapsed, recovery) of the collapse monitor alone (see :func:`record_score`)."""
     h.belief_score = score
     if math.isnan(score):
         return False, ''
@@ -100,17 +110,14 @@ def record_score(health, config, score):
         h.last_recovery = 'global'
         return True, 'global'
     if h.collapsed >= c.collapse_updates and c.recovery_alpha > 0.0:
-        h.injections += 1
-        h.last_recovery = 'inject'
-        return True, 'inject'
+        return True, _injection(h)
     return True, ''
 
 
-def record_lost(health):
-    """The recovery for an update whose estimate is lost (no view of the map backs it, see
-    :func:`record_evidence`) while the collapse monitor calls for none: 'inject'."""
-    health.injections += 1
-    health.last_recovery = 'inject'
+def _injection(h):
+    """Count a random injection in ``h``; returns 'inject'."""
+    h.injections += 1
+    h.last_recovery = 'inject'
     return 'inject'
 
 

@@ -41,8 +41,7 @@ from dmn_localizer.filter.particle_filter import (covariance, effective_sample_s
 from dmn_localizer.geometry import compose
 from dmn_localizer.localization.camera import apply_camera, hfov_from_intrinsics
 from dmn_localizer.localization.health import (anywhere_on_map, belief_score, Health,
-                                               record_evidence, record_lost, record_score,
-                                               UpdateReport)
+                                               record_evidence, record_score, UpdateReport)
 from dmn_localizer.localization.scoring import (FLOOR_CONTEXTS, MapScoring,  # noqa: F401
                                                 PAIRS_PER_CHUNK)
 from dmn_localizer.model.preprocess import images_to_tensor
@@ -289,8 +288,8 @@ class Localizer(MapScoring):
         value = self.config.min_evidence
         if value >= 0:
             return value
-        meta = (getattr(self.model, 'card', None) or {}).get('metadata') or {}
-        return float(meta.get('min_evidence', DEFAULT_MIN_EVIDENCE))
+        card_value = self._card_min_evidence()
+        return DEFAULT_MIN_EVIDENCE if card_value is None else card_value
 
     @property
     def min_evidence_fits_model(self):
@@ -298,8 +297,13 @@ class Localizer(MapScoring):
         calibrated for it (its card's value). The fallback for a card without one (a model
         from ``finetune``, say) only flags: on its own maps it may call a good estimate lost,
         and searching there would scatter it."""
+        return self.config.min_evidence >= 0 or self._card_min_evidence() is not None
+
+    def _card_min_evidence(self):
+        """The model card's calibrated ``metadata.min_evidence``, or None."""
         meta = (getattr(self.model, 'card', None) or {}).get('metadata') or {}
-        return self.config.min_evidence >= 0 or 'min_evidence' in meta
+        value = meta.get('min_evidence')
+        return None if value is None else float(value)
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16,
@@ -323,10 +327,8 @@ class Localizer(MapScoring):
         on a look-alike place (after a kidnapping) keeps searching, provided the threshold
         that says "lost" fits the model (:attr:`min_evidence_fits_model`). Returns
         (collapsed, recovery)."""
-        collapsed, recovery = record_score(self.health, self.config, score)
-        if not recovery and self.health.unreliable and self.config.recovery_alpha > 0.0 \
-                and self.min_evidence_fits_model:
-            recovery = record_lost(self.health)
+        collapsed, recovery = record_score(self.health, self.config, score,
+                                           search_when_lost=self.min_evidence_fits_model)
         if recovery == 'global':
             self.init_global()
         elif recovery == 'inject':
