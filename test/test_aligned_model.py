@@ -230,12 +230,15 @@ def maze_data(tmp_path_factory):
 def test_tiny_training_learns_to_compare_views(maze_data, tmp_path):
     """A few CPU minutes of the view-pair recipe on 60 rendered mazes: on held-out worlds
     the truth wins among 64 candidate poses far more often with the right query image than
-    with another query's (chance 1/64), and the depth head's error falls."""
+    with another query's (chance 1/64), and the depth head's error falls. Measured on an AMD
+    EPYC CPU: 7.8% against 0.0% after 320 steps (192 queries); after 240 steps with 96
+    queries 4.2% against 0.0% there, while an Intel CPU passed: the floating-point
+    differences between CPUs move a weak early signal, hence the longer run."""
     from dmn_localizer.training.view_pairs import ViewPairConfig, train_view_pairs
     cfg = ViewPairConfig(train_data=str(maze_data / 'train'), val_data=str(maze_data / 'val'),
-                         batch_size=16, max_steps=240, val_every=40, val_queries=96,
-                         eval_every=0, eval_episodes=0, curriculum_steps=200,
-                         true_depth_steps=200, threads=2, lr=2e-3, lr_end=1e-3)
+                         batch_size=16, max_steps=320, val_every=40, val_queries=192,
+                         eval_every=0, eval_episodes=0, curriculum_steps=260,
+                         true_depth_steps=260, threads=2, lr=2e-3, lr_end=1e-3)
     summary = train_view_pairs(cfg, tmp_path / 'run', progress=False)
     import csv
     rows = list(csv.DictReader(open(tmp_path / 'run' / 'log.csv')))
@@ -244,7 +247,7 @@ def test_tiny_training_learns_to_compare_views(maze_data, tmp_path):
     assert float(rows[-1]['depth_error']) < 0.8 * float(rows[0]['depth_error']), rows
     assert (tmp_path / 'run' / 'curve.png').stat().st_size > 1000
     model = load_model(tmp_path / 'run' / 'final', architecture='aligned')
-    assert model.card['metadata']['steps'] == 240
+    assert model.card['metadata']['steps'] == 320
 
 
 def test_end_to_end_term_reaches_the_model_through_the_filter(maze_data):
