@@ -26,6 +26,7 @@ COMMANDS = {
     'dataset-from-bags': 'dataset_from_bags',
     'train': 'train',
     'finetune': 'finetune',
+    'calibrate-lost': 'calibrate_lost',
     'eval': 'evaluate',
     'bench': 'bench',
     'replay': 'replay',

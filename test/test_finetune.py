@@ -14,6 +14,7 @@ import pytest
 from dmn_localizer.bags.simulate import simulate_bag
 from dmn_localizer.data.dataset import open_dataset, SPLIT_SEEDS
 from dmn_localizer.model.io import load_model
+from dmn_localizer.replay.lost_threshold import calibrate
 from dmn_localizer.training.finetune import finetune
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -113,10 +114,13 @@ def test_unusable_data_is_refused_in_one_line(places, tmp_path):
 
 def test_finetune_aligned_model_reports_pose_ranking(places, tmp_path):
     """An aligned model fine-tunes by the view-pair recipe on bags (no true depths: overlaps
-    from its predicted ones); the card adds the tie-safe candidate top-1 and its twin."""
+    from its predicted ones); the card adds the tie-safe candidate top-1 and its twin, and
+    the lost-flag calibration on the held-out place (its run on its own map and on another
+    place's), whose threshold, when one is chosen, reaches the model card."""
     out = tmp_path / 'ft_aligned'
     card = finetune([places / f'place{i}' for i in (1, 2, 3)], *TOPICS, out,
-                    model_path=os.path.join(REPO, 'models', 'aligned_mazes'), **SMALL)
+                    model_path=os.path.join(REPO, 'models', 'aligned_mazes'),
+                    calibrate_lost=calibrate, **SMALL)
     assert card['architecture'] == 'aligned' and card['steps'] == 2
     val = open_dataset(out / 'data' / 'val')
     # the bags' camera_info reached the dataset
@@ -129,3 +133,11 @@ def test_finetune_aligned_model_reports_pose_ranking(places, tmp_path):
     assert model.config.architecture == 'aligned'
     text = (out / 'card.md').read_text()
     assert 'top-1 of 64 candidates' in text and (out / 'curve.png').stat().st_size > 0
+    lost = card['lost_flag']
+    held_out = card['val_places'][0]
+    assert [(r['kind'], r['map_place'] == held_out) for r in lost['runs']] == [
+        ('own', True), ('foreign', False)]
+    threshold = model.card['metadata'].get('min_evidence')
+    assert threshold == lost['min_evidence'] and 'Lost flag' in text
+    if threshold is not None:
+        assert threshold > 0 and lost['own_flagged'][0] < lost['foreign_flagged'][0]

@@ -83,27 +83,34 @@ def write_run(path, world, poses, start_ns, rate_hz, rng, storage='mcap', telepo
             M.transform(start_ns, 'base_link', 'camera_link', (mount[0], mount[1], cam_height),
                         M.yaw_to_quaternion(float(mount[2]))),
             M.transform(start_ns, 'camera_link', 'camera_optical_frame', quat=M.OPTICAL_QUAT)]))
-        odom = np.zeros(3)
-        for i, pose in enumerate(poses.astype(np.float64)):
+        odometry, steps = noisy_odometry(poses, rng, teleports)
+        for i, (pose, odom) in enumerate(zip(poses.astype(np.float64), odometry)):
             ns = start_ns + i * dt_ns
-            if i:
-                step = (np.zeros(3) if i in teleports
-                        else relative(poses[i - 1].astype(np.float64), pose))
-                noisy = step + rng.normal(size=3) * np.asarray(ODOM_NOISE)
-                noisy[2] = wrap_angle(noisy[2])
-                odom = compose(odom, noisy)
-                twist = noisy * rate_hz
-            else:
-                twist = np.zeros(3)
             put('/camera/image_raw', ns, M.image_msg(ns, 'camera_optical_frame', images[i]))
             put('/camera/camera_info', ns, M.camera_info_msg(ns, 'camera_optical_frame', cam))
-            put('/odom', ns, M.odometry_msg(ns, odom, twist))
+            put('/odom', ns, M.odometry_msg(ns, odom, steps[i] * rate_hz))
             qx, qy, qz, qw = M.yaw_to_quaternion(float(odom[2]))
             put('/tf', ns, M.tf_message([M.transform(ns, 'odom', 'base_link',
                                                      (odom[0], odom[1], 0.0),
                                                      (qx, qy, qz, qw))]))
             put('/ground_truth/pose', ns, M.pose_stamped_msg(ns, 'map', pose))
     return len(poses)
+
+
+def noisy_odometry(poses, rng, teleports=(), noise=ODOM_NOISE):
+    """Wheel odometry along true base poses (N, 3): each step's motion in the body frame plus
+    Gaussian noise of std ``noise`` (dx, dy, dyaw), accumulated from the identity; no motion
+    into the frames in ``teleports``. Returns (odom_from_base (N, 3), noisy steps (N, 3); the
+    first step zero)."""
+    poses = np.asarray(poses, np.float64)
+    odom, steps = np.zeros((len(poses), 3)), np.zeros((len(poses), 3))
+    for i in range(1, len(poses)):
+        step = np.zeros(3) if i in teleports else relative(poses[i - 1], poses[i])
+        step = step + rng.normal(size=3) * np.asarray(noise)
+        step[2] = wrap_angle(step[2])
+        steps[i] = step
+        odom[i] = compose(odom[i - 1], step)
+    return odom, steps
 
 
 def _far_pose(candidates, pose, min_m, rng):

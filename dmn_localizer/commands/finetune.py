@@ -48,16 +48,22 @@ def run(args):
         raise UserError(f'--from {args.model}: no such model')
     if os.path.isdir(args.out) and os.listdir(args.out):
         raise UserError(f'{args.out}: not empty')
+    from dmn_localizer.replay.lost_threshold import calibrate
     from dmn_localizer.training.finetune import finetune
     card = finetune(groups, args.image_topic, args.pose_topic, args.out, args.model,
                     minutes=args.minutes, val_share=args.val_share, episodes=args.episodes,
                     seed=args.seed, max_steps=args.max_steps, threads=args.threads,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, calibrate_lost=calibrate)
     z, f = card['zero_shot'], card['fine_tuned']
     print(f"{card['steps']} steps in {card['wall_time_s'] / 60:.1f} min on "
           f"{card['data']['train']['pairs']} pairs; held-out places "
           f"{', '.join(card['val_places'])}: global success@5 {100 * z['success@5']:.1f}% -> "
           f"{100 * f['success@5']:.1f}%, tracking rmse@5 {z['rmse@5']:.2f} -> "
           f"{f['rmse@5']:.2f} m; {args.out}/model, card.md")
+    lost = card.get('lost_flag')
+    if lost:
+        print(f"lost flag: min_evidence {lost['min_evidence']:g} ({lost['description']})"
+              if lost['min_evidence'] is not None else
+              f"lost flag: not calibrated ({lost['reason']})")
     print(f"try it: {card['replay_command']}")
     return 0

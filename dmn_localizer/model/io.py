@@ -105,6 +105,16 @@ def read_card(path):
     return card
 
 
+def update_card_metadata(path, **values):
+    """Set ``values`` in the ``metadata`` of a saved model's card (written atomically; the
+    weights and their model id are unchanged); returns the card."""
+    _, card_path = model_paths(path)
+    card = read_card(path)
+    card['metadata'] = dict(card.get('metadata') or {}, **values)
+    atomic_write_json(card_path, card)
+    return card
+
+
 def load_model(path, device='cpu', architecture=None):
     """Load a model saved by :func:`save_model`; returns the network of its card's
     ``architecture`` (a :class:`~dmn_localizer.model.dmn.DMN` or a baseline) in eval mode.

@@ -188,6 +188,7 @@ class Track:
     truth: list = field(default_factory=list)          # (3,)
     snapshots: list = field(default_factory=list)      # (stamp, particles (K,3), weights (K,))
     recoveries: list = field(default_factory=list)     # (update index, 'inject' | 'global')
+    evidence: list = field(default_factory=list)       # the belief's log mean likelihood ratio
     frames: int = 0
     seconds: float = 0.0
 
@@ -266,6 +267,7 @@ def localize(localizer, stream, mode='global', snapshot_every=10, progress=False
             track.estimates.append(mean)
             track.covariances.append(cov)
             track.truth.append(gt)
+            track.evidence.append(float('nan') if report is None else report.evidence)
             if snapshot_every and (len(track.stamps) - 1) % snapshot_every == 0:
                 track.snapshots.append((float(outcome.stamp), *localizer.particle_array()))
     track.seconds = time.perf_counter() - t0

@@ -164,20 +164,31 @@ def _card_markdown(card):
             continue
         lines.append(f'| {name} | {fmt(z[key])} | '
                      f'{fmt(f[key]) if key in f else "-"} |')
+    lost = card.get('lost_flag')
+    if lost:
+        lines += ['', ('Lost flag: `min_evidence` {:g} written to the model card; {}.'.format(
+            lost['min_evidence'], lost['description']) if lost['min_evidence'] is not None
+            else f"Lost flag: no threshold calibrated ({lost['reason']}); the localizer "
+            'flags with its fallback and does not search while lost.')]
     lines += ['', 'Try it:', '', '```', card['replay_command'], '```', '']
     return '\n'.join(lines)
 
 
 def finetune(groups, image_topic, pose_topic, out, model_path=None, minutes=60.0,
              val_share=0.25, episodes=64, seed=0, max_steps=None, val_every=None,
-             threads=None, progress=True, data_kw=None, eval_particles=None):
+             threads=None, progress=True, data_kw=None, eval_particles=None,
+             calibrate_lost=None):
     """Fine-tune (see the module docstring); returns the card dict.
 
     groups: as :func:`~dmn_localizer.data.from_bags.bag_groups`; model_path: the model to
     start from (default: the shipped one); data_kw: options of
     :func:`~dmn_localizer.data.from_bags.build_from_bags`; max_steps, val_every, threads:
     overrides of the model's training config; eval_particles: (K global, K tracking) of the
-    evaluations (default the protocol's 2048, 256).
+    evaluations (default the protocol's 2048, 256); calibrate_lost: for an aligned model, the
+    lost-flag calibration (:func:`dmn_localizer.replay.lost_threshold.calibrate`, given by the
+    caller: replay is a higher layer) run on the validation places after training; its
+    threshold goes into ``OUT/model``'s card (``metadata.min_evidence``) and its figures into
+    the card's ``lost_flag``.
     """
     from dmn_localizer.data.from_bags import bag_groups
     from dmn_localizer.model.io import load_model
@@ -242,6 +253,11 @@ def finetune(groups, image_topic, pose_topic, out, model_path=None, minutes=60.0
     card['fine_tuned'] = _evaluate(tuned, val_data, episodes, seed, eval_particles)
     if aligned:
         card['fine_tuned'].update(_pose_ranking(tuned, queries))
+    if aligned and calibrate_lost is not None:
+        log.info('lost-flag calibration on the validation places')
+        card['lost_flag'] = calibrate_lost(tuned, dict(train_groups, **val_groups), image_topic,
+                                           pose_topic, calibrate_on=sorted(val_groups),
+                                           seed=seed, progress=progress)
     return _finish(card, out, t0)
 
 
@@ -274,10 +290,14 @@ def _card_metadata(path):
 
 def _finish(card, out, t0):
     """Copy the best model so far to OUT/model, write the curve and the card; returns it."""
-    from dmn_localizer.model.io import model_paths
+    from dmn_localizer.model.io import model_paths, update_card_metadata
     best = out / 'run' / 'best'
     if model_paths(best)[0].exists():
         _copy_model(best, out / 'model')
+        lost = card.get('lost_flag') or {}
+        if lost.get('min_evidence') is not None:
+            update_card_metadata(out / 'model', min_evidence=lost['min_evidence'],
+                                 min_evidence_calibration=lost['description'])
     rows = _validation_rows(out / 'run')
     pair_rows = _validation_rows(out / 'run', 'log.csv')
     if pair_rows and (out / 'run' / 'curve.png').exists():

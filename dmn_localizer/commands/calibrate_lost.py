@@ -1,0 +1,50 @@
+"""``dmn-localizer calibrate-lost``: choose a model's lost-flag threshold on recordings.
+
+Thin wrapper over :func:`dmn_localizer.replay.lost_threshold.calibrate`; the threshold goes
+into the model card's ``metadata.min_evidence``, which the localizer uses unless its
+``min_evidence`` parameter is set.
+"""
+import json
+
+from dmn_localizer.util.errors import UserError
+
+HELP = ("Choose the model's lost-flag threshold (min_evidence) from recordings of at least two "
+        'places and write it into its card.')
+
+
+def add_arguments(parser):
+    parser.add_argument('bags', nargs='*', metavar='BAG',
+                        help='rosbag2 directories, each its own place (a folder of bags: one '
+                        'place; its bag with the most images is the map, the others are runs)')
+    parser.add_argument('--group', action='append', default=[], metavar='NAME=BAG[,BAG...]',
+                        help='bags recorded in one map frame (one place); repeat per place')
+    parser.add_argument('--image-topic', required=True)
+    parser.add_argument('--pose-topic', required=True,
+                        help='PoseStamped, PoseWithCovarianceStamped or Odometry')
+    parser.add_argument('--model', required=True,
+                        help='the model to calibrate (its card is rewritten)')
+    parser.add_argument('--dry-run', action='store_true',
+                        help='print the result, leave the card as it is')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+
+
+def run(args):
+    from dmn_localizer.commands.dataset_from_bags import parse_groups
+    from dmn_localizer.model.io import LOCALIZER_ARCHITECTURES, load_model, update_card_metadata
+    from dmn_localizer.replay.lost_threshold import calibrate
+    groups = parse_groups(args.bags, args.group)
+    if len(groups) < 2:
+        raise UserError('calibrate-lost needs at least two places: runs are localized on their '
+                        "own place's map and on another's")
+    model = load_model(args.model, architecture=LOCALIZER_ARCHITECTURES)
+    result = calibrate(model, groups, args.image_topic, args.pose_topic, seed=args.seed,
+                       progress=not args.no_progress)
+    print(json.dumps(result, indent=2))
+    if result['min_evidence'] is None:
+        raise UserError(f"no threshold chosen: {result['reason']}; the card is unchanged")
+    if not args.dry_run:
+        update_card_metadata(args.model, min_evidence=result['min_evidence'],
+                             min_evidence_calibration=result['description'])
+        print(f"{args.model}: min_evidence {result['min_evidence']:g} written to its card")
+    return 0

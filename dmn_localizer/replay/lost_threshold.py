@@ -1,0 +1,174 @@
+"""Calibrate a model's lost-flag threshold (``min_evidence``) on recordings of several places.
+
+The localizer flags its estimate lost when the belief's evidence (its log mean likelihood
+ratio, :mod:`dmn_localizer.localization.health`) stays below ``min_evidence``; while lost, it
+also searches (random particles) and publishes a covariance that covers the map. Where that
+threshold lies depends on the model: a fine-tuned model's scores sit elsewhere than the model
+it started from. This module replays runs of held-out places through the localizer, each on
+the map of its own place (the images match a view) and on the map of another place (they
+match none), and picks the threshold that best tells the two apart.
+
+Each place is a group of bags recorded in one map frame: the bag with the most images is the
+map (its images and poses, as ``replay --map-bag``), the others are runs to localize. Only
+images and poses are needed: the odometry is the pose topic's motion plus the noise of
+``simulate-bag``'s wheel odometry (:data:`~dmn_localizer.bags.simulate.ODOM_NOISE`). The
+runs start from a uniform belief with the localizer's defaults, the evidence check off (so no
+search disturbs what is measured).
+
+The flag counts as the localizer's does (:func:`~dmn_localizer.localization.health.
+record_evidence`: +1 per update below the threshold, -1 per update above, flagged from
+``collapse_updates`` on); a threshold's score is the mean share of updates flagged on foreign
+maps minus that on own maps (Youden's J). The chosen threshold is the middle of those within
+0.02 of the best score; below :data:`MIN_SEPARATION` the model cannot tell the maps apart on
+these places and no threshold is chosen.
+"""
+import dataclasses
+import logging
+
+import numpy as np
+
+from dmn_localizer.bags.read import open_bag
+from dmn_localizer.bags.simulate import noisy_odometry
+from dmn_localizer.config import LocalizerConfig
+from dmn_localizer.localization.health import Health, record_evidence
+from dmn_localizer.replay.offline import build_map, localize, read_stream, Topics
+from dmn_localizer.util.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+MIN_SEPARATION = 0.5
+"""The least score (foreign-map flagged share minus own-map flagged share) worth a threshold."""
+THRESHOLDS = np.round(np.arange(0.1, 15.0 + 1e-9, 0.1), 1)
+"""The candidate thresholds (``min_evidence`` must be > 0 to be in use)."""
+
+
+def _image_count(bag, image_topic):
+    reader = open_bag(bag)
+    try:
+        return sum(c.msgcount for c in reader.connections if c.topic == image_topic)
+    finally:
+        reader.close()
+
+
+def split_place(bags, image_topic):
+    """(map bag, [run bags]) of one place: the bag with the most images is the map."""
+    counts = [_image_count(b, image_topic) for b in bags]
+    order = sorted(range(len(bags)), key=lambda i: (-counts[i], i))
+    return bags[order[0]], [bags[i] for i in order[1:]]
+
+
+def evidence_trace(model, map_bag, run_bag, image_topic, pose_topic, seed=0, config=None):
+    """The belief's evidence at each update (array) of ``run_bag`` localized from a uniform
+    belief on the map of ``map_bag`` (images and poses only; see the module docstring)."""
+    import torch
+    from dmn_localizer.localization.localizer import Localizer
+    topics = Topics(image_topic, pose_topic, pose_topic)
+    size = model.config.image_size
+    view_map = build_map(map_bag, topics, size)
+    if len(view_map) == 0:
+        raise UserError(f'{map_bag}: no pose-paired images to build a map from')
+    stream = read_stream(run_bag, topics, size)
+    stream.odom = noisy_odometry(stream.truth, np.random.default_rng(seed))[0]
+    base = config or LocalizerConfig()
+    cfg = dataclasses.replace(base, min_evidence=0.0)   # the evidence check off: no search
+    mounting = stream.base_from_camera
+    if mounting is None:
+        mounting = (cfg.camera_offset_x, cfg.camera_offset_y, cfg.camera_offset_yaw)
+    torch.manual_seed(seed)
+    loc = Localizer(model, cfg, torch.device('cpu'), seed=seed, base_from_camera=mounting)
+    if stream.camera_intrinsics is not None:
+        loc.set_camera_intrinsics(*stream.camera_intrinsics)
+    loc.set_map(view_map)
+    return np.asarray(localize(loc, stream, 'global').evidence, np.float64)
+
+
+def flagged_share(trace, threshold, collapse_updates):
+    """Share of the updates of an evidence ``trace`` the localizer flags lost at
+    ``threshold``."""
+    if len(trace) == 0:
+        return 0.0
+    health = Health()
+    config = LocalizerConfig(collapse_updates=collapse_updates)
+    flags = [record_evidence(health, config, e, threshold) for e in trace]
+    return float(np.mean(flags))
+
+
+def choose_threshold(own, foreign, collapse_updates, thresholds=THRESHOLDS):
+    """The threshold that best separates the ``own``-map traces from the ``foreign``-map ones
+    (lists of evidence arrays; see the module docstring): a dict with ``min_evidence`` (None
+    when the best score is below :data:`MIN_SEPARATION`), the flagged shares on own and foreign
+    maps at it (per trace) and the score."""
+    if not own or not foreign:
+        raise ValueError('both own-map and foreign-map traces are needed')
+    scores, shares = [], []
+    for t in thresholds:
+        o = [flagged_share(tr, t, collapse_updates) for tr in own]
+        f = [flagged_share(tr, t, collapse_updates) for tr in foreign]
+        shares.append((o, f))
+        scores.append(float(np.mean(f) - np.mean(o)))
+    scores = np.asarray(scores)
+    near_best = np.flatnonzero(scores >= scores.max() - 0.02)
+    pick = int(near_best[len(near_best) // 2])
+    o, f = shares[pick]
+    good = scores[pick] >= MIN_SEPARATION
+    return dict(min_evidence=float(thresholds[pick]) if good else None,
+                score=round(float(scores[pick]), 3),
+                own_flagged=[round(v, 3) for v in o], foreign_flagged=[round(v, 3) for v in f])
+
+
+def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
+              config=None, progress=False):
+    """Calibrate ``min_evidence`` for ``model`` (see the module docstring).
+
+    places: ``{name: [bag, ...]}`` (one map frame each); calibrate_on: the names whose runs are
+    localized (default all; held-out places for a fine-tuned model), each on its own map and on
+    the map of the next place in name order (any place of ``places``). Returns the dict of
+    :func:`choose_threshold` plus the run pairs and the per-run median evidence, or a dict
+    with ``min_evidence`` None and the ``reason`` when the runs cannot be made or the model's
+    scores are not log-likelihood ratios."""
+    if getattr(model, 'set_camera', None) is None:
+        return dict(min_evidence=None, reason='only for models whose scores are log-likelihood '
+                    'ratios (aligned); the DMN has no evidence check')
+    names = sorted(places)
+    targets = sorted(calibrate_on if calibrate_on is not None else names)
+    if len(names) < 2:
+        return dict(min_evidence=None, reason='needs at least two places (a foreign map)')
+    split = {n: split_place(list(places[n]), image_topic) for n in names}
+    jobs = []
+    for name in targets:
+        map_bag, runs = split[name]
+        if not runs:
+            continue
+        other = names[(names.index(name) + 1) % len(names)]
+        for run in runs:
+            jobs += [('own', name, map_bag, run), ('foreign', other, split[other][0], run)]
+    if not jobs:
+        return dict(min_evidence=None, reason='no place has a run besides its map bag (record '
+                    'each place twice: a mapping run and a localization run)')
+    from tqdm import tqdm
+    traces = {'own': [], 'foreign': []}
+    runs = []
+    for kind, map_name, map_bag, run in tqdm(jobs, desc='lost-flag calibration', unit='run',
+                                             disable=not progress):
+        trace = evidence_trace(model, map_bag, run, image_topic, pose_topic, seed, config)
+        traces[kind].append(trace)
+        finite = trace[np.isfinite(trace)]
+        runs.append(dict(kind=kind, map_place=map_name, run=str(run), updates=len(trace),
+                         median_evidence=(round(float(np.median(finite)), 2) if len(finite)
+                                          else None)))
+    collapse_updates = (config or LocalizerConfig()).collapse_updates
+    result = choose_threshold(traces['own'], traces['foreign'], collapse_updates)
+    result['runs'] = runs
+    result['description'] = (
+        f"{len(traces['own'])} runs of {', '.join(targets)} on their own and another place's "
+        f"map: own maps flagged {_range(result['own_flagged'])}, foreign maps "
+        f"{_range(result['foreign_flagged'])} of the updates (dmn-localizer calibrate-lost)")
+    if result['min_evidence'] is None:
+        result['reason'] = (f"own and foreign maps not told apart (best score "
+                            f"{result['score']:.2f} < {MIN_SEPARATION})")
+    return result
+
+
+def _range(shares):
+    lo, hi = 100 * min(shares), 100 * max(shares)
+    return f'{lo:.0f}%' if round(lo) == round(hi) else f'{lo:.0f}-{hi:.0f}%'
