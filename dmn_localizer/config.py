@@ -198,7 +198,7 @@ class LocalizerConfig:
     motion_noise_xy: float = param(0.1, 'Transition noise, std per metre moved (m/m)', 0.0, 10.0)
     motion_noise_yaw: float = param(0.05, 'Transition noise, std per radian turned plus per '
                                     'metre moved (rad)', 0.0, 10.0)
-    motion_jump_share: float = param(0.0, 'Heavy tail of the transition: at each update this '
+    motion_jump_share: float = param(0.05, 'Heavy tail of the transition: at each update this '
                                      'share of the particles (times the evidence share, see '
                                      'evidence_min_d) moves by extra noise of std '
                                      'motion_jump_xy / motion_jump_yaw, so a cloud that settled '

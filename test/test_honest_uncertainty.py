@@ -49,8 +49,8 @@ def _run(query, mapping, seed=0, **config):
 def test_a_foreign_map_is_flagged_and_covered(worlds):
     """Measured (K = 1024, 40 updates each, maps of simulate-bag's covering runs): flagged 95%
     / 95% on the foreign maps, truth inside 2-sigma 100% / 100%; on the right maps flagged 0%
-    / 0%, inside 77.5% / 77.5% (each belief settles beside the true pose for a stretch before
-    reaching it: the overconfidence the heavy tail below addresses). While lost it keeps
+    / 0%, inside 100% / 100% (without the transition's heavy tail 77.5% / 77.5%: each belief
+    settles beside the true pose for a stretch before reaching it). While lost it keeps
     searching: random particles at each flagged update (38 of 40 on the foreign maps)."""
     for query, mapping in ((0, 1), (1, 0)):
         flagged, inside, loc = _run(worlds[query], worlds[mapping])
@@ -65,11 +65,11 @@ def test_a_foreign_map_is_flagged_and_covered(worlds):
 
 def test_the_heavy_tail_keeps_a_converging_belief_honest(worlds):
     """While the belief converges (40 updates from a uniform one), the transition's heavy tail
-    (the option motion_jump_share, at 0.05) keeps the truth inside the 2-sigma ellipse more
-    often than the odometry noise alone: measured, mazes 3 / 7 x seeds 0-4, 100, 40, 30, 100,
-    100, 100, 92.5, 65, 100, 72.5% (mean 80.0%) against 77.5, 20, 20, 80, 95, 77.5, 87.5,
-    72.5, 100, 50% (mean 68.0%) without it (settled beside the true pose with a tight
-    cloud)."""
+    (motion_jump_share, default 0.05) keeps the truth inside the 2-sigma ellipse more often
+    than the odometry noise alone (motion_jump_share 0): measured, mazes 3 / 7 x seeds 0-4,
+    100, 40, 30, 100, 100, 100, 92.5, 65, 100, 72.5% (mean 80.0%) against 77.5, 20, 20, 80,
+    95, 77.5, 87.5, 72.5, 100, 50% (mean 68.0%) without it (settled beside the true pose with
+    a tight cloud)."""
     inside = {}
     for share in (0.0, 0.05):
         inside[share] = np.mean([_run(world, world, seed, motion_jump_share=share)[1]

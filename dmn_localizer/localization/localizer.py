@@ -8,9 +8,9 @@ accumulates, and the filter moves and weighs particles only once the robot has m
 stay in log space (per-image offsets of 1e4 nats are fine). Consecutive images less than
 ``evidence_min_d`` / ``evidence_min_a`` apart see nearly the same view, so such an update's
 log-likelihoods are scaled by the share of that motion (:meth:`Localizer.evidence_share`): at a
-higher frame rate the filter updates more often but gains the same evidence per metre. As an
-option (``motion_jump_*``, off by default) the transition has a heavy tail
-(:func:`~dmn_localizer.filter.particle_filter.jump`, scaled by the same share): a cloud that
+higher frame rate the filter updates more often but gains the same evidence per metre. The
+transition has a heavy tail (``motion_jump_*``; ``motion_jump_share`` 0 turns it off;
+:func:`~dmn_localizer.filter.particle_filter.jump`, scaled by the same share): a cloud that
 settled beside the true pose keeps a few particles searching around it; it pauses while the
 collapse or weak-evidence count is positive (the images do not fit the belief: recovery by
 random injection, not local search).
