@@ -13,14 +13,10 @@ HELP = ("Choose the model's lost-flag threshold (min_evidence) from recordings o
 
 
 def add_arguments(parser):
-    parser.add_argument('bags', nargs='*', metavar='BAG',
-                        help='rosbag2 directories, each its own place (a folder of bags: one '
-                        'place; its bag with the most images is the map, the others are runs)')
-    parser.add_argument('--group', action='append', default=[], metavar='NAME=BAG[,BAG...]',
-                        help='bags recorded in one map frame (one place); repeat per place')
-    parser.add_argument('--image-topic', required=True)
-    parser.add_argument('--pose-topic', required=True,
-                        help='PoseStamped, PoseWithCovarianceStamped or Odometry')
+    from dmn_localizer.commands.dataset_from_bags import add_place_arguments
+    add_place_arguments(parser, 'rosbag2 directories, each its own place (a folder of bags: '
+                        'one place; its bag with the most images is the map, the others are '
+                        'runs)')
     parser.add_argument('--model', required=True,
                         help='the model to calibrate (its card is rewritten)')
     parser.add_argument('--dry-run', action='store_true',

@@ -11,16 +11,24 @@ from dmn_localizer.util.errors import UserError
 HELP = 'Turn recorded bags (images + ground-truth poses) into an episode dataset.'
 
 
-def add_arguments(parser):
-    parser.add_argument('bags', nargs='*', metavar='BAG',
-                        help='rosbag2 directories, each its own world (its own map frame); a '
-                        'folder of bags (e.g. simulate-bag\'s OUT) is one world')
+def add_place_arguments(parser, bags_help, group_help='bags recorded in one map frame (one '
+                        'place); repeat per place'):
+    """The recordings of the commands that take places: positional BAGs, ``--group``, the
+    image and pose topics (see :func:`parse_groups`)."""
+    parser.add_argument('bags', nargs='*', metavar='BAG', help=bags_help)
     parser.add_argument('--group', action='append', default=[], metavar='NAME=BAG[,BAG...]',
-                        help='bags recorded in one map frame (the mapping and localization runs '
-                        'of one place); repeat for each place. Areas never mix two groups')
+                        help=group_help)
     parser.add_argument('--image-topic', required=True)
     parser.add_argument('--pose-topic', required=True,
                         help='PoseStamped, PoseWithCovarianceStamped or Odometry')
+
+
+def add_arguments(parser):
+    add_place_arguments(
+        parser, 'rosbag2 directories, each its own world (its own map frame); a folder of bags '
+        '(e.g. simulate-bag\'s OUT) is one world',
+        'bags recorded in one map frame (the mapping and localization runs of one place); '
+        'repeat for each place. Areas never mix two groups')
     parser.add_argument('--out', required=True, help='output dataset directory (new or empty)')
     parser.add_argument('--image-size', type=int, default=32)
     parser.add_argument('--contexts', type=int, default=32, help='context pool per area')

@@ -11,14 +11,9 @@ HELP = ('Fine-tune the model on your own recordings (image + pose bags of severa
 
 
 def add_arguments(parser):
-    parser.add_argument('bags', nargs='*', metavar='BAG',
-                        help='rosbag2 directories, each its own place (a folder of bags: one '
-                        'place)')
-    parser.add_argument('--group', action='append', default=[], metavar='NAME=BAG[,BAG...]',
-                        help='bags recorded in one map frame (one place); repeat per place')
-    parser.add_argument('--image-topic', required=True)
-    parser.add_argument('--pose-topic', required=True,
-                        help='PoseStamped, PoseWithCovarianceStamped or Odometry')
+    from dmn_localizer.commands.dataset_from_bags import add_place_arguments
+    add_place_arguments(parser, 'rosbag2 directories, each its own place (a folder of bags: '
+                        'one place)')
     parser.add_argument('--out', required=True, help='output directory (new or empty)')
     parser.add_argument('--from', dest='model', metavar='MODEL',
                         help='model to start from (default: the shipped models/aligned_mazes)')
