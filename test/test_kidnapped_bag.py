@@ -12,8 +12,9 @@ below 8.94 m 3 updates later, on a look-alike place 2-7 m off, then flagged lost
 injections while lost found the true pose: below 2 m for good 16 updates after the teleport
 (replay seeds 0-2: 16 / 22 / 30 updates; without the transition's heavy tail 27 / 22 / 5),
 0.2 m at the end; 20 updates flagged lost. Without the injections while lost (before) the
-belief never came back below 2 m for good (seeds 0-2) and walked 24 m off. (models/dmn_mazes, on the 800-frame map of the planner before: back 7
-updates later, then 4.4-9.9 m off.)"""
+belief never came back below 2 m for good (seeds 0-2) and walked 24 m off.
+(models/dmn_mazes, on the 800-frame map of the planner before: back 7 updates later, then
+4.4-9.9 m off.)"""
 import numpy as np
 import pytest
 
