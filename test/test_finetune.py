@@ -92,6 +92,23 @@ def test_ctrl_c_leaves_a_loadable_model(places, tmp_path, start, trained, val_ev
     assert json.loads((out / 'card.json').read_text())['interrupted'] is True
 
 
+def test_ctrl_c_after_training_leaves_the_model_and_the_card(places, tmp_path):
+    """Ctrl-C during the last step (the lost-flag calibration, minutes on real recordings):
+    OUT/model and a card with the fine-tuned figures are written, the card says
+    interrupted."""
+    def interrupted_calibration(*args, **kwargs):
+        raise KeyboardInterrupt      # what Ctrl-C raises in the main thread
+    out = tmp_path / 'ft'
+    with pytest.raises(KeyboardInterrupt):
+        finetune([places / f'place{i}' for i in (1, 2, 3)], *TOPICS, out,
+                 model_path=os.path.join(REPO, 'models', 'aligned_mazes'),
+                 calibrate_lost=interrupted_calibration, **SMALL)
+    card = json.loads((out / 'card.json').read_text())
+    assert card['interrupted'] is True and card['fine_tuned']['pose_queries'] > 0
+    assert 'lost_flag' not in card
+    assert load_model(out / 'model').config.architecture == 'aligned'
+
+
 def _cli(*args):
     return subprocess.run([sys.executable, '-m', 'dmn_localizer', 'finetune', *map(str, args)],
                           cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -248,16 +248,22 @@ def finetune(groups, image_topic, pose_topic, out, model_path=None, minutes=60.0
         _finish(card, out, t0)
         raise
     card['steps'] = int(summary['steps'])
-    log.info('evaluation of the fine-tuned model on the validation places')
-    tuned = load_model(best)
-    card['fine_tuned'] = _evaluate(tuned, val_data, episodes, seed, eval_particles)
-    if aligned:
-        card['fine_tuned'].update(_pose_ranking(tuned, queries))
-    if aligned and calibrate_lost is not None:
-        log.info('lost-flag calibration on the validation places')
-        card['lost_flag'] = calibrate_lost(tuned, dict(train_groups, **val_groups), image_topic,
-                                           pose_topic, calibrate_on=sorted(val_groups),
-                                           seed=seed, progress=progress)
+    try:   # Ctrl-C from here on also leaves the model and a card (without what is missing)
+        log.info('evaluation of the fine-tuned model on the validation places')
+        tuned = load_model(best)
+        fine_tuned = _evaluate(tuned, val_data, episodes, seed, eval_particles)
+        if aligned:
+            fine_tuned.update(_pose_ranking(tuned, queries))
+        card['fine_tuned'] = fine_tuned
+        if aligned and calibrate_lost is not None:
+            log.info('lost-flag calibration on the validation places')
+            card['lost_flag'] = calibrate_lost(
+                tuned, dict(train_groups, **val_groups), image_topic, pose_topic,
+                calibrate_on=sorted(val_groups), seed=seed, progress=progress)
+    except KeyboardInterrupt:
+        card['interrupted'] = True
+        _finish(card, out, t0)
+        raise
     return _finish(card, out, t0)
 
 
