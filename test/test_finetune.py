@@ -16,6 +16,7 @@ from dmn_localizer.data.dataset import open_dataset, SPLIT_SEEDS
 from dmn_localizer.model.io import load_model
 from dmn_localizer.replay.lost_threshold import calibrate
 from dmn_localizer.training.finetune import finetune
+from dmn_localizer.util.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOPICS = ('/camera/image_raw', '/ground_truth/pose')
@@ -107,6 +108,21 @@ def test_ctrl_c_after_training_leaves_the_model_and_the_card(places, tmp_path):
     assert card['interrupted'] is True and card['fine_tuned']['pose_queries'] > 0
     assert 'lost_flag' not in card
     assert load_model(out / 'model').config.architecture == 'aligned'
+
+
+def test_a_calibration_that_fails_leaves_the_model_and_says_why(places, tmp_path):
+    """A recording the calibration cannot replay (its UserError) costs the threshold, not the
+    fine-tuned model: the card gives the reason and the model card has no min_evidence."""
+    def failing_calibration(*args, **kwargs):
+        raise UserError('place2/localization: no topic /camera/image_raw')
+    out = tmp_path / 'ft'
+    card = finetune([places / f'place{i}' for i in (1, 2, 3)], *TOPICS, out,
+                    model_path=os.path.join(REPO, 'models', 'aligned_mazes'),
+                    calibrate_lost=failing_calibration, **SMALL)
+    assert card['lost_flag'] == {'min_evidence': None,
+                                 'reason': 'place2/localization: no topic /camera/image_raw'}
+    assert 'no threshold calibrated (place2/localization' in (out / 'card.md').read_text()
+    assert 'min_evidence' not in load_model(out / 'model').card['metadata']
 
 
 def _cli(*args):

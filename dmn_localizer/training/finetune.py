@@ -257,9 +257,13 @@ def finetune(groups, image_topic, pose_topic, out, model_path=None, minutes=60.0
         card['fine_tuned'] = fine_tuned
         if aligned and calibrate_lost is not None:
             log.info('lost-flag calibration on the validation places')
-            card['lost_flag'] = calibrate_lost(
-                tuned, dict(train_groups, **val_groups), image_topic, pose_topic,
-                calibrate_on=sorted(val_groups), seed=seed, progress=progress)
+            try:
+                card['lost_flag'] = calibrate_lost(
+                    tuned, dict(train_groups, **val_groups), image_topic, pose_topic,
+                    calibrate_on=sorted(val_groups), seed=seed, progress=progress)
+            except UserError as exc:   # a recording it cannot replay: the model stands
+                log.warning('lost-flag calibration failed: %s', exc)
+                card['lost_flag'] = dict(min_evidence=None, reason=str(exc))
     except KeyboardInterrupt:
         card['interrupted'] = True
         _finish(card, out, t0)
