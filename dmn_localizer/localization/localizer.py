@@ -294,8 +294,8 @@ class Localizer(MapScoring):
     @property
     def min_evidence_fits_model(self):
         """Whether :attr:`min_evidence` was chosen for this model: set as a parameter, or
-        calibrated for it (its card's value). The fallback for a card without one (a model
-        from ``finetune``, say) only flags: on its own maps it may call a good estimate lost,
+        calibrated for it (its card's value: ``calibrate-lost``, ``finetune``). The fallback
+        for a card without one only flags: on its own maps it may call a good estimate lost,
         and searching there would scatter it."""
         return self.config.min_evidence >= 0 or self._card_min_evidence() is not None
 
