@@ -80,7 +80,6 @@ def replay(args, quiet=False):
         check_types(types, topics)
     import torch
 
-    from dmn_localizer.localization.localizer import Localizer
     from dmn_localizer.mapping.view_map import check_map_image_size, ViewMap
     from dmn_localizer.model.io import load_model, LOCALIZER_ARCHITECTURES
     from dmn_localizer.util.device import select_device
@@ -108,9 +107,7 @@ def replay(args, quiet=False):
     except ValueError as exc:
         raise UserError(str(exc)) from None
     stream = core.read_stream(args.bag, topics, size)
-    mounting = stream.base_from_camera
-    if mounting is None:   # no /tf_static in the bag: the node's camera_offset_* parameters
-        mounting = (cfg.camera_offset_x, cfg.camera_offset_y, cfg.camera_offset_yaw)
+    mounting = core.stream_mounting(stream, cfg)
     extra = {}
     if getattr(args, 'live', False):
         from dmn_localizer.replay.live import localize_live
@@ -120,15 +117,7 @@ def replay(args, quiet=False):
             policy=policy, sigma=sigma,
             params_file=getattr(args, 'params_file', None))
     else:
-        loc = Localizer(model, cfg, device, seed=args.seed, base_from_camera=mounting)
-        if stream.camera_intrinsics is not None:
-            try:
-                warning = loc.set_camera_intrinsics(*stream.camera_intrinsics)
-            except ValueError as exc:
-                warning = f'{args.bag}: {exc}'
-            if warning:
-                logger.warning(warning)
-        loc.set_map(view_map)
+        loc = core.localizer_for(model, cfg, device, args.seed, stream, view_map, args.bag)
         track = core.localize(loc, stream, args.mode, progress=not quiet, sigma=sigma)
         extra = {'precision': cfg.precision, 'nearest_contexts': cfg.nearest_contexts,
                  'context_pooling': getattr(model.config, 'context_pooling', None),

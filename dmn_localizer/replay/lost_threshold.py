@@ -31,7 +31,8 @@ from dmn_localizer.bags.read import open_bag
 from dmn_localizer.bags.simulate import noisy_odometry
 from dmn_localizer.config import LocalizerConfig
 from dmn_localizer.localization.health import Health, record_evidence
-from dmn_localizer.replay.offline import build_map, localize, read_stream, Topics
+from dmn_localizer.replay.offline import (build_map, localize, localizer_for, read_stream,
+                                          Topics)
 from dmn_localizer.util.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -57,29 +58,28 @@ def split_place(bags, image_topic):
     return bags[order[0]], [bags[i] for i in order[1:]]
 
 
-def evidence_trace(model, map_bag, run_bag, image_topic, pose_topic, seed=0, config=None):
-    """The belief's evidence at each update (array) of ``run_bag`` localized from a uniform
-    belief on the map of ``map_bag`` (images and poses only; see the module docstring)."""
+def evidence_trace(model, view_map, stream, seed=0, config=None):
+    """The belief's evidence at each update (array) of ``stream`` localized from a uniform
+    belief on ``view_map`` (the evidence check off, see the module docstring)."""
     import torch
-    from dmn_localizer.localization.localizer import Localizer
-    topics = Topics(image_topic, pose_topic, pose_topic)
-    size = model.config.image_size
-    view_map = build_map(map_bag, topics, size)
-    if len(view_map) == 0:
-        raise UserError(f'{map_bag}: no pose-paired images to build a map from')
-    stream = read_stream(run_bag, topics, size)
-    stream.odom = noisy_odometry(stream.truth, np.random.default_rng(seed))[0]
-    base = config or LocalizerConfig()
-    cfg = dataclasses.replace(base, min_evidence=0.0)   # the evidence check off: no search
-    mounting = stream.base_from_camera
-    if mounting is None:
-        mounting = (cfg.camera_offset_x, cfg.camera_offset_y, cfg.camera_offset_yaw)
+    cfg = dataclasses.replace(config or LocalizerConfig(), min_evidence=0.0)   # no search
     torch.manual_seed(seed)
-    loc = Localizer(model, cfg, torch.device('cpu'), seed=seed, base_from_camera=mounting)
-    if stream.camera_intrinsics is not None:
-        loc.set_camera_intrinsics(*stream.camera_intrinsics)
-    loc.set_map(view_map)
+    loc = localizer_for(model, cfg, torch.device('cpu'), seed, stream, view_map)
     return np.asarray(localize(loc, stream, 'global').evidence, np.float64)
+
+
+def _read_run(bag, topics, size, seed):
+    """A run's stream with odometry from its poses plus simulated wheel noise."""
+    stream = read_stream(bag, topics, size)
+    stream.odom = noisy_odometry(stream.truth, np.random.default_rng(seed))[0]
+    return stream
+
+
+def _map(bag, topics, size):
+    view_map = build_map(bag, topics, size)
+    if len(view_map) == 0:
+        raise UserError(f'{bag}: no pose-paired images to build a map from')
+    return view_map
 
 
 def flagged_share(trace, threshold, collapse_updates):
@@ -133,29 +133,40 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
     targets = sorted(calibrate_on if calibrate_on is not None else names)
     if len(names) < 2:
         return dict(min_evidence=None, reason='needs at least two places (a foreign map)')
-    split = {n: split_place(list(places[n]), image_topic) for n in names}
-    jobs = []
+    split = {}   # place -> (map bag, run bags), read off the bags' metadata when needed
+
+    def place(name):
+        if name not in split:
+            split[name] = split_place(list(places[name]), image_topic)
+        return split[name]
+    jobs = []    # (run bag, [(kind, map place)]): each run on its own map and a foreign one
     for name in targets:
-        map_bag, runs = split[name]
-        if not runs:
-            continue
         other = names[(names.index(name) + 1) % len(names)]
-        for run in runs:
-            jobs += [('own', name, map_bag, run), ('foreign', other, split[other][0], run)]
+        jobs += [(run, [('own', name), ('foreign', other)]) for run in place(name)[1]]
     if not jobs:
         return dict(min_evidence=None, reason='no place has a run besides its map bag (record '
                     'each place twice: a mapping run and a localization run)')
     from tqdm import tqdm
+    topics = Topics(image_topic, pose_topic, pose_topic)
+    size = model.config.image_size
+    maps = {}    # place -> its view map, built once
     traces = {'own': [], 'foreign': []}
     runs = []
-    for kind, map_name, map_bag, run in tqdm(jobs, desc='lost-flag calibration', unit='run',
-                                             disable=not progress):
-        trace = evidence_trace(model, map_bag, run, image_topic, pose_topic, seed, config)
-        traces[kind].append(trace)
-        finite = trace[np.isfinite(trace)]
-        runs.append(dict(kind=kind, map_place=map_name, run=str(run), updates=len(trace),
-                         median_evidence=(round(float(np.median(finite)), 2) if len(finite)
-                                          else None)))
+    with tqdm(total=2 * len(jobs), desc='lost-flag calibration', unit='run',
+              disable=not progress) as bar:
+        for run, pairs in jobs:
+            stream = _read_run(run, topics, size, seed)
+            for kind, map_name in pairs:
+                if map_name not in maps:
+                    maps[map_name] = _map(place(map_name)[0], topics, size)
+                trace = evidence_trace(model, maps[map_name], stream, seed, config)
+                traces[kind].append(trace)
+                finite = trace[np.isfinite(trace)]
+                runs.append(dict(kind=kind, map_place=map_name, run=str(run),
+                                 updates=len(trace),
+                                 median_evidence=(round(float(np.median(finite)), 2)
+                                                  if len(finite) else None)))
+                bar.update()
     collapse_updates = (config or LocalizerConfig()).collapse_updates
     result = choose_threshold(traces['own'], traces['foreign'], collapse_updates)
     result['runs'] = runs

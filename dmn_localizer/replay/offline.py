@@ -193,6 +193,33 @@ class Track:
     seconds: float = 0.0
 
 
+def stream_mounting(stream, config):
+    """``base_from_camera`` of a stream: its bag's ``/tf_static``, else the localizer's
+    ``camera_offset_*`` parameters of ``config`` (the node's rule)."""
+    if stream.base_from_camera is not None:
+        return stream.base_from_camera
+    return (config.camera_offset_x, config.camera_offset_y, config.camera_offset_yaw)
+
+
+def localizer_for(model, config, device, seed, stream, view_map, where=''):
+    """The :class:`~dmn_localizer.localization.localizer.Localizer` that localizes ``stream``
+    on ``view_map``: the camera mounting of :func:`stream_mounting`, the intrinsics of the
+    stream's ``camera_info`` (a model trained with another camera is reported in one warning
+    naming ``where``), the map set."""
+    from dmn_localizer.localization.localizer import Localizer
+    loc = Localizer(model, config, device, seed=seed,
+                    base_from_camera=stream_mounting(stream, config))
+    if stream.camera_intrinsics is not None:
+        try:
+            warning = loc.set_camera_intrinsics(*stream.camera_intrinsics)
+        except ValueError as exc:
+            warning = f'{where}: {exc}'
+        if warning:
+            logger.warning(warning)
+    loc.set_map(view_map)
+    return loc
+
+
 def truth_buffer(stream):
     """Ground truth of the stream, interpolated at any stamp it covers (0.5 s beyond)."""
     truth = OdometryBuffer(max_age_s=1e9, max_extrapolation_s=0.5)
