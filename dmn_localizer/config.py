@@ -169,6 +169,11 @@ class LocalizerConfig:
     # particle filter (AMCL names where they exist)
     num_particles: int = param(256, 'Particles when tracking from an initial pose', 1, 1000000)
     global_num_particles: int = param(2048, 'Particles for global localization', 1, 1000000)
+    global_initial_particles: int = param(
+        16384, 'Poses drawn uniformly for the first image of a global localization (at start '
+        'and at a global re-initialisation); that update resamples them down to '
+        'global_num_particles, so the cloud starts where the first image fits (0 or less than '
+        'global_num_particles: global_num_particles)', 0, 10000000)
     # initial pose (AMCL's parameters) and the last pose kept across restarts
     set_initial_pose: bool = param(False, 'At activation, start from initial_pose.* (with '
                                    'initial_sigma_xy / initial_sigma_yaw) instead of the saved '
@@ -287,7 +292,8 @@ MAPPER_RUNTIME_PARAMETERS = frozenset({
     'keyframe_min_distance', 'keyframe_min_angle', 'save_path'})
 LOCALIZER_RUNTIME_PARAMETERS = frozenset({
     'camera_offset_x', 'camera_offset_y', 'camera_offset_yaw', 'map_file', 'nearest_contexts',
-    'num_particles', 'global_num_particles', 'initial_sigma_xy', 'initial_sigma_yaw',
+    'num_particles', 'global_num_particles', 'global_initial_particles', 'initial_sigma_xy',
+    'initial_sigma_yaw',
     'motion_noise_xy', 'motion_noise_yaw', 'motion_jump_share', 'motion_jump_xy',
     'motion_jump_yaw', 'update_min_d', 'update_min_a',
     'force_update_when_still', 'evidence_min_d', 'evidence_min_a', 'resample_ess_ratio',

@@ -47,11 +47,13 @@ def _run(query, mapping, seed=0, **config):
 
 
 def test_a_foreign_map_is_flagged_and_covered(worlds):
-    """Measured (K = 1024, 40 updates each, maps of simulate-bag's covering runs): flagged 95%
-    / 95% on the foreign maps, truth inside 2-sigma 100% / 100%; on the right maps flagged 0%
-    / 0%, inside 100% / 100% (without the transition's heavy tail 77.5% / 77.5%: each belief
-    settles beside the true pose for a stretch before reaching it). While lost it keeps
-    searching: random particles at each flagged update (38 of 40 on the foreign maps)."""
+    """Measured (K = 1024 after a first sample of 16,384, 40 updates each, maps of
+    simulate-bag's covering runs): flagged 95% / 95% on the foreign maps, truth inside 2-sigma
+    100% / 100%; on the right maps flagged 0% in every run, inside 57.5 / 100 / 100% (maze 3,
+    seeds 0-2) and 100 / 100 / 100% (maze 7): a belief may settle beside the true pose for a
+    stretch before reaching it (with 1,024 poses from the start: 100 / 40 / 30% and 100 / 92.5
+    / 65%). While lost it keeps searching: random particles at each flagged update (38 of 40 on
+    the foreign maps)."""
     for query, mapping in ((0, 1), (1, 0)):
         flagged, inside, loc = _run(worlds[query], worlds[mapping])
         # (the first collapse_updates updates cannot be flagged yet)
@@ -59,22 +61,29 @@ def test_a_foreign_map_is_flagged_and_covered(worlds):
         assert loc.estimate()[1][0, 0] >= loc.bounds[2] ** 2 / 12   # covers the map
         assert loc.health.injections >= loc.health.unreliable_total > 0
     for query in (0, 1):
-        flagged, inside, _ = _run(worlds[query], worlds[query])
-        assert flagged < 0.15 and inside > 0.7, (query, flagged, inside)
+        runs = [_run(worlds[query], worlds[query], seed)[:2] for seed in range(3)]
+        flagged, inside = np.mean(runs, axis=0)
+        assert flagged < 0.15 and inside > 0.8, (query, runs)
 
 
-def test_the_heavy_tail_keeps_a_converging_belief_honest(worlds):
-    """While the belief converges (40 updates from a uniform one), the transition's heavy tail
-    (motion_jump_share, default 0.05) keeps the truth inside the 2-sigma ellipse more often
-    than the odometry noise alone (motion_jump_share 0): measured, mazes 3 / 7 x seeds 0-4,
-    100, 40, 30, 100, 100, 100, 92.5, 65, 100, 72.5% (mean 80.0%) against 77.5, 20, 20, 80,
-    95, 77.5, 87.5, 72.5, 100, 50% (mean 68.0%) without it (settled beside the true pose with
-    a tight cloud)."""
-    inside = {}
-    for share in (0.0, 0.05):
-        inside[share] = np.mean([_run(world, world, seed, motion_jump_share=share)[1]
-                                 for world in worlds for seed in range(5)])
-    assert inside[0.0] + 0.05 < inside[0.05], inside
+def test_a_converging_belief_stays_honest(worlds):
+    """While the belief converges (40 updates from a uniform one), the truth is inside the
+    2-sigma ellipse more often with the transition's heavy tail (motion_jump_share 0.05)
+    than with the odometry noise alone (0), and more often still when the first image scores
+    a large uniform sample (global_initial_particles 16,384) instead of the 1,024 particles.
+    Measured, mazes 3 / 7 x seeds 0-4: 1,024 from the start without the tail 77.5, 20, 20,
+    80, 95, 77.5, 87.5, 72.5, 100, 50% (mean 68.0%; settled beside the true pose with a tight
+    cloud), with it 100, 40, 30, 100, 100, 100, 92.5, 65, 100, 72.5% (mean 80.0%); 16,384
+    first with the tail 57.5% in the first run, 100% in the nine others (mean 95.8%; without
+    the tail 92.5%)."""
+    def inside(**config):
+        return np.mean([_run(world, world, seed, **config)[1]
+                        for world in worlds for seed in range(5)])
+    no_tail = inside(motion_jump_share=0.0, global_initial_particles=0)
+    tail = inside(global_initial_particles=0)
+    tail_and_sample = inside()
+    assert no_tail + 0.05 < tail, (no_tail, tail)
+    assert tail + 0.05 < tail_and_sample, (tail, tail_and_sample)
 
 
 def test_the_lost_covariance_covers_the_map_from_the_published_mean():

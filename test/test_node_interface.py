@@ -42,7 +42,8 @@ def context():
 
 
 def localizer(context, files, **params):
-    p = dict(num_particles=16, global_num_particles=32, health_samples=8,
+    p = dict(num_particles=16, global_num_particles=32, global_initial_particles=0,
+             health_samples=8,
              model=str(files / 'tiny.safetensors'), map_file=str(files / 'map.dmnmap'),
              odom_source='topic')
     p.update(params)

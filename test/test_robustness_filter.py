@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from dmn_localizer.config import LocalizerConfig
-from dmn_localizer.geometry import relative, wrap_angle
+from dmn_localizer.geometry import compose, relative, wrap_angle
 from dmn_localizer.localization.localizer import Localizer
 from dmn_localizer.localization.odometry import OdometryBuffer
 from dmn_localizer.mapping.view_map import ViewMap
@@ -271,3 +271,27 @@ def test_odometry_buffer_jumps_and_non_finite():
     buf.add(0.0, [0.0, 0.0, 0.0])
     assert buf.add(3.0, [5.0, 0.0, 0.0]) is False  # messages lost for 3 s at 1.7 m/s: no jump
     assert buf.add(3.1, [7.0, 0.0, 0.0]) is True and buf.jumps == 1
+
+
+@pytest.mark.parametrize('initial, near', [(0, False), (16384, True)])
+def test_a_large_first_sample_finds_a_sharp_likelihood(initial, near):
+    """A global localization draws ``global_initial_particles`` uniform poses for its first
+    image and resamples them down to ``global_num_particles``. With a likelihood peaked within
+    0.2 m / 0.05 rad of the truth (and nothing elsewhere), 256 uniform poses over the 24 m
+    square leave none near it (the first estimate lands anywhere); 16,384 put some there, and
+    the first estimate with them."""
+    oracle = Oracle(sigma_xy=0.2, sigma_yaw=0.05, floor=-20.0, offset=0.0)
+    oracle.truth = torch.tensor([13.0, 7.0, 2.0])
+    loc = make(oracle, global_num_particles=256, global_initial_particles=initial)
+    loc.init_global()
+    assert loc.particles.shape[1] == max(initial, 256)
+    report = loc.update(IMAGE)
+    assert report.updated and loc.particles.shape[1] == 256
+    assert report.resampled or not initial
+    error = float(np.hypot(*(loc.estimate()[0][:2] - oracle.truth.numpy()[:2])))
+    assert (error < 1.0) == near, error
+    # the next update works on the narrowed cloud (no second narrowing)
+    loc.add_motion([0.5, 0.0, 0.0])
+    oracle.truth = torch.as_tensor(compose(oracle.truth.numpy(), np.array([0.5, 0.0, 0.0])),
+                                   dtype=torch.float32)
+    assert loc.update(IMAGE).updated and loc.particles.shape[1] == 256

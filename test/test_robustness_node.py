@@ -28,7 +28,8 @@ from dmn_localizer.localization.diagnostics import ERROR, WARN
 from dmn_localizer.nodes.conversions import xyyaw_to_pose
 from dmn_localizer.nodes.localizer_node import LocalizerNode
 
-SMALL = dict(num_particles=16, global_num_particles=32, health_samples=8, update_min_d=0.1)
+SMALL = dict(num_particles=16, global_num_particles=32, global_initial_particles=64,
+             health_samples=8, update_min_d=0.1)
 OUTPUTS = ['pose_pub', 'particles_pub', 'markers_pub', 'tf_pub', 'diag_pub']
 
 
@@ -236,7 +237,10 @@ def test_likelihood_collapse_reported_in_diagnostics(context, files):
     assert node.log.messages('warning', 'global re-initialisation')
     values = health(node)[2]
     assert values['recovery_global_reinits'] == 1
-    assert values['particles'] == SMALL['global_num_particles']
+    # a fresh uniform sample, narrowed down by the next update
+    assert values['particles'] == SMALL['global_initial_particles']
+    drv.step()
+    assert health(node)[2]['particles'] == SMALL['global_num_particles']
     node.destroy_node()
 
 

@@ -29,8 +29,8 @@ world = test_localizer_node.world                  # fixtures: a maze, a tiny mo
 model_and_map = test_localizer_node.model_and_map
 MAP_FROM_ODOM = test_localizer_node.MAP_FROM_ODOM
 
-SMALL = dict(num_particles=16, global_num_particles=64, health_samples=8, update_min_d=0.1,
-             save_pose_rate=0.0)
+SMALL = dict(num_particles=16, global_num_particles=64, global_initial_particles=0,
+             health_samples=8, update_min_d=0.1, save_pose_rate=0.0)
 OPTICAL_FROM_BODY_Q = (-0.5, 0.5, -0.5, 0.5)   # REP-103: z forward, x right, y down
 MOUNT = (0.3, 0.1, 0.5)                          # camera_link in base_link: x, y, yaw
 

@@ -52,8 +52,9 @@ def run(args):
         keyframe_distance=2.0, keyframe_angle=0.5, world=f'mazes:{world_seed}', device='auto')
     metrics, pngs = replay(replay_args)
     ttc = metrics['time_to_converge_s']
-    print('[demo] summary (global localization from a uniform belief, '
-          f"{metrics['particles']} particles, map of {metrics['map_contexts']} contexts):")
+    print('[demo] summary (global localization from a uniform belief: '
+          f"{metrics['initial_particles']} poses for the first image, then "
+          f"{metrics['particles']} particles; map of {metrics['map_contexts']} contexts):")
     print(f"  time to converge (< {metrics['tight_threshold_m']:.0f} m from then to the end): "
           + ('never' if ttc is None else f'{ttc:.1f} s'))
     print(f"  final x-y error:  {metrics['final_error_m']:.2f} m")

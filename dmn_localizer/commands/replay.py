@@ -27,7 +27,9 @@ def add_arguments(parser):
                         'pose, x-y (m) and yaw (deg); its mean is drawn from it (default 6 30, '
                         'the paper\'s)')
     parser.add_argument('--particles', type=int, default=None,
-                        help='particles (default: 2048 global, 256 tracking)')
+                        help='particles (default: 2048 global, 256 tracking); a global start '
+                        "first scores the params file's global_initial_particles (16384) and "
+                        'resamples them down to this')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--image-topic', default='/camera/image_raw')
     parser.add_argument('--odom-topic', default='/odom')
@@ -125,7 +127,9 @@ def replay(args, quiet=False):
                  'recovery_global_reinits': loc.health.global_reinits,
                  'unreliable_updates': loc.health.unreliable_total}
     metrics = core.compute_metrics(track, map_xy=view_map.poses[:, :2])
-    metrics.update(mode=args.mode, particles=k, map_contexts=len(view_map),
+    initial = max(k, cfg.global_initial_particles) if args.mode == 'global' else k
+    metrics.update(mode=args.mode, particles=k, initial_particles=initial,
+                   map_contexts=len(view_map),
                    base_from_camera=[float(v) for v in mounting],
                    **({'camera_hfov_deg': model.hfov_deg} if hasattr(model, 'hfov_deg')
                       else {}),

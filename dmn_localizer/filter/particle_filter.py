@@ -90,26 +90,30 @@ def covariance(particles, log_w, mean=None):
     return torch.einsum('bk,bki,bkj->bij', w, d, d)
 
 
-def _systematic_indices(w, generator):
-    """Systematic (low-variance) resampling indices from normalised weights (B, K) -> (B, K)."""
+def _systematic_indices(w, generator, k=None):
+    """Systematic (low-variance) resampling indices from normalised weights (B, K) -> (B, k),
+    k = K unless given."""
     B, K = w.shape
+    k = K if k is None else k
     u = torch.rand(B, 1, generator=generator, device='cpu').to(w.device, w.dtype)
-    positions = (torch.arange(K, device=w.device, dtype=w.dtype) + u) / K
+    positions = (torch.arange(k, device=w.device, dtype=w.dtype) + u) / k
     cdf = torch.cumsum(w, dim=-1)
     cdf[..., -1] = 1.0 + 1e-6  # guard the last bin against rounding
     return torch.searchsorted(cdf.contiguous(), positions.contiguous()).clamp_(max=K - 1)
 
 
-def systematic_resample(particles, log_w, generator=None):
-    """Systematic resampling: particles (B, K, 3), log_w (B, K) -> (particles, uniform log_w).
+def systematic_resample(particles, log_w, generator=None, k=None):
+    """Systematic resampling: particles (B, K, 3), log_w (B, K) -> (particles (B, k, 3),
+    uniform log_w (B, k)), k = K unless given (fewer or more particles than before).
 
-    Unbiased: every particle is drawn floor(K w) or ceil(K w) times. No gradient flows.
+    Unbiased: every particle is drawn floor(k w) or ceil(k w) times. No gradient flows.
     """
     B, K = log_w.shape
+    k = K if k is None else int(k)
     with torch.no_grad():
-        idx = _systematic_indices(torch.softmax(log_w, dim=-1), generator)
-    new = torch.gather(particles, 1, idx[..., None].expand(B, K, particles.shape[-1]))
-    return new, log_w.new_full((B, K), -math.log(K))
+        idx = _systematic_indices(torch.softmax(log_w, dim=-1), generator, k)
+    new = torch.gather(particles, 1, idx[..., None].expand(B, k, particles.shape[-1]))
+    return new, log_w.new_full((B, k), -math.log(k))
 
 
 def soft_resample(particles, log_w, alpha, generator=None):
@@ -264,3 +268,9 @@ class ParticleFilter:
         self.particles = torch.where(m[..., None], p, self.particles)
         self.log_weights = torch.where(m, lw, self.log_weights)
         return True
+
+    def resize(self, k):
+        """Systematic resampling of every filter of the batch to ``k`` particles (uniform
+        weights), whatever the ESS: a large first sample narrowed down to the working count."""
+        self.particles, self.log_weights = systematic_resample(
+            self.particles, self.log_weights, self.generator, k)

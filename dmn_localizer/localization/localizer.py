@@ -90,6 +90,7 @@ class Localizer(MapScoring):
         self.last_stamp = None        # stamp of the last image consumed by :meth:`step`
         self.health = Health()
         self._pending_health = None  # see update(defer_health=True)
+        self._narrow_to = None       # see init_global
 
     # ------------------------------------------------------------------ map and belief
     @property
@@ -122,12 +123,17 @@ class Localizer(MapScoring):
         self.bounds = (float(lo[0]), float(lo[1]), size)
 
     def init_global(self, k=None):
-        """Uniform belief over the map's region and all headings."""
+        """Uniform belief over the map's region and all headings: ``k`` particles, or
+        ``global_initial_particles`` that the first update resamples down to
+        ``global_num_particles``."""
         if self.bounds is None:
             raise RuntimeError('global localization needs a map')
-        k = k or self.config.global_num_particles
+        c = self.config
+        target = k or c.global_num_particles
+        first = max(target, 0 if k else c.global_initial_particles)
         x0, y0, size = self.bounds
-        self._set(sample_uniform(1, k, size, self.generator, origin=(x0, y0)))
+        self._set(sample_uniform(1, first, size, self.generator, origin=(x0, y0)))
+        self._narrow_to = target if first > target else None
 
     def init_gaussian(self, mean, std, k=None):
         """Gaussian belief around map_from_base ``mean`` (3,) with std (sx, sy, syaw)."""
@@ -145,6 +151,7 @@ class Localizer(MapScoring):
         self.force_next = True
         self.health.collapsed = 0
         self._pending_health = None  # a check of the replaced belief no longer applies
+        self._narrow_to = None       # particles the first update resamples down to
 
     def reset_time(self):
         """Forget the previous image stamp (odometry time base restarted)."""
@@ -233,7 +240,10 @@ class Localizer(MapScoring):
         if bool(torch.isfinite(ll).any()):
             belief = torch.logsumexp(self.log_weights + ll, -1)[0]
             self.filter.update(ll if share == 1.0 else ll * share)
-            resampled = self.filter.resample()
+            resampled = self._narrow_to is None and self.filter.resample()
+        if self._narrow_to is not None:  # the first update of a global localization
+            self.filter.resize(self._narrow_to)
+            self._narrow_to, resampled = None, True
         report = UpdateReport(True, self.ess(), resampled, float(ll.max()),
                               evidence=-math.inf if belief is None else float(belief))
         report.unreliable = self._check_evidence(report.evidence)
