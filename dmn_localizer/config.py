@@ -249,6 +249,13 @@ class LocalizerConfig:
                                 "for the model, from its card, else 3.5; 0 = off; ignored for "
                                 'the DMN, whose scores have no scale)',
                                 -1.0, 1000.0)
+    covariance_scale: float = param(1.0, "Factor on the particle cloud's covariance in the "
+                                    'published estimate (the cloud of a model whose likelihood '
+                                    'is wider than its errors overstates the uncertainty once '
+                                    "tracking: x-y NEES below 2); a lost estimate's map-wide "
+                                    'term is added unscaled (-1 or any value <= 0 = the value '
+                                    'calibrated for the model, from its card, else 1)',
+                                    -1.0, 1000.0)
     # input health
     odom_jump_threshold: float = param(1.0, 'Odometry moving more than this plus '
                                        'odom_max_speed * dt between two consecutive messages '
@@ -299,6 +306,7 @@ LOCALIZER_RUNTIME_PARAMETERS = frozenset({
     'force_update_when_still', 'evidence_min_d', 'evidence_min_a', 'resample_ess_ratio',
     'health_samples', 'collapse_score',
     'collapse_updates', 'recovery_alpha', 'global_reinit_updates', 'min_evidence',
+    'covariance_scale',
     'max_context_distance', 'odom_jump_threshold',
     'odom_max_speed', 'odom_timeout', 'transform_tolerance', 'tf_broadcast',
     'publish_particles', 'set_initial_pose', 'initial_pose_x', 'initial_pose_y',

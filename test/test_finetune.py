@@ -93,20 +93,25 @@ def test_ctrl_c_leaves_a_loadable_model(places, tmp_path, start, trained, val_ev
     assert json.loads((out / 'card.json').read_text())['interrupted'] is True
 
 
-def test_ctrl_c_after_training_leaves_the_model_and_the_card(places, tmp_path):
-    """Ctrl-C during the last step (the lost-flag calibration, minutes on real recordings):
-    OUT/model and a card with the fine-tuned figures are written, the card says
-    interrupted."""
-    def interrupted_calibration(*args, **kwargs):
-        raise KeyboardInterrupt      # what Ctrl-C raises in the main thread
+@pytest.mark.parametrize('error', [KeyboardInterrupt, AttributeError])
+def test_ctrl_c_after_training_leaves_the_model_and_the_card(places, tmp_path, error):
+    """Ctrl-C during the last step (the lost-flag calibration, minutes on real recordings), or
+    a bug there: OUT/model and a card with the fine-tuned figures are written, the card says
+    interrupted (or what failed), and the exception goes on."""
+    def broken_calibration(*args, **kwargs):
+        raise error('calibration broke')   # KeyboardInterrupt: what Ctrl-C raises
     out = tmp_path / 'ft'
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(error):
         finetune([places / f'place{i}' for i in (1, 2, 3)], *TOPICS, out,
                  model_path=os.path.join(REPO, 'models', 'aligned_mazes'),
-                 calibrate_lost=interrupted_calibration, **SMALL)
+                 calibrate_lost=broken_calibration, **SMALL)
     card = json.loads((out / 'card.json').read_text())
-    assert card['interrupted'] is True and card['fine_tuned']['pose_queries'] > 0
-    assert 'lost_flag' not in card
+    assert card['fine_tuned']['pose_queries'] > 0 and 'lost_flag' not in card
+    if error is KeyboardInterrupt:
+        assert card['interrupted'] is True and 'failed' not in card
+    else:
+        assert card['failed'] == 'AttributeError: calibration broke'
+        assert 'after training: AttributeError' in (out / 'card.md').read_text()
     assert load_model(out / 'model').config.architecture == 'aligned'
 
 
@@ -174,3 +179,6 @@ def test_finetune_aligned_model_reports_pose_ranking(places, tmp_path):
     assert threshold == lost['min_evidence'] and 'Lost flag' in text
     if threshold is not None:
         assert threshold > 0 and lost['own_flagged'][0] < lost['foreign_flagged'][0]
+        # the covariance scale of the held-out own-map run reaches the model card
+        scale = model.card['metadata'].get('covariance_scale')
+        assert scale == lost['covariance_scale'] > 0 and 'Covariance' in text

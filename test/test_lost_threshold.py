@@ -1,7 +1,9 @@
-"""The lost-flag calibration (``calibrate-lost``, and ``finetune``'s last step): the flag is
-counted as the localizer counts it, the threshold separates own-map from foreign-map evidence,
-and on real bags of three test mazes the shipped aligned model's runs show more evidence on
-their own maps than on foreign ones, and the chosen threshold reaches the model card."""
+"""The lost-flag and covariance calibration (``calibrate-lost``, and ``finetune``'s last step):
+the flag is counted as the localizer counts it, the threshold separates own-map from
+foreign-map evidence, the covariance scale puts the median own-map run's NEES at 2, and on
+real bags of three test mazes the shipped aligned model's runs show more evidence on their own
+maps than on foreign ones, and the chosen threshold and scale reach the model card and the
+localizer's published covariance."""
 import json
 import os
 import shutil
@@ -14,7 +16,8 @@ import pytest
 from dmn_localizer.bags.simulate import simulate_bag
 from dmn_localizer.data.dataset import SPLIT_SEEDS
 from dmn_localizer.model.io import model_paths, read_card
-from dmn_localizer.replay.lost_threshold import choose_threshold, flagged_share, split_place
+from dmn_localizer.replay.lost_threshold import (choose_covariance_scale, choose_threshold,
+                                                 flagged_share, split_place)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE, POSE = '/camera/image_raw', '/ground_truth/pose'
@@ -39,6 +42,21 @@ def test_the_threshold_separates_own_from_foreign_maps():
     # the same distribution on both: nothing to separate, no threshold
     same = choose_threshold(own, [t + 0.1 for t in own], collapse_updates=3)
     assert same['min_evidence'] is None and same['score'] < 0.5
+
+
+def test_the_covariance_scale_puts_the_median_run_at_nees_2():
+    """Runs whose mean NEES is 0.4, 0.5 and 3.0 at scale 1: the median (0.5) becomes 2 at
+    scale 0.25; updates flagged lost (their covariance covers the map) count 0."""
+    evidence = [np.full(10, 5.0)] * 3
+    nees = [np.full(10, 0.4), np.full(10, 0.5), np.full(10, 3.0)]
+    r = choose_covariance_scale(evidence, nees, 1.0, collapse_updates=3)
+    assert r['covariance_scale'] == pytest.approx(0.25)
+    assert r['own_nees_scaled'] == pytest.approx([1.6, 2.0, 12.0])
+    # a run flagged lost from its third update on: those updates count 0
+    weak = np.array([5.0, 5.0] + [0.0] * 8)
+    r = choose_covariance_scale([weak], [np.full(10, 100.0)], 1.0, collapse_updates=1)
+    assert r['own_nees'] == [pytest.approx(20.0)] and r['covariance_scale'] == 10.0
+    assert choose_covariance_scale([], [], 1.0, 3)['covariance_scale'] is None
 
 
 @pytest.fixture(scope='module')
@@ -77,6 +95,25 @@ def test_calibrate_lost_on_real_bags_writes_the_card(places, tmp_path):
     after = read_card(model)
     assert after['metadata']['min_evidence'] == result['min_evidence'] > 0
     assert 'calibrate-lost' in after['metadata']['min_evidence_calibration']
+    # the shipped model's cloud overstates its error on these maps: a scale below 1, which
+    # the localizer applies to the covariance it publishes
+    scale = after['metadata']['covariance_scale']
+    assert scale == result['covariance_scale'] and 0.05 <= scale < 1.0, result
+    assert np.median(result['own_nees_scaled']) == pytest.approx(2.0, rel=0.05)
+    from dmn_localizer.config import LocalizerConfig
+    from dmn_localizer.localization.localizer import Localizer
+    from dmn_localizer.mapping.view_map import ViewMap
+    from dmn_localizer.model import load_model
+    vm = ViewMap()
+    for x in (0.0, 4.0):
+        vm.add(np.zeros((32, 32, 3), np.uint8), [x, 0.0, 0.0])
+    covs = {}
+    for given in (-1.0, 1.0):
+        loc = Localizer(load_model(model), LocalizerConfig(covariance_scale=given), seed=0)
+        loc.set_map(vm)
+        loc.init_gaussian([2.0, 0.0, 0.0], [0.5, 0.5, 0.2])
+        covs[given] = loc.estimate()[1]
+    np.testing.assert_allclose(covs[-1.0], scale * covs[1.0], rtol=1e-6)
     assert after['model_id'] == before['model_id'] and after['config'] == before['config']
     # one place: the one-line refusal, the card untouched
     r = subprocess.run([sys.executable, '-m', 'dmn_localizer', 'calibrate-lost',

@@ -1,15 +1,18 @@
-"""``dmn-localizer calibrate-lost``: choose a model's lost-flag threshold on recordings.
+"""``dmn-localizer calibrate-lost``: choose a model's lost-flag threshold and the scale of its
+published covariance on recordings.
 
 Thin wrapper over :func:`dmn_localizer.replay.lost_threshold.calibrate`; the threshold goes
-into the model card's ``metadata.min_evidence``, which the localizer uses unless its
-``min_evidence`` parameter is set.
+into the model card's ``metadata.min_evidence`` and the scale into
+``metadata.covariance_scale``, which the localizer uses unless its ``min_evidence`` /
+``covariance_scale`` parameters are set.
 """
 import json
 
 from dmn_localizer.util.errors import UserError
 
-HELP = ("Choose the model's lost-flag threshold (min_evidence) from recordings of at least two "
-        'places and write it into its card.')
+HELP = ("Choose the model's lost-flag threshold (min_evidence) and the scale of its published "
+        'covariance (covariance_scale) from recordings of at least two places and write them '
+        'into its card.')
 
 
 def add_arguments(parser):
@@ -21,6 +24,9 @@ def add_arguments(parser):
                         help='the model to calibrate (its card is rewritten)')
     parser.add_argument('--dry-run', action='store_true',
                         help='print the result, leave the card as it is')
+    parser.add_argument('--keep-min-evidence', action='store_true',
+                        help="write only the covariance scale; keep the card's min_evidence "
+                        '(the scale is still chosen with the newly calibrated threshold)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
 
@@ -40,7 +46,13 @@ def run(args):
     if result['min_evidence'] is None:
         raise UserError(f"no threshold chosen: {result['reason']}; the card is unchanged")
     if not args.dry_run:
-        update_card_metadata(args.model, min_evidence=result['min_evidence'],
-                             min_evidence_calibration=result['description'])
-        print(f"{args.model}: min_evidence {result['min_evidence']:g} written to its card")
+        values = {} if args.keep_min_evidence else dict(
+            min_evidence=result['min_evidence'], min_evidence_calibration=result['description'])
+        if result.get('covariance_scale') is not None:
+            values.update(covariance_scale=result['covariance_scale'],
+                          covariance_scale_calibration=result['covariance_description'])
+        update_card_metadata(args.model, **values)
+        written = [f'{k} {values[k]:g}' for k in ('min_evidence', 'covariance_scale')
+                   if k in values]
+        print(f"{args.model}: {', '.join(written) or 'nothing'} written to its card")
     return 0

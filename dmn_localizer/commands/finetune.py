@@ -60,5 +60,8 @@ def run(args):
         print(f"lost flag: min_evidence {lost['min_evidence']:g} ({lost['description']})"
               if lost['min_evidence'] is not None else
               f"lost flag: not calibrated ({lost['reason']})")
+        if lost.get('covariance_scale') is not None:
+            print(f"covariance scale: {lost['covariance_scale']:g} "
+                  f"({lost['covariance_description']})")
     print(f"try it: {card['replay_command']}")
     return 0

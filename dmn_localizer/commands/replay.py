@@ -125,7 +125,8 @@ def replay(args, quiet=False):
                  'context_pooling': getattr(model.config, 'context_pooling', None),
                  'recovery_injections': loc.health.injections,
                  'recovery_global_reinits': loc.health.global_reinits,
-                 'unreliable_updates': loc.health.unreliable_total}
+                 'unreliable_updates': loc.health.unreliable_total,
+                 'covariance_scale': loc.covariance_scale}
     metrics = core.compute_metrics(track, map_xy=view_map.poses[:, :2])
     initial = max(k, cfg.global_initial_particles) if args.mode == 'global' else k
     metrics.update(mode=args.mode, particles=k, initial_particles=initial,

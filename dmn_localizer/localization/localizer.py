@@ -311,9 +311,23 @@ class Localizer(MapScoring):
 
     def _card_min_evidence(self):
         """The model card's calibrated ``metadata.min_evidence``, or None."""
+        return self._card_value('min_evidence')
+
+    def _card_value(self, name):
         meta = (getattr(self.model, 'card', None) or {}).get('metadata') or {}
-        value = meta.get('min_evidence')
+        value = meta.get(name)
         return None if value is None else float(value)
+
+    @property
+    def covariance_scale(self):
+        """The factor on the published covariance: the ``covariance_scale`` parameter (1 by
+        default), or when it is <= 0 the value calibrated for the model (its card's
+        ``metadata.covariance_scale``: ``calibrate-lost``, ``finetune``), else 1."""
+        value = self.config.covariance_scale
+        if value > 0:
+            return value
+        card_value = self._card_value('covariance_scale')
+        return 1.0 if card_value is None or card_value <= 0 else card_value
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16,
@@ -417,9 +431,12 @@ class Localizer(MapScoring):
 
     # ------------------------------------------------------------------ outputs
     def estimate(self):
-        """(mean (3,), covariance (3, 3)) of map_from_base, numpy float64."""
+        """(mean (3,), covariance (3, 3)) of map_from_base, numpy float64: the particles'
+        weighted mean and covariance, the covariance times :attr:`covariance_scale` (plus a
+        term covering the map while the estimate is lost)."""
         mean = weighted_mean(self.particles, self.log_weights)[0]
         cov = covariance(self.particles, self.log_weights)[0].double().cpu().numpy()
+        cov = cov * self.covariance_scale
         mean = mean.double().cpu().numpy()
         if self.health.unreliable and self.bounds is not None:
             cov = cov + anywhere_on_map(self.bounds, mean)

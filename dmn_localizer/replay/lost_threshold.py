@@ -1,4 +1,5 @@
-"""Calibrate a model's lost-flag threshold (``min_evidence``) on recordings of several places.
+"""Calibrate a model's lost-flag threshold (``min_evidence``) and the scale of its published
+covariance (``covariance_scale``) on recordings of several places.
 
 The localizer flags its estimate lost when the belief's evidence (its log mean likelihood
 ratio, :mod:`dmn_localizer.localization.health`) stays below ``min_evidence``; while lost, it
@@ -21,6 +22,12 @@ record_evidence`: +1 per update below the threshold, -1 per update above, flagge
 maps minus that on own maps (Youden's J). The chosen threshold is the middle of those within
 0.02 of the best score; below :data:`MIN_SEPARATION` the model cannot tell the maps apart on
 these places and no threshold is chosen.
+
+With a threshold chosen, the own-map runs also give the covariance scale: per run the mean x-y
+NEES of its updates (an update flagged lost at the threshold publishes a covariance covering
+the map and counts as 0), and the scale that puts the median run at 2, the mean NEES of a
+calibrated 2-D estimate (:func:`choose_covariance_scale`). The filter is the same at any
+scale; only what it publishes changes.
 """
 import dataclasses
 import logging
@@ -41,6 +48,10 @@ MIN_SEPARATION = 0.5
 """The least score (foreign-map flagged share minus own-map flagged share) worth a threshold."""
 THRESHOLDS = np.round(np.arange(0.1, 15.0 + 1e-9, 0.1), 1)
 """The candidate thresholds (``min_evidence`` must be > 0 to be in use)."""
+CALIBRATED_NEES = 2.0
+"""The mean x-y NEES of a calibrated estimate (chi-square with 2 degrees of freedom)."""
+SCALE_RANGE = (0.05, 20.0)
+"""The covariance scales :func:`choose_covariance_scale` may choose."""
 
 
 def _image_count(bag, image_topic):
@@ -61,11 +72,28 @@ def split_place(bags, image_topic):
 def evidence_trace(model, view_map, stream, seed=0, config=None):
     """The belief's evidence at each update (array) of ``stream`` localized from a uniform
     belief on ``view_map`` (the evidence check off, see the module docstring)."""
+    return run_trace(model, view_map, stream, seed, config)[0]
+
+
+def run_trace(model, view_map, stream, seed=0, config=None):
+    """(evidence, x-y NEES) at each update (arrays) of ``stream`` localized as in
+    :func:`evidence_trace`, the covariance unscaled (``covariance_scale`` 1)."""
     import torch
-    cfg = dataclasses.replace(config or LocalizerConfig(), min_evidence=0.0)   # no search
+    cfg = dataclasses.replace(config or LocalizerConfig(), min_evidence=0.0,   # no search
+                              covariance_scale=1.0)
     torch.manual_seed(seed)
     loc = localizer_for(model, cfg, torch.device('cpu'), seed, stream, view_map)
-    return np.asarray(localize(loc, stream, 'global').evidence, np.float64)
+    track = localize(loc, stream, 'global')
+    return np.asarray(track.evidence, np.float64), xy_nees(track)
+
+
+def xy_nees(track):
+    """x-y NEES (array) of each update of a track: error' cov^-1 error."""
+    if not track.stamps:
+        return np.zeros(0)
+    d = (np.asarray(track.estimates) - np.asarray(track.truth))[:, :2]
+    cov = np.asarray(track.covariances)[:, :2, :2] + 1e-12 * np.eye(2)
+    return np.einsum('ni,nij,nj->n', d, np.linalg.inv(cov), d)
 
 
 def _read_run(bag, topics, size, seed):
@@ -87,10 +115,7 @@ def flagged_share(trace, threshold, collapse_updates):
     ``threshold``."""
     if len(trace) == 0:
         return 0.0
-    health = Health()
-    config = LocalizerConfig(collapse_updates=collapse_updates)
-    flags = [record_evidence(health, config, e, threshold) for e in trace]
-    return float(np.mean(flags))
+    return float(np.mean(flags(trace, threshold, collapse_updates)))
 
 
 def choose_threshold(own, foreign, collapse_updates, thresholds=THRESHOLDS):
@@ -114,6 +139,34 @@ def choose_threshold(own, foreign, collapse_updates, thresholds=THRESHOLDS):
     return dict(min_evidence=float(thresholds[pick]) if good else None,
                 score=round(float(scores[pick]), 3),
                 own_flagged=[round(v, 3) for v in o], foreign_flagged=[round(v, 3) for v in f])
+
+
+def flags(trace, threshold, collapse_updates):
+    """Whether the localizer flags each update of an evidence ``trace`` lost at ``threshold``
+    (bool array)."""
+    health = Health()
+    config = LocalizerConfig(collapse_updates=collapse_updates)
+    return np.array([record_evidence(health, config, e, threshold) for e in trace], bool)
+
+
+def choose_covariance_scale(evidence, nees, threshold, collapse_updates):
+    """The covariance scale for own-map runs (lists of per-update evidence and x-y NEES
+    arrays at scale 1) and the lost threshold: the median over runs of their mean NEES
+    (flagged updates count 0) divided by :data:`CALIBRATED_NEES`, within
+    :data:`SCALE_RANGE`. Returns a dict with ``covariance_scale`` and the runs' mean NEES at
+    scale 1 and at the chosen one."""
+    means = []
+    for ev, ne in zip(evidence, nees):
+        if len(ne) == 0:
+            continue
+        lost = flags(ev, threshold, collapse_updates) if threshold else np.zeros(len(ne), bool)
+        means.append(float(np.mean(np.where(lost | ~np.isfinite(ne), 0.0, ne))))
+    if not means:
+        return dict(covariance_scale=None)
+    scale = float(np.clip(np.median(means) / CALIBRATED_NEES, *SCALE_RANGE))
+    scale = float(f'{scale:.2g}')
+    return dict(covariance_scale=scale, own_nees=[round(m, 2) for m in means],
+                own_nees_scaled=[round(m / scale, 2) for m in means])
 
 
 def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
@@ -151,6 +204,7 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
     size = model.config.image_size
     maps = {}    # place -> its view map, built once
     traces = {'own': [], 'foreign': []}
+    own_nees = []
     runs = []
     with tqdm(total=2 * len(jobs), desc='lost-flag calibration', unit='run',
               disable=not progress) as bar:
@@ -159,8 +213,10 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
             for kind, map_name in pairs:
                 if map_name not in maps:
                     maps[map_name] = _map(place(map_name)[0], topics, size)
-                trace = evidence_trace(model, maps[map_name], stream, seed, config)
+                trace, nees = run_trace(model, maps[map_name], stream, seed, config)
                 traces[kind].append(trace)
+                if kind == 'own':
+                    own_nees.append(nees)
                 finite = trace[np.isfinite(trace)]
                 runs.append(dict(kind=kind, map_place=map_name, run=str(run),
                                  updates=len(trace),
@@ -177,7 +233,20 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
     if result['min_evidence'] is None:
         result['reason'] = (f"own and foreign maps not told apart (best score "
                             f"{result['score']:.2f} < {MIN_SEPARATION})")
+        result['covariance_scale'] = None
+        return result
+    result.update(choose_covariance_scale(traces['own'], own_nees, result['min_evidence'],
+                                          collapse_updates))
+    if result['covariance_scale'] is not None:
+        result['covariance_description'] = (
+            f"{len(own_nees)} runs of {', '.join(targets)} on their own map: mean x-y NEES "
+            f"{_span(result['own_nees'])} at scale 1, {_span(result['own_nees_scaled'])} at "
+            f"{result['covariance_scale']:g} (dmn-localizer calibrate-lost)")
     return result
+
+
+def _span(values):
+    return f'{min(values):.2f}' if len(values) == 1 else f'{min(values):.2f}-{max(values):.2f}'
 
 
 def _range(shares):

@@ -151,7 +151,8 @@ def _card_markdown(card):
              f"images of {len(card['train_places'])} places; validation on other places "
              f"({', '.join(card['val_places'])}; {z['episodes']} episodes). Wall time "
              f"{card['wall_time_s'] / 60:.1f} min, {card['steps']} steps"
-             + (' (interrupted)' if card['interrupted'] else '') + '.', '',
+             + (' (interrupted)' if card['interrupted'] else '')
+             + (f" (after training: {card['failed']})" if card.get('failed') else '') + '.', '',
              '| on the held-out places | zero-shot | fine-tuned |', '|---|---|---|']
     for key, name, pct in (('pose_top1', 'true pose top-1 of 64 candidates (tie-safe)', True),
                            ('pose_top1_wrong', '... with wrong images', True),
@@ -170,6 +171,9 @@ def _card_markdown(card):
             lost['min_evidence'], lost['description']) if lost['min_evidence'] is not None
             else f"Lost flag: no threshold calibrated ({lost['reason']}); the localizer "
             'flags with its fallback and does not search while lost.')]
+        if lost.get('covariance_scale') is not None:
+            lines += ['', 'Covariance: `covariance_scale` {:g} written to the model card; {}.'
+                      .format(lost['covariance_scale'], lost['covariance_description'])]
     lines += ['', 'Try it:', '', '```', card['replay_command'], '```', '']
     return '\n'.join(lines)
 
@@ -264,8 +268,11 @@ def finetune(groups, image_topic, pose_topic, out, model_path=None, minutes=60.0
             except UserError as exc:   # a recording it cannot replay: the model stands
                 log.warning('lost-flag calibration failed: %s', exc)
                 card['lost_flag'] = dict(min_evidence=None, reason=str(exc))
-    except KeyboardInterrupt:
-        card['interrupted'] = True
+    except BaseException as exc:   # Ctrl-C, or a failure after training: the model stands
+        if isinstance(exc, KeyboardInterrupt):
+            card['interrupted'] = True
+        else:
+            card['failed'] = f'{type(exc).__name__}: {exc}'
         _finish(card, out, t0)
         raise
     return _finish(card, out, t0)
@@ -308,6 +315,9 @@ def _finish(card, out, t0):
         if lost.get('min_evidence') is not None:
             update_card_metadata(out / 'model', min_evidence=lost['min_evidence'],
                                  min_evidence_calibration=lost['description'])
+        if lost.get('covariance_scale') is not None:
+            update_card_metadata(out / 'model', covariance_scale=lost['covariance_scale'],
+                                 covariance_scale_calibration=lost['covariance_description'])
     rows = _validation_rows(out / 'run')
     pair_rows = _validation_rows(out / 'run', 'log.csv')
     if pair_rows and (out / 'run' / 'curve.png').exists():
