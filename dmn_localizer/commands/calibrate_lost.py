@@ -46,11 +46,8 @@ def run(args):
     if result['min_evidence'] is None:
         raise UserError(f"no threshold chosen: {result['reason']}; the card is unchanged")
     if not args.dry_run:
-        values = {} if args.keep_min_evidence else dict(
-            min_evidence=result['min_evidence'], min_evidence_calibration=result['description'])
-        if result.get('covariance_scale') is not None:
-            values.update(covariance_scale=result['covariance_scale'],
-                          covariance_scale_calibration=result['covariance_description'])
+        values = {k: v for k, v in result['metadata'].items()
+                  if not (args.keep_min_evidence and k.startswith('min_evidence'))}
         update_card_metadata(args.model, **values)
         written = [f'{k} {values[k]:g}' for k in ('min_evidence', 'covariance_scale')
                    if k in values]

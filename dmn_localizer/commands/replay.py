@@ -82,6 +82,7 @@ def replay(args, quiet=False):
         check_types(types, topics)
     import torch
 
+    from dmn_localizer.localization.localizer import global_sample_sizes
     from dmn_localizer.mapping.view_map import check_map_image_size, ViewMap
     from dmn_localizer.model.io import load_model, LOCALIZER_ARCHITECTURES
     from dmn_localizer.util.device import select_device
@@ -128,7 +129,7 @@ def replay(args, quiet=False):
                  'unreliable_updates': loc.health.unreliable_total,
                  'covariance_scale': loc.covariance_scale}
     metrics = core.compute_metrics(track, map_xy=view_map.poses[:, :2])
-    initial = max(k, cfg.global_initial_particles) if args.mode == 'global' else k
+    initial = global_sample_sizes(cfg)[0] if args.mode == 'global' else k
     metrics.update(mode=args.mode, particles=k, initial_particles=initial,
                    map_contexts=len(view_map),
                    base_from_camera=[float(v) for v in mounting],

@@ -57,7 +57,16 @@ MAX_MOTION_M = 1000.0
 # that separates models/aligned_mazes' own maps from foreign ones (docs/performance.md).
 DEFAULT_MIN_EVIDENCE = 3.5
 
-__all__ = ['Health', 'Localizer', 'MAX_MOTION_M', 'PAIRS_PER_CHUNK', 'UpdateReport']
+__all__ = ['global_sample_sizes', 'Health', 'Localizer', 'MAX_MOTION_M', 'PAIRS_PER_CHUNK',
+           'UpdateReport']
+
+
+def global_sample_sizes(config, k=None):
+    """(poses of the first update, particles after it) of a global localization: ``k`` for
+    both when given, else ``global_initial_particles`` (at least ``global_num_particles``) and
+    ``global_num_particles``."""
+    target = k or config.global_num_particles
+    return max(target, 0 if k else config.global_initial_particles), target
 
 
 class Localizer(MapScoring):
@@ -128,9 +137,7 @@ class Localizer(MapScoring):
         ``global_num_particles``."""
         if self.bounds is None:
             raise RuntimeError('global localization needs a map')
-        c = self.config
-        target = k or c.global_num_particles
-        first = max(target, 0 if k else c.global_initial_particles)
+        first, target = global_sample_sizes(self.config, k)
         x0, y0, size = self.bounds
         self._set(sample_uniform(1, first, size, self.generator, origin=(x0, y0)))
         self._narrow_to = target if first > target else None

@@ -39,7 +39,7 @@ from dmn_localizer.bags.simulate import noisy_odometry
 from dmn_localizer.config import LocalizerConfig
 from dmn_localizer.localization.health import Health, record_evidence
 from dmn_localizer.replay.offline import (build_map, localize, localizer_for, read_stream,
-                                          Topics)
+                                          Topics, xy_nees)
 from dmn_localizer.util.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -69,15 +69,10 @@ def split_place(bags, image_topic):
     return bags[order[0]], [bags[i] for i in order[1:]]
 
 
-def evidence_trace(model, view_map, stream, seed=0, config=None):
-    """The belief's evidence at each update (array) of ``stream`` localized from a uniform
-    belief on ``view_map`` (the evidence check off, see the module docstring)."""
-    return run_trace(model, view_map, stream, seed, config)[0]
-
-
 def run_trace(model, view_map, stream, seed=0, config=None):
-    """(evidence, x-y NEES) at each update (arrays) of ``stream`` localized as in
-    :func:`evidence_trace`, the covariance unscaled (``covariance_scale`` 1)."""
+    """(the belief's evidence, x-y NEES) at each update (arrays) of ``stream`` localized from a
+    uniform belief on ``view_map``: the evidence check off (see the module docstring), the
+    covariance unscaled (``covariance_scale`` 1)."""
     import torch
     cfg = dataclasses.replace(config or LocalizerConfig(), min_evidence=0.0,   # no search
                               covariance_scale=1.0)
@@ -85,15 +80,6 @@ def run_trace(model, view_map, stream, seed=0, config=None):
     loc = localizer_for(model, cfg, torch.device('cpu'), seed, stream, view_map)
     track = localize(loc, stream, 'global')
     return np.asarray(track.evidence, np.float64), xy_nees(track)
-
-
-def xy_nees(track):
-    """x-y NEES (array) of each update of a track: error' cov^-1 error."""
-    if not track.stamps:
-        return np.zeros(0)
-    d = (np.asarray(track.estimates) - np.asarray(track.truth))[:, :2]
-    cov = np.asarray(track.covariances)[:, :2, :2] + 1e-12 * np.eye(2)
-    return np.einsum('ni,nij,nj->n', d, np.linalg.inv(cov), d)
 
 
 def _read_run(bag, topics, size, seed):
@@ -176,7 +162,9 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
     places: ``{name: [bag, ...]}`` (one map frame each); calibrate_on: the names whose runs are
     localized (default all; held-out places for a fine-tuned model), each on its own map and on
     the map of the next place in name order (any place of ``places``). Returns the dict of
-    :func:`choose_threshold` plus the run pairs and the per-run median evidence, or a dict
+    :func:`choose_threshold` plus the run pairs and the per-run median evidence, the
+    covariance scale (:func:`choose_covariance_scale`) and ``metadata``, what goes into the
+    model card (``metadata.min_evidence``, ``metadata.covariance_scale``), or a dict
     with ``min_evidence`` None and the ``reason`` when the runs cannot be made or the model's
     scores are not log-likelihood ratios."""
     if getattr(model, 'set_camera', None) is None:
@@ -242,7 +230,21 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
             f"{len(own_nees)} runs of {', '.join(targets)} on their own map: mean x-y NEES "
             f"{_span(result['own_nees'])} at scale 1, {_span(result['own_nees_scaled'])} at "
             f"{result['covariance_scale']:g} (dmn-localizer calibrate-lost)")
+    result['metadata'] = _card_metadata(result)
     return result
+
+
+def _card_metadata(result):
+    """The model-card metadata of a :func:`calibrate` result: ``min_evidence`` and
+    ``covariance_scale``, each with its description; only what was chosen."""
+    values = {}
+    if result.get('min_evidence') is not None:
+        values.update(min_evidence=result['min_evidence'],
+                      min_evidence_calibration=result['description'])
+    if result.get('covariance_scale') is not None:
+        values.update(covariance_scale=result['covariance_scale'],
+                      covariance_scale_calibration=result['covariance_description'])
+    return values
 
 
 def _span(values):

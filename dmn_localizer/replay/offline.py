@@ -327,6 +327,19 @@ def chance_rate(truth_xy, map_xy, threshold_m):
     return float(np.mean(d < threshold_m))
 
 
+def xy_nees(track):
+    """x-y NEES of each update of a track (array): error' cov^-1 error, inf where the
+    covariance is singular."""
+    err = (np.asarray(track.estimates) - np.asarray(track.truth))[:, :2]
+    nees = []
+    for e, c in zip(err, np.asarray(track.covariances)[:, :2, :2]):
+        try:
+            nees.append(float(e @ np.linalg.solve(c + 1e-9 * np.eye(2), e)))
+        except np.linalg.LinAlgError:
+            nees.append(float('inf'))
+    return np.asarray(nees)
+
+
 def compute_metrics(track, converge_m=TIGHT_M, map_xy=None, final_share=FINAL_SHARE):
     """Metrics of a track (keys documented in docs/cli.md); ``map_xy`` (N, 2): the map's
     context positions, for the chance levels of the success rates (None: null)."""
@@ -355,14 +368,7 @@ def compute_metrics(track, converge_m=TIGHT_M, map_xy=None, final_share=FINAL_SH
                            ('success_rate_tight_chance', TIGHT_M)):
         chance[key] = (None if map_xy is None or len(map_xy) == 0
                        else chance_rate(gt[:, :2], map_xy, threshold))
-    # covariance consistency on x-y
-    nees = []
-    for e, c in zip(est[:, :2] - gt[:, :2], np.asarray(track.covariances)[:, :2, :2]):
-        try:
-            nees.append(float(e @ np.linalg.solve(c + 1e-9 * np.eye(2), e)))
-        except np.linalg.LinAlgError:
-            nees.append(float('inf'))
-    nees = np.asarray(nees)
+    nees = xy_nees(track)   # covariance consistency on x-y
     return {
         'ape_rmse_m': float(ape.get_statistic(evo_metrics.StatisticsType.rmse)),
         'rpe_rmse_m': rpe_rmse,

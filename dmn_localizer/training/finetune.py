@@ -191,8 +191,8 @@ def finetune(groups, image_topic, pose_topic, out, model_path=None, minutes=60.0
     evaluations (default the protocol's 2048, 256); calibrate_lost: for an aligned model, the
     lost-flag calibration (:func:`dmn_localizer.replay.lost_threshold.calibrate`, given by the
     caller: replay is a higher layer) run on the validation places after training; its
-    threshold goes into ``OUT/model``'s card (``metadata.min_evidence``) and its figures into
-    the card's ``lost_flag``.
+    ``metadata`` (threshold and covariance scale) goes into ``OUT/model``'s card and its
+    figures into the card's ``lost_flag``.
     """
     from dmn_localizer.data.from_bags import bag_groups
     from dmn_localizer.model.io import load_model
@@ -311,13 +311,9 @@ def _finish(card, out, t0):
     best = out / 'run' / 'best'
     if model_paths(best)[0].exists():
         _copy_model(best, out / 'model')
-        lost = card.get('lost_flag') or {}
-        if lost.get('min_evidence') is not None:
-            update_card_metadata(out / 'model', min_evidence=lost['min_evidence'],
-                                 min_evidence_calibration=lost['description'])
-        if lost.get('covariance_scale') is not None:
-            update_card_metadata(out / 'model', covariance_scale=lost['covariance_scale'],
-                                 covariance_scale_calibration=lost['covariance_description'])
+        values = (card.get('lost_flag') or {}).get('metadata')
+        if values:
+            update_card_metadata(out / 'model', **values)
     rows = _validation_rows(out / 'run')
     pair_rows = _validation_rows(out / 'run', 'log.csv')
     if pair_rows and (out / 'run' / 'curve.png').exists():
