@@ -8,6 +8,7 @@ from dmn_localizer.filter import (
     covariance, effective_sample_size, FilterConfig, jump, normalize_log_weights, ParticleFilter,
     sample_gaussian, sample_uniform, soft_resample, systematic_resample, transition,
     weighted_mean)
+from dmn_localizer.filter.clusters import cluster_labels, heaviest_cluster_mean
 from dmn_localizer.geometry import compose
 
 
@@ -148,3 +149,35 @@ def test_jumps_let_a_settled_cloud_reach_a_peak_beside_it(share):
         pf.resample()
     error = torch.linalg.vector_norm(pf.estimate()[0, :2] - truth[:2]).item()
     assert (error < 0.5) if share else (error > 1.5)
+
+
+def test_clusters_join_touching_cells_and_wrap_in_yaw():
+    # a chain of cells 0.4 m apart joins; 1.2 m further on (two empty cells) is another cluster
+    chain = torch.tensor([[0.1 + 0.4 * i, 0.1, 0.0] for i in range(5)])
+    apart = torch.tensor([[chain[-1, 0] + 1.2, 0.1, 0.0]])
+    # headings on both sides of +-pi are neighbours
+    seam = torch.tensor([[10.1, 10.1, math.pi - 0.02], [10.1, 10.1, -math.pi + 0.02]])
+    # same place, opposite heading: not a neighbour
+    turned = torch.tensor([[0.1, 0.1, math.pi / 2]])
+    label = cluster_labels(torch.cat([chain, apart, seam, turned]))
+    assert len(set(label[:5].tolist())) == 1
+    assert len(set(label.tolist())) == 4
+    assert label[5] != label[0] and label[6] == label[7] and label[8] != label[0]
+    assert sorted(set(label.tolist())) == [0, 1, 2, 3]
+
+
+def test_heaviest_cluster_mean_is_the_mode_the_weight_backs():
+    g = torch.Generator().manual_seed(0)
+    mode = torch.tensor([4.0, -2.0, 3.1]) + torch.randn(300, 3, generator=g) * torch.tensor(
+        [0.2, 0.2, 0.05])
+    spread = torch.rand(300, 3, generator=g) * torch.tensor([40.0, 40.0, 2 * math.pi]) - \
+        torch.tensor([20.0, 20.0, math.pi])
+    particles = torch.cat([mode, spread])
+    log_w = torch.zeros(600)            # half the weight near the mode, half spread out
+    pose, share = heaviest_cluster_mean(particles, log_w)
+    assert torch.hypot(pose[0] - 4.0, pose[1] + 2.0) < 0.05
+    assert abs(math.remainder(float(pose[2]) - 3.1, 2 * math.pi)) < 0.02
+    assert 0.45 < share < 0.6
+    # the weighted mean of all particles lies between the mode and the spread
+    mean = weighted_mean(particles[None], log_w[None])[0]
+    assert torch.hypot(mean[0] - 4.0, mean[1] + 2.0) > 1.0

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from dmn_localizer.config import LocalizerConfig
+from dmn_localizer.filter.clusters import heaviest_cluster_mean
 from dmn_localizer.filter.particle_filter import (covariance, effective_sample_size,
                                                   FilterConfig, normalize_log_weights,
                                                   ParticleFilter, sample_gaussian,
@@ -49,6 +50,7 @@ from dmn_localizer.model.preprocess import images_to_tensor
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ('fp32', 'bf16')
+POSE_ESTIMATES = ('heaviest_cluster', 'mean')
 CONTEXT_POOLING_CHOICES = ('overlap_attention', 'sum', 'model')
 
 # An egomotion larger than this between two images is broken odometry, not motion (m).
@@ -77,6 +79,9 @@ class Localizer(MapScoring):
         self.device = torch.device(device)
         if config.precision not in PRECISIONS:
             raise ValueError(f"precision must be 'fp32' or 'bf16', not {config.precision!r}")
+        if config.pose_estimate not in POSE_ESTIMATES:
+            raise ValueError(f'pose_estimate must be one of {", ".join(POSE_ESTIMATES)}, not '
+                             f'{config.pose_estimate!r}')
         if config.camera_hfov_deg > 0:
             if not hasattr(model, 'set_camera'):
                 logger.warning('camera_hfov_deg is ignored: a %s model does not use the '
@@ -438,11 +443,16 @@ class Localizer(MapScoring):
 
     # ------------------------------------------------------------------ outputs
     def estimate(self):
-        """(mean (3,), covariance (3, 3)) of map_from_base, numpy float64: the particles'
-        weighted mean and covariance, the covariance times :attr:`covariance_scale` (plus a
-        term covering the map while the estimate is lost)."""
-        mean = weighted_mean(self.particles, self.log_weights)[0]
-        cov = covariance(self.particles, self.log_weights)[0].double().cpu().numpy()
+        """(pose (3,), covariance (3, 3)) of map_from_base, numpy float64: the pose of
+        ``config.pose_estimate`` (the heaviest cluster's weighted mean, or the weighted mean
+        of all particles), the covariance the whole cloud's spread around it times
+        :attr:`covariance_scale` (plus a term covering the map while the estimate is lost)."""
+        if self.config.pose_estimate == 'heaviest_cluster':
+            mean = heaviest_cluster_mean(self.particles[0], self.log_weights[0])[0]
+        else:
+            mean = weighted_mean(self.particles, self.log_weights)[0]
+        cov = covariance(self.particles, self.log_weights,
+                         mean[None])[0].double().cpu().numpy()
         cov = cov * self.covariance_scale
         mean = mean.double().cpu().numpy()
         if self.health.unreliable and self.bounds is not None:
