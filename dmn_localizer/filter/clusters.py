@@ -37,9 +37,7 @@ def cluster_labels(particles, cell_xy=0.5, cell_yaw=math.radians(10.0)):
         return (x * span_y + y) * n_yaw + w
 
     cells, member = torch.unique(key(ix, iy, iw), sorted=True, return_inverse=True)
-    first = torch.zeros(len(cells), dtype=torch.long, device=p.device)
-    first[member] = torch.arange(len(p), device=p.device)
-    cx, cy, cw = ix[first], iy[first], iw[first]
+    cx, cy, cw = cells // (span_y * n_yaw), (cells // n_yaw) % span_y, cells % n_yaw
     itself = torch.arange(len(cells), device=p.device)
     neighbours = []
     for dx, dy, dw in _OFFSETS:

@@ -310,7 +310,7 @@ class Localizer(MapScoring):
         value = self.config.min_evidence
         if value >= 0:
             return value
-        card_value = self._card_min_evidence()
+        card_value = self._card_value('min_evidence')
         return DEFAULT_MIN_EVIDENCE if card_value is None else card_value
 
     @property
@@ -319,13 +319,10 @@ class Localizer(MapScoring):
         calibrated for it (its card's value: ``calibrate-lost``, ``finetune``). The fallback
         for a card without one only flags: on its own maps it may call a good estimate lost,
         and searching there would scatter it."""
-        return self.config.min_evidence >= 0 or self._card_min_evidence() is not None
-
-    def _card_min_evidence(self):
-        """The model card's calibrated ``metadata.min_evidence``, or None."""
-        return self._card_value('min_evidence')
+        return self.config.min_evidence >= 0 or self._card_value('min_evidence') is not None
 
     def _card_value(self, name):
+        """The model card's calibrated ``metadata.<name>`` (float), or None."""
         meta = (getattr(self.model, 'card', None) or {}).get('metadata') or {}
         value = meta.get(name)
         return None if value is None else float(value)
