@@ -49,6 +49,14 @@ SHARED_PARAMETERS = {
     'image_topic': _spec('camera/image_raw', 'Camera topic (relative, so namespaces work)'),
     'image_transport': _spec('raw', "Image message type: 'raw' (sensor_msgs/Image) or "
                              "'compressed' (sensor_msgs/CompressedImage on TOPIC/compressed)"),
+    'depth_topic': _spec('', 'Depth image registered to the camera images (sensor_msgs/Image, '
+                         '32FC1 in m or 16UC1 in mm, same size and field of view, e.g. an '
+                         'RGB-D camera\'s aligned depth); empty = none. Models that use '
+                         'column depths (aligned) take the measured ones instead of predicting '
+                         'them; a frame is paired with the image of the nearest stamp within '
+                         'depth_sync_tolerance_s'),
+    'depth_sync_tolerance_s': _spec(0.05, 'Max stamp difference when pairing a depth frame '
+                                    'with a camera image, seconds', 0.0, 1.0),
     'camera_offset_x': _spec(0.0, 'Camera position in base frame, x (m); used when TF has no '
                              'base_frame_id -> camera frame (/tf_static)', -10.0, 10.0),
     'camera_offset_y': _spec(0.0, 'Camera position in base frame, y (m); used when TF has no '
@@ -89,6 +97,8 @@ class MapperConfig:
     # inputs
     image_topic: str = shared('image_topic')
     image_transport: str = shared('image_transport')
+    depth_topic: str = shared('depth_topic')
+    depth_sync_tolerance_s: float = shared('depth_sync_tolerance_s')
     pose_topic: str = param('ground_truth/pose', 'Pose source topic giving base poses in the map')
     pose_type: str = param('pose_stamped', "Pose message type: 'pose_stamped', "
                            "'pose_with_covariance_stamped' or 'odometry'")
@@ -126,6 +136,8 @@ class LocalizerConfig:
     # inputs
     image_topic: str = shared('image_topic')
     image_transport: str = shared('image_transport')
+    depth_topic: str = shared('depth_topic')
+    depth_sync_tolerance_s: float = shared('depth_sync_tolerance_s')
     camera_info_topic: str = param('camera/camera_info', 'sensor_msgs/CameraInfo topic: its '
                                    'field of view is given to models that use the camera '
                                    'geometry (aligned); a model trained with another camera '

@@ -6,8 +6,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / 'dmn_localizer'
 LAYERS = {  # first part of the module name under dmn_localizer -> layer, low to high
     'util': 0,
-    'config': 1, 'geometry': 1, 'images': 1, 'model': 1, 'filter': 1, 'localization': 1,
-    'mapping': 1, 'data': 1, 'sim': 1, 'bags': 1,
+    'config': 1, 'geometry': 1, 'images': 1, 'depth': 1, 'model': 1, 'filter': 1,
+    'localization': 1, 'mapping': 1, 'data': 1, 'sim': 1, 'bags': 1,
     'training': 2, 'evaluation': 2,
     'replay': 3, 'bench': 3,
     'nodes': 4,

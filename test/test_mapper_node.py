@@ -9,6 +9,7 @@ from std_srvs.srv import Trigger
 
 from conftest import start_python, stop_process
 from dmn_localizer.mapping.view_map import ViewMap
+from dmn_localizer.model import build_model
 from dmn_localizer.model.config import DMNConfig
 from dmn_localizer.model.dmn import DMN
 from dmn_localizer.model.preprocess import images_to_tensor
@@ -29,8 +30,9 @@ def tiny_model(tmp_path):
     return path, save_model(DMN(DMNConfig()), path)
 
 
-def feed(peer, poses):
-    """Publish one image + PoseStamped per pose, same stamps, as a robot would."""
+def feed(peer, poses, before_image=None):
+    """Publish one image + PoseStamped per pose, same stamps, as a robot would
+    (``before_image(i, stamp)``: publish more of step i first, e.g. its depth frame)."""
     img_pub = peer.node.create_publisher(Image, 'camera/image_raw', qos_profile_sensor_data)
     pose_pub = peer.node.create_publisher(PoseStamped, 'ground_truth/pose', 10)
     assert peer.spin_until(lambda: img_pub.get_subscription_count() > 0
@@ -44,6 +46,9 @@ def feed(peer, poses):
         img.header.stamp, img.header.frame_id = stamp, 'camera_link'
         msg = PoseStamped(pose=xyyaw_to_pose(p))
         msg.header.stamp, msg.header.frame_id = stamp, 'map'
+        if before_image is not None:
+            before_image(i, stamp)
+            peer.spin_until(lambda: False, 0.05)
         img_pub.publish(img)
         pose_pub.publish(msg)
         peer.spin_until(lambda: False, 0.05)
@@ -94,3 +99,42 @@ def test_mapper_keyframes_save_clear_restart(ros_env, ros_peer, tmp_path, tiny_m
         np.testing.assert_array_equal(again.embeddings, saved.embeddings)
     finally:
         stop_process(mapper)
+
+
+def test_mapper_stores_a_depth_cameras_columns(ros_env, ros_peer, tmp_path):
+    """depth_topic: each context gets the column depths of the depth frame with its stamp,
+    and an aligned model's embedding holds them instead of its predicted depths."""
+    from dmn_localizer.depth import column_depths
+    torch.manual_seed(0)
+    model_path = tmp_path / 'aligned.safetensors'
+    save_model(build_model(DMNConfig(architecture='aligned')), model_path)
+    save_path = tmp_path / 'map.dmnmap'
+    mapper = start_mapper(ros_env, save_path, '--model', str(model_path), '-p',
+                          'depth_topic:=camera/depth/image_raw')
+    depth_pub = ros_peer.node.create_publisher(Image, 'camera/depth/image_raw',
+                                               qos_profile_sensor_data)
+    frames = [np.tile((1.0 + i + np.arange(64) / 16.0).astype(np.float32), (48, 1))
+              for i in range(3)]
+
+    def publish_depth(i, stamp):
+        msg = Image(height=48, width=64, encoding='32FC1', step=64 * 4,
+                    data=frames[i].tobytes())
+        msg.header.stamp, msg.header.frame_id = stamp, 'camera_link'
+        depth_pub.publish(msg)
+    try:
+        assert ros_peer.spin_until(lambda: depth_pub.get_subscription_count() > 0, 30)
+        feed(ros_peer, [(0, 0, 0), (3, 0, 0), (6, 0, 0)], before_image=publish_depth)
+        assert ros_peer.spin_until(
+            lambda: ros_peer.call(Trigger, 'mapper/save_map').message.startswith('saved 3'),
+            20)
+    finally:
+        out, err = stop_process(mapper)
+    assert mapper.returncode == 0, err[-2000:]
+    saved = ViewMap.load(save_path)
+    expect = np.stack([column_depths(f, 32) for f in frames])
+    np.testing.assert_allclose(saved.depths, expect, rtol=1e-6)
+    model = load_model(model_path)
+    d = model.config.feature_dim
+    np.testing.assert_allclose(
+        np.exp(saved.embeddings[:, d]),
+        model.measured_depth(torch.as_tensor(expect), 3).numpy(), rtol=1e-5)

@@ -73,6 +73,14 @@ def image_msg(ns, frame_id, rgb):
                     data=np.ascontiguousarray(rgb, dtype=np.uint8).reshape(-1))
 
 
+def depth_image_msg(ns, frame_id, depth):
+    """sensor_msgs/Image 32FC1 (REP-118: metres, NaN: no reading) of an (H, W) array."""
+    h, w = depth.shape
+    data = np.ascontiguousarray(depth, dtype='<f4').reshape(-1).view(np.uint8)
+    return T[IMAGE](header=header(ns, frame_id), height=h, width=w, encoding='32FC1',
+                    is_bigendian=0, step=w * 4, data=data)
+
+
 def camera_info_msg(ns, frame_id, cam):
     """sensor_msgs/CameraInfo of a :class:`~dmn_localizer.sim.camera.CameraModel`."""
     return T[CAMERA_INFO](

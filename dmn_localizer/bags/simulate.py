@@ -14,6 +14,10 @@ Topics (frames per REP-105; world frame = ``map``):
 ``/tf_static``                    tf2_msgs/msg/TFMessage         base_link -> camera_link ->
                                                                  camera_optical_frame, latched
 ``/ground_truth/pose``            geometry_msgs/msg/PoseStamped  base_link pose in ``map``
+``/camera/depth/image_raw``       sensor_msgs/msg/Image 32FC1    with ``depth=True`` only: depth
+                                                                 registered to the images (m;
+                                                                 :mod:`~dmn_localizer.sim.
+                                                                 depth_camera`)
 ================================  =============================  ==================================
 
 All messages of one step share its stamp (``rate_hz`` steps a second); the bag's receive
@@ -49,18 +53,20 @@ covered in lanes about 3 m apart)."""
 TOPICS = {'/camera/image_raw': M.IMAGE, '/camera/camera_info': M.CAMERA_INFO,
           '/odom': M.ODOMETRY, '/tf': M.TF, '/tf_static': M.TF,
           '/ground_truth/pose': M.POSE_STAMPED}
+DEPTH_TOPIC = '/camera/depth/image_raw'
 
 
 BAG_VERSIONS = (8, 9)   # what rosbags writes
 
 
 def write_run(path, world, poses, start_ns, rate_hz, rng, storage='mcap', teleports=(),
-              version=9, base_from_camera=(0.0, 0.0, 0.0)):
+              version=9, base_from_camera=(0.0, 0.0, 0.0), depth=False):
     """Write one run (true base poses (N, 3) in the world frame) to the bag directory ``path``.
 
     At the frame indices in ``teleports`` the robot was carried (kidnapped): its odometry
     sees no motion into that frame. The camera sits at ``base_from_camera`` (x, y, yaw) on the
-    base (rendered there, and in ``/tf_static``). Returns the number of frames written.
+    base (rendered there, and in ``/tf_static``). ``depth``: also record the simulated depth
+    camera on :data:`DEPTH_TOPIC`. Returns the number of frames written.
     """
     plugin = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}[storage]
     if version not in BAG_VERSIONS:
@@ -69,15 +75,18 @@ def write_run(path, world, poses, start_ns, rate_hz, rng, storage='mcap', telepo
     cam = world.camera
     cam_height = cam.height_m or 0.5
     mount = np.asarray(base_from_camera, np.float64)
-    images = world.render(compose(poses.astype(np.float64), mount).astype(poses.dtype))
+    camera_poses = compose(poses.astype(np.float64), mount)
+    images = world.render(camera_poses.astype(poses.dtype))
+    depths = world.render_depth(camera_poses) if depth else None
+    topics = dict(TOPICS, **({DEPTH_TOPIC: M.IMAGE} if depth else {}))
     with atomic_directory(path) as tmp, Writer(tmp, version=version, storage_plugin=plugin) as w:
         conns = {t: w.add_connection(t, ty, typestore=M.TYPESTORE,
                                      offered_qos_profiles=[M.qos(1, True) if t == '/tf_static'
                                                            else M.qos(10)])
-                 for t, ty in TOPICS.items()}
+                 for t, ty in topics.items()}
 
         def put(topic, ns, msg):
-            w.write(conns[topic], ns, M.TYPESTORE.serialize_cdr(msg, TOPICS[topic]))
+            w.write(conns[topic], ns, M.TYPESTORE.serialize_cdr(msg, topics[topic]))
 
         put('/tf_static', start_ns, M.tf_message([
             M.transform(start_ns, 'base_link', 'camera_link', (mount[0], mount[1], cam_height),
@@ -88,6 +97,8 @@ def write_run(path, world, poses, start_ns, rate_hz, rng, storage='mcap', telepo
             ns = start_ns + i * dt_ns
             put('/camera/image_raw', ns, M.image_msg(ns, 'camera_optical_frame', images[i]))
             put('/camera/camera_info', ns, M.camera_info_msg(ns, 'camera_optical_frame', cam))
+            if depths is not None:
+                put(DEPTH_TOPIC, ns, M.depth_image_msg(ns, 'camera_optical_frame', depths[i]))
             put('/odom', ns, M.odometry_msg(ns, odom, steps[i] * rate_hz))
             qx, qy, qz, qw = M.yaw_to_quaternion(float(odom[2]))
             put('/tf', ns, M.tf_message([M.transform(ns, 'odom', 'base_link',
@@ -123,7 +134,7 @@ def _far_pose(candidates, pose, min_m, rng):
 def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frames=None,
                  localization_frames=150, rate_hz=4.0, step_m=0.5, kidnap_at=None,
                  kidnap_min_m=10.0, bag_version=9, base_from_camera=(0.0, 0.0, 0.0),
-                 hfov_deg=None):
+                 hfov_deg=None, depth=False):
     """Write ``out/mapping`` and ``out/localization`` for world ``seed`` of ``domain``.
 
     ``mapping_frames``: the mapping run's length; None (default): until it has seen every
@@ -135,6 +146,7 @@ def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frame
     kidnapped-robot test. ``base_from_camera``: where the camera sits on the robot.
     ``hfov_deg``: another camera's horizontal field of view (default: the world's own camera;
     mazes: only narrower, a centre crop); ``/camera/camera_info`` states its intrinsics.
+    ``depth``: also record a depth camera registered to the images (:data:`DEPTH_TOPIC`).
 
     Returns a dict run -> (bag path, true poses (N, 3) float32, first stamp ns).
     """
@@ -163,7 +175,7 @@ def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frame
             path = os.path.join(out, run)
             write_run(path, world, poses, start, rate_hz, rng, storage,
                       teleports=(kidnap_at,) if run == 'localization' and kidnap_at else (),
-                      version=bag_version, base_from_camera=base_from_camera)
+                      version=bag_version, base_from_camera=base_from_camera, depth=depth)
             result[run] = (path, poses, start)
             log.info('wrote %s: %d frames', path, len(poses))
             start += int((len(poses) / rate_hz + LOCALIZATION_DELAY_S) * 1e9)

@@ -23,10 +23,13 @@ def add_arguments(parser):
     parser.add_argument('--particles', type=int, default=2048)
     parser.add_argument('--frames', type=int, default=120, help='localization run length')
     parser.add_argument('--image-size', type=int, default=64, help='camera image size in bags')
+    parser.add_argument('--depth', action='store_true',
+                        help='an RGB-D camera: record its depth topic and localize with the '
+                        'measured column depths')
 
 
 def run(args):
-    from dmn_localizer.bags.simulate import simulate_bag
+    from dmn_localizer.bags.simulate import DEPTH_TOPIC, simulate_bag
     from dmn_localizer.commands.replay import replay
     from dmn_localizer.data.dataset import SPLIT_SEEDS
 
@@ -40,7 +43,7 @@ def run(args):
         if (bags / run_name).is_dir():
             shutil.rmtree(bags / run_name)
     runs = simulate_bag('mazes', world_seed, bags, image_size=args.image_size,
-                        localization_frames=args.frames)
+                        localization_frames=args.frames, depth=args.depth)
     t_bags = time.perf_counter() - t0
     print(f"[demo] recorded {runs['mapping'][0]} ({len(runs['mapping'][1])} frames) and "
           f"{runs['localization'][0]} ({len(runs['localization'][1])} frames) "
@@ -49,6 +52,7 @@ def run(args):
         bag=Path(runs['localization'][0]), map_bag=Path(runs['mapping'][0]), map=None,
         model=args.model, out=args.out, mode='global', particles=args.particles, seed=0,
         image_topic='/camera/image_raw', odom_topic='/odom', truth_topic='/ground_truth/pose',
+        depth_topic=DEPTH_TOPIC if args.depth else None,
         keyframe_distance=2.0, keyframe_angle=0.5, world=f'mazes:{world_seed}', device='auto')
     metrics, pngs = replay(replay_args)
     ttc = metrics['time_to_converge_s']

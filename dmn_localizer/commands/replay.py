@@ -34,6 +34,11 @@ def add_arguments(parser):
     parser.add_argument('--image-topic', default='/camera/image_raw')
     parser.add_argument('--odom-topic', default='/odom')
     parser.add_argument('--truth-topic', default='/ground_truth/pose')
+    parser.add_argument('--depth-topic', default=None, metavar='TOPIC',
+                        help='a depth image registered to the images, in both bags (e.g. '
+                        '/camera/depth/image_raw from simulate-bag --depth): an aligned model '
+                        'takes its column depths instead of predicting them (the nodes\' '
+                        "'depth_topic' parameter; default: none)")
     parser.add_argument('--keyframe-distance', type=float, default=2.0)
     parser.add_argument('--keyframe-angle', type=float, default=0.5)
     parser.add_argument('--world', default=None, metavar='DOMAIN:SEED',
@@ -74,7 +79,8 @@ def replay(args, quiet=False):
     """The replay as an importable function; returns (metrics, [png paths])."""
     from dmn_localizer.replay import offline as core
     check_arguments(args)
-    topics = core.Topics(args.image_topic, args.odom_topic, args.truth_topic)
+    topics = core.Topics(args.image_topic, args.odom_topic, args.truth_topic,
+                         getattr(args, 'depth_topic', None) or '')
     types = core.check_bag(args.bag, topics)   # before the slow steps: fail fast
     base = node_config(args)
     if getattr(args, 'live', False):
@@ -93,7 +99,8 @@ def replay(args, quiet=False):
     size = model.config.image_size
     view_map = (ViewMap.load(args.map) if args.map else
                 core.build_map(args.map_bag, topics, size, args.keyframe_distance,
-                               args.keyframe_angle))
+                               args.keyframe_angle,
+                               depth_sync_tolerance_s=base.depth_sync_tolerance_s))
     if len(view_map) == 0:
         raise UserError('the map is empty')
     check_map_image_size(view_map, size, args.map or args.map_bag)
@@ -109,7 +116,10 @@ def replay(args, quiet=False):
         device = select_device(args.device)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    stream = core.read_stream(args.bag, topics, size)
+    stream = core.read_stream(args.bag, topics, size, cfg.depth_sync_tolerance_s)
+    if topics.depth and not getattr(model, 'takes_depth', False):
+        logger.warning('--depth-topic: the model %s predicts no column depths (only aligned '
+                       'models take measured ones): the depth is not used', args.model)
     mounting = core.stream_mounting(stream, cfg)
     extra = {}
     if getattr(args, 'live', False):
@@ -128,6 +138,9 @@ def replay(args, quiet=False):
                  'recovery_global_reinits': loc.health.global_reinits,
                  'unreliable_updates': loc.health.unreliable_total,
                  'covariance_scale': loc.covariance_scale}
+        if track.depth_pairs is not None:
+            extra.update(images_with_depth=track.depth_pairs[0],
+                         images_without_depth=track.depth_pairs[1])
     metrics = core.compute_metrics(track, map_xy=view_map.poses[:, :2])
     initial = global_sample_sizes(cfg)[0] if args.mode == 'global' else k
     metrics.update(mode=args.mode, particles=k, initial_particles=initial,
@@ -136,6 +149,7 @@ def replay(args, quiet=False):
                    **({'camera_hfov_deg': model.hfov_deg} if hasattr(model, 'hfov_deg')
                       else {}),
                    update_min_d=cfg.update_min_d, update_min_a=cfg.update_min_a,
+                   **({'depth_topic': topics.depth} if topics.depth else {}),
                    **({'params_file': str(args.params_file)}
                       if getattr(args, 'params_file', None) else {}),
                    **({'init_spread': [float(sigma[0]), math.degrees(sigma[2])]}

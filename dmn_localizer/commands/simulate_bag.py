@@ -33,6 +33,10 @@ def add_arguments(parser):
                         'mazes only a narrower one: the centre crop of the 90 deg view that '
                         'spans it (rendered at a resolution where the crop is at least '
                         '--image-size)')
+    parser.add_argument('--depth', action='store_true',
+                        help='also record a depth camera registered to the images on '
+                        '/camera/depth/image_raw (32FC1, m; ray-cast on the world\'s layout), as '
+                        'an RGB-D camera gives: replay --depth-topic uses it')
     parser.add_argument('--mapping-frames', type=int, metavar='N',
                         help='frames of the mapping run (default: until it has passed within '
                         '1.5 m of every reachable place of the world, at least 800)')
@@ -85,7 +89,8 @@ def run(args):
                        image_size=args.image_size, mapping_frames=args.mapping_frames,
                        localization_frames=args.localization_frames, rate_hz=args.rate,
                        step_m=args.step, kidnap_at=args.kidnap_at,
-                       bag_version=args.bag_version, hfov_deg=args.hfov_deg)
+                       bag_version=args.bag_version, hfov_deg=args.hfov_deg,
+                       depth=args.depth)
     for name, (path, poses, _) in res.items():
         print(f'{name}: {path} ({len(poses)} frames, {args.storage}, rosbag2 format '
               f'{args.bag_version})')

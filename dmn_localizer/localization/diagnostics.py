@@ -70,6 +70,9 @@ def localizer_status(tracker, config, map_status, device_name, now=None):
               'recovery_injections': h.injections,
               'recovery_global_reinits': h.global_reinits,
               'unreliable': h.unreliable, 'unreliable_updates_total': h.unreliable_total}
+    if tracker.depth_at is not None:
+        values.update(images_with_depth=tracker.with_depth,
+                      images_without_depth=tracker.without_depth)
     return level, message, values
 
 

@@ -108,6 +108,11 @@ class Localizer(MapScoring):
 
     # ------------------------------------------------------------------ map and belief
     @property
+    def takes_depth(self):
+        """Whether the model uses a depth camera's column depths (the aligned model)."""
+        return getattr(self.model, 'takes_depth', False)
+
+    @property
     def ready(self):
         return self.map_state is not None and self.particles is not None
 
@@ -128,7 +133,10 @@ class Localizer(MapScoring):
             self.map_state = self.model.map_from_embeddings(emb, poses)  # the mapper's CNN1
         else:
             imgs = images_to_tensor(view_map.images[None], self.device)
-            self.map_state = self.model.build_map(imgs, poses)
+            if self.takes_depth and view_map.depths is not None:
+                self.map_state = self.model.build_map(imgs, poses, view_map.depths[None])
+            else:
+                self.map_state = self.model.build_map(imgs, poses)
         self.map_size = len(view_map)
         self.context_poses = poses[0]
         lo = view_map.poses[:, :2].min(0) - margin
@@ -176,10 +184,10 @@ class Localizer(MapScoring):
         self.check_health()  # a pending check (and its recovery) comes before this motion
         self.pending = compose(self.pending, np.asarray(delta, np.float64))
 
-    def step(self, stamp, image, odometry, defer_health=False):
+    def step(self, stamp, image, odometry, defer_health=False, depth=None):
         """Consume an image taken at ``stamp`` (s), taking the egomotion since the previous
         image from ``odometry`` (an :class:`~dmn_localizer.localization.odometry.OdometryBuffer`).
-        ``defer_health`` as in :meth:`update`.
+        ``defer_health`` and ``depth`` as in :meth:`update`.
 
         Returns the :class:`UpdateReport`, or None when the odometry does not cover the stamps
         (the time base is then restarted at the next image) or the image is out of order.
@@ -196,7 +204,7 @@ class Localizer(MapScoring):
         elif odometry.pose_at(stamp) is None:
             return None
         self.last_stamp = stamp
-        return self.update(image, defer_health=defer_health)
+        return self.update(image, defer_health=defer_health, depth=depth)
 
     def moved_enough(self):
         d = math.hypot(self.pending[0], self.pending[1])
@@ -214,8 +222,10 @@ class Localizer(MapScoring):
         return min(1.0, max(shares)) if shares else 1.0
 
     @torch.no_grad()
-    def update(self, image, force=False, defer_health=False):
-        """Consume one camera image (H, W, 3) uint8 RGB at the model's image size.
+    def update(self, image, force=False, defer_health=False, depth=None):
+        """Consume one camera image (H, W, 3) uint8 RGB at the model's image size, and its
+        measured column depths (W,) (m, NaN: no reading; :mod:`dmn_localizer.depth`) from an
+        RGB-D camera, if any: a model that takes depth uses them instead of its predictions.
 
         Moves the particles by the pending motion and weighs them with the DMN if the robot
         moved enough (or ``force``, a forced update, or the first image); else does nothing.
@@ -240,7 +250,10 @@ class Localizer(MapScoring):
         if reference is not None and not defer_health:  # scored in the particles' pass
             cam = torch.cat([cam, reference], dim=1)
         with self._autocast():
-            query = self.model.encode_query(images_to_tensor(image[None], self.device))
+            images = images_to_tensor(image[None], self.device)
+            query = (self.model.encode_query(images, np.asarray(depth, np.float32)[None])
+                     if self.takes_depth and depth is not None else
+                     self.model.encode_query(images))
             ll, outside = self._scores(query, cam)
             ll = ll.float()
         ll = torch.where(torch.isfinite(ll), ll, torch.full_like(ll, -math.inf))

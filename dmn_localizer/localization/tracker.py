@@ -66,10 +66,14 @@ class Tracker:
     :class:`OdometryBuffer` to fill (default :func:`odometry_buffer` of the localizer's
     config); ``publish(stamp, report)``: called for each image the filter consumed, before
     its health check; ``clock()``: the time (s) of arrivals, for the odometry age and the input
-    rates (default ``time.monotonic``; the node gives its ROS clock, so sim time counts)."""
+    rates (default ``time.monotonic``; the node gives its ROS clock, so sim time counts);
+    ``depth_at(stamp)``: a depth camera's column depths for an image stamp, or None
+    (:meth:`~dmn_localizer.depth.DepthBuffer.at`; default: no depth camera)."""
 
-    def __init__(self, localizer, odometry=None, publish=None, clock=time.monotonic):
+    def __init__(self, localizer, odometry=None, publish=None, clock=time.monotonic,
+                 depth_at=None):
         self.localizer = localizer
+        self.depth_at = depth_at
         self.clock = clock
         self.image_rate = RateMonitor()       # arrivals of images and odometry samples
         self.odometry_rate = RateMonitor()
@@ -79,6 +83,8 @@ class Tracker:
         self.images = 0                # images received (with or without a map)
         self.dropped = 0               # waiting images replaced or dropped at a reset
         self.skipped = 0               # no odometry around the stamp
+        self.with_depth = 0            # images processed with / without a depth frame (when
+        self.without_depth = 0         # ``depth_at`` is given)
         self.updates = 0
         self.update_seconds = deque(maxlen=100)
         self.odometry_samples = 0
@@ -133,7 +139,14 @@ class Tracker:
 
     def _process(self, stamp, rgb):
         t0 = time.perf_counter()
-        report = self.localizer.step(stamp, rgb, self.odometry, defer_health=True)
+        depth = None
+        if self.depth_at is not None:
+            depth = self.depth_at(stamp)
+            if depth is None:
+                self.without_depth += 1
+            else:
+                self.with_depth += 1
+        report = self.localizer.step(stamp, rgb, self.odometry, defer_health=True, depth=depth)
         if report is None:
             self.skipped += 1
             return Outcome(stamp, None, time.perf_counter() - t0)

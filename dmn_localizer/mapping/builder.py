@@ -5,8 +5,9 @@
 camera pose ``map_from_base * base_from_camera`` (the base pose itself without a mounting),
 keeps it as a new context when
 :func:`~dmn_localizer.mapping.keyframes.is_new_keyframe` says the map has no view there yet,
-embeds it (the model's CNN1, when an ``embed`` function is given) and adds image, pose and
-embedding to the :class:`~dmn_localizer.mapping.view_map.ViewMap`. The mapper node feeds it
+embeds it (the model's CNN1, when an ``embed`` function is given) and adds image, pose,
+embedding and, from an RGB-D camera (``depth_at``), its measured column depths to the
+:class:`~dmn_localizer.mapping.view_map.ViewMap`. The mapper node feeds it
 its messages, offline replay a mapping bag's in stamp order.
 """
 import numpy as np
@@ -17,14 +18,17 @@ from dmn_localizer.mapping.sync import StampPairer
 
 
 class MapBuilder:
-    """Adds keyframes to ``view_map``. ``embed(rgb) -> embedding or None``: the context's
-    embedding (None: the map stores images only). The settings (:meth:`configure`) may change
+    """Adds keyframes to ``view_map``. ``embed(rgb, depth) -> embedding or None``: the
+    context's embedding (None: the map stores images only). ``depth_at(stamp) -> column depths
+    or None``: a depth camera's column depths (:class:`~dmn_localizer.depth.DepthBuffer`) for
+    an image stamp (None: the image has no depth). The settings (:meth:`configure`) may change
     between events."""
 
     def __init__(self, view_map, embed=None, base_from_camera=None,
-                 min_distance=2.0, min_angle=0.5, sync_tolerance_s=0.05):
+                 min_distance=2.0, min_angle=0.5, sync_tolerance_s=0.05, depth_at=None):
         self.view_map = view_map
         self.embed = embed
+        self.depth_at = depth_at
         self.pairer = StampPairer(sync_tolerance_s)
         self.configure(base_from_camera, min_distance, min_angle, sync_tolerance_s)
 
@@ -54,22 +58,29 @@ class MapBuilder:
         if not is_new_keyframe(map_from_camera, self.view_map.poses, self.min_distance,
                                self.min_angle):
             return False
-        embedding = None if self.embed is None else self.embed(rgb)
-        self.view_map.add(rgb, map_from_camera, embedding)
+        depth = None if self.depth_at is None else self.depth_at(stamp)
+        embedding = None if self.embed is None else self.embed(rgb, depth)
+        self.view_map.add(rgb, map_from_camera, embedding, depth)
         return True
 
 
 def model_embedder(model, device='cpu'):
-    """``embed(rgb)`` for :class:`MapBuilder`: the model's view embedding (the DMN's CNN1) of
-    one image, as numpy, which a localizer running the same model reuses; None without a
-    model (the map stores images only)."""
+    """``embed(rgb, depth)`` for :class:`MapBuilder`: the model's view embedding (the DMN's
+    CNN1) of one image (with its measured column depths, if any, for a model that takes
+    them), as numpy, which a localizer running the same model reuses; None without a model
+    (the map stores images only)."""
     if model is None:
         return None
     import torch
 
     from dmn_localizer.model.preprocess import images_to_tensor
 
-    def embed(rgb):
+    takes_depth = getattr(model, 'takes_depth', False)
+
+    def embed(rgb, depth=None):
         with torch.no_grad():
-            return model.embed(images_to_tensor(rgb[None], device))[0].cpu().numpy()
+            images = images_to_tensor(rgb[None], device)
+            if takes_depth and depth is not None:
+                return model.embed(images, np.asarray(depth, np.float32)[None])[0].cpu().numpy()
+            return model.embed(images)[0].cpu().numpy()
     return embed

@@ -7,7 +7,10 @@ of the model named by ``model_id`` for a fast start.
 
 File format (``.dmnmap``, a safetensors file; loading never executes code):
   tensors  ``poses`` float64 (N, 3) map-frame (x, y, yaw); ``images`` uint8 (N, H, W, 3) RGB;
-           optionally ``embeddings`` float32 (N, ...) from the model ``model_id``.
+           optionally ``embeddings`` float32 (N, ...) from the model ``model_id``, and
+           ``depths`` float32 (N, W): each context's column depths (m) from a depth camera
+           (:mod:`dmn_localizer.depth`; NaN: no reading), which models that take depth use
+           instead of their predictions.
   metadata ``format`` = 'dmn_localizer.map', ``version`` = '1', ``frame_id``, ``model_id``,
            ``sha256`` (hex digest of the tensors, see :func:`tensors_digest`; files written
            before it existed lack it and are read without the check).
@@ -69,17 +72,31 @@ class ViewMap:
     frame_id: str = 'map'
     model_id: str = ''
     embeddings: np.ndarray | None = None  # (N, ...) float32 of model_id, optional
+    depths: np.ndarray | None = None      # (N, W) float32 measured column depths, optional
 
     def __len__(self):
         return len(self.poses)
 
-    def add(self, image, pose, embedding=None):
-        """Append one context: image (H, W, 3) uint8 at the map's image size, pose (3,) and
+    def add(self, image, pose, embedding=None, depth=None):
+        """Append one context: image (H, W, 3) uint8 at the map's image size, pose (3,),
         optionally its view embedding (by the model ``model_id``; kept only while every
-        context has one)."""
+        context has one) and its measured column depths (W,) (m; NaN where unknown; the
+        contexts without are NaN throughout)."""
         image = np.asarray(image, np.uint8)
         if len(self) and image.shape != self.images.shape[1:]:
             raise ValueError(f'context image shape {image.shape} != map {self.images.shape[1:]}')
+        width = image.shape[1]
+        if depth is not None or self.depths is not None:
+            row = np.full((1, width), np.nan, np.float32)
+            if depth is not None:
+                depth = np.asarray(depth, np.float32).reshape(-1)
+                if depth.shape != (width,):
+                    raise ValueError(f'context depth has {depth.size} columns, the map\'s '
+                                     f'images {width}')
+                row[0] = depth
+            old = self.depths if self.depths is not None else \
+                np.full((len(self), width), np.nan, np.float32)
+            self.depths = np.concatenate([old, row])
         had_all = self.embeddings is not None or len(self) == 0
         self.images = np.concatenate([self.images.reshape((-1,) + image.shape), image[None]])
         self.poses = np.concatenate([self.poses, np.asarray(pose, np.float64)[None]])
@@ -93,7 +110,7 @@ class ViewMap:
     def clear(self):
         self.images = self.images[:0]
         self.poses = self.poses[:0]
-        self.embeddings = None
+        self.embeddings = self.depths = None
 
     def save(self, path):
         """Write the map atomically (temp file + fsync + rename)."""
@@ -102,6 +119,8 @@ class ViewMap:
                    'images': np.ascontiguousarray(self.images, np.uint8)}
         if self.embeddings is not None:
             tensors['embeddings'] = np.ascontiguousarray(self.embeddings, np.float32)
+        if self.depths is not None:
+            tensors['depths'] = np.ascontiguousarray(self.depths, np.float32)
         meta = {'format': FORMAT, 'version': str(VERSION), 'frame_id': self.frame_id,
                 'model_id': self.model_id, 'sha256': tensors_digest(tensors)}
         with atomic_path(path) as tmp:
@@ -137,16 +156,18 @@ class ViewMap:
         if 'sha256' in meta and tensors_digest(tensors) != meta['sha256']:
             raise FileFormatError(path, 'corrupted: the contents do not match the checksum')
         poses, images = tensors['poses'], tensors['images']
-        emb = tensors.get('embeddings')
+        emb, depths = tensors.get('embeddings'), tensors.get('depths')
         if poses.ndim != 2 or poses.shape[1] != 3 or images.ndim != 4 \
                 or images.shape[0] != poses.shape[0] or images.shape[3] != 3 \
                 or images.dtype != np.uint8 or not np.isfinite(poses).all() \
-                or (emb is not None and emb.shape[:1] != poses.shape[:1]):
+                or (emb is not None and emb.shape[:1] != poses.shape[:1]) \
+                or (depths is not None and depths.shape != images.shape[:1] + images.shape[2:3]):
             raise FileFormatError(path, f'inconsistent map contents: poses {poses.shape}, '
                                         f'images {images.shape} {images.dtype}')
         return cls(images=images, poses=poses.astype(np.float64),
                    frame_id=str(meta.get('frame_id', 'map')),
-                   model_id=str(meta.get('model_id', '')), embeddings=emb)
+                   model_id=str(meta.get('model_id', '')), embeddings=emb,
+                   depths=None if depths is None else depths.astype(np.float32))
 
 
 def load_localization_map(path, image_size):

@@ -29,6 +29,10 @@ comparison explicit with geometry (:mod:`dmn_localizer.model.column_warp`):
 with context column j, the depth residual and visibility are dropped (all columns count), so
 only the relative pose features tell where the particle is relative to the view.
 
+A depth camera's measured column depths (:mod:`dmn_localizer.depth`) may replace the predicted
+ones: ``depth`` in :meth:`AlignedModel.encode_columns` and the methods built on it (NaN keeps
+the prediction for that column).
+
 The camera enters as the horizontal field of view ``hfov_deg`` (the model card records the
 training camera's); :meth:`AlignedModel.set_camera` adapts a loaded model to another camera.
 Everything depends only on relative poses, so moving the whole world (contexts and particles
@@ -96,6 +100,7 @@ class AlignedModel(nn.Module):
     'aligned' (``image_size``, ``hfov_deg``, ``feature_dim``, ``warp`` apply)."""
 
     regresses_pose = False
+    takes_depth = True   # measured column depths may replace the predicted ones
 
     def __init__(self, config: DMNConfig = None):
         super().__init__()
@@ -151,22 +156,42 @@ class AlignedModel(nn.Module):
         self.config = replace(self.config, context_pooling=pooling)
 
     # ------------------------------------------------------------------ images
-    def encode_columns(self, images):
+    def measured_depth(self, depth, m):
+        """Measured column depths (M, W) (m, NaN: none; W a multiple of J, e.g. the image
+        width) -> (M, J): the median of each model column's W / J measured columns (of an
+        even count, the lower one: the nearer surface)."""
+        depth = torch.as_tensor(depth, dtype=torch.float32)
+        J = self.columns
+        if depth.dim() != 2 or depth.shape[0] != m or depth.shape[1] % J:
+            raise ValueError(f'depth must be ({m}, a multiple of {J}) column depths, got '
+                             f'{tuple(depth.shape)}')
+        return torch.nanmedian(depth.view(m, J, -1), -1).values
+
+    def encode_columns(self, images, depth=None):
         """images (M, 3, S, S) in [-1, 1] -> unit features (M, J, D), depths (M, J) (m),
-        unit descriptors (M, D)."""
+        unit descriptors (M, D). ``depth`` (M, W): measured column depths (m) that replace
+        the predicted ones where finite (:meth:`measured_depth`)."""
         check_images(images, self.config.image_size, 'images')
         x = self.trunk(images)                                    # (M, 96, S/8, J)
         x = self.column_mix(x.flatten(1, 2))                      # (M, 128, J)
         feat = F.normalize(self.feature_out(x), dim=1).transpose(1, 2)
         log_depth = self.depth_out(x)[:, 0] + LOG_DEPTH_OFFSET
-        depth = torch.exp(log_depth.clamp(math.log(MIN_FORWARD_M), math.log(100.0)))
+        depth_range = (MIN_FORWARD_M, 100.0)
+        predicted = torch.exp(log_depth.clamp(*(math.log(v) for v in depth_range)))
+        if depth is None:
+            depth = predicted
+        else:
+            measured = self.measured_depth(depth, len(images)).to(predicted)
+            depth = torch.where(torch.isfinite(measured), measured.clamp(*depth_range),
+                                predicted)
         desc = F.normalize(self.descriptor_out(x.mean(-1)), dim=-1)
         return feat, depth, desc
 
-    def embed(self, images):
+    def embed(self, images, depth=None):
         """A context's stored embedding (M, 2D + 1, J): column features (rows 0..D-1), the
-        log-depth (row D) and the descriptor repeated over the columns (rows D+1..2D)."""
-        feat, depth, desc = self.encode_columns(images)
+        log-depth (row D) and the descriptor repeated over the columns (rows D+1..2D).
+        ``depth``: measured column depths, as in :meth:`encode_columns`."""
+        feat, depth, desc = self.encode_columns(images, depth)
         return torch.cat([feat.transpose(1, 2), torch.log(depth)[:, None],
                           desc[..., None].expand(-1, -1, self.columns)], 1)
 
@@ -181,16 +206,20 @@ class AlignedModel(nn.Module):
         desc = embeddings[:, :, d + 1:, 0]
         return AlignedMapState(context_poses.to(feat.dtype), feat, depth, desc)
 
-    def build_map(self, context_images, context_poses):
-        """context_images (B, N, 3, S, S), context_poses (B, N, 3) -> :class:`AlignedMapState`."""
+    def build_map(self, context_images, context_poses, depth=None):
+        """context_images (B, N, 3, S, S), context_poses (B, N, 3) -> :class:`AlignedMapState`.
+        ``depth`` (B, N, W): measured column depths, as in :meth:`encode_columns`."""
         B, N = context_images.shape[:2]
-        feat, depth, desc = self.encode_columns(context_images.flatten(0, 1))
+        feat, depth, desc = self.encode_columns(
+            context_images.flatten(0, 1), None if depth is None else
+            torch.as_tensor(depth).flatten(0, 1))
         return AlignedMapState(context_poses.to(feat.dtype), feat.view(B, N, *feat.shape[1:]),
                                depth.view(B, N, -1), desc.view(B, N, -1))
 
-    def encode_query(self, query_images):
-        """query_images (B, 3, S, S) -> :class:`AlignedQueryState`."""
-        return AlignedQueryState(*self.encode_columns(query_images))
+    def encode_query(self, query_images, depth=None):
+        """query_images (B, 3, S, S) -> :class:`AlignedQueryState`; ``depth`` (B, W):
+        measured column depths, as in :meth:`encode_columns`."""
+        return AlignedQueryState(*self.encode_columns(query_images, depth))
 
     # ------------------------------------------------------------------ scores
     def _pose_features(self, rel):

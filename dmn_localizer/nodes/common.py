@@ -11,6 +11,7 @@ from rclpy.qos import (DurabilityPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
 from sensor_msgs.msg import CompressedImage, Image
 
+from dmn_localizer.depth import column_depths, DepthBuffer, raw_to_depth
 from dmn_localizer.util.errors import UserError
 from dmn_localizer.images import resize_square
 from dmn_localizer.nodes.conversions import (checked_stamp_to_sec, compressed_msg_to_rgb,
@@ -53,6 +54,43 @@ def subscribe_images(node, topic, transport, image_size, callback, frame_id=None
             frame_callback(msg.header.frame_id)
         callback(stamp, rgb)
     return node.create_subscription(cls, topic, on_image, qos_profile_sensor_data)
+
+
+def subscribe_depth(node, topic, columns, tolerance_s, takes_depth):
+    """Subscribe to a depth image registered to the camera images (sensor-data QoS): each
+    frame becomes ``columns`` column depths (:mod:`dmn_localizer.depth`) in the returned
+    :class:`~dmn_localizer.depth.DepthBuffer`, whose ``at(stamp)`` pairs them with images.
+    Bad frames are skipped with a throttled warning. ``takes_depth``: whether the model uses
+    them (else one warning says so; a map still stores them). Returns (subscription, buffer)."""
+    buffer = DepthBuffer(tolerance_s)
+    if not takes_depth:
+        warn(node, f'depth_topic {topic}: the model predicts no column depths (only aligned '
+             'models take measured ones); the depth is not used for scoring')
+
+    def on_depth(msg):
+        try:
+            stamp = checked_stamp_to_sec(msg.header.stamp)
+            value = column_depths(raw_to_depth(msg.encoding, msg.height, msg.width, msg.step,
+                                               msg.data, bool(msg.is_bigendian)), columns)
+        except ValueError as exc:  # images.ImageError included
+            warn(node, f'{topic}: depth frame skipped: {exc}', throttle_duration_sec=5.0,
+                 key=('depth', topic))
+            return
+        buffer.add(stamp, value)
+    return node.create_subscription(Image, topic, on_depth, qos_profile_sensor_data), buffer
+
+
+def paired_depth(node, buffer, topic):
+    """``depth_at(stamp)`` over ``buffer`` that warns (throttled) when an image has no depth
+    frame within the tolerance (it is then scored with predicted depths)."""
+    def depth_at(stamp):
+        value = buffer.at(stamp)
+        if value is None:
+            warn(node, f'{topic}: no depth frame within depth_sync_tolerance_s of an image at '
+                 f'{stamp:.3f} s: predicted depths used', throttle_duration_sec=10.0,
+                 key=('depth-pair', topic))
+        return value
+    return depth_at
 
 
 def check_frame(node, what, actual, expected, parameter):

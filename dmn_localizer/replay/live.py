@@ -95,6 +95,7 @@ def node_params(k, size, topics, image_type, device, policy=None, base_from_came
             f'image_topic:={image_topic}', f'image_transport:={transport}',
             'odom_source:=topic', f'odom_topic:={topics.odom}', f'device:={device}',
             'always_reset_initial_pose:=true', 'save_pose_rate:=0.0',
+            *([f'depth_topic:={topics.depth}'] if topics.depth else []),
             *(f'{name}:={float(value)}' for name, value in (policy or {}).items()),
             *(f'camera_offset_{name}:={float(value)}' for name, value in
               zip(('x', 'y', 'yaw'), () if base_from_camera is None else base_from_camera))]
@@ -133,6 +134,7 @@ def localize_live(view_map, stream, bag, model_path, out, topics, mode='global',
         record, log_path = Path(tmp) / 'record.npz', Path(tmp) / 'node.log'
         player_cmd = [sys.executable, '-m', 'dmn_localizer.nodes.tools.bag_player',
                       '--bag', str(bag), '--topic', topics.image, '--topic', topics.odom,
+                      *(['--topic', topics.depth] if topics.depth else []),
                       '--image-topic', topics.image, '--record', str(record),
                       '--rate', repr(float(rate)), '--startup-timeout', str(startup_timeout),
                       '--settle', str(settle)]
@@ -218,6 +220,9 @@ def live_metrics(rec, rate, node_status):
         'node_images_received': counter('images_received'),
         'node_dropped_images': counter('dropped_images'),
         'node_skipped_images': counter('skipped_images'),
+        **({'node_images_with_depth': counter('images_with_depth'),
+            'node_images_without_depth': counter('images_without_depth')}
+           if 'images_with_depth' in diag else {}),
         'latency_mean_s': float(np.mean(latencies)) if latencies else None,
         'latency_max_s': float(np.max(latencies)) if latencies else None,
         'node_exit_status': node_status,

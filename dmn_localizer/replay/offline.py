@@ -19,9 +19,10 @@ from dmn_localizer.bags import messages as M
 from dmn_localizer.bags.read import (BASE_FRAME, camera_intrinsics, camera_mounting,
                                      decode_image, IMAGE_TYPES, open_bag, POSE_TYPES)
 from dmn_localizer.data.dataset import TRACKING_SIGMA
+from dmn_localizer.depth import column_depths, DepthBuffer, raw_to_depth
 from dmn_localizer.util.errors import UserError
 from dmn_localizer.geometry import quaternion_to_yaw, wrap_angle
-from dmn_localizer.images import resize_square
+from dmn_localizer.images import ImageError, resize_square
 from dmn_localizer.localization.odometry import OdometryBuffer
 from dmn_localizer.localization.tracker import Tracker
 from dmn_localizer.mapping.builder import MapBuilder
@@ -40,6 +41,7 @@ class Topics:
     image: str = '/camera/image_raw'
     odom: str = '/odom'
     truth: str = '/ground_truth/pose'
+    depth: str = ''     # a depth image registered to the images (empty: none)
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Stream:
     odom_type: str = M.ODOMETRY    # message type of the odometry topic
     base_from_camera: np.ndarray = None   # the camera mounting from /tf_static (None: none)
     camera_intrinsics: tuple = None       # (width, fx) from camera_info (None: none)
+    depth: DepthBuffer = None             # column depths of the depth topic (None: none)
 
 
 def _check_topics(bag, conns, topics, wanted=None):
@@ -63,6 +66,8 @@ def _check_topics(bag, conns, topics, wanted=None):
     three topics of a query bag) with usable message types."""
     wanted = wanted or ((topics.image, IMAGE_TYPES), (topics.odom, POSE_TYPES),
                         (topics.truth, POSE_TYPES))
+    if topics.depth:
+        wanted = tuple(wanted) + ((topics.depth, (M.IMAGE,)),)
     missing = [t for t, _ in wanted if t not in conns]
     if missing:
         raise UserError(f'{bag}: no topic {", ".join(missing)} (topics: '
@@ -86,9 +91,11 @@ def check_bag(bag, topics):
 
 def _read_messages(reader, conns, wanted, image_size, base_topic):
     """The messages of ``wanted`` [(topic, kind)] in bag order: ({kind: (stamps, values)},
-    counts, base frame). Images are decoded and resized to ``image_size``, the other kinds
-    are planar poses (x, y, yaw); the base frame is the ``child_frame_id`` of Odometry on
-    ``base_topic`` (else ``base_link``). Bad messages are counted and skipped."""
+    counts, base frame). Images are decoded and resized to ``image_size``, depth images
+    (kind 'depth') become ``image_size`` column depths (:func:`~dmn_localizer.depth.
+    column_depths`), the other kinds are planar poses (x, y, yaw); the base frame is the
+    ``child_frame_id`` of Odometry on ``base_topic`` (else ``base_link``). Bad messages are
+    counted and skipped."""
     data = {kind: ([], []) for _, kind in wanted}
     counts = {'bad_messages': 0}
     base_frame = BASE_FRAME
@@ -102,7 +109,15 @@ def _read_messages(reader, conns, wanted, image_size, base_topic):
             counts['bad_messages'] += 1
             continue
         stamp = (M.stamp_ns(msg.header.stamp) or t) * 1e-9
-        if conn.msgtype in IMAGE_TYPES:
+        if 'depth' in kinds[conn.topic]:
+            try:
+                value = column_depths(raw_to_depth(msg.encoding, msg.height, msg.width,
+                                                   msg.step, msg.data, msg.is_bigendian),
+                                      image_size)
+            except ImageError:
+                counts['bad_messages'] += 1
+                continue
+        elif conn.msgtype in IMAGE_TYPES:
             img = decode_image(msg, conn.msgtype)
             if img is None:
                 counts['bad_messages'] += 1
@@ -124,19 +139,26 @@ def _read_messages(reader, conns, wanted, image_size, base_topic):
     return data, counts, base_frame
 
 
-def read_stream(bag, topics, image_size):
+def read_stream(bag, topics, image_size, depth_sync_tolerance_s=0.05):
     reader = open_bag(bag)
     try:
         conns = {c.topic: c for c in reader.connections}
         _check_topics(bag, conns, topics)
+        wanted = [(topics.image, 'image'), (topics.odom, 'odom'), (topics.truth, 'truth')]
         data, counts, base_frame = _read_messages(
-            reader, conns, [(topics.image, 'image'), (topics.odom, 'odom'),
-                            (topics.truth, 'truth')], image_size, topics.odom)
+            reader, conns, wanted + ([(topics.depth, 'depth')] if topics.depth else []),
+            image_size, topics.odom)
         mounting = camera_mounting(reader, topics.image, base_frame, where=bag)
         intrinsics = camera_intrinsics(reader, topics.image)
     finally:
         reader.close()
+    depth = (_depth_buffer(*data.pop('depth'), depth_sync_tolerance_s) if topics.depth
+             else None)
     arr = {k: (np.asarray(s), np.asarray(v)) for k, (s, v) in data.items()}
+    if depth is not None:
+        counts['depth'] = len(depth)
+        if not len(depth):
+            raise UserError(f'{bag}: no usable depth messages on {topics.depth}')
     for k, (s, _) in arr.items():
         counts[k] = len(s)
         if len(s) == 0:
@@ -144,28 +166,42 @@ def read_stream(bag, topics, image_size):
     return Stream(arr['image'][0], arr['image'][1].astype(np.uint8), *arr['odom'],
                   *arr['truth'], counts=counts, image_type=conns[topics.image].msgtype,
                   odom_type=conns[topics.odom].msgtype, base_from_camera=mounting,
-                  camera_intrinsics=intrinsics)
+                  camera_intrinsics=intrinsics, depth=depth)
+
+
+def _depth_buffer(stamps, columns, tolerance_s=0.05):
+    """A :class:`~dmn_localizer.depth.DepthBuffer` holding all of a bag's depth frames."""
+    buf = DepthBuffer(tolerance_s, max_frames=len(stamps) + 1)
+    for stamp, value in sorted(zip(stamps, columns), key=lambda e: e[0]):
+        buf.add(stamp, value)
+    return buf
 
 
 def build_map(bag, topics, image_size, min_distance=2.0, min_angle=0.5, max_contexts=None,
-              sync_tolerance_s=0.05):
+              sync_tolerance_s=0.05, depth_sync_tolerance_s=0.05):
     """The mapper's pipeline (:class:`~dmn_localizer.mapping.builder.MapBuilder`: pairing by
     stamp, keyframe selection) over a mapping bag's images and true poses in stamp order (the
-    camera mounting from its ``/tf_static``, as the mapper's ``camera_offset_*``), without
-    embeddings."""
+    camera mounting from its ``/tf_static``, as the mapper's ``camera_offset_*``; the column
+    depths of ``topics.depth``, if given), without embeddings."""
     reader = open_bag(bag)
     try:
         conns = {c.topic: c for c in reader.connections}
         _check_topics(bag, conns, topics, ((topics.image, IMAGE_TYPES),
                                            (topics.truth, POSE_TYPES)))
+        wanted = [(topics.image, 'image'), (topics.truth, 'pose')]
         data, counts, base_frame = _read_messages(
-            reader, conns, [(topics.image, 'image'), (topics.truth, 'pose')], image_size,
-            topics.truth)
+            reader, conns, wanted + ([(topics.depth, 'depth')] if topics.depth else []),
+            image_size, topics.truth)
         mounting = camera_mounting(reader, topics.image, base_frame, where=bag)
     finally:
         reader.close()
+    depth = (_depth_buffer(*data.pop('depth'), depth_sync_tolerance_s) if topics.depth
+             else None)
+    if depth is not None and not len(depth):
+        raise UserError(f'{bag}: no usable depth messages on {topics.depth}')
     builder = MapBuilder(ViewMap(), base_from_camera=mounting, min_distance=min_distance,
-                         min_angle=min_angle, sync_tolerance_s=sync_tolerance_s)
+                         min_angle=min_angle, sync_tolerance_s=sync_tolerance_s,
+                         depth_at=None if depth is None else depth.at)
     events = sorted([(stamp, 0, pose) for stamp, pose in zip(*data['pose'])]
                     + [(stamp, 1, image) for stamp, image in zip(*data['image'])],
                     key=lambda e: e[:2])    # a pose before an image of the same stamp
@@ -191,6 +227,7 @@ class Track:
     evidence: list = field(default_factory=list)       # the belief's log mean likelihood ratio
     frames: int = 0
     seconds: float = 0.0
+    depth_pairs: tuple = None     # (images with, without a depth frame), with a depth topic
 
 
 def stream_mounting(stream, config):
@@ -264,7 +301,8 @@ def localize(localizer, stream, mode='global', snapshot_every=10, progress=False
     (:class:`~dmn_localizer.localization.tracker.Tracker`). mode 'global' (uniform) or
     'tracking' (Gaussian of std ``sigma`` around the first true pose; default the paper's
     tracking setting). The track holds the estimate after each update's health check."""
-    tracker = Tracker(localizer, OdometryBuffer(max_age_s=1e9))
+    tracker = Tracker(localizer, OdometryBuffer(max_age_s=1e9),
+                      depth_at=None if stream.depth is None else stream.depth.at)
     truth = truth_buffer(stream)
     belief = initial_belief(stream, mode, truth, sigma)
     if belief is None:
@@ -298,6 +336,8 @@ def localize(localizer, stream, mode='global', snapshot_every=10, progress=False
             if snapshot_every and (len(track.stamps) - 1) % snapshot_every == 0:
                 track.snapshots.append((float(outcome.stamp), *localizer.particle_array()))
     track.seconds = time.perf_counter() - t0
+    if tracker.depth_at is not None:
+        track.depth_pairs = (tracker.with_depth, tracker.without_depth)
     return track
 
 

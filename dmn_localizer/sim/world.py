@@ -64,6 +64,20 @@ class World:
         self._renderer.select(self._index)
         return self._renderer.render(poses)
 
+    def render_depth(self, poses):
+        """Depth images ``(P, H, W)`` float32 (m along the optical axis, NaN: none) registered
+        to :meth:`render`'s images: the simulated depth camera of
+        :mod:`~dmn_localizer.sim.depth_camera`."""
+        from dmn_localizer.sim.depth_camera import layout_depth_images
+        if self.domain == 'mazes':
+            from dmn_localizer.sim.mazes import _units_per_m, CEILING_UNITS
+            top, ceiling = CEILING_UNITS / _units_per_m(self.spec), True
+        else:
+            from dmn_localizer.sim.rooms import WALL_HEIGHT_M
+            top, ceiling = WALL_HEIGHT_M, False
+        return layout_depth_images(self.layout, self.layout_resolution_m, poses, self.camera,
+                                   top, ceiling, max_depth_m=1.5 * self.size_m)
+
     def sample_free_poses(self, rng, n):
         """``n`` random poses (n, 3) away from walls and obstacles, yaw uniform."""
         return self.spec.sample_free_poses(rng, n)

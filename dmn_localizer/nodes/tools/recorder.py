@@ -40,7 +40,9 @@ class Recorder:
         self.particles_sub = node.create_subscription(
             PoseArray, particles_topic, self.on_particles,
             QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
-        self.node_name = pose_topic.rsplit('/', 1)[0].strip('/').split('/')[-1]
+        # the node whose /diagnostics to keep: the namespace of its private particle topic
+        # (the pose topic, amcl_pose as AMCL's, has none)
+        self.node_name = particles_topic.rsplit('/', 1)[0].strip('/').split('/')[-1]
         node.create_subscription(DiagnosticArray, '/diagnostics', self.on_diagnostics, 10)
 
     def on_pose(self, msg):
@@ -61,12 +63,18 @@ class Recorder:
         self.particle_msgs += 1
 
     def on_diagnostics(self, msg):
-        for status in msg.status:
-            if status.name.split(':')[0] == self.node_name:
-                self.diagnostics = {kv.key: kv.value for kv in status.values}
-                self.diagnostics['message'] = status.message
-                self.diagnostics_received = time.monotonic()
-                self.diagnostics_history.append((self.diagnostics_received, self.diagnostics))
+        # the node's statuses of one message (its filter first, then its input rates) as one
+        # dict; the message is the filter's
+        ours = [s for s in msg.status if s.name.split(':')[0] == self.node_name]
+        if not ours:
+            return
+        values = {}
+        for status in reversed(ours):
+            values.update({kv.key: kv.value for kv in status.values})
+        values['message'] = ours[0].message
+        self.diagnostics = values
+        self.diagnostics_received = time.monotonic()
+        self.diagnostics_history.append((self.diagnostics_received, self.diagnostics))
 
     def counters(self, diagnostics):
         """The node's image counters from a diagnostics dict, or None (older node)."""

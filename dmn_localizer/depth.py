@@ -1,0 +1,108 @@
+"""Depth images as column depths (no ROS): what an RGB-D camera gives the aligned model.
+
+The aligned observation model (:mod:`dmn_localizer.model.aligned`) describes each image column
+by one depth: the distance, along the optical axis, of the surface the column's horizontal ray
+hits. A depth image registered to the colour image (same size and field of view, e.g. an
+RGB-D camera's ``aligned_depth_to_color`` topic) gives it directly: in a level camera, the rows
+around the principal point see that surface, and on a vertical surface the depth along the
+optical axis is the same at every height. :func:`column_depths` takes the median of the valid
+readings in a band of rows around the horizon for each of ``columns`` column bins; a bin
+without a valid reading is NaN, and the model keeps its own prediction there.
+
+Encodings follow REP-118: ``32FC1`` in metres, ``16UC1`` (and ``mono16``) in millimetres;
+0, NaN and infinity mean "no reading". :class:`DepthBuffer` pairs depth frames with colour
+images by stamp, as the nodes and ``replay`` need.
+"""
+import bisect
+from collections import deque
+
+import numpy as np
+
+from dmn_localizer.images import ImageError
+
+DEPTH_ENCODINGS = {'32FC1': (np.dtype('<f4'), 1.0), '16UC1': (np.dtype('<u2'), 1e-3),
+                   'mono16': (np.dtype('<u2'), 1e-3)}
+BAND_SHARE = 0.05     # the band of rows read: the horizon row +- this share of the height
+MIN_DEPTH_M = 0.05    # readings nearer than this (and 0) count as missing
+
+
+def raw_to_depth(encoding, height, width, step, data, is_bigendian=False):
+    """A raw depth frame (sensor_msgs/Image fields) -> (H, W) float32 metres, NaN where the
+    sensor has no reading."""
+    if encoding not in DEPTH_ENCODINGS:
+        raise ImageError(f'unsupported depth encoding {encoding!r} (supported: '
+                         f'{", ".join(sorted(DEPTH_ENCODINGS))})')
+    dtype, scale = DEPTH_ENCODINGS[encoding]
+    if is_bigendian:
+        dtype = dtype.newbyteorder('>')
+    h, w, step = int(height), int(width), int(step)
+    if h <= 0 or w <= 0:
+        raise ImageError(f'empty depth image ({w}x{h})')
+    buf = data if isinstance(data, (bytes, bytearray, memoryview, np.ndarray)) else bytes(data)
+    flat = np.frombuffer(buf, np.uint8)
+    row = w * dtype.itemsize
+    if step < row or flat.size < step * (h - 1) + row:
+        raise ImageError(f'truncated depth data: {flat.size} bytes for {w}x{h} {encoding} '
+                         f'(step {step})')
+    rows = np.lib.stride_tricks.as_strided(flat, shape=(h, row), strides=(step, 1))
+    depth = np.ascontiguousarray(rows).view(dtype).reshape(h, w).astype(np.float32) * scale
+    depth[~np.isfinite(depth) | (depth < MIN_DEPTH_M)] = np.nan
+    return depth
+
+
+def column_depths(depth, columns, horizon_row=None, band_share=BAND_SHARE):
+    """(columns,) float32 depths (m) of a depth image (H, W) registered to the colour image:
+    the median of the valid readings of rows ``horizon_row +- band_share * H`` (default
+    horizon: the middle row) in each of ``columns`` equal column bins, left to right; NaN for
+    a bin without a reading."""
+    depth = np.asarray(depth, np.float32)
+    if depth.ndim != 2 or min(depth.shape) < 1:
+        raise ImageError(f'a depth image must be (H, W), got shape {depth.shape}')
+    h, w = depth.shape
+    if columns < 1 or columns > w:
+        raise ImageError(f'{columns} columns from a depth image {w} pixels wide')
+    centre = (h - 1) / 2.0 if horizon_row is None else float(horizon_row)
+    half = max(0.5, band_share * h)
+    lo, hi = int(np.clip(np.floor(centre - half + 0.5), 0, h - 1)), \
+        int(np.clip(np.ceil(centre + half - 0.5), 0, h - 1))
+    band = depth[lo:hi + 1]
+    edges = np.linspace(0, w, columns + 1).round().astype(int)
+    out = np.full(columns, np.nan, np.float32)
+    for j in range(columns):
+        values = band[:, edges[j]:edges[j + 1]]
+        values = values[np.isfinite(values)]
+        if values.size:
+            out[j] = np.median(values)
+    return out
+
+
+class DepthBuffer:
+    """The column depths of recent depth frames, by stamp: :meth:`at` gives the frame nearest
+    to a colour image's stamp within ``tolerance_s`` (None: no such frame)."""
+
+    def __init__(self, tolerance_s=0.05, max_frames=30):
+        self.tolerance = float(tolerance_s)
+        self._stamps = deque(maxlen=max_frames)
+        self._columns = deque(maxlen=max_frames)
+
+    def __len__(self):
+        return len(self._stamps)
+
+    def add(self, stamp, columns):
+        if self._stamps and stamp < self._stamps[-1]:
+            self._stamps.clear()   # time went backwards (bag loop, sim reset): start over
+            self._columns.clear()
+        self._stamps.append(float(stamp))
+        self._columns.append(np.asarray(columns, np.float32))
+
+    def at(self, stamp):
+        stamps = list(self._stamps)
+        i = bisect.bisect_left(stamps, stamp)
+        best = min((j for j in (i - 1, i) if 0 <= j < len(stamps)),
+                   key=lambda j: abs(stamps[j] - stamp), default=None)
+        if best is None or abs(stamps[best] - stamp) > self.tolerance:
+            return None
+        return self._columns[best]
+
+
+__all__ = ['column_depths', 'DEPTH_ENCODINGS', 'DepthBuffer', 'raw_to_depth']

@@ -1,0 +1,220 @@
+"""A depth camera's frames as column depths: decoding (REP-118), the horizon band, pairing by
+stamp, the simulated depth camera, the aligned model taking them, maps storing them, and
+replay over real bags with a depth topic."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dmn_localizer.data.column_depth import column_depths as ray_cast
+from dmn_localizer.depth import column_depths, DepthBuffer, raw_to_depth
+from dmn_localizer.images import ImageError
+from dmn_localizer.mapping.view_map import ViewMap
+from dmn_localizer.model import build_model
+from dmn_localizer.model.config import DMNConfig
+from dmn_localizer.model.preprocess import images_to_tensor
+
+
+def test_raw_to_depth_reads_metres_and_millimetres():
+    mm = np.array([[0, 1500], [65535, 20]], '<u2')
+    d = raw_to_depth('16UC1', 2, 2, 4, mm.tobytes())
+    assert np.isnan(d[0, 0]) and np.isnan(d[1, 1])     # 0 = no reading; 2 cm below range
+    np.testing.assert_allclose(d[0, 1], 1.5)
+    np.testing.assert_allclose(d[1, 0], 65.535, rtol=1e-6)
+    m = np.array([[2.0, np.inf], [np.nan, 0.5]], '<f4')
+    d = raw_to_depth('32FC1', 2, 2, 8, m.tobytes())
+    assert d[0, 0] == 2.0 and d[1, 1] == 0.5 and np.isnan(d[0, 1]) and np.isnan(d[1, 0])
+    big = np.array([[1.25, 3.0]], '>f4')
+    np.testing.assert_allclose(raw_to_depth('32FC1', 1, 2, 8, big.tobytes(), True), [[1.25, 3]])
+    padded = np.zeros((2, 12), np.uint8)             # step 12 > 2 * 4: row padding skipped
+    padded[:, :8] = np.array([[1.0, 2.0], [3.0, 4.0]], '<f4').view(np.uint8)
+    np.testing.assert_allclose(raw_to_depth('32FC1', 2, 2, 12, padded.tobytes()),
+                               [[1, 2], [3, 4]])
+
+
+@pytest.mark.parametrize('args,match', [
+    (('rgb8', 2, 2, 6, bytes(12)), 'unsupported depth encoding'),
+    (('32FC1', 2, 2, 8, bytes(12)), 'truncated'),
+    (('16UC1', 0, 2, 4, b''), 'empty')])
+def test_bad_depth_frames_get_one_line_errors(args, match):
+    with pytest.raises(ImageError, match=match):
+        raw_to_depth(*args)
+
+
+def test_column_depths_read_the_horizon_band():
+    depth = np.full((40, 8), 9.0, np.float32)          # floor and ceiling elsewhere
+    depth[18:22] = np.array([1, 1, 2, 2, 3, 3, np.nan, np.nan], np.float32)
+    np.testing.assert_allclose(column_depths(depth, 4)[:3], [1, 2, 3])
+    assert np.isnan(column_depths(depth, 4)[3])        # no reading in the band: unknown
+    np.testing.assert_allclose(column_depths(depth, 8)[:6], [1, 1, 2, 2, 3, 3])
+    with pytest.raises(ImageError, match='columns'):
+        column_depths(depth, 9)
+
+
+def test_depth_buffer_pairs_by_nearest_stamp():
+    buf = DepthBuffer(tolerance_s=0.05)
+    buf.add(1.00, [1.0])
+    buf.add(1.10, [2.0])
+    assert buf.at(1.04)[0] == 1.0 and buf.at(1.07)[0] == 2.0
+    assert buf.at(1.2) is None and buf.at(0.9) is None
+    buf.add(0.5, [3.0])                                 # time went backwards: start over
+    assert len(buf) == 1 and buf.at(1.0) is None and buf.at(0.5)[0] == 3.0
+
+
+def test_simulated_depth_camera_sees_walls_floor_and_ceiling():
+    pytest.importorskip('vizdoom')
+    from dmn_localizer.sim.world import make_world
+    with make_world('mazes', 1_100_003, 32) as world:
+        poses = world.sample_free_poses(np.random.default_rng(0), 6)
+        depth = world.render_depth(poses)
+        cam = world.camera
+    walls = ray_cast(world.layout, world.layout_resolution_m, poses, 32, cam.hfov_deg,
+                     max_depth_m=60.0)
+    # at the horizon every column reads its wall; the band gives exactly the ray-cast depth
+    np.testing.assert_allclose(np.stack([column_depths(d, 32) for d in depth]), walls,
+                               rtol=1e-5)
+    # the bottom row sees the floor in front of a far wall: cam height / tan(angle below)
+    below = ((31.5 - cam.cy) / cam.fy)
+    far = walls[:, 0] > 4.0
+    assert far.any()
+    np.testing.assert_allclose(depth[far, 31, 0], cam.height_m / below, rtol=1e-5)
+
+
+def _aligned():
+    torch.manual_seed(0)
+    return build_model(DMNConfig(architecture='aligned')).eval()
+
+
+def test_measured_depths_replace_the_predicted_ones():
+    model = _aligned()
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    _, predicted, _ = model.encode_columns(images)
+    measured = np.full((2, 32), np.nan, np.float32)
+    measured[0, :8] = [1.0, 3.0] * 4          # columns 0-3 of 16: the lower median of a pair
+    measured[1] = 250.0                                 # beyond range: clamped
+    feat, depth, desc = model.encode_columns(images, torch.as_tensor(measured))
+    np.testing.assert_allclose(depth[0, :4].detach(), 1.0)
+    np.testing.assert_allclose(depth[0, 4:].detach(), predicted[0, 4:].detach())
+    np.testing.assert_allclose(depth[1].detach(), 100.0)
+    with pytest.raises(ValueError, match='multiple of 16'):
+        model.encode_columns(images, torch.ones(2, 20))
+    # a map built from images and depths equals one from the stored embeddings
+    poses = torch.rand(1, 2, 3)
+    emb = model.embed(images, measured)
+    a = model.build_map(images[None], poses, measured[None])
+    b = model.map_from_embeddings(emb[None], poses)
+    torch.testing.assert_close(a.depth, b.depth)
+    q = model.encode_query(images[:1], measured[:1])
+    torch.testing.assert_close(q.depth, depth[:1])
+
+
+def test_maps_store_depths(tmp_path):
+    vm = ViewMap()
+    image = np.zeros((32, 32, 3), np.uint8)
+    vm.add(image, (0, 0, 0))
+    vm.add(image, (1, 0, 0), depth=np.arange(32, dtype=np.float32))
+    vm.add(image, (2, 0, 0))
+    assert vm.depths.shape == (3, 32)
+    assert np.isnan(vm.depths[[0, 2]]).all() and vm.depths[1, 5] == 5.0
+    with pytest.raises(ValueError, match='columns'):
+        vm.add(image, (3, 0, 0), depth=np.ones(16))
+    vm.save(tmp_path / 'm.dmnmap')
+    again = ViewMap.load(tmp_path / 'm.dmnmap')
+    np.testing.assert_array_equal(again.depths, vm.depths)
+    ViewMap(images=vm.images, poses=vm.poses).save(tmp_path / 'plain.dmnmap')
+    assert ViewMap.load(tmp_path / 'plain.dmnmap').depths is None
+
+
+@pytest.fixture(scope='module')
+def rgbd_bags(tmp_path_factory):
+    pytest.importorskip('vizdoom')
+    from dmn_localizer.bags.simulate import simulate_bag
+    out = tmp_path_factory.mktemp('rgbd')
+    simulate_bag('mazes', 1_100_003, out, image_size=32, mapping_frames=60,
+                 localization_frames=12, depth=True)
+    return out
+
+
+def test_replay_reads_the_depth_topic_into_map_and_filter(rgbd_bags):
+    """Real bags with a depth topic: the map's contexts and the query frames carry the depth
+    camera's columns, and the localizer's map state holds them instead of predictions."""
+    from dmn_localizer.localization.localizer import Localizer
+    from dmn_localizer.config import LocalizerConfig
+    from dmn_localizer.replay import offline as core
+    topics = core.Topics(depth='/camera/depth/image_raw')
+    view_map = core.build_map(rgbd_bags / 'mapping', topics, 32)
+    assert view_map.depths is not None and np.isfinite(view_map.depths).mean() > 0.95
+    stream = core.read_stream(rgbd_bags / 'localization', topics, 32)
+    assert len(stream.depth) == len(stream.image_stamps) == 12
+    assert all(stream.depth.at(s) is not None for s in stream.image_stamps)
+    model = _aligned()
+    loc = Localizer(model, LocalizerConfig(global_num_particles=64, num_particles=64), 'cpu')
+    loc.set_map(view_map)
+    expect = model.measured_depth(torch.as_tensor(view_map.depths), len(view_map))
+    ok = torch.isfinite(expect)
+    torch.testing.assert_close(loc.map_state.depth[0][ok], expect[ok].clamp(0.05, 100.0))
+    # without the topic the same map's depths are the model's predictions
+    plain = core.build_map(rgbd_bags / 'mapping', core.Topics(), 32)
+    assert plain.depths is None
+    loc.set_map(plain)
+    assert not torch.allclose(loc.map_state.depth[0][ok], expect[ok])
+    # the query's depth reaches the model: scores differ with and without it
+    loc.set_map(view_map)
+    loc.init_global()
+    parts = loc.particles.clone()
+    image = stream.images[0]
+    with torch.no_grad():
+        q_measured = model.encode_query(images_to_tensor(image[None]),
+                                        stream.depth.at(stream.image_stamps[0])[None])
+        q_predicted = model.encode_query(images_to_tensor(image[None]))
+        a = model.log_likelihood(loc.map_state, q_measured, parts)
+        b = model.log_likelihood(loc.map_state, q_predicted, parts)
+    assert not torch.allclose(a, b)
+    assert math.isfinite(float(a.max()))
+
+
+def test_replay_command_with_depth_topic(rgbd_bags, tmp_path):
+    from dmn_localizer.cli import main
+    out = tmp_path / 'r'
+    rc = main(['replay', '--bag', str(rgbd_bags / 'localization'), '--map-bag',
+               str(rgbd_bags / 'mapping'), '--out', str(out), '--depth-topic',
+               '/camera/depth/image_raw', '--particles', '256'])
+    assert rc == 0
+    import json
+    metrics = json.loads((out / 'metrics.json').read_text())
+    assert metrics['depth_topic'] == '/camera/depth/image_raw' and metrics['updates'] > 0
+    assert metrics['images_with_depth'] == 12 and metrics['images_without_depth'] == 0
+    # a bag without that topic is one line, before anything heavy
+    rc = main(['replay', '--bag', str(rgbd_bags / 'localization'), '--map-bag',
+               str(rgbd_bags / 'mapping'), '--out', str(tmp_path / 'x'), '--depth-topic',
+               '/nope'])
+    assert rc != 0
+
+
+def test_live_replay_gives_the_node_the_depth_topic(rgbd_bags, tmp_path, ros_env):
+    """--live with --depth-topic: the player plays the depth frames, the localizer node
+    subscribes (its depth_topic parameter) and pairs each image with one (its diagnostics)."""
+    import json
+    from conftest import start_python, stop_process
+    torch.manual_seed(0)
+    model = tmp_path / 'aligned.safetensors'
+    from dmn_localizer.model.io import save_model
+    save_model(_aligned(), model)
+    out = tmp_path / 'live'
+    proc = start_python(['-m', 'dmn_localizer', 'replay', '--map-bag',
+                         str(rgbd_bags / 'mapping'), '--bag', str(rgbd_bags / 'localization'),
+                         '--model', str(model), '--out', str(out), '--particles', '128',
+                         '--device', 'cpu', '--live', '--rate', '4', '--depth-topic',
+                         '/camera/depth/image_raw'], ros_env)
+    try:
+        _, stderr = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:
+            stop_process(proc)
+    assert proc.returncode == 0, stderr[-3000:]
+    metrics = json.loads((out / 'metrics.json').read_text())
+    assert metrics['updates'] > 0
+    assert metrics['node_images_with_depth'] > 0
+    assert metrics['node_images_without_depth'] == 0
+    assert ViewMap.load(out / 'map.dmnmap').depths is not None
