@@ -57,6 +57,10 @@ SHARED_PARAMETERS = {
                          'depth_sync_tolerance_s'),
     'depth_sync_tolerance_s': _spec(0.05, 'Max stamp difference when pairing a depth frame '
                                     'with a camera image, seconds', 0.0, 1.0),
+    'depth_range': _spec(3.0, 'With depth_topic: the depth camera\'s range (m). Sensors give no '
+                         'reading beyond it, so an image column without any reading is taken '
+                         'to be at least this far (the predicted depth there is raised to it); '
+                         '0: such columns keep the predicted depth', 0.0, 100.0),
     'camera_offset_x': _spec(0.0, 'Camera position in base frame, x (m); used when TF has no '
                              'base_frame_id -> camera frame (/tf_static)', -10.0, 10.0),
     'camera_offset_y': _spec(0.0, 'Camera position in base frame, y (m); used when TF has no '
@@ -99,6 +103,7 @@ class MapperConfig:
     image_transport: str = shared('image_transport')
     depth_topic: str = shared('depth_topic')
     depth_sync_tolerance_s: float = shared('depth_sync_tolerance_s')
+    depth_range: float = shared('depth_range')
     pose_topic: str = param('ground_truth/pose', 'Pose source topic giving base poses in the map')
     pose_type: str = param('pose_stamped', "Pose message type: 'pose_stamped', "
                            "'pose_with_covariance_stamped' or 'odometry'")
@@ -138,6 +143,7 @@ class LocalizerConfig:
     image_transport: str = shared('image_transport')
     depth_topic: str = shared('depth_topic')
     depth_sync_tolerance_s: float = shared('depth_sync_tolerance_s')
+    depth_range: float = shared('depth_range')
     camera_info_topic: str = param('camera/camera_info', 'sensor_msgs/CameraInfo topic: its '
                                    'field of view is given to models that use the camera '
                                    'geometry (aligned); a model trained with another camera '

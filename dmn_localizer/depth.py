@@ -7,7 +7,8 @@ RGB-D camera's ``aligned_depth_to_color`` topic) gives it directly: in a level c
 around the principal point see that surface, and on a vertical surface the depth along the
 optical axis is the same at every height. :func:`column_depths` takes the median of the valid
 readings in a band of rows around the horizon for each of ``columns`` column bins; a bin
-without a valid reading is NaN, and the model keeps its own prediction there.
+without a valid reading is +inf (nothing within the sensor's range: the model raises its own
+prediction there to the ``depth_range`` parameter, or keeps it). NaN means no depth frame.
 
 Encodings follow REP-118: ``32FC1`` in metres, ``16UC1`` (and ``mono16``) in millimetres;
 0, NaN and infinity mean "no reading". :class:`DepthBuffer` pairs depth frames with colour
@@ -53,8 +54,8 @@ def raw_to_depth(encoding, height, width, step, data, is_bigendian=False):
 def column_depths(depth, columns, horizon_row=None, band_share=BAND_SHARE):
     """(columns,) float32 depths (m) of a depth image (H, W) registered to the colour image:
     the median of the valid readings of rows ``horizon_row +- band_share * H`` (default
-    horizon: the middle row) in each of ``columns`` equal column bins, left to right; NaN for
-    a bin without a reading."""
+    horizon: the middle row) in each of ``columns`` equal column bins, left to right; +inf for
+    a bin without a reading (nothing within the sensor's range)."""
     depth = np.asarray(depth, np.float32)
     if depth.ndim != 2 or min(depth.shape) < 1:
         raise ImageError(f'a depth image must be (H, W), got shape {depth.shape}')
@@ -67,7 +68,7 @@ def column_depths(depth, columns, horizon_row=None, band_share=BAND_SHARE):
         int(np.clip(np.ceil(centre + half - 0.5), 0, h - 1))
     band = depth[lo:hi + 1]
     edges = np.linspace(0, w, columns + 1).round().astype(int)
-    out = np.full(columns, np.nan, np.float32)
+    out = np.full(columns, np.inf, np.float32)
     for j in range(columns):
         values = band[:, edges[j]:edges[j + 1]]
         values = values[np.isfinite(values)]

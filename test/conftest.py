@@ -53,6 +53,20 @@ def start_python(args, env, **kw):
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
+def run_python(args, env, timeout):
+    """Run ``python ARGS`` to its end (stopped, as by Ctrl-C, if still running after
+    ``timeout`` s, or if the test fails while waiting); returns (process, stdout, stderr)."""
+    proc = start_python(args, env)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        out, err = stop_process(proc)
+    finally:
+        if proc.poll() is None:
+            stop_process(proc)
+    return proc, out, err
+
+
 class RosPeer:
     """An rclpy node in the test process (a separate DDS participant from the node under
     test, which runs in its own process)."""

@@ -46,7 +46,7 @@ def test_column_depths_read_the_horizon_band():
     depth = np.full((40, 8), 9.0, np.float32)          # floor and ceiling elsewhere
     depth[18:22] = np.array([1, 1, 2, 2, 3, 3, np.nan, np.nan], np.float32)
     np.testing.assert_allclose(column_depths(depth, 4)[:3], [1, 2, 3])
-    assert np.isnan(column_depths(depth, 4)[3])        # no reading in the band: unknown
+    assert column_depths(depth, 4)[3] == np.inf        # no reading in the band: beyond range
     np.testing.assert_allclose(column_depths(depth, 8)[:6], [1, 1, 2, 2, 3, 3])
     with pytest.raises(ImageError, match='columns'):
         column_depths(depth, 9)
@@ -99,6 +99,19 @@ def test_measured_depths_replace_the_predicted_ones():
     np.testing.assert_allclose(depth[1].detach(), 100.0)
     with pytest.raises(ValueError, match='multiple of 16'):
         model.encode_columns(images, torch.ones(2, 20))
+    # depth_range: a column the camera read nothing in (+inf) is at least that far; a column
+    # without a frame (NaN) keeps the prediction, and so does +inf with depth_range 0
+    far = measured.copy()
+    far[0, 8:] = np.inf
+    _, ranged, _ = model.encode_columns(images, torch.as_tensor(far), depth_range=50.0)
+    np.testing.assert_allclose(ranged[0, :4].detach(), 1.0)
+    np.testing.assert_allclose(ranged[0, 4:].detach(),
+                               predicted[0, 4:].detach().clamp(min=50.0), rtol=1e-6)
+    none = torch.full((2, 32), float('nan'))
+    _, kept, _ = model.encode_columns(images, none, depth_range=50.0)
+    np.testing.assert_allclose(kept.detach(), predicted.detach())
+    _, kept, _ = model.encode_columns(images, torch.as_tensor(far), depth_range=0.0)
+    np.testing.assert_allclose(kept[0, 4:].detach(), predicted[0, 4:].detach())
     # a map built from images and depths equals one from the stored embeddings
     poses = torch.rand(1, 2, 3)
     emb = model.embed(images, measured)
@@ -196,25 +209,35 @@ def test_live_replay_gives_the_node_the_depth_topic(rgbd_bags, tmp_path, ros_env
     """--live with --depth-topic: the player plays the depth frames, the localizer node
     subscribes (its depth_topic parameter) and pairs each image with one (its diagnostics)."""
     import json
-    from conftest import start_python, stop_process
+    from conftest import run_python
     torch.manual_seed(0)
     model = tmp_path / 'aligned.safetensors'
     from dmn_localizer.model.io import save_model
     save_model(_aligned(), model)
     out = tmp_path / 'live'
-    proc = start_python(['-m', 'dmn_localizer', 'replay', '--map-bag',
-                         str(rgbd_bags / 'mapping'), '--bag', str(rgbd_bags / 'localization'),
-                         '--model', str(model), '--out', str(out), '--particles', '128',
-                         '--device', 'cpu', '--live', '--rate', '4', '--depth-topic',
-                         '/camera/depth/image_raw'], ros_env)
-    try:
-        _, stderr = proc.communicate(timeout=150)
-    finally:
-        if proc.poll() is None:
-            stop_process(proc)
+    proc, _, stderr = run_python(
+        ['-m', 'dmn_localizer', 'replay', '--map-bag', str(rgbd_bags / 'mapping'), '--bag',
+         str(rgbd_bags / 'localization'), '--model', str(model), '--out', str(out),
+         '--particles', '128', '--device', 'cpu', '--live', '--rate', '4', '--depth-topic',
+         '/camera/depth/image_raw'], ros_env, timeout=150)
     assert proc.returncode == 0, stderr[-3000:]
     metrics = json.loads((out / 'metrics.json').read_text())
     assert metrics['updates'] > 0
     assert metrics['node_images_with_depth'] > 0
     assert metrics['node_images_without_depth'] == 0
     assert ViewMap.load(out / 'map.dmnmap').depths is not None
+
+
+def test_simulated_sensor_flaws(tmp_path):
+    from dmn_localizer.cli import main
+    from dmn_localizer.sim.depth_camera import degrade
+    ideal = np.array([[1.0, 4.0], [8.0, np.nan]], np.float32)
+    d = degrade(ideal, np.random.default_rng(0), max_range_m=5.0)
+    assert d[0, 0] == 1.0 and d[0, 1] == 4.0 and np.isnan(d[1]).all()
+    assert column_depths(d[1:], 2).tolist() == [np.inf, np.inf]   # beyond range: no reading
+    noisy = degrade(np.full((50, 50), 2.0, np.float32), np.random.default_rng(0), noise=0.05)
+    assert 0.03 < np.std(np.log(noisy / 2.0)) < 0.07
+    np.testing.assert_array_equal(
+        noisy, degrade(np.full((50, 50), 2.0, np.float32), np.random.default_rng(0), noise=0.05))
+    # the sensor's flaws describe the --depth camera: one line without it
+    assert main(['simulate-bag', '--out', str(tmp_path / 'b'), '--depth-range', '5']) == 2

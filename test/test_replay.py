@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import start_python, stop_process
+from conftest import run_python, start_python, stop_process
 from dmn_localizer.bags.simulate import simulate_bag
 from dmn_localizer.commands.replay import replay
 from dmn_localizer.model.config import DMNConfig
@@ -214,14 +214,10 @@ def test_live_replay_through_the_node(data, ros_env):
     scored; the node and the player are gone afterwards."""
     root, map_bag, bag, model = data
     out = root / 'live'
-    proc = start_python(['-m', 'dmn_localizer', 'replay', '--map-bag', str(map_bag), '--bag',
-                         str(bag), '--model', str(model), '--out', str(out), '--particles',
-                         str(PARTICLES), '--device', 'cpu', '--live', '--rate', '4'], ros_env)
-    try:
-        stdout, stderr = proc.communicate(timeout=150)
-    finally:
-        if proc.poll() is None:
-            stop_process(proc)
+    proc, _, stderr = run_python(
+        ['-m', 'dmn_localizer', 'replay', '--map-bag', str(map_bag), '--bag', str(bag),
+         '--model', str(model), '--out', str(out), '--particles', str(PARTICLES), '--device',
+         'cpu', '--live', '--rate', '4'], ros_env, timeout=150)
     assert proc.returncode == 0, stderr[-3000:]
     metrics = json.loads((out / 'metrics.json').read_text())
     assert metrics['live'] is True and metrics['updates'] > 0 and metrics['frames'] > 0

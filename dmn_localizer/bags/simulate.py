@@ -60,13 +60,16 @@ BAG_VERSIONS = (8, 9)   # what rosbags writes
 
 
 def write_run(path, world, poses, start_ns, rate_hz, rng, storage='mcap', teleports=(),
-              version=9, base_from_camera=(0.0, 0.0, 0.0), depth=False):
+              version=9, base_from_camera=(0.0, 0.0, 0.0), depth=False, depth_range=0.0,
+              depth_noise=0.0, depth_rng=None):
     """Write one run (true base poses (N, 3) in the world frame) to the bag directory ``path``.
 
     At the frame indices in ``teleports`` the robot was carried (kidnapped): its odometry
     sees no motion into that frame. The camera sits at ``base_from_camera`` (x, y, yaw) on the
     base (rendered there, and in ``/tf_static``). ``depth``: also record the simulated depth
-    camera on :data:`DEPTH_TOPIC`. Returns the number of frames written.
+    camera on :data:`DEPTH_TOPIC`, with no reading beyond ``depth_range`` m (0: unlimited) and
+    log-normal noise ``depth_noise`` from ``depth_rng`` (:func:`~dmn_localizer.sim.
+    depth_camera.degrade`). Returns the number of frames written.
     """
     plugin = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}[storage]
     if version not in BAG_VERSIONS:
@@ -77,7 +80,10 @@ def write_run(path, world, poses, start_ns, rate_hz, rng, storage='mcap', telepo
     mount = np.asarray(base_from_camera, np.float64)
     camera_poses = compose(poses.astype(np.float64), mount)
     images = world.render(camera_poses.astype(poses.dtype))
-    depths = world.render_depth(camera_poses) if depth else None
+    depths = None
+    if depth:
+        from dmn_localizer.sim.depth_camera import degrade
+        depths = degrade(world.render_depth(camera_poses), depth_rng, depth_range, depth_noise)
     topics = dict(TOPICS, **({DEPTH_TOPIC: M.IMAGE} if depth else {}))
     with atomic_directory(path) as tmp, Writer(tmp, version=version, storage_plugin=plugin) as w:
         conns = {t: w.add_connection(t, ty, typestore=M.TYPESTORE,
@@ -134,7 +140,7 @@ def _far_pose(candidates, pose, min_m, rng):
 def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frames=None,
                  localization_frames=150, rate_hz=4.0, step_m=0.5, kidnap_at=None,
                  kidnap_min_m=10.0, bag_version=9, base_from_camera=(0.0, 0.0, 0.0),
-                 hfov_deg=None, depth=False):
+                 hfov_deg=None, depth=False, depth_range=0.0, depth_noise=0.0):
     """Write ``out/mapping`` and ``out/localization`` for world ``seed`` of ``domain``.
 
     ``mapping_frames``: the mapping run's length; None (default): until it has seen every
@@ -146,12 +152,15 @@ def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frame
     kidnapped-robot test. ``base_from_camera``: where the camera sits on the robot.
     ``hfov_deg``: another camera's horizontal field of view (default: the world's own camera;
     mazes: only narrower, a centre crop); ``/camera/camera_info`` states its intrinsics.
-    ``depth``: also record a depth camera registered to the images (:data:`DEPTH_TOPIC`).
+    ``depth``: also record a depth camera registered to the images (:data:`DEPTH_TOPIC`),
+    ``depth_range`` and ``depth_noise`` as in :func:`write_run` (their own random stream: the
+    bags are otherwise those without depth).
 
     Returns a dict run -> (bag path, true poses (N, 3) float32, first stamp ns).
     """
     os.makedirs(out, exist_ok=True)
     rng = domain_rng(domain, seed, 2)
+    depth_rng = domain_rng(domain, seed, 3)
     result = {}
     with make_world(domain, seed, image_size, hfov_deg=hfov_deg) as world:
         start = START_NS
@@ -175,7 +184,8 @@ def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frame
             path = os.path.join(out, run)
             write_run(path, world, poses, start, rate_hz, rng, storage,
                       teleports=(kidnap_at,) if run == 'localization' and kidnap_at else (),
-                      version=bag_version, base_from_camera=base_from_camera, depth=depth)
+                      version=bag_version, base_from_camera=base_from_camera, depth=depth,
+                      depth_range=depth_range, depth_noise=depth_noise, depth_rng=depth_rng)
             result[run] = (path, poses, start)
             log.info('wrote %s: %d frames', path, len(poses))
             start += int((len(poses) / rate_hz + LOCALIZATION_DELAY_S) * 1e9)

@@ -37,6 +37,12 @@ def add_arguments(parser):
                         help='also record a depth camera registered to the images on '
                         '/camera/depth/image_raw (32FC1, m; ray-cast on the world\'s layout), as '
                         'an RGB-D camera gives: replay --depth-topic uses it')
+    parser.add_argument('--depth-range', type=float, default=0.0, metavar='M',
+                        help='with --depth: no reading beyond M metres, as a real sensor '
+                        '(default 0: unlimited)')
+    parser.add_argument('--depth-noise', type=float, default=0.0, metavar='SIGMA',
+                        help='with --depth: multiplicative log-normal noise per pixel (e.g. '
+                        '0.02; default 0)')
     parser.add_argument('--mapping-frames', type=int, metavar='N',
                         help='frames of the mapping run (default: until it has passed within '
                         '1.5 m of every reachable place of the world, at least 800)')
@@ -77,6 +83,12 @@ def run(args):
         raise UserError('--rate must be > 0 and --step within (0, 5] m')
     if args.hfov_deg is not None:
         _check_hfov(args.domain, args.hfov_deg, args.image_size)
+    if (args.depth_range or args.depth_noise) and not args.depth:
+        raise UserError('--depth-range and --depth-noise describe the --depth camera: add '
+                        '--depth')
+    if not (0 <= args.depth_range <= 1000 and 0 <= args.depth_noise <= 1):
+        raise UserError('--depth-range must be within [0, 1000] m and --depth-noise within '
+                        '[0, 1]')
     for run_name in ('mapping', 'localization'):
         if os.path.exists(os.path.join(args.out, run_name)):
             raise UserError(f'{os.path.join(args.out, run_name)}: exists (bags are never '
@@ -90,7 +102,8 @@ def run(args):
                        localization_frames=args.localization_frames, rate_hz=args.rate,
                        step_m=args.step, kidnap_at=args.kidnap_at,
                        bag_version=args.bag_version, hfov_deg=args.hfov_deg,
-                       depth=args.depth)
+                       depth=args.depth, depth_range=args.depth_range,
+                       depth_noise=args.depth_noise)
     for name, (path, poses, _) in res.items():
         print(f'{name}: {path} ({len(poses)} frames, {args.storage}, rosbag2 format '
               f'{args.bag_version})')

@@ -134,7 +134,8 @@ class Localizer(MapScoring):
         else:
             imgs = images_to_tensor(view_map.images[None], self.device)
             if self.takes_depth and view_map.depths is not None:
-                self.map_state = self.model.build_map(imgs, poses, view_map.depths[None])
+                self.map_state = self.model.build_map(imgs, poses, view_map.depths[None],
+                                                      self.config.depth_range)
             else:
                 self.map_state = self.model.build_map(imgs, poses)
         self.map_size = len(view_map)
@@ -251,7 +252,8 @@ class Localizer(MapScoring):
             cam = torch.cat([cam, reference], dim=1)
         with self._autocast():
             images = images_to_tensor(image[None], self.device)
-            query = (self.model.encode_query(images, np.asarray(depth, np.float32)[None])
+            query = (self.model.encode_query(images, np.asarray(depth, np.float32)[None],
+                                             self.config.depth_range)
                      if self.takes_depth and depth is not None else
                      self.model.encode_query(images))
             ll, outside = self._scores(query, cam)

@@ -64,11 +64,12 @@ class MapBuilder:
         return True
 
 
-def model_embedder(model, device='cpu'):
+def model_embedder(model, device='cpu', depth_range=0.0):
     """``embed(rgb, depth)`` for :class:`MapBuilder`: the model's view embedding (the DMN's
     CNN1) of one image (with its measured column depths, if any, for a model that takes
-    them), as numpy, which a localizer running the same model reuses; None without a model
-    (the map stores images only)."""
+    them, and the depth camera's range ``depth_range``, see the aligned model's
+    ``encode_columns``), as numpy, which a localizer running the same model reuses; None
+    without a model (the map stores images only)."""
     if model is None:
         return None
     import torch
@@ -81,6 +82,7 @@ def model_embedder(model, device='cpu'):
         with torch.no_grad():
             images = images_to_tensor(rgb[None], device)
             if takes_depth and depth is not None:
-                return model.embed(images, np.asarray(depth, np.float32)[None])[0].cpu().numpy()
+                return model.embed(images, np.asarray(depth, np.float32)[None],
+                                   depth_range)[0].cpu().numpy()
             return model.embed(images)[0].cpu().numpy()
     return embed

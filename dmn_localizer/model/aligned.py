@@ -157,9 +157,9 @@ class AlignedModel(nn.Module):
 
     # ------------------------------------------------------------------ images
     def measured_depth(self, depth, m):
-        """Measured column depths (M, W) (m, NaN: none; W a multiple of J, e.g. the image
-        width) -> (M, J): the median of each model column's W / J measured columns (of an
-        even count, the lower one: the nearer surface)."""
+        """Measured column depths (M, W) (m; +inf: no reading, NaN: no frame; W a multiple of
+        J, e.g. the image width) -> (M, J): the median of each model column's W / J measured
+        columns (of an even count, the lower one: the nearer surface)."""
         depth = torch.as_tensor(depth, dtype=torch.float32)
         J = self.columns
         if depth.dim() != 2 or depth.shape[0] != m or depth.shape[1] % J:
@@ -167,31 +167,37 @@ class AlignedModel(nn.Module):
                              f'{tuple(depth.shape)}')
         return torch.nanmedian(depth.view(m, J, -1), -1).values
 
-    def encode_columns(self, images, depth=None):
+    def encode_columns(self, images, depth=None, depth_range=0.0):
         """images (M, 3, S, S) in [-1, 1] -> unit features (M, J, D), depths (M, J) (m),
         unit descriptors (M, D). ``depth`` (M, W): measured column depths (m) that replace
-        the predicted ones where finite (:meth:`measured_depth`)."""
+        the predicted ones where finite (:meth:`measured_depth`); +inf marks a column the
+        depth camera read nothing in, NaN one without a depth frame (:mod:`dmn_localizer.
+        depth`). ``depth_range`` (m, > 0): the depth camera's range, to which the predicted
+        depth of a +inf column is raised (0: kept)."""
         check_images(images, self.config.image_size, 'images')
         x = self.trunk(images)                                    # (M, 96, S/8, J)
         x = self.column_mix(x.flatten(1, 2))                      # (M, 128, J)
         feat = F.normalize(self.feature_out(x), dim=1).transpose(1, 2)
         log_depth = self.depth_out(x)[:, 0] + LOG_DEPTH_OFFSET
-        depth_range = (MIN_FORWARD_M, 100.0)
-        predicted = torch.exp(log_depth.clamp(*(math.log(v) for v in depth_range)))
+        valid = (MIN_FORWARD_M, 100.0)
+        predicted = torch.exp(log_depth.clamp(*(math.log(v) for v in valid)))
         if depth is None:
             depth = predicted
         else:
             measured = self.measured_depth(depth, len(images)).to(predicted)
-            depth = torch.where(torch.isfinite(measured), measured.clamp(*depth_range),
-                                predicted)
+            fill = predicted
+            if depth_range > 0:   # +inf: no reading, so beyond the sensor's range
+                fill = torch.where(measured == math.inf,
+                                   predicted.clamp_min(float(depth_range)), predicted)
+            depth = torch.where(torch.isfinite(measured), measured.clamp(*valid), fill)
         desc = F.normalize(self.descriptor_out(x.mean(-1)), dim=-1)
         return feat, depth, desc
 
-    def embed(self, images, depth=None):
+    def embed(self, images, depth=None, depth_range=0.0):
         """A context's stored embedding (M, 2D + 1, J): column features (rows 0..D-1), the
         log-depth (row D) and the descriptor repeated over the columns (rows D+1..2D).
-        ``depth``: measured column depths, as in :meth:`encode_columns`."""
-        feat, depth, desc = self.encode_columns(images, depth)
+        ``depth``, ``depth_range``: measured column depths, as in :meth:`encode_columns`."""
+        feat, depth, desc = self.encode_columns(images, depth, depth_range)
         return torch.cat([feat.transpose(1, 2), torch.log(depth)[:, None],
                           desc[..., None].expand(-1, -1, self.columns)], 1)
 
@@ -206,20 +212,21 @@ class AlignedModel(nn.Module):
         desc = embeddings[:, :, d + 1:, 0]
         return AlignedMapState(context_poses.to(feat.dtype), feat, depth, desc)
 
-    def build_map(self, context_images, context_poses, depth=None):
+    def build_map(self, context_images, context_poses, depth=None, depth_range=0.0):
         """context_images (B, N, 3, S, S), context_poses (B, N, 3) -> :class:`AlignedMapState`.
-        ``depth`` (B, N, W): measured column depths, as in :meth:`encode_columns`."""
+        ``depth`` (B, N, W), ``depth_range``: measured column depths, as in
+        :meth:`encode_columns`."""
         B, N = context_images.shape[:2]
         feat, depth, desc = self.encode_columns(
             context_images.flatten(0, 1), None if depth is None else
-            torch.as_tensor(depth).flatten(0, 1))
+            torch.as_tensor(depth).flatten(0, 1), depth_range)
         return AlignedMapState(context_poses.to(feat.dtype), feat.view(B, N, *feat.shape[1:]),
                                depth.view(B, N, -1), desc.view(B, N, -1))
 
-    def encode_query(self, query_images, depth=None):
-        """query_images (B, 3, S, S) -> :class:`AlignedQueryState`; ``depth`` (B, W):
-        measured column depths, as in :meth:`encode_columns`."""
-        return AlignedQueryState(*self.encode_columns(query_images, depth))
+    def encode_query(self, query_images, depth=None, depth_range=0.0):
+        """query_images (B, 3, S, S) -> :class:`AlignedQueryState`; ``depth`` (B, W),
+        ``depth_range``: measured column depths, as in :meth:`encode_columns`."""
+        return AlignedQueryState(*self.encode_columns(query_images, depth, depth_range))
 
     # ------------------------------------------------------------------ scores
     def _pose_features(self, rel):

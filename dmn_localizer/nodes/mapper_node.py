@@ -60,7 +60,8 @@ class MapperNode(ManagedNode):
                                               getattr(self.model, 'takes_depth', False))
             self.owned(sub)
             depth_at = paired_depth(self, self.depth, cfg.depth_topic)
-        self.builder = MapBuilder(self.view_map, model_embedder(self.model, self.device),
+        self.builder = MapBuilder(self.view_map,
+                                  model_embedder(self.model, self.device, cfg.depth_range),
                                   depth_at=depth_at)
         self.configure_builder()
         # the contexts appear only while active; images and poses are used only while active

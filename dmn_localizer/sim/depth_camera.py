@@ -39,4 +39,15 @@ def layout_depth_images(layout, resolution_m, poses, camera, top_m, ceiling=True
     return depth.astype(np.float32)
 
 
-__all__ = ['layout_depth_images']
+def degrade(depth, rng, max_range_m=0.0, noise=0.0):
+    """A real sensor's flaws on ideal depth images: multiplicative log-normal noise of sigma
+    ``noise`` per pixel, and no reading (NaN) beyond ``max_range_m`` (0: unlimited)."""
+    depth = np.asarray(depth, np.float32)
+    if noise > 0:
+        depth = depth * np.exp(noise * rng.standard_normal(depth.shape)).astype(np.float32)
+    if max_range_m > 0:
+        depth = np.where(depth > max_range_m, np.float32(np.nan), depth)
+    return depth
+
+
+__all__ = ['degrade', 'layout_depth_images']
