@@ -241,3 +241,41 @@ def test_simulated_sensor_flaws(tmp_path):
         noisy, degrade(np.full((50, 50), 2.0, np.float32), np.random.default_rng(0), noise=0.05))
     # the sensor's flaws describe the --depth camera: one line without it
     assert main(['simulate-bag', '--out', str(tmp_path / 'b'), '--depth-range', '5']) == 2
+
+
+def test_feed_loop_pairs_depth_and_diagnostics_say_when_it_is_missing():
+    """The tracker gives each image the depth frame of its stamp; an image without one is
+    counted, scored with predicted depths and reported (WARN) in the node's diagnostics."""
+    from dmn_localizer.config import LocalizerConfig
+    from dmn_localizer.localization.diagnostics import localizer_status
+    from dmn_localizer.localization.localizer import Localizer
+    from dmn_localizer.localization.tracker import Tracker
+    rng = np.random.default_rng(0)
+    vm = ViewMap()
+    for i in range(4):
+        vm.add(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), [5.0 * i, 2.0, 0.3 * i],
+               depth=np.full(32, 2.0 + i, np.float32))
+    cfg = LocalizerConfig(num_particles=32, global_num_particles=64, health_samples=16,
+                          update_min_d=0.1, depth_topic='camera/depth')
+    loc = Localizer(_aligned(), cfg, 'cpu', seed=1)
+    loc.set_map(vm)
+    torch.testing.assert_close(loc.map_state.depth[0, :, 0], torch.tensor([2.0, 3, 4, 5]))
+    loc.init_global()
+    buf = DepthBuffer(0.05)
+    buf.add(10.0, np.full(32, 1.5, np.float32))
+    seen = []
+    original = loc.model.encode_query
+    loc.model.encode_query = lambda images, depth=None, depth_range=0.0: (
+        seen.append(None if depth is None else float(depth[0, 0])) or
+        original(images, depth, depth_range))
+    t = Tracker(loc, depth_at=buf.at)
+    image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    t.add_odometry(10.0, [0.0, 0.0, 0.0])
+    assert t.add_image(10.0, image).updated
+    status = localizer_status(t, cfg, 'ok', 'cpu')
+    assert status[2]['images_with_depth'] == 1 and 'depth' not in status[1]
+    t.add_odometry(10.5, [0.5, 0.0, 0.0])
+    assert t.add_image(10.5, image).updated                 # no depth frame at 10.5
+    assert seen == [1.5, None] and (t.with_depth, t.without_depth) == (1, 1)
+    level, message, values = localizer_status(t, cfg, 'ok', 'cpu')
+    assert level >= 1 and 'no depth frame' in message and values['images_without_depth'] == 1

@@ -21,7 +21,8 @@ RESET_REPORTED_S = 10.0
 def localizer_status(tracker, config, map_status, device_name, now=None):
     """(level, message, values) of a :class:`~dmn_localizer.localization.tracker.Tracker`'s
     inputs and filter: no map (ERROR), odometry missing, late or reset, likelihood collapse,
-    no matching view (WARN); ``now``: the tracker's clock (default its current time)."""
+    no matching view, no depth frame for the last image (WARN); ``now``: the tracker's
+    clock (default its current time)."""
     loc, cfg, odom = tracker.localizer, config, tracker.odometry
     now = tracker.clock() if now is None else now
     h = loc.health
@@ -45,6 +46,9 @@ def localizer_status(tracker, config, map_status, device_name, now=None):
         problems.append((WARN, 'lost: no view of the map matches the images (evidence '
                          f'{h.evidence:.2f} below min_evidence {loc.min_evidence:g} in '
                          f'{h.weak_evidence} recent updates); covariance covers the map'))
+    if tracker.depth_at is not None and tracker.last_without_depth:
+        problems.append((WARN, f'no depth frame for the last image ({cfg.depth_topic}, within '
+                         f'{cfg.depth_sync_tolerance_s:g} s): predicted depths used'))
     if loc.map_state is not None and not tracker.updates and not problems:
         problems.append((WARN, 'waiting for images/odometry'))
     problems.sort(key=lambda p: -p[0])  # stable: ERROR first

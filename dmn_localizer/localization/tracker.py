@@ -84,7 +84,8 @@ class Tracker:
         self.dropped = 0               # waiting images replaced or dropped at a reset
         self.skipped = 0               # no odometry around the stamp
         self.with_depth = 0            # images processed with / without a depth frame (when
-        self.without_depth = 0         # ``depth_at`` is given)
+        self.without_depth = 0         # ``depth_at`` is given), and whether the last one had
+        self.last_without_depth = False  # none
         self.updates = 0
         self.update_seconds = deque(maxlen=100)
         self.odometry_samples = 0
@@ -142,6 +143,7 @@ class Tracker:
         depth = None
         if self.depth_at is not None:
             depth = self.depth_at(stamp)
+            self.last_without_depth = depth is None
             if depth is None:
                 self.without_depth += 1
             else:
