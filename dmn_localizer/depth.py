@@ -5,7 +5,7 @@ by one depth: the distance, along the optical axis, of the surface the column's 
 hits. A depth image registered to the colour image (same size and field of view, e.g. an
 RGB-D camera's ``aligned_depth_to_color`` topic) gives it directly: in a level camera, the rows
 around the principal point see that surface, and on a vertical surface the depth along the
-optical axis is the same at every height. :func:`column_depths` takes the median of the valid
+optical axis is the same at every height. :func:`depth_image_columns` takes the median of the valid
 readings in a band of rows around the horizon for each of ``columns`` column bins; a bin
 without a valid reading is +inf (nothing within the sensor's range: the model raises its own
 prediction there to the ``depth_range`` parameter, or keeps it). NaN means no depth frame.
@@ -14,12 +14,12 @@ Encodings follow REP-118: ``32FC1`` in metres, ``16UC1`` (and ``mono16``) in mil
 0, NaN and infinity mean "no reading". :class:`DepthBuffer` pairs depth frames with colour
 images by stamp, as the nodes and ``replay`` need.
 """
-import bisect
 from collections import deque
 
 import numpy as np
 
-from dmn_localizer.images import ImageError
+from dmn_localizer.images import ImageError, raw_rows
+from dmn_localizer.mapping.sync import nearest_within
 
 DEPTH_ENCODINGS = {'32FC1': (np.dtype('<f4'), 1.0), '16UC1': (np.dtype('<u2'), 1e-3),
                    'mono16': (np.dtype('<u2'), 1e-3)}
@@ -36,22 +36,14 @@ def raw_to_depth(encoding, height, width, step, data, is_bigendian=False):
     dtype, scale = DEPTH_ENCODINGS[encoding]
     if is_bigendian:
         dtype = dtype.newbyteorder('>')
-    h, w, step = int(height), int(width), int(step)
-    if h <= 0 or w <= 0:
-        raise ImageError(f'empty depth image ({w}x{h})')
-    buf = data if isinstance(data, (bytes, bytearray, memoryview, np.ndarray)) else bytes(data)
-    flat = np.frombuffer(buf, np.uint8)
-    row = w * dtype.itemsize
-    if step < row or flat.size < step * (h - 1) + row:
-        raise ImageError(f'truncated depth data: {flat.size} bytes for {w}x{h} {encoding} '
-                         f'(step {step})')
-    rows = np.lib.stride_tricks.as_strided(flat, shape=(h, row), strides=(step, 1))
-    depth = np.ascontiguousarray(rows).view(dtype).reshape(h, w).astype(np.float32) * scale
+    rows = raw_rows(encoding, height, width, step, data, dtype.itemsize, 'depth image')
+    depth = np.ascontiguousarray(rows).view(dtype).reshape(rows.shape[0], int(width))
+    depth = depth.astype(np.float32) * scale
     depth[~np.isfinite(depth) | (depth < MIN_DEPTH_M)] = np.nan
     return depth
 
 
-def column_depths(depth, columns, horizon_row=None, band_share=BAND_SHARE):
+def depth_image_columns(depth, columns, horizon_row=None, band_share=BAND_SHARE):
     """(columns,) float32 depths (m) of a depth image (H, W) registered to the colour image:
     the median of the valid readings of rows ``horizon_row +- band_share * H`` (default
     horizon: the middle row) in each of ``columns`` equal column bins, left to right; +inf for
@@ -77,6 +69,13 @@ def column_depths(depth, columns, horizon_row=None, band_share=BAND_SHARE):
     return out
 
 
+def message_columns(msg, columns):
+    """:func:`depth_image_columns` of a sensor_msgs/Image depth message (an rclpy or a
+    rosbags one: the same fields)."""
+    return depth_image_columns(raw_to_depth(msg.encoding, msg.height, msg.width, msg.step,
+                                            msg.data, bool(msg.is_bigendian)), columns)
+
+
 class DepthBuffer:
     """The column depths of recent depth frames, by stamp: :meth:`at` gives the frame nearest
     to a colour image's stamp within ``tolerance_s`` (None: no such frame)."""
@@ -97,13 +96,9 @@ class DepthBuffer:
         self._columns.append(np.asarray(columns, np.float32))
 
     def at(self, stamp):
-        stamps = list(self._stamps)
-        i = bisect.bisect_left(stamps, stamp)
-        best = min((j for j in (i - 1, i) if 0 <= j < len(stamps)),
-                   key=lambda j: abs(stamps[j] - stamp), default=None)
-        if best is None or abs(stamps[best] - stamp) > self.tolerance:
-            return None
-        return self._columns[best]
+        best = nearest_within(list(self._stamps), stamp, self.tolerance)
+        return None if best is None else self._columns[best]
 
 
-__all__ = ['column_depths', 'DEPTH_ENCODINGS', 'DepthBuffer', 'raw_to_depth']
+__all__ = ['DEPTH_ENCODINGS', 'DepthBuffer', 'depth_image_columns', 'message_columns',
+           'raw_to_depth']

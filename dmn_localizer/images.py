@@ -21,22 +21,29 @@ class ImageError(ValueError):
     """An image that cannot be used (the message says why, in one line)."""
 
 
+def raw_rows(encoding, height, width, step, data, bytes_per_pixel, what):
+    """The (H, W * bytes_per_pixel) uint8 rows of a raw frame's ``data`` (a strided view:
+    ``step`` bytes apart); ImageError naming ``what`` for an empty or truncated frame."""
+    h, w, step = int(height), int(width), int(step)
+    if h <= 0 or w <= 0:
+        raise ImageError(f'empty {what} ({w}x{h})')
+    buf = data if isinstance(data, (bytes, bytearray, memoryview, np.ndarray)) else bytes(data)
+    flat = np.frombuffer(buf, np.uint8)
+    row = w * bytes_per_pixel
+    if step < row or flat.size < step * (h - 1) + row:
+        raise ImageError(f'truncated {what} data: {flat.size} bytes for {w}x{h} {encoding} '
+                         f'(step {step})')
+    return np.lib.stride_tricks.as_strided(flat, shape=(h, row), strides=(step, 1))
+
+
 def raw_to_rgb(encoding, height, width, step, data):
     """A raw frame (sensor_msgs/Image fields) -> (H, W, 3) uint8 RGB array (own memory)."""
     if encoding not in ENCODINGS:
         raise ImageError(f'unsupported image encoding {encoding!r} (supported: '
                          f'{", ".join(sorted(ENCODINGS))})')
     ch, conversion = ENCODINGS[encoding]
-    h, w, step = int(height), int(width), int(step)
-    if h <= 0 or w <= 0:
-        raise ImageError(f'empty image ({w}x{h})')
-    buf = data if isinstance(data, (bytes, bytearray, memoryview, np.ndarray)) else bytes(data)
-    flat = np.frombuffer(buf, np.uint8)
-    row = w * ch
-    if step < row or flat.size < step * (h - 1) + row:
-        raise ImageError(f'truncated image data: {flat.size} bytes for {w}x{h} {encoding} '
-                         f'(step {step})')
-    rows = np.lib.stride_tricks.as_strided(flat, shape=(h, row), strides=(step, 1))
+    rows = raw_rows(encoding, height, width, step, data, ch, 'image')
+    h, w = rows.shape[0], int(width)
     img = rows.reshape(h, w, ch) if ch > 1 else rows.reshape(h, w)
     if conversion is not None:
         return cv2.cvtColor(np.ascontiguousarray(img), conversion)

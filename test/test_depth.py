@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dmn_localizer.data.column_depth import column_depths as ray_cast
-from dmn_localizer.depth import column_depths, DepthBuffer, raw_to_depth
+from dmn_localizer.depth import DepthBuffer, depth_image_columns, raw_to_depth
 from dmn_localizer.images import ImageError
 from dmn_localizer.mapping.view_map import ViewMap
 from dmn_localizer.model import build_model
@@ -42,14 +42,14 @@ def test_bad_depth_frames_get_one_line_errors(args, match):
         raw_to_depth(*args)
 
 
-def test_column_depths_read_the_horizon_band():
+def test_depth_image_columns_read_the_horizon_band():
     depth = np.full((40, 8), 9.0, np.float32)          # floor and ceiling elsewhere
     depth[18:22] = np.array([1, 1, 2, 2, 3, 3, np.nan, np.nan], np.float32)
-    np.testing.assert_allclose(column_depths(depth, 4)[:3], [1, 2, 3])
-    assert column_depths(depth, 4)[3] == np.inf        # no reading in the band: beyond range
-    np.testing.assert_allclose(column_depths(depth, 8)[:6], [1, 1, 2, 2, 3, 3])
+    np.testing.assert_allclose(depth_image_columns(depth, 4)[:3], [1, 2, 3])
+    assert depth_image_columns(depth, 4)[3] == np.inf        # no reading in the band: beyond range
+    np.testing.assert_allclose(depth_image_columns(depth, 8)[:6], [1, 1, 2, 2, 3, 3])
     with pytest.raises(ImageError, match='columns'):
-        column_depths(depth, 9)
+        depth_image_columns(depth, 9)
 
 
 def test_depth_buffer_pairs_by_nearest_stamp():
@@ -72,7 +72,7 @@ def test_simulated_depth_camera_sees_walls_floor_and_ceiling():
     walls = ray_cast(world.layout, world.layout_resolution_m, poses, 32, cam.hfov_deg,
                      max_depth_m=60.0)
     # at the horizon every column reads its wall; the band gives exactly the ray-cast depth
-    np.testing.assert_allclose(np.stack([column_depths(d, 32) for d in depth]), walls,
+    np.testing.assert_allclose(np.stack([depth_image_columns(d, 32) for d in depth]), walls,
                                rtol=1e-5)
     # the bottom row sees the floor in front of a far wall: cam height / tan(angle below)
     below = ((31.5 - cam.cy) / cam.fy)
@@ -234,7 +234,7 @@ def test_simulated_sensor_flaws(tmp_path):
     ideal = np.array([[1.0, 4.0], [8.0, np.nan]], np.float32)
     d = degrade(ideal, np.random.default_rng(0), max_range_m=5.0)
     assert d[0, 0] == 1.0 and d[0, 1] == 4.0 and np.isnan(d[1]).all()
-    assert column_depths(d[1:], 2).tolist() == [np.inf, np.inf]   # beyond range: no reading
+    assert depth_image_columns(d[1:], 2).tolist() == [np.inf, np.inf]   # beyond range: no reading
     noisy = degrade(np.full((50, 50), 2.0, np.float32), np.random.default_rng(0), noise=0.05)
     assert 0.03 < np.std(np.log(noisy / 2.0)) < 0.07
     np.testing.assert_array_equal(

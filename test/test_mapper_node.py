@@ -104,7 +104,7 @@ def test_mapper_keyframes_save_clear_restart(ros_env, ros_peer, tmp_path, tiny_m
 def test_mapper_stores_a_depth_cameras_columns(ros_env, ros_peer, tmp_path):
     """depth_topic: each context gets the column depths of the depth frame with its stamp,
     and an aligned model's embedding holds them instead of its predicted depths."""
-    from dmn_localizer.depth import column_depths
+    from dmn_localizer.depth import depth_image_columns
     torch.manual_seed(0)
     model_path = tmp_path / 'aligned.safetensors'
     save_model(build_model(DMNConfig(architecture='aligned')), model_path)
@@ -131,7 +131,7 @@ def test_mapper_stores_a_depth_cameras_columns(ros_env, ros_peer, tmp_path):
         out, err = stop_process(mapper)
     assert mapper.returncode == 0, err[-2000:]
     saved = ViewMap.load(save_path)
-    expect = np.stack([column_depths(f, 32) for f in frames])
+    expect = np.stack([depth_image_columns(f, 32) for f in frames])
     np.testing.assert_allclose(saved.depths, expect, rtol=1e-6)
     model = load_model(model_path)
     d = model.config.feature_dim

@@ -8,6 +8,18 @@ import bisect
 from collections import deque
 
 
+def nearest_within(stamps, stamp, tolerance):
+    """Index of the entry of the sorted ``stamps`` nearest to ``stamp`` (the earlier one on a
+    tie) if within ``tolerance``, else None."""
+    i = bisect.bisect_left(stamps, stamp)
+    best = None
+    for j in (i - 1, i):
+        if 0 <= j < len(stamps) and abs(stamps[j] - stamp) <= tolerance:
+            if best is None or abs(stamps[j] - stamp) < abs(stamps[best] - stamp):
+                best = j
+    return best
+
+
 class StampPairer:
     def __init__(self, tolerance_s, max_images=10, max_poses=500):
         self.tolerance = float(tolerance_s)
@@ -37,14 +49,7 @@ class StampPairer:
         return self._drain()
 
     def _nearest_pose(self, stamp):
-        stamps = list(self._pose_stamps)
-        i = bisect.bisect_left(stamps, stamp)
-        best = None
-        for j in (i - 1, i):
-            if 0 <= j < len(stamps) and abs(stamps[j] - stamp) <= self.tolerance:
-                if best is None or abs(stamps[j] - stamp) < abs(stamps[best] - stamp):
-                    best = j
-        return best
+        return nearest_within(list(self._pose_stamps), stamp, self.tolerance)
 
     def _drain(self):
         pairs, waiting = [], deque(maxlen=self._images.maxlen)

@@ -11,7 +11,7 @@ from rclpy.qos import (DurabilityPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
 from sensor_msgs.msg import CompressedImage, Image
 
-from dmn_localizer.depth import column_depths, DepthBuffer, raw_to_depth
+from dmn_localizer.depth import DepthBuffer, message_columns
 from dmn_localizer.util.errors import UserError
 from dmn_localizer.images import resize_square
 from dmn_localizer.nodes.conversions import (checked_stamp_to_sec, compressed_msg_to_rgb,
@@ -70,8 +70,7 @@ def subscribe_depth(node, topic, columns, tolerance_s, takes_depth):
     def on_depth(msg):
         try:
             stamp = checked_stamp_to_sec(msg.header.stamp)
-            value = column_depths(raw_to_depth(msg.encoding, msg.height, msg.width, msg.step,
-                                               msg.data, bool(msg.is_bigendian)), columns)
+            value = message_columns(msg, columns)
         except ValueError as exc:  # images.ImageError included
             warn(node, f'{topic}: depth frame skipped: {exc}', throttle_duration_sec=5.0,
                  key=('depth', topic))

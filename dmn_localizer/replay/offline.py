@@ -19,7 +19,7 @@ from dmn_localizer.bags import messages as M
 from dmn_localizer.bags.read import (BASE_FRAME, camera_intrinsics, camera_mounting,
                                      decode_image, IMAGE_TYPES, open_bag, POSE_TYPES)
 from dmn_localizer.data.dataset import TRACKING_SIGMA
-from dmn_localizer.depth import column_depths, DepthBuffer, raw_to_depth
+from dmn_localizer.depth import DepthBuffer, message_columns
 from dmn_localizer.util.errors import UserError
 from dmn_localizer.geometry import quaternion_to_yaw, wrap_angle
 from dmn_localizer.images import ImageError, resize_square
@@ -93,7 +93,7 @@ def _read_messages(reader, conns, wanted, image_size, base_topic):
     """The messages of ``wanted`` [(topic, kind)] in bag order: ({kind: (stamps, values)},
     counts, base frame). Images are decoded and resized to ``image_size``, depth images
     (kind 'depth') become ``image_size`` column depths (:func:`~dmn_localizer.depth.
-    column_depths`), the other kinds are planar poses (x, y, yaw); the base frame is the
+    message_columns`), the other kinds are planar poses (x, y, yaw); the base frame is the
     ``child_frame_id`` of Odometry on ``base_topic`` (else ``base_link``). Bad messages are
     counted and skipped."""
     data = {kind: ([], []) for _, kind in wanted}
@@ -111,9 +111,7 @@ def _read_messages(reader, conns, wanted, image_size, base_topic):
         stamp = (M.stamp_ns(msg.header.stamp) or t) * 1e-9
         if 'depth' in kinds[conn.topic]:
             try:
-                value = column_depths(raw_to_depth(msg.encoding, msg.height, msg.width,
-                                                   msg.step, msg.data, msg.is_bigendian),
-                                      image_size)
+                value = message_columns(msg, image_size)
             except ImageError:
                 counts['bad_messages'] += 1
                 continue
@@ -144,21 +142,16 @@ def read_stream(bag, topics, image_size, depth_sync_tolerance_s=0.05):
     try:
         conns = {c.topic: c for c in reader.connections}
         _check_topics(bag, conns, topics)
-        wanted = [(topics.image, 'image'), (topics.odom, 'odom'), (topics.truth, 'truth')]
         data, counts, base_frame = _read_messages(
-            reader, conns, wanted + ([(topics.depth, 'depth')] if topics.depth else []),
+            reader, conns, _with_depth([(topics.image, 'image'), (topics.odom, 'odom'),
+                                        (topics.truth, 'truth')], topics),
             image_size, topics.odom)
         mounting = camera_mounting(reader, topics.image, base_frame, where=bag)
         intrinsics = camera_intrinsics(reader, topics.image)
     finally:
         reader.close()
-    depth = (_depth_buffer(*data.pop('depth'), depth_sync_tolerance_s) if topics.depth
-             else None)
+    depth = _depth_buffer(data, counts, topics, bag, depth_sync_tolerance_s)
     arr = {k: (np.asarray(s), np.asarray(v)) for k, (s, v) in data.items()}
-    if depth is not None:
-        counts['depth'] = len(depth)
-        if not len(depth):
-            raise UserError(f'{bag}: no usable depth messages on {topics.depth}')
     for k, (s, _) in arr.items():
         counts[k] = len(s)
         if len(s) == 0:
@@ -169,11 +162,24 @@ def read_stream(bag, topics, image_size, depth_sync_tolerance_s=0.05):
                   camera_intrinsics=intrinsics, depth=depth)
 
 
-def _depth_buffer(stamps, columns, tolerance_s=0.05):
-    """A :class:`~dmn_localizer.depth.DepthBuffer` holding all of a bag's depth frames."""
+def _with_depth(wanted, topics):
+    """``wanted`` [(topic, kind)] of :func:`_read_messages`, plus the depth topic if any."""
+    return wanted + ([(topics.depth, 'depth')] if topics.depth else [])
+
+
+def _depth_buffer(data, counts, topics, bag, tolerance_s):
+    """A :class:`~dmn_localizer.depth.DepthBuffer` holding all the depth frames
+    :func:`_read_messages` read (taken out of ``data``, counted in ``counts``); None without a
+    depth topic; UserError when the bag has no usable one."""
+    if not topics.depth:
+        return None
+    stamps, columns = data.pop('depth')
+    if not stamps:
+        raise UserError(f'{bag}: no usable depth messages on {topics.depth}')
     buf = DepthBuffer(tolerance_s, max_frames=len(stamps) + 1)
     for stamp, value in sorted(zip(stamps, columns), key=lambda e: e[0]):
         buf.add(stamp, value)
+    counts['depth'] = len(buf)
     return buf
 
 
@@ -188,17 +194,13 @@ def build_map(bag, topics, image_size, min_distance=2.0, min_angle=0.5, max_cont
         conns = {c.topic: c for c in reader.connections}
         _check_topics(bag, conns, topics, ((topics.image, IMAGE_TYPES),
                                            (topics.truth, POSE_TYPES)))
-        wanted = [(topics.image, 'image'), (topics.truth, 'pose')]
         data, counts, base_frame = _read_messages(
-            reader, conns, wanted + ([(topics.depth, 'depth')] if topics.depth else []),
-            image_size, topics.truth)
+            reader, conns, _with_depth([(topics.image, 'image'), (topics.truth, 'pose')],
+                                       topics), image_size, topics.truth)
         mounting = camera_mounting(reader, topics.image, base_frame, where=bag)
     finally:
         reader.close()
-    depth = (_depth_buffer(*data.pop('depth'), depth_sync_tolerance_s) if topics.depth
-             else None)
-    if depth is not None and not len(depth):
-        raise UserError(f'{bag}: no usable depth messages on {topics.depth}')
+    depth = _depth_buffer(data, counts, topics, bag, depth_sync_tolerance_s)
     builder = MapBuilder(ViewMap(), base_from_camera=mounting, min_distance=min_distance,
                          min_angle=min_angle, sync_tolerance_s=sync_tolerance_s,
                          depth_at=None if depth is None else depth.at)

@@ -131,6 +131,11 @@ def _units_per_m(spec):
     return spec.layout.shape[0] * BLOCK_UNITS / spec.size_m
 
 
+def ceiling_height_m(spec):
+    """Height of a maze's ceiling (and walls) above its floor, in metres."""
+    return CEILING_UNITS / _units_per_m(spec)
+
+
 def udmf_text(spec):
     """UDMF (``namespace = "zdoom"``) text map of a maze spec."""
     occ, p = spec.layout, spec.params

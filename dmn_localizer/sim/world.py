@@ -70,8 +70,8 @@ class World:
         :mod:`~dmn_localizer.sim.depth_camera`."""
         from dmn_localizer.sim.depth_camera import layout_depth_images
         if self.domain == 'mazes':
-            from dmn_localizer.sim.mazes import _units_per_m, CEILING_UNITS
-            top, ceiling = CEILING_UNITS / _units_per_m(self.spec), True
+            from dmn_localizer.sim.mazes import ceiling_height_m
+            top, ceiling = ceiling_height_m(self.spec), True
         else:
             from dmn_localizer.sim.rooms import WALL_HEIGHT_M
             top, ceiling = WALL_HEIGHT_M, False
