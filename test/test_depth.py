@@ -279,3 +279,54 @@ def test_feed_loop_pairs_depth_and_diagnostics_say_when_it_is_missing():
     assert seen == [1.5, None] and (t.with_depth, t.without_depth) == (1, 1)
     level, message, values = localizer_status(t, cfg, 'ok', 'cpu')
     assert level >= 1 and 'no depth frame' in message and values['images_without_depth'] == 1
+
+
+def test_dataset_from_bags_stores_the_measured_column_depths(rgbd_bags, tmp_path):
+    """dataset-from-bags --depth-topic: each view keeps the columns of its own depth frame
+    (here ray-cast at its pose in the world: the simulated camera is exact at the horizon),
+    and the view-pair recipe takes them as the true depths of the model's columns."""
+    from dmn_localizer.cli import main
+    from dmn_localizer.data.dataset import open_dataset
+    from dmn_localizer.sim.world import make_world
+    from dmn_localizer.training.view_pairs.worlds import load_view_worlds, measured_columns
+    out = tmp_path / 'ds'
+    args = ['dataset-from-bags', str(rgbd_bags), '--image-topic', '/camera/image_raw',
+            '--pose-topic', '/ground_truth/pose', '--contexts', '16', '--trajectories', '2',
+            '--trajectory-length', '6']
+    assert main(args + ['--depth-topic', '/camera/depth/image_raw', '--out', str(out)]) == 0
+    ds = open_dataset(out)
+    assert ds.manifest['depth']['topic'] == '/camera/depth/image_raw'
+    a = ds.load_shard(0)
+    with make_world('mazes', 1_100_003, 32) as world:
+        layout, res, hfov = world.layout, world.layout_resolution_m, world.camera.hfov_deg
+    poses = np.concatenate([a['context_poses'][0], a['traj_poses'][0].reshape(-1, 3)])
+    poses = poses.astype(np.float64) + [*a['origins'][0], 0.0]
+    measured = np.concatenate([a['context_depths'][0],
+                               a['traj_depths'][0].reshape(-1, 32)])
+    walls = ray_cast(layout, res, poses, 32, hfov, max_depth_m=60.0)
+    # float32 poses: a column at a wall's edge may see the other wall
+    assert np.mean(np.isclose(measured, walls, rtol=1e-3)) > 0.97
+    worlds = load_view_worlds(str(out), 16, progress=False)
+    np.testing.assert_array_equal(worlds.depth[0], measured_columns(measured, 16))
+    assert np.isfinite(worlds.depth).all()
+    # without the topic the views have no true depths (the recipe predicts them)
+    assert main(args + ['--out', str(tmp_path / 'plain')]) == 0
+    assert np.isnan(load_view_worlds(str(tmp_path / 'plain'), 16, progress=False).depth).all()
+    # a bag without that topic is refused in one line
+    assert main(args + ['--depth-topic', '/nope', '--out', str(tmp_path / 'x')]) == 2
+
+
+def test_measured_columns_pool_image_columns_as_the_model_does():
+    """Dataset columns -> the model's columns: the lower median of each group, +inf (no
+    reading) counted as a value, NaN (no frame) ignored; what is not a finite depth is NaN
+    (unknown) for training, as the model takes the same measured depths at run time."""
+    from dmn_localizer.training.view_pairs.worlds import measured_columns
+    d = np.array([[1, 2, np.inf, np.inf, np.nan, np.nan, 3, np.nan],
+                  [5, np.inf, np.nan, 4, 1, 1, 2, 2]], np.float32)
+    out = measured_columns(d, 4)
+    np.testing.assert_array_equal(out, [[1, np.nan, np.nan, 3], [5, 4, 1, 2]])
+    model = torch.nanmedian(torch.as_tensor(d).view(2, 4, 2), -1).values.numpy()
+    finite = np.isfinite(model)
+    np.testing.assert_array_equal(out[finite], model[finite])
+    with pytest.raises(Exception, match='do not split'):
+        measured_columns(d, 3)

@@ -29,8 +29,10 @@ SMALL = dict(minutes=2.0, max_steps=2, val_every=1, episodes=3, threads=1, progr
 def places(tmp_path_factory):
     root = tmp_path_factory.mktemp('places')
     for i in (1, 2, 3):
+        # an RGB-D camera with a 3 m range: the depth topic test sees both measured and
+        # unread columns; the other tests ignore the topic
         simulate_bag('mazes', SPLIT_SEEDS['test'][0] + i, root / f'place{i}', image_size=32,
-                     mapping_frames=200, localization_frames=40)
+                     mapping_frames=200, localization_frames=40, depth=True, depth_range=3.0)
     return root
 
 
@@ -182,3 +184,32 @@ def test_finetune_aligned_model_reports_pose_ranking(places, tmp_path):
         # the covariance scale of the held-out own-map run reaches the model card
         scale = model.card['metadata'].get('covariance_scale')
         assert scale == lost['covariance_scale'] > 0 and 'Covariance' in text
+
+
+def test_finetune_with_a_depth_topic_supervises_the_depth_head(places, tmp_path):
+    """finetune --depth-topic: the datasets keep the measured column depths, the depth head
+    is trained against them (the training log's depth error is nonzero; without the topic
+    there is nothing to supervise it) and the card gives the predicted depths' error on the
+    held-out views before and after."""
+    import csv
+    out = tmp_path / 'ft_depth'
+    topic = '/camera/depth/image_raw'
+    small = dict(SMALL, data_kw=dict(SMALL['data_kw'], depth_topic=topic))
+    card = finetune([places / f'place{i}' for i in (1, 2, 3)], *TOPICS, out,
+                    model_path=os.path.join(REPO, 'models', 'aligned_mazes'), **small)
+    assert card['depth_topic'] == topic and card['steps'] == 2
+    counts = card['data']['train']
+    assert counts['depth_images'] > 0 and counts['pairs_without_depth'] == 0
+    assert open_dataset(out / 'data' / 'val').manifest['depth']['topic'] == topic
+    for key in ('zero_shot', 'fine_tuned'):
+        assert 0 < card[key]['depth_error'] < 2 and card[key]['depth_columns'] > 0
+    with open(out / 'run' / 'log.csv', newline='') as f:
+        assert all(float(r['depth_error']) > 0 for r in csv.DictReader(f))
+    text = (out / 'card.md').read_text()
+    assert topic in text and 'median |log error|' in text
+    assert f'--depth-topic {topic}' in card['replay_command']
+    plain = finetune([places / f'place{i}' for i in (1, 2, 3)], *TOPICS, tmp_path / 'plain',
+                     model_path=os.path.join(REPO, 'models', 'aligned_mazes'), **SMALL)
+    assert 'depth_error' not in plain['zero_shot']
+    with open(tmp_path / 'plain' / 'run' / 'log.csv', newline='') as f:
+        assert all(float(r['depth_error']) == 0 for r in csv.DictReader(f))

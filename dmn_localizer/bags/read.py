@@ -5,7 +5,10 @@ Images: ``sensor_msgs/msg/Image`` (rgb8, bgr8, rgba8, bgra8, mono8) or
 ``geometry_msgs/msg/PoseWithCovarianceStamped`` or ``nav_msgs/msg/Odometry``. Each image is
 paired with the pose of the nearest header stamp in the same bag, within ``max_dt_s``. Bad
 messages (undecodable, wrong size, unknown encoding, non-finite pose) and images without a pose
-are counted, never fatal.
+are counted, never fatal. With a depth topic (an RGB-D camera's registered depth image), each
+pair also gets the column depths (:func:`~dmn_localizer.depth.message_columns`, one per column of
+the resized image) of the depth frame nearest to the image's stamp within a tolerance (NaN: no
+such frame, +inf: no reading in that column).
 
 The camera mounting comes from ``/tf_static`` when the bag has it (:func:`camera_mounting`):
 the planar pose of the images' frame in the robot base frame, so that poses of the base
@@ -20,12 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from dmn_localizer.bags import messages as M
+from dmn_localizer.depth import message_columns
 from dmn_localizer.util.errors import UserError
 from dmn_localizer.geometry import compose, quaternion_to_yaw
 from dmn_localizer.localization.camera import hfov_from_intrinsics
 from dmn_localizer.images import ImageError, compressed_to_rgb, raw_to_rgb, resize_square
 from dmn_localizer.localization.transforms import (Transform, TransformBuffer, TransformError,
                                                    camera_planar_pose)
+from dmn_localizer.mapping.sync import nearest_within
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,9 @@ class Pairs:
     frame_ids: tuple = ()    # the pose messages' frames (one, when the bags share a frame)
     # horizontal fields of view (deg) of the bags' camera_info, one per bag that has one
     hfov_deg: tuple = ()
+    # (N, S) float32 column depths (m) of a depth topic (NaN: no depth frame, +inf: no
+    # reading in that column); None when read without one
+    depths: np.ndarray = None
 
 
 def open_bag(path):
@@ -143,29 +151,41 @@ def camera_mounting(reader, image_topic, base_frame=BASE_FRAME, where=''):
         return None
 
 
-def read_pairs(paths, image_topic, pose_topic, image_size, max_dt_s=0.05):
+def read_pairs(paths, image_topic, pose_topic, image_size, max_dt_s=0.05, depth_topic=None,
+               depth_max_dt_s=0.05):
     """Pairs from bags ``paths`` (see the module docstring); images resized to ``image_size``;
     poses are the camera's (the pose topic's base poses composed with each bag's camera
-    mounting from ``/tf_static``, when it has one)."""
+    mounting from ``/tf_static``, when it has one). ``depth_topic``: also the column depths of
+    the depth frame nearest to each image within ``depth_max_dt_s`` (a bag without the topic is
+    a UserError)."""
     counts = dict(images=0, poses=0, bad_images=0, bad_poses=0, images_without_pose=0)
-    out_img, out_pose, out_stamp, out_bag = [], [], [], []
+    if depth_topic:
+        counts.update(depth_images=0, bad_depth_images=0, pairs_without_depth=0)
+    out_img, out_pose, out_stamp, out_bag, out_depth = [], [], [], [], []
     frame_ids = set()
     hfovs = []
     for bi, path in enumerate(paths):
         reader = open_bag(path)
         try:
             conns = {c.topic: c for c in reader.connections}
-            for topic, kinds in ((image_topic, IMAGE_TYPES), (pose_topic, POSE_TYPES)):
+            wanted = [(image_topic, IMAGE_TYPES), (pose_topic, POSE_TYPES)]
+            if depth_topic:
+                wanted.append((depth_topic, (M.IMAGE,)))
+            for topic, kinds in wanted:
                 if topic not in conns:
                     raise UserError(f'{path}: no topic {topic} (topics: '
                                     f'{", ".join(sorted(conns))})')
                 if conns[topic].msgtype not in kinds:
                     raise UserError(f'{path}: {topic} is {conns[topic].msgtype}, expected one '
                                     f'of {", ".join(kinds)}')
-            pose_stamps, poses, raw = [], [], []
+            pose_stamps, poses, raw, depth_frames = [], [], [], []
             base_frame = BASE_FRAME
-            for conn, t, data in reader.messages(connections=[conns[image_topic],
-                                                              conns[pose_topic]]):
+            for conn, t, data in reader.messages(connections=[conns[topic]
+                                                              for topic, _ in wanted]):
+                if conn.topic == depth_topic:
+                    depth_frames.append(_depth_frame(reader, conn, t, data, image_size,
+                                                     counts))
+                    continue
                 kind = 'image' if conn.topic == image_topic else 'pose'
                 counts[f'{kind}s'] += 1
                 try:
@@ -200,6 +220,10 @@ def read_pairs(paths, image_topic, pose_topic, image_size, max_dt_s=0.05):
         pv = np.asarray(poses, np.float64).reshape(-1, 3)[order]
         if mounting is not None:
             pv = compose(pv, mounting)
+        depth_frames = sorted((f for f in depth_frames if f is not None), key=lambda f: f[0])
+        if depth_topic and not depth_frames:
+            raise UserError(f'{path}: no usable depth images on {depth_topic}')
+        depth_stamps = [ns for ns, _ in depth_frames]
         for ns, msg, msgtype in raw:
             img = decode_image(msg, msgtype)
             if img is None:
@@ -213,6 +237,12 @@ def read_pairs(paths, image_topic, pose_topic, image_size, max_dt_s=0.05):
                 continue
             out_img.append(resize_square(img, image_size))
             out_pose.append(pv[k])
+            if depth_topic:
+                d = nearest_within(depth_stamps, ns, depth_max_dt_s * 1e9)
+                if d is None:
+                    counts['pairs_without_depth'] += 1
+                out_depth.append(depth_frames[d][1] if d is not None
+                                 else np.full(image_size, np.nan, np.float32))
             out_stamp.append(ns)
             out_bag.append(bi)
     if len(frame_ids) > 1:
@@ -220,8 +250,22 @@ def read_pairs(paths, image_topic, pose_topic, image_size, max_dt_s=0.05):
     counts['pairs'] = len(out_img)
     order = np.lexsort((np.asarray(out_stamp, np.int64), np.asarray(out_bag)))
     s = int(image_size)
+    depths = (np.asarray(out_depth, np.float32).reshape(-1, s)[order] if depth_topic
+              else None)
     return Pairs(images=np.asarray(out_img, np.uint8).reshape(-1, s, s, 3)[order],
                  poses=np.asarray(out_pose, np.float64).reshape(-1, 3)[order],
                  stamps=np.asarray(out_stamp, np.int64)[order],
                  bag=np.asarray(out_bag, np.int32)[order], counts=counts,
-                 frame_ids=tuple(sorted(frame_ids)), hfov_deg=tuple(hfovs))
+                 frame_ids=tuple(sorted(frame_ids)), hfov_deg=tuple(hfovs), depths=depths)
+
+
+def _depth_frame(reader, conn, t, data, image_size, counts):
+    """(stamp ns, column depths (image_size,)) of one depth message, or None (counted) when it
+    cannot be read."""
+    counts['depth_images'] += 1
+    try:
+        msg = reader.deserialize(data, conn.msgtype)
+        return M.stamp_ns(msg.header.stamp) or t, message_columns(msg, image_size)
+    except Exception:   # undecodable message or a bad depth image (ImageError)
+        counts['bad_depth_images'] += 1
+        return None

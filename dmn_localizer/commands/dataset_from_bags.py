@@ -23,6 +23,21 @@ def add_place_arguments(parser, bags_help, group_help='bags recorded in one map 
                         help='PoseStamped, PoseWithCovarianceStamped or Odometry')
 
 
+def add_depth_arguments(parser):
+    """An RGB-D camera's depth topic for the commands that build datasets from bags."""
+    parser.add_argument('--depth-topic', default='', metavar='TOPIC',
+                        help='a depth image registered to the camera images (32FC1 m, 16UC1 '
+                        'mm): each view also stores its measured column depths, which '
+                        'supervise an aligned model\'s depth head in training')
+    parser.add_argument('--depth-max-dt', type=float, default=0.05, metavar='S',
+                        help='max stamp difference between an image and its depth frame (s)')
+
+
+def check_depth_arguments(args):
+    if args.depth_max_dt < 0:
+        raise UserError('--depth-max-dt must be >= 0')
+
+
 def add_arguments(parser):
     add_place_arguments(
         parser, 'rosbag2 directories, each its own world (its own map frame); a folder of bags '
@@ -44,6 +59,7 @@ def add_arguments(parser):
                         help='max image-pose stamp difference (s)')
     parser.add_argument('--split', default='train', choices=('train', 'val', 'test'))
     parser.add_argument('--seed', type=int, default=0)
+    add_depth_arguments(parser)
 
 
 def parse_groups(bags, group_args):
@@ -77,6 +93,7 @@ def run(args):
                         'must be >= 1')
     if args.area_stride <= 0 or args.max_dt < 0:
         raise UserError('--area-stride must be > 0 and --max-dt >= 0')
+    check_depth_arguments(args)
     if os.path.isdir(args.out) and os.listdir(args.out):
         raise UserError(f'{args.out}: not empty')
     from dmn_localizer.data.from_bags import build_from_bags
@@ -86,11 +103,15 @@ def run(args):
                         trajectory_length=args.trajectory_length,
                         area_stride_m=args.area_stride, min_pairs=args.min_pairs,
                         frame_stride=args.frame_stride, max_dt_s=args.max_dt, seed=args.seed,
-                        split=args.split)
+                        split=args.split, depth_topic=args.depth_topic or None,
+                        depth_max_dt_s=args.depth_max_dt)
     c = m['counts']
     print(f'{c["images"]} images, {c["poses"]} poses -> {c["pairs"]} pairs; bad images '
           f'{c["bad_images"]}, bad poses {c["bad_poses"]}, images without pose '
           f'{c["images_without_pose"]}; {c["groups"]} groups, {c["areas"]} areas -> {args.out}')
+    if args.depth_topic:
+        print(f'{c["depth_images"]} depth images ({c["bad_depth_images"]} bad); pairs without '
+              f'a depth frame: {c["pairs_without_depth"]}')
     for g in m['groups']:
         print(f'  {g["name"]}: {len(g["bags"])} bags, {g["pairs"]} pairs, {g["areas"]} areas'
               + (' (bags that look like different places: see the warning)'

@@ -11,9 +11,10 @@ HELP = ('Fine-tune the model on your own recordings (image + pose bags of severa
 
 
 def add_arguments(parser):
-    from dmn_localizer.commands.dataset_from_bags import add_place_arguments
+    from dmn_localizer.commands.dataset_from_bags import add_depth_arguments, add_place_arguments
     add_place_arguments(parser, 'rosbag2 directories, each its own place (a folder of bags: '
                         'one place)')
+    add_depth_arguments(parser)
     parser.add_argument('--out', required=True, help='output directory (new or empty)')
     parser.add_argument('--from', dest='model', metavar='MODEL',
                         help='model to start from (default: the shipped models/aligned_mazes)')
@@ -30,8 +31,9 @@ def add_arguments(parser):
 
 
 def run(args):
-    from dmn_localizer.commands.dataset_from_bags import parse_groups
+    from dmn_localizer.commands.dataset_from_bags import check_depth_arguments, parse_groups
     groups = parse_groups(args.bags, args.group)
+    check_depth_arguments(args)
     if not args.minutes > 0:
         raise UserError('--minutes must be > 0')
     if not 0 < args.val_share < 1:
@@ -48,7 +50,10 @@ def run(args):
     card = finetune(groups, args.image_topic, args.pose_topic, args.out, args.model,
                     minutes=args.minutes, val_share=args.val_share, episodes=args.episodes,
                     seed=args.seed, max_steps=args.max_steps, threads=args.threads,
-                    progress=not args.no_progress, calibrate_lost=calibrate)
+                    progress=not args.no_progress, calibrate_lost=calibrate,
+                    data_kw=(dict(depth_topic=args.depth_topic,
+                                  depth_max_dt_s=args.depth_max_dt)
+                             if args.depth_topic else None))
     z, f = card['zero_shot'], card['fine_tuned']
     print(f"{card['steps']} steps in {card['wall_time_s'] / 60:.1f} min on "
           f"{card['data']['train']['pairs']} pairs; held-out places "

@@ -57,6 +57,9 @@ SHARD_KEYS = {'world_seeds': 1, 'context_images': 5, 'context_poses': 3, 'traj_i
               'traj_poses': 4, 'layouts': 3, 'layout_sizes': 1, 'layout_resolution_m': 1,
               'origins': 2}
 """Arrays of a shard and their number of dimensions."""
+OPTIONAL_SHARD_KEYS = {'context_depths': 3, 'traj_depths': 4}
+"""Arrays a shard may have: measured column depths (m) of the views (datasets built from bags
+with a depth topic; NaN: no depth frame, +inf: no reading), one per image column."""
 DEFAULT_ODOMETRY_NOISE = (0.1, 0.1, math.radians(2.0))
 """Std of the additive Gaussian odometry noise on (dx [m], dy [m], dyaw [rad]) per step."""
 TRACKING_SIGMA = (6.0, 6.0, math.radians(30.0))
@@ -169,6 +172,7 @@ class Dataset:
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in SHARD_KEYS}
+                arrays.update({k: z[k] for k in OPTIONAL_SHARD_KEYS if k in z.files})
         except KeyError as exc:
             raise FileFormatError(path, f'missing array {exc}') from None
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
@@ -179,7 +183,11 @@ class Dataset:
         want = {'world_seeds': (w,), 'context_images': (w, kc, s, s, 3),
                 'context_poses': (w, kc, 3), 'traj_images': (w, r, length, s, s, 3),
                 'traj_poses': (w, r, length, 3)}
+        if 'context_depths' in arrays or 'traj_depths' in arrays:
+            want.update(context_depths=(w, kc, s), traj_depths=(w, r, length, s))
         for k, shape in want.items():
+            if k not in arrays:
+                raise FileFormatError(path, f'missing array {k!r}')
             if arrays[k].shape != shape:
                 raise FileFormatError(path, f'{k} has shape {arrays[k].shape}, '
                                             f'manifest says {shape}')

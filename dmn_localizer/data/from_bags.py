@@ -7,7 +7,11 @@ inside it becomes one "world". Its poses are shifted into the area frame (``[0, 
 area's corner is stored in the shard's ``origins``), its context pool is a random subset of its
 pairs and its trajectories are random windows of consecutive frames (same bag, no time gap
 above ``max_gap_s``, every ``frame_stride``-th frame). Overlapping areas share pairs, as in the
-paper. Layouts are unknown: stored as all-free 1 m grids.
+paper. Layouts are unknown: stored as all-free 1 m grids. With a depth topic (an RGB-D
+camera's depth image registered to the camera images) every view also stores its column depths
+(``context_depths``, ``traj_depths``: one per image column, NaN where no depth frame came
+within the tolerance, +inf where the sensor read nothing), which the aligned model's training
+takes as the true depths (:mod:`dmn_localizer.training.view_pairs.worlds`).
 
 Bags are read in **groups**: the bags of one group share one map frame (the mapping and
 localization runs of one place, or the runs of one SLAM map); each group is tiled on its own,
@@ -144,10 +148,12 @@ def _group_areas(pairs, contexts, min_pairs, trajectory_length, area_stride_m, f
     return areas
 
 
-def read_group(name, paths, image_topic, pose_topic, image_size, max_dt_s):
+def read_group(name, paths, image_topic, pose_topic, image_size, max_dt_s, depth_topic=None,
+               depth_max_dt_s=0.05):
     """The image-pose pairs of one group; UserError when its bags give poses in several
     frames, a warning when two of them look like different places (:func:`mixing_ratio`)."""
-    pairs = read_pairs(paths, image_topic, pose_topic, image_size, max_dt_s)
+    pairs = read_pairs(paths, image_topic, pose_topic, image_size, max_dt_s, depth_topic,
+                       depth_max_dt_s)
     if len(pairs.frame_ids) > 1:
         raise UserError(f'group {name}: its bags give poses in the frames '
                         f'{", ".join(pairs.frame_ids)}; a group shares one map frame (give '
@@ -167,7 +173,7 @@ def read_group(name, paths, image_topic, pose_topic, image_size, max_dt_s):
 def build_from_bags(groups, image_topic, pose_topic, out, image_size=32, contexts=32,
                     trajectories=4, trajectory_length=10, area_stride_m=20.0, min_pairs=None,
                     frame_stride=1, max_dt_s=0.05, max_gap_s=2.0, seed=0, split='train',
-                    default_hfov_deg=None):
+                    default_hfov_deg=None, depth_topic=None, depth_max_dt_s=0.05):
     """Write a dataset from bags into ``out``; returns the manifest (with counts).
 
     groups: ``{name: [bag, ...]}`` (the bags of one map frame each) or a list of bags (one
@@ -175,13 +181,17 @@ def build_from_bags(groups, image_topic, pose_topic, out, image_size=32, context
     manifest's ``groups`` lists each group's bags, pairs and areas (``first_area`` ..
     ``first_area + areas - 1`` are its world indices). The manifest's camera field of view
     comes from the bags' ``camera_info``, else ``default_hfov_deg`` (with a warning), else none.
+    ``depth_topic``: also store each view's column depths from that topic (``depth_max_dt_s``:
+    the largest stamp difference between an image and its depth frame); the manifest's
+    ``depth`` names the topic and the column count (None without one).
     """
     min_pairs = contexts if min_pairs is None else max(int(min_pairs), contexts)
     t0 = time.monotonic()
     groups = bag_groups(groups)
     counts, areas, group_info, paths, hfovs = {}, [], [], [], []
     for name, bags in groups.items():
-        pairs, suspects = read_group(name, bags, image_topic, pose_topic, image_size, max_dt_s)
+        pairs, suspects = read_group(name, bags, image_topic, pose_topic, image_size, max_dt_s,
+                                     depth_topic, depth_max_dt_s)
         for k, v in pairs.counts.items():
             counts[k] = counts.get(k, 0) + v
         hfovs += list(pairs.hfov_deg)
@@ -223,7 +233,7 @@ def build_from_bags(groups, image_topic, pose_topic, out, image_size=32, context
     shards = []
     for k, start in enumerate(range(0, len(areas), AREAS_PER_SHARD)):
         chunk = areas[start:start + AREAS_PER_SHARD]
-        ci, cp, ti, tp = [], [], [], []
+        ci, cp, ti, tp, cd, td = [], [], [], [], [], []
         for a, (o, inside, win, pairs) in enumerate(chunk, start=start):
             rng = np.random.default_rng([int(seed), a])
             c = np.sort(rng.choice(inside, contexts, replace=False))
@@ -233,16 +243,22 @@ def build_from_bags(groups, image_topic, pose_topic, out, image_size=32, context
             cp.append(pairs.poses[c] - shift)
             ti.append(pairs.images[w])
             tp.append(pairs.poses[w] - shift)
+            if depth_topic:
+                cd.append(pairs.depths[c])
+                td.append(pairs.depths[w])
         cells = int(WORLD_SIZE_M)
         layouts, sizes, res = pack_layouts([np.zeros((cells, cells), bool)] * len(chunk),
                                            [WORLD_SIZE_M / cells] * len(chunk))
         seeds = list(range(start, start + len(chunk)))
         name = f'shard-{k:05d}.npz'
+        depths = (dict(context_depths=np.stack(cd).astype(np.float32),
+                       traj_depths=np.stack(td).astype(np.float32)) if depth_topic else {})
         write_shard(os.path.join(out, name), dict(
             world_seeds=np.asarray(seeds, np.int64), context_images=np.stack(ci),
             context_poses=np.stack(cp).astype(np.float32), traj_images=np.stack(ti),
             traj_poses=np.stack(tp).astype(np.float32), layouts=layouts, layout_sizes=sizes,
-            layout_resolution_m=res, origins=np.stack([o for o, _, _, _ in chunk])))
+            layout_resolution_m=res, origins=np.stack([o for o, _, _, _ in chunk]),
+            **depths))
         shards.append(dict(file=name, worlds=len(chunk), world_seeds=seeds))
     seconds = time.monotonic() - t0
     manifest = dict(
@@ -255,6 +271,8 @@ def build_from_bags(groups, image_topic, pose_topic, out, image_size=32, context
         world_size_m=WORLD_SIZE_M, contexts_per_world=contexts,
         trajectories_per_world=trajectories, trajectory_length=trajectory_length,
         n_images=len(areas) * (contexts + trajectories * trajectory_length), camera=camera,
+        depth=(dict(topic=depth_topic, columns=int(image_size), max_dt_s=depth_max_dt_s)
+               if depth_topic else None),
         counts=counts, shards=shards, stats=dict(seconds=round(seconds, 3)),
         created=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
     write_manifest(out, manifest)

@@ -9,7 +9,9 @@ and the same with the query images of other episodes: the wrong-image twins, whi
 whether the images are used), and trained for a time budget ``minutes`` in ``OUT/run``: a DMN
 with its own recipe (the model card's training config), an aligned model with the view-pair
 recipe at fine-tuning settings (:data:`ALIGNED_FINETUNE`; which views overlap is judged on the
-starting model's predicted depths, as bags carry no true ones). For aligned models the card
+starting model's predicted depths, unless the bags carry an RGB-D camera's depth topic
+(``data_kw['depth_topic']``): then its measured column depths judge the overlaps where they
+read something and supervise the depth head). For aligned models the card
 also holds the tie-safe top-1 of the true pose among 64 candidates and its wrong-image twin.
 ``OUT/model`` is the best validated model (also after Ctrl-C: the best one so far),
 ``OUT/card.json`` and ``OUT/card.md`` hold the figures side by side, the data counts, the wall
@@ -117,6 +119,30 @@ def _pose_ranking(model, queries):
                 top_error_m=round(err_m, 3), top_error_deg=round(err_deg, 2))
 
 
+def _depth_error(model, queries, batch=256):
+    """Median |log error| of ``model``'s predicted column depths on the held-out views where
+    a depth camera measured them (the worlds of :func:`_ranking_queries`), and the number of
+    such columns; None without measured depths."""
+    import torch
+    from dmn_localizer.model.preprocess import images_to_tensor
+    worlds = queries[0]
+    true = worlds.depth.reshape(-1, worlds.depth.shape[-1])
+    known = np.isfinite(true)
+    if not known.any():
+        return None
+    images = worlds.images.reshape((-1,) + worlds.images.shape[2:])
+    rows = np.flatnonzero(known.any(1))
+    errors = []
+    with torch.no_grad():
+        for i in range(0, len(rows), batch):
+            r = rows[i:i + batch]
+            _, depth, _ = model.encode_columns(images_to_tensor(images[r], torch.device('cpu')))
+            ok = known[r]
+            errors.append(np.abs(np.log(depth.numpy()[ok]) - np.log(true[r][ok])))
+    errors = np.concatenate(errors)
+    return dict(depth_error=round(float(np.median(errors)), 4), depth_columns=int(errors.size))
+
+
 def _copy_model(src, dst):
     """Copy a saved model (weights + card) atomically."""
     from dmn_localizer.model.io import model_paths
@@ -149,8 +175,10 @@ def _card_markdown(card):
     lines = ['# Fine-tuned model', '',
              f"From `{card['from_model']}` on {card['data']['train']['pairs']} pose-paired "
              f"images of {len(card['train_places'])} places; validation on other places "
-             f"({', '.join(card['val_places'])}; {z['episodes']} episodes). Wall time "
-             f"{card['wall_time_s'] / 60:.1f} min, {card['steps']} steps"
+             f"({', '.join(card['val_places'])}; {z['episodes']} episodes)"
+             + (f"; the depth head supervised by the measured depths of "
+                f"`{card['depth_topic']}`" if card.get('depth_topic') else '')
+             + f". Wall time {card['wall_time_s'] / 60:.1f} min, {card['steps']} steps"
              + (' (interrupted)' if card['interrupted'] else '')
              + (f" (after training: {card['failed']})" if card.get('failed') else '') + '.', '',
              '| on the held-out places | zero-shot | fine-tuned |', '|---|---|---|']
@@ -159,8 +187,11 @@ def _card_markdown(card):
                            ('success@5', 'global success@5', True),
                            ('success@5_shuffled_query', '... with wrong images', True),
                            ('rmse@5', 'tracking rmse@5 (m)', False),
-                           ('rmse@5_shuffled_query', '... with wrong images (m)', False)):
-        fmt = (lambda v: f'{100 * v:.1f}%') if pct else (lambda v: f'{v:.2f}')
+                           ('rmse@5_shuffled_query', '... with wrong images (m)', False),
+                           ('depth_error', 'predicted column depth, median |log error| '
+                            '(measured columns)', None)):
+        fmt = {True: lambda v: f'{100 * v:.1f}%', False: lambda v: f'{v:.2f}',
+               None: lambda v: f'{v:.3f}'}[pct]
         if key not in z:
             continue
         lines.append(f'| {name} | {fmt(z[key])} | '
@@ -222,10 +253,13 @@ def finetune(groups, image_topic, pose_topic, out, model_path=None, minutes=60.0
                                 max_steps, val_every, threads, pool)
         queries = _ranking_queries(model, val_data, cfg)
         zero.update(_pose_ranking(model, queries))
+        zero.update(_depth_error(model, queries) or {})
     else:
         cfg = _train_config(base, model_path, train_data, val_data, minutes, seed, max_steps,
                             val_every, threads, episodes, pool)
+    depth_topic = data_kw.get('depth_topic')
     card = dict(from_model=model_path, architecture=model.config.architecture,
+                depth_topic=depth_topic or None,
                 train_places=sorted(train_groups),
                 val_places=sorted(val_groups), minutes=float(minutes),
                 data={name: dict(data[which]['counts'], areas=data[which]['n_worlds'])
@@ -233,7 +267,8 @@ def finetune(groups, image_topic, pose_topic, out, model_path=None, minutes=60.0
                 zero_shot=zero, fine_tuned=None, steps=0, interrupted=False,
                 eval_particles=list(eval_particles or (2048, 256)),
                 replay_command=(f'dmn-localizer replay --model {out / "model.safetensors"} '
-                                '--map-bag MAPPING_BAG --bag LOCALIZATION_BAG --out results'))
+                                '--map-bag MAPPING_BAG --bag LOCALIZATION_BAG --out results'
+                                + (f' [--depth-topic {depth_topic}]' if depth_topic else '')))
     try:
         if aligned:
             from dmn_localizer.training.view_pairs import train_view_pairs
@@ -258,6 +293,7 @@ def finetune(groups, image_topic, pose_topic, out, model_path=None, minutes=60.0
         fine_tuned = _evaluate(tuned, val_data, episodes, seed, eval_particles)
         if aligned:
             fine_tuned.update(_pose_ranking(tuned, queries))
+            fine_tuned.update(_depth_error(tuned, queries) or {})
         card['fine_tuned'] = fine_tuned
         if aligned and calibrate_lost is not None:
             log.info('lost-flag calibration on the validation places')

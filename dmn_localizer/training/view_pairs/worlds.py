@@ -5,8 +5,10 @@ A world of a dataset (:mod:`dmn_localizer.data.dataset`) has ``Kc`` context view
 trajectories of ``L`` steps; here they are one list of ``V = Kc + R * L`` views per world, the
 first ``Kc`` being the context pool. The true depth of every view's columns is ray-cast on the
 world's stored layout (:func:`~dmn_localizer.data.column_depth.column_depths`). A dataset
-without layouts (built from bags) has no depth: ``depth`` is NaN there and the depth loss skips
-it; which views overlap is then judged on the column depths a model predicts
+built from bags has no layouts: there the true depths are the depth camera's measured column
+depths when the bags had a depth topic (:mod:`dmn_localizer.data.from_bags`), else unknown.
+Unknown depths (no depth frame, or a column the sensor read nothing in) are NaN and the depth
+loss skips them; which views overlap is then judged on the column depths a model predicts there
 (:func:`predict_overlap_depth`), kept apart in ``overlap_depth`` so they never supervise.
 """
 from dataclasses import dataclass
@@ -78,6 +80,11 @@ def load_view_worlds(path, columns, max_worlds=None, progress=True):
             if g and layout.any():
                 d = column_depths(layout, float(a['layout_resolution_m'][wi]), v_pose, columns,
                                   hfov, max_depth_m=float(m['world_size_m']))
+            elif 'context_depths' in a:
+                traj_depths = a['traj_depths'][wi]
+                d = measured_columns(np.concatenate([
+                    a['context_depths'][wi],
+                    traj_depths.reshape(-1, traj_depths.shape[-1])]), columns)
             else:
                 d = np.full((len(v_pose), columns), np.nan, np.float32)
             imgs.append(v_img)
@@ -95,10 +102,29 @@ def load_view_worlds(path, columns, max_worlds=None, progress=True):
                       str(m['domain']))
 
 
+def measured_columns(depths, columns):
+    """Measured column depths (V, C) of a dataset (one per image column; NaN: no frame, +inf:
+    no reading) -> (V, ``columns``) true depths for training: the median of each model column's
+    C / ``columns`` image columns (of an even count the lower one, as the model takes them),
+    NaN where that is not a finite depth."""
+    depths = np.asarray(depths, np.float32)
+    v, c = depths.shape
+    if c % columns:
+        raise UserError(f'the dataset\'s {c} depth columns do not split into the model\'s '
+                        f'{columns} columns')
+    groups = np.sort(depths.reshape(v, columns, c // columns), -1)   # NaN sorts last
+    count = np.isfinite(groups).sum(-1) + np.isinf(groups).sum(-1)   # not NaN
+    pick = np.clip((count - 1) // 2, 0, None)
+    out = np.take_along_axis(groups, pick[..., None], -1)[..., 0]
+    out[(count == 0) | ~np.isfinite(out)] = np.nan
+    return out.astype(np.float32)
+
+
 @torch.no_grad()
 def predict_overlap_depth(worlds, model, device, batch=256):
-    """Fill the views of ``worlds`` whose true depths are unknown (NaN) in ``overlap_depth``
-    with ``model``'s predicted column depths; returns how many views it filled."""
+    """Fill the columns of ``worlds`` whose true depths are unknown (NaN) in ``overlap_depth``
+    with ``model``'s predicted column depths; returns how many views it filled (in part or
+    whole)."""
     unknown = ~np.isfinite(worlds.depth).all(-1)                       # (W, V)
     if not unknown.any():
         return 0
@@ -110,12 +136,13 @@ def predict_overlap_depth(worlds, model, device, batch=256):
         sl = slice(i, i + batch)
         images = images_to_tensor(worlds.images[w[sl], v[sl]], device)
         _, depth, _ = model.encode_columns(images)
-        filled[w[sl], v[sl]] = depth.float().cpu().numpy()
+        known = worlds.depth[w[sl], v[sl]]
+        filled[w[sl], v[sl]] = np.where(np.isfinite(known), known, depth.float().cpu().numpy())
     model.train(was_training)
     worlds.overlap_depth = filled
-    log.info('%d views without true depths: their overlaps use the model\'s predicted depths',
-             len(w))
+    log.info('%d views without (all) true column depths: their overlaps use the model\'s '
+             'predicted depths there', len(w))
     return len(w)
 
 
-__all__ = ['load_view_worlds', 'predict_overlap_depth', 'ViewWorlds']
+__all__ = ['load_view_worlds', 'measured_columns', 'predict_overlap_depth', 'ViewWorlds']
