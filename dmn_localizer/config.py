@@ -73,6 +73,10 @@ SHARED_PARAMETERS = {
     'map_file': _spec('', None),
     'image_size': _spec(32, 'Images are resized to this square size for the model', 8, 512),
     'device': _spec('auto', "Torch device: 'auto', 'cpu' or 'cuda'"),
+    'cpu_threads': _spec(1, "Torch CPU threads of the node's process; 1 keeps the model on "
+                         "one core, which is faster and steadier while other processes use "
+                         "the CPUs (torch's own default, a thread per core, waits for busy "
+                         "cores); 0 = torch's default", 0, 256),
 }
 
 
@@ -124,6 +128,7 @@ class MapperConfig:
     save_path: str = param('dmn_map.dmnmap', 'Where ~/save_map writes the map')
     image_size: int = shared('image_size')
     device: str = shared('device')
+    cpu_threads: int = shared('cpu_threads')
 
 
 @dataclass
@@ -163,6 +168,7 @@ class LocalizerConfig:
     map_file: str = shared('map_file', 'Map file written by the mapper (~/save_map)')
     image_size: int = shared('image_size')
     device: str = shared('device')
+    cpu_threads: int = shared('cpu_threads')
     camera_hfov_deg: float = param(0.0, "The camera's horizontal field of view (degrees) for "
                                    'models that use the camera geometry (architecture '
                                    "aligned); 0 = the model's training camera", 0.0, 179.0)

@@ -417,3 +417,17 @@ def test_diagnostics_run_on_the_ros_clock_with_input_rates(context, files):
     assert values['odometry_age_s'] == pytest.approx(3.0, abs=1e-6)
     assert level == WARN and 'no odometry for 3.0 s' in message
     node.destroy_node()
+
+
+@pytest.mark.parametrize('threads', [1, 0])
+def test_cpu_threads_parameter_sets_the_process_threads(context, files, threads):
+    """cpu_threads: 1 puts torch on one thread (steady where other processes use the CPUs);
+    0 leaves the process's setting alone."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        node = localizer(context, files, cpu_threads=threads)
+        assert torch.get_num_threads() == (1 if threads else 2)
+        node.destroy_node()
+    finally:
+        torch.set_num_threads(before)

@@ -52,7 +52,7 @@ from dmn_localizer.nodes.lifecycle import ManagedNode
 from dmn_localizer.nodes.particle_cloud import ParticleCloudPublisher
 from dmn_localizer.nodes.pose_messages import map_to_odom, pose_with_covariance, weight_markers
 from dmn_localizer.nodes.tf_listener import TfInputs
-from dmn_localizer.util.device import select_device
+from dmn_localizer.util.device import select_device, set_cpu_threads
 from dmn_localizer.util.resources import default_model_path
 
 
@@ -75,6 +75,7 @@ class LocalizerNode(ManagedNode):
             device = select_device(cfg.device)
         except ValueError as exc:
             raise UserError(str(exc)) from None
+        set_cpu_threads(cfg.cpu_threads)
         model, self.model_file = load_model_file(cfg.model)
         check_model_image_size(model, cfg.image_size, self.model_file)
         try:

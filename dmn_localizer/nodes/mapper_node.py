@@ -99,7 +99,7 @@ class MapperNode(ManagedNode):
         """The DMN whose CNN1 embeds each new context (the localizer reuses the embeddings
         when it runs the same model). Without a model file the map keeps images only."""
         from dmn_localizer.model.io import load_model, LOCALIZER_ARCHITECTURES
-        from dmn_localizer.util.device import select_device
+        from dmn_localizer.util.device import select_device, set_cpu_threads
         from dmn_localizer.util.resources import default_model_path
         path = Path(cfg.model) if cfg.model else default_model_path()
         if not path.is_file():
@@ -111,6 +111,7 @@ class MapperNode(ManagedNode):
             device = select_device(cfg.device)
         except ValueError as exc:
             raise UserError(str(exc)) from None
+        set_cpu_threads(cfg.cpu_threads)
         model = load_model(path, device, architecture=LOCALIZER_ARCHITECTURES)
         check_model_image_size(model, cfg.image_size, path)
         self.model_id = model.model_id

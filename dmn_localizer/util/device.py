@@ -22,3 +22,9 @@ def select_device(name):
         raise ValueError(f'device {name} requested but torch sees '
                          f'{torch.cuda.device_count()} CUDA device(s)')
     return torch.device(name)
+
+
+def set_cpu_threads(threads):
+    """Give torch ``threads`` CPU threads for this process (0: leave torch's default)."""
+    if int(threads) > 0:
+        torch.set_num_threads(int(threads))
