@@ -39,8 +39,9 @@ def _make_map(path, image_size, contexts, seed=1_100_000):
 
 
 def measure(model_path, particles, frames=40, warmup=5, rate_hz=4.0, contexts=16,
-            image_size=32, domain_id=None, precision='fp32'):
-    """Latency statistics (ms) of ``frames`` image updates at ``particles`` particles."""
+            image_size=32, domain_id=None, precision='fp32', params=()):
+    """Latency statistics (ms) of ``frames`` image updates at ``particles`` particles;
+    ``params``: more node parameters ('name:=value')."""
     import rclpy
     from nav_msgs.msg import Odometry
     from geometry_msgs.msg import PoseWithCovarianceStamped
@@ -60,7 +61,8 @@ def measure(model_path, particles, frames=40, warmup=5, rate_hz=4.0, contexts=16
                '-p', 'update_min_d:=0.0', '-p', 'update_min_a:=0.0',
                '-p', 'force_update_when_still:=true', '-p', 'publish_particles:=false',
                '-p', f'precision:={precision}', '-p', 'always_reset_initial_pose:=true',
-               '-p', 'save_pose_rate:=0.0', '-p', 'odom_source:=topic']
+               '-p', 'save_pose_rate:=0.0', '-p', 'odom_source:=topic',
+               *(a for p in params for a in ('-p', p))]
         node = start_child(cmd, env=_env(domain_id), stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, text=True)
         context = rclpy.Context()
