@@ -206,7 +206,7 @@ def test_finetune_with_a_depth_topic_supervises_the_depth_head(places, tmp_path)
     with open(out / 'run' / 'log.csv', newline='') as f:
         assert all(float(r['depth_error']) > 0 for r in csv.DictReader(f))
     text = (out / 'card.md').read_text()
-    assert topic in text and 'median |log error|' in text
+    assert topic in text and 'median absolute log error' in text
     assert f'--depth-topic {topic}' in card['replay_command']
     plain = finetune([places / f'place{i}' for i in (1, 2, 3)], *TOPICS, tmp_path / 'plain',
                      model_path=os.path.join(REPO, 'models', 'aligned_mazes'), **SMALL)

@@ -188,7 +188,7 @@ def _card_markdown(card):
                            ('success@5_shuffled_query', '... with wrong images', True),
                            ('rmse@5', 'tracking rmse@5 (m)', False),
                            ('rmse@5_shuffled_query', '... with wrong images (m)', False),
-                           ('depth_error', 'predicted column depth, median |log error| '
+                           ('depth_error', 'predicted column depth, median absolute log error '
                             '(measured columns)', None)):
         fmt = {True: lambda v: f'{100 * v:.1f}%', False: lambda v: f'{v:.2f}',
                None: lambda v: f'{v:.3f}'}[pct]
