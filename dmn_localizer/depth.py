@@ -14,8 +14,6 @@ Encodings follow REP-118: ``32FC1`` in metres, ``16UC1`` (and ``mono16``) in mil
 0, NaN and infinity mean "no reading". :class:`DepthBuffer` pairs depth frames with colour
 images by stamp, as the nodes and ``replay`` need.
 """
-from collections import deque
-
 import numpy as np
 
 from dmn_localizer.images import ImageError, raw_rows
@@ -69,6 +67,21 @@ def depth_image_columns(depth, columns, horizon_row=None, band_share=BAND_SHARE)
     return out
 
 
+def pool_columns(depths, columns):
+    """Column depths (M, W) (m; +inf: no reading, NaN: no frame) -> (M, ``columns``): the
+    median of each group of W / ``columns`` neighbouring columns, +inf counted as a value and
+    NaN ignored (of an even count the lower one: the nearer surface; NaN when the whole group
+    is NaN). ValueError unless W is a multiple of ``columns``."""
+    depths = np.asarray(depths, np.float32)
+    if depths.ndim != 2 or depths.shape[1] % columns:
+        raise ValueError(f'{depths.shape[-1]} depth columns do not split into {columns} '
+                         'columns')
+    m, w = depths.shape
+    groups = np.sort(depths.reshape(m, columns, w // columns), -1)   # NaN sorts last
+    pick = np.clip((np.sum(~np.isnan(groups), -1) - 1) // 2, 0, None)
+    return np.take_along_axis(groups, pick[..., None], -1)[..., 0]
+
+
 def message_columns(msg, columns):
     """:func:`depth_image_columns` of a sensor_msgs/Image depth message (an rclpy or a
     rosbags one: the same fields)."""
@@ -82,8 +95,8 @@ class DepthBuffer:
 
     def __init__(self, tolerance_s=0.05, max_frames=30):
         self.tolerance = float(tolerance_s)
-        self._stamps = deque(maxlen=max_frames)
-        self._columns = deque(maxlen=max_frames)
+        self.max_frames = int(max_frames)
+        self._stamps, self._columns = [], []   # sorted by stamp, searched without a copy
 
     def __len__(self):
         return len(self._stamps)
@@ -94,11 +107,13 @@ class DepthBuffer:
             self._columns.clear()
         self._stamps.append(float(stamp))
         self._columns.append(np.asarray(columns, np.float32))
+        if len(self._stamps) > self.max_frames:
+            del self._stamps[0], self._columns[0]
 
     def at(self, stamp):
-        best = nearest_within(list(self._stamps), stamp, self.tolerance)
+        best = nearest_within(self._stamps, stamp, self.tolerance)
         return None if best is None else self._columns[best]
 
 
 __all__ = ['DEPTH_ENCODINGS', 'DepthBuffer', 'depth_image_columns', 'message_columns',
-           'raw_to_depth']
+           'pool_columns', 'raw_to_depth']

@@ -48,6 +48,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from dmn_localizer.depth import pool_columns
 from dmn_localizer.geometry import relative
 from dmn_localizer.model.column_warp import MIN_FORWARD_M, sample_columns, warp_columns
 from dmn_localizer.model.config import DMNConfig
@@ -165,7 +166,7 @@ class AlignedModel(nn.Module):
         if depth.dim() != 2 or depth.shape[0] != m or depth.shape[1] % J:
             raise ValueError(f'depth must be ({m}, a multiple of {J}) column depths, got '
                              f'{tuple(depth.shape)}')
-        return torch.nanmedian(depth.view(m, J, -1), -1).values
+        return torch.from_numpy(pool_columns(depth.cpu().numpy(), J))
 
     def encode_columns(self, images, depth=None, depth_range=0.0):
         """images (M, 3, S, S) in [-1, 1] -> unit features (M, J, D), depths (M, J) (m),

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from dmn_localizer.data.column_depth import column_depths
 from dmn_localizer.data.dataset import open_dataset, SIZE_KEYS
+from dmn_localizer.depth import pool_columns
 from dmn_localizer.model.preprocess import images_to_tensor
 from dmn_localizer.util.errors import UserError
 
@@ -104,20 +105,15 @@ def load_view_worlds(path, columns, max_worlds=None, progress=True):
 
 def measured_columns(depths, columns):
     """Measured column depths (V, C) of a dataset (one per image column; NaN: no frame, +inf:
-    no reading) -> (V, ``columns``) true depths for training: the median of each model column's
-    C / ``columns`` image columns (of an even count the lower one, as the model takes them),
-    NaN where that is not a finite depth."""
-    depths = np.asarray(depths, np.float32)
-    v, c = depths.shape
-    if c % columns:
-        raise UserError(f'the dataset\'s {c} depth columns do not split into the model\'s '
-                        f'{columns} columns')
-    groups = np.sort(depths.reshape(v, columns, c // columns), -1)   # NaN sorts last
-    count = np.isfinite(groups).sum(-1) + np.isinf(groups).sum(-1)   # not NaN
-    pick = np.clip((count - 1) // 2, 0, None)
-    out = np.take_along_axis(groups, pick[..., None], -1)[..., 0]
-    out[(count == 0) | ~np.isfinite(out)] = np.nan
-    return out.astype(np.float32)
+    no reading) -> (V, ``columns``) true depths for training: pooled as the model pools them
+    at run time (:func:`~dmn_localizer.depth.pool_columns`), NaN where that is not a finite
+    depth."""
+    try:
+        out = pool_columns(depths, columns)
+    except ValueError as exc:
+        raise UserError(f'the dataset\'s depths: {exc}') from None
+    out[~np.isfinite(out)] = np.nan
+    return out
 
 
 @torch.no_grad()
