@@ -56,13 +56,19 @@ def subscribe_images(node, topic, transport, image_size, callback, frame_id=None
     return node.create_subscription(cls, topic, on_image, qos_profile_sensor_data)
 
 
-def subscribe_depth(node, topic, columns, tolerance_s, takes_depth):
-    """Subscribe to a depth image registered to the camera images (sensor-data QoS): each
-    frame becomes ``columns`` column depths (:mod:`dmn_localizer.depth`) in the returned
-    :class:`~dmn_localizer.depth.DepthBuffer`, whose ``at(stamp)`` pairs them with images.
-    Bad frames are skipped with a throttled warning. ``takes_depth``: whether the model uses
-    them (else one warning says so; a map still stores them). Returns (subscription, buffer)."""
-    buffer = DepthBuffer(tolerance_s)
+def depth_input(node, config, takes_depth):
+    """The node's depth camera (``config.depth_topic``; None when empty): subscribes (with
+    sensor-data QoS, owned by the lifecycle ``node``) to a depth image registered to the camera
+    images, each frame becoming ``config.image_size`` column depths (:mod:`dmn_localizer.
+    depth`) in a :class:`~dmn_localizer.depth.DepthBuffer`, and returns ``depth_at(stamp)``:
+    the frame nearest to an image stamp within ``depth_sync_tolerance_s``, or None (with a
+    throttled warning: the image is then scored with predicted depths). Bad frames are skipped
+    with a throttled warning. ``takes_depth``: whether the model uses them (else one warning
+    says so; a map still stores them)."""
+    topic = config.depth_topic
+    if not topic:
+        return None
+    buffer = DepthBuffer(config.depth_sync_tolerance_s)
     if not takes_depth:
         warn(node, f'depth_topic {topic}: the model predicts no column depths (only aligned '
              'models take measured ones); the depth is not used for scoring')
@@ -70,18 +76,14 @@ def subscribe_depth(node, topic, columns, tolerance_s, takes_depth):
     def on_depth(msg):
         try:
             stamp = checked_stamp_to_sec(msg.header.stamp)
-            value = message_columns(msg, columns)
+            value = message_columns(msg, config.image_size)
         except ValueError as exc:  # images.ImageError included
             warn(node, f'{topic}: depth frame skipped: {exc}', throttle_duration_sec=5.0,
                  key=('depth', topic))
             return
         buffer.add(stamp, value)
-    return node.create_subscription(Image, topic, on_depth, qos_profile_sensor_data), buffer
+    node.owned(node.create_subscription(Image, topic, on_depth, qos_profile_sensor_data))
 
-
-def paired_depth(node, buffer, topic):
-    """``depth_at(stamp)`` over ``buffer`` that warns (throttled) when an image has no depth
-    frame within the tolerance (it is then scored with predicted depths)."""
     def depth_at(stamp):
         value = buffer.at(stamp)
         if value is None:

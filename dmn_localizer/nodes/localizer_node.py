@@ -43,8 +43,7 @@ from dmn_localizer.localization.localizer import Localizer
 from dmn_localizer.localization.tracker import Tracker
 from dmn_localizer.mapping.view_map import check_model_image_size, load_localization_map
 from dmn_localizer.nodes.common import (LATCHED, RELIABLE, camera_offset, check_frame,
-                                        paired_depth, run_node, subscribe_depth,
-                                        subscribe_images, warn)
+                                        depth_input, run_node, subscribe_images, warn)
 from dmn_localizer.nodes.conversions import (checked_stamp_to_sec, diagnostic_array, pose_to_xyyaw,
                                              poses_to_pose_array, sec_to_stamp)
 from dmn_localizer.nodes.last_pose import LastPose
@@ -84,16 +83,9 @@ class LocalizerNode(ManagedNode):
             raise UserError(str(exc)) from None
         self.device_name = str(device)
         # time and order of the inputs; publish_step puts each image's result out
-        depth_at = None
-        if cfg.depth_topic:
-            sub, self.depth = subscribe_depth(self, cfg.depth_topic, cfg.image_size,
-                                              cfg.depth_sync_tolerance_s,
-                                              self.localizer.takes_depth)
-            self.owned(sub)
-            depth_at = paired_depth(self, self.depth, cfg.depth_topic)
         self.tracker = Tracker(self.localizer, publish=self.publish_step,
                                clock=lambda: self.get_clock().now().nanoseconds * 1e-9,
-                               depth_at=depth_at)
+                               depth_at=depth_input(self, cfg, self.localizer.takes_depth))
         self.image_frame = None    # the last image's header frame_id
         self.initial_pose_on_inactive = None
         self.started = False         # activated since configure

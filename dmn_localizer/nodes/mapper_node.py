@@ -23,9 +23,8 @@ from dmn_localizer.config import MAPPER_RUNTIME_PARAMETERS, MapperConfig
 from dmn_localizer.util.errors import UserError
 from dmn_localizer.mapping.builder import MapBuilder, model_embedder
 from dmn_localizer.mapping.view_map import check_map_image_size, check_model_image_size, ViewMap
-from dmn_localizer.nodes.common import (LATCHED, camera_offset, paired_depth,
-                                        subscribe_depth, subscribe_images, subscribe_poses,
-                                        run_node, warn)
+from dmn_localizer.nodes.common import (LATCHED, camera_offset, depth_input,
+                                        subscribe_images, subscribe_poses, run_node, warn)
 from dmn_localizer.nodes.conversions import poses_to_pose_array
 from dmn_localizer.nodes.lifecycle import ManagedNode
 from dmn_localizer.nodes.tf_listener import TfInputs
@@ -53,16 +52,9 @@ class MapperNode(ManagedNode):
         self.tf_inputs = TfInputs(self, None, cfg.base_frame_id, cfg.camera_frame_id)
         for sub in self.tf_inputs.subscriptions:
             self.owned(sub)
-        depth_at = None
-        if cfg.depth_topic:
-            sub, self.depth = subscribe_depth(self, cfg.depth_topic, cfg.image_size,
-                                              cfg.depth_sync_tolerance_s,
-                                              getattr(self.model, 'takes_depth', False))
-            self.owned(sub)
-            depth_at = paired_depth(self, self.depth, cfg.depth_topic)
-        self.builder = MapBuilder(self.view_map,
-                                  model_embedder(self.model, self.device, cfg.depth_range),
-                                  depth_at=depth_at)
+        self.builder = MapBuilder(
+            self.view_map, model_embedder(self.model, self.device, cfg.depth_range),
+            depth_at=depth_input(self, cfg, getattr(self.model, 'takes_depth', False)))
         self.configure_builder()
         # the contexts appear only while active; images and poses are used only while active
         self.contexts_pub = self.owned(self.create_lifecycle_publisher(PoseArray, '~/contexts',
