@@ -278,6 +278,38 @@ def test_end_to_end_term_reaches_the_model_through_the_filter(maze_data):
     assert last < first.item() - 0.3, (first.item(), last)
 
 
+def test_end_to_end_term_on_dense_maps_scores_each_particle_against_its_nearest(maze_data):
+    """``rollout_contexts`` sets the map's size per episode and ``rollout_nearest_contexts``
+    makes each particle attend to its nearest contexts only, as the localizer on a dense map:
+    the term's loss is the rollout's with that nearest-context scoring, and it differs from
+    attending to all of them."""
+    from dmn_localizer.filter.rollout import rollout
+    from dmn_localizer.training.view_pairs import ViewPairConfig
+    from dmn_localizer.training.view_pairs.filter_term import FilterTerm
+    cfg = ViewPairConfig(train_data=str(maze_data / 'train'), rollout_weight=1.0,
+                         rollout_batch=2, rollout_steps=3, rollout_particles=32,
+                         rollout_queries='trajectory', rollout_contexts=24,
+                         rollout_nearest_contexts=4)
+    with pytest.raises(ValueError, match='rollout_contexts'):
+        ViewPairConfig(rollout_contexts=-1)
+    torch.manual_seed(0)
+    model = build_model(DMNConfig(architecture='aligned', image_size=32,
+                                  context_pooling='overlap_attention')).eval()
+    term = FilterTerm(cfg, 'cpu')
+    drawn = term.draw()
+    assert drawn[0].context_poses.shape[:2] == (2, 24)
+    kernel = (cfg.rollout_kernel[0], math.radians(cfg.rollout_kernel[1]))
+    with torch.no_grad():
+        losses = {}
+        for m in (4, 0):
+            term.gen.manual_seed(5)
+            losses[m] = rollout(model, *drawn, term.filter, term.gen, dense_kernel=kernel,
+                                nearest_contexts=m)['dense'].mean().item()
+        term.gen.manual_seed(5)
+        assert term.loss(model, drawn).item() == pytest.approx(losses[4], rel=1e-6)
+    assert losses[4] != pytest.approx(losses[0], rel=1e-4)
+
+
 def test_end_to_end_stage_streams_episodes_and_validates_on_random_queries(maze_data,
                                                                            tmp_path):
     """The end-to-end stage alone (candidate and depth terms off) through the recipe: the

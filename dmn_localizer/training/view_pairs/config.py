@@ -66,6 +66,8 @@ class ViewPairConfig:
     # ``rollout_near_truth`` of them near the first true pose and ``rollout_decoys`` of them
     # decoys (its pose relative to its nearest context, re-anchored at the others). It trains
     # the scores as the filter multiplies them, on the episodes the protocol measures.
+    # ``rollout_contexts`` contexts per episode (0: ``contexts``), each particle scored against
+    # its ``rollout_nearest_contexts`` nearest (0: all), as the localizer does on a dense map.
     rollout_weight: float = 0.0
     rollout_batch: int = 8
     rollout_steps: int = 5
@@ -74,6 +76,8 @@ class ViewPairConfig:
     rollout_queries: str = 'random'
     rollout_near_truth: float = 0.25
     rollout_decoys: float = 0.25
+    rollout_contexts: int = 0
+    rollout_nearest_contexts: int = 0
 
     def __post_init__(self):
         for name in ('near_std', 'far_std', 'kernel_start', 'kernel_end', 'coarse_kernel',
@@ -97,6 +101,8 @@ class ViewPairConfig:
                                     or self.rollout_batch < 1):
             raise ValueError('rollout_steps, rollout_batch must be >= 1 and '
                              'rollout_particles >= 2')
+        if self.rollout_contexts < 0 or self.rollout_nearest_contexts < 0:
+            raise ValueError('rollout_contexts and rollout_nearest_contexts must be >= 0')
         if not 0 <= self.rollout_near_truth + self.rollout_decoys <= 1:
             raise ValueError('rollout_near_truth + rollout_decoys must be in [0, 1]')
 

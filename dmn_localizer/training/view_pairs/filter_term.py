@@ -26,7 +26,8 @@ class FilterTerm:
 
     def __init__(self, cfg: ViewPairConfig, device):
         self.cfg, self.device = cfg, device
-        self.stream = EpisodeStream(open_dataset(cfg.train_data), cfg.contexts,
+        self.contexts = cfg.rollout_contexts or cfg.contexts
+        self.stream = EpisodeStream(open_dataset(cfg.train_data), self.contexts,
                                     cfg.rollout_steps, cfg.seed + 104729,
                                     queries=cfg.rollout_queries)
         self.rng = np.random.default_rng(cfg.seed + 104729)
@@ -37,7 +38,7 @@ class FilterTerm:
     def draw(self):
         """The next batch of episodes and their initial particles."""
         cfg = self.cfg
-        batch = make_batch(self.stream.take(cfg.rollout_batch), cfg.contexts, self.rng, 0.0,
+        batch = make_batch(self.stream.take(cfg.rollout_batch), self.contexts, self.rng, 0.0,
                            cfg.rollout_steps, self.device)
         particles = initial_particles(batch, cfg.rollout_particles, self.gen, global_prob=1.0,
                                       near_truth_fraction=cfg.rollout_near_truth,
@@ -50,5 +51,6 @@ class FilterTerm:
         cfg = self.cfg
         batch, particles = drawn or self.draw()
         kernel = (cfg.rollout_kernel[0], math.radians(cfg.rollout_kernel[1]))
-        r = rollout(model, batch, particles, self.filter, self.gen, dense_kernel=kernel)
+        r = rollout(model, batch, particles, self.filter, self.gen, dense_kernel=kernel,
+                    nearest_contexts=cfg.rollout_nearest_contexts)
         return r['dense'].mean()
