@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# models/aligned_mazes and models/aligned_mazes_e2e from a clean checkout, in one command, as
-# their cards (models/README.md) state: the mazes data (when data/mazes/{train,val} are not
-# there yet), then the three training stages, each on one thread with the card's budget:
+# models/aligned_mazes, models/aligned_mazes_e2e and models/aligned_mazes_sharp from a clean
+# checkout, in one command, as their cards (models/README.md) state: the mazes data (when
+# data/mazes/{train,val} are not there yet), then the training stages, each on one thread with
+# the card's budget:
 #   1. view pairs, contexts summed             config/train_mazes_aligned.yaml            75 min
 #   2. overlap attention, from stage 1's best   config/train_mazes_aligned_attention.yaml  40 min
 #      -> OUT/aligned_mazes_attention/last is models/aligned_mazes
 #   3. end to end through the filter, from 2    config/train_mazes_aligned_filter.yaml     45 min
 #      -> OUT/aligned_filter/best is models/aligned_mazes_e2e
-# About 2 h 45 min on our 2-core CPU (the schedules follow the wall clock, so a faster machine
-# reaches more steps in the same minutes).
+#   4. a narrower coarse term, from 2           config/train_mazes_aligned_sharp.yaml      35 min
+#      -> OUT/aligned_mazes_sharp/final is models/aligned_mazes_sharp
+# About 3 h 20 min on our 2-core CPU, each model within 2 h 40 min of it (the schedules follow
+# the wall clock, so a faster machine reaches more steps in the same minutes).
 #
 #   scripts/train_aligned_mazes.sh [OUT]        (default OUT: runs)
 #
@@ -20,8 +23,9 @@ py=${PYTHON:-.venv/bin/python}
 limits=(--max-minutes 75 --max-steps 100000)
 limits2=(--max-minutes 40)
 limits3=()
+limits4=()
 if [ "${QUICK:-0}" = 1 ]; then
-    limits=(--max-steps 3) limits2=(--max-steps 3) limits3=(--max-steps 3)
+    limits=(--max-steps 3) limits2=(--max-steps 3) limits3=(--max-steps 3) limits4=(--max-steps 3)
 fi
 [ -f data/mazes/train/manifest.json ] ||
     "$py" -m dmn_localizer simulate --domain mazes --split train --worlds 2000 --out data/mazes/train
@@ -43,5 +47,8 @@ stage aligned_mazes_attention config/train_mazes_aligned_attention.yaml \
     --init-from "$out/aligned_mazes/best" "${limits2[@]}"
 stage aligned_filter config/train_mazes_aligned_filter.yaml \
     --init-from "$out/aligned_mazes_attention/last" "${limits3[@]}"
+stage aligned_mazes_sharp config/train_mazes_aligned_sharp.yaml \
+    --init-from "$out/aligned_mazes_attention/last" "${limits4[@]}"
 echo "[train_aligned_mazes] aligned_mazes: $out/aligned_mazes_attention/last.safetensors;" \
-     "aligned_mazes_e2e: $out/aligned_filter/best.safetensors"
+     "aligned_mazes_e2e: $out/aligned_filter/best.safetensors;" \
+     "aligned_mazes_sharp: $out/aligned_mazes_sharp/final.safetensors"

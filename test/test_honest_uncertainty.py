@@ -108,8 +108,9 @@ def test_the_lost_covariance_covers_the_map_from_the_published_mean():
 
 def test_min_evidence_is_the_models_own_unless_set(tmp_path):
     """min_evidence -1 (the default) takes the threshold calibrated for the model from its
-    card (aligned_mazes_e2e: 1.0), else 3.5; a value >= 0 is used as given (0: off). The
-    search while lost (random particles) needs the card's value or a set one."""
+    card (aligned_mazes_e2e: 1.0, aligned_mazes_sharp: 4.9), else 3.5; a value >= 0 is used
+    as given (0: off). The search while lost (random particles) needs the card's value or a
+    set one."""
     import json
     import shutil
 
@@ -118,6 +119,10 @@ def test_min_evidence_is_the_models_own_unless_set(tmp_path):
     e2e = MODEL.parent / 'aligned_mazes_e2e'
     assert Localizer(load_model(e2e), LocalizerConfig(), 'cpu').min_evidence == 1.0
     assert Localizer(load_model(MODEL), LocalizerConfig(), 'cpu').min_evidence == 3.5
+    sharp = load_model(MODEL.parent / 'aligned_mazes_sharp')
+    assert Localizer(sharp, LocalizerConfig(), 'cpu').min_evidence == 4.9
+    assert Localizer(sharp, LocalizerConfig(covariance_scale=-1), 'cpu').covariance_scale \
+        == 0.21
     assert Localizer(load_model(e2e), LocalizerConfig(min_evidence=2.0), 'cpu').min_evidence \
         == 2.0
     # a card without a calibrated value: the default
