@@ -40,6 +40,9 @@ def _run(query, mapping, seed=0, **config):
         return report
     loc.update = recording_update
     track = core.localize(loc, core.read_stream(query['localization'][0], core.Topics(), 32))
+    # replay's updates.csv carries the same flags, update by update
+    lost = core.UPDATE_COLUMNS.index('lost')
+    assert [row[lost] for row in core.update_rows(track)] == [int(f) for f in flags]
     inside = [float(d @ np.linalg.solve(c[:2, :2], d)) <= 6.18     # chi2(2) at 95.4%
               for d, c in ((e[:2] - t[:2], c) for e, t, c in
                            zip(track.estimates, track.truth, track.covariances))]

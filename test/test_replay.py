@@ -31,7 +31,8 @@ DOCUMENTED = ['ape_rmse_m', 'rpe_rmse_m', 'success_rate', 'success_rate_tight',
               'converged_share_final']
 MAY_BE_NULL = {'time_to_converge_s', 'median_error_after_convergence_m'}
 TIMING = {'frames_per_s', 'latency_mean_s', 'latency_max_s'}
-OUTPUTS = ['metrics.json', 'estimate.tum', 'groundtruth.tum', 'trajectory.png', 'errors.png']
+OUTPUTS = ['metrics.json', 'estimate.tum', 'groundtruth.tum', 'updates.csv', 'trajectory.png',
+           'errors.png']
 
 
 @pytest.fixture(scope='module')
@@ -88,6 +89,29 @@ def test_offline_end_to_end(offline):
     # TUM: one line per update, 8 columns
     rows = np.loadtxt(out / 'estimate.tum')
     assert rows.shape == (written['updates'], 8)
+
+
+def test_update_table_adds_up_to_the_metrics(offline):
+    """updates.csv has one row per update, and its columns reproduce metrics.json: the APE
+    from the x-y errors, the NEES and 2-sigma share, the lost count; its estimates are the
+    TUM file's."""
+    import csv
+    from dmn_localizer.replay.offline import UPDATE_COLUMNS
+    out, metrics, _ = offline
+    with open(out / 'updates.csv', newline='') as f:
+        table = list(csv.DictReader(f))
+    assert tuple(table[0]) == UPDATE_COLUMNS and len(table) == metrics['updates']
+    err = np.array([float(r['error_xy_m']) for r in table])
+    assert math.sqrt(np.mean(err ** 2)) == pytest.approx(metrics['ape_rmse_m'], abs=1e-3)
+    nees = np.array([float(r['nees_xy']) for r in table])
+    assert nees.mean() == pytest.approx(metrics['nees_mean'], rel=1e-3)
+    assert np.mean([int(r['inside_2sigma']) for r in table]) == pytest.approx(
+        metrics['share_inside_2sigma'])
+    assert sum(int(r['lost']) for r in table) == metrics['unreliable_updates']
+    assert all(r['evidence'] != '' for r in table)   # offline: every update has its evidence
+    tum = np.loadtxt(out / 'estimate.tum')
+    xy = np.array([[float(r['x_m']), float(r['y_m'])] for r in table])
+    assert np.allclose(xy, tum[:, 1:3], atol=1e-3)
 
 
 def _track(errors, step_s=1.0):

@@ -227,6 +227,7 @@ class Track:
     snapshots: list = field(default_factory=list)      # (stamp, particles (K,3), weights (K,))
     recoveries: list = field(default_factory=list)     # (update index, 'inject' | 'global')
     evidence: list = field(default_factory=list)       # the belief's log mean likelihood ratio
+    lost: list = field(default_factory=list)           # the update flagged lost (unreliable)
     frames: int = 0
     seconds: float = 0.0
     depth_pairs: tuple = None     # (images with, without a depth frame), with a depth topic
@@ -335,6 +336,7 @@ def localize(localizer, stream, mode='global', snapshot_every=10, progress=False
             track.covariances.append(cov)
             track.truth.append(gt)
             track.evidence.append(float('nan') if report is None else report.evidence)
+            track.lost.append(report is not None and report.unreliable)
             if snapshot_every and (len(track.stamps) - 1) % snapshot_every == 0:
                 track.snapshots.append((float(outcome.stamp), *localizer.particle_array()))
     track.seconds = time.perf_counter() - t0
@@ -431,8 +433,52 @@ def compute_metrics(track, converge_m=TIGHT_M, map_xy=None, final_share=FINAL_SH
     }
 
 
+UPDATE_COLUMNS = ('stamp_s', 'x_m', 'y_m', 'yaw_rad', 'true_x_m', 'true_y_m', 'true_yaw_rad',
+                  'error_xy_m', 'error_yaw_deg', 'std_x_m', 'std_y_m', 'std_yaw_deg', 'nees_xy',
+                  'inside_2sigma', 'evidence', 'lost', 'recovery')
+"""The columns of ``updates.csv`` (documented in docs/cli.md)."""
+
+
+def update_rows(track):
+    """One row per update of ``track`` (:data:`UPDATE_COLUMNS`): the estimate, the truth, the
+    errors, the published standard deviations, the x-y NEES and whether the truth is inside
+    the 2-sigma ellipse, the belief's evidence, the lost flag and the recovery the update
+    applied. Values a track lacks (the evidence and flag of a ``--live`` replay) are empty."""
+    est, gt = np.asarray(track.estimates, np.float64), np.asarray(track.truth, np.float64)
+    cov = np.asarray(track.covariances, np.float64)
+    nees = xy_nees(track)
+    recovery = dict(track.recoveries)
+    rows = []
+    for i, stamp in enumerate(track.stamps):
+        err_yaw = abs(wrap_angle(est[i, 2] - gt[i, 2]))
+        evidence = track.evidence[i] if i < len(track.evidence) else float('nan')
+        lost = track.lost[i] if i < len(track.lost) else None
+        std = np.sqrt(np.maximum(np.diag(cov[i]), 0.0))
+        rows.append(['%.9f' % stamp, *('%.4f' % v for v in est[i]),
+                     *('%.4f' % v for v in gt[i]),
+                     '%.4f' % math.hypot(*(est[i, :2] - gt[i, :2])),
+                     '%.3f' % math.degrees(err_yaw), '%.4f' % std[0], '%.4f' % std[1],
+                     '%.3f' % math.degrees(std[2]), '%.4g' % nees[i],
+                     int(nees[i] < CHI2_2DOF_95),
+                     '' if not math.isfinite(evidence) else '%.4f' % evidence,
+                     '' if lost is None else int(lost), recovery.get(i, '')])
+    return rows
+
+
+def write_update_table(track, path):
+    """``updates.csv`` (:func:`update_rows` under a header of :data:`UPDATE_COLUMNS`),
+    written atomically."""
+    import csv
+    with atomic_path(path) as tmp:
+        with open(tmp, 'w', newline='') as f:
+            writer = csv.writer(f)
+            writer.writerow(UPDATE_COLUMNS)
+            writer.writerows(update_rows(track))
+
+
 def write_outputs(track, metrics, out, view_map=None, layout=None):
-    """TUM trajectories, PNG plots and metrics.json in ``out``, each written atomically.
+    """TUM trajectories, the per-update table ``updates.csv``, PNG plots and metrics.json in
+    ``out``, each written atomically.
 
     metrics.json goes last and an older one is removed first: when it exists, the other files
     are complete and from the same run (an interrupted run leaves no metrics.json)."""
@@ -453,6 +499,7 @@ def write_outputs(track, metrics, out, view_map=None, layout=None):
                     stamps, np.asarray(poses)))
     finally:
         evo_log.setLevel(level)
+    write_update_table(track, out / 'updates.csv')
     from dmn_localizer.replay.plots import plot_replay
     pngs = plot_replay(track, metrics, out, view_map=view_map, layout=layout)
     write_text(out / 'metrics.json', json.dumps(metrics, indent=2) + '\n')
