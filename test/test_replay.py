@@ -29,7 +29,8 @@ DOCUMENTED = ['ape_rmse_m', 'rpe_rmse_m', 'success_rate', 'success_rate_tight',
               'nees_mean', 'share_inside_2sigma', 'particles', 'map_contexts', 'model_id',
               'device', 'frames', 'updates', 'success_rate_chance', 'success_rate_tight_chance',
               'converged_share_final']
-MAY_BE_NULL = {'time_to_converge_s', 'median_error_after_convergence_m'}
+MAY_BE_NULL = {'time_to_converge_s', 'median_error_after_convergence_m',
+               'min_evidence'}   # null: the lost flag is off (the tiny DMN here)
 TIMING = {'frames_per_s', 'latency_mean_s', 'latency_max_s'}
 OUTPUTS = ['metrics.json', 'estimate.tum', 'groundtruth.tum', 'updates.csv', 'trajectory.png',
            'errors.png']
@@ -112,6 +113,10 @@ def test_update_table_adds_up_to_the_metrics(offline):
     tum = np.loadtxt(out / 'estimate.tum')
     xy = np.array([[float(r['x_m']), float(r['y_m'])] for r in table])
     assert np.allclose(xy, tum[:, 1:3], atol=1e-3)
+    # errors.png has its third panel, the evidence (8 x 6.5 inches instead of 8 x 4.5)
+    header = (out / 'errors.png').read_bytes()[16:24]
+    width, height = int.from_bytes(header[:4], 'big'), int.from_bytes(header[4:], 'big')
+    assert height / width == pytest.approx(6.5 / 8, abs=0.02)
 
 
 def _track(errors, step_s=1.0):

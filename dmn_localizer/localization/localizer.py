@@ -312,10 +312,19 @@ class Localizer(MapScoring):
     def _check_evidence(self, evidence):
         """Whether the images still match a view of the map (:func:`health.record_evidence`;
         models whose scores are log-likelihood ratios only)."""
-        threshold = self.min_evidence
-        if threshold <= 0 or getattr(self.model, 'set_camera', None) is None:
+        threshold = self.lost_flag_threshold
+        if threshold is None:
             return False
         return record_evidence(self.health, self.config, evidence, threshold)
+
+    @property
+    def lost_flag_threshold(self):
+        """:attr:`min_evidence` where the lost flag is in use (a positive threshold and a
+        model whose scores are log-likelihood ratios, an aligned one), else None."""
+        threshold = self.min_evidence
+        if threshold <= 0 or getattr(self.model, 'set_camera', None) is None:
+            return None
+        return threshold
 
     @property
     def min_evidence(self):

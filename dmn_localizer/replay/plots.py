@@ -51,21 +51,40 @@ def plot_replay(track, metrics, out, view_map=None, layout=None):
     err = np.hypot(*(est[:, :2] - gt[:, :2]).T)
     cov = np.asarray(track.covariances)
     two_sigma = 2.0 * np.sqrt(np.maximum(cov[:, 0, 0] + cov[:, 1, 1], 0.0))
-    fig = figure(figsize=(8, 4.5))
-    ax = fig.add_subplot(211)
+    evidence = np.asarray(track.evidence, np.float64)
+    panels = 3 if len(evidence) == len(t) and np.isfinite(evidence).any() else 2
+    fig = figure(figsize=(8, 4.5 if panels == 2 else 6.5))
+    ax = fig.add_subplot(panels, 1, 1)
     ax.semilogy(t, np.maximum(err, 1e-3), label='x-y error')
     ax.semilogy(t, np.maximum(two_sigma, 1e-3), '--', label='2 sigma (filter)')
     ax.axhline(metrics['success_threshold_m'], color='grey', lw=0.8, ls=':')
     ax.axhline(metrics['tight_threshold_m'], color='grey', lw=0.8, ls='-.')
     ax.set_ylabel('metres')
     ax.legend(fontsize=8)
-    ax2 = fig.add_subplot(212, sharex=ax)
+    ax2 = fig.add_subplot(panels, 1, 2, sharex=ax)
     yaw_err = np.degrees(np.abs((est[:, 2] - gt[:, 2] + math.pi) % (2 * math.pi) - math.pi))
     ax2.plot(t, yaw_err, color='tab:purple')
     ax2.set_ylabel('yaw error [deg]')
-    ax2.set_xlabel('time [s]')
+    if panels == 3:
+        _plot_evidence(fig.add_subplot(panels, 1, 3, sharex=ax), t, evidence, track.lost,
+                       metrics.get('min_evidence'))
+    fig.axes[-1].set_xlabel('time [s]')
     err_png = save_png(fig, out / 'errors.png')
     return [traj_png, err_png]
+
+
+def _plot_evidence(ax, t, evidence, lost, threshold):
+    """The belief's evidence per update, the lost flag's threshold and the updates it
+    flagged (shaded)."""
+    ax.plot(t, evidence, color='tab:green', lw=1, label='evidence (log likelihood ratio)')
+    if threshold is not None:
+        ax.axhline(threshold, color='grey', lw=0.8, ls='--', label=f'min_evidence {threshold:g}')
+    if len(lost) == len(t) and any(lost):
+        flagged = np.asarray(lost, bool)
+        ax.fill_between(t, 0, 1, where=flagged, transform=ax.get_xaxis_transform(),
+                        color='tab:red', alpha=0.15, step='mid', label='flagged lost')
+    ax.set_ylabel('evidence')
+    ax.legend(fontsize=8, loc='lower right')
 
 
 def _read_csv(path):
