@@ -232,6 +232,12 @@ class Track:
     seconds: float = 0.0
     depth_pairs: tuple = None     # (images with, without a depth frame), with a depth topic
 
+    def errors(self):
+        """(x-y error (T,) in m, absolute yaw error (T,) in rad) of each update."""
+        est, gt = np.asarray(self.estimates), np.asarray(self.truth)
+        return (np.hypot(*(est[:, :2] - gt[:, :2]).T),
+                np.abs(wrap_angle(est[:, 2] - gt[:, 2])))
+
 
 def stream_mounting(stream, config):
     """``base_from_camera`` of a stream: its bag's ``/tf_static``, else the localizer's
@@ -394,8 +400,7 @@ def compute_metrics(track, converge_m=TIGHT_M, map_xy=None, final_share=FINAL_SH
         raise UserError('the filter never updated: no odometry or images in the bag?')
     est, gt = np.asarray(track.estimates), np.asarray(track.truth)
     stamps = np.asarray(track.stamps)
-    err_xy = np.hypot(*(est[:, :2] - gt[:, :2]).T)
-    err_yaw = np.abs(wrap_angle(est[:, 2] - gt[:, 2]))
+    err_xy, err_yaw = track.errors()
     ref, traj = _evo_trajectory(stamps, gt), _evo_trajectory(stamps, est)
     ape = evo_metrics.APE(evo_metrics.PoseRelation.translation_part)
     ape.process_data((ref, traj))
@@ -445,20 +450,19 @@ def update_rows(track):
     the 2-sigma ellipse, the belief's evidence, the lost flag and the recovery the update
     applied. Values a track lacks (the evidence and flag of a ``--live`` replay) are empty."""
     est, gt = np.asarray(track.estimates, np.float64), np.asarray(track.truth, np.float64)
-    cov = np.asarray(track.covariances, np.float64)
+    std = np.sqrt(np.maximum(np.diagonal(np.asarray(track.covariances, np.float64),
+                                         axis1=1, axis2=2), 0.0))
+    err_xy, err_yaw = track.errors()
     nees = xy_nees(track)
     recovery = dict(track.recoveries)
     rows = []
     for i, stamp in enumerate(track.stamps):
-        err_yaw = abs(wrap_angle(est[i, 2] - gt[i, 2]))
         evidence = track.evidence[i] if i < len(track.evidence) else float('nan')
         lost = track.lost[i] if i < len(track.lost) else None
-        std = np.sqrt(np.maximum(np.diag(cov[i]), 0.0))
         rows.append(['%.9f' % stamp, *('%.4f' % v for v in est[i]),
-                     *('%.4f' % v for v in gt[i]),
-                     '%.4f' % math.hypot(*(est[i, :2] - gt[i, :2])),
-                     '%.3f' % math.degrees(err_yaw), '%.4f' % std[0], '%.4f' % std[1],
-                     '%.3f' % math.degrees(std[2]), '%.4g' % nees[i],
+                     *('%.4f' % v for v in gt[i]), '%.4f' % err_xy[i],
+                     '%.3f' % math.degrees(err_yaw[i]), '%.4f' % std[i, 0], '%.4f' % std[i, 1],
+                     '%.3f' % math.degrees(std[i, 2]), '%.4g' % nees[i],
                      int(nees[i] < CHI2_2DOF_95),
                      '' if not math.isfinite(evidence) else '%.4f' % evidence,
                      '' if lost is None else int(lost), recovery.get(i, '')])

@@ -1,6 +1,5 @@
 """PNG plots for replay and demo (matplotlib, Agg backend; written atomically)."""
 import csv
-import math
 
 import numpy as np
 
@@ -48,7 +47,7 @@ def plot_replay(track, metrics, out, view_map=None, layout=None):
     ax.legend(loc='upper right', fontsize=8)
     traj_png = save_png(fig, out / 'trajectory.png')
 
-    err = np.hypot(*(est[:, :2] - gt[:, :2]).T)
+    err, yaw_err = track.errors()
     cov = np.asarray(track.covariances)
     two_sigma = 2.0 * np.sqrt(np.maximum(cov[:, 0, 0] + cov[:, 1, 1], 0.0))
     evidence = np.asarray(track.evidence, np.float64)
@@ -62,8 +61,7 @@ def plot_replay(track, metrics, out, view_map=None, layout=None):
     ax.set_ylabel('metres')
     ax.legend(fontsize=8)
     ax2 = fig.add_subplot(panels, 1, 2, sharex=ax)
-    yaw_err = np.degrees(np.abs((est[:, 2] - gt[:, 2] + math.pi) % (2 * math.pi) - math.pi))
-    ax2.plot(t, yaw_err, color='tab:purple')
+    ax2.plot(t, np.degrees(yaw_err), color='tab:purple')
     ax2.set_ylabel('yaw error [deg]')
     if panels == 3:
         _plot_evidence(fig.add_subplot(panels, 1, 3, sharex=ax), t, evidence, track.lost,
