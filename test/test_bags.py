@@ -190,6 +190,27 @@ def test_simulate_bag_split(tmp_path):
     assert r.returncode == 2 and '--seed must be within 0..99999' in r.stderr
 
 
+def test_simulate_bag_turn_first(tmp_path):
+    """--turn-first: the localization run turns once in place at its start, then drives the
+    route it drives without the turn; the odometry in the bag sees the turn; a run too short
+    for the turn gets a one-line refusal."""
+    kw = dict(image_size=16, mapping_frames=4, localization_frames=20)
+    plain = simulate_bag('mazes', 5, tmp_path / 'a', **kw)['localization'][1]
+    turned = simulate_bag('mazes', 5, tmp_path / 'b', turn_first=True, **kw)['localization'][1]
+    assert np.allclose(turned[:12, :2], plain[0, :2])
+    steps = np.diff(np.unwrap(turned[:13, 2]))
+    assert np.allclose(steps, math.radians(30.0), atol=1e-5)
+    assert np.allclose(turned[12:], plain[:8], atol=1e-5)   # the same drive, turned first
+    _, msgs = _read(tmp_path / 'b' / 'localization')
+    odom = [M.TYPESTORE.deserialize_cdr(d, ty) for tp, _, ty, d in msgs if tp == '/odom']
+    q = [o.pose.pose.orientation for o in odom[:12]]
+    odom_yaw = np.unwrap([quaternion_to_yaw(o.x, o.y, o.z, o.w) for o in q])
+    assert odom_yaw[-1] - odom_yaw[0] == pytest.approx(math.radians(330.0), abs=0.2)
+    r = _cli('simulate-bag', '--out', str(tmp_path / 'c'), '--image-size', '16',
+             '--localization-frames', '12', '--turn-first')
+    assert r.returncode == 2 and '--turn-first takes the first 12' in r.stderr, r.stderr
+
+
 def test_bag_messages_deserialize_in_rclpy(bags):
     from rclpy.serialization import deserialize_message
     from nav_msgs.msg import Odometry

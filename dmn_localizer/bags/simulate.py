@@ -35,7 +35,8 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 
 from dmn_localizer.bags import messages as M
 from dmn_localizer.geometry import compose, relative, wrap_angle
-from dmn_localizer.sim.trajectories import exploring_trajectory, random_trajectory
+from dmn_localizer.sim.trajectories import (exploring_trajectory, random_trajectory,
+                                            turn_in_place)
 from dmn_localizer.sim.spec import domain_rng
 from dmn_localizer.sim.world import make_world
 from dmn_localizer.util.atomic import atomic_directory
@@ -48,6 +49,9 @@ ODOM_NOISE = (0.02, 0.01, np.radians(1.0))   # per-step std of (dx, dy, dyaw), b
 RUNS = ('mapping', 'localization')
 MAPPING_MIN_FRAMES = 800
 MAPPING_SIGHT_M = 1.5
+TURN_FIRST_FRAMES = 12
+"""With ``turn_first``, the localization run's first frames: one full turn in place, 30 deg a
+frame."""
 """The mapping run counts a place as seen when it passed within this distance (open rooms are
 covered in lanes about 3 m apart)."""
 TOPICS = {'/camera/image_raw': M.IMAGE, '/camera/camera_info': M.CAMERA_INFO,
@@ -140,7 +144,8 @@ def _far_pose(candidates, pose, min_m, rng):
 def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frames=None,
                  localization_frames=150, rate_hz=4.0, step_m=0.5, kidnap_at=None,
                  kidnap_min_m=10.0, bag_version=9, base_from_camera=(0.0, 0.0, 0.0),
-                 hfov_deg=None, depth=False, depth_range=0.0, depth_noise=0.0):
+                 hfov_deg=None, depth=False, depth_range=0.0, depth_noise=0.0,
+                 turn_first=False):
     """Write ``out/mapping`` and ``out/localization`` for world ``seed`` of ``domain``.
 
     ``mapping_frames``: the mapping run's length; None (default): until it has seen every
@@ -149,7 +154,9 @@ def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frame
 
     ``kidnap_at``: the localization run's frame at which the robot is teleported (its
     odometry sees nothing) to a mapped place at least ``kidnap_min_m`` away: the
-    kidnapped-robot test. ``base_from_camera``: where the camera sits on the robot.
+    kidnapped-robot test. ``turn_first``: the localization run begins with one full turn in
+    place (:data:`TURN_FIRST_FRAMES` frames, part of ``localization_frames``), then drives the
+    route it drives without the turn. ``base_from_camera``: where the camera sits on the robot.
     ``hfov_deg``: another camera's horizontal field of view (default: the world's own camera;
     mazes: only narrower, a centre crop); ``/camera/camera_info`` states its intrinsics.
     ``depth``: also record a depth camera registered to the images (:data:`DEPTH_TOPIC`),
@@ -158,6 +165,9 @@ def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frame
 
     Returns a dict run -> (bag path, true poses (N, 3) float32, first stamp ns).
     """
+    if turn_first and not TURN_FIRST_FRAMES < (kidnap_at or localization_frames):
+        raise ValueError(f'turn_first takes {TURN_FIRST_FRAMES} frames: localization_frames and '
+                         f'kidnap_at must be > {TURN_FIRST_FRAMES}')
     os.makedirs(out, exist_ok=True)
     rng = domain_rng(domain, seed, 2)
     depth_rng = domain_rng(domain, seed, 3)
@@ -173,9 +183,11 @@ def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frame
                                              sight_m=MAPPING_SIGHT_M, cover=n is None)
                 mapped = poses
             else:
-                poses = random_trajectory(world.spec, rng, kidnap_at or n, step_m=step_m,
-                                          turn_sigma=np.radians(10.0),
-                                          start=mapped[rng.integers(len(mapped))])
+                start_pose = mapped[rng.integers(len(mapped))]
+                turn = turn_in_place(start_pose, TURN_FIRST_FRAMES if turn_first else 0)
+                poses = np.concatenate([turn, random_trajectory(
+                    world.spec, rng, (kidnap_at or n) - len(turn), step_m=step_m,
+                    turn_sigma=np.radians(10.0), start=start_pose)])
                 if kidnap_at:
                     poses = np.concatenate([poses, random_trajectory(
                         world.spec, rng, n - kidnap_at, step_m=step_m,

@@ -52,6 +52,10 @@ def add_arguments(parser):
     parser.add_argument('--kidnap-at', type=int, metavar='FRAME',
                         help='teleport the robot at this localization frame to a mapped place '
                         '>= 10 m away, unseen by its odometry (kidnapped-robot test)')
+    parser.add_argument('--turn-first', action='store_true',
+                        help='the localization run begins with one full turn in place (12 '
+                        'frames, 30 deg each, counted in --localization-frames) before it '
+                        'drives, as one turns a robot to help global localization')
 
 
 def _check_hfov(domain, hfov_deg, image_size):
@@ -79,6 +83,10 @@ def run(args):
         raise UserError('--mapping-frames and --localization-frames must be >= 2')
     if args.kidnap_at is not None and not 1 <= args.kidnap_at < args.localization_frames:
         raise UserError(f'--kidnap-at must be within 1..{args.localization_frames - 1}')
+    from dmn_localizer.bags.simulate import TURN_FIRST_FRAMES, simulate_bag
+    if args.turn_first and not TURN_FIRST_FRAMES < (args.kidnap_at or args.localization_frames):
+        raise UserError(f'--turn-first takes the first {TURN_FIRST_FRAMES} localization frames: '
+                        f'--localization-frames and --kidnap-at must be > {TURN_FIRST_FRAMES}')
     if args.rate <= 0 or not 0 < args.step <= 5:
         raise UserError('--rate must be > 0 and --step within (0, 5] m')
     if args.hfov_deg is not None:
@@ -93,7 +101,6 @@ def run(args):
         if os.path.exists(os.path.join(args.out, run_name)):
             raise UserError(f'{os.path.join(args.out, run_name)}: exists (bags are never '
                             'overwritten)')
-    from dmn_localizer.bags.simulate import simulate_bag
     world = lo + args.seed
     print(f'world: {args.domain} {args.split} world {world} (replay --world '
           f'{args.domain}:{world} draws its layout)')
@@ -103,7 +110,7 @@ def run(args):
                        step_m=args.step, kidnap_at=args.kidnap_at,
                        bag_version=args.bag_version, hfov_deg=args.hfov_deg,
                        depth=args.depth, depth_range=args.depth_range,
-                       depth_noise=args.depth_noise)
+                       depth_noise=args.depth_noise, turn_first=args.turn_first)
     for name, (path, poses, _) in res.items():
         print(f'{name}: {path} ({len(poses)} frames, {args.storage}, rosbag2 format '
               f'{args.bag_version})')

@@ -46,6 +46,15 @@ def random_trajectory(spec, rng, length, step_m=1.5, turn_sigma=np.radians(20.0)
     return np.asarray(poses, dtype=np.float32)
 
 
+def turn_in_place(pose, frames):
+    """Poses ``(frames, 3)`` float32 of one full turn in place at ``pose`` (x, y, yaw): the
+    heading steps by 360 / ``frames`` degrees a frame, from ``pose``'s own; the next frame after
+    the last would face as ``pose`` does again."""
+    x, y, yaw = (float(v) for v in pose)
+    headings = wrap_angle(yaw + 2.0 * np.pi * np.arange(frames) / frames)
+    return np.stack([np.full(frames, x), np.full(frames, y), headings], 1).astype(np.float32)
+
+
 def _raster_route(spec, start, cell):
     """Waypoints (list of (2,) arrays) of a collision-free route from ``start`` (x, y) to the
     nearest reachable free point of layout ``cell`` (row, column): breadth-first over the
