@@ -79,9 +79,31 @@ quiet_pip() {
   rm -f "$venv/.pip.log"
   return $rc
 }
+# PyPI's plain torch is the multi-GB CUDA build: torch comes from the CPU index when that can be
+# reached (TORCH_INDEX_URL=URL for another, e.g. a CUDA index; TORCH_INDEX_URL= for pip's
+# configured indexes only, e.g. a local wheel mirror)
+torch_index=${TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}
+torch_from=()
+if [ -n "$torch_index" ]; then
+  if "$venv/bin/python" - "$torch_index" <<'PY'
+import sys
+import urllib.request
+try:
+    urllib.request.urlopen(sys.argv[1].rstrip('/') + '/torch/', timeout=5).close()
+except Exception:
+    sys.exit(1)
+PY
+  then
+    torch_from=(--extra-index-url "$torch_index")
+    say "torch from $torch_index"
+  else
+    say "WARNING: $torch_index cannot be reached: torch comes from pip's configured indexes" \
+        "(PyPI's is the multi-GB CUDA build; TORCH_INDEX_URL= silences this)"
+  fi
+fi
 say "installing pinned requirements (ros, build, runtime, dev)"
-quiet_pip install -r requirements/ros.txt -r requirements/build.txt \
-  -r requirements/runtime.txt -r requirements/dev.txt
+quiet_pip install ${torch_from[@]+"${torch_from[@]}"} -r requirements/ros.txt \
+  -r requirements/build.txt -r requirements/runtime.txt -r requirements/dev.txt
 
 # interface packages no registry carries (interfaces/PKG), built once
 for pkg in tf2_msgs nav2_msgs; do
