@@ -16,9 +16,8 @@ localizer itself uses only its ``.dmnmap``. The arguments and the localizer node
 with localize.launch.py are defined once (:mod:`dmn_localizer.nodes.launch_parts`).
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
-from launch.conditions import IfCondition, UnlessCondition
-from launch.substitutions import LaunchConfiguration, PythonExpression
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from dmn_localizer.nodes.launch_parts import (declare, declare_parameter, declare_params_file,
@@ -27,17 +26,26 @@ from dmn_localizer.nodes.launch_parts import (declare, declare_parameter, declar
 
 
 def generate_launch_description():
-    occupancy_map = LaunchConfiguration('map')
     use_sim_time = launch_bool('use_sim_time')
-    with_map = PythonExpression(["'", occupancy_map, "' != ''"])
 
-    def lifecycle_manager(node_names, condition):
+    def lifecycle_manager(node_names):
         return Node(package='nav2_lifecycle_manager', executable='lifecycle_manager',
                     name='lifecycle_manager_localization', output='screen',
-                    condition=condition, arguments=log_arguments(),
+                    arguments=log_arguments(),
                     parameters=[{'use_sim_time': use_sim_time,
                                  'autostart': launch_bool('autostart'),
                                  'node_names': node_names, 'bond_timeout': 0.0}])
+
+    def map_server_and_manager(context):
+        occupancy_map = LaunchConfiguration('map').perform(context)
+        if not occupancy_map:
+            return [lifecycle_manager(['localizer'])]
+        return [Node(package='nav2_map_server', executable='map_server', name='map_server',
+                     output='screen', arguments=log_arguments(),
+                     parameters=[{'use_sim_time': use_sim_time,
+                                  'yaml_filename': occupancy_map}],
+                     remappings=TF_REMAPS, **respawn_options()),
+                lifecycle_manager(['map_server', 'localizer'])]
 
     return LaunchDescription([
         declare('namespace'),
@@ -53,12 +61,7 @@ def generate_launch_description():
         declare('use_respawn'),
         declare('log_level'),
         in_namespace(
-            Node(package='nav2_map_server', executable='map_server', name='map_server',
-                 output='screen', condition=IfCondition(with_map), arguments=log_arguments(),
-                 parameters=[{'use_sim_time': use_sim_time, 'yaml_filename': occupancy_map}],
-                 remappings=TF_REMAPS, **respawn_options()),
             # the lifecycle manager drives the localizer: no autostart in the node
             dmn_node('localizer', 'localizer_params_file', autostart=False),
-            lifecycle_manager(['map_server', 'localizer'], IfCondition(with_map)),
-            lifecycle_manager(['localizer'], UnlessCondition(with_map))),
+            OpaqueFunction(function=map_server_and_manager)),
     ])

@@ -11,6 +11,7 @@ Unknown API (anything our files do not use) raises, so a launch file that starts
 of launch is noticed here instead of silently resolved wrong.
 """
 import ast
+import contextlib
 import importlib
 import importlib.util
 from pathlib import Path
@@ -30,6 +31,9 @@ class LaunchConfiguration(_Recorded):
         if name not in ctx:
             raise KeyError(f'launch configuration {name!r} not set')
         return ctx[name]
+
+    def perform(self, context):
+        return self.resolve(context.launch_configurations)
 
 
 class PythonExpression(_Recorded):
@@ -69,6 +73,15 @@ class GroupAction(_Recorded):
     pass
 
 
+class OpaqueFunction(_Recorded):
+    """Calls ``function(context)`` at launch time; the entities it returns are launched."""
+
+
+class LaunchContext:
+    def __init__(self, configurations):
+        self.launch_configurations = configurations
+
+
 class PushRosNamespace(_Recorded):
     pass
 
@@ -96,7 +109,7 @@ def text(value, ctx):
 def _modules():
     spec = {'launch': {'LaunchDescription': LaunchDescription},
             'launch.actions': {'DeclareLaunchArgument': DeclareLaunchArgument,
-                               'GroupAction': GroupAction},
+                               'GroupAction': GroupAction, 'OpaqueFunction': OpaqueFunction},
             'launch.conditions': {'IfCondition': IfCondition,
                                   'UnlessCondition': UnlessCondition},
             'launch.substitutions': {'LaunchConfiguration': LaunchConfiguration,
@@ -112,14 +125,12 @@ def _modules():
     return mods
 
 
-def load_description(path, share_dir):
-    """``generate_launch_description()`` of ``path`` built with the stand-in API (also where
-    the package's launch helpers, :mod:`dmn_localizer.nodes.launch_parts`, use it);
-    ``get_package_share_directory('dmn_localizer')`` answers ``share_dir`` (the repository
-    has the installed share layout: config/, launch/)."""
+def _used_api(path):
+    """(module, name) pairs of the launch API that ``path`` and the package's launch helpers
+    it imports (dmn_localizer.nodes.launch_parts) use; raises for any the stand-ins lack."""
     tree = ast.parse(path.read_text())
-    # the launch file's own modules (dmn_localizer.nodes.launch_parts), imported before the
-    # stand-ins are in place: they import launch inside their functions, so at call time
+    # the launch file's own modules, imported before the stand-ins are in place: they import
+    # launch inside their functions, so at call time
     helpers = sorted({n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
                       and n.module and n.module.split('.')[0] == 'dmn_localizer'})
     trees = [tree] + [ast.parse(Path(importlib.import_module(m).__file__).read_text())
@@ -128,8 +139,17 @@ def load_description(path, share_dir):
             if isinstance(n, ast.ImportFrom)
             and n.module and n.module.split('.')[0] in ('launch', 'launch_ros')
             for a in n.names}
+    return used
+
+
+@contextlib.contextmanager
+def stand_ins(path, share_dir):
+    """The stand-in launch API in ``sys.modules`` for launch file ``path`` (while its
+    description is built and resolved: an ``OpaqueFunction`` imports launch when it runs);
+    ``get_package_share_directory('dmn_localizer')`` answers ``share_dir`` (the repository
+    has the installed share layout: config/, launch/)."""
     mods = _modules()
-    for module, name in used:
+    for module, name in _used_api(path):
         if not hasattr(mods[module], name):  # KeyError for an unknown module
             raise NotImplementedError(f'launch_stub lacks {module}.{name}')
     import ament_index_python.packages as packages
@@ -139,6 +159,13 @@ def load_description(path, share_dir):
         return str(share_dir)
     with mock.patch.dict(sys.modules, mods), \
             mock.patch.object(packages, 'get_package_share_directory', share):
+        yield
+
+
+def load_description(path, share_dir):
+    """``generate_launch_description()`` of ``path`` built with the stand-in API (also where
+    the package's launch helpers, :mod:`dmn_localizer.nodes.launch_parts`, use it)."""
+    with stand_ins(path, share_dir):
         spec = importlib.util.spec_from_file_location('launch_under_test', path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
@@ -172,6 +199,8 @@ def resolve(description, arguments):
                 visit(e.args[0], namespace)   # scoped: the push ends with the group
             elif isinstance(e, PushRosNamespace):
                 namespace = _push(namespace, text(e.args[0], ctx))
+            elif isinstance(e, OpaqueFunction):
+                visit(e.kwargs['function'](LaunchContext(dict(ctx))) or [], namespace)
             elif isinstance(e, Node):
                 nodes.append(_node(e, namespace, ctx))
             else:
@@ -210,7 +239,8 @@ def _node(e, namespace, ctx):
 
 
 def resolve_launch_file(path, arguments, share_dir):
-    return resolve(load_description(path, share_dir), arguments)
+    with stand_ins(path, share_dir):
+        return resolve(load_description(path, share_dir), arguments)
 
 
 def ros_args(node):
@@ -219,8 +249,6 @@ def ros_args(node):
     for f in node['params_files']:
         args += ['--params-file', f]
     for k, v in node['params'].items():
-        if isinstance(v, str) and not v:
-            continue   # '' is the declared default of our string parameters
         args += ['-p', f'{k}:={str(v).lower() if isinstance(v, bool) else v}']
     for a, b in node['remappings']:
         args += ['-r', f'{a}:={b}']

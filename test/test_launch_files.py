@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-import launch_stub
 from launch_stub import load_description, resolve_launch_file, ros_args
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,15 +26,6 @@ def _calls(tree, name):
             and getattr(n.func, 'id', getattr(n.func, 'attr', None)) == name]
 
 
-def _entities(entities):
-    """Every entity of a launch description, groups flattened."""
-    for e in entities:
-        if isinstance(e, launch_stub.GroupAction):
-            yield from _entities(e.args[0])
-        else:
-            yield e
-
-
 def _declarations(fname):
     desc = load_description(LAUNCH / fname, REPO)
     return {a.args[0]: a.kwargs for a in desc.get_launch_arguments()}
@@ -48,12 +38,11 @@ def test_launch_file_declares_arguments(fname, executable):
     assert set(declared) == ARGS
     for name, kwargs in declared.items():
         assert kwargs.get('description'), name
-    nodes = [e for e in _entities(load_description(LAUNCH / fname, REPO).args[0])
-             if isinstance(e, launch_stub.Node)]
-    assert {n.kwargs['executable'] for n in nodes} == {executable, 'rviz2'}
+    nodes = resolve_launch_file(LAUNCH / fname, {'rviz': 'true'}, REPO)
+    assert {n['executable'] for n in nodes} == {executable, 'rviz2'}
     # every node (RViz too) reads the namespaced robot's tf, not the global /tf
     for n in nodes:
-        assert 'remappings' in n.kwargs, n.kwargs['executable']
+        assert set(TF_REMAPS) <= set(n['remappings']), n['executable']
 
 
 def test_launch_files_share_one_definition():
@@ -189,6 +178,30 @@ def test_nav2_localization_launch():
     manager = by_name['lifecycle_manager_localization']['params']
     assert manager['node_names'] == ['map_server', 'localizer']
     assert manager['autostart'] is False
+
+
+@pytest.mark.parametrize('fname,node', [('localize.launch.py', 'localizer'),
+                                        ('mapping.launch.py', 'mapper'),
+                                        ('nav2_localization.launch.py', 'localizer')])
+def test_params_file_map_and_model_hold_unless_given(fname, node):
+    """map_file and model set in the params file hold when their launch arguments are left
+    empty (as with dmn-localizer run); a launch argument that names one replaces it."""
+    nodes = resolve_launch_file(LAUNCH / fname, {}, REPO)
+    (ours,) = [n for n in nodes if n['executable'] == f'{node}_node']
+    assert not {'map_file', 'model'} & set(ours['params'])
+    assert not any(a.startswith(('map_file:=', 'model:=')) for a in ros_args(ours))
+    nodes = resolve_launch_file(LAUNCH / fname, {'map_file': 'a.dmnmap', 'model': 'm'}, REPO)
+    (ours,) = [n for n in nodes if n['executable'] == f'{node}_node']
+    assert (ours['params']['map_file'], ours['params']['model']) == ('a.dmnmap', 'm')
+
+
+def test_nav2_occupancy_map_path_is_not_evaluated():
+    """The occupancy grid's path is used as given, quotes and all (no Python expression is
+    built from it)."""
+    odd = "/maps/o'brien's lab.yaml"
+    nodes = resolve_launch_file(LAUNCH / 'nav2_localization.launch.py', {'map': odd}, REPO)
+    by_name = {n['name']: n for n in nodes}
+    assert by_name['map_server']['params']['yaml_filename'] == odd
 
 
 def test_launch_stub_refuses_undeclared_arguments():

@@ -89,19 +89,25 @@ def respawn_options():
 def dmn_node(node, params_file='params_file', autostart=None):
     """The mapper or localizer node (``node``: 'mapper' or 'localizer'): parameters from the
     YAML named by launch argument ``params_file``, then ``use_sim_time``, ``autostart`` (the
-    launch argument unless given), ``map_file`` and ``model`` from the launch arguments; log
-    level, respawn, tf in the namespace."""
+    launch argument unless given), and ``map_file`` and ``model`` from the launch arguments
+    where those are not empty (empty: the YAML's values hold); log level, respawn, tf in the
+    namespace. An ``OpaqueFunction``: which parameters the node gets depends on the values."""
+    from launch.actions import OpaqueFunction
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
     autostart = launch_bool('autostart') if autostart is None else autostart
-    return Node(package=PACKAGE, executable=f'{node}_node', name=node, output='screen',
-                arguments=log_arguments(),
-                parameters=[LaunchConfiguration(params_file),
-                            {'use_sim_time': launch_bool('use_sim_time'),
-                             'autostart': autostart,
-                             'map_file': LaunchConfiguration('map_file'),
-                             'model': LaunchConfiguration('model')}],
-                remappings=TF_REMAPS, **respawn_options())
+
+    def build(context):
+        overrides = {'use_sim_time': launch_bool('use_sim_time'), 'autostart': autostart}
+        for name in ('map_file', 'model'):
+            value = LaunchConfiguration(name).perform(context)
+            if value:
+                overrides[name] = value
+        return [Node(package=PACKAGE, executable=f'{node}_node', name=node, output='screen',
+                     arguments=log_arguments(),
+                     parameters=[LaunchConfiguration(params_file), overrides],
+                     remappings=TF_REMAPS, **respawn_options())]
+    return OpaqueFunction(function=build)
 
 
 def rviz_node():
