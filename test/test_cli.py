@@ -1,4 +1,5 @@
 """The dmn-localizer CLI: every subcommand exists; bad arguments give one line and exit 2."""
+from pathlib import Path
 import subprocess
 import sys
 
@@ -32,6 +33,13 @@ def test_missing_files_one_line_exit_2(tmp_path):
     r = run_cli('run', 'localize', '--map-file', str(tmp_path / 'missing.dmnmap'))
     assert r.returncode == 2 and r.stderr.count('\n') == 1
     assert 'missing.dmnmap does not exist' in r.stderr
+    # a model named without its suffix, as replay and eval take it, is found
+    sharp = Path(__file__).resolve().parents[1] / 'models' / 'aligned_mazes_sharp'
+    r = run_cli('run', 'localize', '--model', str(sharp), '--map-file',
+                str(tmp_path / 'missing.dmnmap'))
+    assert r.returncode == 2 and 'missing.dmnmap does not exist' in r.stderr, r.stderr
+    r = run_cli('run', 'localize', '--model', str(tmp_path / 'nothing'))
+    assert r.returncode == 2 and 'nothing does not exist' in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize('name', sorted(COMMANDS))

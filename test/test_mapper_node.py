@@ -109,7 +109,8 @@ def test_mapper_stores_a_depth_cameras_columns(ros_env, ros_peer, tmp_path):
     model_path = tmp_path / 'aligned.safetensors'
     save_model(build_model(DMNConfig(architecture='aligned')), model_path)
     save_path = tmp_path / 'map.dmnmap'
-    mapper = start_mapper(ros_env, save_path, '--model', str(model_path), '-p',
+    # the model named without its suffix, as replay, eval and the localizer take it
+    mapper = start_mapper(ros_env, save_path, '--model', str(model_path.with_suffix('')), '-p',
                           'depth_topic:=camera/depth/image_raw')
     depth_pub = ros_peer.node.create_publisher(Image, 'camera/depth/image_raw',
                                                qos_profile_sensor_data)

@@ -51,9 +51,11 @@ def _sigterm_as_interrupt(signum, frame):
 
 
 def run(args):
-    for path, what in ((args.map_file, 'map file'), (args.model, 'model')):
-        if path and not Path(path).is_file():
-            raise UserError(f'{what} {path} does not exist')
+    from dmn_localizer.model.io import model_paths
+    if args.model and not model_paths(args.model)[0].is_file():   # NAME or NAME.safetensors
+        raise UserError(f'model {args.model} does not exist')
+    if args.map_file and not Path(args.map_file).is_file():
+        raise UserError(f'map file {args.map_file} does not exist')
     # SIGTERM (a supervisor, `kill`) stops the nodes like Ctrl-C does: no orphans
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     procs = start(args)

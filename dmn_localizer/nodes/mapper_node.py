@@ -15,7 +15,6 @@ published only while active; ``autostart`` (default) configures and activates it
 """
 import dataclasses
 import sys
-from pathlib import Path
 
 from std_srvs.srv import Trigger
 
@@ -90,10 +89,10 @@ class MapperNode(ManagedNode):
     def load_model(self, cfg):
         """The DMN whose CNN1 embeds each new context (the localizer reuses the embeddings
         when it runs the same model). Without a model file the map keeps images only."""
-        from dmn_localizer.model.io import load_model, LOCALIZER_ARCHITECTURES
+        from dmn_localizer.model.io import load_model, LOCALIZER_ARCHITECTURES, model_paths
         from dmn_localizer.util.device import select_device, set_cpu_threads
         from dmn_localizer.util.resources import default_model_path
-        path = Path(cfg.model) if cfg.model else default_model_path()
+        path = model_paths(cfg.model)[0] if cfg.model else default_model_path()
         if not path.is_file():
             warn(self, f'no model at {path}: the map stores images only (the localizer embeds '
                  'them at load)')
