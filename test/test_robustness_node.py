@@ -385,6 +385,36 @@ def test_mapper_bad_map_file_exits_with_one_line(ros_env, files):
                      'length)'], err[-2000:]
 
 
+@pytest.mark.parametrize('value,message', [
+    ('-5.0', 'parameter update_min_d: Invalid parameter value (-5.0)'),
+    ('abc', "parameter update_min_d: Trying to set parameter 'update_min_d' to 'abc' of type "
+     "'STRING', expecting type 'DOUBLE'")])
+def test_bad_parameter_value_exits_with_one_line(ros_env, value, message):
+    """A parameter of the wrong type or out of range (a typo in the YAML) stops the node with
+    one line naming it (exit 2), not a traceback."""
+    import subprocess
+    proc = start_python(['-m', 'dmn_localizer.nodes.localizer_node', '--ros-args', '-p',
+                         f'update_min_d:={value}'], ros_env)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        out, err = stop_process(proc)
+    assert proc.returncode == 2, err[-2000:]
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f'localizer_node: error: {message}'), err
+
+
+def test_integer_for_a_float_parameter_is_taken(context, files):
+    """update_min_d: 1 in a YAML (an integer) sets the float parameter to 1.0, as the user
+    meant, instead of stopping the node on the type."""
+    node = localizer(context, files, update_min_d=1)
+    try:
+        assert node.get_parameter('update_min_d').value == 1.0
+        assert node.config.update_min_d == 1.0
+    finally:
+        node.destroy_node()
+
+
 def test_diagnostics_run_on_the_ros_clock_with_input_rates(context, files):
     """Under use_sim_time, the odometry age and the input rates are sim time (the /clock
     topic), not wall time: 10 Hz odometry over 2 sim seconds fed in a few wall milliseconds

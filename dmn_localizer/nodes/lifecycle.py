@@ -27,9 +27,9 @@ class ManagedNode(LifecycleNode):
     def __init__(self, name, config_cls, runtime_parameters, **kwargs):
         super().__init__(name, **kwargs)
         self.config_cls = config_cls
+        self.configured = self.active = False   # before a bad parameter can raise: a node
+        self._entities = []                     # left in the context is destroyed at shutdown
         self.config = declare_config(self, config_cls)
-        self.configured = self.active = False
-        self._entities = []
         self._autostarting = False
         self._configure_exception = None
         on_parameter_changes(self, config_cls, runtime_parameters, self.apply_parameters,

@@ -4,16 +4,20 @@ import dataclasses
 
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.parameter import Parameter
 
 from dmn_localizer.config import field_specs, RENAMED_PARAMETERS, ros_name
+from dmn_localizer.util.errors import UserError
 
 
 def declare_config(node, config_cls):
     """Declare the parameters of ``config_cls`` on ``node`` and return the filled config.
 
     Values come from the YAML parameter file / command line (``--ros-args``), defaults from the
-    dataclass. Out-of-range values are refused by rclpy with the range in the message. A value
+    dataclass. An integer given for a float parameter (``update_min_d: 1``) is taken as that
+    float; a value of another type or out of range is a :class:`UserError` (one line, the range
+    in the message). A value
     given under a name in :data:`RENAMED_PARAMETERS` is used for the new name (unless that is
     given too), with one deprecation warning.
     """
@@ -34,7 +38,15 @@ def declare_config(node, config_cls):
         elif rng is not None and isinstance(default, int) and not isinstance(default, bool):
             desc.integer_range = [IntegerRange(from_value=int(rng[0]), to_value=int(rng[1]),
                                                step=1)]
-        node.declare_parameter(name, default, desc)
+        given = overrides.get(name)
+        if given is not None and isinstance(default, float) \
+                and given.type_ == Parameter.Type.INTEGER:
+            overrides[name] = Parameter(name, value=float(given.value))
+        try:
+            node.declare_parameter(name, default, desc)
+        except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+            message = ' '.join(str(exc).split())
+            raise UserError(f'parameter {name}: {message}') from None
     return read_config(node, config_cls)
 
 
