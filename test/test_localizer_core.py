@@ -173,6 +173,29 @@ def test_map_embeddings_from_the_mapper_are_reused(tiny_model):
     torch.testing.assert_close(from_embeddings.key_pre, loc.map_state.key_pre)
 
 
+def test_map_embeddings_that_do_not_fit_the_model_are_not_used(tiny_model, caplog):
+    """A map file whose embeddings carry the model's id but not its shape (damaged, or
+    written by other code) is embedded from its images, with one warning, not a crash."""
+    tiny_model.model_id = 'dmn-test'
+    loc = make_localizer(tiny_model)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
+    poses = [[5.0 * i, 2.0, 0.3 * i] for i in range(4)]
+    reference = ViewMap()
+    for img, pose in zip(images, poses):
+        reference.add(img, pose)
+    loc.set_map(reference)
+    want = loc.map_state
+    for bad in (np.zeros((4, 1), np.float32), np.zeros((4, 64, 8, 8), np.int64)):
+        vm = ViewMap(images=images, poses=np.asarray(poses, np.float32), embeddings=bad,
+                     model_id='dmn-test')
+        caplog.clear()
+        with caplog.at_level('WARNING'):
+            loc.set_map(vm)
+        assert [r.message for r in caplog.records if 'do not fit model dmn-test' in r.message]
+        torch.testing.assert_close(want.feat6, loc.map_state.feat6)
+
+
 def test_nearest_contexts_path(tiny_model):
     """With M >= N contexts the nearest-M path is the plain path; with M < N a particle's
     likelihood equals the plain path on a map of just its M nearest contexts."""

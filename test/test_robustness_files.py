@@ -117,6 +117,12 @@ def damage(kind, path, tmp_path):
         h = json.dumps(header).encode()
         path.write_bytes(struct.pack('<Q', len(h)) + h + data[hl:] + b'\0')
         return "corrupted header entry for 'images'"
+    if kind == 'string-offsets':
+        header = json.loads(data[8:hl])
+        header['images']['data_offsets'] = [str(v) for v in header['images']['data_offsets']]
+        h = json.dumps(header).encode()
+        path.write_bytes(struct.pack('<Q', len(h)) + h + data[hl:])
+        return "corrupted header entry for 'images'"
     if kind == 'missing':
         return 'no such map file'
     raise AssertionError(kind)
@@ -124,7 +130,8 @@ def damage(kind, path, tmp_path):
 
 KINDS = ['empty', 'truncated-header', 'truncated-data', 'truncated-last-byte', 'corrupted-data',
          'corrupted-header', 'random-bytes', 'text', 'pickle', 'torch-pickle', 'wrong-version',
-         'model-file', 'missing-images', 'nan-poses', 'wrong-shapes', 'bad-offsets', 'missing']
+         'model-file', 'missing-images', 'nan-poses', 'wrong-shapes', 'bad-offsets',
+         'string-offsets', 'missing']
 
 
 @pytest.mark.parametrize('kind', KINDS)

@@ -128,9 +128,18 @@ class Localizer(MapScoring):
             return
         poses = torch.as_tensor(view_map.poses, dtype=torch.float32, device=self.device)[None]
         model_id = getattr(self.model, 'model_id', None)
+        emb = None
         if view_map.embeddings is not None and model_id and view_map.model_id == model_id:
-            emb = torch.as_tensor(view_map.embeddings, device=self.device)[None]
-            self.map_state = self.model.map_from_embeddings(emb, poses)  # the mapper's CNN1
+            emb = torch.as_tensor(view_map.embeddings, device=self.device)
+            want = tuple(self.model.embed(images_to_tensor(view_map.images[:1],
+                                                           self.device)).shape[1:])
+            if not emb.is_floating_point() or tuple(emb.shape[1:]) != want:
+                logger.warning('the map\'s stored embeddings (%s %s) do not fit model %s (%s): '
+                               'embedding its images instead', tuple(emb.shape[1:]),
+                               str(emb.dtype).replace('torch.', ''), model_id, want)
+                emb = None
+        if emb is not None:
+            self.map_state = self.model.map_from_embeddings(emb[None], poses)  # the mapper's
         else:
             imgs = images_to_tensor(view_map.images[None], self.device)
             if self.takes_depth and view_map.depths is not None:

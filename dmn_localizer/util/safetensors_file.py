@@ -37,6 +37,8 @@ def read_header(path, data, kind='safetensors file'):
             for d in info['shape']:
                 count *= int(d)
             size = count * _DTYPE_BYTES[info['dtype']]
+            if not all(type(v) is int for v in (start, end)):   # bool and str are not offsets
+                raise TypeError('offsets are not integers')
         except (KeyError, TypeError, ValueError):
             raise FileFormatError(path, f'corrupted header entry for {name!r}') from None
         if end > body:
