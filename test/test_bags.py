@@ -416,3 +416,49 @@ def test_cli_bags(tmp_path):
         r = _cli(*bad)
         assert r.returncode == 2, (bad, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_live_player_plays_only_what_the_node_takes_and_skips_damaged_images(tmp_path):
+    """The --live bag player publishes the localizer's input types only (one-line refusal of
+    another, never an import by a name the bag chose) and skips an image message that does
+    not decode, as the offline reader does."""
+    from rosbags.rosbag2 import Writer
+    from dmn_localizer.bags.read import open_bag
+    from dmn_localizer.nodes.tools.bag_player import image_stamp, message_class
+    from dmn_localizer.util.errors import UserError
+    from sensor_msgs.msg import Image
+    assert message_class(M.IMAGE, '/img') is Image
+    with pytest.raises(UserError, match='/x is os/path/join; the player publishes'):
+        message_class('os/path/join', '/x')
+    bag = tmp_path / 'b'
+    with Writer(bag, version=9) as w:
+        ci = w.add_connection('/img', M.IMAGE, typestore=M.TYPESTORE)
+        img = M.image_msg(10**18 + 5, 'cam', np.zeros((4, 4, 3), np.uint8))
+        w.write(ci, 10**18, M.TYPESTORE.serialize_cdr(img, M.IMAGE))
+        w.write(ci, 10**18 + 1, b'\x00\x01\x00\x00\x07')
+    reader = open_bag(bag)
+    try:
+        stamps = [image_stamp(reader, c, raw) for c, _, raw in reader.messages()]
+    finally:
+        reader.close()
+    assert stamps == [pytest.approx(1e9 + 5e-9, abs=1e-9), None]
+
+
+def test_live_recorder_skips_a_particle_cloud_that_is_not_poses():
+    """A particle message with a non-finite pose costs that snapshot, not the recorder."""
+    import rclpy
+    from geometry_msgs.msg import Pose, PoseArray
+    from inprocess import ros_context
+    from dmn_localizer.nodes.tools.recorder import Recorder
+    with ros_context() as context:
+        node = rclpy.create_node('recorder_test', context=context)
+        try:
+            rec = Recorder(node, snapshot_every=1)
+            good, bad = Pose(), Pose()
+            good.orientation.w = 1.0
+            bad.position.x = float('nan')
+            rec.on_particles(PoseArray(poses=[good, bad]))
+            rec.on_particles(PoseArray(poses=[good]))
+            assert len(rec.snapshots) == 1 and rec.particle_msgs == 2
+        finally:
+            node.destroy_node()

@@ -13,7 +13,6 @@ one) and writes FILE.npz atomically. Exit status: 0 done, 2 bad bag, 3 the node 
 (or went away), 130 interrupted (nothing written).
 """
 import argparse
-import importlib
 import json
 import sys
 import time
@@ -22,20 +21,39 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from geometry_msgs.msg import PoseWithCovarianceStamped
+from nav_msgs.msg import Odometry
 from rclpy.executors import ExternalShutdownException
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
 
 from dmn_localizer.nodes.conversions import xyyaw_to_pose
 from dmn_localizer.nodes.tools.recorder import Recorder
 from dmn_localizer.util.atomic import atomic_path
+from dmn_localizer.util.errors import UserError
 
 PLAY_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 
 
-def message_class(msgtype):
-    """'sensor_msgs/msg/Image' -> sensor_msgs.msg.Image."""
-    pkg, kind, name = msgtype.split('/')
-    return getattr(importlib.import_module(f'{pkg}.{kind}'), name)
+PLAYABLE = {'sensor_msgs/msg/Image': Image, 'sensor_msgs/msg/CompressedImage': CompressedImage,
+            'nav_msgs/msg/Odometry': Odometry}
+"""The message types the player publishes (what the localizer node subscribes to)."""
+
+
+def message_class(msgtype, topic):
+    """The rclpy class of ``msgtype`` (:data:`PLAYABLE`); UserError for any other type."""
+    if msgtype not in PLAYABLE:
+        raise UserError(f'{topic} is {msgtype}; the player publishes '
+                        f'{", ".join(sorted(PLAYABLE))}')
+    return PLAYABLE[msgtype]
+
+
+def image_stamp(reader, conn, raw):
+    """The header stamp (s) of an image message of the bag, or None if it does not decode."""
+    try:
+        stamp = reader.deserialize(raw, conn.msgtype).header.stamp
+    except Exception:   # rosbags raises several types for damaged CDR
+        return None
+    return stamp.sec + stamp.nanosec * 1e-9
 
 
 def log(text):
@@ -68,8 +86,8 @@ class Session:
 
     def run(self, reader, conns):
         args = self.args
-        pubs = {c.topic: self.node.create_publisher(message_class(c.msgtype), c.topic,
-                                                    PLAY_QOS) for c in conns}
+        pubs = {c.topic: self.node.create_publisher(message_class(c.msgtype, c.topic),
+                                                    c.topic, PLAY_QOS) for c in conns}
         init_pub = None
         if args.initial_pose:
             init_pub = self.node.create_publisher(PoseWithCovarianceStamped, 'initialpose',
@@ -97,7 +115,7 @@ class Session:
             init_pub.publish(msg)
             self.spin_for(1.0)
         log(f'playing {", ".join(pubs)} at rate {args.rate:g}')
-        first_ns, wall0, count = None, None, 0
+        first_ns, wall0, count, skipped = None, None, 0, 0
         for conn, t_ns, raw in reader.messages(connections=conns):
             if first_ns is None:
                 first_ns, wall0 = t_ns, time.monotonic()
@@ -105,8 +123,11 @@ class Session:
             while (left := target - time.monotonic()) > 0:
                 self.spin_once(min(left, 0.05))
             if conn.topic == args.image_topic:
-                header = reader.deserialize(raw, conn.msgtype).header
-                self.image_stamps.append(header.stamp.sec + header.stamp.nanosec * 1e-9)
+                stamp = image_stamp(reader, conn, raw)
+                if stamp is None:   # a damaged message: the offline reader skips it too
+                    skipped += 1
+                    continue
+                self.image_stamps.append(stamp)
                 self.image_published.append(time.monotonic())
             pubs[conn.topic].publish(bytes(raw))
             count += 1
@@ -115,7 +136,8 @@ class Session:
                 return 3
             self.spin_once(0)
         log(f'played {count} messages ({len(self.image_stamps)} images) in '
-            f'{time.monotonic() - (wall0 or time.monotonic()):.1f} s')
+            f'{time.monotonic() - (wall0 or time.monotonic()):.1f} s'
+            + (f'; skipped {skipped} image messages that do not decode' if skipped else ''))
         rec = self.recorder
         last = self.image_stamps[-1] if self.image_stamps else float('inf')
         end = time.monotonic()
@@ -168,7 +190,6 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(rclpy.utilities.remove_ros_args(sys.argv if argv is None else argv)[1:])
     from dmn_localizer.bags.read import open_bag
-    from dmn_localizer.util.errors import UserError
     try:
         reader = open_bag(args.bag)
     except UserError as exc:
@@ -191,6 +212,9 @@ def main(argv=None):
         status = session.run(reader, conns)
         if status == 0:
             session.save(args.record)
+    except UserError as exc:
+        print(f'bag_player: error: {exc}', file=sys.stderr)
+        status = 2
     except (KeyboardInterrupt, ExternalShutdownException):
         status = 130
     finally:

@@ -58,8 +58,12 @@ class Recorder:
 
     def on_particles(self, msg):
         if self.snapshot_every and self.particle_msgs % self.snapshot_every == 0 and msg.poses:
-            particles = np.array([pose_to_xyyaw(p) for p in msg.poses])
-            self.snapshots.append((stamp_to_sec(msg.header.stamp), particles))
+            try:
+                particles = np.array([pose_to_xyyaw(p) for p in msg.poses])
+            except ValueError:   # a particle that is not a pose: no snapshot of this cloud
+                particles = None
+            if particles is not None:
+                self.snapshots.append((stamp_to_sec(msg.header.stamp), particles))
         self.particle_msgs += 1
 
     def on_diagnostics(self, msg):
