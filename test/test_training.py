@@ -374,3 +374,16 @@ def test_pose_contrast_fit_probe_script_runs(tiny_data, tmp_path):
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith('step ')]
     assert [ln.split()[1] for ln in lines] == ['0', '1', '2']
     assert all('trained episodes loss' in ln and 'validation loss' in ln for ln in lines)
+
+
+def test_log_truncation_drops_a_torn_last_row(tmp_path):
+    """A crash during an append leaves a torn last row in train_log.csv: resuming drops it
+    (and the rows after the checkpoint) instead of failing on it."""
+    from dmn_localizer.training.logs import CsvLog
+    path = tmp_path / 'train_log.csv'
+    log = CsvLog(path)
+    for step in (10, 20, 30):
+        log.append({'step': step, 'loss': 1.0 / step})
+    path.write_text(path.read_text() + '4')          # the torn start of step 40's row
+    CsvLog(path).truncate_after(20)
+    assert path.read_text().splitlines() == ['step,loss', '10,0.1', '20,0.05']

@@ -13,7 +13,9 @@ TRAIN_FIELDS = ['step', 'samples', 'loss', 'mse', 'dense', 'attention', 'pose_co
 
 
 class CsvLog:
-    """Append-only CSV log that can be truncated back to a step (for resume)."""
+    """Append-only CSV log that can be truncated back to a step (for resume). Rows are
+    appended, not the file rewritten, so a crash can leave a torn last row: truncating drops
+    it."""
 
     def __init__(self, path, fields=None):
         self.path, self.fields = Path(path), fields
@@ -22,7 +24,7 @@ class CsvLog:
         if not self.path.exists():
             return
         with open(self.path, newline='') as f:
-            rows = [r for r in csv.DictReader(f) if int(r['step']) <= step]
+            rows = [r for r in csv.DictReader(f) if _step(r) is not None and _step(r) <= step]
         if rows:
             self.fields = list(rows[0].keys())
         self._rewrite(rows)
@@ -44,6 +46,16 @@ class CsvLog:
             if new:
                 w.writeheader()
             w.writerow(row)
+
+
+def _step(row):
+    """A log row's step, or None for a torn row (a crash during an append)."""
+    if None in row.values() or None in row:   # fewer or more fields than the header
+        return None
+    try:
+        return int(row['step'])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def train_row(step, samples, loss, terms, sb, samples_per_s, elapsed_s):

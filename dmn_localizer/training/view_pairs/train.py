@@ -2,6 +2,7 @@
 import dataclasses
 from dataclasses import asdict
 import csv
+import io
 import logging
 import math
 import time
@@ -22,6 +23,7 @@ from dmn_localizer.training.view_pairs.sampling import sample_batch
 from dmn_localizer.training.view_pairs.validation import (pose_ranking, protocol_success,
                                                           VAL_CANDIDATES, validation_set)
 from dmn_localizer.training.view_pairs.worlds import load_view_worlds, predict_overlap_depth
+from dmn_localizer.util.atomic import write_text
 from dmn_localizer.util.device import select_device
 from dmn_localizer.util.errors import UserError
 
@@ -113,8 +115,7 @@ def train_view_pairs(cfg: ViewPairConfig, out_dir, progress=True):
     else:
         from dmn_localizer.model import build_model
         model = build_model(mcfg).to(device)
-    with open(out / 'config.yaml', 'w', encoding='utf-8') as f:
-        yaml.safe_dump(asdict(cfg), f, sort_keys=False)
+    write_text(out / 'config.yaml', yaml.safe_dump(asdict(cfg), sort_keys=False))
     for worlds in (train, val):
         if worlds is not None:
             predict_overlap_depth(worlds, model, device)
@@ -141,10 +142,11 @@ def train_view_pairs(cfg: ViewPairConfig, out_dir, progress=True):
             row.update(val_success=s, val_success_wrong=sw, val_rmse=round(r, 3))
         model.train()
         rows.append(row)
-        with open(out / 'log.csv', 'w', newline='', encoding='utf-8') as f:
-            wr = csv.DictWriter(f, FIELDS)
-            wr.writeheader()
-            wr.writerows(rows)
+        buf = io.StringIO()
+        wr = csv.DictWriter(buf, FIELDS)
+        wr.writeheader()
+        wr.writerows(rows)
+        write_text(out / 'log.csv', buf.getvalue())
         plot_curve(rows, out / 'curve.png')
         meta = dict(card, steps=step, minutes=row['minutes'], validation=row)
         save_model(model, out / 'last', metadata=meta)
