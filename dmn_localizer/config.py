@@ -404,8 +404,7 @@ def read_params_file(path, node, config_cls):
             continue
         expected = type(f.default)
         if expected is float and type(value) is int:
-            raise ValueError(f'{path}: {name} is a floating-point parameter: write {value}.0 '
-                             '(the node refuses an integer)')
+            value = float(value)     # as the nodes take it
         if type(value) is not expected:
             raise ValueError(f'{path}: {name} must be {expected.__name__}, not {value!r}')
         rng = f.metadata.get('range')

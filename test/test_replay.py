@@ -92,6 +92,22 @@ def test_offline_end_to_end(offline):
     assert rows.shape == (written['updates'], 8)
 
 
+def test_saved_map_replays_the_same(data, offline):
+    """--save-map writes the map built from --map-bag; replaying against that file with
+    --map gives the same estimates (the nodes load the same file as map_file)."""
+    from dmn_localizer.mapping.view_map import ViewMap
+    out, metrics, _ = offline
+    root = data[0]
+    saved = root / 'maps' / 'saved.dmnmap'
+    again, _ = replay(replay_args(data, root / 'saved_run', save_map=saved), quiet=True)
+    assert len(ViewMap.load(saved)) == metrics['map_contexts'] == again['map_contexts']
+    from_file, _ = replay(replay_args(data, root / 'from_file', map_bag=None, map=saved),
+                          quiet=True)
+    np.testing.assert_array_equal(np.loadtxt(root / 'from_file' / 'estimate.tum'),
+                                  np.loadtxt(out / 'estimate.tum'))
+    assert from_file['ape_rmse_m'] == metrics['ape_rmse_m']
+
+
 def test_update_table_adds_up_to_the_metrics(offline):
     """updates.csv has one row per update, and its columns reproduce metrics.json: the APE
     from the x-y errors, the NEES and 2-sigma share, the lost count; its estimates are the
@@ -382,7 +398,8 @@ def test_bad_arguments_one_line_exit_2(data, tmp_path):
         ('--init-spread is for --mode tracking', [*base, *out, '--init-spread', '1', '10']),
         ('--update-min-d must be', [*base, *out, '--update-min-d', '-1']),
         ('required: --out', base),
-        ('write 1.0', [*base, *out, '--params-file', str(params('update_min_d: 1'))]),
+        ("update_min_d must be float, not 'far'",
+         [*base, *out, '--params-file', str(params('update_min_d: far'))]),
         ('outside [0.0, 100.0]', [*base, *out, '--params-file',
                                   str(params('update_min_d: -1.0'))]),
         ("no parameters for node 'localizer'", [*base, *out, '--params-file',

@@ -19,6 +19,9 @@ def add_arguments(parser):
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument('--map-bag', type=Path, help='bag to build the map from')
     src.add_argument('--map', type=Path, help='existing map file (.dmnmap)')
+    parser.add_argument('--save-map', type=Path, metavar='FILE',
+                        help="with --map-bag: also write the map built from it (.dmnmap), for "
+                        "the nodes' map_file or a later replay --map")
     parser.add_argument('--model', type=Path, help='model weights (default: shipped mazes)')
     parser.add_argument('--out', required=True, type=Path, help='output directory')
     parser.add_argument('--mode', choices=['global', 'tracking'], default='global')
@@ -104,6 +107,11 @@ def replay(args, quiet=False):
     if len(view_map) == 0:
         raise UserError('the map is empty')
     check_map_image_size(view_map, size, args.map or args.map_bag)
+    if getattr(args, 'save_map', None):
+        args.save_map.parent.mkdir(parents=True, exist_ok=True)
+        view_map.save(args.save_map)
+        if not quiet:
+            print(f'wrote {args.save_map} ({len(view_map)} contexts)')
     k = args.particles or (base.global_num_particles if args.mode == 'global'
                            else base.num_particles)
     sigma = tracking_sigma(args)
@@ -204,6 +212,9 @@ def check_arguments(args):
     from dmn_localizer.model.io import model_paths
     if args.particles is not None and args.particles < 1:
         raise UserError('--particles must be >= 1')
+    if getattr(args, 'save_map', None) and not args.map_bag:
+        raise UserError('--save-map writes the map built from --map-bag (with --map the map '
+                        'file exists already)')
     if getattr(args, 'live', False) and getattr(args, 'precision', None) not in (None, 'fp32'):
         raise UserError('--precision is for offline replay (--live runs the node with its own '
                         'precision parameter)')
