@@ -7,6 +7,7 @@ PNG, e.g. one bag replayed with two parameter files:
 Each run is ``LABEL=FOLDER``; the folder holds ``estimate.tum`` and ``groundtruth.tum``.
 """
 import argparse
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -20,7 +21,13 @@ from dmn_localizer.util.atomic import atomic_path  # noqa: E402
 
 def xy_error(folder):
     """(seconds since the first estimate, x-y error) of a replay folder."""
-    est, gt = (np.loadtxt(Path(folder) / name) for name in ('estimate.tum', 'groundtruth.tum'))
+    paths = [Path(folder) / name for name in ('estimate.tum', 'groundtruth.tum')]
+    for path in paths:
+        if not path.is_file():
+            sys.exit(f'{path}: no such file (a replay output folder has it)')
+    est, gt = (np.loadtxt(path, ndmin=2) for path in paths)
+    if len(est) == 0 or est.shape[1] < 3 or est.shape != gt.shape:
+        sys.exit(f'{folder}: estimate.tum and groundtruth.tum are empty or do not match')
     return est[:, 0] - est[0, 0], np.hypot(est[:, 1] - gt[:, 1], est[:, 2] - gt[:, 2])
 
 

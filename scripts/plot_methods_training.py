@@ -14,6 +14,8 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
+from dmn_localizer.util.figures import save_png  # noqa: E402
+
 METHODS = ('dmn', 'dmn_no_egocentric', 'dmn_no_attention', 'dmn_no_attention_no_egocentric',
            'latent_image', 'latent_vector', 'regression')
 
@@ -26,6 +28,9 @@ def main(runs, out):
             print(f'{log}: missing, skipped', file=sys.stderr)
             continue
         rows = list(csv.DictReader(log.open()))
+        if not rows:
+            print(f'{log}: no validation yet, skipped', file=sys.stderr)
+            continue
         steps = [int(r['step']) for r in rows]
         if rows[0].get('val_dense_gap_query') not in (None, ''):
             gap_ax.plot(steps, [float(r['val_dense_gap_query']) for r in rows], marker='o',
@@ -41,7 +46,7 @@ def main(runs, out):
         ax.grid(alpha=0.3)
     fig.suptitle(f'Every trainable method, same data and schedule ({runs})')
     fig.tight_layout()
-    fig.savefig(out, dpi=90)
+    save_png(fig, out, dpi=90)
     print(f'wrote {out}')
 
 

@@ -264,8 +264,9 @@ def main(argv=None):
         report['node_traceback'] = err[-3000:]
     print(json.dumps(report, indent=2))
     if args.out:
-        args.out.write_text(json.dumps(dict(report=report, samples=samples,
-                                            latencies=latencies), indent=1) + '\n')
+        from dmn_localizer.util.atomic import write_text
+        write_text(args.out, json.dumps(dict(report=report, samples=samples,
+                                             latencies=latencies), indent=1) + '\n')
     ok = all(report.get(k) for k in ('rss_ok', 'latency_ok', 'pileup_ok')) \
         and node.returncode == 0 and 'node_traceback' not in report
     return 0 if ok else 1
