@@ -103,8 +103,9 @@ def test_pose_contrast_loss_trains_the_view_keys_on_relative_pose(tiny_data):
 def test_pose_contrast_top1_tells_view_agreement_from_proximity():
     """Synthetic attention logits (stand-ins for a model, which the loss only asks for its
     ``attention_logits``): logits that peak at the true pose score top-1 everywhere and a
-    lower loss than flat ones; logits that rise towards the context's viewpoint (the
-    proximity score the model card measured) never put the truth first."""
+    lower loss than flat ones, which never score (ties lose); logits that rise towards the
+    context's viewpoint (the proximity score the model card measured) never put the truth
+    first."""
     g = torch.Generator().manual_seed(0)
     B, N = 8, 3
     truth = torch.rand(B, 3, generator=g) * torch.tensor([40.0, 40.0, 1.0])
@@ -128,9 +129,10 @@ def test_pose_contrast_top1_tells_view_agreement_from_proximity():
         return -0.5 * ((p[..., :2] - truth[:, None, :2]).square().sum(-1) / 0.75 ** 2
                        + dyaw.square() / math.radians(10.0) ** 2)
     agree, top_agree = run(log_kernel)
-    flat, _ = run(lambda p: torch.zeros(p.shape[:2]))
+    flat, top_flat = run(lambda p: torch.zeros(p.shape[:2]))
     near, top_near = run(lambda p: -(p[..., :2] - ctx[:, None, 0, :2]).norm(dim=-1))
     assert top_agree.tolist() == [1.0] * B and top_near.sum() == 0
+    assert top_flat.sum() == 0     # the truth first among equal logits is a tie, not a win
     assert (agree < flat - 0.5).all() and (near > agree).all()  # the ideal is the minimum
     # flat logits: log(16) nats, times the overlapping context's weight exp(-0.5 (3/4)^2)
     torch.testing.assert_close(flat, torch.full((B,), math.log(16.0) * math.exp(-0.5 * 0.75 ** 2)))
@@ -387,3 +389,38 @@ def test_log_truncation_drops_a_torn_last_row(tmp_path):
     path.write_text(path.read_text() + '4')          # the torn start of step 40's row
     CsvLog(path).truncate_after(20)
     assert path.read_text().splitlines() == ['step,loss', '10,0.1', '20,0.05']
+
+
+def test_pose_ranking_top1_is_tie_safe():
+    """The view-pair recipe's and finetune's candidate top-1 (a stand-in model that only
+    answers log_likelihood: the metric is under test, not a model): scores that ignore the
+    pose win nothing, scores that peak at the truth win everything, wherever the truth sits."""
+    from types import SimpleNamespace
+    from dmn_localizer.training.view_pairs import pose_ranking
+    n = 6
+    rng = np.random.default_rng(0)
+    worlds = SimpleNamespace(images=np.zeros((1, 2, 8, 8, 3), np.uint8),
+                             poses=np.zeros((1, 2, 3), np.float32))
+    vset = dict(world=np.zeros(n, int), query=np.ones(n, int), context=np.zeros(n, int),
+                candidates=rng.normal(size=(n, 64, 3)).astype(np.float32),
+                truth_index=rng.integers(0, 64, n), wrong=np.roll(np.arange(n), 1))
+
+    class Scores:
+        def __init__(self, fn):
+            self.fn = fn
+
+        def build_map(self, images, poses):
+            return None
+
+        def encode_query(self, images):
+            return None
+
+        def log_likelihood(self, map_state, query, candidates):
+            return self.fn(candidates)
+
+    truth = torch.as_tensor(vset['candidates'][np.arange(n), vset['truth_index']])
+    flat = Scores(lambda c: torch.zeros(c.shape[:2]))
+    peaked = Scores(lambda c: -(c - truth[:, None]).norm(dim=-1))
+    assert pose_ranking(flat, worlds, vset, 'cpu')[0] == 0.0
+    top1, err_m, err_deg = pose_ranking(peaked, worlds, vset, 'cpu')
+    assert top1 == 1.0 and err_m == 0.0 and err_deg == 0.0

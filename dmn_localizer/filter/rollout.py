@@ -199,8 +199,9 @@ def pose_contrast_loss(model, map_state, query, truth, context_poses, spec: Pose
     one compares poses for one context, the signal the coordinate path lacks.
 
     truth (B, 3), context_poses (B, N, 3) -> the loss (B,) and, as a diagnostic, whether the
-    truth has the highest logit of the candidates for the context nearest to it in kernel
-    distance (B,) float (chance: 1 / ``spec.poses``).
+    truth has a higher logit than every other candidate for the context nearest to it in
+    kernel distance (B,) float (chance: 1 / ``spec.poses``; a tie is not a win, so logits that
+    do not depend on the pose score 0).
     """
     std = (spec.offset_std[0], spec.offset_std[0], spec.offset_std[1])
     offsets = sample_gaussian(truth, std, spec.poses - 1, generator)          # (B, n-1, 3)
@@ -211,8 +212,10 @@ def pose_contrast_loss(model, map_state, query, truth, context_poses, spec: Pose
     ce = -(target.detach()[..., None] * logp).sum(1)                          # (B, N)
     weight = torch.exp(-0.5 * _pose_kernel_d2(context_poses, truth, *spec.context_kernel))
     nearest = weight.argmax(-1)                                               # (B,)
-    best = logits.detach().argmax(1).gather(1, nearest[:, None])[:, 0]        # (B,)
-    return (weight.detach() * ce).sum(-1), (best == 0).float()
+    at = logits.detach().gather(2, nearest[:, None, None].expand(-1, logits.shape[1], 1))
+    at = at[..., 0]                                                           # (B, n)
+    wins = at[:, 0] > at[:, 1:].max(1).values                                 # ties lose
+    return (weight.detach() * ce).sum(-1), wins.float()
 
 
 def rollout(model, batch, particles, filter_config: FilterConfig, generator, *,
