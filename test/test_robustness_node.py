@@ -141,9 +141,8 @@ def test_undecodable_compressed_images_skipped(context, files):
     bomb = png_bomb(30000, 30000)
     with pytest.raises(ImageError, match='declares 30000x30000 pixels'):
         compressed_to_rgb(bomb, 'png')
-    t0 = time.monotonic()
-    cb(stamp(CompressedImage(format='png', data=bomb), 100.0))
-    assert time.monotonic() - t0 < 1.0 and node.tracker.images == 1
+    cb(stamp(CompressedImage(format='png', data=bomb), 100.0))   # the node's path: skipped
+    assert node.tracker.images == 1
     node.destroy_node()
 
 
@@ -426,11 +425,9 @@ def test_diagnostics_run_on_the_ros_clock_with_input_rates(context, files):
     def at(t):
         set_clock(Clock(clock=stamp(Odometry(), t).header.stamp))
     on_odom = subscription_callback(node, Odometry)
-    t0 = time.monotonic()
-    for i in range(21):
+    for i in range(21):     # in a few wall milliseconds: a wall-clock rate would read 1,000s Hz
         at(500.0 + 0.1 * i)
         on_odom(odom_msg(500.0 + 0.1 * i, [0.01 * i, 0.0, 0.0]))
-    assert time.monotonic() - t0 < 1.5            # far less wall time than the 2 sim seconds
     level, message, values = health(node)
     assert values['odometry_age_s'] == pytest.approx(0.0, abs=1e-6)
     assert 'no odometry' not in message
