@@ -10,6 +10,33 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 _domain_ids = itertools.count()
+DOMAIN_BLOCK = 20
+"""Domain IDs one test run cycles through; IDs 1-100 make five blocks (above 101 the DDS ports
+can meet Linux's ephemeral range)."""
+_block = []   # [first ID of this run's block, its lock file]
+
+
+def _domain_block():
+    """The first domain ID of the block this run holds: an exclusive lock file per block,
+    held until the process exits, so two test runs on the machine (a fresh clone's beside a
+    checkout's) never share a domain; by pid if all five are taken."""
+    if not _block:
+        import fcntl
+        import tempfile
+        for block in range(100 // DOMAIN_BLOCK):
+            f = open(os.path.join(tempfile.gettempdir(),
+                                  f'dmn_localizer_test_domains_{block}.lock'), 'w')
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.close()
+                continue
+            _block.extend([1 + block * DOMAIN_BLOCK, f])
+            break
+        else:
+            _block.extend([1 + (os.getpid() % (100 // DOMAIN_BLOCK)) * DOMAIN_BLOCK, None])
+    return _block[0]
+
 
 # Many tests stop child processes with SIGINT (Ctrl-C, what launch sends). A shell starts a
 # background job (`make test &` without job control) with SIGINT ignored, and an ignored
@@ -20,10 +47,11 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 
 
 def ros_test_env(domain_id=None):
-    """Environment for a ROS child process: localhost-only discovery and a domain ID that no
-    other test (in this run or a parallel run on the machine) uses."""
+    """Environment for a ROS child process: localhost-only discovery and a domain ID of this
+    run's block (:func:`_domain_block`), the next one for each call, so a test's leftovers do
+    not meet the next test and a parallel run on the machine is never met."""
     if domain_id is None:
-        domain_id = 1 + (os.getpid() * 7 + next(_domain_ids)) % 100  # 1..100, per test
+        domain_id = _domain_block() + next(_domain_ids) % DOMAIN_BLOCK
     env = dict(os.environ)
     env.update(ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', ROS_DOMAIN_ID=str(domain_id),
                ROS_LOCALHOST_ONLY='1', PYTHONUNBUFFERED='1',

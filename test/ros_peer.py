@@ -1,10 +1,11 @@
 """A tiny ROS 2 peer process for DDS tests: publishes or receives one kind of message.
 
     python test/ros_peer.py pub {image,pose,tf} SECONDS
-    python test/ros_peer.py sub {image,pose,tf} SECONDS   -> prints one JSON line, exit 0/1
+    python test/ros_peer.py sub {image,pose,tf} SECONDS   -> prints one JSON line, exit 0/3
 
 The publisher republishes every 50 ms until SECONDS pass (discovery takes 0.01-3 s); the
-subscriber prints the first message it gets as JSON and exits 0, or exits 1 on timeout.
+subscriber prints the first message it gets as JSON and exits 0, or prints 'timeout' and
+exits 3 when nothing came (1 stays a crash's status).
 """
 import json
 import sys
@@ -71,7 +72,8 @@ def main(role, kind, seconds):
         while not got and time.monotonic() < deadline:
             rclpy.spin_once(node, timeout_sec=0.05)
         if not got:
-            return 1
+            print('timeout: nothing received', flush=True)
+            return 3
         print(json.dumps(summary(kind, got[0])), flush=True)
         return 0
     finally:
