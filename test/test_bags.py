@@ -228,8 +228,10 @@ def test_bag_messages_deserialize_in_rclpy(bags):
         seen.add(topic)
         ours = M.TYPESTORE.deserialize_cdr(data, ty)
         theirs = deserialize_message(bytes(data), classes[topic])
-        assert theirs.header.stamp.sec == ours.header.stamp.sec if hasattr(ours, 'header') \
-            else True
+        if hasattr(ours, 'header'):
+            assert (theirs.header.stamp.sec, theirs.header.stamp.nanosec) == \
+                (ours.header.stamp.sec, ours.header.stamp.nanosec)
+            assert theirs.header.frame_id == ours.header.frame_id
         if topic == '/camera/image_raw':
             assert bytes(theirs.data) == bytes(ours.data) and theirs.encoding == 'rgb8'
         elif topic == '/camera/camera_info':

@@ -160,7 +160,7 @@ def test_configs_reject_what_an_architecture_lacks():
         LatentImageMap(DMNConfig(architecture='latent_vector'))
     with pytest.raises(ValueError, match='architecture'):
         PoseRegression(DMNConfig())
-    assert isinstance(LatentVectorMap(), LatentVectorMap)
+    assert LatentVectorMap().config.architecture == 'latent_vector'   # its default config
     with pytest.raises(ValueError, match='attention_weight'):
         TrainConfig(model={'architecture': 'latent_image'}, attention_weight=0.5)
     with pytest.raises(ValueError, match='dense_weight'):

@@ -225,20 +225,21 @@ def test_cli_rooms_end_to_end(tmp_path):
 def test_ctrl_c_leaves_no_partial_shard(tmp_path):
     out = tmp_path / 'big'
     p = subprocess.Popen([sys.executable, '-m', 'dmn_localizer', 'simulate', '--domain',
-                          'mazes', '--split', 'train', '--worlds', '400', '--out', str(out),
+                          'mazes', '--split', 'train', '--worlds', '2000', '--out', str(out),
                           '--workers', '2', '--no-progress'], cwd=REPO,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 30
-    while time.time() < deadline and not (out.exists() and any(
-            n.startswith('.shard') for n in os.listdir(out))):
+    deadline = time.time() + 60   # until a shard is finished (interrupted while writing more)
+    while not (out.exists() and any(n.startswith('shard-') for n in os.listdir(out))):
+        assert time.time() < deadline and p.poll() is None, 'no shard was ever finished'
         time.sleep(0.05)
-    time.sleep(0.3)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
     names = os.listdir(out)
     assert 'manifest.json' not in names
-    assert not [n for n in names if '.tmp' in n], names
-    for n in names:     # whatever shard finished is complete
+    assert not [n for n in names if '.tmp' in n or n.startswith('.shard')], names
+    finished = [n for n in names if n.startswith('shard-')]
+    assert finished and len(finished) < 40
+    for n in finished:     # whatever shard finished is complete
         with np.load(out / n, allow_pickle=False) as z:
-            assert z['context_images'].shape[0] == len(z['world_seeds'])
+            assert z['context_images'].shape[0] == len(z['world_seeds']) > 0

@@ -187,7 +187,7 @@ def test_replay_reads_the_depth_topic_into_map_and_filter(rgbd_bags):
     assert math.isfinite(float(a.max()))
 
 
-def test_replay_command_with_depth_topic(rgbd_bags, tmp_path):
+def test_replay_command_with_depth_topic(rgbd_bags, tmp_path, capsys):
     from dmn_localizer.cli import main
     out = tmp_path / 'r'
     rc = main(['replay', '--bag', str(rgbd_bags / 'localization'), '--map-bag',
@@ -199,10 +199,12 @@ def test_replay_command_with_depth_topic(rgbd_bags, tmp_path):
     assert metrics['depth_topic'] == '/camera/depth/image_raw' and metrics['updates'] > 0
     assert metrics['images_with_depth'] == 12 and metrics['images_without_depth'] == 0
     # a bag without that topic is one line, before anything heavy
+    capsys.readouterr()
     rc = main(['replay', '--bag', str(rgbd_bags / 'localization'), '--map-bag',
                str(rgbd_bags / 'mapping'), '--out', str(tmp_path / 'x'), '--depth-topic',
                '/nope'])
-    assert rc != 0
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and '/nope' in err, err
 
 
 def test_live_replay_gives_the_node_the_depth_topic(rgbd_bags, tmp_path, ros_env):

@@ -45,7 +45,14 @@ def test_baselines(episodes):
     cfg = EvalConfig(**SMALL)
     cc = run_method('closest_context', None, episodes, 'global', 64, cfg)
     assert cc.shape == (4, 5)
-    # closest context error is the distance to the nearest of the chosen contexts
+    # closest context error is the distance to the nearest of the chosen contexts (the
+    # protocol's own draw of Nc contexts: the same generator, batches of 4 // (64 * 3) -> 1)
+    from dmn_localizer.filter.rollout import make_batch
+    rng = np.random.default_rng(cfg.seed)
+    for i, ep in enumerate(episodes):
+        batch = make_batch([ep], cfg.contexts, rng, 0.0, cfg.steps, 'cpu')
+        d = (batch.context_poses[0, None, :, :2] - batch.query_poses[0, :, None, :2]).norm(dim=-1)
+        np.testing.assert_allclose(cc[i], d.min(-1).values.numpy(), rtol=1e-5)
     unin_t = run_method('uninformed', None, episodes, 'tracking', 2000, cfg)
     unin_g = run_method('uninformed', None, episodes, 'global', 2000, cfg)
     # a uniform belief's mean sits near the world centre
