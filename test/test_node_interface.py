@@ -302,7 +302,7 @@ def test_last_pose_kept_across_restarts(ros_env, ros_peer, model_and_map, world,
     robot = Robot(ros_peer, world)
     saved = ros_home / 'dmn_localizer' / 'localizer_pose.yaml'
 
-    def run(*params):
+    def run(*params, saving=False):
         poses.clear()
         clouds.clear()
         args = ['-m', 'dmn_localizer', 'run', 'localize', '--map-file', str(map_file),
@@ -317,7 +317,8 @@ def test_last_pose_kept_across_restarts(ros_env, ros_peer, model_and_map, world,
             robot.step()
             assert ros_peer.spin_until(lambda: poses and clouds, 30), \
                 stop_process(node)[1][-3000:]
-            ros_peer.spin_until(lambda: False, 0.6)  # a save at 5 Hz
+            if saving:   # the timer saves while the node runs (the exit saves too)
+                assert ros_peer.spin_until(saved.exists, 10), 'no pose saved while running'
             return len(clouds[0].poses), pose_to_xyyaw(poses[0].pose.pose)
         finally:
             out, err = stop_process(node)
@@ -326,7 +327,7 @@ def test_last_pose_kept_across_restarts(ros_env, ros_peer, model_and_map, world,
     truth = compose(MAP_FROM_ODOM, robot.odom_at(robot.t))
     k, first = run('set_initial_pose:=true', f'initial_pose.x:={truth[0]}',
                    f'initial_pose.y:={truth[1]}', f'initial_pose.yaw:={truth[2]}',
-                   'initial_sigma_xy:=0.1', 'save_pose_rate:=5.0')
+                   'initial_sigma_xy:=0.1', 'save_pose_rate:=5.0', saving=True)
     assert k == 100 and np.hypot(*(first[:2] - truth[:2])) < 1.0
     frame_id, last, _ = load_pose(saved)
     assert frame_id == 'map' and np.hypot(*(last[:2] - truth[:2])) < 2.0
