@@ -121,6 +121,8 @@ def test_a_calibration_that_fails_leaves_the_model_and_says_why(places, tmp_path
     """A recording the calibration cannot replay (its UserError) costs the threshold, not the
     fine-tuned model: the card gives the reason and the model card has no min_evidence."""
     def failing_calibration(*args, **kwargs):
+        # a stand-in for a calibration that fails with its UserError, so the test does not
+        # depend on which recordings make the real one fail (a refusal: test_lost_threshold)
         raise UserError('place2/localization: no topic /camera/image_raw')
     out = tmp_path / 'ft'
     card = finetune([places / f'place{i}' for i in (1, 2, 3)], *TOPICS, out,

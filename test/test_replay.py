@@ -245,6 +245,8 @@ def test_interrupted_write_leaves_no_metrics(data, offline, monkeypatch):
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
+    # Ctrl-C injected at one point, between the outputs before the plots and metrics.json: a
+    # real SIGINT cannot be timed to land there (the whole write takes milliseconds)
     monkeypatch.setattr(plots, 'plot_replay', interrupted)
     track = core.Track(stamps=[1.0, 2.0], estimates=[np.zeros(3)] * 2,
                        covariances=[np.eye(3)] * 2, truth=[np.ones(3)] * 2, frames=2)
