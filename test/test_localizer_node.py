@@ -63,24 +63,26 @@ class Robot:
             self.odom_pub = peer.node.create_publisher(Odometry, 'odom', 10)
         self.odom_via = odom_via
         self.t = 1000.0
+        self.last_odom = self.odom_at(self.t)
 
     def wait_for_node(self):
         assert self.peer.spin_until(lambda: self.img_pub.get_subscription_count() > 0
                                     and self.odom_pub.get_subscription_count() > 0, 60)
         self.peer.spin_until(lambda: False, 0.5)
 
-    def odom_msg(self, t):
+    def odom_msg(self, t, pose=None):
+        pose = self.odom_at(t) if pose is None else pose
         if self.odom_via == 'tf':
             from geometry_msgs.msg import TransformStamped
             tf = TransformStamped(child_frame_id='base_link')
             tf.header.frame_id, tf.header.stamp = 'odom', self.stamp(t)
-            p = xyyaw_to_pose(self.odom_at(t))
+            p = xyyaw_to_pose(pose)
             tf.transform.translation.x, tf.transform.translation.y = p.position.x, p.position.y
             tf.transform.rotation = p.orientation
             return TFMessage(transforms=[tf])
         odom = Odometry(child_frame_id='base_link')
         odom.header.frame_id, odom.header.stamp = 'odom', self.stamp(t)
-        odom.pose.pose = xyyaw_to_pose(self.odom_at(t))
+        odom.pose.pose = xyyaw_to_pose(pose)
         return odom
 
     def odom_at(self, t):
@@ -91,10 +93,14 @@ class Robot:
         s.sec, s.nanosec = int(t), int(round((t % 1) * 1e9))
         return s
 
-    def step(self):
+    def step(self, still=False):
+        """Half a second of odometry and an image; ``still``: the robot stands where the last
+        step's odometry left it (the next step drives on from the time-based pose)."""
+        hold = self.last_odom if still else None
         for t in (self.t, self.t + 0.25):
-            self.odom_pub.publish(self.odom_msg(t))
-        pose = compose(MAP_FROM_ODOM, self.odom_at(self.t))
+            self.odom_pub.publish(self.odom_msg(t, hold))
+        self.last_odom = self.odom_at(self.t + 0.25) if hold is None else hold
+        pose = compose(MAP_FROM_ODOM, self.odom_at(self.t) if hold is None else hold)
         rgb = self.world.render(pose[None])[0]
         img = Image(height=32, width=32, encoding='rgb8', step=96, data=rgb.tobytes())
         img.header.stamp, img.header.frame_id = self.stamp(self.t), 'camera_optical_frame'
@@ -177,8 +183,15 @@ def test_localizer_node_outputs(ros_env, ros_peer, model_and_map, world):
         est = pose_to_xyyaw(poses[-1].pose.pose)
         assert math.hypot(*(est[:2] - truth[:2])) < 1.0  # 0.2 m sigma + 0.4 m motion noise
 
-        # services: no-motion update forces an update; global re-init restores 300 particles
+        # services: a standing robot's image brings no update until request_nomotion_update
+        # forces one; global re-init restores 300 particles
+        n_poses = len(poses)
+        robot.step(still=True)
+        ros_peer.spin_until(lambda: len(poses) > n_poses, 2.0)
+        assert len(poses) == n_poses, 'an update without motion'
         ros_peer.call(Empty, 'request_nomotion_update')
+        robot.step(still=True)
+        assert ros_peer.spin_until(lambda: len(poses) > n_poses, 20), 'no forced update'
         ros_peer.call(Empty, 'reinitialize_global_localization')
         clouds.clear()
         robot.step()
