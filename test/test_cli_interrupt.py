@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,36 +40,49 @@ def leftovers(out):
     return [str(p) for p in Path(out).rglob('*') if p.name.endswith(('.tmp', '.partial'))]
 
 
+class Printed:
+    """A readiness condition: the process has printed ``text`` (stdout or stderr), e.g. the
+    log line that starts its heavy work, so the interrupt lands in that work, not in imports."""
+
+    def __init__(self, text):
+        self.text = text
+
+
 def interrupt(args, ready, name, timeout=90.0, settle=0.5):
-    """Start ``dmn-localizer ARGS``, wait until ``ready()`` (it is mid-work), send SIGINT and
-    check the exit: status 130 and the one-line message as the last line of stderr."""
-    proc = subprocess.Popen([sys.executable, '-m', 'dmn_localizer', *map(str, args)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS='1'))
-    deadline = time.monotonic() + timeout
-    try:
-        while not ready():
-            assert proc.poll() is None, f'{name} ended before it was interrupted: ' + \
-                proc.communicate()[1][-2000:]
-            assert time.monotonic() < deadline, f'{name} never got busy'
-            time.sleep(0.05)
-        time.sleep(settle)
-        assert proc.poll() is None, f'{name} finished before the interrupt'
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    """Start ``dmn-localizer ARGS``, wait until ``ready()`` (or a :class:`Printed` text: it is
+    mid-work), send SIGINT and check the exit: status 130 and the one-line message as the last
+    line of stderr."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out_path, err_path = Path(tmp) / 'out', Path(tmp) / 'err'
+        with open(out_path, 'w') as out_f, open(err_path, 'w') as err_f:
+            proc = subprocess.Popen([sys.executable, '-m', 'dmn_localizer', *map(str, args)],
+                                    cwd=REPO, stdout=out_f, stderr=err_f, text=True,
+                                    env=dict(os.environ, OMP_NUM_THREADS='1',
+                                             PYTHONUNBUFFERED='1'))
+
+        def printed():
+            return ready.text in out_path.read_text() + err_path.read_text()
+        check = printed if isinstance(ready, Printed) else ready
+        deadline = time.monotonic() + timeout
+        try:
+            while not check():
+                assert proc.poll() is None, f'{name} ended before it was interrupted: ' + \
+                    err_path.read_text()[-2000:]
+                assert time.monotonic() < deadline, f'{name} never got busy'
+                time.sleep(0.05)
+            time.sleep(settle)
+            assert proc.poll() is None, f'{name} finished before the interrupt'
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        err = err_path.read_text()
     lines = [line for line in err.splitlines() if line.strip()]
     assert proc.returncode == 130, err[-2000:]
     assert 'Traceback' not in err, err[-2000:]
     assert lines[-1] == f'dmn-localizer {name}: interrupted', lines[-3:]
-
-
-def busy_after(seconds):
-    start = time.monotonic()
-    return lambda: time.monotonic() - start > seconds
 
 
 def test_simulate_bag(tmp_path):
@@ -82,7 +96,8 @@ def test_dataset_from_bags(inputs, tmp_path):
     out = tmp_path / 'ds'
     interrupt(['dataset-from-bags', '--image-topic', '/camera/image_raw', '--pose-topic',
                '/ground_truth/pose', '--out', out, '--image-size', 16, '--contexts', 8,
-               *([inputs / 'bags' / 'mapping'] * 400)], busy_after(3.0), 'dataset-from-bags')
+               *([inputs / 'bags' / 'mapping'] * 400)], Printed('reading 400 bags'),
+              'dataset-from-bags')
     assert not (out / 'manifest.json').exists() and not leftovers(out)
 
 
@@ -100,21 +115,21 @@ def test_train_keeps_a_loadable_checkpoint(inputs, tmp_path):
               settle=2.0)
     assert not leftovers(out)
     model, saved = load_checkpoint(out, 'cpu')   # resumable: complete and consistent
-    assert saved['step'] >= 0 and model.model_id
+    assert saved['step'] > 0 and model.model_id
 
 
 def test_eval(inputs, tmp_path):
     out = tmp_path / 'eval.json'
     interrupt(['eval', '--model', inputs / 'tiny.safetensors', '--domain', 'mazes', '--data',
                inputs / 'test', '--episodes', 100000, '--json', out, '--plots',
-               tmp_path / 'plots', '--threads', 1], busy_after(5.0), 'eval')
+               tmp_path / 'plots', '--threads', 1], Printed('evaluating dmn on'), 'eval')
     assert not out.exists() and not leftovers(tmp_path)
 
 
 def test_bench(inputs, tmp_path):
     out = tmp_path / 'bench.json'
-    interrupt(['bench', '--json', out, '--model', inputs / 'tiny.safetensors', '--threads', 1,
-               '--no-progress'], busy_after(5.0), 'bench')
+    interrupt(['bench', '--json', out, '--model', inputs / 'tiny.safetensors', '--threads', 1],
+              Printed('bench:'), 'bench')   # its progress bar: the grid has started
     assert not out.exists() and not leftovers(tmp_path)
 
 
