@@ -280,6 +280,13 @@ class LocalizerConfig:
                                     'term is added unscaled (-1 or any value <= 0 = the value '
                                     'calibrated for the model, from its card, else 1)',
                                     -1.0, 1000.0)
+    covariance_scale_max_std: float = param(0.5, 'A covariance_scale below 1 applies only '
+                                            "while the particle cloud's x-y standard "
+                                            'deviation (root mean square of x and y) is below '
+                                            'this (m): a wider cloud, converging or searching, '
+                                            'is published as it is; a scale above 1 applies to '
+                                            'every cloud (0 = a scale below 1 does too)',
+                                            0.0, 1000.0)
     pose_estimate: str = param('mean', "The published pose: 'mean' (the weighted mean of all "
                                "particles) or 'heaviest_cluster' (as AMCL: the weighted mean "
                                'of the particle cluster holding the most weight, particles '
@@ -337,7 +344,7 @@ LOCALIZER_RUNTIME_PARAMETERS = frozenset({
     'force_update_when_still', 'evidence_min_d', 'evidence_min_a', 'resample_ess_ratio',
     'health_samples', 'collapse_score',
     'collapse_updates', 'recovery_alpha', 'global_reinit_updates', 'min_evidence',
-    'covariance_scale',
+    'covariance_scale', 'covariance_scale_max_std',
     'max_context_distance', 'odom_jump_threshold',
     'odom_max_speed', 'odom_timeout', 'transform_tolerance', 'tf_broadcast',
     'publish_particles', 'set_initial_pose', 'initial_pose_x', 'initial_pose_y',

@@ -270,3 +270,22 @@ def test_heaviest_cluster_pose_and_a_covariance_that_covers_the_other_mode(tiny_
     assert cov_mean[0, 0] < cov[0, 0]
     with pytest.raises(ValueError, match='pose_estimate'):
         make_localizer(tiny_model, pose_estimate='median')
+
+
+@pytest.mark.parametrize('std_m,scale,max_std,published', [
+    (0.2, 0.2, 0.5, 0.2),     # a tight cloud (tracking): the calibrated shrink applies
+    (2.0, 0.2, 0.5, 1.0),     # a wide one (converging, searching): published as it is
+    (2.0, 0.2, 0.0, 0.2),     # max_std 0: the shrink applies to every cloud
+    (2.0, 3.0, 0.5, 3.0)])    # a scale above 1 (an overconfident model) applies to every cloud
+def test_covariance_scale_shrinks_only_a_tight_cloud(tiny_model, std_m, scale, max_std,
+                                                     published):
+    """The published covariance is the cloud's times covariance_scale, except that a scale
+    below 1 applies only while the cloud's x-y std is below covariance_scale_max_std."""
+    from dmn_localizer.filter.particle_filter import covariance
+    loc = make_localizer(tiny_model, num_particles=4000, covariance_scale=scale,
+                         covariance_scale_max_std=max_std)
+    loc.init_gaussian([5.0, 2.0, 0.3], [std_m, std_m, 0.1])
+    mean, cov = loc.estimate()
+    cloud = covariance(loc.particles, loc.log_weights,
+                       torch.as_tensor(mean, dtype=torch.float32)[None])[0].double().numpy()
+    np.testing.assert_allclose(cov, cloud * published, rtol=1e-4, atol=1e-9)

@@ -122,3 +122,17 @@ def test_calibrate_lost_on_real_bags_writes_the_card(places, tmp_path):
                        timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert 'at least two places' in r.stderr and read_card(model) == after
+
+
+def test_the_covariance_scale_is_chosen_as_the_localizer_applies_it():
+    """With the cloud's spread per update, a scale below 1 is fitted to the tight updates only
+    (the localizer publishes a wider cloud unscaled): a run whose first half is wide (std 2 m,
+    NEES 1) and second half tight (0.2 m, NEES 0.25) reaches a mean NEES of 2 at 1/12, not at
+    the 0.31 that scaling every update would give."""
+    ev = [np.full(10, 5.0)]
+    ne = [np.r_[np.full(5, 1.0), np.full(5, 0.25)]]
+    std = [np.r_[np.full(5, 2.0), np.full(5, 0.2)]]
+    gated = choose_covariance_scale(ev, ne, 1.0, 3, std, max_std=0.5)
+    assert gated['covariance_scale'] == pytest.approx(1 / 12, rel=0.02)
+    assert gated['own_nees_scaled'] == [pytest.approx(2.0, rel=0.02)]
+    assert choose_covariance_scale(ev, ne, 1.0, 3, std, 0.0)['covariance_scale'] == 0.31

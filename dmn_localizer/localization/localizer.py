@@ -71,6 +71,18 @@ def global_sample_sizes(config, k=None):
     return max(target, 0 if k else config.global_initial_particles), target
 
 
+def published_scale(scale, cov, max_std):
+    """The factor on a cloud's covariance ``cov`` (3, 3) as published: ``scale`` (the
+    ``covariance_scale`` in use), except that a scale below 1 applies only while the cloud's
+    x-y standard deviation (root mean square of x and y) is below ``max_std`` m (> 0). A
+    likelihood wider than the errors makes a tracked cloud too wide, which the scale corrects;
+    a wide cloud that is still converging or searching is no such case, and shrinking it would
+    make a wrong estimate look sure."""
+    if scale < 1.0 and max_std > 0 and math.sqrt(0.5 * (cov[0, 0] + cov[1, 1])) >= max_std:
+        return 1.0
+    return scale
+
+
 class Localizer(MapScoring):
     def __init__(self, model, config: LocalizerConfig, device='cpu', seed=0,
                  base_from_camera=(0.0, 0.0, 0.0), chunk=PAIRS_PER_CHUNK):
@@ -476,14 +488,16 @@ class Localizer(MapScoring):
         """(pose (3,), covariance (3, 3)) of map_from_base, numpy float64: the pose of
         ``config.pose_estimate`` (the heaviest cluster's weighted mean, or the weighted mean
         of all particles), the covariance the whole cloud's spread around it times
-        :attr:`covariance_scale` (plus a term covering the map while the estimate is lost)."""
+        :attr:`covariance_scale` (:func:`published_scale`: a shrinking scale only once the
+        cloud is tight) (plus a term covering the map while the estimate is lost)."""
         if self.config.pose_estimate == 'heaviest_cluster':
             mean = heaviest_cluster_mean(self.particles[0], self.log_weights[0])[0]
         else:
             mean = weighted_mean(self.particles, self.log_weights)[0]
         cov = covariance(self.particles, self.log_weights,
                          mean[None])[0].double().cpu().numpy()
-        cov = cov * self.covariance_scale
+        cov = cov * published_scale(self.covariance_scale, cov,
+                                    self.config.covariance_scale_max_std)
         mean = mean.double().cpu().numpy()
         if self.health.unreliable and self.bounds is not None:
             cov = cov + anywhere_on_map(self.bounds, mean)

@@ -26,8 +26,9 @@ these places and no threshold is chosen.
 With a threshold chosen, the own-map runs also give the covariance scale: per run the mean x-y
 NEES of its updates (an update flagged lost at the threshold publishes a covariance covering
 the map and counts as 0), and the scale that puts the median run at 2, the mean NEES of a
-calibrated 2-D estimate (:func:`choose_covariance_scale`). The filter is the same at any
-scale; only what it publishes changes.
+calibrated 2-D estimate, applied as the localizer applies it (a scale below 1 only to a
+cloud tighter than ``covariance_scale_max_std``; :func:`choose_covariance_scale`). The filter
+is the same at any scale; only what it publishes changes.
 """
 import dataclasses
 import logging
@@ -70,16 +71,18 @@ def split_place(bags, image_topic):
 
 
 def run_trace(model, view_map, stream, seed=0, config=None):
-    """(the belief's evidence, x-y NEES) at each update (arrays) of ``stream`` localized from a
-    uniform belief on ``view_map``: the evidence check off (see the module docstring), the
-    covariance unscaled (``covariance_scale`` 1)."""
+    """(the belief's evidence, x-y NEES, the cloud's x-y standard deviation) at each update
+    (arrays) of ``stream`` localized from a uniform belief on ``view_map``: the evidence check
+    off (see the module docstring), the covariance unscaled (``covariance_scale`` 1)."""
     import torch
     cfg = dataclasses.replace(config or LocalizerConfig(), min_evidence=0.0,   # no search
                               covariance_scale=1.0)
     torch.manual_seed(seed)
     loc = localizer_for(model, cfg, torch.device('cpu'), seed, stream, view_map)
     track = localize(loc, stream, 'global')
-    return np.asarray(track.evidence, np.float64), xy_nees(track)
+    cov = np.asarray(track.covariances, np.float64).reshape(-1, 3, 3)
+    std = np.sqrt(0.5 * (cov[:, 0, 0] + cov[:, 1, 1]))
+    return np.asarray(track.evidence, np.float64), xy_nees(track), std
 
 
 def _read_run(bag, topics, size, seed):
@@ -135,24 +138,42 @@ def flags(trace, threshold, collapse_updates):
     return np.array([record_evidence(health, config, e, threshold) for e in trace], bool)
 
 
-def choose_covariance_scale(evidence, nees, threshold, collapse_updates):
+def choose_covariance_scale(evidence, nees, threshold, collapse_updates, stds=None,
+                            max_std=0.0):
     """The covariance scale for own-map runs (lists of per-update evidence and x-y NEES
-    arrays at scale 1) and the lost threshold: the median over runs of their mean NEES
-    (flagged updates count 0) divided by :data:`CALIBRATED_NEES`, within
-    :data:`SCALE_RANGE`. Returns a dict with ``covariance_scale`` and the runs' mean NEES at
-    scale 1 and at the chosen one."""
-    means = []
-    for ev, ne in zip(evidence, nees):
+    arrays at scale 1) and the lost threshold: the one that puts the median over runs of their
+    mean NEES (flagged updates count 0) at :data:`CALIBRATED_NEES`, within
+    :data:`SCALE_RANGE`, as the localizer publishes it: with ``stds`` (the cloud's x-y standard
+    deviation per update) and ``max_std`` > 0, a scale below 1 applies only to the updates
+    whose cloud is tighter than ``max_std`` (the ``covariance_scale_max_std`` rule,
+    :func:`~dmn_localizer.localization.localizer.published_scale`). Returns a dict with
+    ``covariance_scale`` and the runs' mean NEES at scale 1 and at the chosen one."""
+    runs = []
+    for i, (ev, ne) in enumerate(zip(evidence, nees)):
         if len(ne) == 0:
             continue
         lost = flags(ev, threshold, collapse_updates) if threshold else np.zeros(len(ne), bool)
-        means.append(float(np.mean(np.where(lost | ~np.isfinite(ne), 0.0, ne))))
-    if not means:
+        ne = np.where(lost | ~np.isfinite(ne), 0.0, ne)
+        tight = (np.ones(len(ne), bool) if stds is None or max_std <= 0
+                 else np.asarray(stds[i]) < max_std)
+        runs.append((ne, tight))
+    if not runs:
         return dict(covariance_scale=None)
-    scale = float(np.clip(np.median(means) / CALIBRATED_NEES, *SCALE_RANGE))
-    scale = float(f'{scale:.2g}')
-    return dict(covariance_scale=scale, own_nees=[round(m, 2) for m in means],
-                own_nees_scaled=[round(m / scale, 2) for m in means])
+
+    def median_mean(scale):
+        return float(np.median([np.mean(ne / np.where(tight | (scale >= 1), scale, 1.0))
+                                for ne, tight in runs]))
+    lo, hi = np.log(SCALE_RANGE[0]), np.log(SCALE_RANGE[1])   # the median falls as it grows
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if median_mean(np.exp(mid)) > CALIBRATED_NEES else (lo, mid)
+    scale = float(f'{float(np.exp(0.5 * (lo + hi))):.2g}')
+
+    def run_mean(ne, tight, s):
+        return float(np.mean(ne / np.where(tight | (s >= 1), s, 1.0)))
+    return dict(covariance_scale=scale,
+                own_nees=[round(run_mean(ne, t, 1.0), 2) for ne, t in runs],
+                own_nees_scaled=[round(run_mean(ne, t, scale), 2) for ne, t in runs])
 
 
 def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
@@ -192,7 +213,7 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
     size = model.config.image_size
     maps = {}    # place -> its view map, built once
     traces = {'own': [], 'foreign': []}
-    own_nees = []
+    own_nees, own_std = [], []
     runs = []
     with tqdm(total=2 * len(jobs), desc='lost-flag calibration', unit='run',
               disable=not progress) as bar:
@@ -201,10 +222,11 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
             for kind, map_name in pairs:
                 if map_name not in maps:
                     maps[map_name] = _map(place(map_name)[0], topics, size)
-                trace, nees = run_trace(model, maps[map_name], stream, seed, config)
+                trace, nees, std = run_trace(model, maps[map_name], stream, seed, config)
                 traces[kind].append(trace)
                 if kind == 'own':
                     own_nees.append(nees)
+                    own_std.append(std)
                 finite = trace[np.isfinite(trace)]
                 runs.append(dict(kind=kind, map_place=map_name, run=str(run),
                                  updates=len(trace),
@@ -223,8 +245,9 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
                             f"{result['score']:.2f} < {MIN_SEPARATION})")
         result['covariance_scale'] = None
         return result
+    max_std = (config or LocalizerConfig()).covariance_scale_max_std
     result.update(choose_covariance_scale(traces['own'], own_nees, result['min_evidence'],
-                                          collapse_updates))
+                                          collapse_updates, own_std, max_std))
     if result['covariance_scale'] is not None:
         result['covariance_description'] = (
             f"{len(own_nees)} runs of {', '.join(targets)} on their own map: mean x-y NEES "
