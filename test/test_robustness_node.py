@@ -366,22 +366,26 @@ def test_bad_map_file_at_start_then_load_map_over_dds(ros_env, ros_peer, files):
     assert len(errors) == 1 and str(bad) in errors[0], err[-2000:]
 
 
+def run_node_to_exit(args, env):
+    """(exit status, non-empty stderr lines) of a node process expected to stop by itself."""
+    import subprocess
+    proc = start_python(args, env)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        _, err = stop_process(proc)
+    return proc.returncode, [line for line in err.splitlines() if line.strip()]
+
+
 def test_mapper_bad_map_file_exits_with_one_line(ros_env, files):
     """The mapper, asked to extend a corrupt map, stops (exit 2, one line): starting empty
     instead would overwrite the user's map at the next ~/save_map."""
-    import subprocess
     bad = files / 'garbage.dmnmap'
-    proc = start_python(['-m', 'dmn_localizer.nodes.mapper_node', '--ros-args',
-                         '-p', f'model:={files / "tiny.safetensors"}', '-p', f'map_file:={bad}'],
-                        ros_env)
-    try:
-        out, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        out, err = stop_process(proc)
-    assert proc.returncode == 2, err[-2000:]
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert lines == [f'mapper_node: error: {bad}: not a map file, or truncated (bad header '
-                     'length)'], err[-2000:]
+    status, lines = run_node_to_exit(['-m', 'dmn_localizer.nodes.mapper_node', '--ros-args',
+                                      '-p', f'model:={files / "tiny.safetensors"}',
+                                      '-p', f'map_file:={bad}'], ros_env)
+    assert status == 2 and lines == [f'mapper_node: error: {bad}: not a map file, or truncated '
+                                     '(bad header length)'], lines
 
 
 @pytest.mark.parametrize('value,message', [
@@ -391,16 +395,10 @@ def test_mapper_bad_map_file_exits_with_one_line(ros_env, files):
 def test_bad_parameter_value_exits_with_one_line(ros_env, value, message):
     """A parameter of the wrong type or out of range (a typo in the YAML) stops the node with
     one line naming it (exit 2), not a traceback."""
-    import subprocess
-    proc = start_python(['-m', 'dmn_localizer.nodes.localizer_node', '--ros-args', '-p',
-                         f'update_min_d:={value}'], ros_env)
-    try:
-        out, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        out, err = stop_process(proc)
-    assert proc.returncode == 2, err[-2000:]
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith(f'localizer_node: error: {message}'), err
+    status, lines = run_node_to_exit(['-m', 'dmn_localizer.nodes.localizer_node', '--ros-args',
+                                      '-p', f'update_min_d:={value}'], ros_env)
+    assert status == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f'localizer_node: error: {message}'), lines
 
 
 def test_integer_for_a_float_parameter_is_taken(context, files):
