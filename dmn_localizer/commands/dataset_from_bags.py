@@ -97,6 +97,8 @@ def run(args):
     if os.path.isdir(args.out) and os.listdir(args.out):
         raise UserError(f'{args.out}: not empty')
     from dmn_localizer.data.from_bags import build_from_bags
+    n_bags = sum(len(bags) for bags in groups.values())
+    print(f'reading {n_bags} bag{"s" * (n_bags != 1)} -> {args.out}', flush=True)
     m = build_from_bags(groups, args.image_topic, args.pose_topic, args.out,
                         image_size=args.image_size, contexts=args.contexts,
                         trajectories=args.trajectories,

@@ -188,8 +188,6 @@ def build_from_bags(groups, image_topic, pose_topic, out, image_size=32, context
     min_pairs = contexts if min_pairs is None else max(int(min_pairs), contexts)
     t0 = time.monotonic()
     groups = bag_groups(groups)
-    log.info('reading %d bag%s in %d group%s', sum(map(len, groups.values())),
-             's' * (sum(map(len, groups.values())) != 1), len(groups), 's' * (len(groups) != 1))
     counts, areas, group_info, paths, hfovs = {}, [], [], [], []
     for name, bags in groups.items():
         pairs, suspects = read_group(name, bags, image_topic, pose_topic, image_size, max_dt_s,
