@@ -71,16 +71,20 @@ def global_sample_sizes(config, k=None):
     return max(target, 0 if k else config.global_initial_particles), target
 
 
-def published_scale(scale, cov, max_std):
-    """The factor on a cloud's covariance ``cov`` (3, 3) as published: ``scale`` (the
-    ``covariance_scale`` in use), except that a scale below 1 applies only while the cloud's
-    x-y standard deviation (root mean square of x and y) is below ``max_std`` m (> 0). A
-    likelihood wider than the errors makes a tracked cloud too wide, which the scale corrects;
-    a wide cloud that is still converging or searching is no such case, and shrinking it would
-    make a wrong estimate look sure."""
-    if scale < 1.0 and max_std > 0 and math.sqrt(0.5 * (cov[0, 0] + cov[1, 1])) >= max_std:
-        return 1.0
-    return scale
+def cloud_xy_std(cov):
+    """The x-y standard deviation (root mean square of x and y) of covariances (..., 3, 3)."""
+    cov = np.asarray(cov, np.float64)
+    return np.sqrt(0.5 * (cov[..., 0, 0] + cov[..., 1, 1]))
+
+
+def published_scale(scale, xy_std, max_std):
+    """The factor on a cloud's covariance as published (per cloud, for an array of x-y standard
+    deviations :func:`cloud_xy_std`): ``scale`` (the ``covariance_scale`` in use), except that
+    a scale below 1 applies only while the cloud's x-y standard deviation is below ``max_std``
+    m (> 0). A likelihood wider than the errors makes a tracked cloud too wide, which the scale
+    corrects; a wide cloud that is still converging or searching is no such case, and
+    shrinking it would make a wrong estimate look sure."""
+    return np.where((scale < 1.0) & (max_std > 0) & (np.asarray(xy_std) >= max_std), 1.0, scale)
 
 
 class Localizer(MapScoring):
@@ -496,8 +500,8 @@ class Localizer(MapScoring):
             mean = weighted_mean(self.particles, self.log_weights)[0]
         cov = covariance(self.particles, self.log_weights,
                          mean[None])[0].double().cpu().numpy()
-        cov = cov * published_scale(self.covariance_scale, cov,
-                                    self.config.covariance_scale_max_std)
+        cov = cov * float(published_scale(self.covariance_scale, cloud_xy_std(cov),
+                                          self.config.covariance_scale_max_std))
         mean = mean.double().cpu().numpy()
         if self.health.unreliable and self.bounds is not None:
             cov = cov + anywhere_on_map(self.bounds, mean)

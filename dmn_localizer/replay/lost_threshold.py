@@ -39,6 +39,7 @@ from dmn_localizer.bags.read import open_bag
 from dmn_localizer.bags.simulate import noisy_odometry
 from dmn_localizer.config import LocalizerConfig
 from dmn_localizer.localization.health import Health, record_evidence
+from dmn_localizer.localization.localizer import cloud_xy_std, published_scale
 from dmn_localizer.replay.offline import (build_map, localize, localizer_for, read_stream,
                                           Topics, xy_nees)
 from dmn_localizer.util.errors import UserError
@@ -80,8 +81,7 @@ def run_trace(model, view_map, stream, seed=0, config=None):
     torch.manual_seed(seed)
     loc = localizer_for(model, cfg, torch.device('cpu'), seed, stream, view_map)
     track = localize(loc, stream, 'global')
-    cov = np.asarray(track.covariances, np.float64).reshape(-1, 3, 3)
-    std = np.sqrt(0.5 * (cov[:, 0, 0] + cov[:, 1, 1]))
+    std = cloud_xy_std(np.asarray(track.covariances, np.float64).reshape(-1, 3, 3))
     return np.asarray(track.evidence, np.float64), xy_nees(track), std
 
 
@@ -145,7 +145,7 @@ def choose_covariance_scale(evidence, nees, threshold, collapse_updates, stds=No
     mean NEES (flagged updates count 0) at :data:`CALIBRATED_NEES`, within
     :data:`SCALE_RANGE`, as the localizer publishes it: with ``stds`` (the cloud's x-y standard
     deviation per update) and ``max_std`` > 0, a scale below 1 applies only to the updates
-    whose cloud is tighter than ``max_std`` (the ``covariance_scale_max_std`` rule,
+    whose cloud is tighter than ``max_std`` (the localizer's own rule,
     :func:`~dmn_localizer.localization.localizer.published_scale`). Returns a dict with
     ``covariance_scale`` and the runs' mean NEES at scale 1 and at the chosen one."""
     runs = []
@@ -154,26 +154,21 @@ def choose_covariance_scale(evidence, nees, threshold, collapse_updates, stds=No
             continue
         lost = flags(ev, threshold, collapse_updates) if threshold else np.zeros(len(ne), bool)
         ne = np.where(lost | ~np.isfinite(ne), 0.0, ne)
-        tight = (np.ones(len(ne), bool) if stds is None or max_std <= 0
-                 else np.asarray(stds[i]) < max_std)
-        runs.append((ne, tight))
+        runs.append((ne, np.zeros(len(ne)) if stds is None else np.asarray(stds[i])))
     if not runs:
         return dict(covariance_scale=None)
 
-    def median_mean(scale):
-        return float(np.median([np.mean(ne / np.where(tight | (scale >= 1), scale, 1.0))
-                                for ne, tight in runs]))
+    def run_mean(ne, std, scale):
+        return float(np.mean(ne / published_scale(scale, std, max_std)))
     lo, hi = np.log(SCALE_RANGE[0]), np.log(SCALE_RANGE[1])   # the median falls as it grows
     for _ in range(60):
         mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if median_mean(np.exp(mid)) > CALIBRATED_NEES else (lo, mid)
+        median = np.median([run_mean(ne, std, np.exp(mid)) for ne, std in runs])
+        lo, hi = (mid, hi) if median > CALIBRATED_NEES else (lo, mid)
     scale = float(f'{float(np.exp(0.5 * (lo + hi))):.2g}')
-
-    def run_mean(ne, tight, s):
-        return float(np.mean(ne / np.where(tight | (s >= 1), s, 1.0)))
     return dict(covariance_scale=scale,
-                own_nees=[round(run_mean(ne, t, 1.0), 2) for ne, t in runs],
-                own_nees_scaled=[round(run_mean(ne, t, scale), 2) for ne, t in runs])
+                own_nees=[round(run_mean(ne, std, 1.0), 2) for ne, std in runs],
+                own_nees_scaled=[round(run_mean(ne, std, scale), 2) for ne, std in runs])
 
 
 def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
