@@ -30,12 +30,10 @@ class CsvLog:
         self._rewrite(rows)
 
     def _rewrite(self, rows):
-        buf = io.StringIO()
         if self.fields:
-            w = csv.DictWriter(buf, self.fields)
-            w.writeheader()
-            w.writerows(rows)
-        atomic_write_bytes(self.path, buf.getvalue().encode())
+            write_csv(self.path, self.fields, rows)
+        else:
+            atomic_write_bytes(self.path, b'')
 
     def append(self, row):
         new = not self.path.exists() or self.path.stat().st_size == 0
@@ -46,6 +44,15 @@ class CsvLog:
             if new:
                 w.writeheader()
             w.writerow(row)
+
+
+def write_csv(path, fields, rows):
+    """``rows`` (dicts) under a header of ``fields``, written to ``path`` atomically."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fields)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_bytes(path, buf.getvalue().encode())
 
 
 def _step(row):

@@ -1,8 +1,6 @@
 """The view-pair recipe's training loop, its log and its curve."""
 import dataclasses
 from dataclasses import asdict
-import csv
-import io
 import logging
 import math
 import time
@@ -15,7 +13,7 @@ from tqdm import tqdm
 
 from dmn_localizer.model.config import DMNConfig
 from dmn_localizer.model.io import atomic_write_json, load_model, save_model
-from dmn_localizer.training.logs import bar_total
+from dmn_localizer.training.logs import bar_total, write_csv
 from dmn_localizer.training.view_pairs.config import RECIPE, ViewPairConfig
 from dmn_localizer.training.view_pairs.filter_term import FilterTerm
 from dmn_localizer.training.view_pairs.loss import training_loss
@@ -142,11 +140,7 @@ def train_view_pairs(cfg: ViewPairConfig, out_dir, progress=True):
             row.update(val_success=s, val_success_wrong=sw, val_rmse=round(r, 3))
         model.train()
         rows.append(row)
-        buf = io.StringIO()
-        wr = csv.DictWriter(buf, FIELDS)
-        wr.writeheader()
-        wr.writerows(rows)
-        write_text(out / 'log.csv', buf.getvalue())
+        write_csv(out / 'log.csv', FIELDS, rows)
         plot_curve(rows, out / 'curve.png')
         meta = dict(card, steps=step, minutes=row['minutes'], validation=row)
         save_model(model, out / 'last', metadata=meta)
