@@ -49,11 +49,11 @@ ODOM_NOISE = (0.02, 0.01, np.radians(1.0))   # per-step std of (dx, dy, dyaw), b
 RUNS = ('mapping', 'localization')
 MAPPING_MIN_FRAMES = 800
 MAPPING_SIGHT_M = 1.5
+"""The mapping run counts a place as seen when it passed within this distance (open rooms are
+covered in lanes about 3 m apart)."""
 TURN_FIRST_FRAMES = 12
 """With ``turn_first``, the localization run's first frames: one full turn in place, 30 deg a
 frame."""
-"""The mapping run counts a place as seen when it passed within this distance (open rooms are
-covered in lanes about 3 m apart)."""
 TOPICS = {'/camera/image_raw': M.IMAGE, '/camera/camera_info': M.CAMERA_INFO,
           '/odom': M.ODOMETRY, '/tf': M.TF, '/tf_static': M.TF,
           '/ground_truth/pose': M.POSE_STAMPED}

@@ -54,8 +54,8 @@ def add_arguments(parser):
                         '>= 10 m away, unseen by its odometry (kidnapped-robot test)')
     parser.add_argument('--turn-first', action='store_true',
                         help='the localization run begins with one full turn in place (12 '
-                        'frames, 30 deg each, counted in --localization-frames) before it '
-                        'drives, as one turns a robot to help global localization')
+                        'frames, 30 deg each, counted in --localization-frames), then drives '
+                        'the route it drives without the turn')
 
 
 def _check_hfov(domain, hfov_deg, image_size):

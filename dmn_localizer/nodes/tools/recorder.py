@@ -61,8 +61,8 @@ class Recorder:
             try:
                 particles = np.array([pose_to_xyyaw(p) for p in msg.poses])
             except ValueError:   # a particle that is not a pose: no snapshot of this cloud
-                particles = None
-            if particles is not None:
+                pass
+            else:
                 self.snapshots.append((stamp_to_sec(msg.header.stamp), particles))
         self.particle_msgs += 1
 
