@@ -45,6 +45,12 @@ SHARED_PARAMETERS = {
     'autostart': _spec(True, 'Configure and activate at start (a plain node); false: wait for '
                        'a lifecycle manager (nav2_lifecycle_manager) to configure and activate '
                        'it'),
+    'bond_heartbeat_period': _spec(0.1, 'Period (s) of the bond heartbeat (bond/msg/Status on '
+                                   'the relative topic bond) an active node sends, as nav2\'s '
+                                   'nodes do: nav2_lifecycle_manager waits for it after '
+                                   'activation and resets its nodes when it stops for its '
+                                   'bond_timeout. 0: no bond (the manager then needs '
+                                   'bond_timeout: 0.0)', 0.0, 2.0),
     # inputs
     'image_topic': _spec('camera/image_raw', 'Camera topic (relative, so namespaces work)'),
     'image_transport': _spec('raw', "Image message type: 'raw' (sensor_msgs/Image) or "
@@ -102,6 +108,7 @@ class MapperConfig:
                                 'warning')
     camera_frame_id: str = shared('camera_frame_id')
     autostart: bool = shared('autostart')
+    bond_heartbeat_period: float = shared('bond_heartbeat_period')
     # inputs
     image_topic: str = shared('image_topic')
     image_transport: str = shared('image_transport')
@@ -143,6 +150,7 @@ class LocalizerConfig:
                                 'child_frame_id is used, with one warning')
     camera_frame_id: str = shared('camera_frame_id')
     autostart: bool = shared('autostart')
+    bond_heartbeat_period: float = shared('bond_heartbeat_period')
     # inputs
     image_topic: str = shared('image_topic')
     image_transport: str = shared('image_transport')

@@ -9,8 +9,8 @@ file passes (namespace, map, use_sim_time, autostart, use_respawn, log_level) me
 here. ``params_file`` (nav2's YAML) is not read: the localizer takes ``localizer_params_file``
 and the map_server only ``yaml_filename``; ``use_composition`` and ``container_name`` do not
 apply (Python nodes are not components). The lifecycle manager drives the nodes (the localizer
-gets ``autostart: false``) with ``bond_timeout: 0.0``: rclpy has no bond, so the manager does
-not wait for a heartbeat from the localizer. The map_server (nav2_map_server) starts and is
+gets ``autostart: false``) and keeps a bond with each, as with amcl (the localizer's heartbeat:
+``bond_heartbeat_period``). The map_server (nav2_map_server) starts and is
 managed only when ``map`` names an occupancy grid, which costmaps and planners need; the
 localizer itself uses only its ``.dmnmap``. The arguments and the localizer node they share
 with localize.launch.py are defined once (:mod:`dmn_localizer.nodes.launch_parts`).
@@ -34,7 +34,7 @@ def generate_launch_description():
                     arguments=log_arguments(),
                     parameters=[{'use_sim_time': use_sim_time,
                                  'autostart': launch_bool('autostart'),
-                                 'node_names': node_names, 'bond_timeout': 0.0}])
+                                 'node_names': node_names}])
 
     def map_server_and_manager(context):
         occupancy_map = LaunchConfiguration('map').perform(context)

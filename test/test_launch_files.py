@@ -152,7 +152,8 @@ def test_namespaced_launch_resolves_params_and_remaps(tmp_path, fname, node, key
 
 def test_nav2_localization_launch():
     """The drop-in for nav2's localization_launch.py: nav2's arguments, the localizer managed
-    by lifecycle_manager_localization (autostart there, not in the node; no bond), and the
+    by lifecycle_manager_localization (autostart there, not in the node; the manager's bond
+    with its default timeout: the node keeps its side, test_bond.py), and the
     map_server only when an occupancy grid is given."""
     declared = _declarations('nav2_localization.launch.py')
     assert set(declared) == NAV2_ARGS
@@ -169,7 +170,7 @@ def test_nav2_localization_launch():
     assert localizer['params_files'] == [str(REPO / 'config' / 'localizer.yaml')]
     assert localizer['remappings'] == TF_REMAPS
     assert manager['params'] == {'use_sim_time': False, 'autostart': True,
-                                 'node_names': ['localizer'], 'bond_timeout': 0.0}
+                                 'node_names': ['localizer']}
     nodes = resolve_launch_file(LAUNCH / 'nav2_localization.launch.py',
                                 {'map': 'grid.yaml', 'autostart': 'false'}, REPO)
     by_name = {n['name']: n for n in nodes}

@@ -4,6 +4,7 @@ pose kept across restarts. In-process tests build the node object in the test pr
 call its callbacks; the DDS tests drive a node process from another one."""
 import pytest
 import numpy as np
+from bond.msg import Status
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseArray, PoseWithCovarianceStamped
 from lifecycle_msgs.msg import Transition
@@ -208,12 +209,14 @@ def test_lifecycle_transitions_as_nav2_lifecycle_manager(ros_env, ros_peer, mode
                          '--model', str(model_file), '-p', 'num_particles:=100',
                          '-p', 'global_num_particles:=300', '-p', 'update_min_d:=0.1',
                          '-p', 'autostart:=false', '-p', 'odom_source:=topic'], ros_env)
-    poses, tfs, diags = [], [], []
+    poses, tfs, diags, bond = [], [], [], []
     n = ros_peer.node
     n.create_subscription(PoseWithCovarianceStamped, POSE_TOPIC, poses.append, LATCHED)
     n.create_subscription(TFMessage, '/tf', tfs.append, 100)
     n.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    n.create_subscription(Status, 'bond', bond.append, 100)
     robot = Robot(ros_peer, world)
+    instances = []
 
     def outputs():
         return len(poses) + len(map_to_odom(tfs)) + len(diags)
@@ -234,8 +237,13 @@ def test_lifecycle_transitions_as_nav2_lifecycle_manager(ros_env, ros_peer, mode
             assert drive_and_count() == 0     # inactive: nothing out
             assert not set_parameters(ros_peer, 'localizer', model=str(model_file))[0].successful
 
+            assert not bond    # a bond only while active
             assert transition(ros_peer, 'localizer', Transition.TRANSITION_ACTIVATE)
             assert lifecycle_state(ros_peer, 'localizer') == 'active'
+            # the bond nav2_lifecycle_manager waits for after activation: heartbeats
+            assert ros_peer.spin_until(lambda: len(bond) >= 3, 30)
+            assert {(m.id, m.active) for m in bond} == {('localizer', True)}
+            instances.append(bond[0].instance_id)
             for _ in range(3):
                 robot.step()
             assert ros_peer.spin_until(lambda: poses and map_to_odom(tfs) and diags, 30), \
@@ -245,6 +253,11 @@ def test_lifecycle_transitions_as_nav2_lifecycle_manager(ros_env, ros_peer, mode
             assert lifecycle_state(ros_peer, 'localizer') == 'inactive'
             ros_peer.spin_until(lambda: False, 1.0)
             assert drive_and_count() == 0
+            # ... which it ends at deactivation, and then beats no more
+            end = [m.active for m in bond].index(False)
+            assert not any(m.active for m in bond[end:])
+            assert {m.instance_id for m in bond} == {instances[-1]}
+            bond.clear()
 
             assert transition(ros_peer, 'localizer', Transition.TRANSITION_CLEANUP)
             assert lifecycle_state(ros_peer, 'localizer') == 'unconfigured'
@@ -252,6 +265,7 @@ def test_lifecycle_transitions_as_nav2_lifecycle_manager(ros_env, ros_peer, mode
             assert set_parameters(ros_peer, 'localizer', model=str(model_file))[0].successful
         assert transition(ros_peer, 'localizer', Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
         assert lifecycle_state(ros_peer, 'localizer') == 'finalized'
+        assert len(set(instances)) == 2 and not bond   # each activation a new bond
         assert node.poll() is None
     finally:
         out, err = stop_process(node)

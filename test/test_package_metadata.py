@@ -19,7 +19,7 @@ PYTHON_LIBS = {
     'hypothesis': ('python3-hypothesis', 'hypothesis'), 'evo': (None, 'evo'),
 }
 # ROS packages available in the venv without a wheel of their own name
-ROS_BUILT_LOCALLY = {'tf2_msgs', 'nav2_msgs'}  # interfaces/
+ROS_BUILT_LOCALLY = {'tf2_msgs', 'nav2_msgs', 'bond'}  # interfaces/
 ROS_ONLY_ON_A_ROS_INSTALL = {'launch', 'launch_ros', 'launch_testing', 'launch_testing_ros',
                              'ament_index_python'}
 

@@ -6,12 +6,14 @@ creates the publishers, subscriptions, services and timers; *activate* enables t
 (lifecycle publishers) and the processing of inputs; *deactivate* stops both; *cleanup* and
 *shutdown* release everything. With the parameter ``autostart`` true (the default) the node
 configures and activates itself at start, a plain node for use without a lifecycle manager.
+While active the node keeps a bond with the manager (:mod:`dmn_localizer.nodes.bond`).
 """
 from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, TransitionCallbackReturn
 from rclpy.service import Service
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 
+from dmn_localizer.nodes import bond
 from dmn_localizer.util.errors import UserError
 from dmn_localizer.nodes.parameters import declare_config, on_parameter_changes, read_config
 
@@ -29,6 +31,7 @@ class ManagedNode(LifecycleNode):
         self.config_cls = config_cls
         self.configured = self.active = False   # before a bad parameter can raise: a node
         self._entities = []                     # left in the context is destroyed at shutdown
+        self.bond = None
         self.config = declare_config(self, config_cls)
         self._autostarting = False
         self._configure_exception = None
@@ -42,6 +45,12 @@ class ManagedNode(LifecycleNode):
             finally:
                 self._autostarting = False
             self.trigger_activate()
+
+    def destroy_node(self):
+        if self.bond is not None:   # a node that goes away tells its manager
+            self.bond.close()
+            self.bond = None
+        super().destroy_node()
 
     def owned(self, entity):
         """Record a subscription, service, timer or lifecycle publisher made in setup()."""
@@ -59,6 +68,9 @@ class ManagedNode(LifecycleNode):
             elif isinstance(entity, Timer):
                 self.destroy_timer(entity)
         self._entities = []
+        if self.bond is not None:
+            self.bond.close()
+            self.bond = None
         if self.configured:
             self.teardown()
         self.configured = self.active = False
@@ -83,12 +95,29 @@ class ManagedNode(LifecycleNode):
         if result == SUCCESS:
             self.active = True
             self.activated()
+            self.start_bond()
         return result
 
     def on_deactivate(self, state):
         self.deactivating()
         self.active = False
+        if self.bond is not None:
+            self.bond.stop()
         return super().on_deactivate(state)
+
+    def start_bond(self):
+        period = self.config.bond_heartbeat_period
+        if period <= 0:
+            return
+        if self.bond is None:
+            status = bond.status_type()
+            if status is None:
+                self.get_logger().warning(
+                    "no bond with a lifecycle manager: the package 'bond' is not installed "
+                    '(nav2_lifecycle_manager then needs bond_timeout: 0.0)')
+                return
+            self.bond = bond.Bond(self, period, status)
+        self.bond.start()
 
     def on_cleanup(self, state):
         self.release()
