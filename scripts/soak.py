@@ -123,8 +123,9 @@ def window_mean(values, frames, lo, hi):
 
 def main(argv=None):
     args = parse_args(argv)
-    os.environ.update(ROS_DOMAIN_ID=str(args.domain_id), PYTHONUNBUFFERED='1',
-                      ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
+    from dmn_localizer.util.processes import localhost_discovery
+    os.environ.update(ROS_DOMAIN_ID=str(args.domain_id), PYTHONUNBUFFERED='1')
+    localhost_discovery(os.environ)
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseWithCovarianceStamped

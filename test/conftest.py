@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from dmn_localizer.util.processes import localhost_discovery
+
 REPO = Path(__file__).resolve().parents[1]
 _domain_ids = itertools.count()
 DOMAIN_BLOCK = 20
@@ -52,9 +54,8 @@ def ros_test_env(domain_id=None):
     not meet the next test and a parallel run on the machine is never met."""
     if domain_id is None:
         domain_id = _domain_block() + next(_domain_ids) % DOMAIN_BLOCK
-    env = dict(os.environ)
-    env.update(ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', ROS_DOMAIN_ID=str(domain_id),
-               ROS_LOCALHOST_ONLY='1', PYTHONUNBUFFERED='1',
+    env = localhost_discovery(dict(os.environ))
+    env.update(ROS_DOMAIN_ID=str(domain_id), PYTHONUNBUFFERED='1',
                AMENT_PREFIX_PATH=str(Path(sys.prefix)) + os.pathsep
                + env.get('AMENT_PREFIX_PATH', ''))
     env.pop('ROS_STATIC_PEERS', None)

@@ -10,6 +10,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 
 from conftest import ros_test_env
+from dmn_localizer.util.processes import localhost_discovery
 
 
 @contextlib.contextmanager
@@ -19,7 +20,7 @@ def ros_context(args=None):
     env = ros_test_env()
     saved = {k: os.environ.get(k) for k in ('ROS_AUTOMATIC_DISCOVERY_RANGE',
                                             'ROS_LOCALHOST_ONLY')}
-    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    localhost_discovery(os.environ)
     context = rclpy.Context()
     rclpy.init(args=args, context=context, domain_id=int(env['ROS_DOMAIN_ID']))
     try:

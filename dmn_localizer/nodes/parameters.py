@@ -45,7 +45,8 @@ def declare_config(node, config_cls):
         try:
             node.declare_parameter(name, default, desc)
         except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
-            message = ' '.join(str(exc).split())
+            # Humble's exceptions carry (message, parameter) as two args, later ones one string
+            message = ' '.join(str(exc.args[0] if exc.args else exc).split())
             raise UserError(f'parameter {name}: {message}') from None
     return read_config(node, config_cls)
 

@@ -1,7 +1,10 @@
 """Child processes that never outlive us: started with a parent-death signal, stopped the way
 a ROS node expects (SIGINT for a clean shutdown, then SIGTERM, then SIGKILL); the command line
-of a node process (``dmn-localizer run`` and live replay start nodes with it)."""
+of a node process (``dmn-localizer run`` and live replay start nodes with it); the environment
+that keeps a node's DDS discovery on this machine."""
 import ctypes
+import importlib.util
+import os
 import signal
 import subprocess
 import sys
@@ -10,6 +13,24 @@ import time
 from dmn_localizer.util.errors import UserError
 
 PR_SET_PDEATHSIG = 1
+
+
+def localhost_discovery(env):
+    """``env`` (a dict, changed and returned) with DDS discovery kept on this machine, in the
+    installed ROS distribution's terms: ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` from Iron on
+    (where ``ROS_LOCALHOST_ONLY`` is deprecated: every init warns about it, so it is removed),
+    ``ROS_LOCALHOST_ONLY=1`` on Humble (rclpy without ``event_handler``, which came with
+    Iron)."""
+    spec = importlib.util.find_spec('rclpy')   # finds the package without importing it
+    locations = spec.submodule_search_locations if spec else None
+    humble = bool(locations) and not any(
+        os.path.exists(os.path.join(d, 'event_handler.py')) for d in locations)
+    if humble:
+        env['ROS_LOCALHOST_ONLY'] = '1'
+    else:
+        env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+        env.pop('ROS_LOCALHOST_ONLY', None)
+    return env
 
 
 def _die_with_parent():

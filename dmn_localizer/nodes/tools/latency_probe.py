@@ -16,13 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from dmn_localizer.util.processes import start_child, stop_children
+from dmn_localizer.util.processes import localhost_discovery, start_child, stop_children
 
 
 def _env(domain_id):
-    env = dict(os.environ)
-    env.update(ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-               ROS_LOCALHOST_ONLY='1')
+    env = localhost_discovery(dict(os.environ))
+    env['ROS_DOMAIN_ID'] = str(domain_id)
     return env
 
 

@@ -98,7 +98,8 @@ class Recorder:
         return a is not None and a == b and len(self.stamps) >= b[1]
 
     def matched(self):
-        return self.pose_sub.get_publisher_count() > 0
+        # Subscription.get_publisher_count is Iron+; Humble has Node.count_publishers
+        return self.node.count_publishers(self.pose_sub.topic_name) > 0
 
     def arrays(self):
         """The recording as numpy arrays (for ``np.savez``)."""
