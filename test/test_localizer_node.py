@@ -139,7 +139,8 @@ def test_localizer_node_outputs(ros_env, ros_peer, model_and_map, world):
     model_file, map_file = model_and_map
     node = start_python(['-m', 'dmn_localizer', 'run', 'localize', '--map-file', str(map_file),
                          '--model', str(model_file), '-p', 'num_particles:=100',
-                         '-p', 'global_num_particles:=300', '-p', 'update_min_d:=0.1',
+                         # a step drives 0.2 m; a still step's image is 0.1 m from the last
+                         '-p', 'global_num_particles:=300', '-p', 'update_min_d:=0.15',
                          '-p', 'odom_source:=topic', '--log-level', 'debug'],
                         ros_env)
     poses, clouds, tfs, contexts = [], [], [], []
