@@ -52,7 +52,10 @@ def localizer(context, files, **params):
 
 
 def test_amcl_parameter_names_and_deprecated_aliases(context, files, capfd):
-    node = localizer(context, files, map_frame='world', base_frame_id='base')
+    """AMCL's names; a renamed parameter still works, with one warning; AMCL parameters the
+    node does not have are named in one warning (rclpy would keep them silently)."""
+    node = localizer(context, files, map_frame='world', base_frame_id='base',
+                     max_particles=2000, alpha1=0.2)
     try:
         for name in ('global_frame_id', 'odom_frame_id', 'base_frame_id', 'transform_tolerance',
                      'update_min_d', 'update_min_a', 'tf_broadcast'):
@@ -65,6 +68,7 @@ def test_amcl_parameter_names_and_deprecated_aliases(context, files, capfd):
         node.destroy_node()
     err = capfd.readouterr().err
     assert err.count('parameter map_frame is deprecated: use global_frame_id') == 1, err
+    assert err.count('not parameters of this node, ignored: alpha1, max_particles\n') == 1, err
 
 
 def test_frame_ids_checked_with_one_warning(context, files):

@@ -280,6 +280,9 @@ def test_initial_pose_checks(context, files):
             cb(msg)
             assert node.log.messages('warning', reason), (reason, node.log.records)
             assert node.localizer.particles is particles  # belief untouched
+    cb(initial_pose(frame='/map', pose=(3.0, 1.0, 0.2), var=(1e-6, 1e-6, 1e-6)))
+    p, _ = node.localizer.particle_array()   # a leading slash (ROS 1 style) is the frame
+    assert node.localizer.particles is not particles and np.abs(p[:, 0] - 3.0).max() < 0.1
     cb(initial_pose(var=(0.0, 0.0, 0.0)))  # zero covariance: default sigmas (AMCL)
     p, _ = node.localizer.particle_array()
     assert len(p) == SMALL['num_particles'] and np.isfinite(p).all()

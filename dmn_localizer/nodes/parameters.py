@@ -19,7 +19,8 @@ def declare_config(node, config_cls):
     float; a value of another type or out of range is a :class:`UserError` (one line, the range
     in the message). A value
     given under a name in :data:`RENAMED_PARAMETERS` is used for the new name (unless that is
-    given too), with one deprecation warning.
+    given too), with one deprecation warning. Values given for parameters the node does not
+    have are named in one warning.
     """
     overrides = getattr(node, '_parameter_overrides', {})  # rclpy: file and command line
     for old, new in RENAMED_PARAMETERS.items():
@@ -48,6 +49,10 @@ def declare_config(node, config_cls):
             # Humble's exceptions carry (message, parameter) as two args, later ones one string
             message = ' '.join(str(exc.args[0] if exc.args else exc).split())
             raise UserError(f'parameter {name}: {message}') from None
+    unknown = sorted(n for n in overrides if not node.has_parameter(n)
+                     and n not in RENAMED_PARAMETERS and not n.startswith('qos_overrides.'))
+    if unknown:   # rclpy keeps them unused, without a word (AMCL's names among them)
+        node.get_logger().warning(f'not parameters of this node, ignored: {", ".join(unknown)}')
     return read_config(node, config_cls)
 
 
