@@ -281,12 +281,13 @@ class LocalizerConfig:
                                 "for the model, from its card, else 3.5; 0 = off; ignored for "
                                 'the DMN, whose scores have no scale)',
                                 -1.0, 1000.0)
-    covariance_scale: float = param(1.0, "Factor on the particle cloud's covariance in the "
+    covariance_scale: float = param(-1.0, "Factor on the particle cloud's covariance in the "
                                     'published estimate (the cloud of a model whose likelihood '
                                     'is wider than its errors overstates the uncertainty once '
                                     "tracking: x-y NEES below 2); a lost estimate's map-wide "
                                     'term is added unscaled (-1 or any value <= 0 = the value '
-                                    'calibrated for the model, from its card, else 1)',
+                                    'calibrated for the model, from its card, for the camera '
+                                    'it was calibrated with; else 1)',
                                     -1.0, 1000.0)
     covariance_scale_max_std: float = param(0.5, 'A covariance_scale below 1 applies only '
                                             "while the particle cloud's x-y standard "
@@ -295,6 +296,10 @@ class LocalizerConfig:
                                             'is published as it is; a scale above 1 applies to '
                                             'every cloud (0 = a scale below 1 does too)',
                                             0.0, 1000.0)
+    covariance_scale_min_updates: int = param(20, 'And only once the cloud has stayed below '
+                                              'covariance_scale_max_std for this many '
+                                              'updates in a row: a cloud that just converged '
+                                              'may still sit beside the true pose', 0, 100000)
     pose_estimate: str = param('mean', "The published pose: 'mean' (the weighted mean of all "
                                "particles) or 'heaviest_cluster' (as AMCL: the weighted mean "
                                'of the particle cluster holding the most weight, particles '
@@ -352,7 +357,7 @@ LOCALIZER_RUNTIME_PARAMETERS = frozenset({
     'force_update_when_still', 'evidence_min_d', 'evidence_min_a', 'resample_ess_ratio',
     'health_samples', 'collapse_score',
     'collapse_updates', 'recovery_alpha', 'global_reinit_updates', 'min_evidence',
-    'covariance_scale', 'covariance_scale_max_std',
+    'covariance_scale', 'covariance_scale_max_std', 'covariance_scale_min_updates',
     'max_context_distance', 'odom_jump_threshold',
     'odom_max_speed', 'odom_timeout', 'transform_tolerance', 'tf_broadcast',
     'publish_particles', 'set_initial_pose', 'initial_pose_x', 'initial_pose_y',

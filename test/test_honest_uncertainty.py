@@ -113,7 +113,8 @@ def test_min_evidence_is_the_models_own_unless_set(tmp_path):
     """min_evidence -1 (the default) takes the threshold calibrated for the model from its
     card (aligned_mazes_e2e: 1.0, aligned_mazes_sharp: 4.9), else 3.5; a value >= 0 is used
     as given (0: off). The search while lost (random particles) needs the card's value or a
-    set one."""
+    set one. The covariance scale likewise (covariance_scale -1, the default, is the card's),
+    while the model uses the camera it was calibrated with."""
     import json
     import shutil
 
@@ -124,8 +125,13 @@ def test_min_evidence_is_the_models_own_unless_set(tmp_path):
     assert Localizer(load_model(MODEL), LocalizerConfig(), 'cpu').min_evidence == 3.5
     sharp = load_model(MODEL.parent / 'aligned_mazes_sharp')
     assert Localizer(sharp, LocalizerConfig(), 'cpu').min_evidence == 4.9
-    assert Localizer(sharp, LocalizerConfig(covariance_scale=-1), 'cpu').covariance_scale \
-        == 0.21
+    card_scale = sharp.card['metadata']['covariance_scale']
+    assert card_scale < 1
+    loc = Localizer(sharp, LocalizerConfig(), 'cpu')   # the default: the card's scale
+    assert loc.covariance_scale == card_scale
+    assert Localizer(sharp, LocalizerConfig(covariance_scale=1.0), 'cpu').covariance_scale == 1
+    loc.set_camera_intrinsics(64, 32 / np.tan(np.radians(30)))   # a 60 deg camera: not the
+    assert loc.covariance_scale == 1.0                           # one it was calibrated with
     assert Localizer(load_model(e2e), LocalizerConfig(min_evidence=2.0), 'cpu').min_evidence \
         == 2.0
     # a card without a calibrated value: the default

@@ -283,9 +283,33 @@ def test_covariance_scale_shrinks_only_a_tight_cloud(tiny_model, std_m, scale, m
     below 1 applies only while the cloud's x-y std is below covariance_scale_max_std."""
     from dmn_localizer.filter.particle_filter import covariance
     loc = make_localizer(tiny_model, num_particles=4000, covariance_scale=scale,
-                         covariance_scale_max_std=max_std)
+                         covariance_scale_max_std=max_std, covariance_scale_min_updates=0)
     loc.init_gaussian([5.0, 2.0, 0.3], [std_m, std_m, 0.1])
     mean, cov = loc.estimate()
     cloud = covariance(loc.particles, loc.log_weights,
                        torch.as_tensor(mean, dtype=torch.float32)[None])[0].double().numpy()
     np.testing.assert_allclose(cov, cloud * published, rtol=1e-4, atol=1e-9)
+
+
+def test_covariance_scale_shrinks_a_cloud_only_after_it_stayed_tight(tiny_model):
+    """covariance_scale_min_updates: a scale below 1 applies from the Nth update in a row with
+    a tight cloud on; a wide cloud restarts the count, and so does a new belief."""
+    from dmn_localizer.localization.localizer import cloud_xy_std
+    loc = make_localizer(tiny_model, num_particles=2000, covariance_scale=0.25,
+                         covariance_scale_min_updates=3, motion_noise_xy=0.0,
+                         motion_noise_yaw=0.0, motion_jump_share=0.0, resample_ess_ratio=0.0,
+                         health_samples=0)   # no recovery: the cloud stays as it is
+    img = np.zeros((32, 32, 3), np.uint8)
+
+    def published_factor():
+        _, cov = loc.estimate()
+        return cloud_xy_std(cov) ** 2 / cloud_xy_std(loc._spread()[1]) ** 2
+    for std, factors in ((2.0, [1, 1]), (0.1, [1, 1, 0.25, 0.25])):
+        loc.init_gaussian([5.0, 2.0, 0.3], [std, std, 0.05])
+        got = []
+        for _ in factors:
+            assert loc.update(img, force=True).updated
+            got.append(published_factor())
+        np.testing.assert_allclose(got, factors, rtol=1e-4)
+    loc.init_gaussian([5.0, 2.0, 0.3], [0.1, 0.1, 0.05])     # a new belief counts anew
+    assert loc.update(img, force=True).updated and published_factor() == pytest.approx(1.0)

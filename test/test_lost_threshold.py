@@ -99,7 +99,9 @@ def test_calibrate_lost_on_real_bags_writes_the_card(places, tmp_path):
     # the localizer applies to the covariance it publishes
     scale = after['metadata']['covariance_scale']
     assert scale == result['covariance_scale'] and 0.05 <= scale < 1.0, result
-    assert np.median(result['own_nees_scaled']) == pytest.approx(2.0, rel=0.05)
+    fitted = [m for m in result['own_nees_fitted'] if m is not None]
+    assert fitted and np.median(fitted) == pytest.approx(2.0, rel=0.05)
+    assert 'over the updates it applies to' in after['metadata']['covariance_scale_calibration']
     from dmn_localizer.config import LocalizerConfig
     from dmn_localizer.localization.localizer import Localizer
     from dmn_localizer.mapping.view_map import ViewMap
@@ -109,9 +111,10 @@ def test_calibrate_lost_on_real_bags_writes_the_card(places, tmp_path):
         vm.add(np.zeros((32, 32, 3), np.uint8), [x, 0.0, 0.0])
     covs = {}
     for given in (-1.0, 1.0):
-        loc = Localizer(load_model(model), LocalizerConfig(covariance_scale=given), seed=0)
+        loc = Localizer(load_model(model), LocalizerConfig(
+            covariance_scale=given, covariance_scale_min_updates=0), seed=0)
         loc.set_map(vm)
-        loc.init_gaussian([2.0, 0.0, 0.0], [0.5, 0.5, 0.2])
+        loc.init_gaussian([2.0, 0.0, 0.0], [0.3, 0.3, 0.2])   # a tight cloud
         covs[given] = loc.estimate()[1]
     np.testing.assert_allclose(covs[-1.0], scale * covs[1.0], rtol=1e-6)
     assert after['model_id'] == before['model_id'] and after['config'] == before['config']
@@ -125,14 +128,18 @@ def test_calibrate_lost_on_real_bags_writes_the_card(places, tmp_path):
 
 
 def test_the_covariance_scale_is_chosen_as_the_localizer_applies_it():
-    """With the cloud's spread per update, a scale below 1 is fitted to the tight updates only
-    (the localizer publishes a wider cloud unscaled): a run whose first half is wide (std 2 m,
-    NEES 1) and second half tight (0.2 m, NEES 0.25) reaches a mean NEES of 2 at 1/12, not at
-    the 0.31 that scaling every update would give."""
+    """With the cloud's spread per update, a scale below 1 is fitted to the updates it applies
+    to (the localizer publishes a wider cloud, and one not yet tight for min_updates updates,
+    unscaled): a run whose first half is wide (std 2 m, NEES 1) and second half tight (0.2 m,
+    NEES 0.5, 0.5, 0.25, 0.25, 0.25). The tight half's mean NEES 0.35 is 2 at 0.175; from
+    the 3rd tight update on, 0.25 at 0.125; scaling every update, the run's 0.675 at 0.34."""
     ev = [np.full(10, 5.0)]
-    ne = [np.r_[np.full(5, 1.0), np.full(5, 0.25)]]
+    ne = [np.r_[np.full(5, 1.0), 0.5, 0.5, 0.25, 0.25, 0.25]]
     std = [np.r_[np.full(5, 2.0), np.full(5, 0.2)]]
     gated = choose_covariance_scale(ev, ne, 1.0, 3, std, max_std=0.5)
-    assert gated['covariance_scale'] == pytest.approx(1 / 12, rel=0.02)
-    assert gated['own_nees_scaled'] == [pytest.approx(2.0, rel=0.02)]
-    assert choose_covariance_scale(ev, ne, 1.0, 3, std, 0.0)['covariance_scale'] == 0.31
+    assert gated['covariance_scale'] == pytest.approx(0.175, abs=0.006)
+    # what replays report: the whole run, (5 x 1 + 1.75 / 0.175) / 10 = 1.5
+    assert gated['own_nees_scaled'] == [pytest.approx(1.5, rel=0.04)]
+    late = choose_covariance_scale(ev, ne, 1.0, 3, std, 0.5, min_updates=3)
+    assert late['covariance_scale'] == pytest.approx(0.125, abs=0.006)
+    assert choose_covariance_scale(ev, ne, 1.0, 3, std, 0.0)['covariance_scale'] == 0.34

@@ -40,7 +40,8 @@ from dmn_localizer.filter.particle_filter import (covariance, effective_sample_s
                                                   ParticleFilter, sample_gaussian,
                                                   sample_uniform, weighted_mean)
 from dmn_localizer.geometry import compose
-from dmn_localizer.localization.camera import apply_camera, hfov_from_intrinsics
+from dmn_localizer.localization.camera import (HFOV_TOLERANCE_DEG, apply_camera,
+                                               hfov_from_intrinsics, training_hfov_deg)
 from dmn_localizer.localization.health import (anywhere_on_map, belief_score, Health,
                                                record_evidence, record_score, UpdateReport)
 from dmn_localizer.localization.scoring import (FLOOR_CONTEXTS, MapScoring,  # noqa: F401
@@ -77,14 +78,30 @@ def cloud_xy_std(cov):
     return np.sqrt(0.5 * (cov[..., 0, 0] + cov[..., 1, 1]))
 
 
-def published_scale(scale, xy_std, max_std):
+def published_scale(scale, xy_std, max_std, tight_updates=None, min_updates=0):
     """The factor on a cloud's covariance as published (per cloud, for an array of x-y standard
     deviations :func:`cloud_xy_std`): ``scale`` (the ``covariance_scale`` in use), except that
     a scale below 1 applies only while the cloud's x-y standard deviation is below ``max_std``
-    m (> 0). A likelihood wider than the errors makes a tracked cloud too wide, which the scale
-    corrects; a wide cloud that is still converging or searching is no such case, and
-    shrinking it would make a wrong estimate look sure."""
-    return np.where((scale < 1.0) & (max_std > 0) & (np.asarray(xy_std) >= max_std), 1.0, scale)
+    m (> 0) and has been for ``min_updates`` updates in a row (``tight_updates``, counted by
+    :func:`tight_runs`). A likelihood wider than the errors makes a tracked cloud too wide,
+    which the scale corrects; a wide cloud that is still converging or searching is no such
+    case, nor is one that has just converged (it may still sit beside the true pose), and
+    shrinking those would make a wrong estimate look sure."""
+    wide = (max_std > 0) & (np.asarray(xy_std) >= max_std)
+    if max_std > 0 and min_updates > 0 and tight_updates is not None:
+        wide = wide | (np.asarray(tight_updates) < min_updates)
+    return np.where((scale < 1.0) & wide, 1.0, scale)
+
+
+def tight_runs(xy_std, max_std):
+    """For each update of a run (its clouds' x-y standard deviations, in order): how many
+    updates in a row, this one included, had a cloud below ``max_std`` m (0 when this one does
+    not)."""
+    runs, count = np.zeros(len(xy_std), np.int64), 0
+    for i, std in enumerate(np.asarray(xy_std, np.float64)):
+        count = count + 1 if std < max_std else 0
+        runs[i] = count
+    return runs
 
 
 class Localizer(MapScoring):
@@ -121,6 +138,7 @@ class Localizer(MapScoring):
         self.health = Health()
         self._pending_health = None  # see update(defer_health=True)
         self._narrow_to = None       # see init_global
+        self.tight_updates = 0       # updates in a row with a tight cloud (published_scale)
 
     # ------------------------------------------------------------------ map and belief
     @property
@@ -198,6 +216,7 @@ class Localizer(MapScoring):
         self.health.collapsed = 0
         self._pending_health = None  # a check of the replaced belief no longer applies
         self._narrow_to = None       # particles the first update resamples down to
+        self.tight_updates = 0
 
     def reset_time(self):
         """Forget the previous image stamp (odometry time base restarted)."""
@@ -296,6 +315,8 @@ class Localizer(MapScoring):
         if self._narrow_to is not None:  # the first update of a global localization
             self.filter.resize(self._narrow_to)
             self._narrow_to, resampled = None, True
+        tight = cloud_xy_std(self._spread()[1]) < self.config.covariance_scale_max_std
+        self.tight_updates = self.tight_updates + 1 if tight else 0
         report = UpdateReport(True, self.ess(), resampled, float(ll.max()),
                               evidence=-math.inf if belief is None else float(belief))
         report.unreliable = self._check_evidence(report.evidence)
@@ -380,12 +401,22 @@ class Localizer(MapScoring):
     def covariance_scale(self):
         """The factor on the published covariance: the ``covariance_scale`` parameter (1 by
         default), or when it is <= 0 the value calibrated for the model (its card's
-        ``metadata.covariance_scale``: ``calibrate-lost``, ``finetune``), else 1."""
+        ``metadata.covariance_scale``: ``calibrate-lost``, ``finetune``) while the model uses
+        the camera it was calibrated with, else 1."""
         value = self.config.covariance_scale
         if value > 0:
             return value
         card_value = self._card_value('covariance_scale')
-        return 1.0 if card_value is None or card_value <= 0 else card_value
+        if card_value is None or card_value <= 0 or self._camera_differs():
+            return 1.0
+        return card_value
+
+    def _camera_differs(self):
+        """Whether the model now uses a camera other than the one its card's values were
+        calibrated with (an aligned model told another field of view)."""
+        in_use, calibrated = getattr(self.model, 'hfov_deg', None), training_hfov_deg(self.model)
+        return (in_use is not None and calibrated is not None
+                and abs(float(in_use) - calibrated) > HFOV_TOLERANCE_DEG)
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16,
@@ -493,19 +524,25 @@ class Localizer(MapScoring):
         ``config.pose_estimate`` (the heaviest cluster's weighted mean, or the weighted mean
         of all particles), the covariance the whole cloud's spread around it times
         :attr:`covariance_scale` (:func:`published_scale`: a shrinking scale only once the
-        cloud is tight) (plus a term covering the map while the estimate is lost)."""
+        cloud has been tight for a while) (plus a term covering the map while the estimate is
+        lost)."""
+        mean, cov = self._spread()
+        cfg = self.config
+        cov = cov * float(published_scale(self.covariance_scale, cloud_xy_std(cov),
+                                          cfg.covariance_scale_max_std, self.tight_updates,
+                                          cfg.covariance_scale_min_updates))
+        if self.health.unreliable and self.bounds is not None:
+            cov = cov + anywhere_on_map(self.bounds, mean)
+        return mean, cov
+
+    def _spread(self):
+        """(the published pose (3,), the cloud's covariance (3, 3) about it), numpy float64."""
         if self.config.pose_estimate == 'heaviest_cluster':
             mean = heaviest_cluster_mean(self.particles[0], self.log_weights[0])[0]
         else:
             mean = weighted_mean(self.particles, self.log_weights)[0]
-        cov = covariance(self.particles, self.log_weights,
-                         mean[None])[0].double().cpu().numpy()
-        cov = cov * float(published_scale(self.covariance_scale, cloud_xy_std(cov),
-                                          self.config.covariance_scale_max_std))
-        mean = mean.double().cpu().numpy()
-        if self.health.unreliable and self.bounds is not None:
-            cov = cov + anywhere_on_map(self.bounds, mean)
-        return mean, cov
+        cov = covariance(self.particles, self.log_weights, mean[None])[0]
+        return mean.double().cpu().numpy(), cov.double().cpu().numpy()
 
     def particle_array(self):
         """(particles (K, 3), normalised weights (K,)) as numpy."""

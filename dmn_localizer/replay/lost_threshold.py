@@ -39,7 +39,7 @@ from dmn_localizer.bags.read import open_bag
 from dmn_localizer.bags.simulate import noisy_odometry
 from dmn_localizer.config import LocalizerConfig
 from dmn_localizer.localization.health import Health, record_evidence
-from dmn_localizer.localization.localizer import cloud_xy_std, published_scale
+from dmn_localizer.localization.localizer import cloud_xy_std, published_scale, tight_runs
 from dmn_localizer.replay.offline import (build_map, localize, localizer_for, read_stream,
                                           Topics, xy_nees)
 from dmn_localizer.util.errors import UserError
@@ -139,36 +139,54 @@ def flags(trace, threshold, collapse_updates):
 
 
 def choose_covariance_scale(evidence, nees, threshold, collapse_updates, stds=None,
-                            max_std=0.0):
+                            max_std=0.0, min_updates=0):
     """The covariance scale for own-map runs (lists of per-update evidence and x-y NEES
     arrays at scale 1) and the lost threshold: the one that puts the median over runs of their
-    mean NEES (flagged updates count 0) at :data:`CALIBRATED_NEES`, within
-    :data:`SCALE_RANGE`, as the localizer publishes it: with ``stds`` (the cloud's x-y standard
-    deviation per update) and ``max_std`` > 0, a scale below 1 applies only to the updates
-    whose cloud is tighter than ``max_std`` (the localizer's own rule,
-    :func:`~dmn_localizer.localization.localizer.published_scale`). Returns a dict with
-    ``covariance_scale`` and the runs' mean NEES at scale 1 and at the chosen one."""
+    mean NEES at :data:`CALIBRATED_NEES`, within :data:`SCALE_RANGE`, over the updates it
+    applies to as the localizer publishes it (flagged updates count 0): a scale above 1
+    applies to every update; with ``stds`` (the cloud's x-y standard deviation per update)
+    and ``max_std`` > 0, a scale below 1 only to the updates whose cloud is tighter than
+    ``max_std`` and has been for ``min_updates`` updates in a row (the localizer's own rule,
+    :func:`~dmn_localizer.localization.localizer.published_scale`; the unflagged ones among
+    them: the tracking it corrects. Fitting the whole run instead would shrink the tracked
+    updates further to make up for the unscaled converging ones). Returns a dict with
+    ``covariance_scale``, the runs' mean NEES (all updates) at scale 1 and at the chosen one,
+    and at the chosen one over the updates it applies to (None: none in that run)."""
     runs = []
     for i, (ev, ne) in enumerate(zip(evidence, nees)):
         if len(ne) == 0:
             continue
         lost = flags(ev, threshold, collapse_updates) if threshold else np.zeros(len(ne), bool)
         ne = np.where(lost | ~np.isfinite(ne), 0.0, ne)
-        runs.append((ne, np.zeros(len(ne)) if stds is None else np.asarray(stds[i])))
+        std = np.zeros(len(ne)) if stds is None else np.asarray(stds[i], np.float64)
+        runs.append((ne, (std, tight_runs(std, max_std), lost)))
     if not runs:
         return dict(covariance_scale=None)
 
-    def run_mean(ne, std, scale):
-        return float(np.mean(ne / published_scale(scale, std, max_std)))
+    def run_mean(ne, cloud, scale):
+        std, tight, _ = cloud
+        return float(np.mean(ne / published_scale(scale, std, max_std, tight, min_updates)))
+
+    def fit_mean(ne, cloud, scale):   # over the updates the scale applies to, or None
+        if scale >= 1.0:
+            return run_mean(ne, cloud, scale)
+        std, tight, lost = cloud
+        applies = (published_scale(scale, std, max_std, tight, min_updates) != 1.0) & ~lost
+        return float(np.mean(ne[applies]) / scale) if applies.any() else None
+
+    def median(scale):
+        means = [m for m in (fit_mean(ne, cloud, scale) for ne, cloud in runs) if m is not None]
+        return np.median(means) if means else 0.0
     lo, hi = np.log(SCALE_RANGE[0]), np.log(SCALE_RANGE[1])   # the median falls as it grows
     for _ in range(60):
         mid = 0.5 * (lo + hi)
-        median = np.median([run_mean(ne, std, np.exp(mid)) for ne, std in runs])
-        lo, hi = (mid, hi) if median > CALIBRATED_NEES else (lo, mid)
+        lo, hi = (mid, hi) if median(np.exp(mid)) > CALIBRATED_NEES else (lo, mid)
     scale = float(f'{float(np.exp(0.5 * (lo + hi))):.2g}')
+    fitted = [fit_mean(ne, cloud, scale) for ne, cloud in runs]
     return dict(covariance_scale=scale,
-                own_nees=[round(run_mean(ne, std, 1.0), 2) for ne, std in runs],
-                own_nees_scaled=[round(run_mean(ne, std, scale), 2) for ne, std in runs])
+                own_nees=[round(run_mean(ne, cloud, 1.0), 2) for ne, cloud in runs],
+                own_nees_scaled=[round(run_mean(ne, cloud, scale), 2) for ne, cloud in runs],
+                own_nees_fitted=[None if m is None else round(m, 2) for m in fitted])
 
 
 def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
@@ -240,14 +258,16 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
                             f"{result['score']:.2f} < {MIN_SEPARATION})")
         result['covariance_scale'] = None
         return result
-    max_std = (config or LocalizerConfig()).covariance_scale_max_std
+    cfg = config or LocalizerConfig()
     result.update(choose_covariance_scale(traces['own'], own_nees, result['min_evidence'],
-                                          collapse_updates, own_std, max_std))
+                                          collapse_updates, own_std,
+                                          cfg.covariance_scale_max_std,
+                                          cfg.covariance_scale_min_updates))
     if result['covariance_scale'] is not None:
         result['covariance_description'] = (
             f"{len(own_nees)} runs of {', '.join(targets)} on their own map: mean x-y NEES "
             f"{_span(result['own_nees'])} at scale 1, {_span(result['own_nees_scaled'])} at "
-            f"{result['covariance_scale']:g} (dmn-localizer calibrate-lost)")
+            f"{result['covariance_scale']:g}{_tracked(result)} (dmn-localizer calibrate-lost)")
     result['metadata'] = _card_metadata(result)
     return result
 
@@ -263,6 +283,14 @@ def _card_metadata(result):
         values.update(covariance_scale=result['covariance_scale'],
                       covariance_scale_calibration=result['covariance_description'])
     return values
+
+
+def _tracked(result):
+    """', over the updates it applies to A-B' where a scale below 1 applies to only some."""
+    fitted = [m for m in result.get('own_nees_fitted') or [] if m is not None]
+    if result['covariance_scale'] >= 1.0 or not fitted:
+        return ''
+    return f' ({_span(fitted)} over the updates it applies to)'
 
 
 def _span(values):
