@@ -381,14 +381,12 @@ def _flatten(params, prefix=''):
     return flat
 
 
-def read_params_file(path, node, config_cls):
-    """What a ROS 2 parameters file gives the node named ``node``, as rclpy would read it for
-    the config dataclass ``config_cls``: {field name: value} from the ``ros__parameters`` of
-    ``/**`` (every node), then of ``node``, ``/**/node`` or ``/NS/node`` (nested or dotted
-    names; renamed parameters under their new names). Returns (values, warnings): parameters
-    the node does not declare are ignored by rclpy, so they are warnings here. ValueError
-    (one line) for a file that is not a parameters file or has no section for the node, and
-    for a value of the wrong type or out of range (the node refuses those too)."""
+def node_parameters(path, node, required=True):
+    """{dotted name: value} a ROS 2 parameters file gives the node named ``node``: the
+    ``ros__parameters`` of ``/**`` (every node), then of ``node``, ``/**/node`` or
+    ``/NS/node`` (nested names flattened; a section under any namespace counts). ValueError
+    (one line) for a file that is not a parameters file, and (``required``) for one with no
+    section for the node; else {} then (``/**`` alone does not make a section)."""
     import yaml
     try:
         data = yaml.safe_load(Path(path).read_text(encoding='utf-8'))
@@ -399,9 +397,12 @@ def read_params_file(path, node, config_cls):
                          'ros__parameters)')
     keys = [k for k in data if isinstance(k, str)
             and (k == '/**' or k.rstrip('/').split('/')[-1] == node)]
-    if not keys:
-        raise ValueError(f'{path}: no parameters for node {node!r} (sections: '
-                         f'{", ".join(map(str, data)) or "none"})')
+    if not any(k != '/**' for k in keys):
+        if not required:
+            return {}
+        if not keys:
+            raise ValueError(f'{path}: no parameters for node {node!r} (sections: '
+                             f'{", ".join(map(str, data)) or "none"})')
     flat = {}
     for key in sorted(keys, key=lambda k: k != '/**'):     # the node's own section wins
         section = data[key]
@@ -409,6 +410,17 @@ def read_params_file(path, node, config_cls):
         if not isinstance(params, dict):
             raise ValueError(f'{path}: section {key!r} has no ros__parameters mapping')
         flat.update(_flatten(params))
+    return flat
+
+
+def read_params_file(path, node, config_cls):
+    """What a ROS 2 parameters file gives the node named ``node``, as rclpy would read it for
+    the config dataclass ``config_cls``: {field name: value} (:func:`node_parameters`;
+    renamed parameters under their new names). Returns (values, warnings): parameters the node
+    does not declare are ignored by rclpy, so they are warnings here. ValueError (one line)
+    for a file that is not a parameters file or has no section for the node, and for a value
+    of the wrong type or out of range (the node refuses those too)."""
+    flat = node_parameters(path, node)
     for old, new in RENAMED_PARAMETERS.items():
         if old in flat:
             value = flat.pop(old)

@@ -17,7 +17,7 @@ LAUNCH = REPO / 'launch'
 ARGS = {'map_file', 'model', 'params_file', 'use_sim_time', 'rviz', 'namespace', 'log_level',
         'autostart', 'use_respawn'}
 NAV2_ARGS = {'namespace', 'map_file', 'map', 'model', 'localizer_params_file', 'use_sim_time',
-             'autostart', 'use_respawn', 'log_level'}
+             'autostart', 'use_respawn', 'log_level', 'params_file'}
 TF_REMAPS = [('/tf', 'tf'), ('/tf_static', 'tf_static')]
 
 
@@ -54,13 +54,14 @@ def test_launch_files_share_one_definition():
     from dmn_localizer.config import LocalizerConfig, MapperConfig
     for fname in ('localize.launch.py', 'mapping.launch.py', 'nav2_localization.launch.py'):
         tree = ast.parse((LAUNCH / fname).read_text())
-        assert {c.args[0].value for c in _calls(tree, 'DeclareLaunchArgument')} <= {'map'}
+        own = {'map'} | ({'params_file'} if fname.startswith('nav2') else set())  # nav2's
+        assert {c.args[0].value for c in _calls(tree, 'DeclareLaunchArgument')} <= own
         built = {k.value.value for c in _calls(tree, 'Node') for k in c.keywords
                  if k.arg == 'executable' and isinstance(k.value, ast.Constant)}
         assert not built & {'localizer_node', 'mapper_node', 'rviz2'}, fname
     files = {f: _declarations(f) for f in ('localize.launch.py', 'mapping.launch.py',
                                            'nav2_localization.launch.py')}
-    for name in ARGS & NAV2_ARGS - {'autostart'}:
+    for name in ARGS & NAV2_ARGS - {'autostart', 'params_file'}:   # params_file: per file
         assert len({repr(sorted(d[name].items())) for d in files.values()
                     if name in d}) == (2 if name == 'map_file' else 1), name
     for fname, cls in (('localize.launch.py', LocalizerConfig),
@@ -179,6 +180,29 @@ def test_nav2_localization_launch():
     manager = by_name['lifecycle_manager_localization']['params']
     assert manager['node_names'] == ['map_server', 'localizer']
     assert manager['autostart'] is False
+
+
+def test_nav2_params_file_configures_the_map_server(tmp_path):
+    """nav2's params file (as bringup passes it): its map_server section, under whatever key
+    and namespace, configures the map_server, whose yaml_filename `map` overrides; a file
+    without a map_server grid and no `map`: no map_server."""
+    nav2 = tmp_path / 'nav2_params.yaml'
+    nav2.write_text('amcl:\n  ros__parameters: {max_particles: 2000}\n'
+                    'map_server:\n  ros__parameters:\n    yaml_filename: house.yaml\n'
+                    '    topic_name: map\n')
+    for args, grid in (({}, 'house.yaml'), ({'map': 'grid.yaml'}, 'grid.yaml')):
+        nodes = resolve_launch_file(LAUNCH / 'nav2_localization.launch.py',
+                                    {'namespace': 'robot1', 'params_file': str(nav2), **args},
+                                    REPO)
+        by_name = {n['name']: n for n in nodes}
+        server = by_name['map_server']['params']
+        assert server == {'yaml_filename': grid, 'topic_name': 'map', 'use_sim_time': False}
+        assert by_name['map_server']['namespace'] == '/robot1'
+        assert 'max_particles' not in by_name['localizer']['params']
+    nav2.write_text('amcl:\n  ros__parameters: {max_particles: 2000}\n')
+    nodes = resolve_launch_file(LAUNCH / 'nav2_localization.launch.py',
+                                {'params_file': str(nav2)}, REPO)
+    assert [n['name'] for n in nodes] == ['localizer', 'lifecycle_manager_localization']
 
 
 @pytest.mark.parametrize('fname,node', [('localize.launch.py', 'localizer'),
