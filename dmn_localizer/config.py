@@ -50,7 +50,8 @@ SHARED_PARAMETERS = {
                                    'nodes do: nav2_lifecycle_manager waits for it after '
                                    'activation and resets its nodes when it stops for its '
                                    'bond_timeout. 0: no bond (the manager then needs '
-                                   'bond_timeout: 0.0)', 0.0, 2.0),
+                                   'bond_timeout: 0.0; the manager waits half its '
+                                   'bond_timeout, 2 s, for the first heartbeat)', 0.0, 1.0),
     # inputs
     'image_topic': _spec('camera/image_raw', 'Camera topic (relative, so namespaces work)'),
     'image_transport': _spec('raw', "Image message type: 'raw' (sensor_msgs/Image) or "

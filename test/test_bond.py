@@ -53,6 +53,10 @@ def test_heartbeats_need_no_executor_and_a_manager_that_leaves_is_answered(ros_e
         bond.start()
         assert ros_peer.spin_until(lambda: got[-1].active, 30)
         assert bond.instance_id != first and got[-1].instance_id == bond.instance_id
+        # the end of its own earlier instance, arriving late, is not a manager's
+        manager.publish(Status(id='localizer', instance_id=first, active=False))
+        spin_node(1.0)
+        assert bond.running
     finally:
         bond.close()
         side.close()

@@ -139,8 +139,12 @@ def test_min_evidence_is_the_models_own_unless_set(tmp_path):
         shutil.copy(e2e.with_suffix(suffix), tmp_path / f'plain{suffix}')
     card = json.loads((tmp_path / 'plain.json').read_text())
     del card['metadata']['min_evidence']
+    card['metadata']['covariance_scale_hfov_deg'] = 60.0   # calibrated on a user's camera
     (tmp_path / 'plain.json').write_text(json.dumps(card))
     plain = Localizer(load_model(tmp_path / 'plain'), LocalizerConfig(), 'cpu')
+    assert plain.covariance_scale == 1.0          # trained at 90 deg, told nothing else
+    plain.set_camera_intrinsics(64, 32 / np.tan(np.radians(30)))
+    assert plain.covariance_scale == card['metadata']['covariance_scale'] < 1
     assert plain.min_evidence == DEFAULT_MIN_EVIDENCE
     # only a threshold chosen for the model (card or parameter) makes 'lost' search
     assert not plain.min_evidence_fits_model

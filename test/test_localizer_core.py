@@ -313,3 +313,17 @@ def test_covariance_scale_shrinks_a_cloud_only_after_it_stayed_tight(tiny_model)
         np.testing.assert_allclose(got, factors, rtol=1e-4)
     loc.init_gaussian([5.0, 2.0, 0.3], [0.1, 0.1, 0.05])     # a new belief counts anew
     assert loc.update(img, force=True).updated and published_factor() == pytest.approx(1.0)
+    for _ in range(3):
+        loc.update(img, force=True)
+    assert published_factor() == pytest.approx(0.25)
+    tight = loc.particles.clone()        # within the belief: wide for an update, then tight
+    loc.particles[0, :, :2] += 3.0 * torch.randn(loc.particles.shape[1], 2)
+    loc.update(img, force=True)
+    loc.particles.copy_(tight)
+    loc.update(img, force=True)
+    assert published_factor() == pytest.approx(1.0), loc.tight_updates
+    for _ in range(2):
+        loc.update(img, force=True)
+    assert published_factor() == pytest.approx(0.25)
+    loc._inject_random(0.3)              # the search while lost: the count starts again
+    assert loc.tight_updates == 0

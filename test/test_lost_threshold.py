@@ -101,6 +101,7 @@ def test_calibrate_lost_on_real_bags_writes_the_card(places, tmp_path):
     assert scale == result['covariance_scale'] and 0.05 <= scale < 1.0, result
     fitted = [m for m in result['own_nees_fitted'] if m is not None]
     assert fitted and np.median(fitted) == pytest.approx(2.0, rel=0.05)
+    assert after['metadata']['covariance_scale_hfov_deg'] == 90.0   # the bags' camera
     assert 'over the updates it applies to' in after['metadata']['covariance_scale_calibration']
     from dmn_localizer.config import LocalizerConfig
     from dmn_localizer.localization.localizer import Localizer
@@ -143,3 +144,6 @@ def test_the_covariance_scale_is_chosen_as_the_localizer_applies_it():
     late = choose_covariance_scale(ev, ne, 1.0, 3, std, 0.5, min_updates=3)
     assert late['covariance_scale'] == pytest.approx(0.125, abs=0.006)
     assert choose_covariance_scale(ev, ne, 1.0, 3, std, 0.0)['covariance_scale'] == 0.34
+    # no run tight for long enough: nothing to fit a shrinking scale to, so none below 1
+    short = choose_covariance_scale(ev, ne, 1.0, 3, std, 0.5, min_updates=6)
+    assert short['covariance_scale'] == 1.0 and short['own_nees_scaled'] == [0.68]

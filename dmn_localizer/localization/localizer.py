@@ -399,8 +399,8 @@ class Localizer(MapScoring):
 
     @property
     def covariance_scale(self):
-        """The factor on the published covariance: the ``covariance_scale`` parameter (1 by
-        default), or when it is <= 0 the value calibrated for the model (its card's
+        """The factor on the published covariance: the ``covariance_scale`` parameter, or when
+        it is <= 0 (the default -1) the value calibrated for the model (its card's
         ``metadata.covariance_scale``: ``calibrate-lost``, ``finetune``) while the model uses
         the camera it was calibrated with, else 1."""
         value = self.config.covariance_scale
@@ -412,9 +412,13 @@ class Localizer(MapScoring):
         return card_value
 
     def _camera_differs(self):
-        """Whether the model now uses a camera other than the one its card's values were
-        calibrated with (an aligned model told another field of view)."""
-        in_use, calibrated = getattr(self.model, 'hfov_deg', None), training_hfov_deg(self.model)
+        """Whether the model now uses a camera other than the one its card's covariance scale
+        was calibrated with (``metadata.covariance_scale_hfov_deg``, else the camera it was
+        trained with): an aligned model told another field of view."""
+        calibrated = self._card_value('covariance_scale_hfov_deg')
+        if calibrated is None:
+            calibrated = training_hfov_deg(self.model)
+        in_use = getattr(self.model, 'hfov_deg', None)
         return (in_use is not None and calibrated is not None
                 and abs(float(in_use) - calibrated) > HFOV_TOLERANCE_DEG)
 
@@ -516,6 +520,7 @@ class Localizer(MapScoring):
         self.particles[:, idx] = sample_uniform(1, n, size, self.generator,
                                                 origin=(x0, y0)).to(self.device)
         self.log_weights[:, idx] = float(torch.logsumexp(self.log_weights, -1)) - math.log(k)
+        self.tight_updates = 0   # a searching cloud: its count starts again
         self.log_weights = normalize_log_weights(self.log_weights)
 
     # ------------------------------------------------------------------ outputs

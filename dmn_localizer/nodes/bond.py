@@ -46,6 +46,7 @@ class Bond:
         self.pub = node.create_publisher(status_cls, TOPIC, QOS)
         self.sub = node.create_subscription(status_cls, TOPIC, self._on_status, 100)
         self.instance_id = None
+        self._own_ids = set()   # this node's instances, past ones included
         self._stop = threading.Event()
         self._thread = None
         self._lock = threading.Lock()
@@ -57,6 +58,7 @@ class Bond:
     def start(self):
         self.stop(announce=False)
         self.instance_id = str(uuid.uuid4())
+        self._own_ids.add(self.instance_id)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, args=(self._stop,),
                                         name=f'{self.name} bond', daemon=True)
@@ -98,8 +100,8 @@ class Bond:
             pass
 
     def _on_status(self, msg):
-        if msg.id != self.name or msg.instance_id == self.instance_id or msg.active:
-            return
+        if msg.id != self.name or msg.instance_id in self._own_ids or msg.active:
+            return   # another bond, our own status (an earlier activation's too), or alive
         if self.running:
             self.node.get_logger().info('the lifecycle manager ended its bond')
             self.stop()

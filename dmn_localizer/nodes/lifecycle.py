@@ -47,7 +47,7 @@ class ManagedNode(LifecycleNode):
             self.trigger_activate()
 
     def destroy_node(self):
-        if self.bond is not None:   # a node that goes away tells its manager
+        if self.bond is not None:   # tells the manager, unless Ctrl-C already ended the context
             self.bond.close()
             self.bond = None
         super().destroy_node()

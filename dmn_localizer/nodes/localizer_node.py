@@ -308,7 +308,7 @@ class LocalizerNode(ManagedNode):
             self.initial_pose_on_inactive = msg
             self.get_logger().info('initial pose received while inactive: used at activation')
             return
-        if msg.header.frame_id.lstrip('/') != self.config.global_frame_id:   # '/map' as AMCL
+        if msg.header.frame_id.lstrip('/') != self.config.global_frame_id.lstrip('/'):  # AMCL
             warn(self, f'initial pose in frame {msg.header.frame_id!r} rejected: '
                  f'expected {self.config.global_frame_id!r}')
             return

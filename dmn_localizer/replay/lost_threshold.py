@@ -148,7 +148,8 @@ def choose_covariance_scale(evidence, nees, threshold, collapse_updates, stds=No
     and ``max_std`` > 0, a scale below 1 only to the updates whose cloud is tighter than
     ``max_std`` and has been for ``min_updates`` updates in a row (the localizer's own rule,
     :func:`~dmn_localizer.localization.localizer.published_scale`; the unflagged ones among
-    them: the tracking it corrects. Fitting the whole run instead would shrink the tracked
+    them: the tracking it corrects; the median over the runs that have such updates, and no
+    scale below 1 when none has). Fitting the whole run instead would shrink the tracked
     updates further to make up for the unscaled converging ones). Returns a dict with
     ``covariance_scale``, the runs' mean NEES (all updates) at scale 1 and at the chosen one,
     and at the chosen one over the updates it applies to (None: none in that run)."""
@@ -178,6 +179,8 @@ def choose_covariance_scale(evidence, nees, threshold, collapse_updates, stds=No
         means = [m for m in (fit_mean(ne, cloud, scale) for ne, cloud in runs) if m is not None]
         return np.median(means) if means else 0.0
     lo, hi = np.log(SCALE_RANGE[0]), np.log(SCALE_RANGE[1])   # the median falls as it grows
+    if all(fit_mean(ne, cloud, 0.5) is None for ne, cloud in runs):
+        lo = 0.0   # no run tracks tightly for long enough: nothing to shrink, a scale >= 1
     for _ in range(60):
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if median(np.exp(mid)) > CALIBRATED_NEES else (lo, mid)
@@ -227,7 +230,7 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
     maps = {}    # place -> its view map, built once
     traces = {'own': [], 'foreign': []}
     own_nees, own_std = [], []
-    runs = []
+    runs, cameras = [], set()
     with tqdm(total=2 * len(jobs), desc='lost-flag calibration', unit='run',
               disable=not progress) as bar:
         for run, pairs in jobs:
@@ -240,6 +243,7 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
                 if kind == 'own':
                     own_nees.append(nees)
                     own_std.append(std)
+                    cameras.add(getattr(model, 'hfov_deg', None))   # the bags' camera_info
                 finite = trace[np.isfinite(trace)]
                 runs.append(dict(kind=kind, map_place=map_name, run=str(run),
                                  updates=len(trace),
@@ -268,13 +272,16 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
             f"{len(own_nees)} runs of {', '.join(targets)} on their own map: mean x-y NEES "
             f"{_span(result['own_nees'])} at scale 1, {_span(result['own_nees_scaled'])} at "
             f"{result['covariance_scale']:g}{_tracked(result)} (dmn-localizer calibrate-lost)")
+        if len(cameras) == 1 and None not in cameras:   # the scale holds for this camera
+            result['covariance_scale_hfov_deg'] = round(float(cameras.pop()), 2)
     result['metadata'] = _card_metadata(result)
     return result
 
 
 def _card_metadata(result):
     """The model-card metadata of a :func:`calibrate` result: ``min_evidence`` and
-    ``covariance_scale``, each with its description; only what was chosen."""
+    ``covariance_scale``, each with its description, and the horizontal field of view of the
+    camera the scale was calibrated with; only what was chosen."""
     values = {}
     if result.get('min_evidence') is not None:
         values.update(min_evidence=result['min_evidence'],
@@ -282,6 +289,8 @@ def _card_metadata(result):
     if result.get('covariance_scale') is not None:
         values.update(covariance_scale=result['covariance_scale'],
                       covariance_scale_calibration=result['covariance_description'])
+        if result.get('covariance_scale_hfov_deg') is not None:
+            values['covariance_scale_hfov_deg'] = result['covariance_scale_hfov_deg']
     return values
 
 
