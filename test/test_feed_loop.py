@@ -80,28 +80,6 @@ def test_time_going_back_restarts_the_time_base_and_drops_the_waiting_image(tiny
     assert t.add_image(5.0, IMAGE).processed and t.localizer.last_stamp == 5.0
 
 
-@pytest.mark.parametrize('stamp,moved', [(10.5, 1.5), (None, 1.0), (99.0, 1.0)])
-def test_an_initial_pose_is_moved_by_the_odometry_since_its_stamp(tiny_model, stamp, moved):
-    """As AMCL: the belief set at an initial pose stamped 10.5 s (the robot driving 1 m/s)
-    takes the motion from 10.5 s to the next image (12 s), 1.5 m; without a stamp, or with
-    one the odometry does not cover, the motion since the newest odometry (11 s). An image
-    waiting from before the anchor is dropped."""
-    t = tracker(tiny_model, motion_noise_xy=0.0, motion_noise_yaw=0.0, motion_jump_share=0.0,
-                health_samples=0)
-    for k in range(11):
-        t.add_odometry(10.0 + 0.1 * k, [1.0 * 0.1 * k, 0.0, 0.0])
-    assert t.add_image(10.0, IMAGE).updated
-    t.waiting = (10.2, IMAGE)   # stands for an image that arrived late
-    t.localizer.init_gaussian([5.0, 2.0, 0.0], [1e-4, 1e-4, 1e-4])
-    assert t.anchor(stamp) == (stamp if stamp == 10.5 else 11.0)
-    assert t.waiting is None
-    for k in range(11, 21):
-        t.add_odometry(10.0 + 0.1 * k, [1.0 * 0.1 * k, 0.0, 0.0])
-    assert t.add_image(12.0, IMAGE).updated
-    pose, _ = t.localizer.estimate()
-    assert pose[0] == pytest.approx(5.0 + moved, abs=1e-3) and abs(pose[1] - 2.0) < 1e-3
-
-
 def test_an_image_without_odometry_around_it_is_skipped(tiny_model):
     t = tracker(tiny_model)
     t.add_odometry(10.0, [0.0, 0.0, 0.0])

@@ -104,23 +104,6 @@ class Tracker:
         """Forget the waiting image (a new map or belief makes it stale)."""
         self.waiting = None
 
-    def anchor(self, stamp=None):
-        """The belief just set (an initial pose) holds at ``stamp`` (s; None: the newest
-        odometry sample): the next image moves it by the odometry since then, as AMCL
-        integrates the motion since an initial pose's stamp. A stamp the odometry does not
-        cover counts as the newest sample; a waiting image from before it is dropped. Returns
-        the stamp used, or None (no odometry yet: the next image starts the time base)."""
-        odometry = self.odometry
-        t = stamp if stamp and odometry.pose_at(stamp) is not None else odometry.latest_stamp
-        if t is None:
-            return None
-        self.localizer.last_stamp = t
-        self.localizer.pending[:] = 0.0
-        if self.waiting is not None and self.waiting[0] <= t:
-            self.waiting = None
-            self.dropped += 1
-        return t
-
     def add_odometry(self, stamp, odom_from_base):
         """One odometry sample: ``odom_from_base`` (x, y, yaw) at ``stamp`` (s). Sends the
         waiting image through the filter once the odometry covers its stamp."""

@@ -323,11 +323,6 @@ class LocalizerNode(ManagedNode):
             warn(self, f'initial pose rejected: {exc}')
             return
         self.localizer.init_gaussian(mean, std)
-        try:   # the motion since the pose's stamp moves it, as in AMCL (0: now)
-            stamp = checked_stamp_to_sec(msg.header.stamp) or None
-        except ValueError:
-            stamp = None
-        self.tracker.anchor(stamp)
         self.get_logger().info(f'initial pose ({mean[0]:.2f}, {mean[1]:.2f}, '
                                f'{math.degrees(mean[2]):.0f} deg), sigma {np.round(std, 2)}')
 
