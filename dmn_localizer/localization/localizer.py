@@ -139,6 +139,7 @@ class Localizer(MapScoring):
         self._pending_health = None  # see update(defer_health=True)
         self._narrow_to = None       # see init_global
         self.tight_updates = 0       # updates in a row with a tight cloud (published_scale)
+        self._summary = None         # (pose, covariance) of the belief after the last update
 
     # ------------------------------------------------------------------ map and belief
     @property
@@ -217,6 +218,7 @@ class Localizer(MapScoring):
         self._pending_health = None  # a check of the replaced belief no longer applies
         self._narrow_to = None       # particles the first update resamples down to
         self.tight_updates = 0
+        self._summary = None
 
     def reset_time(self):
         """Forget the previous image stamp (odometry time base restarted)."""
@@ -315,7 +317,8 @@ class Localizer(MapScoring):
         if self._narrow_to is not None:  # the first update of a global localization
             self.filter.resize(self._narrow_to)
             self._narrow_to, resampled = None, True
-        tight = cloud_xy_std(self._spread()[1]) < self.config.covariance_scale_max_std
+        self._summary = self._spread()   # estimate() publishes it unless the belief moves on
+        tight = cloud_xy_std(self._summary[1]) < self.config.covariance_scale_max_std
         self.tight_updates = self.tight_updates + 1 if tight else 0
         report = UpdateReport(True, self.ess(), resampled, float(ll.max()),
                               evidence=-math.inf if belief is None else float(belief))
@@ -491,6 +494,7 @@ class Localizer(MapScoring):
     @particles.setter
     def particles(self, value):
         self.filter.particles = value
+        self._summary = None
 
     @property
     def log_weights(self):
@@ -500,10 +504,12 @@ class Localizer(MapScoring):
     @log_weights.setter
     def log_weights(self, value):
         self.filter.log_weights = value
+        self._summary = None
 
     def _predict(self, delta, share=1.0):
         """Move the particles by ``delta``; the transition's heavy tail scales with the
         update's evidence share (the jumps per metre do not grow with the frame rate)."""
+        self._summary = None
         self.filter.predict(torch.as_tensor(delta, dtype=torch.float32,
                                             device=self.device)[None], jump_scale=share)
 
@@ -531,7 +537,7 @@ class Localizer(MapScoring):
         :attr:`covariance_scale` (:func:`published_scale`: a shrinking scale only once the
         cloud has been tight for a while) (plus a term covering the map while the estimate is
         lost)."""
-        mean, cov = self._spread()
+        mean, cov = self._summary if self._summary is not None else self._spread()
         cfg = self.config
         cov = cov * float(published_scale(self.covariance_scale, cloud_xy_std(cov),
                                           cfg.covariance_scale_max_std, self.tight_updates,

@@ -26,9 +26,10 @@ these places and no threshold is chosen.
 With a threshold chosen, the own-map runs also give the covariance scale: per run the mean x-y
 NEES of its updates (an update flagged lost at the threshold publishes a covariance covering
 the map and counts as 0), and the scale that puts the median run at 2, the mean NEES of a
-calibrated 2-D estimate, applied as the localizer applies it (a scale below 1 only to a
-cloud tighter than ``covariance_scale_max_std``; :func:`choose_covariance_scale`). The filter
-is the same at any scale; only what it publishes changes.
+calibrated 2-D estimate, applied and fitted as the localizer applies it (a scale below 1
+only to a cloud that has stayed tighter than ``covariance_scale_max_std`` for
+``covariance_scale_min_updates`` updates; :func:`choose_covariance_scale`). The filter is the
+same at any scale; only what it publishes changes.
 """
 import dataclasses
 import logging
