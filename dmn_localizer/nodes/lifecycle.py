@@ -47,10 +47,13 @@ class ManagedNode(LifecycleNode):
             self.trigger_activate()
 
     def destroy_node(self):
-        if self.bond is not None:   # tells the manager, unless Ctrl-C already ended the context
+        self._close_bond()   # tells the manager, unless Ctrl-C already ended the context
+        super().destroy_node()
+
+    def _close_bond(self):
+        if self.bond is not None:
             self.bond.close()
             self.bond = None
-        super().destroy_node()
 
     def owned(self, entity):
         """Record a subscription, service, timer or lifecycle publisher made in setup()."""
@@ -68,9 +71,7 @@ class ManagedNode(LifecycleNode):
             elif isinstance(entity, Timer):
                 self.destroy_timer(entity)
         self._entities = []
-        if self.bond is not None:
-            self.bond.close()
-            self.bond = None
+        self._close_bond()
         if self.configured:
             self.teardown()
         self.configured = self.active = False
