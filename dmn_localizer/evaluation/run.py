@@ -12,10 +12,30 @@ from dmn_localizer.model.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
+SWEEP_NCS = (1, 2, 4, 8, 16)   # the Nc sweep's context counts (and the episodes' pool)
+
+
+def protocol_episodes(ds, episodes, cfg: EvalConfig, sweep_ncs=SWEEP_NCS):
+    """The episodes ``eval`` runs on dataset ``ds`` and their context pool: each episode
+    draws its Nc contexts from a pool big enough for the Nc sweep, with or without plots, so
+    the table does not depend on --no-plots."""
+    pool = max([cfg.contexts] + list(sweep_ncs))
+    views = int(ds.manifest['contexts_per_world'])
+    if cfg.queries == 'random':   # the query views come from the same pool
+        views -= cfg.steps
+        if views < cfg.contexts:
+            raise UserError(f'{ds.path}: {views + cfg.steps} views per world, too few for '
+                            f'{cfg.contexts} contexts and {cfg.steps} random query views')
+    pool = min(pool, views)
+    eps = load_episodes(ds, episodes, pool, cfg.steps, cfg.seed, queries=cfg.queries)
+    if not eps:
+        raise UserError(f'{ds.path}: no episodes')
+    return eps, pool
+
 
 def run_evaluation(*, model_path, data, episodes, methods=METHODS, json_out=None,
                    cfg: EvalConfig = None, plots_dir=None, sweep_episodes=50,
-                   sweep_ks=(64, 256, 1024, 2048), sweep_ncs=(1, 2, 4, 8, 16), heatmaps=3,
+                   sweep_ks=(64, 256, 1024, 2048), sweep_ncs=SWEEP_NCS, heatmaps=3,
                    device='cpu', method_models=None, context_pooling=None):
     """Evaluate; writes ``json_out`` and PNGs in ``plots_dir`` (when given); returns
     ``(results, table)``. ``results`` maps method -> metrics; sweeps under ``"sweeps"`` are
@@ -52,19 +72,7 @@ def run_evaluation(*, model_path, data, episodes, methods=METHODS, json_out=None
     if plots_dir and model is None and model_path is not None:
         model = load_model(model_path, device=device, architecture='dmn')
     ds = open_dataset(data)
-    # each episode draws its Nc contexts from a pool big enough for the Nc sweep, with or
-    # without plots, so the table does not depend on --no-plots
-    pool = max([cfg.contexts] + list(sweep_ncs))
-    views = int(ds.manifest['contexts_per_world'])
-    if cfg.queries == 'random':   # the query views come from the same pool
-        views -= cfg.steps
-        if views < cfg.contexts:
-            raise UserError(f'{data}: {views + cfg.steps} views per world, too few for '
-                            f'{cfg.contexts} contexts and {cfg.steps} random query views')
-    pool = min(pool, views)
-    eps = load_episodes(ds, episodes, pool, cfg.steps, cfg.seed, queries=cfg.queries)
-    if not eps:
-        raise UserError(f'{data}: no episodes')
+    eps, pool = protocol_episodes(ds, episodes, cfg, sweep_ncs)
     if json_out:
         Path(json_out).unlink(missing_ok=True)
     results = evaluate(models, eps, methods, cfg, device=device)

@@ -1,0 +1,149 @@
+"""What do the mazes' appearance regions allow on the paper's sparse protocol? The global
+localization of `eval` (Nc = 4 contexts, 5 random query views in random order, K = 2048
+particles uniform over the world, success = x-y error < 8.94 m), with the observation model
+replaced or helped by an oracle that knows each view's appearance region (the k x k blocks of
+a maze that share wall texture, floor, ceiling and light; :mod:`dmn_localizer.sim.mazes`):
+
+* ``grid``: a particle whose region is the query's (when a context shares the query's region),
+  or no context's region (when none does), scores 0, any other ``log(--eps)``: the region
+  knowledge with the regions' true extents, which no context shows;
+* ``cameras``: the same decision from what the contexts show of the regions by their
+  viewpoints: within ``--near`` m of a context of the query's region and not within
+  ``--far`` m of another context (or, when no context shares the region, not within ``--far`` m
+  of any);
+* ``walls``: the same with the contexts' seen wall points (each of 16 columns at its
+  ray-cast depth, the region of the floor in front of it) instead of their viewpoints;
+* ``model``: the learned model alone (``--model``), contexts summed; ``model+grid`` and
+  ``model+walls``: the sum of the model's log-likelihood and that oracle's term.
+
+    python scripts/probe_region_oracle.py --data data/mazes/test --oracle walls --near 8 --far 2
+
+A probe for docs/experiments.md (2026-12-06, thirteenth session): the oracles read the
+simulator's world specification, which no localizer has. Each run takes about a minute on one
+thread (200 episodes).
+"""
+import argparse
+import math
+
+import numpy as np
+import torch
+
+from dmn_localizer.data.column_depth import column_depths
+from dmn_localizer.data.dataset import open_dataset
+from dmn_localizer.evaluation.protocol import _filter_config, EvalConfig, SUCCESS_M
+from dmn_localizer.evaluation.run import protocol_episodes
+from dmn_localizer.filter import ParticleFilter, sample_uniform
+from dmn_localizer.filter.rollout import make_batch
+from dmn_localizer.model.column_warp import column_tangents
+from dmn_localizer.sim.mazes import generate_maze
+
+ORACLES = ('grid', 'cameras', 'walls', 'model', 'model+grid', 'model+walls')
+WALL_COLUMNS = 16
+WALL_FRONT = 0.95   # a wall point's region: that of the floor just in front of the wall
+
+
+class Regions:
+    """The region of x-y points (..., 2) in one maze world."""
+
+    def __init__(self, world_seed):
+        spec = generate_maze(world_seed)
+        self.region = torch.as_tensor(spec.params['region'])
+        self.res = float(spec.layout_resolution_m)
+
+    def __call__(self, xy):
+        g = self.region.shape[0]
+        col = (xy[..., 0] / self.res).long().clamp(0, g - 1)
+        row = (xy[..., 1] / self.res).long().clamp(0, g - 1)
+        return self.region[row, col]
+
+
+def wall_points(dataset, world_seed, poses, hfov_deg):
+    """The points (N * J, 2) the views at ``poses`` (N, 3) see, one per column."""
+    layout, res, origin = dataset.layout(world_seed)
+    depth = torch.as_tensor(column_depths(layout, res, poses.numpy(), WALL_COLUMNS, hfov_deg,
+                                          origin=origin, max_depth_m=40.0)) * WALL_FRONT
+    left = depth * column_tangents(WALL_COLUMNS, hfov_deg)
+    c, s = torch.cos(poses[:, 2:]), torch.sin(poses[:, 2:])
+    x = poses[:, :1] + c * depth - s * left
+    y = poses[:, 1:2] + s * depth + c * left
+    return torch.stack([x, y], -1).reshape(-1, 2)
+
+
+def oracle_ok(args, particles_xy, regions, query_xy, anchors):
+    """Which particles (K,) the oracle keeps: ``anchors`` (P, 2) are the points whose region
+    stands for what the contexts show (``cameras`` / ``walls``)."""
+    q = regions(query_xy)
+    if args.oracle.endswith('grid'):
+        own = regions(anchors)
+        p = regions(particles_xy)
+        if (own == q).any():
+            return p == q
+        return ~(p[:, None] == own[None]).any(-1)
+    own = regions(anchors)
+    same = own == q
+    dist = (particles_xy[:, None] - anchors[None]).norm(dim=-1)      # (K, P)
+    if same.any():
+        return (dist[:, same] < args.near).any(-1) & ~(dist[:, ~same] < args.far).any(-1)
+    return ~(dist < args.far).any(-1)
+
+
+@torch.no_grad()
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('--data', required=True, help='a mazes dataset (simulate --domain mazes)')
+    ap.add_argument('--oracle', choices=ORACLES, required=True)
+    ap.add_argument('--model', default='models/aligned_mazes_e2e')
+    ap.add_argument('--episodes', type=int, default=200)
+    ap.add_argument('--eps', type=float, default=0.01,
+                    help='likelihood of a particle the oracle rejects (kept: 1)')
+    ap.add_argument('--near', type=float, default=8.0, help='metres (cameras, walls)')
+    ap.add_argument('--far', type=float, default=2.0, help='metres (cameras, walls)')
+    ap.add_argument('--seed', type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    cfg = EvalConfig(seed=args.seed, queries='random')
+    dataset = open_dataset(args.data)
+    hfov = float(dataset.manifest['camera']['hfov_deg'])
+    episodes, _ = protocol_episodes(dataset, args.episodes, cfg)   # eval's episodes
+    model = None
+    if args.oracle.startswith('model'):
+        from dmn_localizer.model.io import load_model
+        model = load_model(args.model)
+        model.set_context_pooling('sum')
+    rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    errors = []
+    for ep in episodes:
+        regions = Regions(ep.world_seed)
+        batch = make_batch([ep], cfg.contexts, rng, 0.0, cfg.steps)
+        cp, qp = batch.context_poses[0], batch.query_poses[0]
+        anchors = (wall_points(dataset, ep.world_seed, cp, hfov)
+                   if args.oracle.endswith('walls') else cp[:, :2])
+        pf = ParticleFilter(_filter_config(cfg), sample_uniform(
+            1, cfg.k_global, float(batch.world_size[0]), gen), generator=gen)
+        if model is not None:
+            m = model.build_map(batch.context_images, batch.context_poses)
+        err = []
+        for t in range(cfg.steps):
+            if t:
+                pf.predict(batch.odometry[:, t])
+            ll = torch.zeros(cfg.k_global)
+            if model is not None:
+                q = model.encode_query(batch.query_images[:, t])
+                ll = model.log_likelihood(m, q, pf.particles, chunk=128)[0]
+            if args.oracle != 'model':
+                ok = oracle_ok(args, pf.particles[0, :, :2], regions, qp[t, :2], anchors)
+                ll = ll + torch.where(ok, 0.0, math.log(args.eps))
+            pf.update(ll[None])
+            err.append(float((pf.estimate()[0, :2] - qp[t, :2]).norm()))
+            if t < cfg.steps - 1:
+                pf.resample()
+        errors.append(err)
+    errors = np.array(errors)
+    ok = errors < SUCCESS_M
+    print(f'{args.oracle} ({len(errors)} episodes): global success@1..{cfg.steps} '
+          + ' / '.join(f'{100 * x:.1f}%' for x in ok.mean(0)))
+
+
+if __name__ == '__main__':
+    main()
