@@ -125,11 +125,7 @@ def test_column_depths_agree_with_vizdoom_depth_buffer():
 
 def _model(**kw):
     torch.manual_seed(0)
-    model = build_model(DMNConfig(architecture='aligned', **kw))
-    if kw.get('wall_term'):   # its last layer starts at zero: give the term a say
-        with torch.no_grad():
-            model.wall_mlp[-1].weight.normal_(0.0, 0.5)
-    return model
+    return build_model(DMNConfig(architecture='aligned', **kw))
 
 
 def _inputs(b=2, n=3, k=12, seed=0):
@@ -141,11 +137,10 @@ def _inputs(b=2, n=3, k=12, seed=0):
     return ci, cp, qi, parts
 
 
-@pytest.mark.parametrize('warp,pooling,walls', [(True, 'sum', False), (False, 'sum', False),
-                                                (True, 'overlap_attention', False),
-                                                (True, 'sum', True)])
-def test_moving_the_whole_world_changes_nothing(warp, pooling, walls):
-    model = _model(warp=warp, context_pooling=pooling, wall_term=walls).double()
+@pytest.mark.parametrize('warp,pooling', [(True, 'sum'), (False, 'sum'),
+                                          (True, 'overlap_attention')])
+def test_moving_the_whole_world_changes_nothing(warp, pooling):
+    model = _model(warp=warp, context_pooling=pooling).double()
     ci, cp, qi, parts = (x.double() for x in _inputs())
     moved = torch.tensor([13.0, -4.0, 2.1], dtype=torch.float64)
     a = model(ci, cp, qi, parts)
@@ -154,10 +149,9 @@ def test_moving_the_whole_world_changes_nothing(warp, pooling, walls):
     assert a.std() > 1e-4   # not trivially constant
 
 
-@pytest.mark.parametrize('pooling,walls', [('sum', False), ('overlap_attention', False),
-                                           ('overlap_attention', True)])
-def test_fast_paths_equal_the_literal_formulation(pooling, walls):
-    model = _model(context_pooling=pooling, wall_term=walls).eval()
+@pytest.mark.parametrize('pooling', ['sum', 'overlap_attention'])
+def test_fast_paths_equal_the_literal_formulation(pooling):
+    model = _model(context_pooling=pooling).eval()
     ci, cp, qi, parts = _inputs()
     with torch.no_grad():
         fast = model(ci, cp, qi, parts)
@@ -195,44 +189,8 @@ def test_overlap_attention_does_not_count_duplicate_views_twice():
         DMNConfig(architecture='dmn', context_pooling='overlap_attention')
 
 
-def test_seen_walls_term_scores_the_walls_a_context_saw(tmp_path):
-    """The seen-walls term: a particle beside the walls a context saw, far from the context
-    itself, gets the term's score; one far from both does not. A model warm-started from one
-    without the term scores exactly as its source until the term is trained."""
-    from dmn_localizer.model.aligned import WALL_RADII_M
-    from dmn_localizer.model.io import copy_weights
-    model = _model(wall_term=True).eval()
-    with torch.no_grad():   # the term = the share of the context's wall points within ~2 m
-        model.wall_mlp[0].weight.zero_()
-        model.wall_mlp[0].bias.zero_()
-        model.wall_mlp[0].weight[0, len(WALL_RADII_M)] = 1.0
-        model.wall_mlp[-1].weight.zero_()
-        model.wall_mlp[-1].weight[0, 0] = 10.0
-        model.wall_mlp[-1].bias.zero_()
-    ci, _, qi, _ = _inputs(b=1, n=1)
-    m = model.build_map(ci, torch.zeros(1, 1, 3))
-    m.depth[:] = 6.0   # a wall 6 m ahead of the context, across its field of view
-    parts = torch.tensor([[[5.0, 0.0, 0.0], [5.0, 3.0, 1.0], [-12.0, 0.0, 0.0]]])
-    rel = parts[0, :, None]
-    with torch.no_grad():
-        term = model._wall_score(rel[None], m.depth[:, None], torch.zeros(1, 3, 1, 16, 16),
-                                 torch.zeros(1, 3, 1, 1))[0, :, 0]
-    assert term[0] > 2.0 and term[1] > 1.0 and term[2] < 0.1
-    # warm start: the term starts neutral
-    source = _model()
-    source_path = tmp_path / 'src'
-    save_model(source, source_path)
-    grown = build_model(DMNConfig(architecture='aligned', wall_term=True)).eval()
-    assert copy_weights(load_model(source_path), grown, source_path) == ['wall_term']
-    ci, cp, qi, parts = _inputs()
-    with torch.no_grad():
-        assert torch.equal(grown(ci, cp, qi, parts), source.eval()(ci, cp, qi, parts))
-    with pytest.raises(ValueError, match='wall_term'):
-        DMNConfig(architecture='dmn', wall_term=True)
-
-
 def test_gradients_reach_every_parameter():
-    model = _model(wall_term=True)
+    model = _model()
     ci, cp, qi, parts = _inputs()
     ll = model(ci, cp, qi, parts)
     feat, depth, _ = model.encode_columns(qi)

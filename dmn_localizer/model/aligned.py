@@ -25,14 +25,6 @@ comparison explicit with geometry (:mod:`dmn_localizer.model.column_warp`):
   attention of the DMN made explicit, which does not grow with the number of near-duplicate
   views in a dense map. ``return_attention`` gives each context's share in the score.
 
-``wall_term: true`` adds the seen-walls term: context column j at its depth is a point on a
-wall the context saw; for radii R of :data:`WALL_RADII_M` the share of a context's wall points
-within about R of the particle, once weighted by how much the query looks like each column
-(the best cosine similarity over the query's columns, floored at 0) and once unweighted, and the
-descriptor similarity feed a small network whose output is added to ``s_ik``. A context seen
-from far tells, through the walls it saw, where the walls that look like the query are: what a
-sparse map says about a query that overlaps no view. The network's last layer starts at zero.
-
 ``warp: false`` is the ablation without geometry (same network): query column j is compared
 with context column j, the depth residual and visibility are dropped (all columns count), so
 only the relative pose features tell where the particle is relative to the view.
@@ -58,8 +50,7 @@ import torch.nn.functional as F
 
 from dmn_localizer.depth import pool_columns
 from dmn_localizer.geometry import relative
-from dmn_localizer.model.column_warp import (column_tangents, MIN_FORWARD_M,
-                                             sample_columns, warp_columns)
+from dmn_localizer.model.column_warp import MIN_FORWARD_M, sample_columns, warp_columns
 from dmn_localizer.model.config import DMNConfig
 from dmn_localizer.model.preprocess import check_images
 
@@ -71,8 +62,6 @@ RESIDUAL_CLIP = 2.0     # log-depth residuals are clipped to +-this
 PARTICLE_BLOCK = 4096   # particle-context pairs per block at inference (bounds memory)
 MIN_OVERLAP_WEIGHT = 1e-3  # floor of a context's overlap weight in 'overlap_attention'
 LOG_DEPTH_OFFSET = math.log(4.0)   # the depth head's output 0 means 4 m
-WALL_RADII_M = (2.0, 4.0, 8.0)     # the seen-walls term's radii (soft: logistic of width R / 4)
-WALL_HIDDEN = 16
 
 
 @dataclass
@@ -140,9 +129,6 @@ class AlignedModel(nn.Module):
         self.head = nn.Sequential(nn.Linear(COLUMN_HIDDEN + 2 + n_pose, HEAD_HIDDEN), nn.ReLU(),
                                   nn.Linear(HEAD_HIDDEN, HEAD_HIDDEN), nn.ReLU(),
                                   nn.Linear(HEAD_HIDDEN, 1))
-        if c.wall_term:
-            self.wall_mlp = nn.Sequential(nn.Linear(2 * len(WALL_RADII_M) + 1, WALL_HIDDEN),
-                                          nn.ReLU(), nn.Linear(WALL_HIDDEN, 1))
         self.reset_parameters()
 
     # ------------------------------------------------------------------ setup
@@ -154,8 +140,6 @@ class AlignedModel(nn.Module):
         with torch.no_grad():
             self.head[-1].weight.mul_(0.1)
             self.depth_out[-1].weight.mul_(0.1)
-            if self.config.wall_term:
-                self.wall_mlp[-1].weight.zero_()
 
     @property
     def last_layer(self):
@@ -302,24 +286,7 @@ class AlignedModel(nn.Module):
         pooled = h.sum(-2) / (vis.sum(-1, keepdim=True) + 1.0)
         glob = glob.expand(rel.shape[:-1])[..., None]
         z = torch.cat([pooled, share, glob, self._pose_features(rel)], -1)
-        score = self.head(z)[..., 0]
-        if self.config.wall_term:
-            score = score + self._wall_score(rel, ctx_depth, sim, glob)
-        return score, share[..., 0]
-
-    def _wall_score(self, rel, ctx_depth, sim, glob):
-        """The seen-walls term (module docstring) of particles at ``rel`` (..., 3) in the
-        context frames, contexts' column depths (..., Jc), query-by-context column similarities
-        (..., Jq, Jc) and descriptor similarities (..., 1): (...)."""
-        t = column_tangents(ctx_depth.shape[-1], self.hfov_deg, rel.device, rel.dtype)
-        dx = rel[..., :1] - ctx_depth
-        dy = rel[..., 1:2] - ctx_depth * t
-        dist = torch.sqrt(dx * dx + dy * dy + 1e-6)                     # (..., Jc)
-        looks = sim.max(-2).values.clamp_min(0.0)                       # (..., Jc)
-        near = [torch.sigmoid((r - dist) * (4.0 / r)) for r in WALL_RADII_M]
-        feats = [(looks * n).mean(-1) for n in near] + [n.mean(-1) for n in near]
-        x = torch.cat([torch.stack(feats, -1), glob], -1)
-        return self.wall_mlp(x)[..., 0]
+        return self.head(z)[..., 0], share[..., 0]
 
     def _log_likelihood(self, map_state, query, particles, index=None, return_attention=False,
                         appearance=None):

@@ -68,13 +68,6 @@ class DMNConfig:
     # the particle's view decide, and a dense map of near-duplicate views is not counted as
     # many independent observations.
     context_pooling: str = 'sum'
-    # architecture 'aligned' only: the seen-walls term. Each context's columns, at their
-    # depths, are points on the walls it saw; a particle near the seen walls whose columns look
-    # like the query's (and near the walls of a context whose descriptor does) gets a score
-    # from a small network added to the context's score. It carries what a context shows about
-    # the place around it beyond its own viewpoint, for queries that overlap no context. Its
-    # last layer starts at zero, so a model warm-started from one without it scores alike.
-    wall_term: bool = False
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
@@ -110,8 +103,6 @@ class DMNConfig:
                              f'got {self.context_pooling!r}')
         if self.architecture != 'aligned' and self.context_pooling != 'sum':
             raise ValueError("context_pooling: an option of architecture 'aligned' only")
-        if self.architecture != 'aligned' and self.wall_term:
-            raise ValueError("wall_term: an option of architecture 'aligned' only")
         if self.architecture != 'aligned' and not self.warp:
             raise ValueError("warp: an option of architecture 'aligned' only")
         if self.coord_scale_m <= 0:

@@ -14,7 +14,6 @@ FileFormatError naming the card.
 Every problem reading either file raises :class:`~dmn_localizer.util.errors.FileFormatError` naming
 the file. Writes are atomic (temp file + fsync + ``os.replace``).
 """
-import dataclasses
 import hashlib
 import json
 import logging
@@ -151,31 +150,3 @@ def load_model(path, device='cpu', architecture=None):
     model.model_id = card.get('model_id', blob_id)
     model.card = card
     return model.to(device).eval()
-
-
-# model options that add a term whose weights start neutral (the model scores as without it):
-# a model without the term may warm-start one with it -> the new weights' name prefix
-ADDABLE_TERMS = {'wall_term': 'wall_mlp.'}
-
-
-def added_terms(source, target):
-    """The :data:`ADDABLE_TERMS` options that config ``target`` has and ``source`` lacks when
-    the two differ in nothing else (``hfov_deg`` and ``context_pooling`` aside: the data's
-    camera and the run's pooling); else []."""
-    added = [k for k in ADDABLE_TERMS if getattr(target, k) and not getattr(source, k)]
-    same = dataclasses.replace(source, hfov_deg=target.hfov_deg,
-                               context_pooling=target.context_pooling,
-                               **{k: True for k in added})
-    return added if added and same == target else []
-
-
-def copy_weights(source, model, path):
-    """Copy ``source``'s weights (the model file at ``path``) into ``model``; the weights of
-    :func:`added_terms` keep their neutral start. Returns the added options."""
-    added = added_terms(source.config, model.config)
-    missing, unexpected = model.load_state_dict(source.state_dict(), strict=not added)
-    stray = [k for k in missing if not any(k.startswith(ADDABLE_TERMS[a]) for a in added)]
-    if unexpected or stray:
-        raise FileFormatError(path, f'weights do not fit the model (missing {stray}, '
-                                    f'unexpected {unexpected})')
-    return added

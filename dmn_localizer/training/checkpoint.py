@@ -13,9 +13,8 @@ import torch
 
 from dmn_localizer.model.baselines import build_model
 from dmn_localizer.model.config import DMNConfig
-from dmn_localizer.model.io import (added_terms, atomic_write_bytes, copy_weights,
-                                    load_model, save_model, state_to_safetensors_bytes,
-                                    weights_id)
+from dmn_localizer.model.io import (atomic_write_bytes, load_model, save_model,
+                                    state_to_safetensors_bytes, weights_id)
 from dmn_localizer.training.config import TrainConfig
 from dmn_localizer.util.errors import FileFormatError, UserError
 
@@ -69,12 +68,11 @@ def load_checkpoint(out, device):
 def warm_start(model, path, device):
     """Copy the weights of the model at ``path`` into ``model`` (same architecture)."""
     source = load_model(path, device=device)
-    if not added_terms(source.config, model.config) and source.config != model.config:
+    if source.config != model.config:
         raise UserError(f'{path}: init_from model config differs from the training config\'s '
                         f'model ({source.config} != {model.config})')
-    added = copy_weights(source, model, path)
-    logger.info('warm start from %s (%s)%s', path, source.model_id,
-                f'; new, neutral at the start: {", ".join(added)}' if added else '')
+    model.load_state_dict(source.state_dict())
+    logger.info('warm start from %s (%s)', path, source.model_id)
 
 
 def start(cfg: TrainConfig, out, device, resume, rng, gen, stream):

@@ -12,8 +12,7 @@ import yaml
 from tqdm import tqdm
 
 from dmn_localizer.model.config import DMNConfig
-from dmn_localizer.model.io import (added_terms, atomic_write_json, copy_weights, load_model,
-                                    save_model)
+from dmn_localizer.model.io import atomic_write_json, load_model, save_model
 from dmn_localizer.training.logs import bar_total, write_csv
 from dmn_localizer.training.view_pairs.config import RECIPE, ViewPairConfig
 from dmn_localizer.training.view_pairs.filter_term import FilterTerm
@@ -104,14 +103,9 @@ def train_view_pairs(cfg: ViewPairConfig, out_dir, progress=True):
     if cfg.init_from:
         model = load_model(cfg.init_from, device=device, architecture='aligned')
         # the camera is the data's, not the source model's, and the context pooling is the
-        # run's: only the network must agree (or gain a term that starts neutral)
-        if added_terms(model.config, mcfg):
-            from dmn_localizer.model import build_model
-            grown = build_model(mcfg).to(device)
-            copy_weights(model, grown, cfg.init_from)
-            model = grown
-        elif dataclasses.replace(model.config, hfov_deg=mcfg.hfov_deg,
-                                 context_pooling=mcfg.context_pooling) != mcfg:
+        # run's: only the network must agree
+        if dataclasses.replace(model.config, hfov_deg=mcfg.hfov_deg,
+                               context_pooling=mcfg.context_pooling) != mcfg:
             raise UserError(f'{cfg.init_from}: its config differs from the run\'s model '
                             f'({model.config} != {mcfg})')
         model.config = mcfg
