@@ -246,3 +246,46 @@ def test_eval_context_pooling_overrides_the_card(test_data, tmp_path):
         results[pooling] = json.loads(out.read_text())['aligned']
     assert results['model'] == results['sum']
     assert results['overlap_attention']['rmse@2'] != pytest.approx(results['sum']['rmse@2'])
+
+
+def test_region_oracle_probe(test_data):
+    """``scripts/probe_region_oracle.py`` (the aligned_mazes_e2e card's region figures): its
+    region lookup puts every view of a real dataset in a free block of the world it was
+    rendered in (so x is the column and y the row), the ``grid`` oracle keeps exactly the
+    particles of the query's region, and the script runs on eval's episodes."""
+    import importlib.util
+    import re
+    import subprocess
+    import sys
+    from argparse import Namespace
+    from pathlib import Path
+    from dmn_localizer.data.dataset import open_dataset
+    from dmn_localizer.sim.mazes import generate_maze
+    script = Path(__file__).resolve().parents[1] / 'scripts' / 'probe_region_oracle.py'
+    spec = importlib.util.spec_from_file_location('probe_region_oracle', script)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    ds = open_dataset(test_data)
+    ep = load_episodes(ds, 1, 16, 5, 0, queries='random')[0]
+    world = generate_maze(ep.world_seed)
+    regions = probe.Regions(ep.world_seed)
+    views = torch.as_tensor(np.concatenate([ep.context_poses, ep.query_poses]))
+    res = world.layout_resolution_m
+    cells = (views[:, :2] / res).long()
+    assert not world.layout[cells[:, 1], cells[:, 0]].any()   # views stand in free blocks
+    assert (regions(views[:, :2]) == torch.as_tensor(
+        world.params['region'])[cells[:, 1], cells[:, 0]]).all()
+    # grid: a context shares the query's region -> the particles of that region are kept
+    g = torch.Generator().manual_seed(0)
+    particles = torch.rand(4096, 2, generator=g) * 40.0
+    query = views[-1, :2]
+    anchors = torch.stack([query + 0.1, query + 0.2])
+    kept = probe.oracle_ok(Namespace(oracle='grid'), particles, regions, query, anchors)
+    assert torch.equal(kept, regions(particles) == regions(query[None])[0])
+    assert 0 < kept.float().mean() < 1
+    out = subprocess.run([sys.executable, str(script), '--data', str(test_data), '--oracle',
+                          'walls', '--episodes', '3'], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r'walls \(3 episodes\): global success@1\.\.5 (\d+\.\d% / ){4}\d+\.\d%',
+                     out.stdout), out.stdout
