@@ -327,3 +327,26 @@ def test_covariance_scale_shrinks_a_cloud_only_after_it_stayed_tight(tiny_model)
     assert published_factor() == pytest.approx(0.25)
     loc._inject_random(0.3)              # the search while lost: the count starts again
     assert loc.tight_updates == 0
+
+
+def test_a_cloud_resampled_onto_few_particles_has_a_usable_covariance(tiny_model):
+    """After resampling, a tight cloud may hold copies of a handful of particles: its
+    covariance is singular, and the published (and saved) one must still pass the initial
+    pose check (symmetric, positive semi-definite), or a restart drops the saved pose."""
+    from dmn_localizer.localization.initial_pose import covariance_xyyaw
+    rng = np.random.default_rng(0)
+    failures = 0
+    for trial in range(50):
+        loc = make_localizer(tiny_model, num_particles=100)
+        loc.init_gaussian([21.35, 29.78, 0.69], [0.1, 0.1, 0.05], k=100)
+        distinct = loc.particles[0, :int(rng.integers(2, 4))].clone()
+        loc.particles[0] = distinct[torch.as_tensor(rng.integers(len(distinct), size=100))]
+        loc.log_weights[:] = torch.as_tensor(rng.normal(0, 1, 100), dtype=torch.float32)
+        _, cov = loc.estimate()
+        full = np.zeros((6, 6))
+        full[np.ix_([0, 1, 5], [0, 1, 5])] = cov
+        try:
+            covariance_xyyaw(full.reshape(36))
+        except ValueError:
+            failures += 1
+    assert failures == 0

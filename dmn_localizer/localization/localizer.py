@@ -552,8 +552,12 @@ class Localizer(MapScoring):
             mean = heaviest_cluster_mean(self.particles[0], self.log_weights[0])[0]
         else:
             mean = weighted_mean(self.particles, self.log_weights)[0]
-        cov = covariance(self.particles, self.log_weights, mean[None])[0]
-        return mean.double().cpu().numpy(), cov.double().cpu().numpy()
+        # in float64: a cloud resampled onto a few particles has a singular covariance, which
+        # float32 rounding can turn slightly indefinite (and the saved pose unusable)
+        mean = mean.double()
+        cov = covariance(self.particles.double(), self.log_weights.double(), mean[None])[0]
+        cov = cov.cpu().numpy()
+        return mean.cpu().numpy(), (cov + cov.T) / 2.0
 
     def particle_array(self):
         """(particles (K, 3), normalised weights (K,)) as numpy."""
