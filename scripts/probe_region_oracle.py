@@ -34,6 +34,7 @@ from dmn_localizer.evaluation.protocol import _filter_config, EvalConfig, SUCCES
 from dmn_localizer.evaluation.run import protocol_episodes
 from dmn_localizer.filter import ParticleFilter, sample_uniform
 from dmn_localizer.filter.rollout import make_batch
+from dmn_localizer.geometry import compose
 from dmn_localizer.model.column_warp import column_tangents
 from dmn_localizer.sim.mazes import generate_maze
 
@@ -62,25 +63,21 @@ def wall_points(dataset, world_seed, poses, hfov_deg):
     layout, res, origin = dataset.layout(world_seed)
     depth = torch.as_tensor(column_depths(layout, res, poses.numpy(), WALL_COLUMNS, hfov_deg,
                                           origin=origin, max_depth_m=40.0)) * WALL_FRONT
-    left = depth * column_tangents(WALL_COLUMNS, hfov_deg)
-    c, s = torch.cos(poses[:, 2:]), torch.sin(poses[:, 2:])
-    x = poses[:, :1] + c * depth - s * left
-    y = poses[:, 1:2] + s * depth + c * left
-    return torch.stack([x, y], -1).reshape(-1, 2)
+    local = torch.stack([depth, depth * column_tangents(WALL_COLUMNS, hfov_deg),
+                         torch.zeros_like(depth)], -1)                   # (N, J, 3)
+    return compose(poses[:, None].double(), local)[..., :2].reshape(-1, 2).float()
 
 
 def oracle_ok(args, particles_xy, regions, query_xy, anchors):
     """Which particles (K,) the oracle keeps: ``anchors`` (P, 2) are the points whose region
     stands for what the contexts show (``cameras`` / ``walls``)."""
-    q = regions(query_xy)
+    q, own = regions(query_xy), regions(anchors)
+    same = own == q
     if args.oracle.endswith('grid'):
-        own = regions(anchors)
         p = regions(particles_xy)
-        if (own == q).any():
+        if same.any():
             return p == q
         return ~(p[:, None] == own[None]).any(-1)
-    own = regions(anchors)
-    same = own == q
     dist = (particles_xy[:, None] - anchors[None]).norm(dim=-1)      # (K, P)
     if same.any():
         return (dist[:, same] < args.near).any(-1) & ~(dist[:, ~same] < args.far).any(-1)
