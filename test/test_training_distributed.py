@@ -100,3 +100,24 @@ def test_resume_under_torchrun(runs):
         assert [int(r['step']) for r in csv.DictReader(f)] == [1, 2, 3, 4, 5]
     state = torch.load(two / 'checkpoint' / 'state.pt', weights_only=True)
     assert state['step'] == 5
+
+
+GROUP_FREED = '''
+import os, sys
+from dmn_localizer.training.config import load_train_config
+from dmn_localizer.training.train import train
+train(load_train_config(sys.argv[1], {}), sys.argv[2] + os.environ['RANK'], progress=False)
+threads = [open(f'/proc/self/task/{t}/comm').read().strip() for t in os.listdir('/proc/self/task')]
+print('gloo threads left:', sum(t.startswith(('gloo', 'pt_gloo')) for t in threads))
+'''
+
+
+@pytest.mark.skipif(not Path('/proc/self/task').is_dir(), reason='reads /proc (Linux)')
+def test_the_process_group_is_freed_before_exit(data, tmp_path):
+    # gloo worker threads still running when the interpreter shuts down free tensors without
+    # the GIL and abort the process now and then: the group must be gone when train() returns
+    script = tmp_path / 'train_and_count.py'
+    script.write_text(GROUP_FREED)
+    r = run([TORCHRUN, '--standalone', '--nproc_per_node', 2, script, config(data, 2),
+             tmp_path / 'out'])
+    assert r.stdout.count('gloo threads left: 0') == 2, r.stdout

@@ -31,6 +31,12 @@ class Distributed:
             if device.type == 'cuda':
                 self.device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', '0')))
                 torch.cuda.set_device(self.device)
+            # torch.distributed.nn binds the default group into its functions' defaults when
+            # first imported (optimizers import it lazily through torch._dynamo): imported
+            # after init_process_group it keeps the group alive past destroy_process_group,
+            # and gloo's worker threads then free tensors while the interpreter shuts down,
+            # which now and then aborts the process at exit
+            import torch.distributed.nn  # noqa: F401
             dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
             logger.info('data-parallel: rank %d of %d (%s)', self.rank, self.world,
                         dist.get_backend())
