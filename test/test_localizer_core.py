@@ -350,3 +350,28 @@ def test_a_cloud_resampled_onto_few_particles_has_a_usable_covariance(tiny_model
         except ValueError:
             failures += 1
     assert failures == 0
+
+
+def test_an_initial_pose_holds_at_its_stamp(tiny_model):
+    # as AMCL's initialpose: the motion since the pose's stamp moves it, not the motion since
+    # the previous image; stamp 0 (unset) or one the odometry does not cover: the latest sample
+    img = np.zeros((32, 32, 3), np.uint8)
+
+    def mean_x_after(stamp, image_stamp):
+        odometry = OdometryBuffer()
+        for i in range(31):                          # 1 m/s along x, samples up to 3 s
+            odometry.add(0.1 * i, [0.1 * i, 0.0, 0.0])
+        loc = make_localizer(tiny_model)
+        loc.init_gaussian([5.0, 2.0, 0.0], [0.01, 0.01, 0.001])
+        assert loc.step(1.0, img, odometry).updated   # the previous image, at 1 s
+        loc.init_gaussian([8.0, 2.0, 0.0], [0.01, 0.01, 0.001], stamp=stamp,
+                          odometry=odometry)
+        for i in range(31, 41):                      # more odometry, up to 4 s
+            odometry.add(0.1 * i, [0.1 * i, 0.0, 0.0])
+        report = loc.step(image_stamp, img, odometry)
+        return None if report is None else float(loc.estimate()[0][0])
+
+    assert mean_x_after(2.0, 2.5) == pytest.approx(8.5, abs=0.05)   # not 9.5
+    assert mean_x_after(2.0, 1.5) is None          # an image older than the pose: no update
+    assert mean_x_after(0.0, 3.5) == pytest.approx(8.5, abs=0.05)   # unset: the latest (3 s)
+    assert mean_x_after(1e6, 3.5) == pytest.approx(8.5, abs=0.05)   # not covered: the latest

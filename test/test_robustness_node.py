@@ -267,8 +267,11 @@ def test_initial_pose_checks(context, files):
     asym = np.zeros((6, 6))
     asym[0, 0] = asym[1, 1] = 1.0
     asym[0, 1] = 0.5
+    bad_stamp = initial_pose()
+    bad_stamp.header.stamp.nanosec = 2_000_000_000
     bad = {"frame 'odom'": initial_pose(frame='odom'),
            'non-finite values': nan_pose,
+           'invalid stamp': bad_stamp,
            'covariance not finite': initial_pose(var=(math.nan, 0.04, 0.01)),
            'not symmetric positive semi-definite': [initial_pose(var=(-1.0, 0.04, 0.01)),
                                                     initial_pose(cov=not_psd),

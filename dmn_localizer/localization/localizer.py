@@ -200,14 +200,22 @@ class Localizer(MapScoring):
         self._set(sample_uniform(1, first, size, self.generator, origin=(x0, y0)))
         self._narrow_to = target if first > target else None
 
-    def init_gaussian(self, mean, std, k=None):
-        """Gaussian belief around map_from_base ``mean`` (3,) with std (sx, sy, syaw)."""
+    def init_gaussian(self, mean, std, k=None, stamp=None, odometry=None):
+        """Gaussian belief around map_from_base ``mean`` (3,) with std (sx, sy, syaw).
+
+        With the ``odometry`` buffer the belief holds at ``stamp`` (s), as AMCL's initial pose:
+        the next image moves it by the odometry since ``stamp``, not since the previous image,
+        and an image older than ``stamp`` does not update it. A ``stamp`` of None or 0, or one
+        the odometry does not cover, means the latest odometry sample."""
         k = k or self.config.num_particles
         if not (np.isfinite(np.asarray(mean, np.float32)).all()
                 and np.isfinite(np.asarray(std, np.float32)).all()):
             raise ValueError('initial pose mean and std must be finite')
         mean = torch.as_tensor(mean, dtype=torch.float32)[None]
         self._set(sample_gaussian(mean, [float(s) for s in std], k, self.generator))
+        if odometry is not None and odometry.latest_stamp is not None:
+            covered = stamp and odometry.pose_at(stamp) is not None
+            self.last_stamp = stamp if covered else odometry.latest_stamp
 
     def _set(self, particles):
         self.filter = ParticleFilter(self.filter_config(), particles.to(self.device),

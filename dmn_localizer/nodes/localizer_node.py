@@ -314,6 +314,7 @@ class LocalizerNode(ManagedNode):
             return
         try:
             mean = pose_to_xyyaw(msg.pose.pose)
+            stamp = checked_stamp_to_sec(msg.header.stamp)
             std = initial_std(mean, msg.pose.covariance, self.localizer.bounds,
                               (self.config.initial_sigma_xy, self.config.initial_sigma_yaw))
         except NoMapError as exc:
@@ -322,7 +323,8 @@ class LocalizerNode(ManagedNode):
         except ValueError as exc:
             warn(self, f'initial pose rejected: {exc}')
             return
-        self.localizer.init_gaussian(mean, std)
+        # as AMCL: the pose holds at its stamp; the motion since then is applied
+        self.localizer.init_gaussian(mean, std, stamp=stamp, odometry=self.tracker.odometry)
         self.get_logger().info(f'initial pose ({mean[0]:.2f}, {mean[1]:.2f}, '
                                f'{math.degrees(mean[2]):.0f} deg), sigma {np.round(std, 2)}')
 
