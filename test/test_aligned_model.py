@@ -278,6 +278,39 @@ def test_end_to_end_term_reaches_the_model_through_the_filter(maze_data):
     assert last < first.item() - 0.3, (first.item(), last)
 
 
+def test_match_term_teaches_that_another_world_matches_nothing(maze_data):
+    """The match term (``rollout_match_weight``) reads the scores as the log-odds that a view
+    is seen from a pose: fitting it on one fixed batch lowers it (the best score near another
+    episode's contexts goes below zero); one episode has no foreign map and adds nothing; a
+    negative weight is refused."""
+    from dmn_localizer.training.view_pairs import ViewPairConfig
+    from dmn_localizer.training.view_pairs.filter_term import FilterTerm
+    with pytest.raises(ValueError, match='rollout_match_weight'):
+        ViewPairConfig(rollout_match_weight=-1.0)
+    cfg = ViewPairConfig(train_data=str(maze_data / 'train'), rollout_weight=1.0,
+                         rollout_match_weight=1.0, rollout_batch=4, rollout_steps=2,
+                         rollout_particles=16, rollout_match_particles=16)
+    torch.manual_seed(0)
+    model = build_model(DMNConfig(architecture='aligned', image_size=32)).train()
+    term = FilterTerm(cfg, 'cpu')
+    batch, _ = term.draw()
+    assert term.match_loss(model, batch.part(0, 4)).item() == 0.0
+
+    def match_loss():
+        term.gen.manual_seed(7)       # the same poses near the foreign contexts each time
+        return term.match_loss(model, batch)
+    first = match_loss()
+    assert 0.0 < first.item() < 2.0
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(30):
+        opt.zero_grad()
+        match_loss().backward()
+        opt.step()
+    with torch.no_grad():
+        last = match_loss().item()
+    assert last < 0.5 * first.item(), (first.item(), last)
+
+
 def test_end_to_end_term_on_dense_maps_scores_each_particle_against_its_nearest(maze_data):
     """``rollout_contexts`` sets the map's size per episode and ``rollout_nearest_contexts``
     makes each particle attend to its nearest contexts only, as the localizer on a dense map:

@@ -78,6 +78,14 @@ class ViewPairConfig:
     rollout_decoys: float = 0.25
     rollout_contexts: int = 0
     rollout_nearest_contexts: int = 0
+    # weight of the match term (0: off): the scores read as the log-odds that a query view is
+    # seen from a pose of the map, a logistic loss with label 1 at the true pose of each
+    # rollout episode's first query where a context sees it (within 2 m and 45 deg) and 0 at
+    # the best-scoring of ``rollout_match_particles`` poses near the contexts of another
+    # episode's map (another world: none can match). It trains the scores' level, which the
+    # localizer's lost flag reads (``min_evidence``).
+    rollout_match_weight: float = 0.0
+    rollout_match_particles: int = 32
 
     def __post_init__(self):
         for name in ('near_std', 'far_std', 'kernel_start', 'kernel_end', 'coarse_kernel',
@@ -101,6 +109,9 @@ class ViewPairConfig:
                                     or self.rollout_batch < 1):
             raise ValueError('rollout_steps, rollout_batch must be >= 1 and '
                              'rollout_particles >= 2')
+        if self.rollout_match_weight < 0 or self.rollout_match_particles < 1:
+            raise ValueError('rollout_match_weight must be >= 0 and rollout_match_particles '
+                             '>= 1')
         if self.rollout_contexts < 0 or self.rollout_nearest_contexts < 0:
             raise ValueError('rollout_contexts and rollout_nearest_contexts must be >= 0')
         if not 0 <= self.rollout_near_truth + self.rollout_decoys <= 1:

@@ -5,15 +5,18 @@ The candidate terms teach the model to rank poses against one query; the filter 
 the scores of several queries and resamples in between, so how the scores of different
 contexts and views add up matters too. This term runs the filter of
 :func:`~dmn_localizer.filter.rollout.rollout` (soft resampling, so the gradient reaches every
-step) over episodes drawn as the protocol draws them and takes its dense loss.
+step) over episodes drawn as the protocol draws them and takes its dense loss; with
+``rollout_match_weight`` it adds the match term (:meth:`FilterTerm.match_loss`).
 """
 import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from dmn_localizer.data.dataset import open_dataset
 from dmn_localizer.filter.rollout import initial_particles, make_batch, rollout
+from dmn_localizer.model.nearest import log_likelihood_nearest
 from dmn_localizer.training.batches import EpisodeStream
 from dmn_localizer.training.config import TrainConfig
 from dmn_localizer.training.losses import filter_config
@@ -53,4 +56,36 @@ class FilterTerm:
         kernel = (cfg.rollout_kernel[0], math.radians(cfg.rollout_kernel[1]))
         r = rollout(model, batch, particles, self.filter, self.gen, dense_kernel=kernel,
                     nearest_contexts=cfg.rollout_nearest_contexts)
-        return r['dense'].mean()
+        loss = r['dense'].mean()
+        if cfg.rollout_match_weight:
+            loss = loss + cfg.rollout_match_weight * self.match_loss(model, batch)
+        return loss
+
+    def match_loss(self, model, batch):
+        """The match term of ``batch`` (see ``rollout_match_weight`` in
+        :class:`ViewPairConfig`): the mean of the logistic losses of the true poses' scores
+        (label 1, where a context sees the view) and of the best foreign-map scores (label
+        0), a scalar tensor; each episode's foreign map is the next episode's contexts (zero
+        with one episode)."""
+        cfg = self.cfg
+        if len(batch) < 2:
+            return torch.zeros((), device=self.device)
+        m = cfg.rollout_nearest_contexts
+        query = model.encode_query(batch.query_images[:, 0])
+        own_map = model.build_map(batch.context_images, batch.context_poses)
+        truth = batch.query_poses[:, :1]
+        own = log_likelihood_nearest(model, own_map, query, truth, m)[:, 0]
+        # label 1 only where a context sees the query's view (within 2 m and 45 deg)
+        d = batch.context_poses - truth
+        turn = torch.atan2(torch.sin(d[..., 2]), torch.cos(d[..., 2])).abs()
+        sees = ((d[..., :2].norm(dim=-1) < 2.0) & (turn < math.radians(45.0))).any(1)
+        images, poses = batch.context_images.roll(1, 0), batch.context_poses.roll(1, 0)
+        foreign_map = model.build_map(images, poses)
+        n = poses.shape[1]
+        per = -(-cfg.rollout_match_particles // n)
+        near = poses[:, torch.arange(n, device=poses.device).repeat_interleave(per)]
+        std = torch.tensor([1.0, 1.0, math.radians(15.0)])
+        near = near + (torch.randn(near.shape, generator=self.gen) * std).to(near.device)
+        foreign = log_likelihood_nearest(model, foreign_map, query, near, m).amax(1)
+        positive = (F.softplus(-own) * sees).sum() / sees.sum().clamp_min(1)
+        return 0.5 * (positive + F.softplus(foreign).mean())
