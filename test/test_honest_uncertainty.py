@@ -111,7 +111,7 @@ def test_the_lost_covariance_covers_the_map_from_the_published_mean():
 
 def test_min_evidence_is_the_models_own_unless_set(tmp_path):
     """min_evidence -1 (the default) takes the threshold calibrated for the model from its
-    card (aligned_mazes_e2e: 1.0, aligned_mazes_sharp: 4.9), else 3.5; a value >= 0 is used
+    card (aligned_mazes_e2e: 0.6, aligned_mazes_sharp: 4.9), else 3.5; a value >= 0 is used
     as given (0: off). The search while lost (random particles) needs the card's value or a
     set one. The covariance scale likewise (covariance_scale -1, the default, is the card's),
     while the model uses the camera it was calibrated with."""
@@ -121,7 +121,7 @@ def test_min_evidence_is_the_models_own_unless_set(tmp_path):
     from dmn_localizer.localization.localizer import DEFAULT_MIN_EVIDENCE
     assert LocalizerConfig().min_evidence == -1.0
     e2e = MODEL.parent / 'aligned_mazes_e2e'
-    assert Localizer(load_model(e2e), LocalizerConfig(), 'cpu').min_evidence == 1.0
+    assert Localizer(load_model(e2e), LocalizerConfig(), 'cpu').min_evidence == 0.6
     assert Localizer(load_model(MODEL), LocalizerConfig(), 'cpu').min_evidence == 3.5
     sharp = load_model(MODEL.parent / 'aligned_mazes_sharp')
     assert Localizer(sharp, LocalizerConfig(), 'cpu').min_evidence == 4.9
@@ -150,7 +150,7 @@ def test_min_evidence_is_the_models_own_unless_set(tmp_path):
     assert not plain.min_evidence_fits_model
     assert Localizer(load_model(e2e), LocalizerConfig(), 'cpu').min_evidence_fits_model
     assert Localizer(plain.model, LocalizerConfig(min_evidence=3.5), 'cpu').min_evidence_fits_model
-    # the threshold in use decides: evidence 2.0 is weak for 3.5, not for the e2e card's 1.0
+    # the threshold in use decides: evidence 2.0 is weak for 3.5, not for the e2e card's 0.6
     for model, weak in ((plain.model, True), (load_model(e2e), False)):
         loc = Localizer(model, LocalizerConfig(collapse_updates=1), 'cpu')
         assert loc._check_evidence(2.0) is weak
