@@ -135,6 +135,7 @@ class Localizer(MapScoring):
         self.pending = np.zeros(3)    # odometry accumulated since the last update
         self.force_next = True        # the first image after (re)initialisation is used
         self.last_stamp = None        # stamp of the last image consumed by :meth:`step`
+        self.pose_stamp = None        # stamp of an initial pose (init_gaussian) not yet updated
         self.health = Health()
         self._pending_health = None  # see update(defer_health=True)
         self._narrow_to = None       # see init_global
@@ -203,19 +204,19 @@ class Localizer(MapScoring):
     def init_gaussian(self, mean, std, k=None, stamp=None, odometry=None):
         """Gaussian belief around map_from_base ``mean`` (3,) with std (sx, sy, syaw).
 
-        With the ``odometry`` buffer the belief holds at ``stamp`` (s), as AMCL's initial pose:
-        the next image moves it by the odometry since ``stamp``, not since the previous image,
-        and an image older than ``stamp`` does not update it. A ``stamp`` of None or 0, or one
-        the odometry does not cover, means the latest odometry sample."""
+        With the ``odometry`` buffer the belief holds at ``stamp`` (s): the next image moves it
+        by the odometry since ``stamp``, not since the previous image (an image older than
+        ``stamp`` takes it as its own pose). A ``stamp`` of None or 0, or one the odometry does
+        not cover, makes it the pose of the next image, as AMCL's initial pose."""
         k = k or self.config.num_particles
         if not (np.isfinite(np.asarray(mean, np.float32)).all()
                 and np.isfinite(np.asarray(std, np.float32)).all()):
             raise ValueError('initial pose mean and std must be finite')
         mean = torch.as_tensor(mean, dtype=torch.float32)[None]
         self._set(sample_gaussian(mean, [float(s) for s in std], k, self.generator))
-        if odometry is not None and odometry.latest_stamp is not None:
+        if odometry is not None:
             covered = stamp and odometry.pose_at(stamp) is not None
-            self.last_stamp = stamp if covered else odometry.latest_stamp
+            self.last_stamp = self.pose_stamp = stamp if covered else None
 
     def _set(self, particles):
         self.filter = ParticleFilter(self.filter_config(), particles.to(self.device),
@@ -247,6 +248,10 @@ class Localizer(MapScoring):
         Returns the :class:`UpdateReport`, or None when the odometry does not cover the stamps
         (the time base is then restarted at the next image) or the image is out of order.
         """
+        if self.last_stamp is not None and self.last_stamp == self.pose_stamp \
+                and stamp <= self.last_stamp:
+            self.last_stamp = None    # an image older than the initial pose: the pose is its own
+        self.pose_stamp = None
         if self.last_stamp is not None:
             if stamp <= self.last_stamp:
                 return None
