@@ -226,6 +226,7 @@ class Localizer(MapScoring):
         self.health.collapsed = 0
         self._pending_health = None  # a check of the replaced belief no longer applies
         self._narrow_to = None       # particles the first update resamples down to
+        self.pose_stamp = None       # a new belief: no initial pose stamp (init_gaussian sets it)
         self.tight_updates = 0
         self._summary = None
 
@@ -248,8 +249,7 @@ class Localizer(MapScoring):
         Returns the :class:`UpdateReport`, or None when the odometry does not cover the stamps
         (the time base is then restarted at the next image) or the image is out of order.
         """
-        if self.last_stamp is not None and self.last_stamp == self.pose_stamp \
-                and stamp <= self.last_stamp:
+        if self.pose_stamp is not None and stamp <= self.pose_stamp:
             self.last_stamp = None    # an image older than the initial pose: the pose is its own
         self.pose_stamp = None
         if self.last_stamp is not None:

@@ -323,7 +323,7 @@ class LocalizerNode(ManagedNode):
         except ValueError as exc:
             warn(self, f'initial pose rejected: {exc}')
             return
-        # as AMCL: the pose holds at its stamp; the motion since then is applied
+        # the pose holds at its stamp (Localizer.init_gaussian)
         self.localizer.init_gaussian(mean, std, stamp=stamp, odometry=self.tracker.odometry)
         self.get_logger().info(f'initial pose ({mean[0]:.2f}, {mean[1]:.2f}, '
                                f'{math.degrees(mean[2]):.0f} deg), sigma {np.round(std, 2)}')

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from dmn_localizer.data.dataset import open_dataset
 from dmn_localizer.filter.rollout import initial_particles, make_batch, rollout
+from dmn_localizer.geometry import wrap_angle
 from dmn_localizer.model.nearest import log_likelihood_nearest
 from dmn_localizer.training.batches import EpisodeStream
 from dmn_localizer.training.config import TrainConfig
@@ -72,13 +73,17 @@ class FilterTerm:
             return torch.zeros((), device=self.device)
         m = cfg.rollout_nearest_contexts
         query = model.encode_query(batch.query_images[:, 0])
-        own_map = model.build_map(batch.context_images, batch.context_poses)
+        # label 1 only where a context sees the query's view (within 2 m and 45 deg): rare in
+        # sparse episodes, so the own map is scored only when one does
         truth = batch.query_poses[:, :1]
-        own = log_likelihood_nearest(model, own_map, query, truth, m)[:, 0]
-        # label 1 only where a context sees the query's view (within 2 m and 45 deg)
         d = batch.context_poses - truth
-        turn = torch.atan2(torch.sin(d[..., 2]), torch.cos(d[..., 2])).abs()
-        sees = ((d[..., :2].norm(dim=-1) < 2.0) & (turn < math.radians(45.0))).any(1)
+        sees = ((d[..., :2].norm(dim=-1) < 2.0)
+                & (wrap_angle(d[..., 2]).abs() < math.radians(45.0))).any(1)
+        positive = torch.zeros((), device=self.device)
+        if sees.any():
+            own_map = model.build_map(batch.context_images, batch.context_poses)
+            own = log_likelihood_nearest(model, own_map, query, truth, m)[:, 0]
+            positive = (F.softplus(-own) * sees).sum() / sees.sum()
         images, poses = batch.context_images.roll(1, 0), batch.context_poses.roll(1, 0)
         foreign_map = model.build_map(images, poses)
         n = poses.shape[1]
@@ -87,5 +92,4 @@ class FilterTerm:
         std = torch.tensor([1.0, 1.0, math.radians(15.0)])
         near = near + (torch.randn(near.shape, generator=self.gen) * std).to(near.device)
         foreign = log_likelihood_nearest(model, foreign_map, query, near, m).amax(1)
-        positive = (F.softplus(-own) * sees).sum() / sees.sum().clamp_min(1)
         return 0.5 * (positive + F.softplus(foreign).mean())
