@@ -120,7 +120,9 @@ def build_dataset(domain, split, n_worlds, out, image_size=32, seed=0, workers=2
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=n_worlds, unit='world', desc=f'{domain}/{split}', file=sys.stderr)
-    ctx = mp.get_context('fork')
+    # spawn, not fork: a process that already runs threads (rclpy's, torch's, a test
+    # runner's) cannot be forked safely, and the workers import little
+    ctx = mp.get_context('spawn')
     q = ctx.Queue()
     pool = ctx.Pool(max(1, min(workers, len(tasks))), initializer=_init_worker, initargs=(q,))
     results = []
