@@ -257,6 +257,14 @@ class LocalizerConfig:
                                   'count fully; 0: every update counts fully', 0.0, 100.0)
     evidence_min_a: float = param(0.5, 'Rotation after which an image counts as an independent '
                                   'observation (rad), as evidence_min_d', 0.0, 6.3)
+    likelihood_scale: float = param(-1.0, "Factor on the model's log-likelihoods in the "
+                                    'particle weights, on top of the evidence share: below 1 '
+                                    'tempers a model whose scores are sharper than what an '
+                                    'image tells apart, so the cloud does not settle on one of '
+                                    'several look-alike places with a tight spread (-1 or any '
+                                    'value <= 0 = the value calibrated for the model, from its '
+                                    'card, else 1); the lost flag reads the unscaled scores',
+                                    -1.0, 100.0)
     resample_ess_ratio: float = param(0.5, 'Resample when ESS < ratio * particles', 0.0, 1.0)
     # filter health: likelihood collapse (kidnapped robot) -> recovery
     health_samples: int = param(64, 'Random poses scored per update as the reference of the '
@@ -355,8 +363,8 @@ LOCALIZER_RUNTIME_PARAMETERS = frozenset({
     'initial_sigma_yaw',
     'motion_noise_xy', 'motion_noise_yaw', 'motion_jump_share', 'motion_jump_xy',
     'motion_jump_yaw', 'update_min_d', 'update_min_a',
-    'force_update_when_still', 'evidence_min_d', 'evidence_min_a', 'resample_ess_ratio',
-    'health_samples', 'collapse_score',
+    'force_update_when_still', 'evidence_min_d', 'evidence_min_a', 'likelihood_scale',
+    'resample_ess_ratio', 'health_samples', 'collapse_score',
     'collapse_updates', 'recovery_alpha', 'global_reinit_updates', 'min_evidence',
     'covariance_scale', 'covariance_scale_max_std', 'covariance_scale_min_updates',
     'max_context_distance', 'odom_jump_threshold',

@@ -107,6 +107,46 @@ def test_close_updates_count_as_their_share_of_an_independent_view(tiny_model):
         torch.testing.assert_close(got, share * full, atol=1e-4, rtol=1e-4)
 
 
+def test_likelihood_scale_tempers_every_update(tiny_model):
+    """likelihood_scale multiplies the log-likelihoods in the weights of every update, the
+    first and forced ones too, on top of the evidence share; -1 (the default) takes the
+    model card's metadata.likelihood_scale, else 1. The lost flag's evidence is unscaled."""
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
+
+    def changes(model, **config):
+        loc = make_localizer(model, health_samples=0, motion_noise_xy=0.0,
+                             motion_noise_yaw=0.0, motion_jump_share=0.0,
+                             resample_ess_ratio=0.0, **config)
+        loc.init_gaussian([5.0, 2.0, 0.0], [2.0, 2.0, 0.5])
+        out, evidence = [], []
+        for image, motion in zip(images, ([0, 0, 0], [0.3, 0.0, 0.1], [1.0, 0.0, 0.0])):
+            before = loc.log_weights.clone()
+            loc.add_motion(motion)
+            report = loc.update(image)
+            assert report.updated
+            change = loc.log_weights - before
+            out.append(change - change[..., :1])
+            evidence.append(report.evidence)
+        return loc, out, evidence
+    full_loc, full, full_evidence = changes(tiny_model)
+    assert full_loc.likelihood_scale == 1.0                  # no card value: 1
+    half_loc, half, half_evidence = changes(tiny_model, likelihood_scale=0.5)
+    assert half_loc.likelihood_scale == 0.5
+    for h, f in zip(half, full):
+        assert f.abs().max() > 1e-3
+        torch.testing.assert_close(h, 0.5 * f, atol=1e-4, rtol=1e-4)
+    assert half_evidence[0] == pytest.approx(full_evidence[0])   # the flag reads raw scores
+    carded = DMN(DMNConfig())
+    carded.load_state_dict(tiny_model.state_dict())
+    carded.card = {'metadata': {'likelihood_scale': 0.5}}
+    card_loc, from_card, _ = changes(carded)
+    assert card_loc.likelihood_scale == 0.5
+    for c, h in zip(from_card, half):
+        torch.testing.assert_close(c, h)
+    assert changes(carded, likelihood_scale=1.0)[0].likelihood_scale == 1.0   # set: as given
+
+
 def test_jumps_scale_with_the_evidence_share(tiny_model):
     """motion_jump_* reach the filter; an update after 0.3 m (evidence_min_d 0.5 m) jumps 0.6
     times as many particles as a full one (the jumps per metre do not grow with the frame

@@ -146,7 +146,8 @@ def replay(args, quiet=False):
                  'recovery_global_reinits': loc.health.global_reinits,
                  'unreliable_updates': loc.health.unreliable_total,
                  'min_evidence': loc.lost_flag_threshold,
-                 'covariance_scale': loc.covariance_scale}
+                 'covariance_scale': loc.covariance_scale,
+                 'likelihood_scale': loc.likelihood_scale}
         if track.depth_pairs is not None:
             extra.update(images_with_depth=track.depth_pairs[0],
                          images_without_depth=track.depth_pairs[1])

@@ -8,7 +8,9 @@ accumulates, and the filter moves and weighs particles only once the robot has m
 stay in log space (per-image offsets of 1e4 nats are fine). Consecutive images less than
 ``evidence_min_d`` / ``evidence_min_a`` apart see nearly the same view, so such an update's
 log-likelihoods are scaled by the share of that motion (:meth:`Localizer.evidence_share`): at a
-higher frame rate the filter updates more often but gains the same evidence per metre. The
+higher frame rate the filter updates more often but gains the same evidence per metre; and by
+the model's ``likelihood_scale`` (its card's, a temperature for a model whose scores are too
+sharp to multiply image after image). The
 transition has a heavy tail (``motion_jump_*``; ``motion_jump_share`` 0 turns it off;
 :func:`~dmn_localizer.filter.particle_filter.jump`, scaled by the same share): a cloud that
 settled beside the true pose keeps a few particles searching around it; it pauses while the
@@ -325,7 +327,8 @@ class Localizer(MapScoring):
         belief = None  # the belief's log mean likelihood; None: no usable evidence
         if bool(torch.isfinite(ll).any()):
             belief = torch.logsumexp(self.log_weights + ll, -1)[0]
-            self.filter.update(ll if share == 1.0 else ll * share)
+            weight = share * self.likelihood_scale
+            self.filter.update(ll if weight == 1.0 else ll * weight)
             resampled = self._narrow_to is None and self.filter.resample()
         if self._narrow_to is not None:  # the first update of a global localization
             self.filter.resize(self._narrow_to)
@@ -406,6 +409,17 @@ class Localizer(MapScoring):
         for a card without one only flags: on its own maps it may call a good estimate lost,
         and searching there would scatter it."""
         return self.config.min_evidence >= 0 or self._card_value('min_evidence') is not None
+
+    @property
+    def likelihood_scale(self):
+        """The factor on the model's log-likelihoods in the particle weights: the
+        ``likelihood_scale`` parameter, or when it is <= 0 (the default -1) the value calibrated
+        for the model (its card's ``metadata.likelihood_scale``), else 1."""
+        value = self.config.likelihood_scale
+        if value > 0:
+            return value
+        card_value = self._card_value('likelihood_scale')
+        return 1.0 if card_value is None or card_value <= 0 else card_value
 
     def _card_value(self, name):
         """The model card's calibrated ``metadata.<name>`` (float), or None."""
