@@ -258,12 +258,13 @@ class LocalizerConfig:
     evidence_min_a: float = param(0.5, 'Rotation after which an image counts as an independent '
                                   'observation (rad), as evidence_min_d', 0.0, 6.3)
     likelihood_scale: float = param(-1.0, "Factor on the model's log-likelihoods in the "
-                                    'particle weights, on top of the evidence share: below 1 '
-                                    'tempers a model whose scores are sharper than what an '
-                                    'image tells apart, so the cloud does not settle on one of '
-                                    'several look-alike places with a tight spread (-1 or any '
-                                    'value <= 0 = the value calibrated for the model, from its '
-                                    'card, else 1); the lost flag reads the unscaled scores',
+                                    'particle weights of an update after motion, on top of the '
+                                    'evidence share (the first image and forced updates count '
+                                    'fully): below 1 tempers a model whose scores, multiplied '
+                                    'image after image, would settle the cloud on one of several '
+                                    'look-alike places with a tight spread (-1 or any value <= 0 '
+                                    '= the value calibrated for the model, from its card, else '
+                                    '1); the lost flag reads the unscaled scores',
                                     -1.0, 100.0)
     resample_ess_ratio: float = param(0.5, 'Resample when ESS < ratio * particles', 0.0, 1.0)
     # filter health: likelihood collapse (kidnapped robot) -> recovery

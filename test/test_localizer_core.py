@@ -108,11 +108,12 @@ def test_close_updates_count_as_their_share_of_an_independent_view(tiny_model):
 
 
 def test_likelihood_scale_tempers_every_update(tiny_model):
-    """likelihood_scale multiplies the log-likelihoods in the weights of every update, the
-    first and forced ones too, on top of the evidence share; -1 (the default) takes the
-    model card's metadata.likelihood_scale, else 1. The lost flag's evidence is unscaled."""
+    """likelihood_scale multiplies the log-likelihoods in the weights of every update after
+    motion, on top of the evidence share; the first image and forced updates count fully; -1
+    (the default) takes the model card's metadata.likelihood_scale, else 1. The lost flag's
+    evidence is unscaled."""
     rng = np.random.default_rng(5)
-    images = rng.integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
+    images = rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
 
     def changes(model, **config):
         loc = make_localizer(model, health_samples=0, motion_noise_xy=0.0,
@@ -120,10 +121,11 @@ def test_likelihood_scale_tempers_every_update(tiny_model):
                              resample_ess_ratio=0.0, **config)
         loc.init_gaussian([5.0, 2.0, 0.0], [2.0, 2.0, 0.5])
         out, evidence = [], []
-        for image, motion in zip(images, ([0, 0, 0], [0.3, 0.0, 0.1], [1.0, 0.0, 0.0])):
+        for image, motion in zip(images, ([0, 0, 0], [0.3, 0.0, 0.1], [1.0, 0.0, 0.0], None)):
             before = loc.log_weights.clone()
-            loc.add_motion(motion)
-            report = loc.update(image)
+            if motion is not None:
+                loc.add_motion(motion)
+            report = loc.update(image, force=motion is None)
             assert report.updated
             change = loc.log_weights - before
             out.append(change - change[..., :1])
@@ -133,9 +135,9 @@ def test_likelihood_scale_tempers_every_update(tiny_model):
     assert full_loc.likelihood_scale == 1.0                  # no card value: 1
     half_loc, half, half_evidence = changes(tiny_model, likelihood_scale=0.5)
     assert half_loc.likelihood_scale == 0.5
-    for h, f in zip(half, full):
+    for h, f, scale in zip(half, full, (1.0, 0.5, 0.5, 1.0)):   # first, moved, moved, forced
         assert f.abs().max() > 1e-3
-        torch.testing.assert_close(h, 0.5 * f, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(h, scale * f, atol=1e-4, rtol=1e-4)
     assert half_evidence[0] == pytest.approx(full_evidence[0])   # the flag reads raw scores
     carded = DMN(DMNConfig())
     carded.load_state_dict(tiny_model.state_dict())

@@ -9,8 +9,9 @@ stay in log space (per-image offsets of 1e4 nats are fine). Consecutive images l
 ``evidence_min_d`` / ``evidence_min_a`` apart see nearly the same view, so such an update's
 log-likelihoods are scaled by the share of that motion (:meth:`Localizer.evidence_share`): at a
 higher frame rate the filter updates more often but gains the same evidence per metre; and by
-the model's ``likelihood_scale`` (its card's, a temperature for a model whose scores are too
-sharp to multiply image after image). The
+the model's ``likelihood_scale`` (its card's): the share of an image's evidence that the
+images before it have not already given, for a model whose scores are too sharp to multiply
+image after image (forced updates and the first image count fully). The
 transition has a heavy tail (``motion_jump_*``; ``motion_jump_share`` 0 turns it off;
 :func:`~dmn_localizer.filter.particle_filter.jump`, scaled by the same share): a cloud that
 settled beside the true pose keeps a few particles searching around it; it pauses while the
@@ -327,7 +328,7 @@ class Localizer(MapScoring):
         belief = None  # the belief's log mean likelihood; None: no usable evidence
         if bool(torch.isfinite(ll).any()):
             belief = torch.logsumexp(self.log_weights + ll, -1)[0]
-            weight = share * self.likelihood_scale
+            weight = share if forced else share * self.likelihood_scale
             self.filter.update(ll if weight == 1.0 else ll * weight)
             resampled = self._narrow_to is None and self.filter.resample()
         if self._narrow_to is not None:  # the first update of a global localization
