@@ -57,8 +57,8 @@ def test_a_foreign_map_is_flagged_and_covered(worlds):
     80.8%, at the bar) and 100 / 100 / 100% (maze 7): a belief may settle beside the true pose
     for a stretch before reaching it (with 1,024 poses from the start: 77.5 / 27.5 / 20% and
     100 / 92.5 / 65%). While lost it keeps searching: random particles at each flagged
-    update (38 of 40 on the foreign maps). models/aligned_mazes_e2e: maze 3 inside 37.5 / 67.5
-    / 75% (below the bar: models/README.md)."""
+    update (38 of 40 on the foreign maps). models/aligned_mazes_e2e with its card: maze 3
+    inside 55 / 77.5 / 72.5% (below the bar: models/README.md)."""
     for query, mapping in ((0, 1), (1, 0)):
         flagged, inside, loc = _run(worlds[query], worlds[mapping])
         # (the first collapse_updates updates cannot be flagged yet)

@@ -4,7 +4,8 @@ published covariance on recordings.
 Thin wrapper over :func:`dmn_localizer.replay.lost_threshold.calibrate`; the threshold goes
 into the model card's ``metadata.min_evidence`` and the scale into
 ``metadata.covariance_scale``, which the localizer uses unless its ``min_evidence`` /
-``covariance_scale`` parameters are set.
+``covariance_scale`` parameters are set. ``--likelihood-scale`` also writes
+``metadata.likelihood_scale``, and the runs are replayed with it.
 """
 import json
 
@@ -27,6 +28,9 @@ def add_arguments(parser):
     parser.add_argument('--keep-min-evidence', action='store_true',
                         help="write only the covariance scale; keep the card's min_evidence "
                         '(the scale is still chosen with the newly calibrated threshold)')
+    parser.add_argument('--likelihood-scale', type=float, default=None, metavar='S',
+                        help="also write this likelihood_scale (> 0) into the card, and "
+                        'calibrate with it applied (default: the card\'s, else 1)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
 
@@ -35,11 +39,15 @@ def run(args):
     from dmn_localizer.commands.dataset_from_bags import parse_groups
     from dmn_localizer.model.io import LOCALIZER_ARCHITECTURES, load_model, update_card_metadata
     from dmn_localizer.replay.lost_threshold import calibrate
+    if args.likelihood_scale is not None and not 0 < args.likelihood_scale <= 100:
+        raise UserError(f'--likelihood-scale must be in (0, 100], got {args.likelihood_scale:g}')
     groups = parse_groups(args.bags, args.group)
     if len(groups) < 2:
         raise UserError('calibrate-lost needs at least two places: runs are localized on their '
                         "own place's map and on another's")
     model = load_model(args.model, architecture=LOCALIZER_ARCHITECTURES)
+    if args.likelihood_scale is not None:   # the localizer reads it from the card
+        model.card.setdefault('metadata', {})['likelihood_scale'] = args.likelihood_scale
     result = calibrate(model, groups, args.image_topic, args.pose_topic, seed=args.seed,
                        progress=not args.no_progress)
     print(json.dumps(result, indent=2))
@@ -48,8 +56,10 @@ def run(args):
     if not args.dry_run:
         values = {k: v for k, v in result['metadata'].items()
                   if not (args.keep_min_evidence and k.startswith('min_evidence'))}
+        if args.likelihood_scale is not None:
+            values['likelihood_scale'] = args.likelihood_scale
         update_card_metadata(args.model, **values)
-        written = [f'{k} {values[k]:g}' for k in ('min_evidence', 'covariance_scale')
-                   if k in values]
+        names = ('likelihood_scale', 'min_evidence', 'covariance_scale')
+        written = [f'{k} {values[k]:g}' for k in names if k in values]
         print(f"{args.model}: {', '.join(written) or 'nothing'} written to its card")
     return 0
