@@ -30,7 +30,7 @@ import torch
 
 from dmn_localizer.data.column_depth import column_depths
 from dmn_localizer.data.dataset import open_dataset
-from dmn_localizer.evaluation.protocol import _filter_config, EvalConfig, SUCCESS_M
+from dmn_localizer.evaluation.protocol import EvalConfig, SUCCESS_M
 from dmn_localizer.evaluation.run import protocol_episodes
 from dmn_localizer.filter import ParticleFilter, sample_uniform
 from dmn_localizer.filter.rollout import make_batch
@@ -116,7 +116,7 @@ def main():
         cp, qp = batch.context_poses[0], batch.query_poses[0]
         anchors = (wall_points(dataset, ep.world_seed, cp, hfov)
                    if args.oracle.endswith('walls') else cp[:, :2])
-        pf = ParticleFilter(_filter_config(cfg), sample_uniform(
+        pf = ParticleFilter(cfg.filter_config(), sample_uniform(
             1, cfg.k_global, float(batch.world_size[0]), gen), generator=gen)
         if model is not None:
             m = model.build_map(batch.context_images, batch.context_poses)

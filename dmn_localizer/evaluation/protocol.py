@@ -127,6 +127,12 @@ class EvalConfig:
     # the world in random order (the paper's Section V-A)
     queries: str = 'trajectory'
 
+    def filter_config(self):
+        """The protocol's particle filter: the transition noise, systematic resampling."""
+        s = self.transition_std
+        return FilterConfig(transition_std=(s[0], s[1], math.radians(s[2])),
+                            resample='systematic', resample_ess_ratio=self.resample_ess_ratio)
+
 
 def load_episodes(dataset, n, n_contexts, steps, seed, queries='trajectory'):
     """The first ``n`` episodes of a dataset for a seeded, shuffled pass (one per world);
@@ -141,12 +147,6 @@ def load_episodes(dataset, n, n_contexts, steps, seed, queries='trajectory'):
         logger.warning('dataset has %d worlds, evaluating %d episodes instead of %d',
                        len(out), len(out), n)
     return out
-
-
-def _filter_config(cfg):
-    s = cfg.transition_std
-    return FilterConfig(transition_std=(s[0], s[1], math.radians(s[2])), resample='systematic',
-                        resample_ess_ratio=cfg.resample_ess_ratio)
 
 
 def _initial(batch, mode, k, cfg, gen):
@@ -199,7 +199,7 @@ def run_method(method, model, episodes, mode, k, cfg: EvalConfig, n_contexts=Non
     n_contexts = n_contexts or cfg.contexts
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed + (0 if mode == 'global' else 1))
-    fcfg = _filter_config(cfg)
+    fcfg = cfg.filter_config()
     bsz = max(1, min(len(episodes), cfg.particle_budget // (k * n_contexts)))
     if shuffle:
         episodes = shuffled_images(episodes, shuffle)
