@@ -4,8 +4,9 @@ as sensor_msgs/CompressedImage) and odometry; from a uniform (global) belief the
 pose must converge near the truth, and map -> odom on /tf must put the robot there too.
 
 Measured with the default model, models/aligned_mazes (world 1,100,007, K = 2048, 30 frames
-at ~2 Hz): raw 3.2 m at the first update, below 3 m throughout, 0.5 m from the 11th update on
-and 0.0-0.1 m over the last 5; JPEG within 0.2 m of raw at every update (printed with -s).
+at ~2 Hz; 2026-12-06): raw 2.3 m at the first update, below 2.5 m throughout, 0.5 m or less
+from the 5th update on and 0.1-0.2 m over the last 5; JPEG within 0.2 m of raw at every update
+(printed with -s).
 The bar: the paper's success radius on every update and < 1 m over the last 5. (models/
 dmn_mazes, the default before, drifted to 7.0 m mid-run and ended 0.4-0.5 m off.)"""
 import math

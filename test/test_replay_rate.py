@@ -76,10 +76,10 @@ def test_replay_does_not_depend_on_the_frame_rate(two_rates):
     """At 5x the frame rate the filter updates about as often (after update_min_d of motion,
     not on every image), each update counts as its share of an independent view
     (evidence_min_d), and its error and confidence stay the same. Measured with the default
-    model (aligned_mazes) on the covering map: 40 and 81 updates, APE 1.41 and 1.28 m, x-y
-    NEES 0.52 and 1.93. With every update counting fully the dense run's NEES was 6.9 against
-    2.2 (overconfident), and updating on every image (dmn_mazes) gave 196 updates and a NEES
-    of 12.9 against 3.7 (both on the 800-frame map of the planner before)."""
+    model (aligned_mazes) on the covering map (2026-12-06): 40 and 81 updates, APE 1.65 and
+    1.58 m, x-y NEES 1.11 and 2.91. With every update counting fully the dense run's NEES was
+    6.9 against 2.2 (overconfident), and updating on every image (dmn_mazes) gave 196 updates
+    and a NEES of 12.9 against 3.7 (both on the 800-frame map of the planner before)."""
     sparse, dense = two_rates['sparse'], two_rates['dense']
     print({k: (sparse[k], dense[k]) for k in ('updates', 'ape_rmse_m', 'nees_mean')})
     assert dense['frames'] == (sparse['frames'] - 1) * DENSE + 1
