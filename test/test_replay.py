@@ -28,7 +28,7 @@ DOCUMENTED = ['ape_rmse_m', 'rpe_rmse_m', 'success_rate', 'success_rate_tight',
               'time_to_converge_s', 'final_error_m', 'final_yaw_error_deg', 'frames_per_s',
               'nees_mean', 'share_inside_2sigma', 'particles', 'map_contexts', 'model_id',
               'device', 'frames', 'updates', 'success_rate_chance', 'success_rate_tight_chance',
-              'converged_share_final']
+              'converged_share_final', 'confident_miss_share']
 MAY_BE_NULL = {'time_to_converge_s', 'median_error_after_convergence_m',
                'min_evidence'}   # null: the lost flag is off (the tiny DMN here)
 TIMING = {'frames_per_s', 'latency_mean_s', 'latency_max_s'}
@@ -122,8 +122,10 @@ def test_update_table_adds_up_to_the_metrics(offline):
     assert math.sqrt(np.mean(err ** 2)) == pytest.approx(metrics['ape_rmse_m'], abs=1e-3)
     nees = np.array([float(r['nees_xy']) for r in table])
     assert nees.mean() == pytest.approx(metrics['nees_mean'], rel=1e-3)
-    assert np.mean([int(r['inside_2sigma']) for r in table]) == pytest.approx(
-        metrics['share_inside_2sigma'])
+    inside = np.array([int(r['inside_2sigma']) for r in table])
+    assert inside.mean() == pytest.approx(metrics['share_inside_2sigma'])
+    assert np.mean((inside == 0) & (err >= metrics['tight_threshold_m'])) == pytest.approx(
+        metrics['confident_miss_share'])
     assert sum(int(r['lost']) for r in table) == metrics['unreliable_updates']
     assert all(r['evidence'] != '' for r in table)   # offline: every update has its evidence
     tum = np.loadtxt(out / 'estimate.tum')
@@ -437,3 +439,19 @@ def test_camera_info_of_the_bag_reaches_the_model(data, tmp_path):
     save_model(build_model(DMNConfig(architecture='aligned', hfov_deg=75.0)), model)
     metrics, _ = replay(replay_args(data, tmp_path / 'out', model=model), quiet=True)
     assert metrics['camera_hfov_deg'] == pytest.approx(90.0)
+
+
+def test_a_confident_miss_is_far_off_and_outside_the_published_ellipse():
+    """confident_miss_share counts the updates more than tight_threshold_m (2 m) off whose
+    truth lies outside the published 2-sigma ellipse: far off with a tight covariance counts,
+    far off with a wide one or close with a tight one does not."""
+    from dmn_localizer.replay.offline import compute_metrics, Track
+    tight, wide = np.diag([0.1, 0.1, 0.1]) ** 2, np.diag([5.0, 5.0, 1.0]) ** 2
+    track = Track(stamps=[0.0, 1.0, 2.0, 3.0],
+                  estimates=[[3.0, 0, 0], [13.0, 0, 0], [20.5, 0, 0], [30.0, 0, 0]],
+                  truth=[[0.0, 0, 0], [10.0, 0, 0], [20.0, 0, 0], [30.0, 0, 0]],
+                  covariances=[tight, wide, tight, tight], frames=4, seconds=1.0)
+    metrics = compute_metrics(track)
+    assert metrics['tight_threshold_m'] == 2.0
+    assert metrics['confident_miss_share'] == 0.25          # the first update only
+    assert metrics['share_inside_2sigma'] == 0.5             # the wide one and the exact one

@@ -435,6 +435,8 @@ def compute_metrics(track, converge_m=TIGHT_M, map_xy=None, final_share=FINAL_SH
         'frames_per_s': track.frames / max(track.seconds, 1e-9),
         'nees_mean': float(np.mean(nees)),
         'share_inside_2sigma': float(np.mean(nees < CHI2_2DOF_95)),
+        # a pose a robot would trust although it is off by more than the tight threshold
+        'confident_miss_share': float(np.mean((nees >= CHI2_2DOF_95) & (err_xy >= TIGHT_M))),
     }
 
 
