@@ -416,11 +416,7 @@ class Localizer(MapScoring):
         """The factor on the model's log-likelihoods in the particle weights: the
         ``likelihood_scale`` parameter, or when it is <= 0 (the default -1) the value calibrated
         for the model (its card's ``metadata.likelihood_scale``), else 1."""
-        value = self.config.likelihood_scale
-        if value > 0:
-            return value
-        card_value = self._card_value('likelihood_scale')
-        return 1.0 if card_value is None or card_value <= 0 else card_value
+        return self._factor('likelihood_scale')
 
     def _card_value(self, name):
         """The model card's calibrated ``metadata.<name>`` (float), or None."""
@@ -434,11 +430,16 @@ class Localizer(MapScoring):
         it is <= 0 (the default -1) the value calibrated for the model (its card's
         ``metadata.covariance_scale``: ``calibrate-lost``, ``finetune``) while the model uses
         the camera it was calibrated with, else 1."""
-        value = self.config.covariance_scale
+        return self._factor('covariance_scale', card_applies=not self._camera_differs())
+
+    def _factor(self, name, card_applies=True):
+        """A factor parameter ``name``: its value when > 0, else (<= 0, the default -1) the
+        card's positive ``metadata.<name>`` where ``card_applies``, else 1."""
+        value = getattr(self.config, name)
         if value > 0:
             return value
-        card_value = self._card_value('covariance_scale')
-        if card_value is None or card_value <= 0 or self._camera_differs():
+        card_value = self._card_value(name)
+        if card_value is None or card_value <= 0 or not card_applies:
             return 1.0
         return card_value
 
