@@ -16,7 +16,8 @@
 # models, about 15 minutes (aligned_mazes's shipped min_evidence, 3.5, predates calibrate-lost,
 # which chooses 3.0 on these bags today; its card's covariance scale was calibrated with 3.5
 # kept: docs/performance.md, not repeated here; for aligned_mazes_sharp the step chooses
-# min_evidence 4.4 today, its shipped card 4.9 from the code of its day).
+# min_evidence 4.4 today, its shipped card 4.9 from the code of its day, kept: 4.4 flags
+# the foreign maps less; models/README.md).
 #
 #   scripts/train_aligned_mazes.sh [OUT]        (default OUT: runs)
 #
