@@ -271,6 +271,6 @@ def world_layout(spec):
 def run(args):
     metrics, pngs = replay(args)
     print(json.dumps(metrics, indent=2))
-    print(f'wrote {args.out}/metrics.json, estimate.tum, groundtruth.tum, '
+    print(f'wrote {args.out}/metrics.json, estimate.tum, groundtruth.tum, updates.csv, '
           + ', '.join(p.name for p in pngs))
     return 0

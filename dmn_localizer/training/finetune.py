@@ -198,13 +198,18 @@ def _card_markdown(card):
                      f'{fmt(f[key]) if key in f else "-"} |')
     lost = card.get('lost_flag')
     if lost:
-        lines += ['', ('Lost flag: `min_evidence` {:g} written to the model card; {}.'.format(
-            lost['min_evidence'], lost['description']) if lost['min_evidence'] is not None
-            else f"Lost flag: no threshold calibrated ({lost['reason']}); the localizer "
-            'flags with its fallback and does not search while lost.')]
+        if lost['min_evidence'] is not None:
+            text = ('Lost flag: `min_evidence` {:g} written to the model card by this run (a '
+                    'later `calibrate-lost` rewrites it there); {}.'.format(
+                        lost['min_evidence'], lost['description']))
+        else:
+            text = (f"Lost flag: no threshold calibrated ({lost['reason']}); the localizer "
+                    'flags with its fallback and does not search while lost.')
+        lines += ['', text]
         if lost.get('covariance_scale') is not None:
-            lines += ['', 'Covariance: `covariance_scale` {:g} written to the model card; {}.'
-                      .format(lost['covariance_scale'], lost['covariance_description'])]
+            lines += ['', 'Covariance: `covariance_scale` {:g} written to the model card by '
+                      'this run; {}.'.format(lost['covariance_scale'],
+                                             lost['covariance_description'])]
     lines += ['', 'Try it:', '', '```', card['replay_command'], '```', '']
     return '\n'.join(lines)
 
