@@ -30,6 +30,9 @@ def _spec(default, description, lo=None, hi=None):
     return {'default': default, 'description': description, 'lo': lo, 'hi': hi}
 
 
+POSE_ESTIMATES = ('heaviest_cluster', 'mean')
+"""The rules of the localizer's published pose (``pose_estimate``; empty: the model's)."""
+
 # The parameters both nodes declare, each defined once here (default, description, range);
 # a node's dataclass takes its field from ``shared(name)``. The frames and the map file mean
 # something else to each node, so there the default is shared and each node describes its use.
@@ -310,13 +313,14 @@ class LocalizerConfig:
                                               'covariance_scale_max_std for this many '
                                               'updates in a row: a cloud that just converged '
                                               'may still sit beside the true pose', 0, 100000)
-    pose_estimate: str = param('mean', "The published pose: 'mean' (the weighted mean of all "
+    pose_estimate: str = param('', "The published pose: 'mean' (the weighted mean of all "
                                "particles) or 'heaviest_cluster' (as AMCL: the weighted mean "
                                'of the particle cluster holding the most weight, particles '
                                'joined through touching cells of 0.5 m and 10 deg: closer once '
                                'converged, but it jumps to a wrong mode that briefly holds the '
-                               'most weight); the covariance is the spread of the whole cloud '
-                               'around that pose')
+                               'most weight); empty (the default): the rule chosen for the '
+                               "model (its card's metadata.pose_estimate), else 'mean'. The "
+                               'covariance is the spread of the whole cloud around that pose')
     # input health
     odom_jump_threshold: float = param(1.0, 'Odometry moving more than this plus '
                                        'odom_max_speed * dt between two consecutive messages '

@@ -64,7 +64,8 @@ if [ "${QUICK:-0}" != 1 ]; then   # the cards' filter values (models/README.md)
     val=("$out"/bags/mazes_val_{0,1,2,3,4})
     calib=(--image-topic /camera/image_raw --pose-topic /ground_truth/pose --no-progress)
     "$py" -m dmn_localizer calibrate-lost "${val[@]}" "${calib[@]}" \
-        --model "$out/aligned_filter/best" --likelihood-scale 0.67
+        --model "$out/aligned_filter/best" --likelihood-scale 0.67 \
+        --pose-estimate heaviest_cluster
     "$py" -m dmn_localizer calibrate-lost "${val[@]}" "${calib[@]}" \
         --model "$out/aligned_mazes_sharp/final"
 fi

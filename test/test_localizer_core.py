@@ -294,22 +294,35 @@ def test_rate_monitor_counts_the_window_and_restarts_when_time_goes_back():
     assert len(m.times) == 1 and m.rate(10.0) == 0.0
 
 
-def test_heaviest_cluster_pose_and_a_covariance_that_covers_the_other_mode(tiny_model):
+def test_heaviest_cluster_pose_and_a_covariance_that_covers_the_other_mode(tiny_model, caplog):
     """Two modes, 70% and 30% of the weight, 10 m apart: with 'heaviest_cluster' the
     published pose is the heavy mode's (AMCL's rule), not the weighted mean between them; the
     covariance is the cloud's spread around that pose, so it still covers the other mode.
-    'mean' (the default) publishes the mean."""
-    assert LocalizerConfig().pose_estimate == 'mean'
-    loc = make_localizer(tiny_model, num_particles=1000, pose_estimate='heaviest_cluster')
-    loc.init_gaussian([0.0, 0.0, 0.0], [0.2, 0.2, 0.05], k=1000)
-    loc.particles[0, 700:, 0] += 10.0
-    pose, cov = loc.estimate()
-    assert abs(pose[0]) < 0.1 and abs(pose[1]) < 0.1
-    assert cov[0, 0] > 0.3 * 10.0 ** 2 * 0.9          # second moment about the pose
-    loc.config = dataclasses.replace(loc.config, pose_estimate='mean')
-    mean, cov_mean = loc.estimate()
-    assert abs(mean[0] - 3.0) < 0.1
-    assert cov_mean[0, 0] < cov[0, 0]
+    'mean' publishes the mean. The parameter's default (empty) takes the rule chosen for the
+    model (its card's metadata.pose_estimate), else 'mean'; a card with an unknown rule gets
+    one warning and the mean."""
+    assert LocalizerConfig().pose_estimate == ''
+    assert make_localizer(tiny_model).pose_estimate == 'mean'      # a model without a card
+    tiny_model.card = {'metadata': {'pose_estimate': 'heaviest_cluster'}}
+    try:
+        for chosen_by in ({'pose_estimate': 'heaviest_cluster'}, {}):   # parameter, card
+            loc = make_localizer(tiny_model, num_particles=1000, **chosen_by)
+            assert loc.pose_estimate == 'heaviest_cluster'
+            loc.init_gaussian([0.0, 0.0, 0.0], [0.2, 0.2, 0.05], k=1000)
+            loc.particles[0, 700:, 0] += 10.0
+            pose, cov = loc.estimate()
+            assert abs(pose[0]) < 0.1 and abs(pose[1]) < 0.1
+            assert cov[0, 0] > 0.3 * 10.0 ** 2 * 0.9          # second moment about the pose
+        loc.config = dataclasses.replace(loc.config, pose_estimate='mean')   # the parameter
+        mean, cov_mean = loc.estimate()                                    # wins over the card
+        assert abs(mean[0] - 3.0) < 0.1
+        assert cov_mean[0, 0] < cov[0, 0]
+        tiny_model.card = {'metadata': {'pose_estimate': 'median'}}
+        caplog.clear()
+        assert make_localizer(tiny_model).pose_estimate == 'mean'
+        assert sum("card's pose_estimate 'median'" in r.message for r in caplog.records) == 1
+    finally:
+        del tiny_model.card
     with pytest.raises(ValueError, match='pose_estimate'):
         make_localizer(tiny_model, pose_estimate='median')
 

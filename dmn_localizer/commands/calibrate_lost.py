@@ -4,11 +4,13 @@ published covariance on recordings.
 Thin wrapper over :func:`dmn_localizer.replay.lost_threshold.calibrate`; the threshold goes
 into the model card's ``metadata.min_evidence`` and the scale into
 ``metadata.covariance_scale``, which the localizer uses unless its ``min_evidence`` /
-``covariance_scale`` parameters are set. ``--likelihood-scale`` also writes
-``metadata.likelihood_scale``, and the runs are replayed with it.
+``covariance_scale`` parameters are set. ``--likelihood-scale`` and ``--pose-estimate`` also
+write ``metadata.likelihood_scale`` / ``metadata.pose_estimate``, and the runs are replayed
+with them.
 """
 import json
 
+from dmn_localizer.config import POSE_ESTIMATES
 from dmn_localizer.util.errors import UserError
 
 HELP = ("Choose the model's lost-flag threshold (min_evidence) and the scale of its published "
@@ -31,6 +33,9 @@ def add_arguments(parser):
     parser.add_argument('--likelihood-scale', type=float, default=None, metavar='S',
                         help="also write this likelihood_scale (> 0) into the card, and "
                         'calibrate with it applied (default: the card\'s, else 1)')
+    parser.add_argument('--pose-estimate', choices=POSE_ESTIMATES, default=None,
+                        help="also write this rule of the published pose into the card, and "
+                        "calibrate with it applied (default: the card's, else mean)")
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
 
@@ -46,8 +51,9 @@ def run(args):
         raise UserError('calibrate-lost needs at least two places: runs are localized on their '
                         "own place's map and on another's")
     model = load_model(args.model, architecture=LOCALIZER_ARCHITECTURES)
-    if args.likelihood_scale is not None:   # the localizer reads it from the card
-        model.card.setdefault('metadata', {})['likelihood_scale'] = args.likelihood_scale
+    given = {k: v for k, v in (('likelihood_scale', args.likelihood_scale),
+                               ('pose_estimate', args.pose_estimate)) if v is not None}
+    model.card.setdefault('metadata', {}).update(given)   # the localizer reads them there
     result = calibrate(model, groups, args.image_topic, args.pose_topic, seed=args.seed,
                        progress=not args.no_progress)
     print(json.dumps(result, indent=2))
@@ -56,10 +62,10 @@ def run(args):
     if not args.dry_run:
         values = {k: v for k, v in result['metadata'].items()
                   if not (args.keep_min_evidence and k.startswith('min_evidence'))}
-        if args.likelihood_scale is not None:
-            values['likelihood_scale'] = args.likelihood_scale
+        values.update(given)
         update_card_metadata(args.model, **values)
-        names = ('likelihood_scale', 'min_evidence', 'covariance_scale')
-        written = [f'{k} {values[k]:g}' for k in names if k in values]
+        names = ('likelihood_scale', 'pose_estimate', 'min_evidence', 'covariance_scale')
+        written = [f'{k} {values[k]:g}' if isinstance(values[k], float) else f'{k} {values[k]}'
+                   for k in names if k in values]
         print(f"{args.model}: {', '.join(written) or 'nothing'} written to its card")
     return 0

@@ -147,7 +147,8 @@ def replay(args, quiet=False):
                  'unreliable_updates': loc.health.unreliable_total,
                  'min_evidence': loc.lost_flag_threshold,
                  'covariance_scale': loc.covariance_scale,
-                 'likelihood_scale': loc.likelihood_scale}
+                 'likelihood_scale': loc.likelihood_scale,
+                 'pose_estimate': loc.pose_estimate}
         if track.depth_pairs is not None:
             extra.update(images_with_depth=track.depth_pairs[0],
                          images_without_depth=track.depth_pairs[1])

@@ -36,7 +36,7 @@ import math
 import numpy as np
 import torch
 
-from dmn_localizer.config import LocalizerConfig
+from dmn_localizer.config import LocalizerConfig, POSE_ESTIMATES
 from dmn_localizer.filter.clusters import heaviest_cluster_mean
 from dmn_localizer.filter.particle_filter import (covariance, effective_sample_size,
                                                   FilterConfig, normalize_log_weights,
@@ -54,7 +54,6 @@ from dmn_localizer.model.preprocess import images_to_tensor
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ('fp32', 'bf16')
-POSE_ESTIMATES = ('heaviest_cluster', 'mean')
 CONTEXT_POOLING_CHOICES = ('overlap_attention', 'sum', 'model')
 
 # An egomotion larger than this between two images is broken odometry, not motion (m).
@@ -115,9 +114,13 @@ class Localizer(MapScoring):
         self.device = torch.device(device)
         if config.precision not in PRECISIONS:
             raise ValueError(f"precision must be 'fp32' or 'bf16', not {config.precision!r}")
-        if config.pose_estimate not in POSE_ESTIMATES:
-            raise ValueError(f'pose_estimate must be one of {", ".join(POSE_ESTIMATES)}, not '
-                             f'{config.pose_estimate!r}')
+        if config.pose_estimate and config.pose_estimate not in POSE_ESTIMATES:
+            raise ValueError(f'pose_estimate must be one of {", ".join(POSE_ESTIMATES)} or '
+                             f'empty (the model\'s), not {config.pose_estimate!r}')
+        card_rule = self._card_pose_estimate()
+        if card_rule is not None and card_rule not in POSE_ESTIMATES:
+            logger.warning("the model card's pose_estimate %r is not one of %s: using 'mean'",
+                           card_rule, ', '.join(POSE_ESTIMATES))
         if config.camera_hfov_deg > 0:
             if not hasattr(model, 'set_camera'):
                 logger.warning('camera_hfov_deg is ignored: a %s model does not use the '
@@ -432,6 +435,20 @@ class Localizer(MapScoring):
         the camera it was calibrated with, else 1."""
         return self._factor('covariance_scale', card_applies=not self._camera_differs())
 
+    @property
+    def pose_estimate(self):
+        """The rule of the published pose: the ``pose_estimate`` parameter, or when it is empty
+        (the default) the one chosen for the model (its card's ``metadata.pose_estimate``),
+        else 'mean'."""
+        if self.config.pose_estimate:
+            return self.config.pose_estimate
+        card_rule = self._card_pose_estimate()
+        return card_rule if card_rule in POSE_ESTIMATES else 'mean'
+
+    def _card_pose_estimate(self):
+        meta = (getattr(self.model, 'card', None) or {}).get('metadata') or {}
+        return meta.get('pose_estimate')
+
     def _factor(self, name, card_applies=True):
         """A factor parameter ``name``: its value when > 0, else (<= 0, the default -1) the
         card's positive ``metadata.<name>`` where ``card_applies``, else 1."""
@@ -561,8 +578,8 @@ class Localizer(MapScoring):
     # ------------------------------------------------------------------ outputs
     def estimate(self):
         """(pose (3,), covariance (3, 3)) of map_from_base, numpy float64: the pose of
-        ``config.pose_estimate`` (the heaviest cluster's weighted mean, or the weighted mean
-        of all particles), the covariance the whole cloud's spread around it times
+        :attr:`pose_estimate` (the heaviest cluster's weighted mean, or the weighted mean of
+        all particles), the covariance the whole cloud's spread around it times
         :attr:`covariance_scale` (:func:`published_scale`: a shrinking scale only once the
         cloud has been tight for a while) (plus a term covering the map while the estimate is
         lost)."""
@@ -577,7 +594,7 @@ class Localizer(MapScoring):
 
     def _spread(self):
         """(the published pose (3,), the cloud's covariance (3, 3) about it), numpy float64."""
-        if self.config.pose_estimate == 'heaviest_cluster':
+        if self.pose_estimate == 'heaviest_cluster':
             mean = heaviest_cluster_mean(self.particles[0], self.log_weights[0])[0]
         else:
             mean = weighted_mean(self.particles, self.log_weights)[0]
