@@ -462,3 +462,18 @@ def test_cpu_threads_parameter_sets_the_process_threads(context, files, threads)
         node.destroy_node()
     finally:
         torch.set_num_threads(before)
+
+
+def test_diagnostics_and_the_configure_log_name_the_filter_values_in_use(context, files):
+    """The values a model's card may choose (the parameter when set, else the card's, else
+    the fallback) are in the filter's diagnostics (the configure log line too:
+    test_localizer_node.py, whose process log is read)."""
+    node = localizer(context, files, pose_estimate='heaviest_cluster', likelihood_scale=0.5)
+    values = health(node)[2]
+    assert values['pose_estimate'] == 'heaviest_cluster' and values['likelihood_scale'] == 0.5
+    assert values['covariance_scale'] == 1.0   # neither the parameter nor the card sets one
+    assert values['min_evidence'] is None      # the DMN's scores have no scale: no lost flag
+    node.publish_diagnostics()   # and it serialises
+    keys = {v.key: v.value for v in node.diag_pub.msgs[-1].status[0].values}
+    assert keys['pose_estimate'] == 'heaviest_cluster' and keys['min_evidence'] == 'None'
+    node.destroy_node()

@@ -91,6 +91,7 @@ def replay(args, quiet=False):
         check_types(types, topics)
     import torch
 
+    from dmn_localizer.localization.diagnostics import filter_values
     from dmn_localizer.localization.localizer import global_sample_sizes
     from dmn_localizer.mapping.view_map import check_map_image_size, ViewMap
     from dmn_localizer.model.io import load_model, LOCALIZER_ARCHITECTURES
@@ -145,10 +146,7 @@ def replay(args, quiet=False):
                  'recovery_injections': loc.health.injections,
                  'recovery_global_reinits': loc.health.global_reinits,
                  'unreliable_updates': loc.health.unreliable_total,
-                 'min_evidence': loc.lost_flag_threshold,
-                 'covariance_scale': loc.covariance_scale,
-                 'likelihood_scale': loc.likelihood_scale,
-                 'pose_estimate': loc.pose_estimate}
+                 **filter_values(loc)}
         if track.depth_pairs is not None:
             extra.update(images_with_depth=track.depth_pairs[0],
                          images_without_depth=track.depth_pairs[1])

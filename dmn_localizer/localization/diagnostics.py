@@ -18,6 +18,15 @@ OK, WARN, ERROR = 0, 1, 2
 RESET_REPORTED_S = 10.0
 
 
+def filter_values(loc):
+    """The values a :class:`~dmn_localizer.localization.localizer.Localizer` uses that may come
+    from its model's card (the parameter when set, else the card's, else the fallback):
+    ``min_evidence`` (None: the lost flag is off), ``covariance_scale``,
+    ``likelihood_scale``, ``pose_estimate``."""
+    return {'min_evidence': loc.lost_flag_threshold, 'covariance_scale': loc.covariance_scale,
+            'likelihood_scale': loc.likelihood_scale, 'pose_estimate': loc.pose_estimate}
+
+
 def localizer_status(tracker, config, map_status, device_name, now=None):
     """(level, message, values) of a :class:`~dmn_localizer.localization.tracker.Tracker`'s
     inputs and filter: no map (ERROR), odometry missing, late or reset, likelihood collapse,
@@ -73,7 +82,8 @@ def localizer_status(tracker, config, map_status, device_name, now=None):
               'collapsed_updates': h.collapsed, 'collapsed_total': h.collapsed_total,
               'recovery_injections': h.injections,
               'recovery_global_reinits': h.global_reinits,
-              'unreliable': h.unreliable, 'unreliable_updates_total': h.unreliable_total}
+              'unreliable': h.unreliable, 'unreliable_updates_total': h.unreliable_total,
+              **filter_values(loc)}
     if tracker.depth_at is not None:
         values.update(images_with_depth=tracker.with_depth,
                       images_without_depth=tracker.without_depth)
