@@ -42,6 +42,7 @@ def add_arguments(parser):
 
 def run(args):
     from dmn_localizer.commands.dataset_from_bags import parse_groups
+    from dmn_localizer.localization.diagnostics import describe_values
     from dmn_localizer.model.io import LOCALIZER_ARCHITECTURES, load_model, update_card_metadata
     from dmn_localizer.replay.lost_threshold import calibrate
     if args.likelihood_scale is not None and not 0 < args.likelihood_scale <= 100:
@@ -65,7 +66,6 @@ def run(args):
         values.update(given)
         update_card_metadata(args.model, **values)
         names = ('likelihood_scale', 'pose_estimate', 'min_evidence', 'covariance_scale')
-        written = [f'{k} {values[k]:g}' if isinstance(values[k], float) else f'{k} {values[k]}'
-                   for k in names if k in values]
-        print(f"{args.model}: {', '.join(written) or 'nothing'} written to its card")
+        written = describe_values({k: values[k] for k in names if k in values})
+        print(f"{args.model}: {written or 'nothing'} written to its card")
     return 0

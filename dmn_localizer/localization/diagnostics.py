@@ -27,6 +27,13 @@ def filter_values(loc):
             'likelihood_scale': loc.likelihood_scale, 'pose_estimate': loc.pose_estimate}
 
 
+def describe_values(values):
+    """``name value, ...`` of a dict (floats as ``%g``): a log line of :func:`filter_values`
+    or of the card values a command wrote."""
+    return ', '.join(f'{k} {v:g}' if isinstance(v, float) else f'{k} {v}'
+                     for k, v in values.items())
+
+
 def localizer_status(tracker, config, map_status, device_name, now=None):
     """(level, message, values) of a :class:`~dmn_localizer.localization.tracker.Tracker`'s
     inputs and filter: no map (ERROR), odometry missing, late or reset, likelihood collapse,

@@ -117,7 +117,7 @@ class Localizer(MapScoring):
         if config.pose_estimate and config.pose_estimate not in POSE_ESTIMATES:
             raise ValueError(f'pose_estimate must be one of {", ".join(POSE_ESTIMATES)} or '
                              f'empty (the model\'s), not {config.pose_estimate!r}')
-        card_rule = self._card_pose_estimate()
+        card_rule = self._card_metadata('pose_estimate')
         if card_rule is not None and card_rule not in POSE_ESTIMATES:
             logger.warning("the model card's pose_estimate %r is not one of %s: using 'mean'",
                            card_rule, ', '.join(POSE_ESTIMATES))
@@ -421,10 +421,13 @@ class Localizer(MapScoring):
         for the model (its card's ``metadata.likelihood_scale``), else 1."""
         return self._factor('likelihood_scale')
 
+    def _card_metadata(self, name):
+        """The model card's ``metadata.<name>`` as written, or None."""
+        return ((getattr(self.model, 'card', None) or {}).get('metadata') or {}).get(name)
+
     def _card_value(self, name):
         """The model card's calibrated ``metadata.<name>`` (float), or None."""
-        meta = (getattr(self.model, 'card', None) or {}).get('metadata') or {}
-        value = meta.get(name)
+        value = self._card_metadata(name)
         return None if value is None else float(value)
 
     @property
@@ -442,12 +445,8 @@ class Localizer(MapScoring):
         else 'mean'."""
         if self.config.pose_estimate:
             return self.config.pose_estimate
-        card_rule = self._card_pose_estimate()
+        card_rule = self._card_metadata('pose_estimate')
         return card_rule if card_rule in POSE_ESTIMATES else 'mean'
-
-    def _card_pose_estimate(self):
-        meta = (getattr(self.model, 'card', None) or {}).get('metadata') or {}
-        return meta.get('pose_estimate')
 
     def _factor(self, name, card_applies=True):
         """A factor parameter ``name``: its value when > 0, else (<= 0, the default -1) the

@@ -37,7 +37,8 @@ from visualization_msgs.msg import MarkerArray
 
 from dmn_localizer.config import LOCALIZER_RUNTIME_PARAMETERS, LocalizerConfig
 from dmn_localizer.util.errors import UserError
-from dmn_localizer.localization.diagnostics import filter_values, input_rates, localizer_status
+from dmn_localizer.localization.diagnostics import (describe_values, filter_values,
+                                                    input_rates, localizer_status)
 from dmn_localizer.localization.initial_pose import initial_std, NoMapError
 from dmn_localizer.localization.localizer import Localizer
 from dmn_localizer.localization.tracker import Tracker
@@ -138,9 +139,8 @@ class LocalizerNode(ManagedNode):
         self.owned(self.create_timer(1.0, self.publish_diagnostics))
         self.last_pose.schedule()
         self.get_logger().info(f'model {self.model_file} on {self.device_name}; '
-                               f'{self.map_status}; ' + ', '.join(
-                                   f'{k} {v:g}' if isinstance(v, float) else f'{k} {v}'
-                                   for k, v in filter_values(self.localizer).items()))
+                               f'{self.map_status}; '
+                               + describe_values(filter_values(self.localizer)))
 
     def teardown(self):
         """cleanup: drop the model, filter and map (setup makes them again)."""
