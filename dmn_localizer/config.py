@@ -270,6 +270,14 @@ class LocalizerConfig:
                                     '1); the lost flag reads the unscaled scores',
                                     -1.0, 100.0)
     resample_ess_ratio: float = param(0.5, 'Resample when ESS < ratio * particles', 0.0, 1.0)
+    resample_jitter: float = param(1.0, 'Regularised resampling: after each resampling every '
+                                   'particle moves by Gaussian kernel noise of this factor times '
+                                   "the kernel density bandwidth of the cloud's covariance "
+                                   "(Silverman's rule, about a third of the cloud's spread at "
+                                   '2,048 particles; capped at 1 m and 0.2 rad), so duplicated '
+                                   'particles spread out and a cloud that settled beside the '
+                                   'true pose where the images change little can still move to '
+                                   'it; 0 = off', 0.0, 10.0)
     # filter health: likelihood collapse (kidnapped robot) -> recovery
     health_samples: int = param(64, 'Random poses scored per update as the reference of the '
                                 'belief score (0 = no collapse detection)', 0, 100000)
@@ -369,7 +377,7 @@ LOCALIZER_RUNTIME_PARAMETERS = frozenset({
     'motion_noise_xy', 'motion_noise_yaw', 'motion_jump_share', 'motion_jump_xy',
     'motion_jump_yaw', 'update_min_d', 'update_min_a',
     'force_update_when_still', 'evidence_min_d', 'evidence_min_a', 'likelihood_scale',
-    'resample_ess_ratio', 'health_samples', 'collapse_score',
+    'resample_ess_ratio', 'resample_jitter', 'health_samples', 'collapse_score',
     'collapse_updates', 'recovery_alpha', 'global_reinit_updates', 'min_evidence',
     'covariance_scale', 'covariance_scale_max_std', 'covariance_scale_min_updates',
     'max_context_distance', 'odom_jump_threshold',

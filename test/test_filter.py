@@ -9,6 +9,7 @@ from dmn_localizer.filter import (
     sample_gaussian, sample_uniform, soft_resample, systematic_resample, transition,
     weighted_mean)
 from dmn_localizer.filter.clusters import cluster_labels, heaviest_cluster_mean
+from dmn_localizer.filter.particle_filter import kernel_bandwidth, KERNEL_MAX_STD_XY
 from dmn_localizer.geometry import compose
 
 
@@ -181,3 +182,38 @@ def test_heaviest_cluster_mean_is_the_mode_the_weight_backs():
     # the weighted mean of all particles lies between the mode and the spread
     mean = weighted_mean(particles[None], log_w[None])[0]
     assert torch.hypot(mean[0] - 4.0, mean[1] + 2.0) > 1.0
+
+
+def test_regularised_resampling_draws_from_a_kernel_estimate_of_the_weighted_cloud():
+    """Resampled duplicates spread out: the cloud after regularised resampling has the
+    weighted covariance of the cloud before it, times 1 + h^2 (h the kernel bandwidth); the
+    kernel is fitted to the whole cloud but capped, so a cloud split between two places 20 m
+    apart does not smear each of them by metres; without it only the duplicates remain."""
+    g = torch.Generator().manual_seed(0)
+    k = 4096
+    p = sample_gaussian(torch.tensor([[3.0, -2.0, 0.5]]), (0.6, 0.2, 0.1), k, g)
+    lw = -0.5 * ((p[..., 0] - 3.3) / 0.5) ** 2          # the weights favour one side
+    before = covariance(p, lw)[0]
+    for jitter in (0.0, 2.0):
+        pf = ParticleFilter(FilterConfig(resample_jitter=jitter), p.clone(), lw.clone(),
+                            generator=g)
+        assert pf.resample(force=True)
+        distinct = len(torch.unique(pf.particles[0], dim=0))
+        after = covariance(pf.particles, pf.log_weights)[0]
+        if jitter:
+            h = jitter * kernel_bandwidth(k)
+            assert distinct == k
+            assert torch.allclose(after.diagonal() / before.diagonal() - 1,
+                                  torch.full((3,), h * h), rtol=0.25)
+        else:
+            assert distinct < 0.8 * k
+            assert torch.allclose(after.diagonal(), before.diagonal(), rtol=0.06)
+    split = torch.cat([p[:, :k // 2], p[:, k // 2:] + torch.tensor([20.0, 0.0, 0.0])], 1)
+    pf = ParticleFilter(FilterConfig(resample_jitter=1.0), split.clone(), generator=g)
+    pf.resample(force=True)
+    left = pf.particles[0, pf.particles[0, :, 0] < 13.0]
+    # each place widens by at most the capped kernel (1 m times h), not by h * 10 m
+    assert left[:, 0].std() < math.hypot(0.6, KERNEL_MAX_STD_XY * kernel_bandwidth(k)) * 1.05
+    assert pf.particles[..., 2].abs().max() <= math.pi
+    with pytest.raises(ValueError):
+        FilterConfig(resample_jitter=-1.0)

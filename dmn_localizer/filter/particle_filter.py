@@ -38,6 +38,10 @@ class FilterConfig:
     # particles gets extra noise of std jump_std (metres, metres, radians). 0: off.
     jump_share: float = 0.0
     jump_std: tuple = (0.0, 0.0, 0.0)
+    # Regularised resampling (:func:`regularize`): after each systematic resampling every
+    # particle moves by kernel noise of resample_jitter times the bandwidth of a Gaussian
+    # kernel density estimate of the cloud. 0: off (duplicates stay duplicates).
+    resample_jitter: float = 0.0
 
     def __post_init__(self):
         if self.resample not in RESAMPLE_MODES:
@@ -55,6 +59,8 @@ class FilterConfig:
         self.jump_std = tuple(float(s) for s in self.jump_std)
         if len(self.jump_std) != 3 or min(self.jump_std) < 0:
             raise ValueError('jump_std must be three non-negative numbers')
+        if not 0.0 <= self.resample_jitter:
+            raise ValueError('resample_jitter must be >= 0')
 
 
 def normalize_log_weights(log_w):
@@ -178,6 +184,51 @@ def jump(particles, share, std, generator=None):
     return torch.where(moved[..., None].to(particles.device), p, particles)
 
 
+# The regularising kernel's standard deviations are capped at these (metres along each
+# principal axis of the x-y covariance, radians of yaw): the kernel is fitted to the cloud as a
+# whole, and a cloud split between distant places would otherwise smear each place by the
+# distance between them.
+KERNEL_MAX_STD_XY = 1.0
+KERNEL_MAX_STD_YAW = 0.2
+
+
+def kernel_bandwidth(k, dim=3):
+    """The bandwidth factor of a Gaussian kernel density estimate of ``k`` samples in ``dim``
+    dimensions whose density is close to Gaussian (Silverman's rule): the kernel's covariance
+    is this squared times the samples' covariance."""
+    return (4.0 / (k * (dim + 2.0))) ** (1.0 / (dim + 4.0))
+
+
+def regularize(particles, cov, factor, generator=None):
+    """Regularised resampling (the regularised particle filter, Musso, Oudjane and Le Gland,
+    2001): move resampled particles (B, K, 3) by Gaussian kernel noise whose covariance is
+    ``(factor * kernel_bandwidth(K))^2`` times ``cov`` (B, 3, 3), the weighted covariance of
+    the cloud before resampling, its x-y principal standard deviations capped at
+    :data:`KERNEL_MAX_STD_XY` and its yaw's at :data:`KERNEL_MAX_STD_YAW` (x-y and yaw
+    drawn independently).
+
+    Resampling duplicates the heavy particles; with little motion noise the duplicates stay
+    together, and the cloud shrinks onto a few poses whatever the likelihood says about the
+    poses between them (sample impoverishment): a cloud that converged a metre beside the
+    true pose along a corridor, where consecutive images barely tell the positions apart,
+    stays there with a spread of a few decimetres. Drawing from a kernel density estimate of
+    the posterior instead keeps the cloud as wide as its weights were and lets it move where
+    the likelihood is flat.
+    """
+    B, K = particles.shape[:2]
+    h = factor * kernel_bandwidth(K)
+    cov = cov.to(torch.float64)
+    vals, vecs = torch.linalg.eigh(cov[:, :2, :2])
+    sd = torch.sqrt(vals.clamp(min=0.0)).clamp(max=KERNEL_MAX_STD_XY)
+    root_xy = vecs * sd[:, None, :]                                        # (B, 2, 2)
+    sd_yaw = torch.sqrt(cov[:, 2, 2].clamp(min=0.0)).clamp(max=KERNEL_MAX_STD_YAW)
+    z = torch.randn(B, K, 3, generator=generator, device='cpu', dtype=torch.float64)
+    noise = torch.cat([torch.einsum('bij,bkj->bki', root_xy, z[..., :2]),
+                       z[..., 2:] * sd_yaw[:, None, None]], -1) * h
+    p = particles + noise.to(particles.device, particles.dtype)
+    return torch.cat([p[..., :2], wrap_angle(p[..., 2:])], dim=-1)
+
+
 def sample_uniform(batch, k, world_size, generator=None, device='cpu', origin=(0.0, 0.0)):
     """Uniform particles over ``origin + [0, world_size]^2 x [-pi, pi)``: (batch, k, 3)."""
     u = torch.rand(batch, k, 3, generator=generator, device='cpu', dtype=torch.float32)
@@ -245,7 +296,8 @@ class ParticleFilter:
         return effective_sample_size(self.log_weights)
 
     def resample(self, force=False):
-        """Resample per ``config.resample`` when ESS < resample_ess_ratio * K (or force).
+        """Resample per ``config.resample`` when ESS < resample_ess_ratio * K (or force);
+        systematic resampling is regularised by ``config.resample_jitter`` (:func:`regularize`).
 
         Filters of the batch that do not need it keep their particles. Returns whether any
         filter resampled.
@@ -261,6 +313,9 @@ class ParticleFilter:
             return False
         if mode == 'systematic':
             p, lw = systematic_resample(self.particles, self.log_weights, self.generator)
+            if self.config.resample_jitter > 0.0:
+                p = regularize(p, self.covariance(), self.config.resample_jitter,
+                               self.generator)
         else:
             p, lw = soft_resample(self.particles, self.log_weights, self.config.soft_alpha,
                                   self.generator)

@@ -523,13 +523,15 @@ class Localizer(MapScoring):
     def filter_config(self):
         """The particle filter's settings from the localizer's (read at every use: parameters
         may change at run time): noise proportional to the motion, systematic resampling
-        when ESS < resample_ess_ratio * K, the transition's heavy tail (motion_jump_*)."""
+        when ESS < resample_ess_ratio * K regularised by ``resample_jitter``, the transition's
+        heavy tail (motion_jump_*)."""
         c = self.config
         return FilterConfig(transition_std=(0.0, 0.0, 0.0),
                             motion_noise=(c.motion_noise_xy, c.motion_noise_yaw),
                             resample='systematic', resample_ess_ratio=c.resample_ess_ratio,
                             jump_share=c.motion_jump_share,
-                            jump_std=(c.motion_jump_xy, c.motion_jump_xy, c.motion_jump_yaw))
+                            jump_std=(c.motion_jump_xy, c.motion_jump_xy, c.motion_jump_yaw),
+                            resample_jitter=c.resample_jitter)
 
     @property
     def particles(self):
