@@ -79,7 +79,7 @@ SHARED_PARAMETERS = {
                                'base_frame_id -> camera frame', -3.1416, 3.1416),
     # model and map
     'model': _spec('', 'Model weights (.safetensors); empty = the shipped mazes model '
-                   '(models/aligned_mazes)'),
+                   '(models/aligned_mazes_e2e)'),
     'map_file': _spec('', None),
     'image_size': _spec(32, 'Images are resized to this square size for the model', 8, 512),
     'device': _spec('auto', "Torch device: 'auto', 'cpu' or 'cuda'"),

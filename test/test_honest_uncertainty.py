@@ -13,8 +13,10 @@ from dmn_localizer.config import LocalizerConfig
 from dmn_localizer.localization.health import anywhere_on_map
 from dmn_localizer.localization.localizer import Localizer
 from dmn_localizer.model import load_model
+from dmn_localizer.util.resources import default_model_path
 
 MODEL = Path(__file__).resolve().parents[1] / 'models' / 'aligned_mazes'
+DEFAULT = default_model_path()      # models/aligned_mazes_e2e
 
 
 @pytest.fixture(scope='module')
@@ -25,10 +27,11 @@ def worlds(tmp_path_factory):
                          localization_frames=40) for seed in (3, 7)]
 
 
-def _run(query, mapping, seed=0, **config):
+def _run(query, mapping, seed=0, model=MODEL, **config):
     """(share of updates flagged unreliable, share with the truth inside the x-y 2-sigma
-    ellipse, the localizer) for the localization run of ``query`` on the map of ``mapping``."""
-    loc = Localizer(load_model(MODEL), LocalizerConfig(global_num_particles=1024, **config),
+    ellipse, the localizer) for the localization run of ``query`` on the map of ``mapping``
+    (``model``: models/aligned_mazes unless given)."""
+    loc = Localizer(load_model(model), LocalizerConfig(global_num_particles=1024, **config),
                     'cpu', seed=seed)
     loc.set_map(core.build_map(mapping['mapping'][0], core.Topics(), 32))
     flags, update = [], loc.update
@@ -49,39 +52,41 @@ def _run(query, mapping, seed=0, **config):
     return np.mean(flags), np.mean(inside), loc
 
 
-def test_a_foreign_map_is_flagged_and_covered(worlds):
+@pytest.mark.parametrize('model', [DEFAULT, MODEL], ids=['default', 'aligned_mazes'])
+def test_a_foreign_map_is_flagged_and_covered(worlds, model):
     """Measured (K = 1024 after a first sample of 16,384, 40 updates each, maps of
     simulate-bag's covering runs; the published covariance with the card's scale, the
-    default): flagged 95% / 95% on the foreign maps, truth inside 2-sigma 100% / 100%; on the
-    right maps flagged 0% in every run and the truth inside 2-sigma in 100% of the updates
-    (mazes 3 and 7, seeds 0-2; with plain resampling, resample_jitter 0, maze 3 had 42.5 / 100
-    / 100%: a belief may settle beside the true pose for a stretch before reaching it). While
-    lost it keeps searching: random particles at each flagged update (38 of 40 on the foreign
-    maps). models/aligned_mazes_e2e with its card: maze 3 inside 90 / 82.5 / 85% (plain
-    resampling: 55 / 77.5 / 72.5%), the rest as above."""
+    default): flagged 95% / 95% on the foreign maps, truth inside 2-sigma 100% / 100%, with
+    either model; on the right maps flagged 0% in every run and the truth inside 2-sigma in
+    90 / 82.5 / 85% of the updates on maze 3 (seeds 0-2) and 100% on maze 7 with the default
+    models/aligned_mazes_e2e, 100% in all six with models/aligned_mazes (with plain
+    resampling, resample_jitter 0, maze 3 had 55 / 77.5 / 72.5% and 42.5 / 100 / 100%: a
+    belief may settle beside the true pose for a stretch before reaching it). While lost it
+    keeps searching: random particles at each flagged update (38 of 40 on the foreign
+    maps)."""
     for query, mapping in ((0, 1), (1, 0)):
-        flagged, inside, loc = _run(worlds[query], worlds[mapping])
+        flagged, inside, loc = _run(worlds[query], worlds[mapping], model=model)
         # (the first collapse_updates updates cannot be flagged yet)
         assert flagged > 0.8 and inside > 0.8, (query, mapping, flagged, inside)
         assert loc.estimate()[1][0, 0] >= loc.bounds[2] ** 2 / 12   # covers the map
         assert loc.health.injections >= loc.health.unreliable_total > 0
     for query in (0, 1):
-        runs = [_run(worlds[query], worlds[query], seed)[:2] for seed in range(3)]
+        runs = [_run(worlds[query], worlds[query], seed, model=model)[:2] for seed in range(3)]
         flagged, inside = np.mean(runs, axis=0)
         assert flagged < 0.15 and inside > 0.8, (query, runs)
 
 
 def test_a_converging_belief_stays_honest(worlds):
-    """While the belief converges (40 updates from a uniform one), the truth is inside the
-    2-sigma ellipse more often with each of three parts of the filter, every one measured
-    with those before it: the transition's heavy tail (motion_jump_share 0.05) against the
-    odometry noise alone (0); a large uniform sample for the first image
-    (global_initial_particles 16,384) against the 1,024 particles from the start; regularised
-    resampling (resample_jitter 1) against plain resampling (0). Without it a cloud that
-    converged beside the true pose (maze 3: a metre along a corridor, where one image's
-    likelihood peaks within 0.25 m of the true pose but drops by less than 1 over 2 m) stays
-    there, a few decimetres wide, because resampling duplicates the few poses the first
-    update kept; with it the cloud keeps its width and moves to the true pose.
+    """With models/aligned_mazes: while the belief converges (40 updates from a uniform one),
+    the truth is inside the 2-sigma ellipse more often with each of three parts of the
+    filter, every one measured with those before it: the transition's heavy tail
+    (motion_jump_share 0.05) against the odometry noise alone (0); a large uniform sample for
+    the first image (global_initial_particles 16,384) against the 1,024 particles from the
+    start; regularised resampling (resample_jitter 1) against plain resampling (0). Without
+    it a cloud that converged beside the true pose (maze 3: a metre along a corridor, where
+    one image's likelihood peaks within 0.25 m of the true pose but drops by less than 1 over
+    2 m) stays there, a few decimetres wide, because resampling duplicates the few poses the
+    first update kept; with it the cloud keeps its width and moves to the true pose.
     Measured with the card's covariance scale (the default), mazes 3 / 7 x seeds 0-4, plain
     resampling: 1,024 from the start without the tail 62.5, 20, 20, 80, 82.5, 62.5, 75, 72.5,
     100, 50% (mean 62.5%; settled beside the true pose with a tight cloud), with it 75, 27.5,

@@ -46,7 +46,7 @@ def add_arguments(parser):
     parser.add_argument('--node-latency', action='store_true',
                         help='also time image-in to pose-out through a running localizer node '
                         "(K = 256 and 2048, with --model, else the nodes' default model "
-                        'models/aligned_mazes; needs the ROS 2 Python packages)')
+                        'models/aligned_mazes_e2e; needs the ROS 2 Python packages)')
     parser.add_argument('--node-frames', type=int, default=40,
                         help='images per node-latency measurement')
 

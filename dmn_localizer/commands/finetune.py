@@ -17,7 +17,7 @@ def add_arguments(parser):
     add_depth_arguments(parser)
     parser.add_argument('--out', required=True, help='output directory (new or empty)')
     parser.add_argument('--from', dest='model', metavar='MODEL',
-                        help='model to start from (default: the shipped models/aligned_mazes)')
+                        help='model to start from (default: the shipped models/aligned_mazes_e2e)')
     parser.add_argument('--minutes', type=float, default=60.0,
                         help='training time budget (default 60)')
     parser.add_argument('--val-share', type=float, default=0.25,

@@ -30,13 +30,14 @@ def model_path(name):
     return share_dir() / 'models' / name
 
 
-DEFAULT_MODEL = 'aligned_mazes.safetensors'
+DEFAULT_MODEL = 'aligned_mazes_e2e.safetensors'
 DMN_MODEL = 'dmn_mazes.safetensors'
 
 
 def default_model_path():
     """The default model of the nodes, ``replay``, ``demo`` and ``finetune``: the shipped
-    aligned mazes model (models/aligned_mazes.safetensors + its .json card)."""
+    aligned mazes model fine-tuned end to end (models/aligned_mazes_e2e.safetensors + its
+    .json card)."""
     return model_path(DEFAULT_MODEL)
 
 
