@@ -9,7 +9,7 @@ from dmn_localizer.filter import (
     sample_gaussian, sample_uniform, soft_resample, systematic_resample, transition,
     weighted_mean)
 from dmn_localizer.filter.clusters import cluster_labels, heaviest_cluster_mean
-from dmn_localizer.filter.particle_filter import kernel_bandwidth, KERNEL_MAX_STD_XY
+from dmn_localizer.filter.particle_filter import kernel_bandwidth, KERNEL_MAX_STD_XY, regularize
 from dmn_localizer.geometry import compose
 
 
@@ -215,5 +215,7 @@ def test_regularised_resampling_draws_from_a_kernel_estimate_of_the_weighted_clo
     # each place widens by at most the capped kernel (1 m times h), not by h * 10 m
     assert left[:, 0].std() < math.hypot(0.6, KERNEL_MAX_STD_XY * kernel_bandwidth(k)) * 1.05
     assert pf.particles[..., 2].abs().max() <= math.pi
+    bad = torch.full((1, 3, 3), math.nan)
+    assert torch.equal(regularize(p[:, :8], bad, 1.0, g), p[:, :8])
     with pytest.raises(ValueError):
         FilterConfig(resample_jitter=-1.0)

@@ -205,7 +205,7 @@ def regularize(particles, cov, factor, generator=None):
     ``(factor * kernel_bandwidth(K))^2`` times ``cov`` (B, 3, 3), the weighted covariance of
     the cloud before resampling, its x-y principal standard deviations capped at
     :data:`KERNEL_MAX_STD_XY` and its yaw's at :data:`KERNEL_MAX_STD_YAW` (x-y and yaw
-    drawn independently).
+    drawn independently). A covariance that is not finite gives no noise.
 
     Resampling duplicates the heavy particles; with little motion noise the duplicates stay
     together, and the cloud shrinks onto a few poses whatever the likelihood says about the
@@ -218,6 +218,9 @@ def regularize(particles, cov, factor, generator=None):
     B, K = particles.shape[:2]
     h = factor * kernel_bandwidth(K)
     cov = cov.to(torch.float64)
+    # a covariance that is not finite (weights without any finite value) gives no kernel
+    cov = torch.where(torch.isfinite(cov).all(-1).all(-1)[:, None, None], cov,
+                      torch.zeros_like(cov))
     vals, vecs = torch.linalg.eigh(cov[:, :2, :2])
     sd = torch.sqrt(vals.clamp(min=0.0)).clamp(max=KERNEL_MAX_STD_XY)
     root_xy = vecs * sd[:, None, :]                                        # (B, 2, 2)
