@@ -274,7 +274,8 @@ class LocalizerConfig:
                                    'particle moves by Gaussian kernel noise of this factor times '
                                    "the kernel density bandwidth of the cloud's covariance "
                                    "(Silverman's rule, about a third of the cloud's spread at "
-                                   '2,048 particles; capped at 1 m and 0.2 rad), so duplicated '
+                                   '2,048 particles, the spread taken at most 1 m and 0.2 '
+                                   'rad), so duplicated '
                                    'particles spread out and a cloud that settled beside the '
                                    'true pose where the images change little can still move to '
                                    'it; 0 = off', 0.0, 10.0)
