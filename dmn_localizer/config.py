@@ -274,11 +274,10 @@ class LocalizerConfig:
                                    'particle moves by Gaussian kernel noise of this factor times '
                                    "the kernel density bandwidth of the cloud's covariance "
                                    "(Silverman's rule, about a third of the cloud's spread at "
-                                   '2,048 particles, the spread taken at most 1 m and 0.2 '
-                                   'rad), so duplicated '
-                                   'particles spread out and a cloud that settled beside the '
-                                   'true pose where the images change little can still move to '
-                                   'it; 0 = off', 0.0, 10.0)
+                                   '2,048 particles, the spread taken at most 1 m and 0.2 rad), '
+                                   'so duplicated particles spread out and a cloud that settled '
+                                   'beside the true pose where the images change little can '
+                                   'still move to it; 0 = off', 0.0, 10.0)
     # filter health: likelihood collapse (kidnapped robot) -> recovery
     health_samples: int = param(64, 'Random poses scored per update as the reference of the '
                                 'belief score (0 = no collapse detection)', 0, 100000)

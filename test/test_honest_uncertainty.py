@@ -15,7 +15,7 @@ from dmn_localizer.localization.localizer import Localizer
 from dmn_localizer.model import load_model
 from dmn_localizer.util.resources import default_model_path
 
-MODEL = Path(__file__).resolve().parents[1] / 'models' / 'aligned_mazes'
+ALIGNED_MAZES = Path(__file__).resolve().parents[1] / 'models' / 'aligned_mazes'
 DEFAULT = default_model_path()      # models/aligned_mazes_e2e
 
 
@@ -27,7 +27,7 @@ def worlds(tmp_path_factory):
                          localization_frames=40) for seed in (3, 7)]
 
 
-def _run(query, mapping, seed=0, model=MODEL, **config):
+def _run(query, mapping, seed=0, model=ALIGNED_MAZES, **config):
     """(share of updates flagged unreliable, share with the truth inside the x-y 2-sigma
     ellipse, the localizer) for the localization run of ``query`` on the map of ``mapping``
     (``model``: models/aligned_mazes unless given)."""
@@ -52,7 +52,7 @@ def _run(query, mapping, seed=0, model=MODEL, **config):
     return np.mean(flags), np.mean(inside), loc
 
 
-@pytest.mark.parametrize('model', [DEFAULT, MODEL], ids=['default', 'aligned_mazes'])
+@pytest.mark.parametrize('model', [DEFAULT, ALIGNED_MAZES], ids=['default', 'aligned_mazes'])
 def test_a_foreign_map_is_flagged_and_covered(worlds, model):
     """Measured (K = 1024 after a first sample of 16,384, 40 updates each, maps of
     simulate-bag's covering runs; the published covariance with the card's scale, the
@@ -136,10 +136,10 @@ def test_min_evidence_is_the_models_own_unless_set(tmp_path):
 
     from dmn_localizer.localization.localizer import DEFAULT_MIN_EVIDENCE
     assert LocalizerConfig().min_evidence == -1.0
-    e2e = MODEL.parent / 'aligned_mazes_e2e'
+    e2e = ALIGNED_MAZES.parent / 'aligned_mazes_e2e'
     assert Localizer(load_model(e2e), LocalizerConfig(), 'cpu').min_evidence == 0.6
-    assert Localizer(load_model(MODEL), LocalizerConfig(), 'cpu').min_evidence == 3.5
-    sharp = load_model(MODEL.parent / 'aligned_mazes_sharp')
+    assert Localizer(load_model(ALIGNED_MAZES), LocalizerConfig(), 'cpu').min_evidence == 3.5
+    sharp = load_model(ALIGNED_MAZES.parent / 'aligned_mazes_sharp')
     assert Localizer(sharp, LocalizerConfig(), 'cpu').min_evidence == 4.9
     card_scale = sharp.card['metadata']['covariance_scale']
     assert card_scale < 1
