@@ -1,6 +1,7 @@
 """``dmn-localizer finetune`` on tiny real bags of three test mazes: a model and a card whose
 figures come from the held-out place, Ctrl-C leaves a loadable model, unusable data gets a
 one-line refusal."""
+import csv
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import threading
 import time
 
 import pytest
+import yaml
 
 from dmn_localizer.bags.simulate import simulate_bag
 from dmn_localizer.data.dataset import open_dataset, SPLIT_SEEDS
@@ -66,17 +68,19 @@ def test_finetune_end_to_end(places, tmp_path):
 
 
 @pytest.mark.parametrize('start, trained, val_every', [
-    ('aligned_mazes', 'best.safetensors', 1),           # the default: view-pair loop
-    ('dmn_mazes', 'checkpoint/state.pt', 10**6)])       # the paper's DMN: its own loop
+    ('aligned_mazes', 'run/best.safetensors', 1),         # aligned: the view-pair stage
+    ('aligned_mazes', 'run_filter/best.safetensors', 1),  # ... the end-to-end stage
+    ('dmn_mazes', 'run/checkpoint/state.pt', 10**6)])     # the paper's DMN: its own loop
 def test_ctrl_c_leaves_a_loadable_model(places, tmp_path, start, trained, val_every):
     """Ctrl-C during training: KeyboardInterrupt goes on, OUT/model is the best model so far
-    and the card says the run was interrupted (both training loops)."""
+    (of the stage that was interrupted) and the card says the run was interrupted (both
+    training loops, both stages of an aligned model)."""
     out = tmp_path / 'ft'
     done = threading.Event()
 
     def interrupt_when_training():
         while not done.is_set():
-            if (out / 'run' / trained).exists():   # training has started
+            if (out / trained).exists():   # training (of that stage) has started
                 time.sleep(0.5)
                 os.kill(os.getpid(), signal.SIGINT)
                 return
@@ -87,12 +91,21 @@ def test_ctrl_c_leaves_a_loadable_model(places, tmp_path, start, trained, val_ev
         with pytest.raises(KeyboardInterrupt):
             finetune([places / f'place{i}' for i in (1, 2, 3)], *TOPICS, out,
                      model_path=os.path.join(REPO, 'models', start),
-                     **dict(SMALL, max_steps=10**6, minutes=10.0, val_every=val_every))
+                     **dict(SMALL, max_steps=10**6, val_every=val_every,
+                            # a short first stage when the second is interrupted
+                            **(dict(minutes=2.0, filter_share=0.9)
+                               if trained.startswith('run_filter') else dict(minutes=10.0))))
     finally:
         done.set()
         watcher.join()
-    assert load_model(out / 'model').config.image_size == 32
-    assert json.loads((out / 'card.json').read_text())['interrupted'] is True
+    model = load_model(out / 'model')
+    assert model.config.image_size == 32
+    card = json.loads((out / 'card.json').read_text())
+    assert card['interrupted'] is True
+    if trained.startswith('run_filter'):   # the end-to-end stage's model, not the first's
+        assert model.config.context_pooling == 'sum'
+        assert set(card['stages']) == {'view_pairs', 'filter'}
+        assert card['steps'] == sum(v['steps'] for v in card['stages'].values())
 
 
 @pytest.mark.parametrize('error', [KeyboardInterrupt, AttributeError])
@@ -148,7 +161,9 @@ def test_unusable_data_is_refused_in_one_line(places, tmp_path):
     for expected, args in (
             ('record at least two places', [places / 'place1', '--out', tmp_path / 'a']),
             ('cannot be used', [tiny / 'p1', tiny / 'p2', '--out', tmp_path / 'b']),
-            ('--minutes must be > 0', [tiny / 'p1', '--minutes', '0', '--out', tmp_path / 'c'])):
+            ('--minutes must be > 0', [tiny / 'p1', '--minutes', '0', '--out', tmp_path / 'c']),
+            ('--filter-share must be within [0, 1]',
+             [tiny / 'p1', '--filter-share', '1.5', '--out', tmp_path / 'd'])):
         r = _cli(*args, *base)
         assert r.returncode == 2, (expected, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and expected in r.stderr, r.stderr
@@ -163,7 +178,14 @@ def test_finetune_aligned_model_reports_pose_ranking(places, tmp_path):
     card = finetune([places / f'place{i}' for i in (1, 2, 3)], *TOPICS, out,
                     model_path=os.path.join(REPO, 'models', 'aligned_mazes'),
                     calibrate_lost=calibrate, **SMALL)
-    assert card['architecture'] == 'aligned' and card['steps'] == 2
+    # both stages: view pairs, then end to end through the filter from the first's best
+    assert card['architecture'] == 'aligned' and card['steps'] == 4
+    assert {k: v['steps'] for k, v in card['stages'].items()} == {'view_pairs': 2, 'filter': 2}
+    with open(out / 'run_filter' / 'log.csv', newline='') as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(r['rollout_loss'] != '' and r['val_success'] != '' for r in rows)
+    assert yaml.safe_load((out / 'run_filter' / 'config.yaml').read_text())['init_from'] == \
+        str(out / 'run' / 'best')
     val = open_dataset(out / 'data' / 'val')
     # the bags' camera_info reached the dataset
     assert abs(val.manifest['camera']['hfov_deg'] - 90.0) < 0.5
@@ -172,9 +194,10 @@ def test_finetune_aligned_model_reports_pose_ranking(places, tmp_path):
         assert 0 <= figures['pose_top1'] <= 1 and 0 <= figures['pose_top1_wrong'] <= 1
         assert figures['pose_queries'] > 0 and 'success@5' in figures
     model = load_model(out / 'model')
-    assert model.config.architecture == 'aligned'
+    assert model.config.architecture == 'aligned' and model.config.context_pooling == 'sum'
     text = (out / 'card.md').read_text()
     assert 'top-1 of 64 candidates' in text and (out / 'curve.png').stat().st_size > 0
+    assert (out / 'curve_filter.png').stat().st_size > 0 and 'end to end' in text
     lost = card['lost_flag']
     held_out = card['val_places'][0]
     assert [(r['kind'], r['map_place'] == held_out) for r in lost['runs']] == [
@@ -193,13 +216,12 @@ def test_finetune_with_a_depth_topic_supervises_the_depth_head(places, tmp_path)
     is trained against them (the training log's depth error is nonzero; without the topic
     there is nothing to supervise it) and the card gives the predicted depths' error on the
     held-out views before and after."""
-    import csv
     out = tmp_path / 'ft_depth'
     topic = '/camera/depth/image_raw'
     small = dict(SMALL, data_kw=dict(SMALL['data_kw'], depth_topic=topic))
     card = finetune([places / f'place{i}' for i in (1, 2, 3)], *TOPICS, out,
                     model_path=os.path.join(REPO, 'models', 'aligned_mazes'), **small)
-    assert card['depth_topic'] == topic and card['steps'] == 2
+    assert card['depth_topic'] == topic and card['stages']['view_pairs']['steps'] == 2
     counts = card['data']['train']
     assert counts['depth_images'] > 0 and counts['pairs_without_depth'] == 0
     assert open_dataset(out / 'data' / 'val').manifest['depth']['topic'] == topic
@@ -211,9 +233,14 @@ def test_finetune_with_a_depth_topic_supervises_the_depth_head(places, tmp_path)
     text = (out / 'card.md').read_text()
     assert topic in text and 'median absolute log error' in text
     assert f'--depth-topic {topic}' in card['replay_command']
+    # without the topic (and with the view pairs only: --filter-share 0)
     plain = finetune([places / f'place{i}' for i in (1, 2, 3)], *TOPICS, tmp_path / 'plain',
-                     model_path=os.path.join(REPO, 'models', 'aligned_mazes'), **SMALL)
+                     model_path=os.path.join(REPO, 'models', 'aligned_mazes'),
+                     **dict(SMALL, filter_share=0.0))
     assert 'depth_error' not in plain['zero_shot']
+    assert list(plain['stages']) == ['view_pairs'] and plain['steps'] == 2
+    assert not (tmp_path / 'plain' / 'run_filter').exists()
+    assert not (tmp_path / 'plain' / 'curve_filter.png').exists()
     with open(tmp_path / 'plain' / 'run' / 'log.csv', newline='') as f:
         rows = list(csv.DictReader(f))
     assert rows and all(float(r['depth_error']) == 0 for r in rows)

@@ -20,6 +20,10 @@ def add_arguments(parser):
                         help='model to start from (default: the shipped models/aligned_mazes_e2e)')
     parser.add_argument('--minutes', type=float, default=60.0,
                         help='training time budget (default 60)')
+    parser.add_argument('--filter-share', type=float, default=0.5,
+                        help='aligned models: share of --minutes spent training end to end '
+                             'through the particle filter, after the view pairs (default 0.5; '
+                             '0 = view pairs only)')
     parser.add_argument('--val-share', type=float, default=0.25,
                         help='share of the places kept apart for validation (at least one)')
     parser.add_argument('--episodes', type=int, default=64,
@@ -36,6 +40,8 @@ def run(args):
     check_depth_arguments(args)
     if not args.minutes > 0:
         raise UserError('--minutes must be > 0')
+    if not 0 <= args.filter_share <= 1:
+        raise UserError('--filter-share must be within [0, 1]')
     if not 0 < args.val_share < 1:
         raise UserError('--val-share must be within (0, 1)')
     if args.episodes < 2 or (args.max_steps is not None and args.max_steps < 0):
@@ -51,6 +57,7 @@ def run(args):
                     minutes=args.minutes, val_share=args.val_share, episodes=args.episodes,
                     seed=args.seed, max_steps=args.max_steps, threads=args.threads,
                     progress=not args.no_progress, calibrate_lost=calibrate,
+                    filter_share=args.filter_share,
                     data_kw=(dict(depth_topic=args.depth_topic,
                                   depth_max_dt_s=args.depth_max_dt)
                              if args.depth_topic else None))

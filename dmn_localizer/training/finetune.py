@@ -11,12 +11,15 @@ with its own recipe (the model card's training config), an aligned model with th
 recipe at fine-tuning settings (:data:`ALIGNED_FINETUNE`; which views overlap is judged on the
 starting model's predicted depths, unless the bags carry an RGB-D camera's depth topic
 (``data_kw['depth_topic']``): then its measured column depths judge the overlaps where they
-read something and supervise the depth head). For aligned models the card
+read something and supervise the depth head), then for ``filter_share`` of the budget end to
+end through the particle filter from its best model (:data:`ALIGNED_FILTER`, in
+``OUT/run_filter``). For aligned models the card
 also holds the tie-safe top-1 of the true pose among 64 candidates and its wrong-image twin.
 ``OUT/model`` is the best validated model (also after Ctrl-C: the best one so far),
 ``OUT/card.json`` and ``OUT/card.md`` hold the figures side by side, the data counts, the wall
 time and the replay command to try it, and ``OUT/curve.png`` the validation curve over training
-(the validation loss of a DMN, the candidate top-1 and its twin of an aligned model).
+(the validation loss of a DMN, the candidate top-1 and its twin of an aligned model; its
+end-to-end stage's in ``OUT/curve_filter.png``).
 """
 import csv
 import logging
@@ -39,6 +42,13 @@ ARCHITECTURES = ('dmn', 'aligned')
 ALIGNED_FINETUNE = dict(kernel_start=(0.5, 8.0), kernel_end=(0.5, 8.0), curriculum_steps=1,
                         lr=3e-4, lr_end=3e-5, true_depth_steps=0, eval_every=0,
                         eval_episodes=0, val_every=250, threads=1)
+# the end-to-end stage that follows it for ``filter_share`` of the budget (the recipe of
+# config/train_mazes_aligned_filter.yaml: the filter's dense loss through rollouts on random
+# query views, and the match term; contexts summed); validated by the protocol as well
+ALIGNED_FILTER = dict(pair_weight=0.0, depth_weight=0.0, rollout_weight=1.0,
+                      rollout_match_weight=3.0, rollout_queries='random', lr=2e-4, lr_end=1e-5,
+                      eval_queries='random')
+RUNS = ('run', 'run_filter')   # OUT/ folders of the view-pair and the end-to-end stage
 
 
 def split_groups(groups, val_share, seed=0):
@@ -91,6 +101,18 @@ def _view_pair_config(model, model_path, train_data, val_data, minutes, seed, ma
         over['val_every'] = int(val_every)
     if threads:
         over['threads'] = int(threads)
+    return ViewPairConfig(**over)
+
+
+def _filter_config(pairs, init_from, minutes, episodes):
+    """The end-to-end stage (:data:`ALIGNED_FILTER`) after the view-pair stage ``pairs``,
+    from the model ``init_from``, for ``minutes``."""
+    import dataclasses
+    from dmn_localizer.training.view_pairs import ViewPairConfig
+    over = dict(dataclasses.asdict(pairs), **ALIGNED_FILTER)
+    over.update(model=dict(pairs.model, context_pooling='sum'), init_from=str(init_from),
+                max_minutes=float(minutes), eval_every=pairs.val_every,
+                eval_episodes=int(episodes))
     return ViewPairConfig(**over)
 
 
@@ -170,6 +192,17 @@ def _curve(rows, path):
     return save_png(fig, path)
 
 
+STAGE_NAMES = {'view_pairs': 'view pairs', 'filter': 'end to end through the filter'}
+
+
+def _stages_text(stages):
+    """' (view pairs: N steps in M min, then ...)' for the stages an aligned model trained."""
+    if not stages:
+        return ''
+    return ' (' + ', then '.join(f"{STAGE_NAMES[k]}: {v['steps']} steps in {v['minutes']:.1f} min"
+                                 for k, v in stages.items()) + ')'
+
+
 def _card_markdown(card):
     z, f = card['zero_shot'], card.get('fine_tuned') or {}
     lines = ['# Fine-tuned model', '',
@@ -179,6 +212,7 @@ def _card_markdown(card):
              + (f"; the depth head supervised by the measured depths of "
                 f"`{card['depth_topic']}`" if card.get('depth_topic') else '')
              + f". Wall time {card['wall_time_s'] / 60:.1f} min, {card['steps']} steps"
+             + _stages_text(card.get('stages'))
              + (' (interrupted)' if card['interrupted'] else '')
              + (f" (after training: {card['failed']})" if card.get('failed') else '') + '.', '',
              '| on the held-out places | zero-shot | fine-tuned |', '|---|---|---|']
@@ -210,6 +244,11 @@ def _card_markdown(card):
             lines += ['', 'Covariance: `covariance_scale` {:g} written to the model card by '
                       'this run; {}.'.format(lost['covariance_scale'],
                                              lost['covariance_description'])]
+    curves = [f'`{name}` ({what})' for name, what, key in (
+        ('curve.png', 'view pairs', 'validation'),
+        ('curve_filter.png', 'end to end', 'validation_filter')) if key in card]
+    if card.get('architecture') == 'aligned' and curves:
+        lines += ['', 'Validation curves against wall time: ' + ', '.join(curves) + '.']
     lines += ['', 'Try it:', '', '```', card['replay_command'], '```', '']
     return '\n'.join(lines)
 
@@ -217,7 +256,7 @@ def _card_markdown(card):
 def finetune(groups, image_topic, pose_topic, out, model_path=None, minutes=60.0,
              val_share=0.25, episodes=64, seed=0, max_steps=None, val_every=None,
              threads=None, progress=True, data_kw=None, eval_particles=None,
-             calibrate_lost=None):
+             calibrate_lost=None, filter_share=0.5):
     """Fine-tune (see the module docstring); returns the card dict.
 
     groups: as :func:`~dmn_localizer.data.from_bags.bag_groups`; model_path: the model to
@@ -228,7 +267,8 @@ def finetune(groups, image_topic, pose_topic, out, model_path=None, minutes=60.0
     lost-flag calibration (:func:`dmn_localizer.replay.lost_threshold.calibrate`, given by the
     caller: replay is a higher layer) run on the validation places after training; its
     ``metadata`` (threshold and covariance scale) goes into ``OUT/model``'s card and its
-    figures into the card's ``lost_flag``.
+    figures into the card's ``lost_flag``; filter_share: for an aligned model, the share of
+    ``minutes`` given to the end-to-end stage after the view-pair stage (0: none, 1: only it).
     """
     from dmn_localizer.data.from_bags import bag_groups
     from dmn_localizer.model.io import load_model
@@ -270,28 +310,24 @@ def finetune(groups, image_topic, pose_topic, out, model_path=None, minutes=60.0
                 data={name: dict(data[which]['counts'], areas=data[which]['n_worlds'])
                       for which, name in (('training', 'train'), ('validation', 'val'))},
                 zero_shot=zero, fine_tuned=None, steps=0, interrupted=False,
+                filter_share=float(filter_share) if aligned else None, stages={},
                 eval_particles=list(eval_particles or (2048, 256)),
                 replay_command=(f'dmn-localizer replay --model {out / "model.safetensors"} '
                                 '--map-bag MAPPING_BAG --bag LOCALIZATION_BAG --out results'
                                 + (f' [--depth-topic {depth_topic}]' if depth_topic else '')))
     try:
         if aligned:
-            from dmn_localizer.training.view_pairs import train_view_pairs
-            summary = train_view_pairs(cfg, out / 'run', progress=progress)
-            best = out / 'run' / 'best'
-            # the view-pair loop writes its model on Ctrl-C and returns: go on as the DMN's
-            # loop does (the card of the best model so far, then the interrupt)
-            if summary.get('interrupted'):
-                raise KeyboardInterrupt
+            best = _train_aligned(cfg, out, model_path, minutes, filter_share, episodes,
+                                  card, progress)
         else:
             from dmn_localizer.training import train
             summary = train(cfg, out / 'run', progress=progress)
             best = summary['best']
+            card['steps'] = int(summary['steps'])
     except KeyboardInterrupt:
         card['interrupted'] = True
         _finish(card, out, t0)
         raise
-    card['steps'] = int(summary['steps'])
     try:   # Ctrl-C from here on also leaves the model and a card (without what is missing)
         log.info('evaluation of the fine-tuned model on the validation places')
         tuned = load_model(best)
@@ -317,6 +353,36 @@ def finetune(groups, image_topic, pose_topic, out, model_path=None, minutes=60.0
         _finish(card, out, t0)
         raise
     return _finish(card, out, t0)
+
+
+def _train_aligned(cfg, out, model_path, minutes, filter_share, episodes, card, progress):
+    """The view-pair stage for ``1 - filter_share`` of ``minutes`` in ``OUT/run``, then the
+    end-to-end stage from its best model in ``OUT/run_filter``; returns the path of the model
+    to keep (the last stage's best). Fills ``card['stages']`` and ``card['steps']`` as each
+    stage ends; KeyboardInterrupt when one was interrupted (its best model so far stands)."""
+    import dataclasses
+    from dmn_localizer.training.view_pairs import train_view_pairs
+    stages = []
+    if filter_share < 1:
+        stages.append(('view_pairs', RUNS[0], dataclasses.replace(
+            cfg, max_minutes=float(minutes) * (1 - filter_share))))
+    if filter_share > 0:
+        stages.append(('filter', RUNS[1], None))
+    best, init = None, model_path
+    for name, run, stage_cfg in stages:
+        if stage_cfg is None:
+            stage_cfg = _filter_config(cfg, init, float(minutes) * filter_share, episodes)
+        log.info('fine-tuning stage %s: %.1f min', name, stage_cfg.max_minutes)
+        summary = train_view_pairs(stage_cfg, out / run, progress=progress)
+        card['stages'][name] = dict(steps=int(summary['steps']),
+                                    minutes=float(summary['minutes']))
+        card['steps'] = sum(v['steps'] for v in card['stages'].values())
+        best = init = out / run / 'best'
+        # the view-pair loop writes its model on Ctrl-C and returns: go on as the DMN's loop
+        # does (the card of the best model so far, then the interrupt)
+        if summary.get('interrupted'):
+            raise KeyboardInterrupt
+    return best
 
 
 def _train_config(base, model_path, train_data, val_data, minutes, seed, max_steps, val_every,
@@ -346,23 +412,33 @@ def _card_metadata(path):
     return json.loads(model_paths(path)[1].read_text()).get('metadata') or {}
 
 
+def _stage_key(row):
+    """How the view-pair loop ranks its validation rows (``best``): the protocol's success
+    where measured, then the candidate top-1."""
+    return (float(row['val_success']) if row.get('val_success') not in (None, '') else -1.0,
+            float(row['pose_top1']))
+
+
 def _finish(card, out, t0):
     """Copy the best model so far to OUT/model, write the curve and the card; returns it."""
     from dmn_localizer.model.io import model_paths, update_card_metadata
-    best = out / 'run' / 'best'
-    if model_paths(best)[0].exists():
+    # the last stage's best model (the end-to-end stage's, when it has one)
+    best = next((out / run / 'best' for run in reversed(RUNS)
+                 if model_paths(out / run / 'best')[0].exists()), None)
+    if best is not None:
         _copy_model(best, out / 'model')
         values = (card.get('lost_flag') or {}).get('metadata')
         if values:
             update_card_metadata(out / 'model', **values)
     rows = _validation_rows(out / 'run')
-    pair_rows = _validation_rows(out / 'run', 'log.csv')
-    if pair_rows and (out / 'run' / 'curve.png').exists():
-        # the view-pair recipe's own curve: tie-safe top-1 and its twin against wall time
-        write_bytes(out / 'curve.png', (out / 'run' / 'curve.png').read_bytes())
-        card['validation'] = {'best': max(pair_rows, key=lambda r: float(r['pose_top1'])),
-                              'last': pair_rows[-1]}
-        card['steps'] = card['steps'] or int(pair_rows[-1]['step'])
+    for run, name, key in ((RUNS[0], 'curve.png', 'validation'),
+                           (RUNS[1], 'curve_filter.png', 'validation_filter')):
+        stage_rows = _validation_rows(out / run, 'log.csv')
+        if stage_rows and (out / run / 'curve.png').exists():
+            # the view-pair recipe's own curve: tie-safe top-1 and its twin (and the
+            # protocol's validation success) against wall time
+            write_bytes(out / name, (out / run / 'curve.png').read_bytes())
+            card[key] = {'best': max(stage_rows, key=_stage_key), 'last': stage_rows[-1]}
     if rows:
         _curve(rows, out / 'curve.png')
         card['validation'] = {'zero_shot': rows[0], 'best': min(
