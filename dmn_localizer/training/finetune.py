@@ -438,7 +438,9 @@ def _finish(card, out, t0):
             # the view-pair recipe's own curve: tie-safe top-1 and its twin (and the
             # protocol's validation success) against wall time
             write_bytes(out / name, (out / run / 'curve.png').read_bytes())
-            card[key] = {'best': max(stage_rows, key=_stage_key), 'last': stage_rows[-1]}
+            # the last of the equal rows, as the loop keeps it
+            card[key] = {'best': max(reversed(stage_rows), key=_stage_key),
+                         'last': stage_rows[-1]}
     if rows:
         _curve(rows, out / 'curve.png')
         card['validation'] = {'zero_shot': rows[0], 'best': min(
