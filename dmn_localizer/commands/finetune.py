@@ -40,8 +40,6 @@ def run(args):
     check_depth_arguments(args)
     if not args.minutes > 0:
         raise UserError('--minutes must be > 0')
-    if not 0 <= args.filter_share <= 1:
-        raise UserError('--filter-share must be within [0, 1]')
     if not 0 < args.val_share < 1:
         raise UserError('--val-share must be within (0, 1)')
     if args.episodes < 2 or (args.max_steps is not None and args.max_steps < 0):

@@ -273,6 +273,8 @@ def finetune(groups, image_topic, pose_topic, out, model_path=None, minutes=60.0
     from dmn_localizer.data.from_bags import bag_groups
     from dmn_localizer.model.io import load_model
     from dmn_localizer.util.resources import default_model_path
+    if not 0 <= filter_share <= 1:
+        raise UserError('--filter-share must be within [0, 1]')
     t0 = time.monotonic()
     out = Path(out)
     model_path = str(model_path or default_model_path())
@@ -412,16 +414,10 @@ def _card_metadata(path):
     return json.loads(model_paths(path)[1].read_text()).get('metadata') or {}
 
 
-def _stage_key(row):
-    """How the view-pair loop ranks its validation rows (``best``): the protocol's success
-    where measured, then the candidate top-1."""
-    return (float(row['val_success']) if row.get('val_success') not in (None, '') else -1.0,
-            float(row['pose_top1']))
-
-
 def _finish(card, out, t0):
     """Copy the best model so far to OUT/model, write the curve and the card; returns it."""
     from dmn_localizer.model.io import model_paths, update_card_metadata
+    from dmn_localizer.training.view_pairs.train import validation_key
     # the last stage's best model (the end-to-end stage's, when it has one)
     best = next((out / run / 'best' for run in reversed(RUNS)
                  if model_paths(out / run / 'best')[0].exists()), None)
@@ -439,7 +435,7 @@ def _finish(card, out, t0):
             # protocol's validation success) against wall time
             write_bytes(out / name, (out / run / 'curve.png').read_bytes())
             # the last of the equal rows, as the loop keeps it
-            card[key] = {'best': max(reversed(stage_rows), key=_stage_key),
+            card[key] = {'best': max(reversed(stage_rows), key=validation_key),
                          'last': stage_rows[-1]}
     if rows:
         _curve(rows, out / 'curve.png')

@@ -81,6 +81,14 @@ FIELDS = ['step', 'minutes', 'loss', 'depth_error', 'pose_top1', 'pose_top1_wron
           'rollout_loss']
 
 
+def validation_key(row):
+    """How a validation row ranks for ``best`` (higher is better): the protocol's global
+    success@5 where it was measured, then the candidate top-1 (``log.csv``'s values, as
+    numbers or strings)."""
+    return (float(row['val_success']) if row.get('val_success') not in (None, '') else -1.0,
+            float(row['pose_top1']))
+
+
 def train_view_pairs(cfg: ViewPairConfig, out_dir, progress=True):
     """Train; returns a summary dict. ``best`` is the model with the highest validation
     global success@5 at the protocol evaluations (every ``eval_every`` steps and at the end),
@@ -184,7 +192,7 @@ def train_view_pairs(cfg: ViewPairConfig, out_dir, progress=True):
             if step % cfg.val_every == 0:
                 protocol = cfg.eval_every > 0 and step % cfg.eval_every == 0
                 row, meta = validate(step, loss_avg, derr_avg, protocol, roll_avg)
-                key = (row['val_success'] if protocol else -1.0, row['pose_top1'])
+                key = validation_key(row)
                 if best_key is None or key >= best_key:
                     best_key, best = key, row
                     save_model(model, out / 'best', metadata=meta)
@@ -194,7 +202,7 @@ def train_view_pairs(cfg: ViewPairConfig, out_dir, progress=True):
     bar.close()
     row, meta = validate(step, loss_avg, derr_avg, cfg.eval_episodes > 0, roll_avg)
     save_model(model, out / 'final', metadata=meta)
-    key = (row['val_success'] if row['val_success'] != '' else -1.0, row['pose_top1'])
+    key = validation_key(row)
     if best_key is None or key >= best_key:
         best = row
         save_model(model, out / 'best', metadata=meta)
