@@ -1,6 +1,7 @@
 """The lost-flag and covariance calibration (``calibrate-lost``, and ``finetune``'s last step):
 the flag is counted as the localizer counts it, the threshold separates own-map from
-foreign-map evidence, the covariance scale puts the median own-map run's NEES at 2, and on
+foreign-map evidence, the covariance scale puts the median own-map run's NEES at 2 (confident
+misses left out), and on
 real bags of three test mazes the shipped aligned model's runs show more evidence on their own
 maps than on foreign ones, and the chosen threshold and scale reach the model card and the
 localizer's published covariance."""
@@ -57,6 +58,27 @@ def test_the_covariance_scale_puts_the_median_run_at_nees_2():
     r = choose_covariance_scale([weak], [np.full(10, 100.0)], 1.0, collapse_updates=1)
     assert r['own_nees'] == [pytest.approx(20.0)] and r['covariance_scale'] == 10.0
     assert choose_covariance_scale([], [], 1.0, 3)['covariance_scale'] is None
+
+
+def test_confident_misses_are_left_out_of_the_scale():
+    """Two places, as a fine-tune holds out: one run tracks at NEES 0.5 throughout, the other
+    as well but for six updates on a look-alike place 5 m away (NEES 300). Fitted to the runs'
+    mean NEES, that run sets the scale (the median of two is their mean: the cap, 20, every
+    tracking cloud published 40 times too wide); with the errors, the misses are left out
+    and the tracking sets it (0.25). An update as far off inside its own 2-sigma (a wide,
+    honest cloud) is no miss."""
+    evidence = [np.full(20, 5.0)] * 2
+    nees = [np.full(20, 0.5), np.r_[np.full(14, 0.5), np.full(6, 300.0)]]
+    errors = [np.full(20, 0.2), np.r_[np.full(14, 0.2), np.full(6, 5.0)]]
+    blind = choose_covariance_scale(evidence, nees, 1.0, collapse_updates=3)
+    assert blind['covariance_scale'] == 20.0
+    r = choose_covariance_scale(evidence, nees, 1.0, collapse_updates=3, errors=errors)
+    assert r['covariance_scale'] == pytest.approx(0.25)
+    assert r['confident_misses'] == [0, 6]
+    assert r['own_nees'] == pytest.approx([0.5, 90.35])   # what replays report: all updates
+    wide = [np.full(20, 0.5), np.r_[np.full(14, 0.5), np.full(6, 1.0)]]
+    r = choose_covariance_scale(evidence, wide, 1.0, collapse_updates=3, errors=errors)
+    assert r['confident_misses'] == [0, 0]
 
 
 @pytest.fixture(scope='module')

@@ -28,8 +28,12 @@ NEES of its updates (an update flagged lost at the threshold publishes a covaria
 the map and counts as 0), and the scale that puts the median run at 2, the mean NEES of a
 calibrated 2-D estimate, applied and fitted as the localizer applies it (a scale below 1
 only to a cloud that has stayed tighter than ``covariance_scale_max_std`` for
-``covariance_scale_min_updates`` updates; :func:`choose_covariance_scale`). The filter is the
-same at any scale; only what it publishes changes.
+``covariance_scale_min_updates`` updates; :func:`choose_covariance_scale`). Confident misses
+(the estimate :data:`MISS_M` or more off and outside its own 2-sigma at scale 1: a wrong
+place, which the lost flag and the model answer) are left out of the fit: the scale sizes the
+cloud around the pose it tracks, and a run on a look-alike place would otherwise widen every
+tracking cloud by its error (with a fine-tune's two held-out places, one such run sets the
+median). The filter is the same at any scale; only what it publishes changes.
 """
 import dataclasses
 import logging
@@ -41,8 +45,8 @@ from dmn_localizer.bags.simulate import noisy_odometry
 from dmn_localizer.config import LocalizerConfig
 from dmn_localizer.localization.health import Health, record_evidence
 from dmn_localizer.localization.localizer import cloud_xy_std, published_scale, tight_runs
-from dmn_localizer.replay.offline import (build_map, localize, localizer_for, read_stream,
-                                          Topics, xy_nees)
+from dmn_localizer.replay.offline import (build_map, CHI2_2DOF_95, localize, localizer_for,
+                                          read_stream, TIGHT_M, Topics, xy_nees)
 from dmn_localizer.util.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -53,6 +57,9 @@ THRESHOLDS = np.round(np.arange(0.1, 15.0 + 1e-9, 0.1), 1)
 """The candidate thresholds (``min_evidence`` must be > 0 to be in use)."""
 CALIBRATED_NEES = 2.0
 """The mean x-y NEES of a calibrated estimate (chi-square with 2 degrees of freedom)."""
+MISS_M = TIGHT_M
+"""An update whose x-y error is at least this (m) and outside the 2-sigma of its unscaled cloud
+is a confident miss, left out of the covariance scale's fit."""
 SCALE_RANGE = (0.05, 20.0)
 """The covariance scales :func:`choose_covariance_scale` may choose."""
 
@@ -73,9 +80,10 @@ def split_place(bags, image_topic):
 
 
 def run_trace(model, view_map, stream, seed=0, config=None):
-    """(the belief's evidence, x-y NEES, the cloud's x-y standard deviation) at each update
-    (arrays) of ``stream`` localized from a uniform belief on ``view_map``: the evidence check
-    off (see the module docstring), the covariance unscaled (``covariance_scale`` 1)."""
+    """(the belief's evidence, x-y NEES, the cloud's x-y standard deviation, the estimate's
+    x-y error) at each update (arrays) of ``stream`` localized from a uniform belief on
+    ``view_map``: the evidence check off (see the module docstring), the covariance unscaled
+    (``covariance_scale`` 1)."""
     import torch
     cfg = dataclasses.replace(config or LocalizerConfig(), min_evidence=0.0,   # no search
                               covariance_scale=1.0)
@@ -83,7 +91,9 @@ def run_trace(model, view_map, stream, seed=0, config=None):
     loc = localizer_for(model, cfg, torch.device('cpu'), seed, stream, view_map)
     track = localize(loc, stream, 'global')
     std = cloud_xy_std(np.asarray(track.covariances, np.float64).reshape(-1, 3, 3))
-    return np.asarray(track.evidence, np.float64), xy_nees(track), std
+    error = np.hypot(*(np.asarray(track.estimates, np.float64)
+                       - np.asarray(track.truth, np.float64)).reshape(-1, 3)[:, :2].T)
+    return np.asarray(track.evidence, np.float64), xy_nees(track), std, error
 
 
 def _read_run(bag, topics, size, seed):
@@ -140,7 +150,7 @@ def flags(trace, threshold, collapse_updates):
 
 
 def choose_covariance_scale(evidence, nees, threshold, collapse_updates, stds=None,
-                            max_std=0.0, min_updates=0):
+                            max_std=0.0, min_updates=0, errors=None):
     """The covariance scale for own-map runs (lists of per-update evidence and x-y NEES
     arrays at scale 1) and the lost threshold: the one that puts the median over runs of their
     mean NEES at :data:`CALIBRATED_NEES`, within :data:`SCALE_RANGE`, over the updates it
@@ -151,30 +161,35 @@ def choose_covariance_scale(evidence, nees, threshold, collapse_updates, stds=No
     :func:`~dmn_localizer.localization.localizer.published_scale`; the unflagged ones among
     them: the tracking it corrects; the median over the runs that have such updates, and no
     scale below 1 when none has). Fitting the whole run instead would shrink the tracked
-    updates further to make up for the unscaled converging ones). Returns a dict with
-    ``covariance_scale``, the runs' mean NEES (all updates) at scale 1 and at the chosen one,
-    and at the chosen one over the updates it applies to (None: none in that run)."""
+    updates further to make up for the unscaled converging ones). With ``errors`` (the x-y
+    error per update), the confident misses (:data:`MISS_M` or more off, NEES above
+    :data:`~dmn_localizer.replay.offline.CHI2_2DOF_95` at scale 1) are left out of the fit
+    (see the module docstring). Returns a dict with ``covariance_scale``, the runs' mean NEES
+    (all updates) at scale 1 and at the chosen one, at the chosen one over the updates it was
+    fitted to (None: none in that run), and the confident misses left out per run."""
     runs = []
     for i, (ev, ne) in enumerate(zip(evidence, nees)):
         if len(ne) == 0:
             continue
         lost = flags(ev, threshold, collapse_updates) if threshold else np.zeros(len(ne), bool)
+        miss = np.zeros(len(ne), bool)
+        if errors is not None:
+            miss = (np.asarray(errors[i], np.float64) >= MISS_M) & ~(ne < CHI2_2DOF_95) & ~lost
         ne = np.where(lost | ~np.isfinite(ne), 0.0, ne)
         std = np.zeros(len(ne)) if stds is None else np.asarray(stds[i], np.float64)
-        runs.append((ne, (std, tight_runs(std, max_std), lost)))
+        runs.append((ne, (std, tight_runs(std, max_std), lost, miss)))
     if not runs:
         return dict(covariance_scale=None)
 
     def run_mean(ne, cloud, scale):
-        std, tight, _ = cloud
+        std, tight, _, _ = cloud
         return float(np.mean(ne / published_scale(scale, std, max_std, tight, min_updates)))
 
     def fit_mean(ne, cloud, scale):   # over the updates the scale applies to, or None
-        if scale >= 1.0:
-            return run_mean(ne, cloud, scale)
-        std, tight, lost = cloud
-        applies = (published_scale(scale, std, max_std, tight, min_updates) != 1.0) & ~lost
-        return float(np.mean(ne[applies]) / scale) if applies.any() else None
+        std, tight, lost, miss = cloud
+        factor = published_scale(scale, std, max_std, tight, min_updates)
+        applies = ~miss if scale >= 1.0 else (factor != 1.0) & ~lost & ~miss
+        return float(np.mean(ne[applies] / factor[applies])) if applies.any() else None
 
     def median(scale):
         means = [m for m in (fit_mean(ne, cloud, scale) for ne, cloud in runs) if m is not None]
@@ -188,6 +203,7 @@ def choose_covariance_scale(evidence, nees, threshold, collapse_updates, stds=No
     scale = float(f'{float(np.exp(0.5 * (lo + hi))):.2g}')
     fitted = [fit_mean(ne, cloud, scale) for ne, cloud in runs]
     return dict(covariance_scale=scale,
+                confident_misses=[int(cloud[3].sum()) for _, cloud in runs],
                 own_nees=[round(run_mean(ne, cloud, 1.0), 2) for ne, cloud in runs],
                 own_nees_scaled=[round(run_mean(ne, cloud, scale), 2) for ne, cloud in runs],
                 own_nees_fitted=[None if m is None else round(m, 2) for m in fitted])
@@ -230,7 +246,7 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
     size = model.config.image_size
     maps = {}    # place -> its view map, built once
     traces = {'own': [], 'foreign': []}
-    own_nees, own_std = [], []
+    own_nees, own_std, own_error = [], [], []
     runs, cameras = [], set()
     with tqdm(total=2 * len(jobs), desc='lost-flag calibration', unit='run',
               disable=not progress) as bar:
@@ -239,11 +255,13 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
             for kind, map_name in pairs:
                 if map_name not in maps:
                     maps[map_name] = _map(place(map_name)[0], topics, size)
-                trace, nees, std = run_trace(model, maps[map_name], stream, seed, config)
+                trace, nees, std, error = run_trace(model, maps[map_name], stream, seed,
+                                                    config)
                 traces[kind].append(trace)
                 if kind == 'own':
                     own_nees.append(nees)
                     own_std.append(std)
+                    own_error.append(error)
                     cameras.add(getattr(model, 'hfov_deg', None))   # the bags' camera_info
                 finite = trace[np.isfinite(trace)]
                 runs.append(dict(kind=kind, map_place=map_name, run=str(run),
@@ -267,12 +285,13 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
     result.update(choose_covariance_scale(traces['own'], own_nees, result['min_evidence'],
                                           collapse_updates, own_std,
                                           cfg.covariance_scale_max_std,
-                                          cfg.covariance_scale_min_updates))
+                                          cfg.covariance_scale_min_updates, own_error))
     if result['covariance_scale'] is not None:
         result['covariance_description'] = (
             f"{len(own_nees)} runs of {', '.join(targets)} on their own map: mean x-y NEES "
             f"{_span(result['own_nees'])} at scale 1, {_span(result['own_nees_scaled'])} at "
-            f"{result['covariance_scale']:g}{_tracked(result)} (dmn-localizer calibrate-lost)")
+            f"{result['covariance_scale']:g}{_tracked(result)}{_misses(result)} "
+            f"(dmn-localizer calibrate-lost)")
         if len(cameras) == 1 and None not in cameras:   # the scale holds for this camera
             result['covariance_scale_hfov_deg'] = round(float(cameras.pop()), 2)
     result['metadata'] = _card_metadata(result)
@@ -301,6 +320,12 @@ def _tracked(result):
     if result['covariance_scale'] >= 1.0 or not fitted:
         return ''
     return f' ({_span(fitted)} over the updates it applies to)'
+
+
+def _misses(result):
+    """'; N confident misses left out' where the fit left some out."""
+    n = sum(result.get('confident_misses') or [])
+    return f'; {n} confident miss{"es" if n > 1 else ""} left out' if n else ''
 
 
 def _span(values):
