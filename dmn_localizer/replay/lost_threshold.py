@@ -91,9 +91,7 @@ def run_trace(model, view_map, stream, seed=0, config=None):
     loc = localizer_for(model, cfg, torch.device('cpu'), seed, stream, view_map)
     track = localize(loc, stream, 'global')
     std = cloud_xy_std(np.asarray(track.covariances, np.float64).reshape(-1, 3, 3))
-    error = np.hypot(*(np.asarray(track.estimates, np.float64)
-                       - np.asarray(track.truth, np.float64)).reshape(-1, 3)[:, :2].T)
-    return np.asarray(track.evidence, np.float64), xy_nees(track), std, error
+    return np.asarray(track.evidence, np.float64), xy_nees(track), std, track.errors()[0]
 
 
 def _read_run(bag, topics, size, seed):

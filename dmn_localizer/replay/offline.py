@@ -234,7 +234,8 @@ class Track:
 
     def errors(self):
         """(x-y error (T,) in m, absolute yaw error (T,) in rad) of each update."""
-        est, gt = np.asarray(self.estimates), np.asarray(self.truth)
+        est = np.asarray(self.estimates, np.float64).reshape(-1, 3)
+        gt = np.asarray(self.truth, np.float64).reshape(-1, 3)
         return (np.hypot(*(est[:, :2] - gt[:, :2]).T),
                 np.abs(wrap_angle(est[:, 2] - gt[:, 2])))
 
