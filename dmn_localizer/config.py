@@ -262,13 +262,21 @@ class LocalizerConfig:
                                   'observation (rad), as evidence_min_d', 0.0, 6.3)
     likelihood_scale: float = param(-1.0, "Factor on the model's log-likelihoods in the "
                                     'particle weights of an update after motion, on top of the '
-                                    'evidence share (the first image and forced updates count '
-                                    'fully): below 1 tempers a model whose scores, multiplied '
-                                    'image after image, would settle the cloud on one of several '
+                                    'evidence share (forced updates count fully; the first '
+                                    'image of a new belief: initial_likelihood_scale): below 1 '
+                                    'tempers a model whose scores, multiplied image after image, '
+                                    'would settle the cloud on one of several '
                                     'look-alike places with a tight spread (-1 or any value <= 0 '
                                     '= the value calibrated for the model, from its card, else '
                                     '1); the lost flag reads the unscaled scores',
                                     -1.0, 100.0)
+    initial_likelihood_scale: float = param(
+        -1.0, "Factor on the model's log-likelihoods in the particle weights of the first "
+        'update of a new belief (global localization, an initial pose, a re-initialisation): '
+        'one image, which no earlier image has given evidence of. A model whose single image '
+        'scores are flatter than its errors (a first cloud wider than it needs to be) has a '
+        'value above 1 (-1 or any value <= 0 = the value calibrated for the model, from its '
+        'card, else 1); the lost flag reads the unscaled scores', -1.0, 100.0)
     resample_ess_ratio: float = param(0.5, 'Resample when ESS < ratio * particles', 0.0, 1.0)
     resample_jitter: float = param(1.0, 'Regularised resampling: after each resampling every '
                                    'particle moves by Gaussian kernel noise of this factor times '
@@ -377,6 +385,7 @@ LOCALIZER_RUNTIME_PARAMETERS = frozenset({
     'motion_noise_xy', 'motion_noise_yaw', 'motion_jump_share', 'motion_jump_xy',
     'motion_jump_yaw', 'update_min_d', 'update_min_a',
     'force_update_when_still', 'evidence_min_d', 'evidence_min_a', 'likelihood_scale',
+    'initial_likelihood_scale',
     'resample_ess_ratio', 'resample_jitter', 'health_samples', 'collapse_score',
     'collapse_updates', 'recovery_alpha', 'global_reinit_updates', 'min_evidence',
     'covariance_scale', 'covariance_scale_max_std', 'covariance_scale_min_updates',

@@ -209,6 +209,9 @@ def test_finetune_aligned_model_reports_pose_ranking(places, tmp_path):
     # the covariance scale of the held-out own-map run reaches the model card
     scale = model.card['metadata'].get('covariance_scale')
     assert scale == lost['covariance_scale'] > 0 and 'Covariance' in text
+    # and the first image's weight, fitted on its images
+    initial = model.card['metadata'].get('initial_likelihood_scale')
+    assert initial == lost['initial_likelihood_scale'] > 0 and 'First image' in text
 
 
 def test_finetune_with_a_depth_topic_supervises_the_depth_head(places, tmp_path):

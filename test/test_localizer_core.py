@@ -149,6 +149,50 @@ def test_likelihood_scale_tempers_every_update(tiny_model):
     assert changes(carded, likelihood_scale=1.0)[0].likelihood_scale == 1.0   # set: as given
 
 
+def test_initial_likelihood_scale_weighs_only_a_new_beliefs_first_image(tiny_model):
+    """initial_likelihood_scale multiplies the log-likelihoods of the first update of each new
+    belief (init_gaussian, init_global) and of no other update, forced ones included; -1 (the
+    default) takes the card's metadata.initial_likelihood_scale, else 1. The lost flag's
+    evidence is unscaled."""
+    rng = np.random.default_rng(6)
+    images = rng.integers(0, 255, (5, 32, 32, 3), dtype=np.uint8)
+    steps = ([0, 0, 0], [0.6, 0.0, 0.1], None, 'new', [0.6, 0.0, 0.0])
+
+    def changes(model, **config):
+        loc = make_localizer(model, health_samples=0, motion_noise_xy=0.0,
+                             motion_noise_yaw=0.0, motion_jump_share=0.0,
+                             resample_ess_ratio=0.0, **config)
+        out, evidence = [], []
+        for i, (image, motion) in enumerate(zip(images, steps)):
+            if i == 0 or motion == 'new':
+                loc.init_gaussian([5.0, 2.0, 0.0], [2.0, 2.0, 0.5])   # the same particles
+            before = loc.log_weights.clone()
+            if isinstance(motion, list):
+                loc.add_motion(motion)
+            report = loc.update(image, force=motion is None)
+            assert report.updated
+            change = loc.log_weights - before
+            out.append(change - change[..., :1])
+            evidence.append(report.evidence)
+        return loc, out, evidence
+    full_loc, full, full_evidence = changes(tiny_model)
+    assert full_loc.initial_likelihood_scale == 1.0           # no card value: 1
+    sharp_loc, sharp, sharp_evidence = changes(tiny_model, initial_likelihood_scale=3.0)
+    assert sharp_loc.initial_likelihood_scale == 3.0
+    # first of a belief, moved, forced, first of a new belief, moved
+    for got, f, scale in zip(sharp, full, (3.0, 1.0, 1.0, 3.0, 1.0)):
+        assert f.abs().max() > 1e-3
+        torch.testing.assert_close(got, scale * f, atol=1e-4, rtol=1e-4)
+    assert sharp_evidence[0] == pytest.approx(full_evidence[0])   # the flag reads raw scores
+    carded = DMN(DMNConfig())
+    carded.load_state_dict(tiny_model.state_dict())
+    carded.card = {'metadata': {'initial_likelihood_scale': 3.0}}
+    card_loc, from_card, _ = changes(carded)
+    assert card_loc.initial_likelihood_scale == 3.0
+    torch.testing.assert_close(from_card[0], sharp[0])
+    assert changes(carded, initial_likelihood_scale=1.0)[0].initial_likelihood_scale == 1.0
+
+
 def test_jumps_scale_with_the_evidence_share(tiny_model):
     """motion_jump_* reach the filter; an update after 0.3 m (evidence_min_d 0.5 m) jumps 0.6
     times as many particles as a full one (the jumps per metre do not grow with the frame

@@ -226,5 +226,5 @@ def test_localizer_node_outputs(ros_env, ros_peer, model_and_map, world):
     assert node.returncode == 0, err[-3000:]
     assert "initial pose in frame 'odom' rejected" in err
     # the configure line names the values the model's card may choose (a DMN: no lost flag)
-    assert 'min_evidence None, covariance_scale 1, likelihood_scale 1, pose_estimate mean' \
-        in err, err[-3000:]
+    assert ('min_evidence None, covariance_scale 1, likelihood_scale 1, '
+            'initial_likelihood_scale 1, pose_estimate mean') in err, err[-3000:]

@@ -1,10 +1,10 @@
 """The lost-flag and covariance calibration (``calibrate-lost``, and ``finetune``'s last step):
 the flag is counted as the localizer counts it, the threshold separates own-map from
 foreign-map evidence, the covariance scale puts the median own-map run's NEES at 2 (confident
-misses left out), and on
-real bags of three test mazes the shipped aligned model's runs show more evidence on their own
-maps than on foreign ones, and the chosen threshold and scale reach the model card and the
-localizer's published covariance."""
+misses left out), and on real bags of three test mazes the shipped aligned model's runs show
+more evidence on their own maps than on foreign ones, and the first image's weight (its rule:
+test_first_image.py), the chosen threshold and scale reach the model card and the localizer's
+published covariance."""
 import json
 import os
 import shutil
@@ -120,6 +120,13 @@ def test_calibrate_lost_on_real_bags_writes_the_card(places, tmp_path):
     assert after['metadata']['pose_estimate'] == 'mean'       # --pose-estimate, written
     assert 'pose_estimate mean' in r.stdout
     assert after['metadata']['min_evidence'] == result['min_evidence'] > 0
+    # the first image's weight, fitted first (the shipped model's single images are flatter
+    # than their errors) and written with its calibration
+    initial = after['metadata']['initial_likelihood_scale']
+    assert initial == result['initial_likelihood_scale'] > 1.0, result['scores']
+    assert 'first image of a global localization' in \
+        after['metadata']['initial_likelihood_scale_calibration']
+    assert f'initial_likelihood_scale {initial:g}' in r.stdout
     assert 'calibrate-lost' in after['metadata']['min_evidence_calibration']
     # the shipped model's cloud overstates its error on these maps: a scale below 1, which
     # the localizer applies to the covariance it publishes
@@ -158,6 +165,13 @@ def test_calibrate_lost_on_real_bags_writes_the_card(places, tmp_path):
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert '--likelihood-scale' in r.stderr and read_card(model) == after
+    r = subprocess.run([sys.executable, '-m', 'dmn_localizer', 'calibrate-lost',
+                        *[places / f'maze{i}' for i in (1, 2)], '--image-topic', IMAGE,
+                        '--pose-topic', POSE, '--model', model,
+                        '--initial-likelihood-scale', '-2'],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert '--initial-likelihood-scale' in r.stderr and read_card(model) == after
     r = subprocess.run([sys.executable, '-m', 'dmn_localizer', 'calibrate-lost',
                         *[places / f'maze{i}' for i in (1, 2)], '--image-topic', IMAGE,
                         '--pose-topic', POSE, '--model', model, '--pose-estimate', 'median'],

@@ -4,18 +4,20 @@ published covariance on recordings.
 Thin wrapper over :func:`dmn_localizer.replay.lost_threshold.calibrate`; the threshold goes
 into the model card's ``metadata.min_evidence`` and the scale into
 ``metadata.covariance_scale``, which the localizer uses unless its ``min_evidence`` /
-``covariance_scale`` parameters are set. ``--likelihood-scale`` and ``--pose-estimate`` also
-write ``metadata.likelihood_scale`` / ``metadata.pose_estimate``, and the runs are replayed
-with them.
+``covariance_scale`` parameters are set. First it fits the weight of a new belief's first
+image into ``metadata.initial_likelihood_scale`` (:mod:`dmn_localizer.replay.first_image`),
+and the runs are replayed with it (``--initial-likelihood-scale`` writes and uses a given one
+instead). ``--likelihood-scale`` and ``--pose-estimate`` also write
+``metadata.likelihood_scale`` / ``metadata.pose_estimate``, and the runs are replayed with them.
 """
 import json
 
 from dmn_localizer.config import POSE_ESTIMATES
 from dmn_localizer.util.errors import UserError
 
-HELP = ("Choose the model's lost-flag threshold (min_evidence) and the scale of its published "
-        'covariance (covariance_scale) from recordings of at least two places and write them '
-        'into its card.')
+HELP = ("Choose the weight of the model's first image (initial_likelihood_scale), its lost-flag "
+        'threshold (min_evidence) and the scale of its published covariance (covariance_scale) '
+        'from recordings of at least two places and write them into its card.')
 
 
 def add_arguments(parser):
@@ -33,6 +35,9 @@ def add_arguments(parser):
     parser.add_argument('--likelihood-scale', type=float, default=None, metavar='S',
                         help="also write this likelihood_scale (> 0) into the card, and "
                         'calibrate with it applied (default: the card\'s, else 1)')
+    parser.add_argument('--initial-likelihood-scale', type=float, default=None, metavar='S',
+                        help="write this initial_likelihood_scale (> 0) into the card and "
+                        'calibrate with it applied, instead of fitting it')
     parser.add_argument('--pose-estimate', choices=POSE_ESTIMATES, default=None,
                         help="also write this rule of the published pose into the card, and "
                         "calibrate with it applied (default: the card's, else mean)")
@@ -47,16 +52,21 @@ def run(args):
     from dmn_localizer.replay.lost_threshold import calibrate
     if args.likelihood_scale is not None and not 0 < args.likelihood_scale <= 100:
         raise UserError(f'--likelihood-scale must be in (0, 100], got {args.likelihood_scale:g}')
+    if args.initial_likelihood_scale is not None and not 0 < args.initial_likelihood_scale <= 100:
+        raise UserError('--initial-likelihood-scale must be in (0, 100], got '
+                        f'{args.initial_likelihood_scale:g}')
     groups = parse_groups(args.bags, args.group)
     if len(groups) < 2:
         raise UserError('calibrate-lost needs at least two places: runs are localized on their '
                         "own place's map and on another's")
     model = load_model(args.model, architecture=LOCALIZER_ARCHITECTURES)
     given = {k: v for k, v in (('likelihood_scale', args.likelihood_scale),
+                               ('initial_likelihood_scale', args.initial_likelihood_scale),
                                ('pose_estimate', args.pose_estimate)) if v is not None}
     model.card.setdefault('metadata', {}).update(given)   # the localizer reads them there
     result = calibrate(model, groups, args.image_topic, args.pose_topic, seed=args.seed,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress,
+                       fit_initial_scale=args.initial_likelihood_scale is None)
     print(json.dumps(result, indent=2))
     if result['min_evidence'] is None:
         raise UserError(f"no threshold chosen: {result['reason']}; the card is unchanged")
@@ -65,7 +75,8 @@ def run(args):
                   if not (args.keep_min_evidence and k.startswith('min_evidence'))}
         values.update(given)
         update_card_metadata(args.model, **values)
-        names = ('likelihood_scale', 'pose_estimate', 'min_evidence', 'covariance_scale')
+        names = ('likelihood_scale', 'initial_likelihood_scale', 'pose_estimate',
+                 'min_evidence', 'covariance_scale')
         written = describe_values({k: values[k] for k in names if k in values})
         print(f"{args.model}: {written or 'nothing'} written to its card")
     return 0

@@ -73,5 +73,8 @@ def run(args):
         if lost.get('covariance_scale') is not None:
             print(f"covariance scale: {lost['covariance_scale']:g} "
                   f"({lost['covariance_description']})")
+        if lost.get('initial_likelihood_scale') is not None:
+            print(f"first image's weight: {lost['initial_likelihood_scale']:g} "
+                  f"({lost['initial_description']})")
     print(f"try it: {card['replay_command']}")
     return 0

@@ -11,7 +11,9 @@ log-likelihoods are scaled by the share of that motion (:meth:`Localizer.evidenc
 higher frame rate the filter updates more often but gains the same evidence per metre; and by
 the model's ``likelihood_scale`` (its card's): the share of an image's evidence that the
 images before it have not already given, for a model whose scores are too sharp to multiply
-image after image (forced updates and the first image count fully). The
+image after image (forced updates count fully). The first update of a new belief weighs its
+one image by ``initial_likelihood_scale`` instead (its card's: the factor that calibrates a
+single image's posterior, :mod:`dmn_localizer.replay.first_image`). The
 transition has a heavy tail (``motion_jump_*``; ``motion_jump_share`` 0 turns it off;
 :func:`~dmn_localizer.filter.particle_filter.jump`, scaled by the same share): a cloud that
 settled beside the true pose keeps a few particles searching around it; it pauses while the
@@ -140,6 +142,7 @@ class Localizer(MapScoring):
         self.filter = None            # the ParticleFilter (B = 1) of map_from_base poses
         self.pending = np.zeros(3)    # odometry accumulated since the last update
         self.force_next = True        # the first image after (re)initialisation is used
+        self.new_belief = True        # no update since the belief was set (init_*)
         self.last_stamp = None        # stamp of the last image consumed by :meth:`step`
         self.pose_stamp = None        # stamp of an initial pose (init_gaussian) not yet updated
         self.health = Health()
@@ -229,6 +232,7 @@ class Localizer(MapScoring):
                                      generator=self.generator)
         self.pending[:] = 0.0
         self.force_next = True
+        self.new_belief = True
         self.health.collapsed = 0
         self._pending_health = None  # a check of the replaced belief no longer applies
         self._narrow_to = None       # particles the first update resamples down to
@@ -306,6 +310,7 @@ class Localizer(MapScoring):
         if not (forced or self.moved_enough()):
             return UpdateReport(False)
         share = 1.0 if forced else self.evidence_share()
+        first, self.new_belief = self.new_belief, False
         self.force_next = False
         self.filter.config = self.filter_config()   # parameters may have changed at run time
         self._predict(self.pending, share if self._belief_fits() else 0.0)
@@ -331,7 +336,8 @@ class Localizer(MapScoring):
         belief = None  # the belief's log mean likelihood; None: no usable evidence
         if bool(torch.isfinite(ll).any()):
             belief = torch.logsumexp(self.log_weights + ll, -1)[0]
-            weight = share if forced else share * self.likelihood_scale
+            weight = (self.initial_likelihood_scale if first else
+                      share if forced else share * self.likelihood_scale)
             self.filter.update(ll if weight == 1.0 else ll * weight)
             resampled = self._narrow_to is None and self.filter.resample()
         if self._narrow_to is not None:  # the first update of a global localization
@@ -420,6 +426,13 @@ class Localizer(MapScoring):
         ``likelihood_scale`` parameter, or when it is <= 0 (the default -1) the value calibrated
         for the model (its card's ``metadata.likelihood_scale``), else 1."""
         return self._factor('likelihood_scale')
+
+    @property
+    def initial_likelihood_scale(self):
+        """The factor on the model's log-likelihoods at the first update of a new belief: the
+        ``initial_likelihood_scale`` parameter, or when it is <= 0 (the default -1) the value
+        calibrated for the model (its card's ``metadata.initial_likelihood_scale``), else 1."""
+        return self._factor('initial_likelihood_scale')
 
     def _card_metadata(self, name):
         """The model card's ``metadata.<name>`` as written, or None."""

@@ -34,9 +34,14 @@ place, which the lost flag and the model answer) are left out of the fit: the sc
 cloud around the pose it tracks, and a run on a look-alike place would otherwise widen every
 tracking cloud by its error (with a fine-tune's two held-out places, one such run sets the
 median). The filter is the same at any scale; only what it publishes changes.
+
+Before the runs, the weight of a new belief's first image (``initial_likelihood_scale``) is
+fitted on images of the own-map runs (:mod:`dmn_localizer.replay.first_image`), and every run
+is localized with it: it shapes the first cloud, and so what the threshold and the scale see.
 """
 import dataclasses
 import logging
+import math
 
 import numpy as np
 
@@ -45,6 +50,8 @@ from dmn_localizer.bags.simulate import noisy_odometry
 from dmn_localizer.config import LocalizerConfig
 from dmn_localizer.localization.health import Health, record_evidence
 from dmn_localizer.localization.localizer import cloud_xy_std, published_scale, tight_runs
+from dmn_localizer.replay.first_image import (choose_initial_scale, first_image_samples, NEAR_M,
+                                              NEAR_YAW)
 from dmn_localizer.replay.offline import (build_map, CHI2_2DOF_95, localize, localizer_for,
                                           read_stream, TIGHT_M, Topics, xy_nees)
 from dmn_localizer.util.errors import UserError
@@ -208,15 +215,20 @@ def choose_covariance_scale(evidence, nees, threshold, collapse_updates, stds=No
 
 
 def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
-              config=None, progress=False):
+              config=None, progress=False, fit_initial_scale=True):
     """Calibrate ``min_evidence`` for ``model`` (see the module docstring).
+
+    With ``fit_initial_scale``, first the weight of a new belief's first image
+    (``initial_likelihood_scale``, :mod:`dmn_localizer.replay.first_image`) on the own-map
+    runs; the runs are then localized with it (else with the config's or the card's).
 
     places: ``{name: [bag, ...]}`` (one map frame each); calibrate_on: the names whose runs are
     localized (default all; held-out places for a fine-tuned model), each on its own map and on
     the map of the next place in name order (any place of ``places``). Returns the dict of
     :func:`choose_threshold` plus the run pairs and the per-run median evidence, the
-    covariance scale (:func:`choose_covariance_scale`) and ``metadata``, what goes into the
-    model card (``metadata.min_evidence``, ``metadata.covariance_scale``), or a dict
+    covariance scale (:func:`choose_covariance_scale`), the first image's weight and
+    ``metadata``, what goes into the model card (``metadata.min_evidence``,
+    ``metadata.covariance_scale``, ``metadata.initial_likelihood_scale``), or a dict
     with ``min_evidence`` None and the ``reason`` when the runs cannot be made or the model's
     scores are not log-likelihood ratios."""
     if getattr(model, 'set_camera', None) is None:
@@ -243,16 +255,34 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
     topics = Topics(image_topic, pose_topic, pose_topic)
     size = model.config.image_size
     maps = {}    # place -> its view map, built once
+    streams = {}   # run bag -> its stream, read once
+
+    def view_map(name):
+        if name not in maps:
+            maps[name] = _map(place(name)[0], topics, size)
+        return maps[name]
+
+    def stream_of(run):
+        if run not in streams:
+            streams[run] = _read_run(run, topics, size, seed)
+        return streams[run]
     traces = {'own': [], 'foreign': []}
     own_nees, own_std, own_error = [], [], []
     runs, cameras = [], set()
+    initial = None
+    if fit_initial_scale:
+        initial = _initial_scale(model, [(stream_of(run), view_map(pairs[0][1]))
+                                         for run, pairs in jobs], seed, config, progress)
+        if initial['initial_likelihood_scale'] is not None:
+            config = dataclasses.replace(config or LocalizerConfig(),
+                                         initial_likelihood_scale=initial[
+                                             'initial_likelihood_scale'])
     with tqdm(total=2 * len(jobs), desc='lost-flag calibration', unit='run',
               disable=not progress) as bar:
         for run, pairs in jobs:
-            stream = _read_run(run, topics, size, seed)
+            stream = stream_of(run)
             for kind, map_name in pairs:
-                if map_name not in maps:
-                    maps[map_name] = _map(place(map_name)[0], topics, size)
+                view_map(map_name)
                 trace, nees, std, error = run_trace(model, maps[map_name], stream, seed,
                                                     config)
                 traces[kind].append(trace)
@@ -270,6 +300,15 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
     collapse_updates = (config or LocalizerConfig()).collapse_updates
     result = choose_threshold(traces['own'], traces['foreign'], collapse_updates)
     result['runs'] = runs
+    if initial is not None and initial['initial_likelihood_scale'] is not None:
+        result.update(initial)
+        result['initial_description'] = (
+            f"{initial['images']} images of {len(jobs)} runs of {', '.join(targets)}, each "
+            f"scored as the first image of a global localization on its own map: mean log "
+            f"posterior mass within {NEAR_M:g} m and {math.degrees(NEAR_YAW):g} deg of the "
+            f"true pose {initial['scores'][1.0]:.2f} at 1, "
+            f"{initial['scores'][initial['initial_likelihood_scale']]:.2f} at "
+            f"{initial['initial_likelihood_scale']:g} (dmn-localizer calibrate-lost)")
     result['description'] = (
         f"{len(traces['own'])} runs of {', '.join(targets)} on their own and another place's "
         f"map: own maps flagged {_range(result['own_flagged'])}, foreign maps "
@@ -296,11 +335,29 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
     return result
 
 
+def _initial_scale(model, pairs, seed, config, progress):
+    """:func:`~dmn_localizer.replay.first_image.choose_initial_scale` over the images of the
+    (stream, its own view map) ``pairs``."""
+    import torch
+    from tqdm import tqdm
+    cfg = config or LocalizerConfig()
+    samples = []
+    for stream, view_map in tqdm(pairs, desc='first-image weight', unit='run',
+                                 disable=not progress):
+        loc = localizer_for(model, cfg, torch.device('cpu'), seed, stream, view_map)
+        samples += first_image_samples(loc, stream)
+    return choose_initial_scale(samples)
+
+
 def _card_metadata(result):
     """The model-card metadata of a :func:`calibrate` result: ``min_evidence`` and
-    ``covariance_scale``, each with its description, and the horizontal field of view of the
-    camera the scale was calibrated with; only what was chosen."""
+    ``covariance_scale``, each with its description, the horizontal field of view of the
+    camera the scale was calibrated with, and ``initial_likelihood_scale``; only what was
+    chosen."""
     values = {}
+    if result.get('initial_likelihood_scale') is not None:
+        values.update(initial_likelihood_scale=result['initial_likelihood_scale'],
+                      initial_likelihood_scale_calibration=result['initial_description'])
     if result.get('min_evidence') is not None:
         values.update(min_evidence=result['min_evidence'],
                       min_evidence_calibration=result['description'])

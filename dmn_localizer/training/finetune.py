@@ -244,6 +244,10 @@ def _card_markdown(card):
             lines += ['', 'Covariance: `covariance_scale` {:g} written to the model card by '
                       'this run; {}.'.format(lost['covariance_scale'],
                                              lost['covariance_description'])]
+        if lost.get('initial_likelihood_scale') is not None:
+            lines += ['', "First image: `initial_likelihood_scale` {:g} written to the model "
+                      'card by this run; {}.'.format(lost['initial_likelihood_scale'],
+                                                     lost['initial_description'])]
     curves = [f'`{name}` ({what})' for name, what, key in (
         ('curve.png', 'view pairs', 'validation'),
         ('curve_filter.png', 'end to end', 'validation_filter')) if key in card]
@@ -266,7 +270,8 @@ def finetune(groups, image_topic, pose_topic, out, model_path=None, minutes=60.0
     evaluations (default the protocol's 2048, 256); calibrate_lost: for an aligned model, the
     lost-flag calibration (:func:`dmn_localizer.replay.lost_threshold.calibrate`, given by the
     caller: replay is a higher layer) run on the validation places after training; its
-    ``metadata`` (threshold and covariance scale) goes into ``OUT/model``'s card and its
+    ``metadata`` (threshold, covariance scale, the first image's weight) goes into
+    ``OUT/model``'s card and its
     figures into the card's ``lost_flag``; filter_share: for an aligned model, the share of
     ``minutes`` given to the end-to-end stage after the view-pair stage (0: none, 1: only it).
     """
