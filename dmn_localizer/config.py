@@ -276,7 +276,8 @@ class LocalizerConfig:
         'one image, which no earlier image has given evidence of. A model whose single image '
         'scores are flatter than its errors (a first cloud wider than it needs to be) has a '
         'value above 1 (-1 or any value <= 0 = the value calibrated for the model, from its '
-        'card, else 1); the lost flag reads the unscaled scores', -1.0, 100.0)
+        'card, for the camera it was calibrated with; else 1); the lost flag reads the '
+        'unscaled scores', -1.0, 100.0)
     resample_ess_ratio: float = param(0.5, 'Resample when ESS < ratio * particles', 0.0, 1.0)
     resample_jitter: float = param(1.0, 'Regularised resampling: after each resampling every '
                                    'particle moves by Gaussian kernel noise of this factor times '

@@ -129,8 +129,8 @@ def test_min_evidence_is_the_models_own_unless_set(tmp_path):
     """min_evidence -1 (the default) takes the threshold calibrated for the model from its
     card (aligned_mazes_e2e: 0.6, aligned_mazes_sharp: 4.9), else 3.5; a value >= 0 is used
     as given (0: off). The search while lost (random particles) needs the card's value or a
-    set one. The covariance scale likewise (covariance_scale -1, the default, is the card's),
-    while the model uses the camera it was calibrated with."""
+    set one. The covariance scale and the first-image weight likewise (-1, the default, is the
+    card's), while the model uses the camera it was calibrated with."""
     import json
     import shutil
 
@@ -146,8 +146,10 @@ def test_min_evidence_is_the_models_own_unless_set(tmp_path):
     loc = Localizer(sharp, LocalizerConfig(), 'cpu')   # the default: the card's scale
     assert loc.covariance_scale == card_scale
     assert Localizer(sharp, LocalizerConfig(covariance_scale=1.0), 'cpu').covariance_scale == 1
+    assert loc.initial_likelihood_scale == sharp.card['metadata']['initial_likelihood_scale'] > 1
     loc.set_camera_intrinsics(64, 32 / np.tan(np.radians(30)))   # a 60 deg camera: not the
     assert loc.covariance_scale == 1.0                           # one it was calibrated with
+    assert loc.initial_likelihood_scale == 1.0                   # (nor the first-image weight)
     assert Localizer(load_model(e2e), LocalizerConfig(min_evidence=2.0), 'cpu').min_evidence \
         == 2.0
     # a card without a calibrated value: the default

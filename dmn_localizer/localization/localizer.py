@@ -431,8 +431,10 @@ class Localizer(MapScoring):
     def initial_likelihood_scale(self):
         """The factor on the model's log-likelihoods at the first update of a new belief: the
         ``initial_likelihood_scale`` parameter, or when it is <= 0 (the default -1) the value
-        calibrated for the model (its card's ``metadata.initial_likelihood_scale``), else 1."""
-        return self._factor('initial_likelihood_scale')
+        calibrated for the model (its card's ``metadata.initial_likelihood_scale``) while the
+        model uses the camera it was calibrated with (another field of view changes what one
+        image tells), else 1."""
+        return self._factor('initial_likelihood_scale', card_applies=not self._camera_differs())
 
     def _card_metadata(self, name):
         """The model card's ``metadata.<name>`` as written, or None."""
@@ -474,8 +476,9 @@ class Localizer(MapScoring):
 
     def _camera_differs(self):
         """Whether the model now uses a camera other than the one its card's covariance scale
-        was calibrated with (``metadata.covariance_scale_hfov_deg``, else the camera it was
-        trained with): an aligned model told another field of view."""
+        and first-image weight were calibrated with (``metadata.covariance_scale_hfov_deg``,
+        written by the same ``calibrate-lost`` run, else the camera it was trained with): an
+        aligned model told another field of view."""
         calibrated = self._card_value('covariance_scale_hfov_deg')
         if calibrated is None:
             calibrated = training_hfov_deg(self.model)
