@@ -107,6 +107,28 @@ def test_close_updates_count_as_their_share_of_an_independent_view(tiny_model):
         torch.testing.assert_close(got, share * full, atol=1e-4, rtol=1e-4)
 
 
+def weight_changes(model, images, steps, **config):
+    """(localizer, the change of the log weights at each update relative to particle 0, each
+    update's evidence) of a Gaussian belief updated with ``images``, one per step of ``steps``:
+    a motion [dx, dy, dyaw] before the update, None (a forced update without motion) or 'new'
+    (a new belief, drawn afresh, first). No noise, jumps, resampling or health check."""
+    loc = make_localizer(model, health_samples=0, motion_noise_xy=0.0, motion_noise_yaw=0.0,
+                         motion_jump_share=0.0, resample_ess_ratio=0.0, **config)
+    out, evidence = [], []
+    for i, (image, motion) in enumerate(zip(images, steps)):
+        if i == 0 or motion == 'new':
+            loc.init_gaussian([5.0, 2.0, 0.0], [2.0, 2.0, 0.5])
+        before = loc.log_weights.clone()
+        if isinstance(motion, list):
+            loc.add_motion(motion)
+        report = loc.update(image, force=motion is None)
+        assert report.updated
+        change = loc.log_weights - before
+        out.append(change - change[..., :1])
+        evidence.append(report.evidence)
+    return loc, out, evidence
+
+
 def test_likelihood_scale_tempers_every_update(tiny_model):
     """likelihood_scale multiplies the log-likelihoods in the weights of every update after
     motion, on top of the evidence share; the first image and forced updates count fully; -1
@@ -114,23 +136,10 @@ def test_likelihood_scale_tempers_every_update(tiny_model):
     evidence is unscaled."""
     rng = np.random.default_rng(5)
     images = rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
+    steps = ([0, 0, 0], [0.3, 0.0, 0.1], [1.0, 0.0, 0.0], None)
 
     def changes(model, **config):
-        loc = make_localizer(model, health_samples=0, motion_noise_xy=0.0,
-                             motion_noise_yaw=0.0, motion_jump_share=0.0,
-                             resample_ess_ratio=0.0, **config)
-        loc.init_gaussian([5.0, 2.0, 0.0], [2.0, 2.0, 0.5])
-        out, evidence = [], []
-        for image, motion in zip(images, ([0, 0, 0], [0.3, 0.0, 0.1], [1.0, 0.0, 0.0], None)):
-            before = loc.log_weights.clone()
-            if motion is not None:
-                loc.add_motion(motion)
-            report = loc.update(image, force=motion is None)
-            assert report.updated
-            change = loc.log_weights - before
-            out.append(change - change[..., :1])
-            evidence.append(report.evidence)
-        return loc, out, evidence
+        return weight_changes(model, images, steps, **config)
     full_loc, full, full_evidence = changes(tiny_model)
     assert full_loc.likelihood_scale == 1.0                  # no card value: 1
     half_loc, half, half_evidence = changes(tiny_model, likelihood_scale=0.5)
@@ -159,22 +168,7 @@ def test_initial_likelihood_scale_weighs_only_a_new_beliefs_first_image(tiny_mod
     steps = ([0, 0, 0], [0.6, 0.0, 0.1], None, 'new', [0.6, 0.0, 0.0])
 
     def changes(model, **config):
-        loc = make_localizer(model, health_samples=0, motion_noise_xy=0.0,
-                             motion_noise_yaw=0.0, motion_jump_share=0.0,
-                             resample_ess_ratio=0.0, **config)
-        out, evidence = [], []
-        for i, (image, motion) in enumerate(zip(images, steps)):
-            if i == 0 or motion == 'new':
-                loc.init_gaussian([5.0, 2.0, 0.0], [2.0, 2.0, 0.5])   # the same particles
-            before = loc.log_weights.clone()
-            if isinstance(motion, list):
-                loc.add_motion(motion)
-            report = loc.update(image, force=motion is None)
-            assert report.updated
-            change = loc.log_weights - before
-            out.append(change - change[..., :1])
-            evidence.append(report.evidence)
-        return loc, out, evidence
+        return weight_changes(model, images, steps, **config)
     full_loc, full, full_evidence = changes(tiny_model)
     assert full_loc.initial_likelihood_scale == 1.0           # no card value: 1
     sharp_loc, sharp, sharp_evidence = changes(tiny_model, initial_likelihood_scale=3.0)
