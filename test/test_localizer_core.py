@@ -129,62 +129,38 @@ def weight_changes(model, images, steps, **config):
     return loc, out, evidence
 
 
-def test_likelihood_scale_tempers_every_update(tiny_model):
+@pytest.mark.parametrize('name,value,steps,scales', [
+    # after motion, on top of the evidence share (0.3 m of 0.5: 0.6); the first image and a
+    # forced update count fully
+    ('likelihood_scale', 0.5, ([0, 0, 0], [0.3, 0.0, 0.1], [1.0, 0.0, 0.0], None),
+     (1.0, 0.5, 0.5, 1.0)),
+    # the first update of each new belief only (a forced update is no new belief)
+    ('initial_likelihood_scale', 3.0,
+     ([0, 0, 0], [0.6, 0.0, 0.1], None, 'new', [0.6, 0.0, 0.0]), (3.0, 1.0, 1.0, 3.0, 1.0))])
+def test_likelihood_factors_weigh_their_updates(tiny_model, name, value, steps, scales):
     """likelihood_scale multiplies the log-likelihoods in the weights of every update after
-    motion, on top of the evidence share; the first image and forced updates count fully; -1
-    (the default) takes the model card's metadata.likelihood_scale, else 1. The lost flag's
-    evidence is unscaled."""
+    motion; initial_likelihood_scale those of the first update of a new belief (init_gaussian,
+    init_global); each -1 (the default) takes the model card's metadata value, else 1; a value
+    set is used as given. The lost flag's evidence is unscaled."""
     rng = np.random.default_rng(5)
-    images = rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
-    steps = ([0, 0, 0], [0.3, 0.0, 0.1], [1.0, 0.0, 0.0], None)
-
-    def changes(model, **config):
-        return weight_changes(model, images, steps, **config)
-    full_loc, full, full_evidence = changes(tiny_model)
-    assert full_loc.likelihood_scale == 1.0                  # no card value: 1
-    half_loc, half, half_evidence = changes(tiny_model, likelihood_scale=0.5)
-    assert half_loc.likelihood_scale == 0.5
-    for h, f, scale in zip(half, full, (1.0, 0.5, 0.5, 1.0)):   # first, moved, moved, forced
-        assert f.abs().max() > 1e-3
-        torch.testing.assert_close(h, scale * f, atol=1e-4, rtol=1e-4)
-    assert half_evidence[0] == pytest.approx(full_evidence[0])   # the flag reads raw scores
-    carded = DMN(DMNConfig())
-    carded.load_state_dict(tiny_model.state_dict())
-    carded.card = {'metadata': {'likelihood_scale': 0.5}}
-    card_loc, from_card, _ = changes(carded)
-    assert card_loc.likelihood_scale == 0.5
-    for c, h in zip(from_card, half):
-        torch.testing.assert_close(c, h)
-    assert changes(carded, likelihood_scale=1.0)[0].likelihood_scale == 1.0   # set: as given
-
-
-def test_initial_likelihood_scale_weighs_only_a_new_beliefs_first_image(tiny_model):
-    """initial_likelihood_scale multiplies the log-likelihoods of the first update of each new
-    belief (init_gaussian, init_global) and of no other update, forced ones included; -1 (the
-    default) takes the card's metadata.initial_likelihood_scale, else 1. The lost flag's
-    evidence is unscaled."""
-    rng = np.random.default_rng(6)
-    images = rng.integers(0, 255, (5, 32, 32, 3), dtype=np.uint8)
-    steps = ([0, 0, 0], [0.6, 0.0, 0.1], None, 'new', [0.6, 0.0, 0.0])
-
-    def changes(model, **config):
-        return weight_changes(model, images, steps, **config)
-    full_loc, full, full_evidence = changes(tiny_model)
-    assert full_loc.initial_likelihood_scale == 1.0           # no card value: 1
-    sharp_loc, sharp, sharp_evidence = changes(tiny_model, initial_likelihood_scale=3.0)
-    assert sharp_loc.initial_likelihood_scale == 3.0
-    # first of a belief, moved, forced, first of a new belief, moved
-    for got, f, scale in zip(sharp, full, (3.0, 1.0, 1.0, 3.0, 1.0)):
+    images = rng.integers(0, 255, (len(steps), 32, 32, 3), dtype=np.uint8)
+    full_loc, full, full_evidence = weight_changes(tiny_model, images, steps)
+    assert getattr(full_loc, name) == 1.0                    # no card value: 1
+    set_loc, scaled, scaled_evidence = weight_changes(tiny_model, images, steps,
+                                                      **{name: value})
+    assert getattr(set_loc, name) == value
+    for got, f, scale in zip(scaled, full, scales):
         assert f.abs().max() > 1e-3
         torch.testing.assert_close(got, scale * f, atol=1e-4, rtol=1e-4)
-    assert sharp_evidence[0] == pytest.approx(full_evidence[0])   # the flag reads raw scores
+    assert scaled_evidence[0] == pytest.approx(full_evidence[0])   # the flag reads raw scores
     carded = DMN(DMNConfig())
     carded.load_state_dict(tiny_model.state_dict())
-    carded.card = {'metadata': {'initial_likelihood_scale': 3.0}}
-    card_loc, from_card, _ = changes(carded)
-    assert card_loc.initial_likelihood_scale == 3.0
-    torch.testing.assert_close(from_card[0], sharp[0])
-    assert changes(carded, initial_likelihood_scale=1.0)[0].initial_likelihood_scale == 1.0
+    carded.card = {'metadata': {name: value}}
+    card_loc, from_card, _ = weight_changes(carded, images, steps)
+    assert getattr(card_loc, name) == value
+    for c, got in zip(from_card, scaled):
+        torch.testing.assert_close(c, got)
+    assert getattr(weight_changes(carded, images, steps, **{name: 1.0})[0], name) == 1.0
 
 
 def test_jumps_scale_with_the_evidence_share(tiny_model):
