@@ -320,15 +320,7 @@ class Localizer(MapScoring):
         reference = self._health_reference()
         if reference is not None and not defer_health:  # scored in the particles' pass
             cam = torch.cat([cam, reference], dim=1)
-        with self._autocast():
-            images = images_to_tensor(image[None], self.device)
-            query = (self.model.encode_query(images, np.asarray(depth, np.float32)[None],
-                                             self.config.depth_range)
-                     if self.takes_depth and depth is not None else
-                     self.model.encode_query(images))
-            ll, outside = self._scores(query, cam)
-            ll = ll.float()
-        ll = torch.where(torch.isfinite(ll), ll, torch.full_like(ll, -math.inf))
+        query, ll, outside = self.score_image(image, cam, depth)
         ref_ll = None
         if reference is not None and not defer_health:
             ll, ref_ll = ll[:, :k], self._without_outside(ll[0, k:], outside, k)
@@ -353,6 +345,22 @@ class Localizer(MapScoring):
         if not defer_health:
             self.check_health()
         return report
+
+    @torch.no_grad()
+    def score_image(self, image, cam, depth=None):
+        """(the encoded query, log-likelihoods (1, K) with -inf for non-finite ones, the
+        outside mask (:meth:`_scores`)) of camera poses ``cam`` (1, K, 3) for one image (H, W,
+        3) uint8 RGB and its measured column depths (as :meth:`update`), in the configured
+        precision: how an update scores its particles."""
+        with self._autocast():
+            images = images_to_tensor(image[None], self.device)
+            query = (self.model.encode_query(images, np.asarray(depth, np.float32)[None],
+                                             self.config.depth_range)
+                     if self.takes_depth and depth is not None else
+                     self.model.encode_query(images))
+            ll, outside = self._scores(query, cam)
+            ll = ll.float()
+        return query, torch.where(torch.isfinite(ll), ll, torch.full_like(ll, -math.inf)), outside
 
     @torch.no_grad()
     def check_health(self):

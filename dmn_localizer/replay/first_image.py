@@ -40,10 +40,7 @@ def first_image_samples(localizer, stream, every=EVERY):
     that has a true pose: ``localizer``'s (map set) first sample of a global localization
     scored by the image, as the first update scores it (unscaled), and which of its poses are
     near the true base pose."""
-    import torch
-
     from dmn_localizer.geometry import compose, wrap_angle
-    from dmn_localizer.model.preprocess import images_to_tensor
     from dmn_localizer.replay.offline import truth_buffer
     localizer.init_global()
     base = localizer.particles                                  # (1, K, 3) map_from_base
@@ -55,10 +52,7 @@ def first_image_samples(localizer, stream, every=EVERY):
         gt = truth.pose_at(stream.image_stamps[i])
         if gt is None:
             continue
-        with torch.no_grad():
-            query = localizer.model.encode_query(images_to_tensor(stream.images[i][None],
-                                                                  localizer.device))
-            ll = localizer.log_likelihood(query, cam)[0].double().cpu().numpy()
+        ll = localizer.score_image(stream.images[i], cam)[1][0].double().cpu().numpy()
         near = ((np.hypot(poses[:, 0] - gt[0], poses[:, 1] - gt[1]) < NEAR_M)
                 & (np.abs(wrap_angle(poses[:, 2] - gt[2])) < NEAR_YAW))
         samples.append((ll, near))
