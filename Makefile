@@ -9,6 +9,10 @@ SETUP_INPUTS := $(wildcard requirements/*.txt) setup.py setup.cfg scripts/setup_
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export AMENT_PREFIX_PATH := $(CURDIR)/$(VENV):$(AMENT_PREFIX_PATH)
 PYTEST_ARGS ?=
+# test processes (pytest-xdist; each test file runs whole in one of them, so module fixtures
+# are built once; 0: one process). Each process takes its own block of DDS domain IDs
+# (test/conftest.py); there are five blocks.
+PYTEST_WORKERS ?= 2
 
 .PHONY: setup demo test lint pins clean-venv help
 
@@ -34,7 +38,7 @@ pins: $(STAMP)
 	$(PY) scripts/check_ros_pins.py --python 3.10 --sim
 
 test: $(STAMP) lint pins
-	$(PY) -m pytest -q $(PYTEST_ARGS) test
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS) test
 
 clean-venv:
 	rm -rf $(VENV)

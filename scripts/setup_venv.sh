@@ -38,7 +38,7 @@ mods = ["rclpy", "rclpy.serialization", "sensor_msgs.msg", "geometry_msgs.msg", 
         "visualization_msgs.msg", "diagnostic_msgs.msg", "std_srvs.srv", "tf2_msgs.msg",
         "nav2_msgs.msg", "nav2_msgs.srv", "bond.msg",
         "torch", "numpy", "cv2", "safetensors", "yaml", "tqdm", "matplotlib", "rosbags",
-        "vizdoom", "pybullet", "pytest", "hypothesis", "dmn_localizer"]
+        "vizdoom", "pybullet", "pytest", "xdist", "hypothesis", "dmn_localizer"]
 missing = []
 for m in mods:
     try:
