@@ -1,8 +1,10 @@
-"""What do the mazes' appearance regions allow on the paper's sparse protocol? The global
+"""What do four contexts of a maze allow on the paper's sparse protocol? The global
 localization of `eval` (Nc = 4 contexts, 5 random query views in random order, K = 2048
 particles uniform over the world, success = x-y error < 8.94 m), with the observation model
-replaced or helped by an oracle that knows each view's appearance region (the k x k blocks of
-a maze that share wall texture, floor, ceiling and light; :mod:`dmn_localizer.sim.mazes`):
+replaced or helped by an oracle: one that knows each view's appearance region (the k x k
+blocks of a maze that share wall texture, floor, ceiling and light;
+:mod:`dmn_localizer.sim.mazes`), or one that knows the true pose where a query sees what a
+context saw:
 
 * ``grid``: a particle whose region is the query's (when a context shares the query's region),
   or no context's region (when none does), scores 0, any other ``log(--eps)``: the region
@@ -13,14 +15,29 @@ a maze that share wall texture, floor, ceiling and light; :mod:`dmn_localizer.si
   of any);
 * ``walls``: the same with the contexts' seen wall points (each of 16 columns at its
   ray-cast depth, the region of the floor in front of it) instead of their viewpoints;
+* ``truth``: a Gaussian about the true pose (``--truth-sigma`` m and ten times as many
+  degrees): the best an observation model can tell, to see what the filter itself allows;
+* ``seen``: the same for a query view that sees what a context saw (as ``--overlap-m``
+  defines it; 1 m unless given), no evidence from the others: what a perfect comparison of
+  views could tell from the map;
+* ``views``: ``seen`` plus what not seeing tells: for a query view that sees nothing a context
+  saw, the particles whose view would see some of it get ``--eps``;
 * ``model``: the learned model alone (``--model``), contexts summed; ``model+grid`` and
   ``model+walls``: the sum of the model's log-likelihood and that oracle's term.
 
     python scripts/probe_region_oracle.py --data data/mazes/test --oracle walls --near 8 --far 2
 
-A probe for docs/experiments.md (2026-12-06, thirteenth session): the oracles read the
-simulator's world specification, which no localizer has. Each run takes about a minute on one
-thread (200 episodes).
+``--mode tracking`` starts from the protocol's tracking belief instead (K = 256, a 6 m / 30 deg
+Gaussian about a perturbed mean) and prints the rmse per step; ``--overlap-m`` also splits the
+episodes by whether a query view sees what a context saw (at least ``--overlap-columns`` of its
+16 columns' wall points within that distance of a context's), printing each part's figures.
+
+    python scripts/probe_region_oracle.py --data data/mazes/test --oracle seen --mode tracking \
+        --queries trajectory --overlap-m 2 --overlap-columns 2
+
+Probes for docs/experiments.md (2026-12-06, thirteenth session: the regions; 2026-12-07,
+twenty-second: what is seen): the oracles read the simulator's world specification, which no
+localizer has. Each run takes one to four minutes on one thread (200 episodes).
 """
 import argparse
 import math
@@ -30,15 +47,16 @@ import torch
 
 from dmn_localizer.data.column_depth import column_depths
 from dmn_localizer.data.dataset import open_dataset
-from dmn_localizer.evaluation.protocol import EvalConfig, SUCCESS_M
+from dmn_localizer.evaluation.protocol import EvalConfig, initial_belief, SUCCESS_M
 from dmn_localizer.evaluation.run import protocol_episodes
-from dmn_localizer.filter import ParticleFilter, sample_uniform
+from dmn_localizer.filter import ParticleFilter
 from dmn_localizer.filter.rollout import make_batch
 from dmn_localizer.geometry import compose
 from dmn_localizer.model.column_warp import column_tangents
 from dmn_localizer.sim.mazes import generate_maze
 
-ORACLES = ('grid', 'cameras', 'walls', 'model', 'model+grid', 'model+walls')
+ORACLES = ('grid', 'cameras', 'walls', 'truth', 'seen', 'views', 'model', 'model+grid',
+           'model+walls')
 WALL_COLUMNS = 16
 WALL_FRONT = 0.95   # a wall point's region: that of the floor just in front of the wall
 
@@ -96,9 +114,18 @@ def main():
     ap.add_argument('--near', type=float, default=8.0, help='metres (cameras, walls)')
     ap.add_argument('--far', type=float, default=2.0, help='metres (cameras, walls)')
     ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--truth-sigma', type=float, default=1.0, help='metres (truth)')
+    ap.add_argument('--mode', choices=('global', 'tracking'), default='global')
+    ap.add_argument('--particles', type=int, default=0,
+                    help="K (default: the protocol's, 2,048 global / 256 tracking)")
+    ap.add_argument('--queries', choices=('random', 'trajectory'), default='random',
+                    help="the query views: eval's --queries")
+    ap.add_argument('--overlap-m', type=float, default=0.0,
+                    help='split the episodes by view overlap at this distance (0: no split)')
+    ap.add_argument('--overlap-columns', type=int, default=4)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    cfg = EvalConfig(seed=args.seed, queries='random')
+    cfg = EvalConfig(seed=args.seed, queries=args.queries)
     dataset = open_dataset(args.data)
     hfov = float(dataset.manifest['camera']['hfov_deg'])
     episodes, _ = protocol_episodes(dataset, args.episodes, cfg)   # eval's episodes
@@ -109,26 +136,41 @@ def main():
         model.set_context_pooling('sum')
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    errors = []
+    k = args.particles or (cfg.k_global if args.mode == 'global' else cfg.k_tracking)
+    errors, overlaps = [], []
     for ep in episodes:
         regions = Regions(ep.world_seed)
         batch = make_batch([ep], cfg.contexts, rng, 0.0, cfg.steps)
         cp, qp = batch.context_poses[0], batch.query_poses[0]
         anchors = (wall_points(dataset, ep.world_seed, cp, hfov)
                    if args.oracle.endswith('walls') else cp[:, :2])
-        pf = ParticleFilter(cfg.filter_config(), sample_uniform(
-            1, cfg.k_global, float(batch.world_size[0]), gen), generator=gen)
+        seen = (query_overlaps(dataset, ep.world_seed, cp, qp, hfov, args.overlap_m or 1.0,
+                               args.overlap_columns)
+                if args.overlap_m > 0 or args.oracle in ('seen', 'views') else None)
+        if args.overlap_m > 0:
+            overlaps.append(bool(seen.any()))
+        pf = ParticleFilter(cfg.filter_config(), initial_belief(batch, args.mode, k, cfg, gen),
+                            generator=gen)
         if model is not None:
             m = model.build_map(batch.context_images, batch.context_poses)
         err = []
         for t in range(cfg.steps):
             if t:
                 pf.predict(batch.odometry[:, t])
-            ll = torch.zeros(cfg.k_global)
+            ll = torch.zeros(k)
             if model is not None:
                 q = model.encode_query(batch.query_images[:, t])
                 ll = model.log_likelihood(m, q, pf.particles, chunk=128)[0]
-            if args.oracle != 'model':
+            if args.oracle == 'views' and not seen[t]:
+                sees = query_overlaps(dataset, ep.world_seed, cp, pf.particles[0].double(),
+                                      hfov, args.overlap_m or 1.0, args.overlap_columns)
+                ll = torch.where(sees, math.log(args.eps), 0.0)
+            elif args.oracle == 'truth' or (args.oracle in ('seen', 'views') and seen[t]):
+                d = pf.particles[0] - qp[t]
+                yaw = torch.atan2(torch.sin(d[:, 2]), torch.cos(d[:, 2]))
+                ll = -0.5 * ((d[:, :2] ** 2).sum(-1) / args.truth_sigma ** 2
+                             + (yaw / math.radians(10 * args.truth_sigma)) ** 2)
+            elif args.oracle != 'model':
                 ok = oracle_ok(args, pf.particles[0, :, :2], regions, qp[t, :2], anchors)
                 ll = ll + torch.where(ok, 0.0, math.log(args.eps))
             pf.update(ll[None])
@@ -137,9 +179,37 @@ def main():
                 pf.resample()
         errors.append(err)
     errors = np.array(errors)
-    ok = errors < SUCCESS_M
-    print(f'{args.oracle} ({len(errors)} episodes): global success@1..{cfg.steps} '
-          + ' / '.join(f'{100 * x:.1f}%' for x in ok.mean(0)))
+    report(f'{args.oracle}, {args.mode}', errors, args.mode, cfg.steps)
+    if overlaps:
+        overlaps = np.array(overlaps)
+        report(f'  {overlaps.sum()} episodes whose queries see what a context saw',
+               errors[overlaps], args.mode, cfg.steps)
+        report(f'  {(~overlaps).sum()} episodes whose queries do not', errors[~overlaps],
+               args.mode, cfg.steps)
+
+
+def query_overlaps(dataset, world_seed, context_poses, query_poses, hfov, overlap_m,
+                   columns):
+    """Which query views (T,) see what a context saw: at least ``columns`` of their
+    columns' wall points within ``overlap_m`` of a context's wall point."""
+    seen = wall_points(dataset, world_seed, context_poses, hfov)
+    own = wall_points(dataset, world_seed, query_poses, hfov).reshape(len(query_poses), -1, 2)
+    near = (own[:, :, None] - seen[None, None]).norm(dim=-1).min(-1).values < overlap_m
+    return near.sum(-1) >= columns
+
+
+def report(what, errors, mode, steps):
+    """One line: global success per step, or the tracking rmse per step and the share of
+    episodes within 3 m at the last."""
+    if len(errors) == 0:
+        print(f'{what}: no episodes')
+    elif mode == 'global':
+        print(f'{what} ({len(errors)} episodes): global success@1..{steps} '
+              + ' / '.join(f'{100 * x:.1f}%' for x in (errors < SUCCESS_M).mean(0)))
+    else:
+        print(f'{what} ({len(errors)} episodes): tracking rmse@1..{steps} '
+              + ' / '.join(f'{x:.2f}' for x in np.sqrt((errors ** 2).mean(0)))
+              + f' m; within 3 m at {steps}: {100 * (errors[:, -1] < 3.0).mean():.1f}%')
 
 
 if __name__ == '__main__':

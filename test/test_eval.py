@@ -252,7 +252,10 @@ def test_region_oracle_probe(test_data):
     """``scripts/probe_region_oracle.py`` (the aligned_mazes_e2e card's region figures): its
     region lookup puts every view of a real dataset in a free block of the world it was
     rendered in (so x is the column and y the row), the ``grid`` oracle keeps exactly the
-    particles of the query's region, and the script runs on eval's episodes."""
+    particles of the query's region, a context's own view sees what a context saw, and the
+    script runs on eval's episodes: in tracking, a perfect observation of every view
+    (``truth``) brings the filter within 3 m, and the split by view overlap counts every
+    episode once."""
     import importlib.util
     import re
     import subprocess
@@ -287,5 +290,19 @@ def test_region_oracle_probe(test_data):
                           'walls', '--episodes', '3'], capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr
-    assert re.search(r'walls \(3 episodes\): global success@1\.\.5 (\d+\.\d% / ){4}\d+\.\d%',
-                     out.stdout), out.stdout
+    assert re.search(r'walls, global \(3 episodes\): global success@1\.\.5 (\d+\.\d% / ){4}'
+                     r'\d+\.\d%', out.stdout), out.stdout
+    # what a context saw: every context's own view sees it, from its own pose
+    hfov = float(ds.manifest['camera']['hfov_deg'])
+    cp = torch.as_tensor(ep.context_poses).double()
+    assert probe.query_overlaps(ds, ep.world_seed, cp[:4], cp[:4], hfov, 0.5, 8).all()
+    out = subprocess.run([sys.executable, str(script), '--data', str(test_data), '--oracle',
+                          'truth', '--mode', 'tracking', '--episodes', '3', '--overlap-m', '2',
+                          '--overlap-columns', '2'], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    rmse = re.search(r'truth, tracking \(3 episodes\): tracking rmse@1\.\.5 .* / (\d+\.\d+) m',
+                     out.stdout)
+    assert rmse and float(rmse.group(1)) < 3.0, out.stdout
+    parts = re.findall(r'(\d+) episodes whose queries', out.stdout)
+    assert len(parts) == 2 and sum(map(int, parts)) == 3, out.stdout

@@ -149,7 +149,10 @@ def load_episodes(dataset, n, n_contexts, steps, seed, queries='trajectory'):
     return out
 
 
-def _initial(batch, mode, k, cfg, gen):
+def initial_belief(batch, mode, k, cfg, gen):
+    """The protocol's initial particles (B, K, 3) for ``mode``: uniform over each world
+    ('global'), or the tracking Gaussian (``cfg.tracking_std`` about the true first pose,
+    its mean perturbed by the same noise when ``cfg.tracking_perturb_mean``)."""
     if mode == 'global':
         out = [sample_uniform(1, k, float(ws), gen) for ws in batch.world_size]
         return torch.cat(out).to(batch.query_poses.device)
@@ -206,7 +209,7 @@ def run_method(method, model, episodes, mode, k, cfg: EvalConfig, n_contexts=Non
     errors = []
     for i in range(0, len(episodes), bsz):
         batch = make_batch(episodes[i:i + bsz], n_contexts, rng, 0.0, cfg.steps, device)
-        particles = _initial(batch, mode, k, cfg, gen)
+        particles = initial_belief(batch, mode, k, cfg, gen)
         if method in MODEL_METHODS:   # (a regression model's rollout has no filter)
             chunk = max(1, cfg.particle_budget // (len(batch) * n_contexts))
             nearest = cfg.nearest_contexts if method in LIKELIHOOD_METHODS else 0
