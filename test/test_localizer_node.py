@@ -96,8 +96,9 @@ class Robot:
     def step_until_cloud(self, poses, clouds, size, tries=5):
         """Step until an update publishes ``size`` particles: a message on another topic
         (``/initialpose``, a service call) reaches the node at an update we cannot know, and
-        on a loaded machine a step's image may come before the odometry that places it and
-        bring no update. Returns that update's estimate and the true pose of its image."""
+        on a loaded machine a step may bring no update within the wait (seen once with two
+        test processes and other jobs). Returns that update's estimate and the true pose of
+        its image."""
         for _ in range(tries):
             clouds.clear()
             n_poses = len(poses)
