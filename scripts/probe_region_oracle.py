@@ -137,16 +137,18 @@ def main():
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     k = args.particles or (cfg.k_global if args.mode == 'global' else cfg.k_tracking)
+    overlap_m = args.overlap_m or 1.0    # what "sees what a context saw" means here
     errors, overlaps = [], []
     for ep in episodes:
         regions = Regions(ep.world_seed)
         batch = make_batch([ep], cfg.contexts, rng, 0.0, cfg.steps)
         cp, qp = batch.context_poses[0], batch.query_poses[0]
-        anchors = (wall_points(dataset, ep.world_seed, cp, hfov)
-                   if args.oracle.endswith('walls') else cp[:, :2])
-        seen = (query_overlaps(dataset, ep.world_seed, cp, qp, hfov, args.overlap_m or 1.0,
-                               args.overlap_columns)
-                if args.overlap_m > 0 or args.oracle in ('seen', 'views') else None)
+        overlap = args.overlap_m > 0 or args.oracle in ('seen', 'views')
+        walls = (wall_points(dataset, ep.world_seed, cp, hfov)   # what the contexts saw
+                 if overlap or args.oracle.endswith('walls') else None)
+        anchors = walls if args.oracle.endswith('walls') else cp[:, :2]
+        seen = (query_overlaps(dataset, ep.world_seed, walls, qp, hfov, overlap_m,
+                               args.overlap_columns) if overlap else None)
         if args.overlap_m > 0:
             overlaps.append(bool(seen.any()))
         pf = ParticleFilter(cfg.filter_config(), initial_belief(batch, args.mode, k, cfg, gen),
@@ -162,8 +164,8 @@ def main():
                 q = model.encode_query(batch.query_images[:, t])
                 ll = model.log_likelihood(m, q, pf.particles, chunk=128)[0]
             if args.oracle == 'views' and not seen[t]:
-                sees = query_overlaps(dataset, ep.world_seed, cp, pf.particles[0].double(),
-                                      hfov, args.overlap_m or 1.0, args.overlap_columns)
+                sees = query_overlaps(dataset, ep.world_seed, walls, pf.particles[0].double(),
+                                      hfov, overlap_m, args.overlap_columns)
                 ll = torch.where(sees, math.log(args.eps), 0.0)
             elif args.oracle == 'truth' or (args.oracle in ('seen', 'views') and seen[t]):
                 d = pf.particles[0] - qp[t]
@@ -188,11 +190,10 @@ def main():
                args.mode, cfg.steps)
 
 
-def query_overlaps(dataset, world_seed, context_poses, query_poses, hfov, overlap_m,
-                   columns):
+def query_overlaps(dataset, world_seed, seen, query_poses, hfov, overlap_m, columns):
     """Which query views (T,) see what a context saw: at least ``columns`` of their
-    columns' wall points within ``overlap_m`` of a context's wall point."""
-    seen = wall_points(dataset, world_seed, context_poses, hfov)
+    columns' wall points within ``overlap_m`` of one of the contexts' wall points ``seen``
+    (:func:`wall_points`)."""
     own = wall_points(dataset, world_seed, query_poses, hfov).reshape(len(query_poses), -1, 2)
     near = (own[:, :, None] - seen[None, None]).norm(dim=-1).min(-1).values < overlap_m
     return near.sum(-1) >= columns

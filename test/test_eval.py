@@ -295,7 +295,8 @@ def test_region_oracle_probe(test_data):
     # what a context saw: every context's own view sees it, from its own pose
     hfov = float(ds.manifest['camera']['hfov_deg'])
     cp = torch.as_tensor(ep.context_poses).double()
-    assert probe.query_overlaps(ds, ep.world_seed, cp[:4], cp[:4], hfov, 0.5, 8).all()
+    seen = probe.wall_points(ds, ep.world_seed, cp[:4], hfov)
+    assert probe.query_overlaps(ds, ep.world_seed, seen, cp[:4], hfov, 0.5, 8).all()
     out = subprocess.run([sys.executable, str(script), '--data', str(test_data), '--oracle',
                           'truth', '--mode', 'tracking', '--episodes', '3', '--overlap-m', '2',
                           '--overlap-columns', '2'], capture_output=True, text=True,
