@@ -30,6 +30,7 @@ from dmn_localizer.sim.trajectories import sample_views
 from dmn_localizer.sim.spec import domain_rng
 from dmn_localizer.sim.world import generate_spec, make_renderer
 from dmn_localizer.util.atomic import remove_temp_files
+from dmn_localizer.util.task_processes import run_tasks
 
 log = logging.getLogger(__name__)
 
@@ -122,34 +123,26 @@ def build_dataset(domain, split, n_worlds, out, image_size=32, seed=0, workers=2
         bar = tqdm(total=n_worlds, unit='world', desc=f'{domain}/{split}', file=sys.stderr)
     # spawn, not fork: a process that already runs threads (rclpy's, torch's, a test
     # runner's) cannot be forked safely, and the workers import little
-    ctx = mp.get_context('spawn')
-    q = ctx.Queue()
-    pool = ctx.Pool(max(1, min(workers, len(tasks))), initializer=_init_worker, initargs=(q,))
-    results = []
+    q = mp.get_context('spawn').Queue()
+
+    def show_progress():
+        try:
+            while True:
+                n = q.get_nowait()
+                if bar is not None:
+                    bar.update(n)
+        except queue.Empty:
+            pass
+
     try:
-        pending = pool.imap_unordered(_task, tasks)
-        done = 0
-        while done < len(tasks):
-            try:
-                results.append(pending.next(timeout=0.2))
-                done += 1
-            except mp.TimeoutError:
-                pass
-            try:
-                while True:
-                    n = q.get_nowait()
-                    if bar is not None:
-                        bar.update(n)
-            except queue.Empty:
-                pass
-        pool.close()
-        pool.join()
+        results = run_tasks(_task, tasks, workers, initializer=_init_worker, initargs=(q,),
+                            tick=show_progress,
+                            describe=lambda t: f'{domain} worlds {t[1][0]}-{t[1][-1]}')
     except BaseException:
-        pool.terminate()
-        pool.join()
         remove_temp_files(out)
         raise
     finally:
+        q.close()
         if bar is not None:
             bar.close()
     seconds = time.monotonic() - t0
