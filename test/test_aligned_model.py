@@ -250,6 +250,54 @@ def test_tiny_training_learns_to_compare_views(maze_data, tmp_path):
     assert model.card['metadata']['steps'] == 320
 
 
+def test_mined_candidates_are_the_poses_the_model_scores_highest(maze_data):
+    """``mined_candidates``: each step's pool of poses spans the extent of the world's views
+    in position and heading, the poses that join the coarse term are the pool's best-scoring
+    under the model being trained (the look-alikes to rank below the truth), and they change
+    the loss; without a coarse term, or with a pool smaller than the mined set, it is
+    refused."""
+    from dmn_localizer.model.preprocess import images_to_tensor
+    from dmn_localizer.training.view_pairs import sample_batch, ViewPairConfig
+    from dmn_localizer.training.view_pairs.loss import mine, training_loss
+    from dmn_localizer.training.view_pairs.worlds import load_view_worlds
+    with pytest.raises(ValueError, match='coarse_weight'):
+        ViewPairConfig(mined_candidates=8, coarse_weight=0.0)
+    with pytest.raises(ValueError, match='mined_pool'):
+        ViewPairConfig(mined_candidates=64, mined_pool=32)
+    worlds = load_view_worlds(str(maze_data / 'train'), 16, 8, progress=False)
+    cfg = ViewPairConfig(batch_size=4, candidates=32, coarse_candidates=16,
+                         mined_candidates=8, mined_pool=256)
+    batch = sample_batch(worlds, cfg, np.random.default_rng(0))
+    pool = batch['pool']
+    assert pool.shape == (4, 256, 3)
+    xy = worlds.poses[batch['world'], :, :2]
+    assert (pool[..., :2] >= xy.min(1)[:, None] - 1e-4).all()
+    assert (pool[..., :2] <= xy.max(1)[:, None] + 1e-4).all()
+    assert (np.ptp(pool[..., :2], axis=1) > 0.8 * np.ptp(xy, axis=1)).all()
+    assert pool[..., 2].min() < -3.0 and pool[..., 2].max() > 3.0
+    assert 'pool' not in sample_batch(worlds, ViewPairConfig(batch_size=4, candidates=32),
+                                      np.random.default_rng(0))
+    model = _model(image_size=32)
+    w, q, ctx = batch['world'], batch['query'], batch['contexts']
+    with torch.no_grad():
+        m = model.build_map(images_to_tensor(worlds.images[w[:, None], ctx], 'cpu'),
+                            torch.as_tensor(worlds.poses[w[:, None], ctx]))
+        qs = model.encode_query(images_to_tensor(worlds.images[w, q], 'cpu'))
+        mined = mine(model, m, qs, pool, 8, 'cpu')
+        best = model.log_likelihood(m, qs, torch.as_tensor(pool)).topk(8, 1).values
+        got = model.log_likelihood(m, qs, mined).sort(1, descending=True).values
+    assert mined.shape == (4, 8, 3)
+    assert torch.allclose(got, best, atol=1e-5)
+    kernel = (1.0, math.radians(15.0))
+    torch.manual_seed(0)
+    with_mined = training_loss(model, worlds, batch, kernel, cfg, 'cpu')[0]
+    torch.manual_seed(0)
+    without = training_loss(model, worlds, batch, kernel,
+                            ViewPairConfig(batch_size=4, candidates=32, coarse_candidates=16),
+                            'cpu')[0]
+    assert torch.isfinite(with_mined) and abs(with_mined.item() - without.item()) > 1e-3
+
+
 def test_end_to_end_term_reaches_the_model_through_the_filter(maze_data):
     """The end-to-end term's gradient flows through every filter step into the network:
     fitting one fixed batch of random-query episodes lowers its dense loss (the transition

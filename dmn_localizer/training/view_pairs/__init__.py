@@ -12,6 +12,10 @@ not count), and ``candidates`` poses:
   (a particle's pose relative to the views alone cannot tell them from the truth);
 * the poses of the world's other views, jittered (elsewhere in free space).
 
+The coarse term scores ``coarse_candidates`` poses spread over the world's free space against a
+wide kernel, and with ``mined_candidates`` also the model's own best-scoring poses of a pool
+drawn over the whole world (hard negatives, mined without gradient each step).
+
 Loss: the cross-entropy of the softmax of the model's log-likelihoods over the candidates
 against a Gaussian kernel of each candidate's distance to the truth, the kernel shrinking from
 ``kernel_start`` to ``kernel_end`` over ``curriculum_steps`` (coarse to fine), plus

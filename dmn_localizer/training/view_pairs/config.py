@@ -36,6 +36,12 @@ class ViewPairConfig:
     coarse_weight: float = 1.0
     coarse_candidates: int = 64
     coarse_kernel: tuple = (4.0, 90.0)
+    # hard negatives for the coarse term (0: off): each step, ``mined_pool`` poses uniform over
+    # the extent of the world's views (position and yaw, as a global filter's first sample)
+    # are scored by the model being trained (no gradient), and the ``mined_candidates``
+    # best-scoring join the coarse candidates: the look-alikes that outscore the truth
+    mined_candidates: int = 0
+    mined_pool: int = 1024
     # the warp uses the true column depths (where known) in a share of the batches that falls
     # linearly from 1 at step 0 to 0 at this step: the comparison learns on correct warps
     # while the depth head is still poor, and on the predicted depths it will see at run time
@@ -109,6 +115,11 @@ class ViewPairConfig:
                                     or self.rollout_batch < 1):
             raise ValueError('rollout_steps, rollout_batch must be >= 1 and '
                              'rollout_particles >= 2')
+        if self.mined_candidates < 0 or self.mined_pool < self.mined_candidates:
+            raise ValueError('mined_candidates must be >= 0 and mined_pool >= '
+                             'mined_candidates')
+        if self.mined_candidates and not self.coarse_weight:
+            raise ValueError('mined_candidates join the coarse term: coarse_weight must be > 0')
         if self.rollout_match_weight < 0 or self.rollout_match_particles < 1:
             raise ValueError('rollout_match_weight must be >= 0 and rollout_match_particles '
                              '>= 1')

@@ -29,6 +29,16 @@ def _depth_error(pred, true):
     return (torch.log(pred[ok]) - torch.log(true[ok])).abs().mean()
 
 
+def mine(model, map_state, query, pool, n, device):
+    """The ``n`` best-scoring poses (B, n, 3) of ``pool`` (B, P, 3) under the model, without
+    gradient (hard negatives, or the truth's neighbours where the model is right)."""
+    pool = torch.as_tensor(pool, device=device)
+    with torch.no_grad():
+        ll = model.log_likelihood(map_state, query, pool)
+    idx = ll.topk(n, dim=1).indices
+    return torch.gather(pool, 1, idx[..., None].expand(-1, -1, 3))
+
+
 def training_loss(model, worlds, batch, kernel, cfg, device, true_depth=False):
     """(total loss, candidate cross-entropy, depth error) of one batch; ``kernel`` (m, rad)
     of the fine term; ``true_depth``: the warp uses the true column depths where known (the
@@ -43,7 +53,11 @@ def training_loss(model, worlds, batch, kernel, cfg, device, true_depth=False):
                         desc[:B * N].view(B, N, -1))
     qs = AlignedQueryState(feat[B * N:], warp_depth[B * N:], desc[B * N:])
     if cfg.coarse_weight > 0:
-        cand = torch.cat([cand, torch.as_tensor(batch['coarse'], device=device)], 1)
+        coarse = torch.as_tensor(batch['coarse'], device=device)
+        if cfg.mined_candidates:
+            coarse = torch.cat([coarse, mine(model, m, qs, batch['pool'], cfg.mined_candidates,
+                                             device)], 1)
+        cand = torch.cat([cand, coarse], 1)
     ll = model.log_likelihood(m, qs, cand)
     K = cfg.candidates
     truth = cand[:, 0]   # both candidate sets start with the truth

@@ -32,7 +32,9 @@ def overlaps(worlds, w, q, ctx):
 
 def sample_batch(worlds, cfg: ViewPairConfig, rng, overlap_prob=None):
     """One training batch as numpy arrays: ``world`` (B,), ``query`` (B,) view index,
-    ``contexts`` (B, N) view indices, ``candidates`` (B, K, 3) with the truth at index 0."""
+    ``contexts`` (B, N) view indices, ``candidates`` (B, K, 3) with the truth at index 0,
+    ``coarse`` (B, Kc, 3) likewise, and with ``mined_candidates`` a ``pool`` (B, P, 3) of
+    poses uniform over the extent of each world's views."""
     B, N, K = cfg.batch_size, cfg.contexts, cfg.candidates
     overlap_prob = cfg.overlap_prob if overlap_prob is None else overlap_prob
     kc, V = worlds.n_context, worlds.poses.shape[1]
@@ -71,5 +73,13 @@ def sample_batch(worlds, cfg: ViewPairConfig, rng, overlap_prob=None):
     spread[:, :nc // 8] = gaussian_poses(truth, 3.0, math.radians(45.0), nc // 8, rng)
     spread[:, 0] = truth
     spread[..., 2] = wrap_angle(spread[..., 2])
-    return dict(world=w, query=q, contexts=ctx, candidates=cand.astype(np.float32),
-                coarse=spread.astype(np.float32))
+    out = dict(world=w, query=q, contexts=ctx, candidates=cand.astype(np.float32),
+               coarse=spread.astype(np.float32))
+    if cfg.mined_candidates:
+        xy = worlds.poses[w, :, :2]                                                  # (B, V, 2)
+        lo, hi = xy.min(1), xy.max(1)
+        u = rng.random((B, cfg.mined_pool, 3))
+        pool = np.concatenate([lo[:, None] + u[..., :2] * (hi - lo)[:, None],
+                               (u[..., 2:] * 2.0 - 1.0) * math.pi], -1)
+        out['pool'] = pool.astype(np.float32)
+    return out
