@@ -23,7 +23,9 @@ context saw:
 * ``views``: ``seen`` plus what not seeing tells: for a query view that sees nothing a context
   saw, the particles whose view would see some of it get ``--eps``;
 * ``model``: the learned model alone (``--model``), contexts summed; ``model+grid`` and
-  ``model+walls``: the sum of the model's log-likelihood and that oracle's term.
+  ``model+walls``: the sum of the model's log-likelihood and that oracle's term;
+  ``model+seen``: the model's scores on the query views that see what a context saw, no
+  evidence from the others (what a perfect gate on the model's evidence would give).
 
     python scripts/probe_region_oracle.py --data data/mazes/test --oracle walls --near 8 --far 2
 
@@ -56,7 +58,7 @@ from dmn_localizer.model.column_warp import column_tangents
 from dmn_localizer.sim.mazes import generate_maze
 
 ORACLES = ('grid', 'cameras', 'walls', 'truth', 'seen', 'views', 'model', 'model+grid',
-           'model+walls')
+           'model+walls', 'model+seen')
 WALL_COLUMNS = 16
 WALL_FRONT = 0.95   # a wall point's region: that of the floor just in front of the wall
 
@@ -143,7 +145,7 @@ def main():
         regions = Regions(ep.world_seed)
         batch = make_batch([ep], cfg.contexts, rng, 0.0, cfg.steps)
         cp, qp = batch.context_poses[0], batch.query_poses[0]
-        overlap = args.overlap_m > 0 or args.oracle in ('seen', 'views')
+        overlap = args.overlap_m > 0 or args.oracle in ('seen', 'views', 'model+seen')
         walls = (wall_points(dataset, ep.world_seed, cp, hfov)   # what the contexts saw
                  if overlap or args.oracle.endswith('walls') else None)
         anchors = walls if args.oracle.endswith('walls') else cp[:, :2]
@@ -172,6 +174,8 @@ def main():
                 yaw = torch.atan2(torch.sin(d[:, 2]), torch.cos(d[:, 2]))
                 ll = -0.5 * ((d[:, :2] ** 2).sum(-1) / args.truth_sigma ** 2
                              + (yaw / math.radians(10 * args.truth_sigma)) ** 2)
+            elif args.oracle == 'model+seen':
+                ll = ll if seen[t] else torch.zeros(k)
             elif args.oracle != 'model':
                 ok = oracle_ok(args, pf.particles[0, :, :2], regions, qp[t, :2], anchors)
                 ll = ll + torch.where(ok, 0.0, math.log(args.eps))
