@@ -25,7 +25,9 @@ context saw:
 * ``model``: the learned model alone (``--model``), contexts summed; ``model+grid`` and
   ``model+walls``: the sum of the model's log-likelihood and that oracle's term;
   ``model+seen``: the model's scores on the query views that see what a context saw, no
-  evidence from the others (what a perfect gate on the model's evidence would give).
+  evidence from the others (what a perfect gate on the model's evidence would give);
+  ``seen+model``: ``seen`` on the views that see what a context saw, the model on the others
+  (a perfect comparison where views overlap, the model as it is elsewhere).
 
     python scripts/probe_region_oracle.py --data data/mazes/test --oracle walls --near 8 --far 2
 
@@ -58,7 +60,7 @@ from dmn_localizer.model.column_warp import column_tangents
 from dmn_localizer.sim.mazes import generate_maze
 
 ORACLES = ('grid', 'cameras', 'walls', 'truth', 'seen', 'views', 'model', 'model+grid',
-           'model+walls', 'model+seen')
+           'model+walls', 'model+seen', 'seen+model')
 WALL_COLUMNS = 16
 WALL_FRONT = 0.95   # a wall point's region: that of the floor just in front of the wall
 
@@ -132,10 +134,11 @@ def main():
     hfov = float(dataset.manifest['camera']['hfov_deg'])
     episodes, _ = protocol_episodes(dataset, args.episodes, cfg)   # eval's episodes
     model = None
-    if args.oracle.startswith('model'):
+    if 'model' in args.oracle:
         from dmn_localizer.model.io import load_model
         model = load_model(args.model)
         model.set_context_pooling('sum')
+        print(f"model: {args.model} ({model.card['model_id']})")
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     k = args.particles or (cfg.k_global if args.mode == 'global' else cfg.k_tracking)
@@ -145,7 +148,8 @@ def main():
         regions = Regions(ep.world_seed)
         batch = make_batch([ep], cfg.contexts, rng, 0.0, cfg.steps)
         cp, qp = batch.context_poses[0], batch.query_poses[0]
-        overlap = args.overlap_m > 0 or args.oracle in ('seen', 'views', 'model+seen')
+        overlap = args.overlap_m > 0 or args.oracle in ('seen', 'views', 'model+seen',
+                                                        'seen+model')
         walls = (wall_points(dataset, ep.world_seed, cp, hfov)   # what the contexts saw
                  if overlap or args.oracle.endswith('walls') else None)
         anchors = walls if args.oracle.endswith('walls') else cp[:, :2]
@@ -169,14 +173,15 @@ def main():
                 sees = query_overlaps(dataset, ep.world_seed, walls, pf.particles[0].double(),
                                       hfov, overlap_m, args.overlap_columns)
                 ll = torch.where(sees, math.log(args.eps), 0.0)
-            elif args.oracle == 'truth' or (args.oracle in ('seen', 'views') and seen[t]):
+            elif args.oracle == 'truth' or (args.oracle in ('seen', 'views', 'seen+model')
+                                            and seen[t]):
                 d = pf.particles[0] - qp[t]
                 yaw = torch.atan2(torch.sin(d[:, 2]), torch.cos(d[:, 2]))
                 ll = -0.5 * ((d[:, :2] ** 2).sum(-1) / args.truth_sigma ** 2
                              + (yaw / math.radians(10 * args.truth_sigma)) ** 2)
             elif args.oracle == 'model+seen':
                 ll = ll if seen[t] else torch.zeros(k)
-            elif args.oracle != 'model':
+            elif args.oracle not in ('model', 'seen+model'):
                 ok = oracle_ok(args, pf.particles[0, :, :2], regions, qp[t, :2], anchors)
                 ll = ll + torch.where(ok, 0.0, math.log(args.eps))
             pf.update(ll[None])

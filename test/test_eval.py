@@ -248,14 +248,14 @@ def test_eval_context_pooling_overrides_the_card(test_data, tmp_path):
     assert results['overlap_attention']['rmse@2'] != pytest.approx(results['sum']['rmse@2'])
 
 
-def test_region_oracle_probe(test_data):
+def test_region_oracle_probe(test_data, tmp_path):
     """``scripts/probe_region_oracle.py`` (the aligned_mazes_e2e card's region figures): its
     region lookup puts every view of a real dataset in a free block of the world it was
     rendered in (so x is the column and y the row), the ``grid`` oracle keeps exactly the
     particles of the query's region, a context's own view sees what a context saw, and the
     script runs on eval's episodes: in tracking, a perfect observation of every view
-    (``truth``) brings the filter within 3 m, and the split by view overlap counts every
-    episode once."""
+    (``truth``) brings the filter within 3 m, the split by view overlap counts every
+    episode once, and the oracles that mix in the learned model run."""
     import importlib.util
     import re
     import subprocess
@@ -307,3 +307,20 @@ def test_region_oracle_probe(test_data):
     assert rmse and float(rmse.group(1)) < 3.0, out.stdout
     parts = re.findall(r'(\d+) episodes whose queries', out.stdout)
     assert len(parts) == 2 and sum(map(int, parts)) == 3, out.stdout
+    # the oracles that mix in a learned model (a tiny untrained one at the data's 16 px) load
+    # it and split the episodes too
+    from dmn_localizer.model import build_model, DMNConfig, save_model
+    torch.manual_seed(0)
+    model = tmp_path / 'tiny'
+    save_model(build_model(DMNConfig(architecture='aligned', image_size=16)), model)
+    for oracle in ('model+seen', 'seen+model'):
+        out = subprocess.run([sys.executable, str(script), '--data', str(test_data),
+                              '--oracle', oracle, '--model', str(model), '--episodes', '3',
+                              '--overlap-m', '2', '--overlap-columns', '2'],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        assert f'model: {model} (dmn-' in out.stdout, out.stdout
+        assert re.search(re.escape(oracle) + r', global \(3 episodes\): global success@1\.\.5 ',
+                         out.stdout), out.stdout
+        parts = re.findall(r'(\d+) episodes whose queries', out.stdout)
+        assert len(parts) == 2 and sum(map(int, parts)) == 3, out.stdout
