@@ -166,7 +166,8 @@ def main():
             if t:
                 pf.predict(batch.odometry[:, t])
             ll = torch.zeros(k)
-            if model is not None:
+            speaks = model_speaks(args.oracle, seen is not None and bool(seen[t]))
+            if model is not None and speaks:
                 q = model.encode_query(batch.query_images[:, t])
                 ll = model.log_likelihood(m, q, pf.particles, chunk=128)[0]
             if args.oracle == 'views' and not seen[t]:
@@ -179,9 +180,7 @@ def main():
                 yaw = torch.atan2(torch.sin(d[:, 2]), torch.cos(d[:, 2]))
                 ll = -0.5 * ((d[:, :2] ** 2).sum(-1) / args.truth_sigma ** 2
                              + (yaw / math.radians(10 * args.truth_sigma)) ** 2)
-            elif args.oracle == 'model+seen':
-                ll = ll if seen[t] else torch.zeros(k)
-            elif args.oracle not in ('model', 'seen+model'):
+            elif args.oracle not in ('model', 'model+seen', 'seen+model'):
                 ok = oracle_ok(args, pf.particles[0, :, :2], regions, qp[t, :2], anchors)
                 ll = ll + torch.where(ok, 0.0, math.log(args.eps))
             pf.update(ll[None])
@@ -197,6 +196,17 @@ def main():
                errors[overlaps], args.mode, cfg.steps)
         report(f'  {(~overlaps).sum()} episodes whose queries do not', errors[~overlaps],
                args.mode, cfg.steps)
+
+
+def model_speaks(oracle, seen):
+    """Whether the model scores a query view (``seen``: it sees what a context saw): always,
+    but only where it sees it for ``model+seen`` and only where it does not for
+    ``seen+model`` (the oracle speaks there)."""
+    if oracle == 'model+seen':
+        return seen
+    if oracle == 'seen+model':
+        return not seen
+    return True
 
 
 def query_overlaps(dataset, world_seed, seen, query_poses, hfov, overlap_m, columns):
