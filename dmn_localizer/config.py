@@ -194,10 +194,11 @@ class LocalizerConfig:
                            'autocast for the convolutions, attention in fp32: faster where '
                            'the CPU or GPU has bf16 instructions, log-likelihoods close to '
                            'fp32)')
-    nearest_contexts: int = param(8, 'Each particle attends to this many nearest map contexts '
-                                  '(0 = all), so the update cost does not grow with the map; '
-                                  'best near the context count the model was trained with',
-                                  0, 100000)
+    nearest_contexts: int = param(-1, 'Each particle attends to this many nearest map '
+                                  'contexts (0 = all), so the update cost does not grow with '
+                                  'the map; more contexts smooth the likelihood between views '
+                                  'and cost time in proportion (-1 = the value chosen for the '
+                                  "model, from its card, else 8)", -1, 100000)
     max_context_distance: float = param(5.0, 'A particle whose camera is farther than this from '
                                         'every map context has no view to be compared with: it '
                                         "scores as the update's least-matching context pose "

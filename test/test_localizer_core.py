@@ -9,6 +9,7 @@ import torch
 
 from dmn_localizer.config import LocalizerConfig
 from dmn_localizer.geometry import compose
+from dmn_localizer.localization.diagnostics import filter_values
 from dmn_localizer.localization.localizer import Localizer
 from dmn_localizer.localization.odometry import OdometryBuffer
 from dmn_localizer.mapping.view_map import ViewMap
@@ -271,6 +272,33 @@ def test_nearest_contexts_path(tiny_model):
                                    loc.map_state.poses[:, keep])
         torch.testing.assert_close(near[:, :1], tiny_model.log_likelihood(sub, q, p),
                                    atol=1e-5, rtol=1e-5)
+
+
+def test_nearest_contexts_from_the_card(tiny_model):
+    """``nearest_contexts`` -1 (the default) takes the model card's metadata value, else 8; a
+    value >= 0 wins over the card; the count in use is what scores the particles."""
+    img = np.random.default_rng(6).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    scores = {}
+    try:
+        for card, param in ((None, -1), ({'nearest_contexts': 2}, -1), (None, 2),
+                            ({'nearest_contexts': 2}, 0), ({'nearest_contexts': 0}, -1)):
+            if card is None:
+                tiny_model.__dict__.pop('card', None)
+            else:
+                tiny_model.card = {'metadata': card}
+            loc = make_localizer(tiny_model, nearest_contexts=param)       # 4 contexts
+            loc.init_gaussian([5.0, 2.0, 0.0], [4.0, 4.0, 1.0])
+            with torch.no_grad():
+                q = tiny_model.encode_query(images_to_tensor(img[None]))
+                scores[card and card['nearest_contexts'], param] = (
+                    loc.nearest_contexts, loc.model_log_likelihood(q, loc.particles))
+            assert filter_values(loc)['nearest_contexts'] == loc.nearest_contexts
+    finally:
+        tiny_model.__dict__.pop('card', None)
+    assert [v[0] for v in scores.values()] == [8, 2, 2, 0, 0]
+    torch.testing.assert_close(scores[2, -1][1], scores[None, 2][1])   # the card's 2 is used
+    assert not torch.allclose(scores[2, -1][1], scores[None, -1][1])   # 2 of 4 is not all 4
+    torch.testing.assert_close(scores[2, 0][1], scores[None, -1][1])   # 0 (all) = 8 >= 4
 
 
 @pytest.mark.parametrize('nearest', [0, 2])  # all contexts, and the nearest-M path

@@ -106,7 +106,8 @@ def test_calibrate_lost_on_real_bags_writes_the_card(places, tmp_path):
     r = subprocess.run([sys.executable, '-m', 'dmn_localizer', 'calibrate-lost',
                         *[places / f'maze{i}' for i in (1, 2, 3)], '--image-topic', IMAGE,
                         '--pose-topic', POSE, '--model', model, '--no-progress',
-                        '--likelihood-scale', '1.0', '--pose-estimate', 'mean'],
+                        '--likelihood-scale', '1.0', '--pose-estimate', 'mean',
+                        '--nearest-contexts', '8'],
                        cwd=REPO, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout[:r.stdout.rindex('}') + 1])
@@ -119,6 +120,8 @@ def test_calibrate_lost_on_real_bags_writes_the_card(places, tmp_path):
     assert after['metadata']['likelihood_scale'] == 1.0      # --likelihood-scale, written
     assert after['metadata']['pose_estimate'] == 'mean'       # --pose-estimate, written
     assert 'pose_estimate mean' in r.stdout
+    assert after['metadata']['nearest_contexts'] == 8         # --nearest-contexts, written
+    assert 'nearest_contexts 8' in r.stdout
     assert after['metadata']['min_evidence'] == result['min_evidence'] > 0
     # the first image's weight, fitted first (the shipped model's single images are flatter
     # than their errors) and written with its calibration
@@ -178,6 +181,12 @@ def test_calibrate_lost_on_real_bags_writes_the_card(places, tmp_path):
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert '--pose-estimate' in r.stderr and read_card(model) == after
+    r = subprocess.run([sys.executable, '-m', 'dmn_localizer', 'calibrate-lost',
+                        *[places / f'maze{i}' for i in (1, 2)], '--image-topic', IMAGE,
+                        '--pose-topic', POSE, '--model', model, '--nearest-contexts', '-3'],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert '--nearest-contexts' in r.stderr and read_card(model) == after
 
 
 def test_the_covariance_scale_is_chosen_as_the_localizer_applies_it():

@@ -7,8 +7,9 @@ into the model card's ``metadata.min_evidence`` and the scale into
 ``covariance_scale`` parameters are set. First it fits the weight of a new belief's first
 image into ``metadata.initial_likelihood_scale`` (:mod:`dmn_localizer.replay.first_image`),
 and the runs are replayed with it (``--initial-likelihood-scale`` writes and uses a given one
-instead). ``--likelihood-scale`` and ``--pose-estimate`` also write
-``metadata.likelihood_scale`` / ``metadata.pose_estimate``, and the runs are replayed with them.
+instead). ``--likelihood-scale``, ``--pose-estimate`` and ``--nearest-contexts`` also write
+``metadata.likelihood_scale`` / ``metadata.pose_estimate`` / ``metadata.nearest_contexts``, and
+the runs are replayed with them.
 """
 import json
 
@@ -41,6 +42,10 @@ def add_arguments(parser):
     parser.add_argument('--pose-estimate', choices=POSE_ESTIMATES, default=None,
                         help="also write this rule of the published pose into the card, and "
                         "calibrate with it applied (default: the card's, else mean)")
+    parser.add_argument('--nearest-contexts', type=int, default=None, metavar='M',
+                        help='also write this count of contexts each particle attends to '
+                        "(0: all) into the card, and calibrate with it applied (default: the "
+                        "card's, else 8)")
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
 
@@ -55,6 +60,8 @@ def run(args):
     if args.initial_likelihood_scale is not None and not 0 < args.initial_likelihood_scale <= 100:
         raise UserError('--initial-likelihood-scale must be in (0, 100], got '
                         f'{args.initial_likelihood_scale:g}')
+    if args.nearest_contexts is not None and args.nearest_contexts < 0:
+        raise UserError(f'--nearest-contexts must be >= 0, got {args.nearest_contexts}')
     groups = parse_groups(args.bags, args.group)
     if len(groups) < 2:
         raise UserError('calibrate-lost needs at least two places: runs are localized on their '
@@ -62,7 +69,8 @@ def run(args):
     model = load_model(args.model, architecture=LOCALIZER_ARCHITECTURES)
     given = {k: v for k, v in (('likelihood_scale', args.likelihood_scale),
                                ('initial_likelihood_scale', args.initial_likelihood_scale),
-                               ('pose_estimate', args.pose_estimate)) if v is not None}
+                               ('pose_estimate', args.pose_estimate),
+                               ('nearest_contexts', args.nearest_contexts)) if v is not None}
     model.card.setdefault('metadata', {}).update(given)   # the localizer reads them there
     result = calibrate(model, groups, args.image_topic, args.pose_topic, seed=args.seed,
                        progress=not args.no_progress,
@@ -76,7 +84,7 @@ def run(args):
         values.update(given)
         update_card_metadata(args.model, **values)
         names = ('likelihood_scale', 'initial_likelihood_scale', 'pose_estimate',
-                 'min_evidence', 'covariance_scale')
+                 'nearest_contexts', 'min_evidence', 'covariance_scale')
         written = describe_values({k: values[k] for k in names if k in values})
         print(f"{args.model}: {written or 'nothing'} written to its card")
     return 0

@@ -67,7 +67,8 @@ def add_arguments(parser):
                         "0.2 rad)")
     parser.add_argument('--nearest-contexts', type=int, default=None, metavar='M',
                         help="each particle attends to its M nearest map contexts, 0: to all "
-                        "(offline replay; the node's 'nearest_contexts' parameter, default 8)")
+                        "(offline replay; the node's 'nearest_contexts' parameter; default: "
+                        "the model card's, else 8)")
     live = parser.add_argument_group('live replay (through the localizer node over DDS)')
     live.add_argument('--live', action='store_true',
                       help='start the localizer node, play the bag to it with its original '
@@ -141,7 +142,7 @@ def replay(args, quiet=False):
     else:
         loc = core.localizer_for(model, cfg, device, args.seed, stream, view_map, args.bag)
         track = core.localize(loc, stream, args.mode, progress=not quiet, sigma=sigma)
-        extra = {'precision': cfg.precision, 'nearest_contexts': cfg.nearest_contexts,
+        extra = {'precision': cfg.precision,
                  'context_pooling': getattr(model.config, 'context_pooling', None),
                  'recovery_injections': loc.health.injections,
                  'recovery_global_reinits': loc.health.global_reinits,

@@ -22,11 +22,12 @@ def filter_values(loc):
     """The values a :class:`~dmn_localizer.localization.localizer.Localizer` uses that may come
     from its model's card (the parameter when set, else the card's, else the fallback):
     ``min_evidence`` (None: the lost flag is off), ``covariance_scale``,
-    ``likelihood_scale``, ``initial_likelihood_scale``, ``pose_estimate``."""
+    ``likelihood_scale``, ``initial_likelihood_scale``, ``pose_estimate``,
+    ``nearest_contexts``."""
     return {'min_evidence': loc.lost_flag_threshold, 'covariance_scale': loc.covariance_scale,
             'likelihood_scale': loc.likelihood_scale,
             'initial_likelihood_scale': loc.initial_likelihood_scale,
-            'pose_estimate': loc.pose_estimate}
+            'pose_estimate': loc.pose_estimate, 'nearest_contexts': loc.nearest_contexts}
 
 
 def describe_values(values):

@@ -60,6 +60,8 @@ CONTEXT_POOLING_CHOICES = ('overlap_attention', 'sum', 'model')
 
 # An egomotion larger than this between two images is broken odometry, not motion (m).
 MAX_MOTION_M = 1000.0
+# Contexts each particle attends to for a model whose card chooses none (nearest_contexts -1).
+DEFAULT_NEAREST_CONTEXTS = 8
 # The evidence threshold of a model whose card calibrates none (min_evidence -1): the value
 # that separates models/aligned_mazes' own maps from foreign ones (docs/performance.md).
 DEFAULT_MIN_EVIDENCE = 3.5
@@ -427,6 +429,20 @@ class Localizer(MapScoring):
         for a card without one only flags: on its own maps it may call a good estimate lost,
         and searching there would scatter it."""
         return self.config.min_evidence >= 0 or self._card_value('min_evidence') is not None
+
+    @property
+    def nearest_contexts(self):
+        """The contexts each particle attends to (0: all): the ``nearest_contexts`` parameter,
+        or when it is negative (the default -1) the value chosen for the model (its card's
+        ``metadata.nearest_contexts``: ``calibrate-lost --nearest-contexts``), else
+        :data:`DEFAULT_NEAREST_CONTEXTS`."""
+        value = self.config.nearest_contexts
+        if value >= 0:
+            return value
+        card_value = self._card_value('nearest_contexts')
+        if card_value is None or card_value < 0:
+            return DEFAULT_NEAREST_CONTEXTS
+        return int(card_value)
 
     @property
     def likelihood_scale(self):

@@ -34,7 +34,8 @@ FLOOR_CONTEXTS = 64
 class MapScoring:
     """Log-likelihoods of camera poses for an encoded query on the loaded map. A mixin of
     :class:`~dmn_localizer.localization.localizer.Localizer`, which sets what it reads:
-    ``model``, ``config`` (``nearest_contexts``, ``max_context_distance``; read at every use),
+    ``model``, ``nearest_contexts`` (the count in use), ``config`` (``max_context_distance``;
+    both read at every use),
     ``map_state``, ``map_size``, ``context_poses`` (N, 3), ``chunk`` and ``_floor`` (the
     floor of the last query, None after a map change)."""
 
@@ -48,12 +49,12 @@ class MapScoring:
         """(:meth:`log_likelihood` (1, K), the outside mask (K,) or None when the test is
         off). One nearest-context search serves both the outside test and the model's
         nearest-context scoring."""
-        c = self.config
-        selected = 0 < c.nearest_contexts < self.map_size
+        c, nearest = self.config, self.nearest_contexts
+        selected = 0 < nearest < self.map_size
         index = outside = None
         if selected or (c.max_context_distance > 0 and self.context_poses is not None):
             index = nearest_context_index(self.context_poses, cam[0],
-                                          c.nearest_contexts if selected else 1)  # nearest first
+                                          nearest if selected else 1)  # nearest first
         if c.max_context_distance > 0 and index is not None:
             d = torch.linalg.vector_norm(cam[0, :, :2] - self.context_poses[index[:, 0], :2],
                                          dim=-1)
@@ -101,7 +102,7 @@ class MapScoring:
         # the map size is the localizer's own count: the map state may be any observation
         # model's (the tests' synthetic models keep an opaque one)
         return log_likelihood_nearest(self.model, self.map_state, query, cam,
-                                      self.config.nearest_contexts,
+                                      self.nearest_contexts,
                                       chunk=max(1, self.chunk // self.map_size),
                                       n_contexts=self.map_size)
 
