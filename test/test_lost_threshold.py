@@ -17,6 +17,7 @@ import pytest
 from dmn_localizer.bags.simulate import simulate_bag
 from dmn_localizer.data.dataset import SPLIT_SEEDS
 from dmn_localizer.model.io import model_paths, read_card
+from dmn_localizer.replay.context_count import choose_nearest_contexts
 from dmn_localizer.replay.lost_threshold import (choose_covariance_scale, choose_threshold,
                                                  flagged_share, split_place)
 
@@ -58,6 +59,30 @@ def test_the_covariance_scale_puts_the_median_run_at_nees_2():
     r = choose_covariance_scale([weak], [np.full(10, 100.0)], 1.0, collapse_updates=1)
     assert r['own_nees'] == [pytest.approx(20.0)] and r['covariance_scale'] == 10.0
     assert choose_covariance_scale([], [], 1.0, 3)['covariance_scale'] is None
+
+
+def test_the_count_of_contexts_with_the_lowest_mean_rmse_is_chosen():
+    """Per count, the mean over the runs of each run's x-y RMSE; a smaller count within 5% of
+    the best wins (it costs less); 0 (all contexts) counts as the largest."""
+    runs = {8: [[1.0, 1.0], [3.0, 3.0]],      # mean RMSE 2.0
+            16: [[1.0, 1.0], [1.0, 1.0]],     # 1.0: the best
+            32: [[0.97, 0.97], [0.97, 0.97]],  # 0.97: within 5% of 1.0 (so 16, cheaper)
+            0: [[0.5, 0.5], [4.0, 4.0]]}       # 2.25
+    asked = []
+
+    def run_errors(m):
+        asked.append(m)
+        return [np.array(e) for e in runs[m]]
+    result = choose_nearest_contexts([32, 0, 8, 16], run_errors)
+    assert result['nearest_contexts'] == 16 and asked == [8, 16, 32, 0]
+    assert result['mean_rmse'] == {8: 2.0, 16: 1.0, 32: 0.97, 0: 2.25}
+    assert result['rmse'][8] == [1.0, 3.0]
+    runs[32] = [[0.5, 0.5], [0.5, 0.5]]                    # clearly better: chosen
+    assert choose_nearest_contexts([8, 16, 32], run_errors)['nearest_contexts'] == 32
+    runs[8] = [[np.nan, 9.0], [np.nan, np.nan]]            # a run without errors is skipped
+    assert choose_nearest_contexts([8], run_errors)['mean_rmse'] == {8: 9.0}
+    with pytest.raises(ValueError):
+        choose_nearest_contexts([8, -1], run_errors)
 
 
 def test_confident_misses_are_left_out_of_the_scale():
@@ -107,7 +132,7 @@ def test_calibrate_lost_on_real_bags_writes_the_card(places, tmp_path):
                         *[places / f'maze{i}' for i in (1, 2, 3)], '--image-topic', IMAGE,
                         '--pose-topic', POSE, '--model', model, '--no-progress',
                         '--likelihood-scale', '1.0', '--pose-estimate', 'mean',
-                        '--nearest-contexts', '8'],
+                        '--nearest-contexts', '8,1'],
                        cwd=REPO, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout[:r.stdout.rindex('}') + 1])
@@ -120,8 +145,13 @@ def test_calibrate_lost_on_real_bags_writes_the_card(places, tmp_path):
     assert after['metadata']['likelihood_scale'] == 1.0      # --likelihood-scale, written
     assert after['metadata']['pose_estimate'] == 'mean'       # --pose-estimate, written
     assert 'pose_estimate mean' in r.stdout
-    assert after['metadata']['nearest_contexts'] == 8         # --nearest-contexts, written
+    # --nearest-contexts 8,1: the count whose own-map runs localize best, chosen first
+    # (one context per particle jumps between views a step apart), written with its figures
+    rmse = result['mean_rmse']
+    assert set(rmse) == {'1', '8'} and rmse['8'] < rmse['1'], rmse
+    assert after['metadata']['nearest_contexts'] == result['nearest_contexts'] == 8
     assert 'nearest_contexts 8' in r.stdout
+    assert f"8: {rmse['8']:.2f} m" in after['metadata']['nearest_contexts_calibration']
     assert after['metadata']['min_evidence'] == result['min_evidence'] > 0
     # the first image's weight, fitted first (the shipped model's single images are flatter
     # than their errors) and written with its calibration
@@ -183,7 +213,7 @@ def test_calibrate_lost_on_real_bags_writes_the_card(places, tmp_path):
     assert '--pose-estimate' in r.stderr and read_card(model) == after
     r = subprocess.run([sys.executable, '-m', 'dmn_localizer', 'calibrate-lost',
                         *[places / f'maze{i}' for i in (1, 2)], '--image-topic', IMAGE,
-                        '--pose-topic', POSE, '--model', model, '--nearest-contexts', '-3'],
+                        '--pose-topic', POSE, '--model', model, '--nearest-contexts', '8,-3'],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert '--nearest-contexts' in r.stderr and read_card(model) == after

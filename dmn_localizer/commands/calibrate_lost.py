@@ -9,7 +9,8 @@ image into ``metadata.initial_likelihood_scale`` (:mod:`dmn_localizer.replay.fir
 and the runs are replayed with it (``--initial-likelihood-scale`` writes and uses a given one
 instead). ``--likelihood-scale``, ``--pose-estimate`` and ``--nearest-contexts`` also write
 ``metadata.likelihood_scale`` / ``metadata.pose_estimate`` / ``metadata.nearest_contexts``, and
-the runs are replayed with them.
+the runs are replayed with them; several ``--nearest-contexts`` counts are candidates, the
+best on the own-map runs is chosen first (:mod:`dmn_localizer.replay.context_count`).
 """
 import json
 
@@ -42,10 +43,11 @@ def add_arguments(parser):
     parser.add_argument('--pose-estimate', choices=POSE_ESTIMATES, default=None,
                         help="also write this rule of the published pose into the card, and "
                         "calibrate with it applied (default: the card's, else mean)")
-    parser.add_argument('--nearest-contexts', type=int, default=None, metavar='M',
+    parser.add_argument('--nearest-contexts', default=None, metavar='M[,M...]',
                         help='also write this count of contexts each particle attends to '
                         "(0: all) into the card, and calibrate with it applied (default: the "
-                        "card's, else 8)")
+                        "card's, else 8); several (e.g. 8,16,32): the one whose own-map runs "
+                        'localize best, chosen first')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
 
@@ -60,8 +62,7 @@ def run(args):
     if args.initial_likelihood_scale is not None and not 0 < args.initial_likelihood_scale <= 100:
         raise UserError('--initial-likelihood-scale must be in (0, 100], got '
                         f'{args.initial_likelihood_scale:g}')
-    if args.nearest_contexts is not None and args.nearest_contexts < 0:
-        raise UserError(f'--nearest-contexts must be >= 0, got {args.nearest_contexts}')
+    counts = _counts(args.nearest_contexts)
     groups = parse_groups(args.bags, args.group)
     if len(groups) < 2:
         raise UserError('calibrate-lost needs at least two places: runs are localized on their '
@@ -70,11 +71,13 @@ def run(args):
     given = {k: v for k, v in (('likelihood_scale', args.likelihood_scale),
                                ('initial_likelihood_scale', args.initial_likelihood_scale),
                                ('pose_estimate', args.pose_estimate),
-                               ('nearest_contexts', args.nearest_contexts)) if v is not None}
+                               ('nearest_contexts', counts[0] if counts and len(counts) == 1
+                                else None)) if v is not None}
     model.card.setdefault('metadata', {}).update(given)   # the localizer reads them there
     result = calibrate(model, groups, args.image_topic, args.pose_topic, seed=args.seed,
                        progress=not args.no_progress,
-                       fit_initial_scale=args.initial_likelihood_scale is None)
+                       fit_initial_scale=args.initial_likelihood_scale is None,
+                       nearest_candidates=counts)
     print(json.dumps(result, indent=2))
     if result['min_evidence'] is None:
         raise UserError(f"no threshold chosen: {result['reason']}; the card is unchanged")
@@ -88,3 +91,17 @@ def run(args):
         written = describe_values({k: values[k] for k in names if k in values})
         print(f"{args.model}: {written or 'nothing'} written to its card")
     return 0
+
+
+def _counts(text):
+    """The counts of ``--nearest-contexts M[,M...]`` (distinct, >= 0), or None when not given."""
+    if text is None:
+        return None
+    try:
+        counts = sorted({int(x) for x in text.split(',')})
+    except ValueError:
+        counts = []
+    if not counts or counts[0] < 0:
+        raise UserError(f'--nearest-contexts takes counts >= 0 separated by commas (e.g. 8 or '
+                        f'8,16,32), got {text!r}')
+    return counts

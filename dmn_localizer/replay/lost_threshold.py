@@ -35,6 +35,10 @@ cloud around the pose it tracks, and a run on a look-alike place would otherwise
 tracking cloud by its error (with a fine-tune's two held-out places, one such run sets the
 median). The filter is the same at any scale; only what it publishes changes.
 
+Given several candidate counts of the contexts each particle attends to (``nearest_contexts``),
+the own-map runs first choose among them (:mod:`dmn_localizer.replay.context_count`), and
+everything after is calibrated at the chosen count.
+
 Before the runs, the weight of a new belief's first image (``initial_likelihood_scale``) is
 fitted on images of the own-map runs (:mod:`dmn_localizer.replay.first_image`), and every run
 is localized with it: it shapes the first cloud, and so what the threshold and the scale see.
@@ -50,6 +54,8 @@ from dmn_localizer.bags.simulate import noisy_odometry
 from dmn_localizer.config import LocalizerConfig
 from dmn_localizer.localization.health import Health, record_evidence
 from dmn_localizer.localization.localizer import cloud_xy_std, published_scale, tight_runs
+from dmn_localizer.replay.context_count import choose_nearest_contexts
+from dmn_localizer.replay.context_count import describe as describe_counts
 from dmn_localizer.replay.first_image import (choose_initial_scale, first_image_samples, NEAR_M,
                                               NEAR_YAW)
 from dmn_localizer.replay.offline import (build_map, CHI2_2DOF_95, localize, localizer_for,
@@ -215,12 +221,15 @@ def choose_covariance_scale(evidence, nees, threshold, collapse_updates, stds=No
 
 
 def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
-              config=None, progress=False, fit_initial_scale=True):
+              config=None, progress=False, fit_initial_scale=True, nearest_candidates=None):
     """Calibrate ``min_evidence`` for ``model`` (see the module docstring).
 
     With ``fit_initial_scale``, first the weight of a new belief's first image
     (``initial_likelihood_scale``, :mod:`dmn_localizer.replay.first_image`) on the own-map
-    runs; the runs are then localized with it (else with the config's or the card's).
+    runs; the runs are then localized with it (else with the config's or the card's). With
+    two or more ``nearest_candidates`` (counts of contexts per particle), first the count
+    (:func:`~dmn_localizer.replay.context_count.choose_nearest_contexts` on the own-map runs),
+    and everything after at it.
 
     places: ``{name: [bag, ...]}`` (one map frame each); calibrate_on: the names whose runs are
     localized (default all; held-out places for a fine-tuned model), each on its own map and on
@@ -228,7 +237,8 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
     :func:`choose_threshold` plus the run pairs and the per-run median evidence, the
     covariance scale (:func:`choose_covariance_scale`), the first image's weight and
     ``metadata``, what goes into the model card (``metadata.min_evidence``,
-    ``metadata.covariance_scale``, ``metadata.initial_likelihood_scale``), or a dict
+    ``metadata.covariance_scale``, ``metadata.initial_likelihood_scale``, and
+    ``metadata.nearest_contexts`` when chosen), or a dict
     with ``min_evidence`` None and the ``reason`` when the runs cannot be made or the model's
     scores are not log-likelihood ratios."""
     if getattr(model, 'set_camera', None) is None:
@@ -269,7 +279,14 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
     traces = {'own': [], 'foreign': []}
     own_nees, own_std, own_error = [], [], []
     runs, cameras = [], set()
-    initial = None
+    initial = counts = None
+    if nearest_candidates is not None and len(set(nearest_candidates)) > 1:
+        counts = _nearest_contexts(model, [(stream_of(run), view_map(pairs[0][1]))
+                                           for run, pairs in jobs], nearest_candidates, seed,
+                                   config, progress)
+        counts['nearest_description'] = describe_counts(counts, len(jobs), targets)
+        config = dataclasses.replace(config or LocalizerConfig(),
+                                     nearest_contexts=counts['nearest_contexts'])
     if fit_initial_scale:
         initial = _initial_scale(model, [(stream_of(run), view_map(pairs[0][1]))
                                          for run, pairs in jobs], seed, config, progress)
@@ -300,6 +317,8 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
     collapse_updates = (config or LocalizerConfig()).collapse_updates
     result = choose_threshold(traces['own'], traces['foreign'], collapse_updates)
     result['runs'] = runs
+    if counts is not None:
+        result.update(counts)
     if initial is not None and initial['initial_likelihood_scale'] is not None:
         result.update(initial)
         result['initial_description'] = (
@@ -335,6 +354,25 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
     return result
 
 
+def _nearest_contexts(model, pairs, candidates, seed, config, progress):
+    """:func:`~dmn_localizer.replay.context_count.choose_nearest_contexts` over the (stream,
+    its own view map) ``pairs``, each localized as the lost-flag runs are
+    (:func:`run_trace`)."""
+    from tqdm import tqdm
+    bar = tqdm(total=len(set(candidates)) * len(pairs), desc='contexts per particle',
+               unit='run', disable=not progress)
+
+    def run_errors(m):
+        cfg = dataclasses.replace(config or LocalizerConfig(), nearest_contexts=m)
+        errors = []
+        for stream, view_map in pairs:
+            errors.append(run_trace(model, view_map, stream, seed, cfg)[3])
+            bar.update()
+        return errors
+    with bar:
+        return choose_nearest_contexts(candidates, run_errors)
+
+
 def _initial_scale(model, pairs, seed, config, progress):
     """:func:`~dmn_localizer.replay.first_image.choose_initial_scale` over the images of the
     (stream, its own view map) ``pairs``."""
@@ -352,9 +390,12 @@ def _initial_scale(model, pairs, seed, config, progress):
 def _card_metadata(result):
     """The model-card metadata of a :func:`calibrate` result: ``min_evidence`` and
     ``covariance_scale``, each with its description, the horizontal field of view of the
-    camera the scale was calibrated with, and ``initial_likelihood_scale``; only what was
-    chosen."""
+    camera the scale was calibrated with, ``initial_likelihood_scale`` and
+    ``nearest_contexts``; only what was chosen."""
     values = {}
+    if result.get('nearest_contexts') is not None:
+        values.update(nearest_contexts=result['nearest_contexts'],
+                      nearest_contexts_calibration=result['nearest_description'])
     if result.get('initial_likelihood_scale') is not None:
         values.update(initial_likelihood_scale=result['initial_likelihood_scale'],
                       initial_likelihood_scale_calibration=result['initial_description'])
