@@ -177,7 +177,7 @@ def test_finetune_aligned_model_reports_pose_ranking(places, tmp_path):
     out = tmp_path / 'ft_aligned'
     card = finetune([places / f'place{i}' for i in (1, 2, 3)], *TOPICS, out,
                     model_path=os.path.join(REPO, 'models', 'aligned_mazes'),
-                    calibrate_lost=calibrate, **SMALL)
+                    calibrate_lost=calibrate, nearest_candidates=(8, 1), **SMALL)
     # both stages: view pairs, then end to end through the filter from the first's best
     assert card['architecture'] == 'aligned' and card['steps'] == 4
     assert {k: v['steps'] for k, v in card['stages'].items()} == {'view_pairs': 2, 'filter': 2}
@@ -212,6 +212,12 @@ def test_finetune_aligned_model_reports_pose_ranking(places, tmp_path):
     # and the first image's weight, fitted on its images
     initial = model.card['metadata'].get('initial_likelihood_scale')
     assert initial == lost['initial_likelihood_scale'] > 0 and 'First image' in text
+    # and the count of contexts per particle its held-out run localized best with
+    count = model.card['metadata'].get('nearest_contexts')
+    rmse = lost['mean_rmse']
+    assert count == lost['nearest_contexts'] == next(   # the smaller one within 5% wins
+        m for m in (1, 8) if rmse[m] <= 1.05 * min(rmse.values())), rmse
+    assert f'`nearest_contexts` {count}' in text
 
 
 def test_finetune_with_a_depth_topic_supervises_the_depth_head(places, tmp_path):

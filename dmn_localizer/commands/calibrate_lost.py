@@ -62,7 +62,7 @@ def run(args):
     if args.initial_likelihood_scale is not None and not 0 < args.initial_likelihood_scale <= 100:
         raise UserError('--initial-likelihood-scale must be in (0, 100], got '
                         f'{args.initial_likelihood_scale:g}')
-    counts = _counts(args.nearest_contexts)
+    counts = parse_counts(args.nearest_contexts)
     groups = parse_groups(args.bags, args.group)
     if len(groups) < 2:
         raise UserError('calibrate-lost needs at least two places: runs are localized on their '
@@ -70,9 +70,7 @@ def run(args):
     model = load_model(args.model, architecture=LOCALIZER_ARCHITECTURES)
     given = {k: v for k, v in (('likelihood_scale', args.likelihood_scale),
                                ('initial_likelihood_scale', args.initial_likelihood_scale),
-                               ('pose_estimate', args.pose_estimate),
-                               ('nearest_contexts', counts[0] if counts and len(counts) == 1
-                                else None)) if v is not None}
+                               ('pose_estimate', args.pose_estimate)) if v is not None}
     model.card.setdefault('metadata', {}).update(given)   # the localizer reads them there
     result = calibrate(model, groups, args.image_topic, args.pose_topic, seed=args.seed,
                        progress=not args.no_progress,
@@ -93,7 +91,7 @@ def run(args):
     return 0
 
 
-def _counts(text):
+def parse_counts(text):
     """The counts of ``--nearest-contexts M[,M...]`` (distinct, >= 0), or None when not given."""
     if text is None:
         return None

@@ -30,12 +30,19 @@ def add_arguments(parser):
                         help='validation episodes of the zero-shot and fine-tuned evaluation')
     parser.add_argument('--max-steps', type=int, help='stop after this many steps as well')
     parser.add_argument('--threads', type=int, help='torch CPU threads')
+    parser.add_argument('--nearest-contexts', default=None, metavar='M[,M...]',
+                        help='aligned models: the count of contexts each particle attends to '
+                        '(0: all) written to the card by the last step, or several (e.g. '
+                        '8,16,32): the one whose held-out runs localize best (default: none '
+                        'written, the localizer uses 8)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
 
 
 def run(args):
+    from dmn_localizer.commands.calibrate_lost import parse_counts
     from dmn_localizer.commands.dataset_from_bags import check_depth_arguments, parse_groups
+    counts = parse_counts(args.nearest_contexts)
     groups = parse_groups(args.bags, args.group)
     check_depth_arguments(args)
     if not args.minutes > 0:
@@ -55,7 +62,7 @@ def run(args):
                     minutes=args.minutes, val_share=args.val_share, episodes=args.episodes,
                     seed=args.seed, max_steps=args.max_steps, threads=args.threads,
                     progress=not args.no_progress, calibrate_lost=calibrate,
-                    filter_share=args.filter_share,
+                    filter_share=args.filter_share, nearest_candidates=counts,
                     data_kw=(dict(depth_topic=args.depth_topic,
                                   depth_max_dt_s=args.depth_max_dt)
                              if args.depth_topic else None))
@@ -76,5 +83,8 @@ def run(args):
         if lost.get('initial_likelihood_scale') is not None:
             print(f"first image's weight: {lost['initial_likelihood_scale']:g} "
                   f"({lost['initial_description']})")
+        if lost.get('nearest_contexts') is not None:
+            print(f"contexts per particle: {lost['nearest_contexts']} "
+                  f"({lost['nearest_description']})")
     print(f"try it: {card['replay_command']}")
     return 0

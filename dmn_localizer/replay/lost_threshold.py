@@ -229,7 +229,7 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
     runs; the runs are then localized with it (else with the config's or the card's). With
     two or more ``nearest_candidates`` (counts of contexts per particle), first the count
     (:func:`~dmn_localizer.replay.context_count.choose_nearest_contexts` on the own-map runs),
-    and everything after at it.
+    and everything after at it; with one, that count (written to ``metadata`` too).
 
     places: ``{name: [bag, ...]}`` (one map frame each); calibrate_on: the names whose runs are
     localized (default all; held-out places for a fine-tuned model), each on its own map and on
@@ -285,6 +285,10 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
                                            for run, pairs in jobs], nearest_candidates, seed,
                                    config, progress)
         counts['nearest_description'] = describe_counts(counts, len(jobs), targets)
+    elif nearest_candidates is not None:    # one count, given: applied and written as it is
+        m = int(next(iter(nearest_candidates)))
+        counts = dict(nearest_contexts=m, nearest_description=f'{m}, given (not chosen)')
+    if counts is not None:
         config = dataclasses.replace(config or LocalizerConfig(),
                                      nearest_contexts=counts['nearest_contexts'])
     if fit_initial_scale:

@@ -248,6 +248,10 @@ def _card_markdown(card):
             lines += ['', "First image: `initial_likelihood_scale` {:g} written to the model "
                       'card by this run; {}.'.format(lost['initial_likelihood_scale'],
                                                      lost['initial_description'])]
+        if lost.get('nearest_contexts') is not None and lost['min_evidence'] is not None:
+            lines += ['', 'Contexts per particle: `nearest_contexts` {} written to the model '
+                      'card by this run; {}.'.format(lost['nearest_contexts'],
+                                                     lost['nearest_description'])]
     curves = [f'`{name}` ({what})' for name, what, key in (
         ('curve.png', 'view pairs', 'validation'),
         ('curve_filter.png', 'end to end', 'validation_filter')) if key in card]
@@ -260,7 +264,7 @@ def _card_markdown(card):
 def finetune(groups, image_topic, pose_topic, out, model_path=None, minutes=60.0,
              val_share=0.25, episodes=64, seed=0, max_steps=None, val_every=None,
              threads=None, progress=True, data_kw=None, eval_particles=None,
-             calibrate_lost=None, filter_share=0.5):
+             calibrate_lost=None, filter_share=0.5, nearest_candidates=None):
     """Fine-tune (see the module docstring); returns the card dict.
 
     groups: as :func:`~dmn_localizer.data.from_bags.bag_groups`; model_path: the model to
@@ -273,7 +277,9 @@ def finetune(groups, image_topic, pose_topic, out, model_path=None, minutes=60.0
     ``metadata`` (threshold, covariance scale, the first image's weight) goes into
     ``OUT/model``'s card and its
     figures into the card's ``lost_flag``; filter_share: for an aligned model, the share of
-    ``minutes`` given to the end-to-end stage after the view-pair stage (0: none, 1: only it).
+    ``minutes`` given to the end-to-end stage after the view-pair stage (0: none, 1: only it);
+    nearest_candidates: counts of contexts per particle the calibration chooses among first
+    (``nearest_contexts``; None or one count: the localizer's default, else that count).
     """
     from dmn_localizer.data.from_bags import bag_groups
     from dmn_localizer.model.io import load_model
@@ -348,7 +354,9 @@ def finetune(groups, image_topic, pose_topic, out, model_path=None, minutes=60.0
             try:
                 card['lost_flag'] = calibrate_lost(
                     tuned, dict(train_groups, **val_groups), image_topic, pose_topic,
-                    calibrate_on=sorted(val_groups), seed=seed, progress=progress)
+                    calibrate_on=sorted(val_groups), seed=seed, progress=progress,
+                    **({'nearest_candidates': nearest_candidates}
+                       if nearest_candidates is not None else {}))
             except UserError as exc:   # a recording it cannot replay: the model stands
                 log.warning('lost-flag calibration failed: %s', exc)
                 card['lost_flag'] = dict(min_evidence=None, reason=str(exc))
