@@ -187,6 +187,16 @@ def test_plan_and_ratios():
         {'path': 'fast', 'K': 1, 'Nc': 4, 'variant': 'nearest_m', 'option': 'bf16_autocast',
          'ok': True, 'latency_ms': 1.0}])
     assert runs[1]['speedup_vs_reference'] == 5.0 and runs[2]['speedup_vs_fp32'] == 2.0
+    # an aligned model: a row at every grid point with M = 8, and the largest map at 16 and 32
+    aligned = [(c.K, c.Nc, c.M) for c in make_plan('cpu', aligned_model='m').configs
+               if c.variant == 'aligned']
+    assert len(aligned) == 5 + 2 and {(2048, 1024, m) for m in (8, 16, 32)} <= set(aligned)
+    assert not any(c.M > 8 for c in make_plan('cpu', quick=True, aligned_model='m').configs)
+    row = {'path': 'fast', 'K': 1, 'Nc': 4, 'option': None, 'ok': True}
+    runs = add_ratios([dict(row, variant='nearest_m', M=8, latency_ms=6.0),
+                       dict(row, variant='aligned', M=8, latency_ms=2.0),
+                       dict(row, variant='aligned', M=32, latency_ms=3.0)])
+    assert runs[1]['speedup_vs_dmn'] == 3.0 and 'speedup_vs_dmn' not in runs[2]   # same M only
 
 
 def test_node_latency_line_checks_the_target_at_k256_only():

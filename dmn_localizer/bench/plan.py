@@ -8,6 +8,9 @@ NC_SWEEP = (4, 64, 1024)
 K_FOR_NC_SWEEP = 2048
 NC_FOR_K_SWEEP = 4
 NEAREST_M = 8
+# aligned models: further counts of nearest contexts per particle, at K_FOR_NC_SWEEP and the
+# largest map (a model card may choose more than 8: docs/performance.md)
+ALIGNED_M_SWEEP = (16, 32)
 OPTIONS = ('bf16_autocast', 'torch_compile')
 
 # --quick: a tiny grid that still exercises every path (Nc > M uses the nearest-M selection)
@@ -50,7 +53,8 @@ def make_plan(device='cpu', quick=False, options=False, threads=1, model=None, s
               aligned_model=None):
     """The configurations of one benchmark run (deduplicated, in run order). With
     ``aligned_model`` (a model path), every grid point also gets a row of that aligned
-    observation model on the localizer's path (variant ``aligned``)."""
+    observation model on the localizer's path (variant ``aligned``), and the largest map of
+    the Nc sweep rows at :data:`ALIGNED_M_SWEEP` nearest contexts."""
     common = dict(device=device, threads=threads, model=model, seed=seed, repeats=repeats,
                   max_seconds=max_seconds, ref_pairs=ref_pairs, fast_pairs=fast_pairs)
     if quick:
@@ -69,6 +73,9 @@ def make_plan(device='cpu', quick=False, options=False, threads=1, model=None, s
         if aligned_model:
             configs.append(BenchConfig('fast', 'aligned', k, nc, M=NEAREST_M,
                                        **dict(common, model=aligned_model)))
+    if aligned_model and not quick:
+        configs += [BenchConfig('fast', 'aligned', k_nc, max(ncs), M=m,
+                                **dict(common, model=aligned_model)) for m in ALIGNED_M_SWEEP]
     if options:
         option_grid = [(QUICK_K, nc_k)] if quick else [(256, nc_k), (k_nc, nc_k)]
         for option in OPTIONS:
