@@ -280,10 +280,9 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
     own_nees, own_std, own_error = [], [], []
     runs, cameras = [], set()
     initial = counts = None
+    own_runs = [(stream_of(run), view_map(pairs[0][1])) for run, pairs in jobs]
     if nearest_candidates is not None and len(set(nearest_candidates)) > 1:
-        counts = _nearest_contexts(model, [(stream_of(run), view_map(pairs[0][1]))
-                                           for run, pairs in jobs], nearest_candidates, seed,
-                                   config, progress)
+        counts = _nearest_contexts(model, own_runs, nearest_candidates, seed, config, progress)
         counts['nearest_description'] = describe_counts(counts, len(jobs), targets)
     elif nearest_candidates is not None:    # one count, given: applied and written as it is
         m = int(next(iter(nearest_candidates)))
@@ -292,8 +291,7 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
         config = dataclasses.replace(config or LocalizerConfig(),
                                      nearest_contexts=counts['nearest_contexts'])
     if fit_initial_scale:
-        initial = _initial_scale(model, [(stream_of(run), view_map(pairs[0][1]))
-                                         for run, pairs in jobs], seed, config, progress)
+        initial = _initial_scale(model, own_runs, seed, config, progress)
         if initial['initial_likelihood_scale'] is not None:
             config = dataclasses.replace(config or LocalizerConfig(),
                                          initial_likelihood_scale=initial[

@@ -355,8 +355,7 @@ def finetune(groups, image_topic, pose_topic, out, model_path=None, minutes=60.0
                 card['lost_flag'] = calibrate_lost(
                     tuned, dict(train_groups, **val_groups), image_topic, pose_topic,
                     calibrate_on=sorted(val_groups), seed=seed, progress=progress,
-                    **({'nearest_candidates': nearest_candidates}
-                       if nearest_candidates is not None else {}))
+                    nearest_candidates=nearest_candidates)
             except UserError as exc:   # a recording it cannot replay: the model stands
                 log.warning('lost-flag calibration failed: %s', exc)
                 card['lost_flag'] = dict(min_evidence=None, reason=str(exc))
