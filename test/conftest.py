@@ -116,12 +116,23 @@ class RosPeer:
             self.executor.spin_once(timeout_sec=0.05)
         return predicate()
 
-    def call(self, srv_type, name, timeout=20.0, request=None):
+    def call(self, srv_type, name, timeout=20.0, request=None, resend_every=4.0):
+        """``name``'s answer to ``request``, sent again every ``resend_every`` s while
+        unanswered: Fast DDS drops a response when the server has not yet matched the client's
+        response reader (it waits 100 ms), which happens on a loaded machine right after
+        discovery. Only for requests that may be served twice."""
+        import time
         client = self.node.create_client(srv_type, name)
         assert self.spin_until(client.service_is_ready, timeout), f'{name} not available'
-        future = client.call_async(srv_type.Request() if request is None else request)
-        assert self.spin_until(future.done, timeout), f'{name} did not answer'
-        return future.result()
+        request = srv_type.Request() if request is None else request
+        deadline = time.monotonic() + timeout
+        futures = []
+        while time.monotonic() < deadline:
+            futures.append(client.call_async(request))
+            wait = min(resend_every, deadline - time.monotonic())
+            if self.spin_until(lambda: any(f.done() for f in futures), wait):
+                return next(f for f in futures if f.done()).result()
+        raise AssertionError(f'{name} did not answer')
 
     def close(self):
         self.executor.shutdown()

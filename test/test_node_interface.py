@@ -123,12 +123,8 @@ def test_saved_pose_file_used_or_warned_about(context, files, tmp_path, capfd):
 
 def set_parameters(peer, node_name, **values):
     """set_parameters on another process's node, as ``ros2 param set`` does: the results."""
-    client = peer.node.create_client(SetParameters, f'{node_name}/set_parameters')
-    assert peer.spin_until(client.service_is_ready, 20)
-    future = client.call_async(SetParameters.Request(parameters=[
-        Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]))
-    assert peer.spin_until(future.done, 20)
-    return future.result().results
+    return peer.call(SetParameters, f'{node_name}/set_parameters', request=SetParameters.Request(
+        parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])).results
 
 
 def map_to_odom(tf_msgs):
@@ -184,23 +180,34 @@ def test_runtime_parameters_apply_or_are_refused(ros_env, ros_peer, model_and_ma
     assert 'parameters set: update_min_d = 50.0' in err
 
 
-def transition(peer, node_name, transition_id):
-    """``<node>/change_state`` as nav2_lifecycle_manager calls it: success."""
+# the state each transition ends in when it succeeds
+GOAL_STATE = {Transition.TRANSITION_CONFIGURE: 'inactive',
+              Transition.TRANSITION_ACTIVATE: 'active',
+              Transition.TRANSITION_DEACTIVATE: 'inactive',
+              Transition.TRANSITION_CLEANUP: 'unconfigured',
+              Transition.TRANSITION_UNCONFIGURED_SHUTDOWN: 'finalized'}
+
+
+def transition(peer, node_name, transition_id, timeout=60.0):
+    """``<node>/change_state`` as nav2_lifecycle_manager calls it: success. A transition is
+    not sent twice; when its response is lost (see ``RosPeer.call``), the node's state, read
+    with get_state, tells whether it succeeded."""
+    import time
     client = peer.node.create_client(ChangeState, f'{node_name}/change_state')
     assert peer.spin_until(client.service_is_ready, 30), f'{node_name}/change_state'
     request = ChangeState.Request()
     request.transition.id = transition_id
     future = client.call_async(request)
-    assert peer.spin_until(future.done, 60)
+    deadline = time.monotonic() + timeout
+    while not peer.spin_until(future.done, 5.0):
+        if lifecycle_state(peer, node_name) == GOAL_STATE[transition_id]:
+            return True
+        assert time.monotonic() < deadline, f'{node_name}/change_state did not answer'
     return future.result().success
 
 
 def lifecycle_state(peer, node_name):
-    client = peer.node.create_client(GetState, f'{node_name}/get_state')
-    assert peer.spin_until(client.service_is_ready, 30)
-    future = client.call_async(GetState.Request())
-    assert peer.spin_until(future.done, 20)
-    return future.result().current_state.label
+    return peer.call(GetState, f'{node_name}/get_state').current_state.label
 
 
 def test_lifecycle_transitions_as_nav2_lifecycle_manager(ros_env, ros_peer, model_and_map,

@@ -352,12 +352,10 @@ def test_bad_map_file_at_start_then_load_map_over_dds(ros_env, ros_peer, files):
         assert ros_peer.spin_until(lambda: diags, 60), stop_process(proc)[1][-2000:]
         status = diags[-1].status[0]
         assert status.level == DiagnosticStatus.ERROR and str(bad) in status.message
-        client = n.create_client(SetParameters, 'localizer/set_parameters')
-        assert ros_peer.spin_until(client.service_is_ready, 20)
         req = SetParameters.Request(parameters=[
             Parameter('map_file', value=str(files / 'map.dmnmap')).to_parameter_msg()])
-        future = client.call_async(req)
-        assert ros_peer.spin_until(future.done, 20) and future.result().results[0].successful
+        assert ros_peer.call(SetParameters, 'localizer/set_parameters',
+                             request=req).results[0].successful
         response = ros_peer.call(Trigger, 'localizer/load_map')
         assert response.success, response.message
         diags.clear()
