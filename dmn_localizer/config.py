@@ -320,13 +320,15 @@ class LocalizerConfig:
                                     'calibrated for the model, from its card, for the camera '
                                     'it was calibrated with; else 1)',
                                     -1.0, 1000.0)
-    covariance_scale_max_std: float = param(0.5, 'A covariance_scale below 1 applies only '
+    covariance_scale_max_std: float = param(-1.0, 'A covariance_scale below 1 applies only '
                                             "while the particle cloud's x-y standard "
                                             'deviation (root mean square of x and y) is below '
                                             'this (m): a wider cloud, converging or searching, '
                                             'is published as it is; a scale above 1 applies to '
-                                            'every cloud (0 = a scale below 1 does too)',
-                                            0.0, 1000.0)
+                                            'every cloud (0 = a scale below 1 does too; -1 = '
+                                            "the value chosen with the model's scale, from its "
+                                            'card, else 0.5)',
+                                            -1.0, 1000.0)
     covariance_scale_min_updates: int = param(20, 'And only once the cloud has stayed below '
                                               'covariance_scale_max_std for this many '
                                               'updates in a row: a cloud that just converged '

@@ -388,6 +388,31 @@ def test_covariance_scale_shrinks_only_a_tight_cloud(tiny_model, std_m, scale, m
     np.testing.assert_allclose(cov, cloud * published, rtol=1e-4, atol=1e-9)
 
 
+@pytest.mark.parametrize('card,param,max_std', [
+    (None, -1.0, 0.5),                                # no card value: 0.5 m
+    ({'covariance_scale_max_std': 1.5}, -1.0, 1.5),   # the card's (calibrate-lost)
+    ({'covariance_scale_max_std': 1.5}, 0.5, 0.5)])   # a value >= 0 overrides the card
+def test_covariance_scale_max_std_comes_from_the_card(tiny_model, card, param, max_std):
+    """covariance_scale_max_std -1 (the default): the card's value, else 0.5 m; a cloud of
+    1 m is shrunk by a scale below 1 only where the value in use is above 1 m."""
+    from dmn_localizer.filter.particle_filter import covariance
+    try:
+        if card is not None:
+            tiny_model.card = {'metadata': card}
+        loc = make_localizer(tiny_model, num_particles=4000, covariance_scale=0.2,
+                             covariance_scale_max_std=param, covariance_scale_min_updates=0)
+        loc.init_gaussian([5.0, 2.0, 0.3], [1.0, 1.0, 0.1])
+        mean, cov = loc.estimate()
+        assert loc.covariance_scale_max_std == max_std
+        assert filter_values(loc)['covariance_scale_max_std'] == max_std
+    finally:
+        tiny_model.__dict__.pop('card', None)
+    cloud = covariance(loc.particles, loc.log_weights,
+                       torch.as_tensor(mean, dtype=torch.float32)[None])[0].double().numpy()
+    np.testing.assert_allclose(cov, cloud * (0.2 if max_std > 1.0 else 1.0), rtol=1e-4,
+                               atol=1e-9)
+
+
 def test_covariance_scale_shrinks_a_cloud_only_after_it_stayed_tight(tiny_model):
     """covariance_scale_min_updates: a scale below 1 applies from the Nth update in a row with
     a tight cloud on; a wide cloud restarts the count, and so does a new belief."""

@@ -18,8 +18,8 @@ from dmn_localizer.bags.simulate import simulate_bag
 from dmn_localizer.data.dataset import SPLIT_SEEDS
 from dmn_localizer.model.io import model_paths, read_card
 from dmn_localizer.replay.context_count import choose_nearest_contexts
-from dmn_localizer.replay.lost_threshold import (choose_covariance_scale, choose_threshold,
-                                                 flagged_share, split_place)
+from dmn_localizer.replay.lost_threshold import (choose_covariance_scale, choose_max_std,
+                                                 choose_threshold, flagged_share, split_place)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE, POSE = '/camera/image_raw', '/ground_truth/pose'
@@ -168,6 +168,12 @@ def test_calibrate_lost_on_real_bags_writes_the_card(places, tmp_path):
     fitted = [m for m in result['own_nees_fitted'] if m is not None]
     assert fitted and np.median(fitted) == pytest.approx(2.0, rel=0.05)
     assert after['metadata']['covariance_scale_hfov_deg'] == 90.0   # the bags' camera
+    # the cloud spread below which it applies, chosen of the default candidates with it
+    assert set(result['max_std_candidates']) == {'0.5', '0.75', '1'}
+    max_std = after['metadata']['covariance_scale_max_std']
+    assert max_std == result['covariance_scale_max_std'] in (0.5, 0.75, 1.0)
+    assert f'applied to clouds under {max_std:g} m' in \
+        after['metadata']['covariance_scale_calibration']
     assert 'over the updates it applies to' in after['metadata']['covariance_scale_calibration']
     from dmn_localizer.config import LocalizerConfig
     from dmn_localizer.localization.localizer import Localizer
@@ -217,6 +223,12 @@ def test_calibrate_lost_on_real_bags_writes_the_card(places, tmp_path):
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert '--nearest-contexts' in r.stderr and read_card(model) == after
+    r = subprocess.run([sys.executable, '-m', 'dmn_localizer', 'calibrate-lost',
+                        *[places / f'maze{i}' for i in (1, 2)], '--image-topic', IMAGE,
+                        '--pose-topic', POSE, '--model', model, '--covariance-max-std', '0.5,x'],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert '--covariance-max-std' in r.stderr and read_card(model) == after
 
 
 def test_the_covariance_scale_is_chosen_as_the_localizer_applies_it():
@@ -238,3 +250,27 @@ def test_the_covariance_scale_is_chosen_as_the_localizer_applies_it():
     # no run tight for long enough: nothing to fit a shrinking scale to, so none below 1
     short = choose_covariance_scale(ev, ne, 1.0, 3, std, 0.5, min_updates=6)
     assert short['covariance_scale'] == 1.0 and short['own_nees_scaled'] == [0.68]
+
+
+def test_the_cloud_spread_bound_that_puts_most_runs_in_the_nees_band_is_chosen():
+    """A model whose tracking cloud hovers about 0.5 m (0.45 / 0.55 m in turn, NEES 0.5: wider
+    than its errors) after 20 wide updates (NEES 0.05): under a 0.5 m bound it is never tight
+    for 20 updates in a row, so no scale below 1 applies and every run stays below NEES 1;
+    under 0.75 m the tracking updates from the 20th on are scaled to NEES 2 (scale 0.25) and
+    each run's mean is (20 x 0.05 + 19 x 0.5 + 61 x 2) / 100 = 1.325, in the band; 1 m does
+    the same, and the smaller bound wins the tie."""
+    ev = [np.full(100, 5.0)] * 5
+    ne = [np.r_[np.full(20, 0.05), np.full(80, 0.5)]] * 5
+    std = [np.r_[np.full(20, 3.0), np.tile([0.45, 0.55], 40)]] * 5
+
+    def fit(max_std):
+        return choose_covariance_scale(ev, ne, 1.0, 3, std, max_std, min_updates=20)
+    r = choose_max_std([1.0, 0.5, 0.75], fit)
+    assert r['covariance_scale_max_std'] == 0.75
+    assert r['covariance_scale'] == pytest.approx(0.25, abs=0.006)
+    assert r['own_nees_scaled'] == [pytest.approx(1.325, abs=0.01)] * 5
+    assert r['max_std_candidates'] == {
+        '0.5': dict(covariance_scale=1.0, runs_in_band=0),
+        '0.75': dict(covariance_scale=r['covariance_scale'], runs_in_band=5),
+        '1': dict(covariance_scale=r['covariance_scale'], runs_in_band=5)}
+    assert choose_max_std([0.5], fit)['covariance_scale_max_std'] == 0.5   # one: as given

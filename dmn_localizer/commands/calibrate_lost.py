@@ -11,6 +11,9 @@ instead). ``--likelihood-scale``, ``--pose-estimate`` and ``--nearest-contexts``
 ``metadata.likelihood_scale`` / ``metadata.pose_estimate`` / ``metadata.nearest_contexts``, and
 the runs are replayed with them; several ``--nearest-contexts`` counts are candidates, the
 best on the own-map runs is chosen first (:mod:`dmn_localizer.replay.context_count`).
+``--covariance-max-std`` gives the cloud spreads below which the covariance scale may apply
+(written as ``metadata.covariance_scale_max_std``; several: the best is chosen,
+:func:`~dmn_localizer.replay.lost_threshold.choose_max_std`).
 """
 import json
 
@@ -48,6 +51,10 @@ def add_arguments(parser):
                         "(0: all) into the card, and calibrate with it applied (default: the "
                         "card's, else 8); several (e.g. 8,16,32): the one whose own-map runs "
                         'localize best, chosen first')
+    parser.add_argument('--covariance-max-std', default=None, metavar='S[,S...]',
+                        help='the cloud spread (m) below which a covariance scale below 1 '
+                        'applies, written with the scale; several: the one that puts the most '
+                        'own-map runs in the NEES band [1, 6] (default 0.5,0.75,1)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
 
@@ -63,6 +70,7 @@ def run(args):
         raise UserError('--initial-likelihood-scale must be in (0, 100], got '
                         f'{args.initial_likelihood_scale:g}')
     counts = parse_counts(args.nearest_contexts)
+    spreads = parse_spreads(args.covariance_max_std)
     groups = parse_groups(args.bags, args.group)
     if len(groups) < 2:
         raise UserError('calibrate-lost needs at least two places: runs are localized on their '
@@ -75,7 +83,7 @@ def run(args):
     result = calibrate(model, groups, args.image_topic, args.pose_topic, seed=args.seed,
                        progress=not args.no_progress,
                        fit_initial_scale=args.initial_likelihood_scale is None,
-                       nearest_candidates=counts)
+                       nearest_candidates=counts, max_std_candidates=spreads)
     print(json.dumps(result, indent=2))
     if result['min_evidence'] is None:
         raise UserError(f"no threshold chosen: {result['reason']}; the card is unchanged")
@@ -85,7 +93,8 @@ def run(args):
         values.update(given)
         update_card_metadata(args.model, **values)
         names = ('likelihood_scale', 'initial_likelihood_scale', 'pose_estimate',
-                 'nearest_contexts', 'min_evidence', 'covariance_scale')
+                 'nearest_contexts', 'min_evidence', 'covariance_scale',
+                 'covariance_scale_max_std')
         written = describe_values({k: values[k] for k in names if k in values})
         print(f"{args.model}: {written or 'nothing'} written to its card")
     return 0
@@ -103,3 +112,18 @@ def parse_counts(text):
         raise UserError(f'--nearest-contexts takes counts >= 0 separated by commas (e.g. 8 or '
                         f'8,16,32), got {text!r}')
     return counts
+
+
+def parse_spreads(text):
+    """The spreads of ``--covariance-max-std S[,S...]`` (distinct, >= 0, m), or None when not
+    given."""
+    if text is None:
+        return None
+    try:
+        spreads = sorted({float(x) for x in text.split(',')})
+    except ValueError:
+        spreads = []
+    if not spreads or not all(0 <= v < 1000 for v in spreads):
+        raise UserError(f'--covariance-max-std takes spreads in metres >= 0 separated by commas '
+                        f'(e.g. 0.5 or 0.5,0.75,1), got {text!r}')
+    return spreads

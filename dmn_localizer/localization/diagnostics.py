@@ -23,11 +23,12 @@ def filter_values(loc):
     from its model's card (the parameter when set, else the card's, else the fallback):
     ``min_evidence`` (None: the lost flag is off), ``covariance_scale``,
     ``likelihood_scale``, ``initial_likelihood_scale``, ``pose_estimate``,
-    ``nearest_contexts``."""
+    ``nearest_contexts``, ``covariance_scale_max_std``."""
     return {'min_evidence': loc.lost_flag_threshold, 'covariance_scale': loc.covariance_scale,
             'likelihood_scale': loc.likelihood_scale,
             'initial_likelihood_scale': loc.initial_likelihood_scale,
-            'pose_estimate': loc.pose_estimate, 'nearest_contexts': loc.nearest_contexts}
+            'pose_estimate': loc.pose_estimate, 'nearest_contexts': loc.nearest_contexts,
+            'covariance_scale_max_std': loc.covariance_scale_max_std}
 
 
 def describe_values(values):

@@ -62,6 +62,9 @@ CONTEXT_POOLING_CHOICES = ('overlap_attention', 'sum', 'model')
 MAX_MOTION_M = 1000.0
 # Contexts each particle attends to for a model whose card chooses none (nearest_contexts -1).
 DEFAULT_NEAREST_CONTEXTS = 8
+# The cloud x-y standard deviation (m) below which a covariance scale below 1 applies, for a
+# model whose card chooses none (covariance_scale_max_std -1).
+DEFAULT_COVARIANCE_SCALE_MAX_STD = 0.5
 # The evidence threshold of a model whose card calibrates none (min_evidence -1): the value
 # that separates models/aligned_mazes' own maps from foreign ones (docs/performance.md).
 DEFAULT_MIN_EVIDENCE = 3.5
@@ -338,7 +341,7 @@ class Localizer(MapScoring):
             self.filter.resize(self._narrow_to)
             self._narrow_to, resampled = None, True
         self._summary = self._spread()   # estimate() publishes it unless the belief moves on
-        tight = cloud_xy_std(self._summary[1]) < self.config.covariance_scale_max_std
+        tight = cloud_xy_std(self._summary[1]) < self.covariance_scale_max_std
         self.tight_updates = self.tight_updates + 1 if tight else 0
         report = UpdateReport(True, self.ess(), resampled, float(ll.max()),
                               evidence=-math.inf if belief is None else float(belief))
@@ -476,6 +479,21 @@ class Localizer(MapScoring):
         ``metadata.covariance_scale``: ``calibrate-lost``, ``finetune``) while the model uses
         the camera it was calibrated with, else 1."""
         return self._factor('covariance_scale', card_applies=not self._camera_differs())
+
+    @property
+    def covariance_scale_max_std(self):
+        """The cloud x-y standard deviation (m) below which a :attr:`covariance_scale` below 1
+        applies (:func:`published_scale`): the ``covariance_scale_max_std`` parameter, or when
+        it is negative (the default -1) the value chosen with the model's scale (its card's
+        ``metadata.covariance_scale_max_std``: ``calibrate-lost``), else
+        :data:`DEFAULT_COVARIANCE_SCALE_MAX_STD`."""
+        value = self.config.covariance_scale_max_std
+        if value >= 0:
+            return value
+        card_value = self._card_value('covariance_scale_max_std')
+        if card_value is None or card_value < 0:
+            return DEFAULT_COVARIANCE_SCALE_MAX_STD
+        return card_value
 
     @property
     def pose_estimate(self):
@@ -627,7 +645,7 @@ class Localizer(MapScoring):
         mean, cov = self._summary if self._summary is not None else self._spread()
         cfg = self.config
         cov = cov * float(published_scale(self.covariance_scale, cloud_xy_std(cov),
-                                          cfg.covariance_scale_max_std, self.tight_updates,
+                                          self.covariance_scale_max_std, self.tight_updates,
                                           cfg.covariance_scale_min_updates))
         if self.health.unreliable and self.bounds is not None:
             cov = cov + anywhere_on_map(self.bounds, mean)

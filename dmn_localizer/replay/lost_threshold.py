@@ -28,7 +28,9 @@ NEES of its updates (an update flagged lost at the threshold publishes a covaria
 the map and counts as 0), and the scale that puts the median run at 2, the mean NEES of a
 calibrated 2-D estimate, applied and fitted as the localizer applies it (a scale below 1
 only to a cloud that has stayed tighter than ``covariance_scale_max_std`` for
-``covariance_scale_min_updates`` updates; :func:`choose_covariance_scale`). Confident misses
+``covariance_scale_min_updates`` updates; :func:`choose_covariance_scale`). That spread is
+chosen with the scale (:func:`choose_max_std`): the bound that puts the most runs in the NEES
+band. Confident misses
 (the estimate :data:`MISS_M` or more off and outside its own 2-sigma at scale 1: a wrong
 place, which the lost flag and the model answer) are left out of the fit: the scale sizes the
 cloud around the pose it tracks, and a run on a look-alike place would otherwise widen every
@@ -75,6 +77,12 @@ MISS_M = TIGHT_M
 is a confident miss, left out of the covariance scale's fit."""
 SCALE_RANGE = (0.05, 20.0)
 """The covariance scales :func:`choose_covariance_scale` may choose."""
+MAX_STD_CANDIDATES = (0.5, 0.75, 1.0)
+"""The cloud spreads (m) below which a scale below 1 may apply
+(``covariance_scale_max_std``), of which :func:`choose_max_std` chooses one."""
+NEES_BAND = (1.0, 6.0)
+"""A run whose mean x-y NEES lies in this band counts as honest (neither far too sure nor far
+too unsure)."""
 
 
 def _image_count(bag, image_topic):
@@ -220,8 +228,33 @@ def choose_covariance_scale(evidence, nees, threshold, collapse_updates, stds=No
                 own_nees_fitted=[None if m is None else round(m, 2) for m in fitted])
 
 
+def choose_max_std(candidates, fit):
+    """The covariance scale and the cloud spread below which it applies when below 1
+    (``covariance_scale_max_std``): ``fit(max_std)`` (:func:`choose_covariance_scale` on the
+    own-map runs) for each candidate, and the candidate whose scale puts the most runs' mean
+    NEES (all updates, as published) in :data:`NEES_BAND`; on a tie the smallest, which
+    shrinks the fewest clouds. Which spread separates tracking from converging depends on the
+    model: one whose likelihood is wide tracks with a cloud near 0.5 m, and a bound there
+    shrinks its cloud only now and then. Returns the chosen fit's dict with
+    ``covariance_scale_max_std`` and ``max_std_candidates`` (per candidate: the scale and the
+    runs in the band)."""
+    fits = {}
+    for max_std in sorted(set(candidates)):
+        result = fit(max_std)
+        if result['covariance_scale'] is None:
+            return result
+        inside = sum(NEES_BAND[0] <= v <= NEES_BAND[1] for v in result['own_nees_scaled'])
+        fits[max_std] = dict(result, covariance_scale_max_std=max_std, runs_in_band=inside)
+    best = max(fits.values(), key=lambda r: (r['runs_in_band'], -r['covariance_scale_max_std']))
+    best['max_std_candidates'] = {f'{m:g}': dict(covariance_scale=r['covariance_scale'],
+                                                 runs_in_band=r['runs_in_band'])
+                                  for m, r in fits.items()}
+    return best
+
+
 def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
-              config=None, progress=False, fit_initial_scale=True, nearest_candidates=None):
+              config=None, progress=False, fit_initial_scale=True, nearest_candidates=None,
+              max_std_candidates=None):
     """Calibrate ``min_evidence`` for ``model`` (see the module docstring).
 
     With ``fit_initial_scale``, first the weight of a new belief's first image
@@ -229,15 +262,19 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
     runs; the runs are then localized with it (else with the config's or the card's). With
     two or more ``nearest_candidates`` (counts of contexts per particle), first the count
     (:func:`~dmn_localizer.replay.context_count.choose_nearest_contexts` on the own-map runs),
-    and everything after at it; with one, that count (written to ``metadata`` too).
+    and everything after at it; with one, that count (written to ``metadata`` too). The
+    covariance scale is fitted for each of ``max_std_candidates`` (cloud spreads below which a
+    scale below 1 applies; default the config's ``covariance_scale_max_std`` when >= 0, else
+    :data:`MAX_STD_CANDIDATES`) and :func:`choose_max_std` keeps one.
 
     places: ``{name: [bag, ...]}`` (one map frame each); calibrate_on: the names whose runs are
     localized (default all; held-out places for a fine-tuned model), each on its own map and on
     the map of the next place in name order (any place of ``places``). Returns the dict of
     :func:`choose_threshold` plus the run pairs and the per-run median evidence, the
-    covariance scale (:func:`choose_covariance_scale`), the first image's weight and
-    ``metadata``, what goes into the model card (``metadata.min_evidence``,
-    ``metadata.covariance_scale``, ``metadata.initial_likelihood_scale``, and
+    covariance scale (:func:`choose_covariance_scale`) and its bound (:func:`choose_max_std`),
+    the first image's weight and ``metadata``, what goes into the model card
+    (``metadata.min_evidence``, ``metadata.covariance_scale`` with
+    ``metadata.covariance_scale_max_std``, ``metadata.initial_likelihood_scale``, and
     ``metadata.nearest_contexts`` when chosen), or a dict
     with ``min_evidence`` None and the ``reason`` when the runs cannot be made or the model's
     scores are not log-likelihood ratios."""
@@ -340,16 +377,18 @@ def calibrate(model, places, image_topic, pose_topic, calibrate_on=None, seed=0,
         result['covariance_scale'] = None
         return result
     cfg = config or LocalizerConfig()
-    result.update(choose_covariance_scale(traces['own'], own_nees, result['min_evidence'],
-                                          collapse_updates, own_std,
-                                          cfg.covariance_scale_max_std,
-                                          cfg.covariance_scale_min_updates, own_error))
+    if max_std_candidates is None:
+        max_std_candidates = ((cfg.covariance_scale_max_std,)
+                              if cfg.covariance_scale_max_std >= 0 else MAX_STD_CANDIDATES)
+    result.update(choose_max_std(max_std_candidates, lambda max_std: choose_covariance_scale(
+        traces['own'], own_nees, result['min_evidence'], collapse_updates, own_std, max_std,
+        cfg.covariance_scale_min_updates, own_error)))
     if result['covariance_scale'] is not None:
         result['covariance_description'] = (
             f"{len(own_nees)} runs of {', '.join(targets)} on their own map: mean x-y NEES "
             f"{_span(result['own_nees'])} at scale 1, {_span(result['own_nees_scaled'])} at "
-            f"{result['covariance_scale']:g}{_tracked(result)}{_misses(result)} "
-            f"(dmn-localizer calibrate-lost)")
+            f"{result['covariance_scale']:g}{_tracked(result)}{_misses(result)}"
+            f"{_max_std(result)} (dmn-localizer calibrate-lost)")
         if len(cameras) == 1 and None not in cameras:   # the scale holds for this camera
             result['covariance_scale_hfov_deg'] = round(float(cameras.pop()), 2)
     result['metadata'] = _card_metadata(result)
@@ -406,10 +445,25 @@ def _card_metadata(result):
                       min_evidence_calibration=result['description'])
     if result.get('covariance_scale') is not None:
         values.update(covariance_scale=result['covariance_scale'],
+                      covariance_scale_max_std=result['covariance_scale_max_std'],
                       covariance_scale_calibration=result['covariance_description'])
         if result.get('covariance_scale_hfov_deg') is not None:
             values['covariance_scale_hfov_deg'] = result['covariance_scale_hfov_deg']
     return values
+
+
+def _max_std(result):
+    """'; below 1 only for clouds under M m (...)' of a scale below 1."""
+    if result['covariance_scale'] >= 1.0:
+        return ''
+    candidates = result.get('max_std_candidates') or {}
+    chosen = f"; applied to clouds under {result['covariance_scale_max_std']:g} m"
+    if len(candidates) < 2:
+        return chosen
+    tried = ', '.join(f"{m} m: scale {r['covariance_scale']:g}, {r['runs_in_band']} runs"
+                      for m, r in candidates.items())
+    return (f"{chosen}, the bound that puts the most runs in NEES [{NEES_BAND[0]:g}, "
+            f"{NEES_BAND[1]:g}] ({tried})")
 
 
 def _tracked(result):
