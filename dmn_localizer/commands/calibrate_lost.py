@@ -102,28 +102,26 @@ def run(args):
 
 def parse_counts(text):
     """The counts of ``--nearest-contexts M[,M...]`` (distinct, >= 0), or None when not given."""
-    if text is None:
-        return None
-    try:
-        counts = sorted({int(x) for x in text.split(',')})
-    except ValueError:
-        counts = []
-    if not counts or counts[0] < 0:
-        raise UserError(f'--nearest-contexts takes counts >= 0 separated by commas (e.g. 8 or '
-                        f'8,16,32), got {text!r}')
-    return counts
+    return _parse_list(text, int, 100000, '--nearest-contexts', 'counts >= 0', '8 or 8,16,32')
 
 
 def parse_spreads(text):
     """The spreads of ``--covariance-max-std S[,S...]`` (distinct, >= 0, m), or None when not
     given."""
+    return _parse_list(text, float, 1000, '--covariance-max-std', 'spreads in metres >= 0',
+                       '0.5 or 0.5,0.75,1')
+
+
+def _parse_list(text, kind, upper, option, what, example):
+    """The sorted distinct values in [0, ``upper``] of a comma-separated option, None when not
+    given; a UserError naming the option otherwise."""
     if text is None:
         return None
     try:
-        spreads = sorted({float(x) for x in text.split(',')})
+        values = sorted({kind(x) for x in text.split(',')})
     except ValueError:
-        spreads = []
-    if not spreads or not all(0 <= v < 1000 for v in spreads):
-        raise UserError(f'--covariance-max-std takes spreads in metres >= 0 separated by commas '
-                        f'(e.g. 0.5 or 0.5,0.75,1), got {text!r}')
-    return spreads
+        values = []
+    if not values or not all(0 <= v <= upper for v in values):
+        raise UserError(f'{option} takes {what} separated by commas (e.g. {example}), got '
+                        f'{text!r}')
+    return values

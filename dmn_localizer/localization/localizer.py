@@ -439,13 +439,7 @@ class Localizer(MapScoring):
         or when it is negative (the default -1) the value chosen for the model (its card's
         ``metadata.nearest_contexts``: ``calibrate-lost --nearest-contexts``), else
         :data:`DEFAULT_NEAREST_CONTEXTS`."""
-        value = self.config.nearest_contexts
-        if value >= 0:
-            return value
-        card_value = self._card_value('nearest_contexts')
-        if card_value is None or card_value < 0:
-            return DEFAULT_NEAREST_CONTEXTS
-        return int(card_value)
+        return int(self._chosen('nearest_contexts', DEFAULT_NEAREST_CONTEXTS))
 
     @property
     def likelihood_scale(self):
@@ -487,13 +481,7 @@ class Localizer(MapScoring):
         it is negative (the default -1) the value chosen with the model's scale (its card's
         ``metadata.covariance_scale_max_std``: ``calibrate-lost``), else
         :data:`DEFAULT_COVARIANCE_SCALE_MAX_STD`."""
-        value = self.config.covariance_scale_max_std
-        if value >= 0:
-            return value
-        card_value = self._card_value('covariance_scale_max_std')
-        if card_value is None or card_value < 0:
-            return DEFAULT_COVARIANCE_SCALE_MAX_STD
-        return card_value
+        return self._chosen('covariance_scale_max_std', DEFAULT_COVARIANCE_SCALE_MAX_STD)
 
     @property
     def pose_estimate(self):
@@ -515,6 +503,15 @@ class Localizer(MapScoring):
         if card_value is None or card_value <= 0 or not card_applies:
             return 1.0
         return card_value
+
+    def _chosen(self, name, default):
+        """A parameter ``name`` whose negative value stands for the model's choice: its value
+        when >= 0, else the card's ``metadata.<name>`` when >= 0, else ``default``."""
+        value = getattr(self.config, name)
+        if value >= 0:
+            return value
+        card_value = self._card_value(name)
+        return default if card_value is None or card_value < 0 else card_value
 
     def _camera_differs(self):
         """Whether the model now uses a camera other than the one its card's covariance scale
