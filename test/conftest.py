@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from dmn_localizer.util.processes import localhost_discovery
+# One torch thread per test process and per command or node a test starts (set it to override):
+# PYTEST_WORKERS processes fill the cores, and torch's default of a thread per core in each
+# oversubscribes them; OpenMP's waits then slow a command tenfold on a busy machine.
+os.environ.setdefault('OMP_NUM_THREADS', '1')
+
+from dmn_localizer.util.processes import localhost_discovery  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 _domain_ids = itertools.count()
