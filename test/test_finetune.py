@@ -163,10 +163,23 @@ def test_unusable_data_is_refused_in_one_line(places, tmp_path):
             ('cannot be used', [tiny / 'p1', tiny / 'p2', '--out', tmp_path / 'b']),
             ('--minutes must be > 0', [tiny / 'p1', '--minutes', '0', '--out', tmp_path / 'c']),
             ('--filter-share must be within [0, 1]',
-             [tiny / 'p1', '--filter-share', '1.5', '--out', tmp_path / 'd'])):
+             [tiny / 'p1', '--filter-share', '1.5', '--out', tmp_path / 'd']),
+            ('--nearest-contexts takes counts >= 0',
+             [tiny / 'p1', '--nearest-contexts', '8,-1', '--out', tmp_path / 'e'])):
         r = _cli(*args, *base)
         assert r.returncode == 2, (expected, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and expected in r.stderr, r.stderr
+
+
+def test_the_count_of_contexts_is_chosen_by_default():
+    """`finetune` without --nearest-contexts has its last step choose among 8, 16 and 32
+    contexts per particle (the choice itself: test_finetune_aligned_model_reports_pose_ranking
+    and test_lost_threshold.py)."""
+    from dmn_localizer.cli import build_parser
+    from dmn_localizer.commands.calibrate_lost import parse_counts
+    args = build_parser().parse_args(['finetune', 'bag', '--image-topic', '/i', '--pose-topic',
+                                      '/p', '--out', 'out'])
+    assert parse_counts(args.nearest_contexts) == [8, 16, 32]
 
 
 def test_finetune_aligned_model_reports_pose_ranking(places, tmp_path):

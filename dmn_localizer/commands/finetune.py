@@ -6,6 +6,10 @@ import os
 
 from dmn_localizer.util.errors import UserError
 
+DEFAULT_NEAREST_CANDIDATES = '8,16,32'
+"""The counts of contexts per particle an aligned model's fine-tune chooses among on its
+held-out places unless told otherwise."""
+
 HELP = ('Fine-tune the model on your own recordings (image + pose bags of several places) '
         'for a time budget; writes the model and a card comparing it with the zero-shot one.')
 
@@ -30,11 +34,12 @@ def add_arguments(parser):
                         help='validation episodes of the zero-shot and fine-tuned evaluation')
     parser.add_argument('--max-steps', type=int, help='stop after this many steps as well')
     parser.add_argument('--threads', type=int, help='torch CPU threads')
-    parser.add_argument('--nearest-contexts', default=None, metavar='M[,M...]',
-                        help='aligned models: the count of contexts each particle attends to '
-                        '(0: all) written to the card by the last step, or several (e.g. '
-                        '8,16,32): the one whose held-out runs localize best (default: none '
-                        'written, the localizer uses 8)')
+    parser.add_argument('--nearest-contexts', default=DEFAULT_NEAREST_CANDIDATES,
+                        metavar='M[,M...]',
+                        help='aligned models: the counts of contexts each particle attends to '
+                        '(0: all) of which the last step writes to the card the one whose '
+                        'held-out runs localize best; one count: written as given (default '
+                        f'{DEFAULT_NEAREST_CANDIDATES})')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
 
