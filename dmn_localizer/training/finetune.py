@@ -279,7 +279,8 @@ def finetune(groups, image_topic, pose_topic, out, model_path=None, minutes=60.0
     figures into the card's ``lost_flag``; filter_share: for an aligned model, the share of
     ``minutes`` given to the end-to-end stage after the view-pair stage (0: none, 1: only it);
     nearest_candidates: counts of contexts per particle the calibration chooses among first
-    (``nearest_contexts``; None or one count: the localizer's default, else that count).
+    and writes as ``nearest_contexts`` (one count: written as given; None: none written, the
+    localizer's default applies).
     """
     from dmn_localizer.data.from_bags import bag_groups
     from dmn_localizer.model.io import load_model
