@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from dmn_localizer.util.errors import UserError
+from dmn_localizer.evaluation.intervals import percent_with_interval
 from dmn_localizer.evaluation import (EvalConfig, evaluate, likelihood_map, load_episodes,
                                       markdown_table, METHODS, run_method, summarise)
 from dmn_localizer.model import build_model, DMN, DMNConfig, save_model
@@ -72,7 +73,11 @@ def test_evaluate_dmn_and_table(episodes):
         assert {'success@1', 'success@2', 'rmse@2'} <= set(res[m])
     assert 'success@1_shuffled_query' in res['dmn']
     table = markdown_table(res, cfg)
-    assert table.count('\n') == 6 and '| dmn |' in table
+    assert table.count('\n') == 8 and '| dmn |' in table
+    # each success rate with its 95% interval over the episodes
+    n = len(episodes)
+    assert res['dmn']['episodes'] == n
+    assert percent_with_interval(res['dmn']['success@2'], n) in table and '(Wilson)' in table
     with pytest.raises(ValueError, match='valid'):
         evaluate(None, episodes, ['bogus'], cfg)
 

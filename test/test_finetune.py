@@ -15,6 +15,7 @@ import yaml
 
 from dmn_localizer.bags.simulate import simulate_bag
 from dmn_localizer.data.dataset import open_dataset, SPLIT_SEEDS
+from dmn_localizer.evaluation.intervals import percent_with_interval
 from dmn_localizer.model.io import load_model
 from dmn_localizer.replay.lost_threshold import calibrate
 from dmn_localizer.training.finetune import finetune
@@ -64,6 +65,10 @@ def test_finetune_end_to_end(places, tmp_path):
     assert written['zero_shot'] == card['zero_shot']
     text = (out / 'card.md').read_text()
     assert 'zero-shot' in text and 'fine-tuned' in text and 'dmn-localizer replay' in text
+    # the held-out success rates with their 95% interval over the episodes
+    n = card['fine_tuned']['episodes']
+    assert percent_with_interval(card['fine_tuned']['success@5'], n) in text
+    assert f'over its {n} episodes' in text
     assert (out / 'curve.png').stat().st_size > 0
 
 
@@ -206,6 +211,8 @@ def test_finetune_aligned_model_reports_pose_ranking(places, tmp_path):
         figures = card[key]
         assert 0 <= figures['pose_top1'] <= 1 and 0 <= figures['pose_top1_wrong'] <= 1
         assert figures['pose_queries'] > 0 and 'success@5' in figures
+    assert (f"over its {card['zero_shot']['pose_queries']} candidate sets or "
+            f"{card['zero_shot']['episodes']} episodes") in (out / 'card.md').read_text()
     model = load_model(out / 'model')
     assert model.config.architecture == 'aligned' and model.config.context_pooling == 'sum'
     text = (out / 'card.md').read_text()

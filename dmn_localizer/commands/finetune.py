@@ -61,6 +61,7 @@ def run(args):
         raise UserError(f'--from {args.model}: no such model')
     if os.path.isdir(args.out) and os.listdir(args.out):
         raise UserError(f'{args.out}: not empty')
+    from dmn_localizer.evaluation.intervals import percent_with_interval
     from dmn_localizer.replay.lost_threshold import calibrate
     from dmn_localizer.training.finetune import finetune
     card = finetune(groups, args.image_topic, args.pose_topic, args.out, args.model,
@@ -74,8 +75,10 @@ def run(args):
     z, f = card['zero_shot'], card['fine_tuned']
     print(f"{card['steps']} steps in {card['wall_time_s'] / 60:.1f} min on "
           f"{card['data']['train']['pairs']} pairs; held-out places "
-          f"{', '.join(card['val_places'])}: global success@5 {100 * z['success@5']:.1f}% -> "
-          f"{100 * f['success@5']:.1f}%, tracking rmse@5 {z['rmse@5']:.2f} -> "
+          f"{', '.join(card['val_places'])} ({f.get('episodes')} episodes): global success@5 "
+          f"{percent_with_interval(z['success@5'], z.get('episodes'))} -> "
+          f"{percent_with_interval(f['success@5'], f.get('episodes'))}, tracking rmse@5 "
+          f"{z['rmse@5']:.2f} -> "
           f"{f['rmse@5']:.2f} m; {args.out}/model, card.md")
     lost = card.get('lost_flag')
     if lost:

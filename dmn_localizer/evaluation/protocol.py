@@ -226,10 +226,12 @@ def run_method(method, model, episodes, mode, k, cfg: EvalConfig, n_contexts=Non
 
 
 def summarise(global_err, tracking_err, cfg: EvalConfig):
-    """{'success@1', 'success@5', 'rmse@5', 'success_by_t'} from error arrays (E, T)."""
+    """{'success@1', 'success@5', 'rmse@5', 'success_by_t', 'episodes'} from error arrays
+    (E, T)."""
     t_last = cfg.steps - 1
     ok = global_err < cfg.success_m
-    return {'success@1': float(ok[:, 0].mean()),
+    return {'episodes': int(ok.shape[0]),
+            'success@1': float(ok[:, 0].mean()),
             f'success@{cfg.steps}': float(ok[:, t_last].mean()),
             f'rmse@{cfg.steps}': float(np.sqrt(np.mean(tracking_err[:, t_last] ** 2))),
             'success_by_t': [float(x) for x in ok.mean(0)]}
@@ -263,20 +265,28 @@ def evaluate(model, episodes, methods, cfg: EvalConfig, device='cpu'):
 
 
 def markdown_table(results, cfg: EvalConfig):
-    """The paper-style table of :func:`evaluate` results."""
+    """The paper-style table of :func:`evaluate` results; each success rate with its 95%
+    interval over the episodes (Wilson, :mod:`~dmn_localizer.evaluation.intervals`) where
+    the results say how many episodes there were."""
+    from dmn_localizer.evaluation.intervals import percent_with_interval
     T = cfg.steps
     lines = [f'| method | global success@1 | global success@{T} | tracking rmse@{T} (m) |',
              '|---|---|---|---|']
     for m, r in results.items():
-        lines.append(f'| {m} | {100 * r["success@1"]:.1f}% | {100 * r[f"success@{T}"]:.1f}% '
-                     f'| {r[f"rmse@{T}"]:.2f} |')
+        n = r.get('episodes')
+        lines.append(f'| {m} | {percent_with_interval(r["success@1"], n)} | '
+                     f'{percent_with_interval(r[f"success@{T}"], n)} | {r[f"rmse@{T}"]:.2f} |')
     for m, d in results.items():
+        n = d.get('episodes')
         for what in ('query', 'context'):
             if f'success@1_shuffled_{what}' in d:
                 lines.append(f'| {m}, {what} images shuffled | '
-                             f'{100 * d[f"success@1_shuffled_{what}"]:.1f}% | '
-                             f'{100 * d[f"success@{T}_shuffled_{what}"]:.1f}% | '
+                             f'{percent_with_interval(d[f"success@1_shuffled_{what}"], n)} | '
+                             f'{percent_with_interval(d[f"success@{T}_shuffled_{what}"], n)} | '
                              f'{d[f"rmse@{T}_shuffled_{what}"]:.2f} |')
+    if any(r.get('episodes') for r in results.values()):
+        lines += ['', 'In parentheses: the 95% interval of a success rate over the episodes '
+                  '(Wilson).']
     return '\n'.join(lines)
 
 

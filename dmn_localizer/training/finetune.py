@@ -204,6 +204,7 @@ def _stages_text(stages):
 
 
 def _card_markdown(card):
+    from dmn_localizer.evaluation.intervals import percent_with_interval
     z, f = card['zero_shot'], card.get('fine_tuned') or {}
     lines = ['# Fine-tuned model', '',
              f"From `{card['from_model']}` on {card['data']['train']['pairs']} pose-paired "
@@ -216,20 +217,33 @@ def _card_markdown(card):
              + (' (interrupted)' if card['interrupted'] else '')
              + (f" (after training: {card['failed']})" if card.get('failed') else '') + '.', '',
              '| on the held-out places | zero-shot | fine-tuned |', '|---|---|---|']
-    for key, name, pct in (('pose_top1', 'true pose top-1 of 64 candidates (tie-safe)', True),
-                           ('pose_top1_wrong', '... with wrong images', True),
-                           ('success@5', 'global success@5', True),
-                           ('success@5_shuffled_query', '... with wrong images', True),
-                           ('rmse@5', 'tracking rmse@5 (m)', False),
-                           ('rmse@5_shuffled_query', '... with wrong images (m)', False),
-                           ('depth_error', 'predicted column depth, median absolute log error '
-                            '(measured columns)', None)):
-        fmt = {True: lambda v: f'{100 * v:.1f}%', False: lambda v: f'{v:.2f}',
-               None: lambda v: f'{v:.3f}'}[pct]
+    # a rate's trials: the candidate sets of the top-1, the episodes of the protocol
+    for key, name, trials in (
+            ('pose_top1', 'true pose top-1 of 64 candidates (tie-safe)', 'pose_queries'),
+            ('pose_top1_wrong', '... with wrong images', 'pose_queries'),
+            ('success@5', 'global success@5', 'episodes'),
+            ('success@5_shuffled_query', '... with wrong images', 'episodes'),
+            ('rmse@5', 'tracking rmse@5 (m)', 'm'),
+            ('rmse@5_shuffled_query', '... with wrong images (m)', 'm'),
+            ('depth_error', 'predicted column depth, median absolute log error '
+             '(measured columns)', None)):
         if key not in z:
             continue
-        lines.append(f'| {name} | {fmt(z[key])} | '
-                     f'{fmt(f[key]) if key in f else "-"} |')
+
+        def fmt(figures):
+            if key not in figures:
+                return '-'
+            if trials == 'm':
+                return f'{figures[key]:.2f}'
+            if trials is None:
+                return f'{figures[key]:.3f}'
+            return percent_with_interval(figures[key], figures.get(trials))
+        lines.append(f'| {name} | {fmt(z)} | {fmt(f)} |')
+    trials = [f'{z[k]} {what}' for k, what in (('pose_queries', 'candidate sets'),
+                                               ('episodes', 'episodes')) if z.get(k)]
+    if trials:
+        lines += ['', 'In parentheses: the 95% interval of each rate (Wilson) over its '
+                  + ' or '.join(trials) + '.']
     lost = card.get('lost_flag')
     if lost:
         if lost['min_evidence'] is not None:
