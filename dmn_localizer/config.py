@@ -298,9 +298,17 @@ class LocalizerConfig:
                                   'from which random particles are injected', 1, 100000)
     recovery_alpha: float = param(0.1, 'Share of particles re-drawn uniformly at each '
                                   'collapsed update from collapse_updates on, and at each '
-                                  'update while the estimate is lost (see min_evidence; not '
+                                  'update while the estimate is lost (see min_evidence and '
+                                  'lost_search_delay; not '
                                   "with the fallback for a model whose card has no value; "
                                   '0 = off)', 0.0, 1.0)
+    lost_search_delay: int = param(10, 'Updates in a row the estimate must have been lost '
+                                   '(see min_evidence) before the search while lost redraws '
+                                   'recovery_alpha of the particles at each further lost '
+                                   'update: a track lost for a few views the model does not '
+                                   'recognise keeps its cloud, which random particles on a '
+                                   'look-alike place could take over (the collapse monitor\'s '
+                                   'injections do not wait; 0 = search at once)', 0, 100000)
     global_reinit_updates: int = param(8, 'Collapse count at which the filter re-initialises '
                                        'globally (0 = never)', 0, 100000)
     min_evidence: float = param(-1.0, 'For models whose scores are log-likelihood ratios '
@@ -391,7 +399,8 @@ LOCALIZER_RUNTIME_PARAMETERS = frozenset({
     'force_update_when_still', 'evidence_min_d', 'evidence_min_a', 'likelihood_scale',
     'initial_likelihood_scale',
     'resample_ess_ratio', 'resample_jitter', 'health_samples', 'collapse_score',
-    'collapse_updates', 'recovery_alpha', 'global_reinit_updates', 'min_evidence',
+    'collapse_updates', 'recovery_alpha', 'lost_search_delay', 'global_reinit_updates',
+    'min_evidence',
     'covariance_scale', 'covariance_scale_max_std', 'covariance_scale_min_updates',
     'max_context_distance', 'odom_jump_threshold',
     'odom_max_speed', 'odom_timeout', 'transform_tolerance', 'tf_broadcast',

@@ -1,21 +1,21 @@
-"""Kidnapped robot with the shipped model: a simulated bag whose robot is carried to
-a mapped place >= 10 m away mid-run, its odometry seeing nothing, replayed offline through the
-localizer with default health settings. It must track before the teleport, detect it (a
-recovery fires), be back within the paper's success radius (8.94 m) within a bounded number
-of updates and, once no view backs the look-alike place it settled on (lost), keep searching
-until it has found the true pose for good.
-
-Measured on this bag with the shipped default model, models/aligned_mazes_e2e (world
-1,100,007 = test world 7, covering mapping run -> 725 contexts, K = 2048 after a first sample
-of 16,384, 32x32, seed 0; 2026-12-06): 0.5 m off at the first update, below 0.5 m from update
-6 on, 0.0-0.2 m before the teleport; at the teleport a random injection, back below 8.94 m 5
-updates later, on a look-alike place up to 4 m off, then flagged lost; the injections while
-lost found the true pose: below 2 m for good 10 updates after the teleport (replay seeds 0-2:
-10 / 8 / 12 updates), 0.4 m at the end; 10 updates flagged lost. With models/aligned_mazes,
-the default before: 12 / 17 / 17 updates (before regularised resampling 8 / 20 / 6, earlier
-20 / 20 / 11; with 2,048 from the start 16 / 22 / 30; without the transition's heavy tail too
-27 / 22 / 5). Without the injections while lost (before) the belief never came back below
-2 m for good (seeds 0-2) and walked 24 m off.
+"""Kidnapped robot with the shipped model: a simulated bag whose robot is carried to a mapped place
+>= 10 m away mid-run, its odometry seeing nothing, replayed offline through the localizer with
+default health settings. It must track before the teleport, detect it (a recovery fires), be
+back within the paper's success radius (8.94 m) within a bounded number of updates and, once no
+view backs the look-alike place it settled on (lost), keep searching until it has found the true
+pose for good. Measured on this bag with the shipped default model, models/aligned_mazes_e2e
+(world 1,100,007 = test world 7, covering mapping run -> 725 contexts, K = 2048 after a first
+sample of 16,384, 32x32, seed 0; 2026-12-06): 0.5 m off at the first update, below 0.5 m from
+update 6 on, 0.0-0.2 m before the teleport; at the teleport a random injection, back below 8.94
+m 5 updates later, on a look- alike place up to 4 m off, then flagged lost; the injections while
+lost found the true pose: below 2 m for good 10 updates after the teleport (replay seeds 0-2: 10
+/ 8 / 12 updates), 0.4 m at the end; 10 updates flagged lost. Since the search while lost waits
+for 10 lost updates in a row (lost_search_delay, 2026-12-07): 10 / 9 / 17 updates, with 2 / 1 /
+2 injections (10 / 5 / 13 before): the collapse monitor's do most of the search. With
+models/aligned_mazes, the default before: 12 / 17 / 17 updates (before regularised resampling 8
+/ 20 / 6, earlier 20 / 20 / 11; with 2,048 from the start 16 / 22 / 30; without the transition's
+heavy tail too 27 / 22 / 5). Without the injections while lost (before) the belief never came
+back below 2 m for good (seeds 0-2) and walked 24 m off.
 (models/dmn_mazes, on the 800-frame map of the planner before: back 7 updates later, then
 4.4-9.9 m off.)"""
 import numpy as np

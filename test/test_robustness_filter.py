@@ -228,6 +228,39 @@ def test_recovery_can_be_disabled():
     assert not any(r.collapsed for r in updated) and math.isnan(updated[0].belief_score)
 
 
+@pytest.mark.parametrize('delay', [0, 4])
+def test_the_search_while_lost_waits_lost_search_delay_updates(delay):
+    """With a threshold that fits the model, an estimate lost (weak evidence for
+    collapse_updates updates) searches by random injection only once it has been lost for
+    more than lost_search_delay updates in a row, then at each further lost update; lost
+    again after matching views, it waits again. The collapse monitor does not wait."""
+    from dmn_localizer.localization.health import Health, record_evidence, record_score
+    cfg = LocalizerConfig(collapse_updates=3, lost_search_delay=delay, recovery_alpha=0.1)
+    health = Health()
+
+    def run(evidence, score=0.9, search=True):   # score 0.9: the collapse monitor is content
+        got = []
+        for e in evidence:
+            record_evidence(health, cfg, e, 1.0)
+            got.append((health.unreliable, record_score(health, cfg, score, search)[1]))
+        return got
+    weak = run([0.0] * 12)
+    assert [lost for lost, _ in weak] == [False] * 2 + [True] * 10
+    assert [r for _, r in weak] == [''] * (2 + delay) + ['inject'] * (10 - delay)
+    # matching views: the weak count falls back below collapse_updates (from its cap, 6)
+    assert [lost for lost, _ in run([2.0] * 4)] == [True] * 3 + [False]
+    again = run([0.0] * 8)   # lost at once (the count was at 2), the search waits again
+    assert [lost for lost, _ in again] == [True] * 8
+    assert [r for _, r in again] == [''] * delay + ['inject'] * (8 - delay)
+    assert health.lost_updates == 8
+    # the search needs a threshold chosen for the model (search_when_lost)
+    assert all(r == '' for _, r in run([0.0] * 3, search=False))
+    # a collapsed belief (the collapse monitor) injects without waiting
+    fresh = Health()
+    health = fresh
+    assert [r for _, r in run([0.0] * 3, score=0.1)] == ['', '', 'inject']
+
+
 @pytest.mark.parametrize('broken', [math.nan, -math.inf, math.inf])
 def test_non_finite_likelihoods_keep_the_belief_finite(broken):
     oracle = Oracle()

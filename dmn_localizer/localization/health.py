@@ -24,7 +24,9 @@ explain the image than a view that tells nothing). When it stays below ``min_evi
 belief is not backed by a view of the map that matches the images and the estimate is flagged
 *unreliable* (the localizer's covariance then covers the map). The belief's mean, not the best
 particle's score: with thousands of particles against hundreds of views, the best of them
-matches a foreign image by chance.
+matches a foreign image by chance. With a threshold that fits the model, an estimate that has
+been unreliable for more than ``lost_search_delay`` updates in a row also searches: random
+injection at each further unreliable update (:func:`record_score`).
 
 This module keeps the counters and decides; :class:`~dmn_localizer.localization.localizer.
 Localizer` draws and scores the reference poses and applies the recovery decided here.
@@ -68,6 +70,7 @@ class Health:
     unreliable: bool = False         # weak_evidence >= collapse_updates: the estimate is not
     #                                  backed by any matching view (covariance covers the map)
     unreliable_total: int = 0
+    lost_updates: int = 0            # updates in a row the estimate has been unreliable
 
 
 def belief_score(belief, ref_ll):
@@ -85,10 +88,12 @@ def record_score(health, config, score, search_when_lost=False):
     (collapsed, recovery): recovery '', 'inject' (redraw ``recovery_alpha`` of the particles)
     or 'global' (re-initialise globally), for the caller to apply. With ``search_when_lost``
     an update whose estimate is lost (:func:`record_evidence` said so before) injects too when
-    the collapse monitor calls for nothing, so a belief settled on a look-alike place keeps
+    the collapse monitor calls for nothing, once it has been lost for more than
+    ``lost_search_delay`` updates in a row, so a belief settled on a look-alike place keeps
     searching."""
     collapsed, recovery = _collapse_recovery(health, config, score)
-    if not recovery and search_when_lost and health.unreliable and config.recovery_alpha > 0.0:
+    if (not recovery and search_when_lost and health.unreliable and config.recovery_alpha > 0.0
+            and health.lost_updates > config.lost_search_delay):
         recovery = _injection(health)
     return collapsed, recovery
 
@@ -134,6 +139,7 @@ def record_evidence(health, config, evidence, min_evidence):
     h.weak_evidence = (min(h.weak_evidence + 1, 2 * c.collapse_updates) if weak
                        else max(h.weak_evidence - 1, 0))
     h.unreliable = h.weak_evidence >= c.collapse_updates
+    h.lost_updates = h.lost_updates + 1 if h.unreliable else 0
     h.unreliable_total += int(h.unreliable)
     return h.unreliable
 
