@@ -217,28 +217,23 @@ def _card_markdown(card):
              + (' (interrupted)' if card['interrupted'] else '')
              + (f" (after training: {card['failed']})" if card.get('failed') else '') + '.', '',
              '| on the held-out places | zero-shot | fine-tuned |', '|---|---|---|']
-    # a rate's trials: the candidate sets of the top-1, the episodes of the protocol
-    for key, name, trials in (
-            ('pose_top1', 'true pose top-1 of 64 candidates (tie-safe)', 'pose_queries'),
-            ('pose_top1_wrong', '... with wrong images', 'pose_queries'),
-            ('success@5', 'global success@5', 'episodes'),
-            ('success@5_shuffled_query', '... with wrong images', 'episodes'),
-            ('rmse@5', 'tracking rmse@5 (m)', 'm'),
-            ('rmse@5_shuffled_query', '... with wrong images (m)', 'm'),
+    # rates come with their 95% interval over their trials (the top-1's candidate sets, the
+    # protocol's episodes); metres and the depth error as they are
+    for key, name, trials, plain in (
+            ('pose_top1', 'true pose top-1 of 64 candidates (tie-safe)', 'pose_queries', None),
+            ('pose_top1_wrong', '... with wrong images', 'pose_queries', None),
+            ('success@5', 'global success@5', 'episodes', None),
+            ('success@5_shuffled_query', '... with wrong images', 'episodes', None),
+            ('rmse@5', 'tracking rmse@5 (m)', None, '{:.2f}'),
+            ('rmse@5_shuffled_query', '... with wrong images (m)', None, '{:.2f}'),
             ('depth_error', 'predicted column depth, median absolute log error '
-             '(measured columns)', None)):
+             '(measured columns)', None, '{:.3f}')):
         if key not in z:
             continue
-
-        def fmt(figures):
-            if key not in figures:
-                return '-'
-            if trials == 'm':
-                return f'{figures[key]:.2f}'
-            if trials is None:
-                return f'{figures[key]:.3f}'
-            return percent_with_interval(figures[key], figures.get(trials))
-        lines.append(f'| {name} | {fmt(z)} | {fmt(f)} |')
+        cells = [('-' if key not in figures else plain.format(figures[key]) if plain else
+                  percent_with_interval(figures[key], figures.get(trials)))
+                 for figures in (z, f)]
+        lines.append(f'| {name} | {cells[0]} | {cells[1]} |')
     trials = [f'{z[k]} {what}' for k, what in (('pose_queries', 'candidate sets'),
                                                ('episodes', 'episodes')) if z.get(k)]
     if trials:
