@@ -51,6 +51,7 @@ import math
 import numpy as np
 import torch
 
+from dmn_localizer.evaluation.intervals import percent_with_interval
 from dmn_localizer.filter import FilterConfig, sample_uniform
 from dmn_localizer.filter.rollout import initial_particles, make_batch, rollout
 
@@ -268,7 +269,6 @@ def markdown_table(results, cfg: EvalConfig):
     """The paper-style table of :func:`evaluate` results; each success rate with its 95%
     interval over the episodes (Wilson, :mod:`~dmn_localizer.evaluation.intervals`) where
     the results say how many episodes there were."""
-    from dmn_localizer.evaluation.intervals import percent_with_interval
     T = cfg.steps
     lines = [f'| method | global success@1 | global success@{T} | tracking rmse@{T} (m) |',
              '|---|---|---|---|']

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dmn_localizer.evaluation.intervals import percent_with_interval
 from dmn_localizer.training.logs import UNBOUNDED_STEPS
 from dmn_localizer.util.errors import UserError
 from dmn_localizer.util.atomic import write_bytes, write_json, write_text
@@ -204,7 +205,6 @@ def _stages_text(stages):
 
 
 def _card_markdown(card):
-    from dmn_localizer.evaluation.intervals import percent_with_interval
     z, f = card['zero_shot'], card.get('fine_tuned') or {}
     lines = ['# Fine-tuned model', '',
              f"From `{card['from_model']}` on {card['data']['train']['pairs']} pose-paired "
