@@ -339,6 +339,19 @@ def test_dataset_from_bags_keeps_worlds_apart(two_worlds, tmp_path, caplog):
     assert m['groups'][0]['suspected_mixing']
 
 
+def test_the_mixing_check_forgives_a_few_degrees_of_yaw():
+    """Two views of one place at "the same pose" differ by up to NEAR_RAD of yaw: the mixing
+    check compares them at their best horizontal shift of a few columns."""
+    from dmn_localizer.data.from_bags import _shifted_difference
+    rng = np.random.default_rng(0)
+    scene = rng.random((32, 40)).astype(np.float32)
+    a, b = scene[:, 2:34], scene[:, 4:36]          # the second view turned by two columns
+    assert _shifted_difference(a, b, 0) > 0.2
+    assert _shifted_difference(a, b, 1) > 0.2
+    assert _shifted_difference(a, b, 2) == 0.0
+    assert _shifted_difference(b, a, 3) == 0.0
+
+
 def test_dataset_from_bags_refuses_frames_mixed_in_a_group(tmp_path):
     from rosbags.rosbag2 import Writer
     from dmn_localizer.util.errors import UserError

@@ -17,9 +17,9 @@ Bags are read in **groups**: the bags of one group share one map frame (the mapp
 localization runs of one place, or the runs of one SLAM map); each group is tiled on its own,
 so no area ever holds views of two groups. All bags of a group must give their poses in one
 frame (else a one-line error), and where two bags of a group pass the same poses their images
-must look alike: when they differ as much as unrelated views do (:func:`mixing_ratio`), the
-bags are most likely different places in frames that happen to share a name, and a warning
-says so.
+must look alike: when an unrelated view of one bag often looks more like the other bag's view
+than the same pose's view does (:func:`mixing_rank`), the bags are most likely different
+places in frames that happen to share a name, and a warning says so.
 """
 import logging
 import math
@@ -39,7 +39,7 @@ from dmn_localizer.localization.camera import HFOV_TOLERANCE_DEG
 log = logging.getLogger(__name__)
 
 AREAS_PER_SHARD = 50
-MIXING_RATIO = 0.7   # near-pose views this close (relative to unrelated ones) to unrelated
+MIXING_RANK = 0.2    # the mixing check's warning level (see mixing_rank)
 NEAR_M, NEAR_RAD = 0.5, math.radians(15.0)   # "the same pose" for the mixing check
 
 
@@ -74,21 +74,31 @@ def bag_groups(groups):
     return out
 
 
-def _image_difference(a, b):
-    """Mean absolute difference (N,) of image pairs (N, S, S, 3) uint8 after removing each
-    image's mean brightness, in [0, 1]."""
-    a = a.astype(np.float32).mean(-1) / 255.0
-    b = b.astype(np.float32).mean(-1) / 255.0
-    a -= a.mean((1, 2), keepdims=True)
-    b -= b.mean((1, 2), keepdims=True)
-    return np.abs(a - b).mean((1, 2))
+def _gray(images):
+    """Images (N, S, S, 3) uint8 -> gray (N, S, S) float32 in [0, 1] less each one's mean."""
+    g = images.astype(np.float32).mean(-1) / 255.0
+    return g - g.mean((1, 2), keepdims=True)
 
 
-def mixing_ratio(pairs, i, j, max_pairs=200, seed=0):
-    """How different the images of bags ``i`` and ``j`` of ``pairs`` are where they pass the
-    same pose (within NEAR_M, NEAR_RAD), relative to unrelated images of the two bags (median
-    image difference, :func:`_image_difference`): about 0 for one place, about 1 for two
-    places at overlapping coordinates. None when they share fewer than 10 poses."""
+def _shifted_difference(a, b, max_shift):
+    """Mean absolute difference of gray images ``a`` (..., S, S) and ``b`` (broadcast), the
+    smallest over horizontal shifts of up to ``max_shift`` columns (a few degrees of yaw)."""
+    width = a.shape[-1]
+    best = np.abs(a - b).mean((-2, -1))
+    for k in range(1, max_shift + 1):
+        for x, y in ((a[..., k:], b[..., :width - k]), (a[..., :width - k], b[..., k:])):
+            best = np.minimum(best, np.abs(x - y).mean((-2, -1)))
+    return best
+
+
+def mixing_rank(pairs, i, j, max_pairs=200, references=64, seed=0):
+    """Whether bags ``i`` and ``j`` of ``pairs`` show one place: for each view of bag ``j`` at a
+    pose that bag ``i`` also passed (within NEAR_M, NEAR_RAD; up to ``max_pairs`` of them), the
+    share of ``references`` random views of bag ``i`` that look more like it than bag ``i``'s
+    view at that pose (mean absolute difference of the gray images, the best of a few columns'
+    shift); the mean over the views. About 0 for one place (the same pose's view looks most
+    alike), well above for different places at overlapping coordinates. None when the bags
+    share fewer than 10 poses."""
     from dmn_localizer.geometry import wrap_angle
     a, b = np.flatnonzero(pairs.bag == i), np.flatnonzero(pairs.bag == j)
     pa, pb = pairs.poses[a], pairs.poses[b]
@@ -104,10 +114,13 @@ def mixing_ratio(pairs, i, j, max_pairs=200, seed=0):
         return None
     rng = np.random.default_rng(seed)
     near = np.asarray(near)[rng.permutation(len(near))[:max_pairs]]
-    rand = np.stack([rng.choice(a, len(near)), rng.choice(b, len(near))], 1)
-    d_near = np.median(_image_difference(pairs.images[near[:, 0]], pairs.images[near[:, 1]]))
-    d_rand = np.median(_image_difference(pairs.images[rand[:, 0]], pairs.images[rand[:, 1]]))
-    return float(d_near / max(d_rand, 1e-6))
+    ref = _gray(pairs.images[rng.choice(a, references)])
+    ai, bj = _gray(pairs.images[near[:, 0]]), _gray(pairs.images[near[:, 1]])
+    shift = max(1, ai.shape[-1] // 10)
+    d_near = _shifted_difference(ai, bj, shift)                            # (N,)
+    d_ref = np.concatenate([_shifted_difference(ref[None], bj[k:k + 32, None], shift)
+                            for k in range(0, len(bj), 32)])               # (N, R)
+    return float((d_ref < d_near[:, None]).mean())
 
 
 def _windows(pairs, inside, length, stride, max_gap_ns):
@@ -151,7 +164,7 @@ def _group_areas(pairs, contexts, min_pairs, trajectory_length, area_stride_m, f
 def read_group(name, paths, image_topic, pose_topic, image_size, max_dt_s, depth_topic=None,
                depth_max_dt_s=0.05):
     """The image-pose pairs of one group; UserError when its bags give poses in several
-    frames, a warning when two of them look like different places (:func:`mixing_ratio`)."""
+    frames, a warning when two of them look like different places (:func:`mixing_rank`)."""
     pairs = read_pairs(paths, image_topic, pose_topic, image_size, max_dt_s, depth_topic,
                        depth_max_dt_s)
     if len(pairs.frame_ids) > 1:
@@ -161,12 +174,13 @@ def read_group(name, paths, image_topic, pose_topic, image_size, max_dt_s, depth
     suspects = []
     for i in range(len(paths)):
         for j in range(i + 1, len(paths)):
-            r = mixing_ratio(pairs, i, j)
-            if r is not None and r > MIXING_RATIO:
+            r = mixing_rank(pairs, i, j)
+            if r is not None and r > MIXING_RANK:
                 suspects.append((paths[i], paths[j], r))
                 log.warning('group %s: %s and %s look like different places at the same '
-                            'poses (images as different as unrelated views: %.2f); give them '
-                            'their own groups if they are', name, paths[i], paths[j], r)
+                            'poses (an unrelated view looks more alike than the same pose\'s '
+                            'in %.0f%% of the cases); give them their own groups if they are',
+                            name, paths[i], paths[j], 100 * r)
     return pairs, suspects
 
 
