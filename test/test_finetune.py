@@ -187,6 +187,17 @@ def test_the_count_of_contexts_is_chosen_by_default():
     assert parse_counts(args.nearest_contexts) == [8, 16, 32]
 
 
+def test_the_card_lists_the_stages_in_training_order():
+    """card.json keeps its keys sorted: a card rebuilt from it still says view pairs first."""
+    from dmn_localizer.training.finetune import _stages_text
+    stages = json.loads(json.dumps({'view_pairs': dict(steps=5, minutes=30.0),
+                                    'filter': dict(steps=7, minutes=30.0)}, sort_keys=True))
+    assert list(stages) == ['filter', 'view_pairs']
+    assert _stages_text(stages) == (' (view pairs: 5 steps in 30.0 min, then end to end '
+                                    'through the filter: 7 steps in 30.0 min)')
+    assert _stages_text({}) == ''
+
+
 def test_finetune_aligned_model_reports_pose_ranking(places, tmp_path):
     """An aligned model fine-tunes by the view-pair recipe on bags (no true depths: overlaps
     from its predicted ones); the card adds the tie-safe candidate top-1 and its twin, and

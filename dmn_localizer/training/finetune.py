@@ -200,8 +200,9 @@ def _stages_text(stages):
     """' (view pairs: N steps in M min, then ...)' for the stages an aligned model trained."""
     if not stages:
         return ''
-    return ' (' + ', then '.join(f"{STAGE_NAMES[k]}: {v['steps']} steps in {v['minutes']:.1f} min"
-                                 for k, v in stages.items()) + ')'
+    return ' (' + ', then '.join(   # in training order, also for a card read back from JSON
+        f"{STAGE_NAMES[k]}: {stages[k]['steps']} steps in {stages[k]['minutes']:.1f} min"
+        for k in STAGE_NAMES if k in stages) + ')'
 
 
 def _card_markdown(card):
