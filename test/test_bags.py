@@ -352,6 +352,28 @@ def test_the_mixing_check_forgives_a_few_degrees_of_yaw():
     assert _shifted_difference(b, a, 3) == 0.0
 
 
+def test_the_mixing_rank_tells_one_place_from_two_either_way_round():
+    """Two bags passing the same 60 poses: with the same views (noise added) the same pose's
+    view looks most alike (rank 0); with another place's views it ranks among unrelated ones
+    (about 0.5); the statistic does not depend on which bag comes first."""
+    from types import SimpleNamespace
+    from dmn_localizer.data.from_bags import MIXING_RANK, mixing_rank
+    rng = np.random.default_rng(1)
+    poses = np.stack([np.arange(60) * 3.0, np.zeros(60), np.zeros(60)], 1)
+    place = rng.integers(0, 256, (60, 16, 16, 3))
+    other = rng.integers(0, 256, (60, 16, 16, 3))
+    noisy = np.clip(place + rng.normal(0, 20, place.shape), 0, 255)
+
+    def rank(second, i=0, j=1):
+        images = np.concatenate([place, second]).astype(np.uint8)
+        bags = SimpleNamespace(images=images, poses=np.concatenate([poses, poses]),
+                               bag=np.repeat([0, 1], 60))
+        return mixing_rank(bags, i, j)
+    assert rank(noisy) == rank(noisy, 1, 0) == 0.0
+    assert rank(other) == rank(other, 1, 0)
+    assert 0.35 < rank(other) < 0.65 and rank(other) > MIXING_RANK
+
+
 def test_dataset_from_bags_refuses_frames_mixed_in_a_group(tmp_path):
     from rosbags.rosbag2 import Writer
     from dmn_localizer.util.errors import UserError

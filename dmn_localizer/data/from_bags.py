@@ -39,7 +39,7 @@ from dmn_localizer.localization.camera import HFOV_TOLERANCE_DEG
 log = logging.getLogger(__name__)
 
 AREAS_PER_SHARD = 50
-MIXING_RANK = 0.2    # the mixing check's warning level (see mixing_rank)
+MIXING_RANK = 0.25   # the mixing check's warning level (see mixing_rank)
 NEAR_M, NEAR_RAD = 0.5, math.radians(15.0)   # "the same pose" for the mixing check
 
 
@@ -92,13 +92,19 @@ def _shifted_difference(a, b, max_shift):
 
 
 def mixing_rank(pairs, i, j, max_pairs=200, references=64, seed=0):
-    """Whether bags ``i`` and ``j`` of ``pairs`` show one place: for each view of bag ``j`` at a
-    pose that bag ``i`` also passed (within NEAR_M, NEAR_RAD; up to ``max_pairs`` of them), the
-    share of ``references`` random views of bag ``i`` that look more like it than bag ``i``'s
-    view at that pose (mean absolute difference of the gray images, the best of a few columns'
-    shift); the mean over the views. About 0 for one place (the same pose's view looks most
-    alike), well above for different places at overlapping coordinates. None when the bags
-    share fewer than 10 poses."""
+    """Whether bags ``i`` and ``j`` of ``pairs`` show one place: for each view of one bag at a
+    pose that the other bag also passed (within NEAR_M, NEAR_RAD; up to ``max_pairs`` of
+    them), the share of ``references`` random views of the other bag that look more like it
+    than the other bag's view at that pose (mean absolute difference of the gray images, the
+    best of a few columns' shift); the mean over the views and both ways round. About 0 for
+    one place (the same pose's view looks most alike), well above for different places at
+    overlapping coordinates. None when the bags share fewer than 10 poses."""
+    ranks = [_one_way_rank(pairs, a, b, max_pairs, references, seed) for a, b in ((i, j), (j, i))]
+    return None if None in ranks else float(np.mean(ranks))
+
+
+def _one_way_rank(pairs, i, j, max_pairs, references, seed):
+    """:func:`mixing_rank` for the views of bag ``j`` against the references of bag ``i``."""
     from dmn_localizer.geometry import wrap_angle
     a, b = np.flatnonzero(pairs.bag == i), np.flatnonzero(pairs.bag == j)
     pa, pb = pairs.poses[a], pairs.poses[b]
