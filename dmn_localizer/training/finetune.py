@@ -205,6 +205,26 @@ def _stages_text(stages):
         for k in STAGE_NAMES if k in stages) + ')'
 
 
+def _chosen_checkpoint_text(card):
+    """['', 'The model: ...'] saying which checkpoint of an aligned model's last stage became
+    OUT/model (its best validation row: step, minutes, held-out success@5), or []."""
+    for stage, run, key in (('filter', RUNS[1], 'validation_filter'),
+                            ('view_pairs', RUNS[0], 'validation')):
+        row = (card.get(key) or {}).get('best')
+        if card.get('architecture') != 'aligned' or not row or 'minutes' not in row:
+            continue
+        success = row.get('val_success')
+        by = (f"held-out global success@5 ({float(success):.1%})" if success not in (None, '')
+              else f"held-out candidate top-1 ({float(row['pose_top1']):.1%})")
+        total = (card.get('stages') or {}).get(stage, {}).get('minutes')
+        return ['', f"The model: the checkpoint of the last stage ({STAGE_NAMES[stage]}) with "
+                    f"the best {by}: step {int(float(row['step']))}, after "
+                    f"{float(row['minutes']):.1f}"
+                    + (f" of {float(total):.1f}" if total is not None else '')
+                    + f" min (that stage's last checkpoint: `{run}/last`)."]
+    return []
+
+
 def _card_markdown(card):
     z, f = card['zero_shot'], card.get('fine_tuned') or {}
     lines = ['# Fine-tuned model', '',
@@ -267,6 +287,7 @@ def _card_markdown(card):
         ('curve_filter.png', 'end to end', 'validation_filter')) if key in card]
     if card.get('architecture') == 'aligned' and curves:
         lines += ['', 'Validation curves against wall time: ' + ', '.join(curves) + '.']
+    lines += _chosen_checkpoint_text(card)
     lines += ['', 'Try it:', '', '```', card['replay_command'], '```', '']
     return '\n'.join(lines)
 
