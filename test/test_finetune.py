@@ -231,8 +231,8 @@ def test_finetune_aligned_model_reports_pose_ranking(places, tmp_path):
     assert (out / 'curve_filter.png').stat().st_size > 0 and 'end to end' in text
     # the card says which checkpoint of the last stage it hands on (as its best model says)
     step = load_model(out / 'run_filter' / 'best').card['metadata']['validation']['step']
-    assert (f'The model: the checkpoint of the last stage (end to end through the filter) '
-            f'with the best held-out global success@5') in text
+    assert ('The model: the checkpoint of the last stage (end to end through the filter) '
+            'with the best held-out global success@5') in text
     assert f': step {step}, after ' in text and '`run_filter/last`' in text
     lost = card['lost_flag']
     held_out = card['val_places'][0]
