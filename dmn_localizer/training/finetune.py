@@ -208,10 +208,12 @@ def _stages_text(stages):
 def _chosen_checkpoint_text(card):
     """['', 'The model: ...'] saying which checkpoint of an aligned model's last stage became
     OUT/model (its best validation row: step, minutes, held-out success@5), or []."""
+    if card.get('architecture') != 'aligned':
+        return []
     for stage, run, key in (('filter', RUNS[1], 'validation_filter'),
                             ('view_pairs', RUNS[0], 'validation')):
         row = (card.get(key) or {}).get('best')
-        if card.get('architecture') != 'aligned' or not row or 'minutes' not in row:
+        if not row or 'minutes' not in row:
             continue
         success = row.get('val_success')
         by = (f"held-out global success@5 ({float(success):.1%})" if success not in (None, '')
