@@ -110,6 +110,19 @@ class Robot:
                 return pose_to_xyyaw(poses[-1].pose.pose), truth
         raise AssertionError(f'no update with {size} particles in {tries} steps')
 
+    def drive_until(self, done, published, steps=8, wait_s=10.0):
+        """Step until ``done()``, waiting after each step (up to ``wait_s``) for the node's
+        update: a new message in ``published``. On a loaded machine an image the node has not
+        taken yet is replaced by the next one, so a few quick steps may bring fewer updates
+        than steps (seen in clean-clone runs). Returns ``done()``."""
+        for _ in range(steps):
+            count = len(published)
+            self.step()
+            self.peer.spin_until(lambda: done() or len(published) > count, wait_s)
+            if done():
+                return True
+        return bool(done())
+
     def step(self, still=False):
         """Half a second of odometry and an image; ``still``: the robot stands where the last
         step's odometry left it (the next step drives on from the time-based pose)."""

@@ -148,9 +148,7 @@ def test_runtime_parameters_apply_or_are_refused(ros_env, ros_peer, model_and_ma
     robot = Robot(ros_peer, world)
     try:
         robot.wait_for_node()
-        for _ in range(3):
-            robot.step()
-        assert ros_peer.spin_until(lambda: len(poses) >= 2 and map_to_odom(tfs), 30), \
+        assert robot.drive_until(lambda: len(poses) >= 2 and map_to_odom(tfs), poses), \
             stop_process(node)[1][-3000:]
         results = set_parameters(ros_peer, 'localizer', tf_broadcast=False, update_min_d=50.0)
         assert all(r.successful for r in results), results
@@ -164,9 +162,7 @@ def test_runtime_parameters_apply_or_are_refused(ros_env, ros_peer, model_and_ma
 
         results = set_parameters(ros_peer, 'localizer', tf_broadcast=True, update_min_d=0.1)
         assert all(r.successful for r in results), results
-        for _ in range(2):
-            robot.step()
-        assert ros_peer.spin_until(lambda: len(poses) > count and map_to_odom(tfs), 20)
+        assert robot.drive_until(lambda: len(poses) > count and map_to_odom(tfs), poses)
 
         refused = set_parameters(ros_peer, 'localizer', model='/elsewhere.safetensors')
         assert not refused[0].successful and 'model is read at configure' in refused[0].reason
@@ -255,9 +251,7 @@ def test_lifecycle_transitions_as_nav2_lifecycle_manager(ros_env, ros_peer, mode
             assert ros_peer.spin_until(lambda: len(bond) >= 3, 30)
             assert {(m.id, m.active) for m in bond} == {('localizer', True)}
             instances.append(bond[0].instance_id)
-            for _ in range(3):
-                robot.step()
-            assert ros_peer.spin_until(lambda: poses and map_to_odom(tfs) and diags, 30), \
+            assert robot.drive_until(lambda: poses and map_to_odom(tfs) and diags, poses), \
                 stop_process(node)[1][-3000:]
 
             assert transition(ros_peer, 'localizer', Transition.TRANSITION_DEACTIVATE)

@@ -249,15 +249,7 @@ def test_localizer_over_dds_with_tf_odometry_and_static_mounting(ros_env, ros_pe
     robot = test_localizer_node.Robot(ros_peer, world, odom_via='tf')
     try:
         robot.wait_for_node()
-        # an update per step, waited for: on a loaded machine an image the node has not
-        # taken yet is replaced by the next one (seen once in a clean-clone make test)
-        for _ in range(8):
-            n_poses = len(poses)
-            robot.step()
-            ros_peer.spin_until(lambda: len(poses) > n_poses, 10)
-            if len(poses) >= 3:
-                break
-        if len(poses) < 3:
+        if not robot.drive_until(lambda: len(poses) >= 3, poses):
             raise AssertionError((len(poses), stop_process(node)[1][-3000:]))
         est = poses[-1]
         t_est = est.header.stamp.sec + est.header.stamp.nanosec * 1e-9
