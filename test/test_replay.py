@@ -28,9 +28,11 @@ DOCUMENTED = ['ape_rmse_m', 'rpe_rmse_m', 'success_rate', 'success_rate_tight',
               'time_to_converge_s', 'final_error_m', 'final_yaw_error_deg', 'frames_per_s',
               'nees_mean', 'share_inside_2sigma', 'particles', 'map_contexts', 'model_id',
               'device', 'frames', 'updates', 'success_rate_chance', 'success_rate_tight_chance',
-              'converged_share_final', 'confident_miss_share']
+              'converged_share_final', 'confident_miss_share', 'map_view_share',
+              'off_share_with_map_view', 'off_share_without_map_view']
 MAY_BE_NULL = {'time_to_converge_s', 'median_error_after_convergence_m',
-               'min_evidence'}   # null: the lost flag is off (the tiny DMN here)
+               'min_evidence', 'off_share_with_map_view',
+               'off_share_without_map_view'}   # null: the lost flag is off (the tiny DMN here)
 TIMING = {'frames_per_s', 'latency_mean_s', 'latency_max_s'}
 OUTPUTS = ['metrics.json', 'estimate.tum', 'groundtruth.tum', 'updates.csv', 'trajectory.png',
            'errors.png']
@@ -131,6 +133,11 @@ def test_update_table_adds_up_to_the_metrics(offline):
     tum = np.loadtxt(out / 'estimate.tum')
     xy = np.array([[float(r['x_m']), float(r['y_m'])] for r in table])
     assert np.allclose(xy, tum[:, 1:3], atol=1e-3)
+    view = np.array([float(r['map_view_m']) for r in table])
+    covered = view <= metrics['map_view_threshold_m']
+    assert covered.mean() == pytest.approx(metrics['map_view_share'])
+    if covered.any():
+        assert np.mean(err[covered] >= 2.0) == pytest.approx(metrics['off_share_with_map_view'])
     # errors.png has its third panel, the evidence: 8 x 6.5 inches before the tight crop
     # (height / width 0.77 after it) instead of 8 x 4.5 (about 0.55)
     header = (out / 'errors.png').read_bytes()[16:24]
@@ -183,6 +190,37 @@ def test_chance_level_beside_every_success_rate():
     assert m['success_rate'] == 1.0
     no_map = compute_metrics(track)
     assert no_map['success_rate_chance'] is None and no_map['success_rate_tight_chance'] is None
+
+
+def test_map_views_facing_the_camera_and_the_errors_beside_them():
+    """map_view_distance counts only the map views facing within 30 deg of the camera's
+    heading; the metrics split the updates off by 2 m or more by whether the map had such a
+    view within 2 m of the true camera pose (the mounting composed in)."""
+    from dmn_localizer.replay import offline as core
+    views = np.array([[0.0, 0.0, 0.0], [5.0, 0.0, math.pi], [0.0, 3.0, math.radians(25)]])
+    cams = np.array([[1.0, 0.0, 0.0],                   # the east-facing view 1 m away
+                     [1.0, 0.0, math.pi],               # the west-facing one 4 m away
+                     [1.0, 0.0, math.radians(90)],      # nothing faces north
+                     [0.0, 2.0, math.radians(20)]])     # both eastish views: 2 m, 1 m
+    d = core.map_view_distance(cams, views)
+    assert d[0] == pytest.approx(1.0) and d[1] == pytest.approx(4.0)
+    assert d[2] == math.inf and d[3] == pytest.approx(1.0)
+    assert np.all(core.map_view_distance(cams, np.zeros((0, 3))) == math.inf)
+    # four updates along x; their true base poses face east, the camera sits 3 m ahead
+    track = _track([0.5, 3.0, 0.5, 3.0])
+    core.annotate_map_views(track, np.array([[3.0, 0.0, 0.0], [4.0, 0.0, 0.0]]),
+                            (3.0, 0.0, 0.0))
+    assert track.map_view_m == pytest.approx([0.0, 0.0, 1.0, 2.0])
+    m = core.compute_metrics(track)
+    assert m['map_view_share'] == 1.0 and m['off_share_with_map_view'] == 0.5
+    assert m['off_share_without_map_view'] is None
+    track.map_view_m = [0.5, 3.0, 2.5, 9.0]
+    m = core.compute_metrics(track)
+    assert m['map_view_share'] == 0.25 and m['off_share_with_map_view'] == 0.0
+    assert m['off_share_without_map_view'] == pytest.approx(2 / 3)
+    track.map_view_m = []    # not annotated: nothing claimed
+    m = core.compute_metrics(track)
+    assert m['map_view_share'] is None and m['off_share_with_map_view'] is None
 
 
 def test_camera_mounting_and_tracking_spread(data, offline, tmp_path):

@@ -151,6 +151,7 @@ def replay(args, quiet=False):
         if track.depth_pairs is not None:
             extra.update(images_with_depth=track.depth_pairs[0],
                          images_without_depth=track.depth_pairs[1])
+    core.annotate_map_views(track, view_map.poses, mounting)
     metrics = core.compute_metrics(track, map_xy=view_map.poses[:, :2])
     initial = global_sample_sizes(cfg)[0] if args.mode == 'global' else k
     metrics.update(mode=args.mode, particles=k, initial_particles=initial,

@@ -21,7 +21,7 @@ from dmn_localizer.bags.read import (BASE_FRAME, camera_intrinsics, camera_mount
 from dmn_localizer.data.dataset import TRACKING_SIGMA
 from dmn_localizer.depth import DepthBuffer, message_columns
 from dmn_localizer.util.errors import UserError
-from dmn_localizer.geometry import quaternion_to_yaw, wrap_angle
+from dmn_localizer.geometry import compose, quaternion_to_yaw, wrap_angle
 from dmn_localizer.images import ImageError, resize_square
 from dmn_localizer.localization.odometry import OdometryBuffer
 from dmn_localizer.localization.tracker import Tracker
@@ -34,6 +34,11 @@ logger = logging.getLogger(__name__)
 TIGHT_M = 2.0             # a threshold a robot would care about
 CHI2_2DOF_95 = 5.991      # 2-sigma-equivalent ellipse for a 2-D Gaussian
 FINAL_SHARE = 0.25        # converged_share_final: the last quarter of the updates
+# a camera pose is covered by the map when a map view within MAP_VIEW_M faces within
+# MAP_VIEW_YAW of it (map_view_distance): then the model has a view of what the camera sees
+MAP_VIEW_M = 2.0
+MAP_VIEW_YAW = math.radians(30.0)
+MAP_VIEW_CHUNK = 256      # camera poses whose distances to every map view are taken at once
 
 
 @dataclass
@@ -231,6 +236,9 @@ class Track:
     frames: int = 0
     seconds: float = 0.0
     depth_pairs: tuple = None     # (images with, without a depth frame), with a depth topic
+    # per update: x-y distance from the true camera pose to the nearest map view facing its
+    # way (map_view_distance; empty until annotate_map_views)
+    map_view_m: list = field(default_factory=list)
 
     def errors(self):
         """(x-y error (T,) in m, absolute yaw error (T,) in rad) of each update."""
@@ -361,6 +369,52 @@ def _evo_trajectory(stamps, poses):
                             timestamps=np.asarray(stamps, np.float64))
 
 
+def map_view_distance(camera_poses, map_poses, max_yaw=MAP_VIEW_YAW):
+    """x-y distance (T,) from each camera pose (T, 3) to the nearest map view (N, 3) whose
+    heading is within ``max_yaw`` of the camera's, +inf where none is: where it is large the
+    mapping run never looked the way the camera looks there, so the map has no view of what
+    the image shows."""
+    cams = np.asarray(camera_poses, np.float64).reshape(-1, 3)
+    views = np.asarray(map_poses, np.float64).reshape(-1, 3)
+    out = np.full(len(cams), np.inf)
+    if not len(views):
+        return out
+    for i in range(0, len(cams), MAP_VIEW_CHUNK):
+        c = cams[i:i + MAP_VIEW_CHUNK, None]
+        d = np.hypot(c[..., 0] - views[:, 0], c[..., 1] - views[:, 1])
+        facing = np.abs(wrap_angle(c[..., 2] - views[:, 2])) <= max_yaw
+        out[i:i + MAP_VIEW_CHUNK] = np.where(facing, d, np.inf).min(1)
+    return out
+
+
+def annotate_map_views(track, map_poses, base_from_camera):
+    """Set ``track.map_view_m``: :func:`map_view_distance` of each update's true camera pose
+    (the true base pose composed with the camera mounting ``base_from_camera`` (x, y, yaw))
+    to the map's views ``map_poses`` (N, 3), which are camera poses."""
+    truth = np.asarray(track.truth, np.float64).reshape(-1, 3)
+    cams = compose(truth, np.asarray(base_from_camera, np.float64))
+    track.map_view_m = map_view_distance(cams, map_poses).tolist()
+
+
+def map_view_metrics(err_xy, map_view_m):
+    """The metrics of :func:`map_view_distance` for per-update x-y errors: the share of the
+    updates covered by the map (a view facing the camera's way within :data:`MAP_VIEW_M`) and
+    the share of updates off by :data:`TIGHT_M` or more among the covered ones and among the
+    others (None where there are none, or no distances)."""
+    view = np.asarray(map_view_m, np.float64)
+    err = np.asarray(err_xy, np.float64)
+    known = len(view) == len(err) and len(err) > 0
+    covered = view <= MAP_VIEW_M if known else np.zeros(0, bool)
+
+    def off_share(where):
+        return float(np.mean(err[where] >= TIGHT_M)) if known and where.any() else None
+    return {'map_view_threshold_m': MAP_VIEW_M,
+            'map_view_max_yaw_deg': round(math.degrees(MAP_VIEW_YAW), 3),
+            'map_view_share': float(np.mean(covered)) if known else None,
+            'off_share_with_map_view': off_share(covered),
+            'off_share_without_map_view': off_share(~covered)}
+
+
 def converged_from(err_xy, converge_m=TIGHT_M):
     """Index of the first update from which every x-y error is below ``converge_m`` to the
     end of the run, or None when the last one is not (a run that converged and diverged
@@ -438,20 +492,22 @@ def compute_metrics(track, converge_m=TIGHT_M, map_xy=None, final_share=FINAL_SH
         'share_inside_2sigma': float(np.mean(nees < CHI2_2DOF_95)),
         # a pose a robot would trust although it is off by more than the tight threshold
         'confident_miss_share': float(np.mean((nees >= CHI2_2DOF_95) & (err_xy >= TIGHT_M))),
+        **map_view_metrics(err_xy, track.map_view_m),
     }
 
 
 UPDATE_COLUMNS = ('stamp_s', 'x_m', 'y_m', 'yaw_rad', 'true_x_m', 'true_y_m', 'true_yaw_rad',
                   'error_xy_m', 'error_yaw_deg', 'std_x_m', 'std_y_m', 'std_yaw_deg', 'nees_xy',
-                  'inside_2sigma', 'evidence', 'lost', 'recovery')
+                  'inside_2sigma', 'evidence', 'lost', 'recovery', 'map_view_m')
 """The columns of ``updates.csv`` (documented in docs/cli.md)."""
 
 
 def update_rows(track):
     """One row per update of ``track`` (:data:`UPDATE_COLUMNS`): the estimate, the truth, the
     errors, the published standard deviations, the x-y NEES and whether the truth is inside
-    the 2-sigma ellipse, the belief's evidence, the lost flag and the recovery the update
-    applied. Values a track lacks (the evidence and flag of a ``--live`` replay) are empty."""
+    the 2-sigma ellipse, the belief's evidence, the lost flag, the recovery the update
+    applied and the distance to the nearest map view facing the camera's way (``inf``: none).
+    Values a track lacks (the evidence and flag of a ``--live`` replay) are empty."""
     est, gt = np.asarray(track.estimates, np.float64), np.asarray(track.truth, np.float64)
     std = np.sqrt(np.maximum(np.diagonal(np.asarray(track.covariances, np.float64),
                                          axis1=1, axis2=2), 0.0))
@@ -462,13 +518,15 @@ def update_rows(track):
     for i, stamp in enumerate(track.stamps):
         evidence = track.evidence[i] if i < len(track.evidence) else float('nan')
         lost = track.lost[i] if i < len(track.lost) else None
+        view = track.map_view_m[i] if i < len(track.map_view_m) else None
         rows.append(['%.9f' % stamp, *('%.4f' % v for v in est[i]),
                      *('%.4f' % v for v in gt[i]), '%.4f' % err_xy[i],
                      '%.3f' % math.degrees(err_yaw[i]), '%.4f' % std[i, 0], '%.4f' % std[i, 1],
                      '%.3f' % math.degrees(std[i, 2]), '%.4g' % nees[i],
                      int(nees[i] < CHI2_2DOF_95),
                      '' if not math.isfinite(evidence) else '%.4f' % evidence,
-                     '' if lost is None else int(lost), recovery.get(i, '')])
+                     '' if lost is None else int(lost), recovery.get(i, ''),
+                     '' if view is None else '%.2f' % view])
     return rows
 
 

@@ -17,7 +17,8 @@ def draw_layout(ax, layout):
 
 def plot_replay(track, metrics, out, view_map=None, layout=None):
     """trajectory.png (top-down: walls, contexts, truth, estimate, particle snapshots) and
-    errors.png (x-y error and 2-sigma over time with the thresholds). Returns the paths."""
+    errors.png (x-y error and 2-sigma over time with the thresholds, the updates whose camera
+    pose has no map view facing its way nearby shaded). Returns the paths."""
     est, gt = np.asarray(track.estimates), np.asarray(track.truth)
     t = np.asarray(track.stamps) - track.stamps[0]
     fig = figure(figsize=(7, 7))
@@ -58,6 +59,8 @@ def plot_replay(track, metrics, out, view_map=None, layout=None):
     ax.semilogy(t, np.maximum(two_sigma, 1e-3), '--', label='2 sigma (filter)')
     ax.axhline(metrics['success_threshold_m'], color='grey', lw=0.8, ls=':')
     ax.axhline(metrics['tight_threshold_m'], color='grey', lw=0.8, ls='-.')
+    _shade_without_map_view(ax, t, track.map_view_m, metrics.get('map_view_threshold_m'),
+                            metrics.get('map_view_max_yaw_deg'))
     ax.set_ylabel('metres')
     ax.legend(fontsize=8)
     ax2 = fig.add_subplot(panels, 1, 2, sharex=ax)
@@ -69,6 +72,18 @@ def plot_replay(track, metrics, out, view_map=None, layout=None):
     fig.axes[-1].set_xlabel('time [s]')
     err_png = save_png(fig, out / 'errors.png')
     return [traj_png, err_png]
+
+
+def _shade_without_map_view(ax, t, map_view_m, threshold_m, max_yaw_deg):
+    """Shade the updates whose true camera pose has no map view facing its way (within
+    ``max_yaw_deg``) within ``threshold_m``: the map never saw what the image shows there."""
+    view = np.asarray(map_view_m, np.float64)
+    if threshold_m is None or len(view) != len(t) or not (view > threshold_m).any():
+        return
+    ax.fill_between(t, 0, 1, where=view > threshold_m, transform=ax.get_xaxis_transform(),
+                    color='grey', alpha=0.2, step='mid', linewidth=0,
+                    label=f'no map view within {threshold_m:g} m facing within '
+                          f'{max_yaw_deg:g} deg')
 
 
 def _plot_evidence(ax, t, evidence, lost, threshold):
