@@ -211,6 +211,35 @@ def test_simulate_bag_turn_first(tmp_path):
     assert r.returncode == 2 and '--turn-first takes the first 12' in r.stderr, r.stderr
 
 
+def test_simulate_bag_mapping_return(tmp_path):
+    """--mapping-return: the mapping run turns about and drives its route back facing the
+    other way; the localization run (poses, odometry, images) is the one recorded without
+    the return."""
+    kw = dict(image_size=16, mapping_frames=10, localization_frames=8)
+    plain = simulate_bag('rooms', 2, tmp_path / 'a', **kw)
+    both = simulate_bag('rooms', 2, tmp_path / 'b', mapping_return=True, **kw)
+    fwd, ret = plain['mapping'][1], both['mapping'][1]
+    assert len(ret) == 2 * len(fwd) + 3 and np.allclose(ret[:10], fwd)
+    assert np.allclose(ret[10:13, :2], fwd[-1, :2])                  # turning about in place
+    back = ret[13:]
+    assert np.allclose(back[:, :2], fwd[::-1, :2])
+    assert np.allclose(np.cos(back[:, 2] - fwd[::-1, 2]), -1.0, atol=1e-5)
+    assert np.allclose(both['localization'][1], plain['localization'][1])
+
+    def localization_run(run):   # the odometry poses and the images, in order
+        _, msgs = _read(tmp_path / run / 'localization')
+        out = []
+        for topic, _, ty, data in msgs:
+            if topic == '/odom':
+                p = M.TYPESTORE.deserialize_cdr(data, ty).pose.pose
+                out.append((p.position.x, p.position.y, p.orientation.z, p.orientation.w))
+            elif topic == '/camera/image_raw':
+                out.append(bytes(M.TYPESTORE.deserialize_cdr(data, ty).data))
+        return out
+    plain_run, both_run = localization_run('a'), localization_run('b')
+    assert len(plain_run) == 2 * 8 and plain_run == both_run
+
+
 def test_bag_messages_deserialize_in_rclpy(bags):
     from rclpy.serialization import deserialize_message
     from nav_msgs.msg import Odometry

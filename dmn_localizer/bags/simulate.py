@@ -27,6 +27,7 @@ Storage and format: mcap or sqlite3, rosbag2 format 9 (Jazzy, Kilted) or 8 (QoS 
 as a YAML string, the way Humble's reader expects them; format 9 stores a list, which Humble
 rejects). For Humble's ``ros2 bag``: sqlite3 (its default storage) and format 8.
 """
+import copy
 import logging
 import os
 
@@ -36,7 +37,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from dmn_localizer.bags import messages as M
 from dmn_localizer.geometry import compose, relative, wrap_angle
 from dmn_localizer.sim.trajectories import (exploring_trajectory, random_trajectory,
-                                            turn_in_place)
+                                            return_route, turn_in_place)
 from dmn_localizer.sim.spec import domain_rng
 from dmn_localizer.sim.world import make_world
 from dmn_localizer.util.atomic import atomic_directory
@@ -145,7 +146,7 @@ def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frame
                  localization_frames=150, rate_hz=4.0, step_m=0.5, kidnap_at=None,
                  kidnap_min_m=10.0, bag_version=9, base_from_camera=(0.0, 0.0, 0.0),
                  hfov_deg=None, depth=False, depth_range=0.0, depth_noise=0.0,
-                 turn_first=False):
+                 turn_first=False, mapping_return=False):
     """Write ``out/mapping`` and ``out/localization`` for world ``seed`` of ``domain``.
 
     ``mapping_frames``: the mapping run's length; None (default): until it has seen every
@@ -156,7 +157,10 @@ def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frame
     odometry sees nothing) to a mapped place at least ``kidnap_min_m`` away: the
     kidnapped-robot test. ``turn_first``: the localization run begins with one full turn in
     place (:data:`TURN_FIRST_FRAMES` frames, part of ``localization_frames``), then drives the
-    route it drives without the turn. ``base_from_camera``: where the camera sits on the robot.
+    route it drives without the turn. ``mapping_return``: after covering the world the mapping
+    run turns about and drives its whole route back, so the map has views facing both ways
+    along it (:func:`~dmn_localizer.sim.trajectories.return_route`); the localization run is
+    the one recorded without the return. ``base_from_camera``: where the camera sits on the robot.
     ``hfov_deg``: another camera's horizontal field of view (default: the world's own camera;
     mazes: only narrower, a centre crop); ``/camera/camera_info`` states its intrinsics.
     ``depth``: also record a depth camera registered to the images (:data:`DEPTH_TOPIC`),
@@ -182,6 +186,12 @@ def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frame
                                              step_m=step_m, turn_sigma=np.radians(10.0),
                                              sight_m=MAPPING_SIGHT_M, cover=n is None)
                 mapped = poses
+                if mapping_return:
+                    # the localization run as without the return: the random stream as it
+                    # would be after the plain run's odometry noise (noisy_odometry)
+                    plain_rng = copy.deepcopy(rng)
+                    plain_rng.normal(size=(len(poses) - 1, 3))
+                    poses = return_route(poses)
             else:
                 start_pose = mapped[rng.integers(len(mapped))]
                 turn = turn_in_place(start_pose, TURN_FIRST_FRAMES if turn_first else 0)
@@ -198,6 +208,8 @@ def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frame
                       teleports=(kidnap_at,) if run == 'localization' and kidnap_at else (),
                       version=bag_version, base_from_camera=base_from_camera, depth=depth,
                       depth_range=depth_range, depth_noise=depth_noise, depth_rng=depth_rng)
+            if run == 'mapping' and mapping_return:
+                rng = plain_rng
             result[run] = (path, poses, start)
             log.info('wrote %s: %d frames', path, len(poses))
             start += int((len(poses) / rate_hz + LOCALIZATION_DELAY_S) * 1e9)

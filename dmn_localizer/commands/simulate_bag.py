@@ -46,6 +46,10 @@ def add_arguments(parser):
     parser.add_argument('--mapping-frames', type=int, metavar='N',
                         help='frames of the mapping run (default: until it has passed within '
                         '1.5 m of every reachable place of the world, at least 800)')
+    parser.add_argument('--mapping-return', action='store_true',
+                        help='after covering the world the mapping run turns about and drives '
+                        'its route back, so the map has views facing both ways along it '
+                        '(twice the frames); the localization run is the one without it')
     parser.add_argument('--localization-frames', type=int, default=150)
     parser.add_argument('--rate', type=float, default=4.0, help='frames per second')
     parser.add_argument('--step', type=float, default=0.5, help='metres driven per frame')
@@ -110,7 +114,8 @@ def run(args):
                        step_m=args.step, kidnap_at=args.kidnap_at,
                        bag_version=args.bag_version, hfov_deg=args.hfov_deg,
                        depth=args.depth, depth_range=args.depth_range,
-                       depth_noise=args.depth_noise, turn_first=args.turn_first)
+                       depth_noise=args.depth_noise, turn_first=args.turn_first,
+                       mapping_return=args.mapping_return)
     for name, (path, poses, _) in res.items():
         print(f'{name}: {path} ({len(poses)} frames, {args.storage}, rosbag2 format '
               f'{args.bag_version})')

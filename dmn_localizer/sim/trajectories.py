@@ -55,6 +55,19 @@ def turn_in_place(pose, frames):
     return np.stack([np.full(frames, x), np.full(frames, y), headings], 1).astype(np.float32)
 
 
+def return_route(poses, turn_frames=4):
+    """``poses`` (N, 3), then a turn about in place at the last one (``turn_frames`` frames
+    of 180 / ``turn_frames`` deg, as the coverage run turns) and the same route driven back:
+    the poses in reverse order, each facing the opposite way. (2N + turn_frames - 1, 3)."""
+    poses = np.asarray(poses)
+    x, y, yaw = (float(v) for v in poses[-1])
+    turn = wrap_angle(yaw + np.pi * np.arange(1, turn_frames) / turn_frames)
+    about = np.stack([np.full(turn_frames - 1, x), np.full(turn_frames - 1, y), turn], 1)
+    back = poses[::-1].copy()
+    back[:, 2] = wrap_angle(back[:, 2] + np.pi)
+    return np.concatenate([poses, about.astype(poses.dtype), back])
+
+
 def _raster_route(spec, start, cell):
     """Waypoints (list of (2,) arrays) of a collision-free route from ``start`` (x, y) to the
     nearest reachable free point of layout ``cell`` (row, column): breadth-first over the
