@@ -213,9 +213,10 @@ def test_simulate_bag_turn_first(tmp_path):
 
 def test_simulate_bag_mapping_return(tmp_path):
     """--mapping-return: the mapping run turns about and drives its route back facing the
-    other way; the localization run (poses, odometry, images) is the one recorded without
-    the return."""
-    kw = dict(image_size=16, mapping_frames=10, localization_frames=8)
+    other way; the localization run (poses, odometry, images, noisy depth) is the one
+    recorded without the return."""
+    kw = dict(image_size=16, mapping_frames=10, localization_frames=8, depth=True,
+              depth_noise=0.02)
     plain = simulate_bag('rooms', 2, tmp_path / 'a', **kw)
     both = simulate_bag('rooms', 2, tmp_path / 'b', mapping_return=True, **kw)
     fwd, ret = plain['mapping'][1], both['mapping'][1]
@@ -233,11 +234,11 @@ def test_simulate_bag_mapping_return(tmp_path):
             if topic == '/odom':
                 p = M.TYPESTORE.deserialize_cdr(data, ty).pose.pose
                 out.append((p.position.x, p.position.y, p.orientation.z, p.orientation.w))
-            elif topic == '/camera/image_raw':
+            elif topic in ('/camera/image_raw', '/camera/depth/image_raw'):
                 out.append(bytes(M.TYPESTORE.deserialize_cdr(data, ty).data))
         return out
     plain_run, both_run = localization_run('a'), localization_run('b')
-    assert len(plain_run) == 2 * 8 and plain_run == both_run
+    assert len(plain_run) == 3 * 8 and plain_run == both_run
 
 
 def test_bag_messages_deserialize_in_rclpy(bags):

@@ -191,6 +191,9 @@ def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frame
                     # would be after the plain run's odometry noise (noisy_odometry)
                     plain_rng = copy.deepcopy(rng)
                     plain_rng.normal(size=(len(poses) - 1, 3))
+                    plain_depth_rng = copy.deepcopy(depth_rng)
+                    if depth and depth_noise > 0:   # and the depth noise (degrade)
+                        plain_depth_rng.standard_normal(len(poses) * image_size ** 2)
                     poses = return_route(poses)
             else:
                 start_pose = mapped[rng.integers(len(mapped))]
@@ -209,7 +212,7 @@ def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frame
                       version=bag_version, base_from_camera=base_from_camera, depth=depth,
                       depth_range=depth_range, depth_noise=depth_noise, depth_rng=depth_rng)
             if run == 'mapping' and mapping_return:
-                rng = plain_rng
+                rng, depth_rng = plain_rng, plain_depth_rng
             result[run] = (path, poses, start)
             log.info('wrote %s: %d frames', path, len(poses))
             start += int((len(poses) / rate_hz + LOCALIZATION_DELAY_S) * 1e9)
