@@ -187,13 +187,15 @@ def simulate_bag(domain, seed, out, storage='mcap', image_size=64, mapping_frame
                                              sight_m=MAPPING_SIGHT_M, cover=n is None)
                 mapped = poses
                 if mapping_return:
-                    # the localization run as without the return: the random stream as it
-                    # would be after the plain run's odometry noise (noisy_odometry)
-                    plain_rng = copy.deepcopy(rng)
-                    plain_rng.normal(size=(len(poses) - 1, 3))
-                    plain_depth_rng = copy.deepcopy(depth_rng)
-                    if depth and depth_noise > 0:   # and the depth noise (degrade)
-                        plain_depth_rng.standard_normal(len(poses) * image_size ** 2)
+                    # the localization run as without the return: the random streams as the
+                    # plain run's odometry and depth noise would leave them
+                    plain_rng, plain_depth_rng = copy.deepcopy(rng), copy.deepcopy(depth_rng)
+                    noisy_odometry(poses, plain_rng)
+                    if depth:
+                        from dmn_localizer.sim.depth_camera import degrade
+                        cam = world.camera
+                        degrade(np.ones((len(poses), cam.height, cam.width), np.float32),
+                                plain_depth_rng, depth_range, depth_noise)
                     poses = return_route(poses)
             else:
                 start_pose = mapped[rng.integers(len(mapped))]
